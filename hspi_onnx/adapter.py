@@ -1,0 +1,152 @@
+"""The adapter protocol and the registry of runtimes.
+
+An adapter (one module per runtime family) reports availability with a reason, enumerates
+the platform variants it supports on this machine for a model, prepares a model for one
+variant as a context manager, and runs numpy batches. Built-in adapters are found through the
+entry-point group ``hspi_onnx.runtimes``, exactly as a third-party package adds one.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata as md
+import itertools
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from .errors import HspiError, UnknownPlatformError
+from .model import ModelInfo
+from .platform import Platform, no_match_message
+
+ENTRY_POINT_GROUP = "hspi_onnx.runtimes"
+BATCH_SIZES = (1, 8)
+THREADS = (1, 2)
+
+
+class Session(Protocol):
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Outputs for one batch, in the dtype the runtime returned (first model output)."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+
+class Adapter:
+    """Base class: subclasses set the class attributes and implement variants and prepare."""
+
+    name: str = ""  # runtime segment of platform labels
+    distribution: str = ""  # the pip distribution whose version labels carry
+    requires: tuple[str, ...] = ()  # modules that must import for the adapter to work
+    summary: str = ""
+
+    def version(self) -> str:
+        try:
+            return md.version(self.distribution).replace("+", "-")
+        except md.PackageNotFoundError:
+            return "0"
+
+    @functools.cached_property
+    def _availability(self) -> Availability:
+        for mod in self.requires:
+            try:
+                importlib.import_module(mod)
+            except Exception as exc:  # a broken install can raise anything
+                return Availability(False, f"cannot import {mod}: {type(exc).__name__}: {exc}")
+        return self.check()
+
+    def available(self) -> Availability:
+        return self._availability
+
+    def check(self) -> Availability:
+        """Extra availability checks beyond imports (devices, licences, ...)."""
+        return Availability(True)
+
+    def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        raise NotImplementedError
+
+    def prepare(self, model: ModelInfo, platform: Platform) -> AbstractContextManager[Session]:
+        raise NotImplementedError
+
+    def platform(self, device: str, precision: str, **knobs) -> Platform:
+        return Platform.make(self.name, self.version(), device, precision, **knobs)
+
+    def grid(self, device: str, precisions: Iterable[tuple[str, dict]], **axes: Iterable) -> list[Platform]:
+        """Every combination of (precision, fixed knobs) with the given knob axes."""
+        keys = list(axes)
+        out = []
+        for precision, fixed in precisions:
+            for values in itertools.product(*(axes[k] for k in keys)):
+                out.append(self.platform(device, precision, **fixed, **dict(zip(keys, values))))
+        return out
+
+
+def batch_sizes(model: ModelInfo) -> tuple[int, ...]:
+    return (model.spec.fixed_batch,) if model.spec.fixed_batch else BATCH_SIZES
+
+
+class BrokenAdapter(Adapter):
+    """Stands in for a plugin whose entry point fails to load."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self._reason = name, reason
+
+    def version(self) -> str:
+        return "0"
+
+    def available(self) -> Availability:
+        return Availability(False, self._reason)
+
+    def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        return []
+
+
+@functools.lru_cache(maxsize=1)
+def registry() -> dict[str, Adapter]:
+    """Every adapter registered under the entry-point group, by runtime name."""
+    found: dict[str, Adapter] = {}
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            adapter = ep.load()()
+        except Exception as exc:
+            adapter = BrokenAdapter(ep.name, f"plugin failed to load: {type(exc).__name__}: {exc}")
+        found[adapter.name or ep.name] = adapter
+    return found
+
+
+def available_variants(model: ModelInfo, probe_kind: str) -> list[tuple[Adapter, Platform]]:
+    out = []
+    for adapter in registry().values():
+        if adapter.available().ok:
+            out += [(adapter, p) for p in adapter.variants(model, probe_kind)]
+    return out
+
+
+def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:
+    """The adapter and platform for an exact label, or an error naming close matches."""
+    platform = Platform.parse(label)
+    adapters = registry()
+    adapter = adapters.get(platform.runtime)
+    if adapter is None:
+        raise UnknownPlatformError(
+            f"no adapter for runtime {platform.runtime!r}; installed: {', '.join(adapters) or 'none'}"
+        )
+    status = adapter.available()
+    if not status.ok:
+        raise UnknownPlatformError(f"runtime {adapter.name} is unavailable: {status.reason}")
+    offered = adapter.variants(model, probe_kind)
+    if platform not in offered:
+        raise UnknownPlatformError(no_match_message(label, offered))
+    return adapter, platform
+
+
+def require(adapter: Adapter) -> None:
+    status = adapter.available()
+    if not status.ok:
+        raise HspiError(f"runtime {adapter.name} is unavailable: {status.reason}")

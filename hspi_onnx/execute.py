@@ -1,0 +1,50 @@
+"""Run one platform over a probe set: fixed-size batches, outputs kept exactly as returned."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from .adapter import Adapter, require
+from .errors import HspiError
+from .hostinfo import cpu_facts
+from .model import ModelInfo
+from .outputs import RunResult
+from .platform import Platform
+from .probes import ProbeSet
+
+
+def batches(n: int, bs: int) -> list[np.ndarray]:
+    """Index batches of exactly ``bs``; the last one wraps around to the first probes, so every
+    probe is computed in a batch of the labelled size."""
+    out = []
+    for start in range(0, n, bs):
+        idx = np.arange(start, start + bs) % n
+        out.append(idx)
+    return out
+
+
+def run_platform(adapter: Adapter, model: ModelInfo, platform: Platform, probes: ProbeSet,
+                 on_batch: Callable[[int], None] | None = None) -> RunResult:
+    require(adapter)
+    probes.check_fits(model.spec)
+    n = len(probes)
+    bs = int(platform.knob.get("bs", "1"))
+    results: list[np.ndarray | None] = [None] * n
+    with adapter.prepare(model, platform) as session:
+        t0 = time.perf_counter()
+        for idx in batches(n, bs):
+            out = session.run(probes.inputs[idx])
+            if out.shape[0] != len(idx):
+                raise HspiError(f"{platform} returned {out.shape[0]} outputs for a batch of {len(idx)}")
+            for j, i in enumerate(idx):
+                if results[i] is None:
+                    results[i] = out[j]
+            if on_batch:
+                on_batch(len(idx))
+        seconds = time.perf_counter() - t0
+    outputs = np.stack(results)
+    return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
+                     probes.ids.copy(), outputs, seconds, cpu_facts())

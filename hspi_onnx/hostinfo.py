@@ -1,0 +1,64 @@
+"""Facts about the host: CPU model, instruction-set level, core count, OS."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform as _pyplatform
+import re
+
+# Highest level first: the device label names the best ISA the CPU reports.
+_X86_LEVELS = [
+    ("amx", {"amx_tile"}),
+    ("avx512vnni", {"avx512_vnni"}),
+    ("avx512", {"avx512f"}),
+    ("avx2", {"avx2", "fma"}),
+    ("avx", {"avx"}),
+    ("sse4", {"sse4_2"}),
+]
+_ARM_LEVELS = [("sve", {"sve"}), ("neon", {"asimd"})]
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "CPU part") and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model or _pyplatform.processor() or _pyplatform.machine(), flags
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"\((r|tm)\)", "", text.lower())
+    s = re.sub(r"\b(cpu|processor|\d+-core)\b", "", s)
+    s = re.sub(r"[^a-z0-9.]+", "-", s).strip("-.")
+    return s or "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_facts() -> dict:
+    model, flags = _cpuinfo()
+    levels = _ARM_LEVELS if _pyplatform.machine().lower() in ("aarch64", "arm64") else _X86_LEVELS
+    isa = next((name for name, need in levels if need <= flags), _pyplatform.machine().lower())
+    return {
+        "cpu_model": model,
+        "isa": isa,
+        "isa_flags": sorted(f for f in flags if re.match(r"(avx|amx|sse4|fma|f16c|sve|asimd)", f)),
+        "cores": os.cpu_count() or 1,
+        "machine": _pyplatform.machine(),
+        "os": f"{_pyplatform.system()} {_pyplatform.release()}",
+        "python": _pyplatform.python_version(),
+    }
+
+
+def cpu_device(isa: str | None = None) -> str:
+    """Device segment of a CPU platform label, e.g. ``cpu:avx2:amd-epyc``."""
+    facts = cpu_facts()
+    return f"cpu:{isa or facts['isa']}:{slug(facts['cpu_model'])}"

@@ -1,0 +1,136 @@
+"""Lossless outputs: raw bytes of the dtype the runtime returned, with per-output digests.
+
+Dtypes numpy lacks (bfloat16) live in memory as ml_dtypes arrays and on disk as the unsigned
+integer of the same width, with the dtype's name in the metadata. Nothing is rounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadProbesError, HspiError
+
+_STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+NATIVE = {"float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"}
+MAX_FILE_BYTES = 1 << 30
+
+
+def dtype_name(arr: np.ndarray) -> str:
+    return str(arr.dtype)
+
+
+def to_storage(arr: np.ndarray) -> np.ndarray:
+    name = dtype_name(arr)
+    if name in NATIVE:
+        return np.ascontiguousarray(arr)
+    if name in _STORAGE:
+        return np.ascontiguousarray(arr).view(_STORAGE[name])
+    raise HspiError(f"cannot store outputs of dtype {name}")
+
+
+def from_storage(arr: np.ndarray, name: str) -> np.ndarray:
+    if name in NATIVE:
+        if str(arr.dtype) != name:
+            raise HspiError(f"stored outputs are {arr.dtype}, metadata says {name}")
+        return arr
+    if name in _STORAGE and str(arr.dtype) == _STORAGE[name]:
+        import ml_dtypes
+
+        return arr.view(getattr(ml_dtypes, name))
+    raise HspiError(f"unknown stored output dtype {name!r}")
+
+
+def row_digests(outputs: np.ndarray) -> list[str]:
+    """blake2b-128 of each output's dtype, shape and raw bytes."""
+    name = dtype_name(outputs)
+    raw = to_storage(outputs)
+    shape = json.dumps(list(outputs.shape[1:])).encode()
+    out = []
+    for row in raw:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(name.encode() + b"\0" + shape + b"\0")
+        h.update(row.tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
+def set_digest(digests: list[str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for d in digests:
+        h.update(bytes.fromhex(d))
+    return h.hexdigest()
+
+
+@dataclass
+class RunResult:
+    platform: str
+    model_sha256: str
+    model_name: str
+    probes_name: str
+    probes_sha256: str
+    ids: np.ndarray
+    outputs: np.ndarray
+    seconds: float = 0.0
+    host: dict = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> str:
+        return dtype_name(self.outputs)
+
+    def digests(self) -> list[str]:
+        return row_digests(self.outputs)
+
+    def meta(self) -> dict:
+        return {
+            "format": "hspi-run/1", "platform": self.platform, "model_sha256": self.model_sha256,
+            "model_name": self.model_name, "probes_name": self.probes_name,
+            "probes_sha256": self.probes_sha256, "dtype": self.dtype,
+            "shape": list(self.outputs.shape), "seconds": round(self.seconds, 6), "host": self.host,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), dtype=np.uint8)
+        digests = np.array([bytes.fromhex(d) for d in self.digests()], dtype="S16").view(np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, outputs=to_storage(self.outputs), ids=self.ids, digests=digests, meta=meta)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+        return path
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Read a file written by :meth:`RunResult.save`; digests are recomputed and checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise HspiError(f"output file {str(path)!r} does not exist")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise HspiError(f"output file {str(path)!r} is larger than 1 GiB")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if set(npz.files) != {"outputs", "ids", "digests", "meta"}:
+                raise HspiError(f"{str(path)!r} is not an hspi output file")
+            raw, ids, digests, meta_arr = npz["outputs"], npz["ids"], npz["digests"], npz["meta"]
+        meta = json.loads(meta_arr.tobytes().decode("utf-8"))
+        outputs = from_storage(raw, str(meta["dtype"]))
+        result = RunResult(
+            str(meta["platform"]), str(meta["model_sha256"]), str(meta["model_name"]),
+            str(meta["probes_name"]), str(meta["probes_sha256"]), ids, outputs,
+            float(meta.get("seconds", 0.0)), dict(meta.get("host", {})),
+        )
+    except HspiError:
+        raise
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile, EOFError, RecursionError) as exc:
+        raise HspiError(f"output file {str(path)!r} is malformed ({type(exc).__name__})")
+    if ids.shape != (len(outputs),) or digests.shape != (len(outputs), 16):
+        raise BadProbesError(f"output file {str(path)!r} has mismatched ids or digests")
+    if [bytes(r).hex() for r in digests] != result.digests():
+        raise HspiError(f"output file {str(path)!r} fails its digests (altered or corrupt)")
+    return result

@@ -1,0 +1,1 @@
+"""Built-in runtime adapters, registered through the ``hspi_onnx.runtimes`` entry points."""

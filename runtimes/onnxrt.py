@@ -1,0 +1,133 @@
+"""ONNX Runtime on the CPU execution provider.
+
+Precisions: fp32 (the model as given), fp16 (weights and compute converted, inputs and
+outputs kept fp32), int8 with dynamic quantization, int8 with static QDQ quantization
+calibrated on the calibration split of the probe kind. Knobs: graph optimization level,
+batch size, intra-op threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
+from hspi_onnx.cache import atomic_write_bytes, cache_dir
+from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.hostinfo import cpu_device
+from hspi_onnx.model import ModelInfo
+from hspi_onnx.platform import Platform
+
+OPT_LEVELS = ("disabled", "basic", "extended", "all")
+CALIBRATION_PROBES = 32
+
+
+class _OrtSession:
+    def __init__(self, sess, input_name: str, output_name: str) -> None:
+        self.sess, self.input_name, self.output_name = sess, input_name, output_name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.sess.run([self.output_name], {self.input_name: batch})[0]
+
+
+class OnnxRuntimeAdapter(Adapter):
+    name = "onnxruntime"
+    distribution = "onnxruntime"
+    requires = ("onnxruntime",)
+    summary = "ONNX Runtime, CPU execution provider"
+
+    def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        precisions = [
+            ("fp32", {}), ("fp16", {}),
+            ("int8", {"quant": "dynamic"}), ("int8", {"quant": "qdq", "calib": probe_kind}),
+        ]
+        return self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=batch_sizes(model), threads=THREADS)
+
+    @contextlib.contextmanager
+    def prepare(self, model: ModelInfo, platform: Platform):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[platform.knob["opt"]]
+        opts.intra_op_num_threads = int(platform.knob["threads"])
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        data = prepared_model(model, platform)
+        try:
+            sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {_first_line(exc)}")
+        yield _OrtSession(sess, model.spec.name, sess.get_outputs()[0].name)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def prepared_model(model: ModelInfo, platform: Platform) -> bytes:
+    """The model converted to the platform's precision, cached by model digest and recipe."""
+    if platform.precision == "fp32":
+        return model.load().SerializeToString()
+    recipe = "-".join([platform.precision, platform.knob.get("quant", ""), platform.knob.get("calib", "")])
+    path = cache_dir("prepared", "onnxruntime", platform.version, model.sha256[:16]) / f"{recipe.strip('-')}.onnx"
+    if not path.exists():
+        atomic_write_bytes(path, _convert(model, platform, path.parent))
+    return path.read_bytes()
+
+
+def _convert(model: ModelInfo, platform: Platform, workdir: Path) -> bytes:
+    proto = model.load()
+    if platform.precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16(proto, keep_io_types=True).SerializeToString()
+    if platform.precision != "int8":
+        raise UnsupportedError(f"onnxruntime adapter has no precision {platform.precision!r}")
+    from onnxruntime import quantization as q
+
+    src = workdir / ".src.onnx"
+    dst = workdir / ".quant.onnx"
+    atomic_write_bytes(src, proto.SerializeToString())
+    try:
+        if platform.knob["quant"] == "dynamic":
+            # uint8 weights: the CPU's ConvInteger kernel takes uint8 on both sides
+            q.quantize_dynamic(src, dst, weight_type=q.QuantType.QUInt8)
+        else:
+            q.quantize_static(src, dst, _CalibrationReader(model, platform.knob["calib"]),
+                              quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QUInt8,
+                              weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax)
+        return dst.read_bytes()
+    except UnsupportedError:
+        raise
+    except Exception as exc:
+        raise UnsupportedError(f"int8 quantization failed for {model.name}: {_first_line(exc)}")
+    finally:
+        for p in (src, dst):
+            p.unlink(missing_ok=True)
+
+
+class _CalibrationReader:
+    """Feeds the calibration split (disjoint from the probes) to ONNX Runtime's calibrator."""
+
+    def __init__(self, model: ModelInfo, kind: str) -> None:
+        from hspi_onnx.probes import generate
+
+        calib = generate(model.spec, kind, n=CALIBRATION_PROBES, seed=0, split="calib")
+        bs = model.spec.fixed_batch or 8
+        self._batches = iter(
+            [{model.spec.name: calib.inputs[i:i + bs]} for i in range(0, len(calib), bs)
+             if len(calib.inputs[i:i + bs]) == bs]
+        )
+
+    def get_next(self):
+        return next(self._batches, None)

@@ -1,0 +1,123 @@
+"""PyTorch on the CPU, eager mode.
+
+Zoo models run from their own torch modules (``src=module``); any ONNX file, zoo exports
+included, can also run through the ONNX-to-PyTorch converter (``src=onnx``). Precisions
+fp32, bf16 and fp16 (weights and compute; outputs are returned in that dtype); channels-last
+memory format on or off for image models; batch size; intra-op threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
+from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.hostinfo import cpu_device
+from hspi_onnx.model import WEIGHTS_META_KEY, ModelInfo
+from hspi_onnx.platform import Platform
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+            "fp64": torch.float64}[precision]
+
+
+def has_module(model: ModelInfo) -> bool:
+    from hspi_onnx.models import ZOO
+
+    return model.zoo in ZOO and WEIGHTS_META_KEY in model.metadata and model.weights_path().is_file()
+
+
+def build_torch_module(model: ModelInfo, src: str, precision: str):
+    """The model as a torch module computing in ``precision``."""
+    dtype = _dtype(precision)
+    if src == "module":
+        if not has_module(model):
+            raise UnsupportedError(f"{model.name} has no zoo module and weights beside it; use src=onnx")
+        from hspi_onnx.models.export import load_module
+
+        return load_module(model.zoo, model.weights_path(), model.metadata[WEIGHTS_META_KEY]).to(dtype)
+    from .onnx_torch import convert
+
+    return convert(model.load(), dtype)
+
+
+def to_numpy(t) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+class _TorchSession:
+    def __init__(self, module, dtype, channels_last: bool) -> None:
+        self.module, self.dtype, self.channels_last = module, dtype, channels_last
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if x.is_floating_point():
+            x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return to_numpy(self.module(x))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class PyTorchAdapter(Adapter):
+    name = "pytorch"
+    distribution = "torch"
+    requires = ("torch",)
+    summary = "PyTorch eager on the CPU (zoo modules, or any ONNX through the converter)"
+
+    def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        srcs = ("module", "onnx") if has_module(model) else ("onnx",)
+        layouts = ("nchw", "nhwc") if model.spec.kind == "image" else ("plain",)
+        return self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
+                         src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
+
+    @contextlib.contextmanager
+    def prepare(self, model: ModelInfo, platform: Platform):
+        import torch
+
+        knobs = platform.knob
+        module = build_torch_module(model, knobs["src"], platform.precision)
+        channels_last = knobs.get("layout") == "nhwc"
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        with torch_threads(int(knobs["threads"])):
+            yield _TorchSession(module, _dtype(platform.precision), channels_last)
+
+
+def float64_reference(model: ModelInfo, inputs: np.ndarray) -> np.ndarray:
+    """The model computed in float64 (the zoo module where there is one, else the converter)."""
+    import torch
+
+    module = build_torch_module(model, "module" if has_module(model) else "onnx", "fp64")
+    x = torch.from_numpy(np.ascontiguousarray(inputs))
+    x = x.double() if x.is_floating_point() else x
+    with torch.inference_mode():
+        return module(x).numpy()
