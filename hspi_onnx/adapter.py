@@ -129,7 +129,19 @@ def available_variants(model: ModelInfo, probe_kind: str) -> list[tuple[Adapter,
 
 
 def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:
-    """The adapter and platform for an exact label, or an error naming close matches."""
+    """The adapter and platform for an exact label, or for a glob that selects exactly one;
+    otherwise an error naming close matches."""
+    if label.count("/") != 3 or "@" not in label.split("/")[0] or any(c in label for c in "*?["):
+        from .platform import select
+
+        pairs = available_variants(model, probe_kind)
+        chosen = select([p for _, p in pairs], [label])
+        if len(chosen) > 1:
+            shown = ", ".join(str(p) for p in chosen[:3])
+            raise UnknownPlatformError(
+                f"{label!r} selects {len(chosen)} platforms ({shown}, ...); give one exact label"
+            )
+        return next((a, p) for a, p in pairs if p == chosen[0])
     platform = Platform.parse(label)
     adapters = registry()
     adapter = adapters.get(platform.runtime)

@@ -39,11 +39,13 @@ def run_platform(adapter: Adapter, model: ModelInfo, platform: Platform, probes:
             out = session.run(probes.inputs[idx])
             if out.shape[0] != len(idx):
                 raise HspiError(f"{platform} returned {out.shape[0]} outputs for a batch of {len(idx)}")
+            fresh = 0
             for j, i in enumerate(idx):
                 if results[i] is None:
                     results[i] = out[j]
+                    fresh += 1
             if on_batch:
-                on_batch(len(idx))
+                on_batch(fresh)
         seconds = time.perf_counter() - t0
     outputs = np.stack(results)
     return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,

@@ -1,0 +1,42 @@
+"""The ``hspi`` command line. Heavy runtimes are imported inside commands, never here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import models, probes, run, runtimes, survey
+
+app = typer.Typer(
+    name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Hardware and software platform inference for ONNX models: run models on many "
+         "runtimes and settings, and tell platforms apart by the bits of their outputs.",
+)
+app.add_typer(models.app, name="models")
+app.add_typer(probes.app, name="probes")
+app.add_typer(runtimes.app, name="runtimes")
+app.command("run")(run.run)
+app.command("survey")(survey.survey)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    """Options for every command."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors exit 2 (typer), errors of our family print one line and exit 2."""
+    from hspi_onnx.errors import HspiError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="hspi")
+    except HspiError as exc:
+        if "--debug" in args:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

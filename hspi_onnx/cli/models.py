@@ -1,0 +1,47 @@
+"""``hspi models``: the model zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import JSON, console, emit_json
+
+app = typer.Typer(help="The model zoo: list and export models.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models(as_json: bool = JSON) -> None:
+    """List the zoo's models."""
+    from hspi_onnx.models import ZOO
+
+    rows = [{"name": e.name, "input": e.input_kind, "summary": e.summary} for e in ZOO.values()]
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("name", "input", "summary", title="model zoo")
+    for r in rows:
+        table.add_row(r["name"], r["input"], r["summary"])
+    console().print(table)
+
+
+@app.command("export")
+def export(name: str = typer.Argument(..., help="Zoo model name."),
+           out: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file."),
+           seed: int = typer.Option(0, help="Seed the model is built from."),
+           as_json: bool = JSON) -> None:
+    """Build a zoo model and export it to ONNX (opset 17, dynamic batch axis), with its
+    weights as NAME.weights.npz beside it. The export is checked against ONNX Runtime."""
+    from hspi_onnx.model import open_model
+    from hspi_onnx.models import export_model
+
+    info = open_model(export_model(name, out, seed=seed))
+    if as_json:
+        emit_json(info.describe() | {"metadata": info.metadata})
+        return
+    acc = info.metadata.get("hspi.test_accuracy")
+    extra = f", test accuracy {float(acc):.2%} on {info.metadata.get('hspi.test_size')} digits" if acc else ""
+    console().print(f"wrote {out} (sha256 {info.sha256[:16]}…{extra})")

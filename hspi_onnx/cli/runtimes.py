@@ -1,0 +1,57 @@
+"""``hspi runtimes``: the installed adapters and their platform variants."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import JSON, MODEL, console, emit_json
+
+app = typer.Typer(help="Runtime adapters: availability and platform variants.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants are counted."),
+                  as_json: bool = JSON) -> None:
+    """Each adapter, its version, availability (with the reason) and its variant count."""
+    from hspi_onnx.adapter import registry
+    from hspi_onnx.model import resolve_model
+    from hspi_onnx.probes import default_kind
+
+    info = resolve_model(model)
+    rows = []
+    for name, adapter in registry().items():
+        status = adapter.available()
+        count = len(adapter.variants(info, default_kind(info.spec))) if status.ok else 0
+        rows.append({"runtime": name, "version": adapter.version(), "available": status.ok,
+                     "reason": status.reason, "variants": count, "summary": adapter.summary})
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("runtime", "version", "available", f"variants ({info.name})", "notes",
+                  title="runtime adapters")
+    for r in rows:
+        table.add_row(r["runtime"], r["version"], "yes" if r["available"] else "[red]no[/red]",
+                      str(r["variants"]), r["reason"] or r["summary"])
+    console().print(table)
+
+
+@app.command("variants")
+def variants(model: str = MODEL,
+             platforms: list[str] = typer.Option(None, "--platforms", "-p", help="Glob(s), e.g. 'onnxruntime/*/fp16/*'."),
+             kind: str = typer.Option(None, help="Probe kind (int8 static calibration follows it)."),
+             as_json: bool = JSON) -> None:
+    """Every platform label available on this machine for MODEL."""
+    from hspi_onnx.adapter import available_variants
+    from hspi_onnx.model import resolve_model
+    from hspi_onnx.platform import select
+    from hspi_onnx.probes import default_kind
+
+    info = resolve_model(model)
+    labels = select([p for _, p in available_variants(info, kind or default_kind(info.spec))], platforms)
+    if as_json:
+        emit_json([p.as_dict() for p in labels])
+    else:
+        for p in labels:
+            print(p)
