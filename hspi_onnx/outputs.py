@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadProbesError, HspiError
+from .errors import HspiError
 
 _STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 NATIVE = {"float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"}
@@ -98,7 +98,7 @@ class RunResult:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), dtype=np.uint8)
-        digests = np.array([bytes.fromhex(d) for d in self.digests()], dtype="S16").view(np.uint8)
+        digests = np.frombuffer(b"".join(bytes.fromhex(d) for d in self.digests()), np.uint8).reshape(-1, 16)
         buf = io.BytesIO()
         np.savez(buf, outputs=to_storage(self.outputs), ids=self.ids, digests=digests, meta=meta)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def load_run(path: str | Path) -> RunResult:
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile, EOFError, RecursionError) as exc:
         raise HspiError(f"output file {str(path)!r} is malformed ({type(exc).__name__})")
     if ids.shape != (len(outputs),) or digests.shape != (len(outputs), 16):
-        raise BadProbesError(f"output file {str(path)!r} has mismatched ids or digests")
+        raise HspiError(f"output file {str(path)!r} has mismatched ids or digests")
     if [bytes(r).hex() for r in digests] != result.digests():
         raise HspiError(f"output file {str(path)!r} fails its digests (altered or corrupt)")
     return result

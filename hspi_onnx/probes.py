@@ -107,14 +107,15 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack(chans, axis=0)
 
 
-def _real_images(spec: InputSpec, n: int, rng: np.random.Generator, split: str) -> np.ndarray:
+def _real_images(spec: InputSpec, n: int, rng: np.random.Generator, seed: int, split: str) -> np.ndarray:
     c, h, w = spec.shape
     out = np.empty((n, c, h, w), dtype=np.float32)
     if c == 1:
         from sklearn.datasets import load_digits
 
         imgs = load_digits().images.astype(np.float32) / 16.0
-        pool = rng.permutation(len(imgs))[_portion(len(imgs), split)]
+        order = np.random.default_rng(seed).permutation(len(imgs))  # same for both splits
+        pool = order[_portion(len(imgs), split)]
         for i in range(n):
             out[i, 0] = _resize(imgs[pool[i % len(pool)]], h, w)
     elif c == 3:
@@ -156,7 +157,7 @@ def generate(spec: InputSpec, kind: str | None = None, n: int = 64, seed: int = 
     if kind == "noise":
         x = rng.uniform(spec.low, spec.high, size=shape)
     elif kind == "images":
-        x = spec.low + (spec.high - spec.low) * _real_images(spec, n, rng, split)
+        x = spec.low + (spec.high - spec.low) * _real_images(spec, n, rng, seed, split)
     elif kind == "tokens":
         x = rng.integers(0, spec.vocab, size=shape)
     else:  # text

@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +84,9 @@ def export_model(name: str, out: Path, seed: int = SEED) -> Path:
 
     x = example_input(spec)
     onnx_buf = io.BytesIO()
-    torch.onnx.export(
-        module, (x,), onnx_buf, input_names=[spec["name"]], output_names=["logits"],
-        opset_version=OPSET, dynamo=False, do_constant_folding=True,
-        dynamic_axes={spec["name"]: {0: "batch"}, "logits": {0: "batch"}},
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        _export(module, x, onnx_buf, spec)
     model = onnx.load_model_from_string(onnx_buf.getvalue())
     props = {
         "hspi.zoo": name, "hspi.zoo_version": str(ZOO_VERSION), "hspi.seed": str(seed),
@@ -105,6 +104,16 @@ def export_model(name: str, out: Path, seed: int = SEED) -> Path:
         tmp.write_bytes(payload)
         os.replace(tmp, path)
     return out
+
+
+def _export(module, x, buf, spec: dict) -> None:
+    import torch
+
+    torch.onnx.export(
+        module, (x,), buf, input_names=[spec["name"]], output_names=["logits"],
+        opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        dynamic_axes={spec["name"]: {0: "batch"}, "logits": {0: "batch"}},
+    )
 
 
 def _check_against_module(data: bytes, module, spec: dict, rtol: float = 1e-4) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 class Block(nn.Module):
     def __init__(self, d: int, heads: int, ctx: int) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.head_dim = heads, d // heads
         self.ln1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
@@ -21,7 +21,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        hd = d // self.heads
+        hd = self.head_dim
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.reshape(b, t, self.heads, hd).transpose(1, 2) for z in (q, k, v))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))

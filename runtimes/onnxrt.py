@@ -9,6 +9,9 @@ batch size, intra-op threads.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,25 +98,39 @@ def _convert(model: ModelInfo, platform: Platform, workdir: Path) -> bytes:
         raise UnsupportedError(f"onnxruntime adapter has no precision {platform.precision!r}")
     from onnxruntime import quantization as q
 
-    src = workdir / ".src.onnx"
-    dst = workdir / ".quant.onnx"
+    src = workdir / f".src-{os.getpid()}.onnx"
+    dst = workdir / f".quant-{os.getpid()}.onnx"
     atomic_write_bytes(src, proto.SerializeToString())
     try:
-        if platform.knob["quant"] == "dynamic":
-            # uint8 weights: the CPU's ConvInteger kernel takes uint8 on both sides
-            q.quantize_dynamic(src, dst, weight_type=q.QuantType.QUInt8)
-        else:
-            q.quantize_static(src, dst, _CalibrationReader(model, platform.knob["calib"]),
-                              quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QUInt8,
-                              weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax)
+        with _quiet():
+            if platform.knob["quant"] == "dynamic":
+                # uint8 weights: the CPU's ConvInteger kernel takes uint8 on both sides
+                q.quantize_dynamic(src, dst, weight_type=q.QuantType.QUInt8)
+            else:
+                q.quantize_static(src, dst, _CalibrationReader(model, platform.knob["calib"]),
+                                  quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QUInt8,
+                                  weight_type=q.QuantType.QInt8,
+                                  calibrate_method=q.CalibrationMethod.MinMax)
         return dst.read_bytes()
-    except UnsupportedError:
-        raise
     except Exception as exc:
         raise UnsupportedError(f"int8 quantization failed for {model.name}: {_first_line(exc)}")
     finally:
         for p in (src, dst):
             p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's quantizer logs advice to the root logger and warns; keep the CLI clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
 
 
 class _CalibrationReader:

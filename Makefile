@@ -1,0 +1,25 @@
+# Every target sets up its own virtual environment first, so each works on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: survey test clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0 -e '.[test]'
+	touch $(STAMP)
+
+# The main job: export the zoo, run every available CPU platform twice in fresh processes,
+# print the equivalence classes of bit-identical platforms.
+survey: $(STAMP)
+	$(BIN)/hspi survey
+
+# The test suite; pytest's exit code 5 (no tests collected) counts as a failure.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) build *.egg-info

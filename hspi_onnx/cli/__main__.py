@@ -1,0 +1,3 @@
+from hspi_onnx.cli import main
+
+main()

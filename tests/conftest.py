@@ -1,0 +1,24 @@
+import os
+import tempfile
+
+import pytest
+
+# One cache for the whole session (zoo exports, prepared models); subprocesses inherit it.
+os.environ.setdefault("HSPI_CACHE", tempfile.mkdtemp(prefix="hspi-test-cache-"))
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """Every zoo model, exported once per session."""
+    from hspi_onnx.model import resolve_model
+    from hspi_onnx.models import ZOO
+
+    return {name: resolve_model(name) for name in ZOO}
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not os.environ.get("HSPI_GPU"):
+            item.add_marker(gpu)

@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from hspi_onnx.adapter import available_variants, registry, resolve_platform
+from hspi_onnx.errors import UnknownPlatformError
+from hspi_onnx.execute import run_platform
+from hspi_onnx.probes import generate
+from hspi_onnx.runtimes.pytorch import float64_reference
+
+
+def test_builtin_adapters_come_through_entry_points():
+    import importlib.metadata as md
+
+    names = {ep.name for ep in md.entry_points(group="hspi_onnx.runtimes")}
+    assert {"onnxruntime", "pytorch"} <= names
+    reg = registry()
+    for name in ("onnxruntime", "pytorch"):
+        assert reg[name].available().ok, reg[name].available().reason
+        assert reg[name].version() != "0"
+
+
+def test_variant_counts(zoo):
+    counts = {m: {} for m in ("resnet", "lm")}
+    for m in counts:
+        for adapter, p in available_variants(zoo[m], "noise" if m == "resnet" else "tokens"):
+            counts[m][adapter.name] = counts[m].get(adapter.name, 0) + 1
+    # ORT: 4 precisions x 4 opt levels x 2 batch sizes x 2 thread counts
+    assert counts["resnet"]["onnxruntime"] == counts["lm"]["onnxruntime"] == 64
+    # PyTorch: 3 precisions x 2 sources x 2 batch sizes x 2 thread counts, x 2 layouts for CNNs
+    assert counts["resnet"]["pytorch"] == 48 and counts["lm"]["pytorch"] == 24
+
+
+# Relative error bands: max |y - y64| / max |y64| over the probes, for fp32 (~1e-5 relative),
+# fp16, bf16 and int8. Measured maxima on the zoo are about 3e-7, 1e-3, 8e-3 and 2e-2.
+BANDS = {"fp32": (0, 1e-5), "fp16": (1e-5, 5e-3), "bf16": (5e-4, 4e-2), "int8": (5e-4, 1.5e-1)}
+
+
+def _rel_err(out, ref):
+    return float(np.abs(out.astype(np.float64) - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet", "digits", "lm"])
+def test_precisions_fall_in_their_error_bands(zoo, name):
+    info = zoo[name]
+    probes = generate(info.spec, n=8, seed=5)
+    ref = float64_reference(info, probes.inputs)
+    seen = set()
+    for adapter, p in available_variants(info, probes.kind):
+        k = p.knob
+        if k["bs"] != "8" or k["threads"] != "1" or k.get("opt", "all") != "all" or k.get("layout", "nchw") == "nhwc":
+            continue
+        res = run_platform(adapter, info, p, probes)
+        lo, hi = BANDS[p.precision]
+        err = _rel_err(res.outputs, ref)
+        assert lo <= err <= hi, f"{p}: relative error {err:.2e} outside [{lo}, {hi}]"
+        want_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(p.precision, "float32")
+        assert res.dtype == (want_dtype if adapter.name == "pytorch" else "float32")
+        seen.add((adapter.name, p.precision))
+    assert len(seen) == 6  # ORT fp32/fp16/int8, PyTorch fp32/bf16/fp16
+
+
+def test_converter_runs_every_zoo_export_like_its_module(zoo):
+    from hspi_onnx.runtimes.onnx_torch import convert
+    from hspi_onnx.runtimes.pytorch import build_torch_module
+    import torch
+
+    for name, info in zoo.items():
+        x = torch.from_numpy(generate(info.spec, n=4).inputs)
+        with torch.no_grad():
+            a = convert(info.load())(x).numpy()
+            b = build_torch_module(info, "module", "fp32")(x).numpy()
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), name
+
+
+def _tiny_onnx(path, op="Relu"):
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.linspace(-1, 1, 12).tolist())
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node(op, ["h"], ["y0"]),
+             helper.make_node("Softmax", ["y0"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, path)
+    return path
+
+
+def test_user_onnx_runs_on_both_runtimes(tmp_path):
+    from hspi_onnx.model import resolve_model
+
+    info = resolve_model(_tiny_onnx(tmp_path / "tiny.onnx"))
+    assert info.spec.kind == "tensor" and info.spec.shape == (4,) and info.zoo is None
+    probes = generate(info.spec, n=5)
+    outs = {}
+    for adapter, p in available_variants(info, probes.kind):
+        if p.precision == "fp32" and p.knob["bs"] == "1" and p.knob["threads"] == "1" and p.knob.get("opt", "all") == "all":
+            assert p.knob.get("src", "onnx") == "onnx"
+            outs[adapter.name] = run_platform(adapter, info, p, probes).outputs
+    assert set(outs) == {"onnxruntime", "pytorch"}
+    assert np.allclose(outs["onnxruntime"], outs["pytorch"], rtol=1e-5, atol=1e-7)
+
+
+def test_converter_names_uncovered_ops(tmp_path):
+    from hspi_onnx.errors import UnsupportedError
+    from hspi_onnx.model import resolve_model
+
+    info = resolve_model(_tiny_onnx(tmp_path / "t.onnx", op="Softplus"))
+    adapter, p = resolve_platform("pytorch/*/fp32/bs=1,threads=1", info, "noise")
+    with pytest.raises(UnsupportedError, match="does not cover: Softplus"):
+        run_platform(adapter, info, p, generate(info.spec, n=2))
+
+
+def test_resolve_platform_lists_close_matches(zoo):
+    with pytest.raises(UnknownPlatformError, match="close matches"):
+        label = str(available_variants(zoo["digits"], "noise")[0][1]).replace("opt=disabled", "opt=disable")
+        resolve_platform(label, zoo["digits"], "noise")
+    with pytest.raises(UnknownPlatformError, match="no adapter for runtime 'tensorrt'"):
+        resolve_platform("tensorrt@10/cuda:h100/fp16/-", zoo["digits"], "noise")
+
+
+def test_batches_are_padded_to_the_labelled_size(zoo):
+    info = zoo["digits"]
+    probes = generate(info.spec, n=11)
+    adapter, p8 = resolve_platform("onnxruntime/*/fp32/bs=8,opt=all,threads=1", info, "noise")
+    _, p1 = resolve_platform("onnxruntime/*/fp32/bs=1,opt=all,threads=1", info, "noise")
+    a, b = run_platform(adapter, info, p8, probes), run_platform(adapter, info, p1, probes)
+    assert a.outputs.shape == b.outputs.shape == (11, 10)
+    assert np.allclose(a.outputs, b.outputs, rtol=1e-4, atol=1e-5)

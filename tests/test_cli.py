@@ -1,0 +1,132 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from hspi_onnx.cli import main
+
+HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn")
+
+
+def hspi(*args):
+    """Run the CLI in a fresh process: (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_help_imports_no_runtime_and_is_fast():
+    code = (
+        "import sys\n"
+        "from hspi_onnx.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - t0
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert elapsed < 3.0, f"hspi --help took {elapsed:.2f} s"
+
+
+def _call(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+def test_unknown_label_is_one_line_with_close_matches(capsys, zoo):
+    code, _, err = _call(capsys, "run", "digits", "-p", "onnxruntime/cpu/fp32/bs=8,opt=al,threads=1", "-o", "/dev/null")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: no platform matches")
+    label = "onnxruntime@0.1/cpu:x/fp32/bs=8,opt=all,threads=1"
+    code, _, err = _call(capsys, "run", "digits", "-p", label, "-o", "/dev/null")
+    assert code == 2 and "close matches: onnxruntime@" in err and err.count("\n") == 1
+
+
+def _external_model(tmp_path: Path, location: str) -> Path:
+    t = helper.make_tensor("w", TensorProto.FLOAT, [2], [0.0, 0.0])
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value=location)
+    t.external_data.add(key="length", value="8")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2])], [t])
+    path = tmp_path / "m" / "model.onnx"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(helper.make_model(graph, ir_version=9).SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "link.bin"])
+def test_external_data_outside_the_model_directory_is_refused(capsys, tmp_path, location):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 8)
+    path = _external_model(tmp_path, location)
+    os.symlink(tmp_path / "secret.bin", path.parent / "link.bin")
+    code, _, err = _call(capsys, "probes", "make", path, "-o", tmp_path / "p.npz")
+    assert code == 2 and "refusing ONNX model" in err and err.count("\n") == 1
+
+
+def test_external_data_inside_the_directory_is_accepted(capsys, tmp_path):
+    path = _external_model(tmp_path, "w.bin")
+    (path.parent / "w.bin").write_bytes(np.array([1, 2], np.float32).tobytes())
+    code, out, _ = _call(capsys, "probes", "make", path, "-n", "3", "-o", tmp_path / "p.npz", "--json")
+    assert code == 0 and json.loads(out)["n"] == 3
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x08\x07garbage\xff" * 10])
+def test_missing_or_corrupt_onnx_exits_2(capsys, tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    code, _, err = _call(capsys, "run", path, "-p", "x", "-o", tmp_path / "o.npz")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    code, _, err = hspi("--debug", "probes", "make", tmp_path / "none.onnx", "-o", tmp_path / "p.npz")
+    assert code != 0 and "Traceback" in err and "BadModelError" in err
+    code, _, err = hspi("probes", "make", tmp_path / "none.onnx", "-o", tmp_path / "p.npz")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_run_writes_lossless_outputs(capsys, tmp_path, zoo):
+    from hspi_onnx.outputs import load_run
+
+    probes = tmp_path / "p.npz"
+    assert _call(capsys, "probes", "make", "lm", "--kind", "text", "-n", "5", "-o", probes)[0] == 0
+    out = tmp_path / "o.npz"
+    code, stdout, _ = _call(capsys, "run", "lm", "-p", "pytorch/*/bf16/bs=1,src=module,threads=1",
+                            "--probes", probes, "-o", out, "--json", "-q")
+    assert code == 0
+    summary = json.loads(stdout)
+    res = load_run(out)
+    assert res.dtype == summary["dtype"] == "bfloat16" and res.outputs.shape == (5, 256)
+    assert res.platform == summary["platform"] and res.probes_sha256 == summary["probes_sha256"]
+
+
+def test_listings_have_json(capsys, zoo):
+    code, out, _ = _call(capsys, "models", "list", "--json")
+    assert code == 0 and {m["name"] for m in json.loads(out)} == {"resnet", "mobilenet", "digits", "lm"}
+    code, out, _ = _call(capsys, "runtimes", "list", "--json")
+    rows = {r["runtime"]: r for r in json.loads(out)}
+    assert rows["onnxruntime"]["available"] and rows["onnxruntime"]["variants"] == 64
+    assert rows["pytorch"]["available"] and rows["pytorch"]["variants"] == 48
+    code, out, _ = _call(capsys, "runtimes", "variants", "resnet", "-p", "onnxruntime/*/fp16/*", "--json")
+    assert code == 0 and len(json.loads(out)) == 16
+
+
+def test_models_export(capsys, tmp_path):
+    code, out, _ = _call(capsys, "models", "export", "digits", "-o", tmp_path / "d.onnx", "--json")
+    assert code == 0
+    meta = json.loads(out)
+    assert (tmp_path / "d.weights.npz").is_file() and float(meta["metadata"]["hspi.test_accuracy"]) > 0.95
