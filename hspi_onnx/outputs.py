@@ -7,19 +7,17 @@ integer of the same width, with the dtype's name in the metadata. Nothing is rou
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import HspiError
+from .safenpz import read_npz, save_npz
 
 _STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 NATIVE = {"float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"}
-MAX_FILE_BYTES = 1 << 30
 
 
 def dtype_name(arr: np.ndarray) -> str:
@@ -96,38 +94,22 @@ class RunResult:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), dtype=np.uint8)
         digests = np.frombuffer(b"".join(bytes.fromhex(d) for d in self.digests()), np.uint8).reshape(-1, 16)
-        buf = io.BytesIO()
-        np.savez(buf, outputs=to_storage(self.outputs), ids=self.ids, digests=digests, meta=meta)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buf.getvalue())
-        return path
+        return save_npz(path, self.meta(), outputs=to_storage(self.outputs), ids=self.ids, digests=digests)
 
 
 def load_run(path: str | Path) -> RunResult:
     """Read a file written by :meth:`RunResult.save`; digests are recomputed and checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise HspiError(f"output file {str(path)!r} does not exist")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise HspiError(f"output file {str(path)!r} is larger than 1 GiB")
+    arrays, meta = read_npz(path, {"outputs", "ids", "digests"}, "output file")
+    raw, ids, digests = arrays["outputs"], arrays["ids"], arrays["digests"]
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if set(npz.files) != {"outputs", "ids", "digests", "meta"}:
-                raise HspiError(f"{str(path)!r} is not an hspi output file")
-            raw, ids, digests, meta_arr = npz["outputs"], npz["ids"], npz["digests"], npz["meta"]
-        meta = json.loads(meta_arr.tobytes().decode("utf-8"))
         outputs = from_storage(raw, str(meta["dtype"]))
         result = RunResult(
             str(meta["platform"]), str(meta["model_sha256"]), str(meta["model_name"]),
             str(meta["probes_name"]), str(meta["probes_sha256"]), ids, outputs,
             float(meta.get("seconds", 0.0)), dict(meta.get("host", {})),
         )
-    except HspiError:
-        raise
-    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile, EOFError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise HspiError(f"output file {str(path)!r} is malformed ({type(exc).__name__})")
     if ids.shape != (len(outputs),) or digests.shape != (len(outputs), 16):
         raise HspiError(f"output file {str(path)!r} has mismatched ids or digests")

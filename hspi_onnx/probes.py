@@ -12,9 +12,7 @@ unpickles and recomputes the content hash.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +20,10 @@ import numpy as np
 
 from .errors import BadProbesError
 from .model import InputSpec
+from .safenpz import read_npz, save_npz
 
 KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text")}
 SPLITS = ("probe", "calib")
-MAX_FILE_BYTES = 1 << 30
 
 
 def default_kind(spec: InputSpec) -> str:
@@ -58,13 +56,7 @@ class ProbeSet:
                 "dtype": str(self.inputs.dtype), "sha256": self.sha256}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, inputs=self.inputs, ids=self.ids, meta=meta)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buf.getvalue())
-        return path
+        return save_npz(path, self.meta(), inputs=self.inputs, ids=self.ids)
 
     def check_fits(self, spec: InputSpec) -> None:
         if tuple(self.inputs.shape[1:]) != tuple(spec.shape):
@@ -177,27 +169,12 @@ _ALLOWED_DTYPES = {"float32", "float16", "float64", "int32", "int64"}
 
 def load_probes(path: str | Path) -> ProbeSet:
     """Read a probe-set file written by :meth:`ProbeSet.save`, checking everything."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadProbesError(f"probe set {str(path)!r} does not exist")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise BadProbesError(f"probe set {str(path)!r} is larger than 1 GiB")
+    arrays, meta = read_npz(path, {"inputs", "ids"}, "probe set", BadProbesError)
+    inputs, ids = arrays["inputs"], arrays["ids"]
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if set(npz.files) != {"inputs", "ids", "meta"}:
-                raise BadProbesError(f"probe set {str(path)!r} must hold exactly inputs, ids and meta")
-            meta_arr, ids, inputs = npz["meta"], npz["ids"], npz["inputs"]
-    except BadProbesError:
-        raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise BadProbesError(f"probe set {str(path)!r} is not a readable .npz ({type(exc).__name__})")
-    if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1 or meta_arr.size > 1 << 16:
-        raise BadProbesError(f"probe set {str(path)!r} has a malformed meta record")
-    try:
-        meta = json.loads(meta_arr.tobytes().decode("utf-8"))
         name, kind, seed, split, want = (meta["name"], meta["kind"], int(meta["seed"]),
                                          meta["split"], meta["sha256"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, KeyError, TypeError):
         raise BadProbesError(f"probe set {str(path)!r} has a malformed meta record")
     if str(inputs.dtype) not in _ALLOWED_DTYPES or inputs.ndim < 2:
         raise BadProbesError(f"probe set {str(path)!r} holds inputs of unsupported type {inputs.dtype}")

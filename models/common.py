@@ -24,3 +24,14 @@ def randomize_batchnorm(module: nn.Module, gen: torch.Generator) -> None:
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+
+
+IMAGE_32 = {"kind": "image", "shape": [3, 32, 32], "dtype": "float32", "low": 0.0, "high": 1.0}
+
+
+def build_cnn(cls, seed: int):
+    """A randomly initialised CNN with realistic batch-norm statistics, for 3x32x32 images."""
+    torch.manual_seed(seed)
+    model = cls()
+    randomize_batchnorm(model, seeded(seed + 1))
+    return model.eval(), dict(IMAGE_32), {}

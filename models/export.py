@@ -70,7 +70,6 @@ def example_input(spec: dict, batch: int = 2):
 
 def export_model(name: str, out: Path, seed: int = SEED) -> Path:
     import onnx
-    import torch
 
     from . import ZOO_VERSION
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import conv_bn, randomize_batchnorm, seeded
+from .common import build_cnn, conv_bn
 
 
 class BasicBlock(nn.Module):
@@ -39,11 +39,6 @@ class ResNetS(nn.Module):
 
 
 def build(seed: int):
-    torch.manual_seed(seed)
-    model = ResNetS()
-    randomize_batchnorm(model, seeded(seed + 1))
-    spec = {"kind": "image", "shape": [3, 32, 32], "dtype": "float32", "low": 0.0, "high": 1.0}
-    return model.eval(), spec, {}
-
+    return build_cnn(ResNetS, seed)
 
 Model = ResNetS  # the architecture, for loading saved weights
