@@ -45,18 +45,18 @@ def from_storage(arr: np.ndarray, name: str) -> np.ndarray:
     raise HspiError(f"unknown stored output dtype {name!r}")
 
 
+def digest(dtype: str, shape: list[int] | tuple[int, ...], raw: bytes) -> str:
+    """blake2b-128 of one output's dtype name, shape and raw bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(dtype.encode() + b"\0" + json.dumps([int(s) for s in shape]).encode() + b"\0")
+    h.update(raw)
+    return h.hexdigest()
+
+
 def row_digests(outputs: np.ndarray) -> list[str]:
-    """blake2b-128 of each output's dtype, shape and raw bytes."""
-    name = dtype_name(outputs)
-    raw = to_storage(outputs)
-    shape = json.dumps(list(outputs.shape[1:])).encode()
-    out = []
-    for row in raw:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(name.encode() + b"\0" + shape + b"\0")
-        h.update(row.tobytes())
-        out.append(h.hexdigest())
-    return out
+    """The digest of each output (row) of a batch."""
+    name, shape = dtype_name(outputs), list(outputs.shape[1:])
+    return [digest(name, shape, row.tobytes()) for row in to_storage(outputs)]
 
 
 def set_digest(digests: list[str]) -> str:

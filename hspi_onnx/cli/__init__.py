@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import models, probes, run, runtimes, survey
+from . import db, models, probes, run, runtimes, survey
 
 app = typer.Typer(
     name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(probes.app, name="probes")
 app.add_typer(runtimes.app, name="runtimes")
+app.add_typer(db.app, name="db")
 app.command("run")(run.run)
 app.command("survey")(survey.survey)
 

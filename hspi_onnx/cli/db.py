@@ -1,0 +1,158 @@
+"""``hspi db``: build and inspect reference databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import JSON, MODEL, QUIET, console, emit_json, load_probe_arg, progress
+
+app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
+DB = typer.Option(..., "--db", help="Reference DB directory.")
+EXIT_PARTIAL = 3
+
+
+@app.command("build")
+def build(model: str = MODEL, db: Path = DB,
+          platforms: list[str] = typer.Option(None, "--platforms", "-p", help="Platform glob(s); default: every available variant."),
+          probes: Path = typer.Option(None, "--probes", help="Probe-set .npz; default: generate one."),
+          kind: str = typer.Option(None, help="Probe kind when generating."),
+          n: int = typer.Option(64, "-n", help="Probes to generate."),
+          seed: int = typer.Option(0, help="Seed when generating."),
+          quiet: bool = QUIET, as_json: bool = JSON) -> None:
+    """Run every selected platform over the probes into DB (resumable; exit 3 if partial)."""
+    from hspi_onnx.dbbuild import build as run_build
+    from hspi_onnx.model import resolve_model
+    from hspi_onnx.store import ReferenceDB
+
+    info = resolve_model(model)
+    probe_set = load_probe_arg(info, probes, kind, n, seed)
+    ref = ReferenceDB(db, create=True)
+    out = console(stderr=True)
+    with progress(quiet or as_json) as bar:
+        overall = bar.add_task("all platforms", total=None)
+        current = {"task": None}
+
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "plan":
+                bar.update(overall, total=data["total"])
+            elif kind == "start":
+                current["task"] = bar.add_task(_short(data["platform"]), total=data["n"])
+            elif kind == "advance" and current["task"] is not None:
+                bar.advance(current["task"], data["k"])
+            elif kind in ("built", "failed", "skipped"):
+                if current["task"] is not None:
+                    bar.remove_task(current["task"])
+                    current["task"] = None
+                bar.advance(overall)
+                if kind == "failed" and not quiet:
+                    out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)
+
+        summary = run_build(ref, info, probe_set, platforms, on_event)
+    if as_json:
+        emit_json(summary.as_dict())
+    else:
+        console().print(f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
+                        f"{len(summary.failed)} failed, {len(summary.nondeterministic)} not repeatable -> {db}")
+    if summary.partial:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _short(label: str) -> str:
+    runtime, _device, precision, knobs = label.split("/")
+    return f"{runtime.split('@')[0]}/{precision}/{knobs}"
+
+
+@app.command("info")
+def info(db: Path = DB, as_json: bool = JSON) -> None:
+    """Models, probe sets, platforms, rows and bytes on disk."""
+    from hspi_onnx.dbreport import info as db_info
+    from hspi_onnx.store import ReferenceDB
+
+    report = db_info(ReferenceDB(db))
+    if as_json:
+        emit_json(report)
+        return
+    from rich.table import Table
+
+    table = Table("model", "probe set", "platforms", "rows", "output bytes", title=f"reference DB {db}")
+    for g in report["groups"]:
+        table.add_row(g["model"], g["probes"], str(g["platforms"]), str(g["rows"]), str(g["output_bytes"]))
+    out = console()
+    out.print(table)
+    out.print(f"{report['shards']} shards, {report['bytes_on_disk']} bytes on disk, {report['runs']} build runs, "
+              f"{report['failures']} failures, {report['nondeterministic']} non-repeatable platform runs")
+
+
+@app.command("classes")
+def classes(db: Path = DB, as_json: bool = JSON) -> None:
+    """Equivalence classes (bit-identical platforms) and how often pairs of classes differ."""
+    from hspi_onnx.dbreport import classes as db_classes
+    from hspi_onnx.store import ReferenceDB
+
+    report = db_classes(ReferenceDB(db))
+    if as_json:
+        emit_json(report)
+        return
+    from rich.table import Table
+
+    out = console()
+    for g in report:
+        table = Table("class", "size", title=f"{g['model']} on {g['probes']}: {g['n_platforms']} platforms, "
+                      f"{len(g['classes'])} classes, {g['n_probes']} probes", show_lines=True)
+        table.add_column("platforms", overflow="fold")
+        table.add_column("closest class (fraction of probes that separate)")
+        for c in g["classes"]:
+            sep = g["separation"][c["id"]]
+            others = [(s, j) for j, s in enumerate(sep) if j != c["id"]]
+            near = f"{min(others)[1]} ({min(others)[0]:.2f})" if others else "-"
+            flag = " [red](not repeatable)[/red]" if c["nondeterministic"] else ""
+            table.add_row(str(c["id"]), str(len(c["platforms"])), "\n".join(map(_short, c["platforms"])) + flag, near)
+        out.print(table)
+
+
+@app.command("verify")
+def verify(db: Path = DB, as_json: bool = JSON) -> None:
+    """Check schema, manifest vs shards and every digest; exit 1 on any problem."""
+    from hspi_onnx.dbreport import verify as db_verify
+    from hspi_onnx.store import ReferenceDB
+
+    report = db_verify(ReferenceDB(db))
+    if as_json:
+        emit_json(report)
+    else:
+        out = console()
+        for p in report["problems"]:
+            out.print(f"[red]problem[/red] {p}", highlight=False, soft_wrap=True)
+        out.print(f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['rows']} rows checked"
+                  + (f"; unfinished runs: {', '.join(report['unfinished_runs'])}" if report.get("unfinished_runs") else ""))
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("sql")
+def sql(query: str = typer.Argument(..., help="SQL over the view `outputs` (one row per probe and platform)."),
+        db: Path = DB, as_json: bool = JSON) -> None:
+    """Run DuckDB SQL over the shards (view `outputs`; schema in docs/db.md)."""
+    import duckdb
+
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.store import ReferenceDB
+
+    con = ReferenceDB(db).connect()
+    try:
+        cur = con.execute(query)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchall()
+    except duckdb.Error as exc:
+        raise HspiError(f"SQL error: {str(exc).splitlines()[0]}")
+    if as_json:
+        emit_json([{c: (v.hex() if isinstance(v, (bytes, bytearray)) else v) for c, v in zip(cols, r)} for r in rows])
+        return
+    from rich.table import Table
+
+    table = Table(*cols)
+    for r in rows:
+        table.add_row(*[(v.hex()[:32] + "…" if isinstance(v, (bytes, bytearray)) else str(v)) for v in r])
+    console().print(table)

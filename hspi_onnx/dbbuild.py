@@ -1,0 +1,148 @@
+"""``hspi db build``: run every selected platform over a probe set into shards.
+
+Resumable (finished shards are skipped), crash-safe (manifest entries are written before the
+shards they describe; shards are renamed into place), determinism-checked (each platform runs
+a second time on a sample of the probes, in a fresh session) and failure-isolated (a platform
+that fails is recorded with its reason and the build goes on).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .adapter import available_variants, registry
+from .execute import run_platform
+from .hostinfo import cpu_facts
+from .model import ModelInfo
+from .outputs import RunResult, to_storage
+from .platform import Platform, select
+from .probes import ProbeSet
+from .store import ReferenceDB, arrow_schema
+
+REPEAT_SAMPLE = 16
+
+
+@dataclass
+class BuildSummary:
+    run_id: str
+    planned: int = 0
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    nondeterministic: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.failed)
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "planned": self.planned, "built": self.built, "skipped": self.skipped,
+                "failed": self.failed, "nondeterministic": self.nondeterministic, "partial": self.partial}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def tool_versions() -> dict:
+    from . import __version__
+
+    versions = {"hspi-onnx": __version__}
+    for name, adapter in registry().items():
+        versions[adapter.distribution or name] = adapter.version()
+    return versions
+
+
+def shard_table(result: RunResult, platform: Platform, run_id: str, deterministic: bool):
+    import pyarrow as pa
+
+    n = len(result.outputs)
+    raw = to_storage(result.outputs)
+    host = json.dumps(result.host, sort_keys=True)
+    digests = result.digests()
+    cols = {
+        "model_sha256": [result.model_sha256] * n, "model_name": [result.model_name] * n,
+        "probes_sha256": [result.probes_sha256] * n, "probes_name": [result.probes_name] * n,
+        "probe_id": [int(i) for i in result.ids], "platform": [str(platform)] * n,
+        "runtime": [platform.runtime] * n, "runtime_version": [platform.version] * n,
+        "device": [platform.device] * n, "precision": [platform.precision] * n,
+        "knobs": [platform.knob_string()] * n, "dtype": [result.dtype] * n,
+        "shape": [list(result.outputs.shape[1:])] * n, "output": [row.tobytes() for row in raw],
+        "digest": digests, "run_id": [run_id] * n, "deterministic": [deterministic] * n, "host": [host] * n,
+    }
+    return pa.Table.from_pydict(cols, schema=arrow_schema())
+
+
+def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
+          on_event: Callable[[str, dict], None] = lambda kind, data: None,
+          repeat_sample: int = REPEAT_SAMPLE) -> BuildSummary:
+    pairs = available_variants(model, probes.kind)
+    chosen = select([p for _, p in pairs], patterns)
+    plan = [(a, p) for a, p in pairs if p in set(chosen)]
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    summary = BuildSummary(run_id, planned=len(plan))
+    db.clean_stale_temporaries()
+
+    def register(m: dict) -> None:
+        m["models"].setdefault(model.sha256, model.describe())
+        m["probe_sets"].setdefault(probes.sha256, probes.meta())
+        for _, p in plan:
+            m["platforms"].setdefault(str(p), p.as_dict())
+        m["runs"][run_id] = {"started": _now(), "finished": None, "host": cpu_facts(),
+                             "versions": tool_versions(), "argv": sys.argv[1:], "pid": os.getpid(),
+                             "model_sha256": model.sha256, "probes_sha256": probes.sha256,
+                             "platforms": [str(p) for _, p in plan]}
+
+    db.update(register)
+    on_event("plan", {"total": len(plan)})
+    sample = _sample(probes, repeat_sample)
+    for adapter, plat in plan:
+        label = str(plat)
+        if db.existing_shards(model.sha256, probes.sha256, label):
+            summary.skipped.append(label)
+            on_event("skipped", {"platform": label})
+            continue
+        on_event("start", {"platform": label, "n": len(probes)})
+        try:
+            result = run_platform(adapter, model, plat, probes,
+                                  on_batch=lambda k: on_event("advance", {"k": k}))
+            again = run_platform(adapter, model, plat, sample)
+            deterministic = again.digests() == result.digests()[: len(sample)]
+        except Exception as exc:  # failure isolation: record and go on
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+            summary.failed[label] = reason
+            db.update(lambda m: m["failures"].append(
+                {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
+                 "platform": label, "reason": reason, "at": _now()}))
+            on_event("failed", {"platform": label, "reason": reason})
+            continue
+        db.write_shard(db.shard_path(model.sha256, probes.sha256, label, run_id),
+                       shard_table(result, plat, run_id, deterministic))
+        summary.built.append(label)
+        if not deterministic:
+            summary.nondeterministic.append(label)
+            db.update(lambda m: m["nondeterministic"].append(
+                {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
+                 "platform": label, "reason": "second run differed on the repeat sample"}))
+        on_event("built", {"platform": label, "deterministic": deterministic})
+
+    def finish(m: dict) -> None:
+        m["runs"][run_id] |= {"finished": _now(), "built": len(summary.built), "skipped": len(summary.skipped),
+                              "failed": len(summary.failed)}
+
+    db.update(finish)
+    return summary
+
+
+def _sample(probes: ProbeSet, k: int) -> ProbeSet:
+    from dataclasses import replace
+
+    k = max(1, min(k, len(probes)))
+    return replace(probes, inputs=probes.inputs[:k], ids=probes.ids[:k])
+

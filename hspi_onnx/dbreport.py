@@ -1,0 +1,123 @@
+"""Reports over a reference DB: info, equivalence classes, verification."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .outputs import digest
+from .store import ReferenceDB, arrow_schema, platform_key
+
+
+def info(db: ReferenceDB) -> dict:
+    manifest = db.manifest()
+    con = db.connect()
+    rows = con.execute("""
+        SELECT model_name, model_sha256, probes_name, probes_sha256, count(DISTINCT platform) AS platforms,
+               count(*) AS rows, sum(octet_length(output)) AS output_bytes
+        FROM outputs GROUP BY ALL ORDER BY model_name, probes_name""").fetchall()
+    shards = db.shards()
+    return {
+        "db": str(db.root),
+        "groups": [dict(zip(("model", "model_sha256", "probes", "probes_sha256", "platforms", "rows",
+                             "output_bytes"), r)) for r in rows],
+        "models": len(manifest["models"]), "probe_sets": len(manifest["probe_sets"]),
+        "platforms": len({p for g in _platforms_by_group(con).values() for p in g}),
+        "rows": sum(r[5] for r in rows), "shards": len(shards),
+        "bytes_on_disk": sum(p.stat().st_size for p in shards) + db.manifest_path.stat().st_size,
+        "runs": len(manifest["runs"]), "failures": len(manifest["failures"]),
+        "nondeterministic": len(manifest["nondeterministic"]),
+    }
+
+
+def _platforms_by_group(con) -> dict:
+    out = defaultdict(set)
+    for m, p, plat in con.execute("SELECT DISTINCT model_sha256, probes_sha256, platform FROM outputs").fetchall():
+        out[(m, p)].add(plat)
+    return out
+
+
+def classes(db: ReferenceDB) -> list[dict]:
+    """Per (model, probe set): platforms grouped by bit-identical outputs on every probe, and
+    for each pair of classes the fraction of probes whose outputs differ."""
+    con = db.connect()
+    data = con.execute("""
+        SELECT model_name, model_sha256, probes_name, probes_sha256, platform, probe_id, min(digest), count(DISTINCT digest)
+        FROM outputs GROUP BY ALL ORDER BY model_sha256, probes_sha256, platform, probe_id""").fetchall()
+    groups: dict[tuple, dict] = {}
+    for model, msha, probes, psha, plat, pid, dig, ndig in data:
+        g = groups.setdefault((msha, psha), {"model": model, "model_sha256": msha, "probes": probes,
+                                              "probes_sha256": psha, "rows": defaultdict(dict), "unstable": set()})
+        g["rows"][plat][pid] = dig
+        if ndig > 1:
+            g["unstable"].add(plat)
+    out = []
+    for g in groups.values():
+        platforms = sorted(g["rows"])
+        ids = sorted({pid for r in g["rows"].values() for pid in r})
+        codes: dict[str, int] = {}
+        mat = np.array([[codes.setdefault(g["rows"][p].get(i, ""), len(codes)) for i in ids] for p in platforms])
+        keys, inverse = np.unique(mat, axis=0, return_inverse=True)
+        members = defaultdict(list)
+        for p, k in zip(platforms, inverse.reshape(-1)):
+            members[int(k)].append(p)
+        order = sorted(members, key=lambda k: (-len(members[k]), members[k][0]))
+        sep = [[float(np.mean(keys[a] != keys[b])) for b in order] for a in order]
+        out.append({k: g[k] for k in ("model", "model_sha256", "probes", "probes_sha256")} | {
+            "n_probes": len(ids), "n_platforms": len(platforms),
+            "classes": [{"id": i, "platforms": members[k],
+                         "nondeterministic": sorted(set(members[k]) & g["unstable"])} for i, k in enumerate(order)],
+            "separation": sep,
+        })
+    return out
+
+
+def verify(db: ReferenceDB) -> dict:
+    """Schema, manifest vs shards, digests recomputed from the stored bytes."""
+    import pyarrow.parquet as pq
+
+    problems: list[str] = []
+    try:
+        manifest = db.manifest()
+    except Exception as exc:
+        return {"ok": False, "problems": [str(exc)], "shards": 0, "rows": 0}
+    schema = arrow_schema()
+    rows = 0
+    seen = defaultdict(list)
+    for path in db.shards():
+        rel = path.relative_to(db.root)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:
+            problems.append(f"{rel}: unreadable Parquet ({type(exc).__name__})")
+            continue
+        if not table.schema.equals(schema):
+            problems.append(f"{rel}: schema differs from schema version {manifest['schema']}")
+            continue
+        d = table.to_pydict()
+        rows += table.num_rows
+        if table.num_rows == 0:
+            problems.append(f"{rel}: empty shard")
+            continue
+        for col in ("model_sha256", "probes_sha256", "platform", "run_id"):
+            if len(set(d[col])) != 1:
+                problems.append(f"{rel}: mixes several values of {col}")
+        model, probes, plat, run = d["model_sha256"][0], d["probes_sha256"][0], d["platform"][0], d["run_id"][0]
+        if path.name != f"{platform_key(plat)}.{run}.parquet" or path.parent != db.shard_dir(model, probes):
+            problems.append(f"{rel}: file name does not match its rows")
+        for what, key, table_ in (("model", model, "models"), ("probe set", probes, "probe_sets"),
+                                  ("platform", plat, "platforms"), ("run", run, "runs")):
+            if key not in manifest[table_]:
+                problems.append(f"{rel}: {what} {key[:40]} is not in the manifest")
+        n_expected = manifest["probe_sets"].get(probes, {}).get("n")
+        if len(set(d["probe_id"])) != table.num_rows or (n_expected and table.num_rows != n_expected):
+            problems.append(f"{rel}: probe ids are duplicated or incomplete")
+        bad = sum(digest(t, s, o) != g for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
+        if bad:
+            problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
+        seen[(model, probes, plat)].append(run)
+    unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
+    return {"ok": not problems, "problems": problems, "shards": len(db.shards()), "rows": rows,
+            "unfinished_runs": unfinished,
+            "stale_temporaries": len(list((db.root / "shards").glob("*/*/.*.tmp")))}

@@ -1,0 +1,142 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ml_dtypes
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hspi_onnx.dbbuild import build, shard_table
+from hspi_onnx.dbreport import classes, info, verify
+from hspi_onnx.outputs import RunResult, from_storage
+from hspi_onnx.platform import Platform
+from hspi_onnx.probes import generate
+from hspi_onnx.store import ReferenceDB
+
+
+def hspi(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16, np.int8])
+def test_shards_store_outputs_bit_for_bit(tmp_path, dtype):
+    raw = np.random.default_rng(1).integers(0, 256, size=(6, 10 * np.dtype(dtype).itemsize), dtype=np.uint8)
+    outputs = raw.view(dtype)
+    plat = Platform.make("x", "1", "cpu", "fp32", bs=1)
+    res = RunResult(str(plat), "m" * 64, "m", "p", "p" * 64, np.arange(6), outputs)
+    db = ReferenceDB(tmp_path / "db", create=True)
+    path = db.shard_path("m" * 64, "p" * 64, str(plat), "r1")
+    db.write_shard(path, shard_table(res, plat, "r1", True))
+    d = pq.read_table(path).to_pydict()
+    assert b"".join(d["output"]) == outputs.tobytes()
+    name = d["dtype"][0]
+    restored = from_storage(np.frombuffer(b"".join(d["output"]), dtype={"bfloat16": np.uint16}.get(name, name)), name)
+    assert restored.dtype == outputs.dtype and restored.tobytes() == outputs.tobytes()
+    assert d["digest"] == res.digests()
+
+
+def test_build_resume_info_classes_verify(tmp_path, zoo):
+    db = ReferenceDB(tmp_path / "db", create=True)
+    probes = generate(zoo["digits"].spec, n=8)
+    first = build(db, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1"])
+    assert len(first.built) == 8 and not first.failed and not first.nondeterministic
+    again = build(db, zoo["digits"], probes, ["onnxruntime/*/fp32"])
+    assert len(again.skipped) == 8 and len(again.built) == 8
+    report = info(db)
+    assert report["rows"] == 16 * 8 and report["platforms"] == 16 and report["shards"] == 16
+    (group,) = classes(db)
+    assert sum(len(c["platforms"]) for c in group["classes"]) == 16
+    sep = np.array(group["separation"])
+    assert np.all(np.diag(sep) == 0) and np.all(sep[~np.eye(len(sep), dtype=bool)] > 0)
+    assert verify(db)["ok"]
+
+
+def test_failed_platform_is_recorded_and_build_goes_on(tmp_path):
+    from test_adapters import _tiny_onnx
+
+    model = _tiny_onnx(tmp_path / "soft.onnx", op="Softplus")  # ORT runs it; the torch converter cannot
+    proc = hspi("db", "build", model, "--db", tmp_path / "db", "-n", "4", "-p", "*/*/fp32/bs=1,threads=1", "--json", "-q")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err
+    summary = json.loads(out)
+    assert summary["partial"] and len(summary["built"]) == 4
+    assert all("Softplus" in reason for reason in summary["failed"].values())
+    manifest = json.loads((tmp_path / "db" / "manifest.json").read_text())
+    assert {f["platform"] for f in manifest["failures"]} == set(summary["failed"])
+    assert verify(ReferenceDB(tmp_path / "db"))["ok"]
+
+
+def test_sigkill_mid_build_then_resume(tmp_path, zoo):
+    db_dir = tmp_path / "db"
+    args = ("db", "build", "mobilenet", "--db", db_dir, "-n", "16", "-p", "onnxruntime/*/*/bs=1", "-q")
+    proc = hspi(*args)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(db_dir.glob("shards/*/*/*.parquet"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(db_dir.glob("shards/*/*/*.parquet")))
+    assert 3 <= done_before < 32
+    assert verify(ReferenceDB(db_dir))["ok"]
+    proc = hspi(*args, "--json")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert len(summary["skipped"]) == done_before and len(summary["built"]) == 32 - done_before
+    report = verify(ReferenceDB(db_dir))
+    assert report["ok"] and report["shards"] == 32 and report["rows"] == 32 * 16
+    assert not list(db_dir.glob("shards/*/*/.*.tmp"))
+
+
+def test_concurrent_builds_both_land(tmp_path, zoo):
+    db_dir = tmp_path / "db"
+    procs = [hspi("db", "build", "digits", "--db", db_dir, "-n", "8", "-p", g, "-q", "--json")
+             for g in ("onnxruntime/*/fp16", "onnxruntime/*/fp32")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert [len(json.loads(o[0])["built"]) for o in outs] == [16, 16]
+    db = ReferenceDB(db_dir)
+    assert len(db.manifest()["runs"]) == 2 and len(db.manifest()["platforms"]) == 32
+    report = verify(db)
+    assert report["ok"] and report["shards"] == 32
+
+
+def test_verify_catches_corruption(tmp_path, zoo):
+    db = ReferenceDB(tmp_path / "db", create=True)
+    build(db, zoo["digits"], generate(zoo["digits"].spec, n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
+    a, b = db.shards()
+    table = pq.read_table(a)
+    outputs = table.column("output").to_pylist()
+    outputs[2] = bytes([outputs[2][0] ^ 1]) + outputs[2][1:]  # one flipped bit
+    pq.write_table(table.set_column(table.schema.get_field_index("output"), "output",
+                                    pa.array(outputs, pa.binary())), a)
+    b.write_bytes(b.read_bytes()[:100])  # truncated
+    report = verify(db)
+    assert not report["ok"]
+    assert any("1 of 4 outputs fail their digests" in p for p in report["problems"])
+    assert any("unreadable" in p for p in report["problems"])
+    proc = hspi("db", "verify", "--db", db.root)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 1
+
+
+def test_sql_over_shards(tmp_path, zoo, capsys):
+    from hspi_onnx.cli import main
+
+    db = ReferenceDB(tmp_path / "db", create=True)
+    build(db, zoo["digits"], generate(zoo["digits"].spec, n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
+    with pytest.raises(SystemExit) as exc:
+        main(["db", "sql", "SELECT platform, count(*) AS n FROM outputs GROUP BY platform ORDER BY platform",
+              "--db", str(db.root), "--json"])
+    assert exc.value.code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["n"] for r in rows] == [4, 4]
+    with pytest.raises(SystemExit) as exc:
+        main(["db", "sql", "SELEC nonsense", "--db", str(db.root)])
+    assert exc.value.code == 2
