@@ -27,6 +27,15 @@ BATCH_SIZES = (1, 8)
 THREADS = (1, 2)
 
 
+@functools.lru_cache(maxsize=None)
+def _dist_version(distribution: str) -> str:
+    """Installed version of a distribution, as a label token; reading metadata is slow, so once."""
+    try:
+        return md.version(distribution).replace("+", "-")
+    except (md.PackageNotFoundError, ValueError):
+        return "0"
+
+
 class Session(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Outputs for one batch, in the dtype the runtime returned (first model output)."""
@@ -47,10 +56,7 @@ class Adapter:
     summary: str = ""
 
     def version(self) -> str:
-        try:
-            return md.version(self.distribution).replace("+", "-")
-        except md.PackageNotFoundError:
-            return "0"
+        return _dist_version(self.distribution)
 
     @functools.cached_property
     def _availability(self) -> Availability:

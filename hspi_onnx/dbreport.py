@@ -43,7 +43,7 @@ def classes(db: ReferenceDB) -> list[dict]:
     for each pair of classes the fraction of probes whose outputs differ."""
     con = db.connect()
     data = con.execute("""
-        SELECT model_name, model_sha256, probes_name, probes_sha256, platform, probe_id, min(digest), count(DISTINCT digest)
+        SELECT model_name, model_sha256, probes_name, probes_sha256, platform, probe_id, hex(min(digest)), count(DISTINCT digest)
         FROM outputs GROUP BY ALL ORDER BY model_sha256, probes_sha256, platform, probe_id""").fetchall()
     groups: dict[tuple, dict] = {}
     for model, msha, probes, psha, plat, pid, dig, ndig in data:
@@ -113,7 +113,7 @@ def verify(db: ReferenceDB) -> dict:
         n_expected = manifest["probe_sets"].get(probes, {}).get("n")
         if len(set(d["probe_id"])) != table.num_rows or (n_expected and table.num_rows != n_expected):
             problems.append(f"{rel}: probe ids are duplicated or incomplete")
-        bad = sum(digest(t, s, o) != g for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
+        bad = sum(digest(t, s, o) != g.hex() for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
         if bad:
             problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
         seen[(model, probes, plat)].append(run)

@@ -27,7 +27,10 @@ def batches(n: int, bs: int) -> list[np.ndarray]:
 
 
 def run_platform(adapter: Adapter, model: ModelInfo, platform: Platform, probes: ProbeSet,
-                 on_batch: Callable[[int], None] | None = None) -> RunResult:
+                 on_batch: Callable[[int], None] | None = None, repeat: int = 0) -> RunResult:
+    """Outputs of every probe. With ``repeat`` > 0 the first batches covering that many probes
+    run again in the same session, with the same batch composition, and ``result.repeats``
+    says whether every repeated output was bit-identical."""
     require(adapter)
     probes.check_fits(model.spec)
     n = len(probes)
@@ -47,6 +50,11 @@ def run_platform(adapter: Adapter, model: ModelInfo, platform: Platform, probes:
             if on_batch:
                 on_batch(fresh)
         seconds = time.perf_counter() - t0
+        repeats = None
+        if repeat > 0:
+            again = batches(n, bs)[: -(-min(repeat, n) // bs)]
+            repeats = all(np.array_equal(session.run(probes.inputs[idx]).view(np.uint8),
+                                         np.stack([results[i] for i in idx]).view(np.uint8)) for idx in again)
     outputs = np.stack(results)
     return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
-                     probes.ids.copy(), outputs, seconds, cpu_facts())
+                     probes.ids.copy(), outputs, seconds, cpu_facts(), repeats=repeats)

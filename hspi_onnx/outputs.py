@@ -77,6 +77,7 @@ class RunResult:
     outputs: np.ndarray
     seconds: float = 0.0
     host: dict = field(default_factory=dict)
+    repeats: bool | None = None  # whether a repeated sample was bit-identical (None: not repeated)
 
     @property
     def dtype(self) -> str:

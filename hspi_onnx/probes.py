@@ -11,6 +11,7 @@ unpickles and recomputes the content hash.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ class ProbeSet:
     inputs: np.ndarray  # (n, *shape)
     ids: np.ndarray  # (n,) int64
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
+        """Content hash, computed once: a probe set's arrays are not changed after creation."""
         return content_hash(self.kind, self.split, self.inputs, self.ids)
 
     @property

@@ -26,7 +26,7 @@ COLUMNS = [
     ("model_sha256", "string"), ("model_name", "string"), ("probes_sha256", "string"),
     ("probes_name", "string"), ("probe_id", "int64"), ("platform", "string"), ("runtime", "string"),
     ("runtime_version", "string"), ("device", "string"), ("precision", "string"), ("knobs", "string"),
-    ("dtype", "string"), ("shape", "list<int64>"), ("output", "binary"), ("digest", "string"),
+    ("dtype", "string"), ("shape", "list<int64>"), ("output", "binary"), ("digest", "digest16"),
     ("run_id", "string"), ("deterministic", "bool"), ("host", "string"),
 ]
 
@@ -35,7 +35,7 @@ def arrow_schema():
     import pyarrow as pa
 
     types = {"string": pa.string(), "int64": pa.int64(), "binary": pa.binary(), "bool": pa.bool_(),
-             "list<int64>": pa.list_(pa.int64())}
+             "list<int64>": pa.list_(pa.int64()), "digest16": pa.binary(16)}
     return pa.schema([(name, types[t]) for name, t in COLUMNS])
 
 
@@ -142,7 +142,7 @@ class ReferenceDB:
 
 def _duck(t: str) -> str:
     return {"string": "VARCHAR", "int64": "BIGINT", "binary": "BLOB", "bool": "BOOLEAN",
-            "list<int64>": "BIGINT[]"}[t]
+            "list<int64>": "BIGINT[]", "digest16": "BLOB"}[t]
 
 
 def _sql_str(s: str) -> str:
