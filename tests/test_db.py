@@ -139,3 +139,45 @@ def test_sql_over_shards(tmp_path, zoo, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["db", "sql", "SELEC nonsense", "--db", str(db.root)])
     assert exc.value.code == 2
+
+
+def _rewrite_outputs(path, change):
+    """Rewrite a shard with changed outputs and matching digests (a valid shard from a
+    platform that computed something else)."""
+    from hspi_onnx.outputs import digest
+
+    table = pq.read_table(path)
+    d = table.to_pydict()
+    outputs = [change(i, o) for i, o in enumerate(d["output"])]
+    digests = [bytes.fromhex(digest(t, s, o)) for t, s, o in zip(d["dtype"], d["shape"], outputs)]
+    for name, values in (("output", outputs), ("digest", digests)):
+        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name),
+                                 pa.array(values, table.schema.field(name).type))
+    pq.write_table(table, path)
+
+
+def test_merge_unions_and_flags_disagreeing_labels(tmp_path, zoo, capsys):
+    from hspi_onnx.cli import main
+
+    probes = generate(zoo["digits"].spec, n=6)
+    a = ReferenceDB(tmp_path / "a", create=True)
+    b = ReferenceDB(tmp_path / "b", create=True)
+    build(a, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1,opt=all"])
+    build(b, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all"])
+    label = next(lb for lb in b.manifest()["platforms"] if "fp32" in lb)
+    (shard,) = b.existing_shards(a.manifest()["models"].popitem()[0], probes.sha256, label)
+    _rewrite_outputs(shard, lambda i, o: bytes([o[0] ^ 1]) + o[1:] if i in (1, 4) else o)
+    with pytest.raises(SystemExit) as exc:
+        main(["db", "merge", str(a.root), str(b.root), "-o", str(tmp_path / "c"), "--json"])
+    assert exc.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shards_copied"] == 2 + 3
+    (conflict,) = report["conflicts"]
+    assert conflict["platform"] == label and conflict["probes_differing"] == 2 and len(conflict["runs"]) == 2
+    c = ReferenceDB(tmp_path / "c")
+    assert verify(c)["ok"] and len(c.existing_shards(conflict["model_sha256"], probes.sha256, label)) == 2
+    assert any(e["platform"] == label and "merge" in e["reason"] for e in c.manifest()["nondeterministic"])
+    assert any(label in cl["nondeterministic"] for g in classes(c) for cl in g["classes"])
+    again = json.loads(subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "db", "merge", str(a.root),
+                                       "-o", str(c.root), "--json"], capture_output=True, text=True).stdout)
+    assert again["shards_copied"] == 0 and again["shards_identical"] == 2

@@ -156,3 +156,23 @@ def sql(query: str = typer.Argument(..., help="SQL over the view `outputs` (one 
     for r in rows:
         table.add_row(*[(v.hex()[:32] + "…" if isinstance(v, (bytes, bytearray)) else str(v)) for v in r])
     console().print(table)
+
+
+@app.command("merge")
+def merge(sources: list[Path] = typer.Argument(..., help="Reference DBs to merge."),
+          out: Path = typer.Option(..., "-o", "--output", help="Target DB (created, or merged into)."),
+          as_json: bool = JSON) -> None:
+    """Union of DBs built on different machines; a label whose runs disagree is reported as
+    non-deterministic, never overwritten."""
+    from hspi_onnx.dbmerge import merge as run_merge
+
+    report = run_merge(sources, out)
+    if as_json:
+        emit_json(report)
+        return
+    con = console()
+    con.print(f"merged {len(sources)} DBs into {out}: {report['shards_copied']} shards copied, "
+              f"{report['shards_identical']} already there, {len(report['conflicts'])} conflicting labels")
+    for c in report["conflicts"]:
+        con.print(f"[red]non-deterministic[/red] {c['platform']}: runs {', '.join(c['runs'])} differ on "
+                  f"{c['probes_differing']} probes", highlight=False, soft_wrap=True)

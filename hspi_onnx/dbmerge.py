@@ -1,0 +1,79 @@
+"""``hspi db merge``: the union of reference DBs built on different machines.
+
+Shards are copied (never overwritten: their names carry the run id), manifests are merged
+(models, probe sets, platforms and runs by key; failures and non-repeatable entries
+concatenated). When one platform label has several runs whose outputs differ on some probe,
+the platform is recorded as non-deterministic with the runs and the number of probes that
+differ; both shards stay.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+from pathlib import Path
+
+from .errors import HspiError
+from .store import ReferenceDB
+
+
+def _merge_manifest(dst: dict, src: dict) -> None:
+    for table in ("models", "probe_sets", "platforms", "runs"):
+        for key, value in src[table].items():
+            dst[table].setdefault(key, value)
+    for table in ("failures", "nondeterministic"):
+        for entry in src[table]:
+            if entry not in dst[table]:
+                dst[table].append(entry)
+
+
+def merge(sources: list[Path], target: Path) -> dict:
+    srcs = [ReferenceDB(s) for s in sources]
+    out = ReferenceDB(target, create=True)
+    if any(Path(s.root).resolve() == Path(out.root).resolve() for s in srcs):
+        raise HspiError("the merge target must not be one of the sources")
+    copied = identical = 0
+    for src in srcs:
+        manifest = src.manifest()
+        out.update(lambda m: _merge_manifest(m, manifest))  # describe before copying, as a build does
+        for shard in src.shards():
+            dest = out.root / shard.relative_to(src.root)
+            if dest.exists():
+                if not filecmp.cmp(shard, dest, shallow=False):
+                    raise HspiError(f"shard {dest.relative_to(out.root)} exists with other contents")
+                identical += 1
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            shutil.copyfile(shard, tmp)
+            os.replace(tmp, dest)
+            copied += 1
+    conflicts = find_conflicts(out)
+
+    def record(m: dict) -> None:
+        for c in conflicts:
+            entry = {"platform": c["platform"], "model_sha256": c["model_sha256"],
+                     "probes_sha256": c["probes_sha256"], "run_id": ",".join(c["runs"]),
+                     "reason": f"merge: runs {', '.join(c['runs'])} differ on {c['probes_differing']} probes"}
+            if entry not in m["nondeterministic"]:
+                m["nondeterministic"].append(entry)
+
+    out.update(record)
+    return {"target": str(out.root), "sources": [str(s.root) for s in srcs], "shards_copied": copied,
+            "shards_identical": identical, "conflicts": conflicts}
+
+
+def find_conflicts(db: ReferenceDB) -> list[dict]:
+    """Labels with several runs whose outputs differ on at least one probe."""
+    con = db.connect()
+    rows = con.execute("""
+        WITH per_probe AS (
+            SELECT model_sha256, probes_sha256, platform, probe_id,
+                   count(DISTINCT digest) AS variants, list(DISTINCT run_id ORDER BY run_id) AS runs
+            FROM outputs GROUP BY ALL)
+        SELECT model_sha256, probes_sha256, platform, count(*) FILTER (WHERE variants > 1) AS differing,
+               flatten(list(runs)) AS runs
+        FROM per_probe GROUP BY ALL HAVING differing > 0 ORDER BY platform""").fetchall()
+    return [{"model_sha256": m, "probes_sha256": p, "platform": plat, "probes_differing": int(d),
+             "runs": sorted(set(runs))} for m, p, plat, d, runs in rows]
