@@ -1,7 +1,7 @@
-"""Render `hspi survey --json` as the markdown tables in docs/equivalence-cpu.md.
+"""Render `hspi survey --json` or `hspi db classes --json` as markdown tables (docs/).
 
-    hspi survey --json -q > survey.json
-    python bench/survey_table.py survey.json
+    hspi survey --json -q > survey.json && python bench/survey_table.py survey.json
+    hspi db classes --db refdb --json > classes.json && python bench/survey_table.py classes.json
 """
 
 import json
@@ -33,8 +33,25 @@ def knobs_summary(labels: list[str]) -> str:
     return "<br>".join(parts)
 
 
+def db_classes(groups: list[dict]) -> None:
+    for g in groups:
+        print(f"### {g['model']} on {g['probes']}: {g['n_platforms']} platforms, {len(g['classes'])} classes, "
+              f"{g['n_probes']} probes\n")
+        print("| class | size | nearest class: fraction of probes that separate | platforms |")
+        print("|---:|---:|---|---|")
+        for c in g["classes"]:
+            others = [(s, j) for j, s in enumerate(g["separation"][c["id"]]) if j != c["id"]]
+            near = f"{min(others)[1]}: {min(others)[0]:.3f}" if others else "-"
+            flag = " (not repeatable)" if c["nondeterministic"] else ""
+            print(f"| {c['id']} | {len(c['platforms'])} | {near} | {knobs_summary(c['platforms'])}{flag} |")
+        print()
+
+
 def main(path: str) -> None:
     report = json.load(open(path))
+    if isinstance(report, list):
+        db_classes(report)
+        return
     for m in report["models"]:
         rt = defaultdict(int)
         for p in m["platforms"]:

@@ -84,7 +84,6 @@ def verify(db: ReferenceDB) -> dict:
         return {"ok": False, "problems": [str(exc)], "shards": 0, "rows": 0}
     schema = arrow_schema()
     rows = 0
-    seen = defaultdict(list)
     for path in db.shards():
         rel = path.relative_to(db.root)
         try:
@@ -116,7 +115,6 @@ def verify(db: ReferenceDB) -> dict:
         bad = sum(digest(t, s, o) != g.hex() for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
         if bad:
             problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
-        seen[(model, probes, plat)].append(run)
     unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
     return {"ok": not problems, "problems": problems, "shards": len(db.shards()), "rows": rows,
             "unfinished_runs": unfinished,
