@@ -13,11 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from hspi_onnx.adapter import available_variants
+from hspi_onnx.adapter import selected_variants
 from hspi_onnx.dbbuild import build
 from hspi_onnx.execute import batches
 from hspi_onnx.model import resolve_model
-from hspi_onnx.platform import select
 from hspi_onnx.probes import generate
 from hspi_onnx.store import ReferenceDB
 
@@ -41,9 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     model = resolve_model(args.model)
     probes = generate(model.spec, n=args.n)
-    pairs = available_variants(model, probes.kind)
-    chosen = set(select([p for _, p in pairs], args.platforms or ["onnxruntime/*/fp32"]))
-    plan = [(a, p) for a, p in pairs if p in chosen]
+    plan = selected_variants(model, probes.kind, args.platforms or ["onnxruntime/*/fp32"])
     bare_loop(model, generate(model.spec, n=2), plan)  # warm caches and libraries
     bare, built, sizes = [], [], []
     for r in range(args.rounds):  # alternate, so drift hits both sides

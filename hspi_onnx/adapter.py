@@ -134,20 +134,28 @@ def available_variants(model: ModelInfo, probe_kind: str) -> list[tuple[Adapter,
     return out
 
 
+def selected_variants(model: ModelInfo, probe_kind: str,
+                      patterns: list[str] | None) -> list[tuple[Adapter, Platform]]:
+    """Available (adapter, platform) pairs whose labels match any glob (all when none);
+    an empty match is an error naming close labels."""
+    from .platform import select
+
+    pairs = available_variants(model, probe_kind)
+    chosen = set(select([p for _, p in pairs], patterns))
+    return [(a, p) for a, p in pairs if p in chosen]
+
+
 def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:
     """The adapter and platform for an exact label, or for a glob that selects exactly one;
     otherwise an error naming close matches."""
     if label.count("/") != 3 or "@" not in label.split("/")[0] or any(c in label for c in "*?["):
-        from .platform import select
-
-        pairs = available_variants(model, probe_kind)
-        chosen = select([p for _, p in pairs], [label])
+        chosen = selected_variants(model, probe_kind, [label])
         if len(chosen) > 1:
-            shown = ", ".join(str(p) for p in chosen[:3])
+            shown = ", ".join(str(p) for _, p in chosen[:3])
             raise UnknownPlatformError(
                 f"{label!r} selects {len(chosen)} platforms ({shown}, ...); give one exact label"
             )
-        return next((a, p) for a, p in pairs if p == chosen[0])
+        return chosen[0]
     platform = Platform.parse(label)
     adapters = registry()
     adapter = adapters.get(platform.runtime)

@@ -17,12 +17,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .adapter import available_variants, registry
+from .adapter import registry, selected_variants
 from .execute import run_platform
 from .hostinfo import cpu_facts
 from .model import ModelInfo
 from .outputs import RunResult, to_storage
-from .platform import Platform, select
+from .platform import Platform
 from .probes import ProbeSet
 from .store import ReferenceDB, arrow_schema
 
@@ -75,7 +75,8 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
         "device": [platform.device] * n, "precision": [platform.precision] * n,
         "knobs": [platform.knob_string()] * n, "dtype": [result.dtype] * n,
         "shape": [list(result.outputs.shape[1:])] * n, "output": [row.tobytes() for row in raw],
-        "digest": [bytes.fromhex(d) for d in digests], "run_id": [run_id] * n, "deterministic": [deterministic] * n, "host": [host] * n,
+        "digest": [bytes.fromhex(d) for d in digests], "run_id": [run_id] * n,
+        "deterministic": [deterministic] * n, "host": [host] * n,
     }
     return pa.Table.from_pydict(cols, schema=arrow_schema())
 
@@ -83,9 +84,7 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
           on_event: Callable[[str, dict], None] = lambda kind, data: None,
           repeat_sample: int = REPEAT_SAMPLE) -> BuildSummary:
-    pairs = available_variants(model, probes.kind)
-    chosen = select([p for _, p in pairs], patterns)
-    plan = [(a, p) for a, p in pairs if p in set(chosen)]
+    plan = selected_variants(model, probes.kind, patterns)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     summary = BuildSummary(run_id, planned=len(plan))
     db.clean_stale_temporaries()
@@ -99,6 +98,10 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
                              "versions": tool_versions(), "argv": sys.argv[1:], "pid": os.getpid(),
                              "model_sha256": model.sha256, "probes_sha256": probes.sha256,
                              "platforms": [str(p) for _, p in plan]}
+
+    def entry(label: str, reason: str) -> dict:
+        return {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
+                "platform": label, "reason": reason}
 
     db.update(register)
     on_event("plan", {"total": len(plan)})
@@ -116,9 +119,7 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
         except Exception as exc:  # failure isolation: record and go on
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
             summary.failed[label] = reason
-            db.update(lambda m: m["failures"].append(
-                {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
-                 "platform": label, "reason": reason, "at": _now()}))
+            db.update(lambda m: m["failures"].append(entry(label, reason) | {"at": _now()}))
             on_event("failed", {"platform": label, "reason": reason})
             continue
         db.write_shard(db.shard_path(model.sha256, probes.sha256, label, run_id),
@@ -127,8 +128,7 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
         if not deterministic:
             summary.nondeterministic.append(label)
             db.update(lambda m: m["nondeterministic"].append(
-                {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
-                 "platform": label, "reason": "second run differed on the repeat sample"}))
+                entry(label, "second run differed on the repeat sample")))
         on_event("built", {"platform": label, "deterministic": deterministic})
 
     def finish(m: dict) -> None:

@@ -22,20 +22,17 @@ from .errors import HspiError
 
 
 def worker(spec: dict, emit: Callable[[dict], None]) -> None:
-    from .adapter import available_variants
+    from .adapter import selected_variants
     from .execute import run_platform
     from .model import resolve_model
     from .outputs import set_digest
-    from .platform import select
     from .probes import generate
 
     plans = []
     for name in spec["models"]:
         info = resolve_model(name)
         probes = generate(info.spec, spec.get("kind"), n=spec["n"], seed=spec["seed"])
-        pairs = available_variants(info, probes.kind)
-        chosen = set(select([p for _, p in pairs], spec.get("platforms")))
-        plans.append((info, probes, [(a, p) for a, p in pairs if p in chosen]))
+        plans.append((info, probes, selected_variants(info, probes.kind, spec.get("platforms"))))
     emit({"event": "plan", "total": sum(len(v) for _, _, v in plans)})
     for info, probes, pairs in plans:
         ref = None

@@ -43,13 +43,12 @@ def variants(model: str = MODEL,
              kind: str = typer.Option(None, help="Probe kind (int8 static calibration follows it)."),
              as_json: bool = JSON) -> None:
     """Every platform label available on this machine for MODEL."""
-    from hspi_onnx.adapter import available_variants
+    from hspi_onnx.adapter import selected_variants
     from hspi_onnx.model import resolve_model
-    from hspi_onnx.platform import select
     from hspi_onnx.probes import default_kind
 
     info = resolve_model(model)
-    labels = select([p for _, p in available_variants(info, kind or default_kind(info.spec))], platforms)
+    labels = [p for _, p in selected_variants(info, kind or default_kind(info.spec), platforms)]
     if as_json:
         emit_json([p.as_dict() for p in labels])
     else:
