@@ -1,0 +1,89 @@
+"""Output forms a service may return instead of raw outputs, and how to produce them.
+
+``raw``
+    the outputs as computed, in their native dtype.
+``roundK`` (K = 3..7)
+    each value rounded to K significant decimal digits and read back as float64 (a JSON API
+    printing ``%.{K-1}e``).
+``softmax``
+    probabilities over the last axis, computed in float64 and returned as float32.
+``topK`` (K = 1, 5)
+    the K largest values over the last axis with their indices, largest first.
+``argmax``
+    the index of the largest value only.
+
+Degrading the float64 reference of the same probes in the same way lets features compare like
+with like.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import HspiError
+
+FORMS = ("raw", "round3", "round4", "round5", "round6", "round7", "softmax", "top1", "top5", "argmax")
+DEGRADED = FORMS[1:]
+
+
+@dataclass
+class View:
+    """What a suspect of one form reveals: values (n, m) and/or indices (n, k)."""
+
+    values: np.ndarray | None
+    index: np.ndarray | None = None
+
+
+def check_form(form: str) -> str:
+    if form not in FORMS:
+        raise HspiError(f"unknown output form {form!r}; forms: {', '.join(FORMS)}")
+    return form
+
+
+def _as_rows(outputs: np.ndarray) -> np.ndarray:
+    return outputs.reshape(len(outputs), -1)
+
+
+def round_significant(x: np.ndarray, digits: int) -> np.ndarray:
+    """``x`` (any float dtype) rounded to ``digits`` significant decimal digits, as float64."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros_like(x)
+    nz = np.isfinite(x) & (x != 0)
+    exp = np.floor(np.log10(np.abs(x[nz])))
+    scale = 10.0 ** (digits - 1 - exp)
+    out[nz] = np.round(x[nz] * scale) / scale
+    out[~np.isfinite(x)] = x[~np.isfinite(x)]
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def top_indices(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest values per row, largest first, ties to the lower index."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.argsort(-x, axis=-1, kind="stable")[:, :k]
+
+
+def degrade(outputs: np.ndarray, form: str) -> View:
+    """The view of ``outputs`` (n, *shape) a service returning ``form`` gives."""
+    check_form(form)
+    rows = _as_rows(outputs)
+    if form == "raw":
+        return View(rows)
+    m = re.fullmatch(r"round(\d)", form)
+    if m:
+        return View(round_significant(rows, int(m.group(1))))
+    if form == "softmax":
+        return View(softmax(rows))
+    if form == "argmax":
+        return View(None, top_indices(rows, 1))
+    k = int(form[3:])
+    idx = top_indices(rows, min(k, rows.shape[1]))
+    return View(np.take_along_axis(rows, idx, axis=1), idx)
