@@ -1,0 +1,159 @@
+"""The classifier: one CatBoost multiclass model per target, trained on one feature row per
+query, combining n queries by summing log-probabilities (queries are independent draws).
+
+Saved as a directory: ``<target>.cbm`` in CatBoost's native format and ``classifier.json``
+(format, output form, feature names, label map per target, DB digest, rows, probes). No
+pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HspiError
+from .features import NAMES
+
+FORMAT = "hspi-classifier/1"
+META = "classifier.json"
+EPS = 1e-6
+
+
+@dataclass
+class CatBoostParams:
+    iterations: int = 150
+    depth: int = 6
+    learning_rate: float = 0.3
+    threads: int = -1
+    seed: int = 0
+    max_rows_per_unit: int = 250  # training rows per (model, platform); more adds time, not accuracy
+
+
+def subsample(units: np.ndarray, per_unit: int, seed: int) -> np.ndarray:
+    """Indices keeping at most ``per_unit`` rows of each unit, chosen at random."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for u in np.unique(units):
+        idx = np.flatnonzero(units == u)
+        keep.append(idx if len(idx) <= per_unit else rng.choice(idx, per_unit, replace=False))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
+
+
+@dataclass
+class TargetModel:
+    name: str
+    classes: list[str]
+    model: object  # catboost.CatBoostClassifier
+
+    def log_proba(self, X: np.ndarray) -> np.ndarray:
+        """(rows, classes) log-probabilities, columns in ``classes`` order."""
+        p = self.model.predict_proba(X)
+        order = [list(map(str, self.model.classes_)).index(str(i)) for i in range(len(self.classes))]
+        return np.log(np.clip(p[:, order], EPS, 1.0))
+
+
+def fit_target(name: str, X: np.ndarray, y: np.ndarray, params: CatBoostParams) -> TargetModel:
+    from catboost import CatBoostClassifier
+
+    classes = sorted(set(y.tolist()))
+    if len(classes) < 2:
+        raise HspiError(f"target {name!r} takes one value only in the training data")
+    index = {c: i for i, c in enumerate(classes)}
+    yi = np.array([index[v] for v in y])
+    model = CatBoostClassifier(loss_function="MultiClass", iterations=params.iterations, depth=params.depth,
+                               learning_rate=params.learning_rate, thread_count=params.threads,
+                               random_seed=params.seed, verbose=False, allow_writing_files=False)
+    model.fit(X, yi)
+    return TargetModel(name, classes, model)
+
+
+def combine(log_proba: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Predicted class index of each group of rows (sum of log-probabilities)."""
+    return np.array([int(np.argmax(log_proba[g].sum(axis=0))) for g in groups], dtype=int)
+
+
+def posterior(log_proba: np.ndarray) -> np.ndarray:
+    """Normalised probabilities over classes from summed log-probabilities of n queries."""
+    s = log_proba.sum(axis=0)
+    p = np.exp(s - s.max())
+    return p / p.sum()
+
+
+@dataclass
+class Classifier:
+    form: str
+    targets: dict[str, TargetModel]
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name, tm in self.targets.items():
+            fname = f"{_safe(name)}.cbm"
+            tm.model.save_model(str(path / fname), format="cbm")
+            files[name] = {"file": fname, "classes": tm.classes}
+        meta = {**self.meta, "format": FORMAT, "form": self.form, "features": list(NAMES), "targets": files}
+        (path / META).write_text(json.dumps(meta, indent=1, sort_keys=True), "utf-8")
+        return path
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    from catboost import CatBoostClassifier
+
+    path = Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise HspiError(f"{str(path)!r} is not a classifier directory (no {META}); train one with `hspi train`")
+    try:
+        meta = json.loads(meta_path.read_text("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise HspiError(f"classifier metadata {str(meta_path)!r} is unreadable ({type(exc).__name__})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise HspiError(f"{str(meta_path)!r} is not a {FORMAT} classifier")
+    if meta.get("features") != list(NAMES):
+        raise HspiError("the classifier was trained on other features than this version computes; retrain it")
+    targets = {}
+    for name, entry in meta["targets"].items():
+        f = path / str(entry["file"])
+        if f.parent != path or not f.is_file():
+            raise HspiError(f"classifier file for target {name!r} is missing")
+        model = CatBoostClassifier()
+        try:
+            model.load_model(str(f), format="cbm")
+        except Exception as exc:  # CatBoost raises its own error type on a corrupt file
+            raise HspiError(f"classifier file {str(f)!r} is corrupt ({type(exc).__name__})")
+        targets[name] = TargetModel(name, [str(c) for c in entry["classes"]], model)
+    return Classifier(str(meta["form"]), targets, meta)
+
+
+def db_digest(db) -> str:
+    """A digest of a reference DB's shard set (names and sizes): which data a classifier saw."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in db.shards():
+        h.update(f"{p.relative_to(db.root)}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def train(examples, target_names: list[str] | None, params: CatBoostParams,
+          on_target=lambda name, seconds: None) -> Classifier:
+    """One CatBoost model per target on (a per-unit subsample of) ``examples``."""
+    keep = subsample(examples.unit, params.max_rows_per_unit, params.seed)
+    ex = examples.subset(keep)
+    models = {}
+    for name, y in ex.targets(target_names).items():
+        t0 = time.perf_counter()
+        models[name] = fit_target(name, ex.X, y, params)
+        on_target(name, time.perf_counter() - t0)
+    meta = {"rows": int(len(ex)), "platforms": sorted(set(ex.label.tolist())),
+            "models": sorted(set(ex.model.tolist()))}
+    return Classifier(examples.form, models, meta)
