@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import db, models, probes, run, runtimes, survey
+from . import classify, db, models, probes, run, runtimes, survey
 
 app = typer.Typer(
     name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -19,6 +19,8 @@ app.add_typer(runtimes.app, name="runtimes")
 app.add_typer(db.app, name="db")
 app.command("run")(run.run)
 app.command("survey")(survey.survey)
+app.command("train")(classify.train)
+app.command("eval")(classify.eval_cmd)
 
 
 @app.callback()
