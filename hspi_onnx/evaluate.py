@@ -58,7 +58,7 @@ class Case:
     skip_targets: tuple[str, ...] = ()
 
 
-def test_probe_mask(ex: Examples, test_frac: float, seed: int) -> np.ndarray:
+def held_out_mask(ex: Examples, test_frac: float, seed: int) -> np.ndarray:
     """Rows whose probe is in the test split; probes are drawn per model, never per row."""
     rng = np.random.default_rng(seed)
     mask = np.zeros(len(ex), dtype=bool)
@@ -102,7 +102,7 @@ def ceiling(ex: Examples, mask: np.ndarray, y: np.ndarray) -> float:
 
 
 def cases(ex: Examples, cfg: EvalConfig) -> list[Case]:
-    test = test_probe_mask(ex, cfg.test_frac, cfg.seed)
+    test = held_out_mask(ex, cfg.test_frac, cfg.seed)
     out = []
     if "split" in cfg.protocols:
         out.append(Case("split", "-", "raw", ~test, test))
@@ -143,7 +143,7 @@ def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambd
             confusion = conf
         timing.append({"protocol": case.protocol, "holdout": case.holdout, "form": case.form,
                        "seconds": round(time.perf_counter() - c0, 1)})
-    test = test_probe_mask(raw, cfg.test_frac, cfg.seed)
+    test = held_out_mask(raw, cfg.test_frac, cfg.seed)
     return {
         "db": str(db.root), "db_digest": db_digest(db), "models": sorted(set(raw.model.tolist())),
         "platforms": len(set(raw.label.tolist())), "rows": len(raw),
@@ -154,7 +154,7 @@ def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambd
         "config": {"test_frac": cfg.test_frac, "seed": cfg.seed, "queries": list(cfg.queries),
                    "methods": list(cfg.methods), "protocols": list(cfg.protocols), "forms": list(cfg.forms),
                    "max_groups_per_unit": cfg.max_groups_per_unit, "catboost": vars(cfg.params)},
-        "records": records, "confusion": confusion, "timing": timing,
+        "records": records, "confusion": confusion, "confusion_n": confusion_n(cfg), "timing": timing,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -190,9 +190,14 @@ def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: Non
                 records.append(base | {"method": method, "n": n, "accuracy": None if acc is None else round(acc, 4),
                                        "groups": int(ok.sum()), "unpredictable_groups": int((~ok).sum()),
                                        "train_seconds": round(seconds, 2)})
-                if method == "catboost" and n == cfg.confusion_n and ok.any():
+                if method == "catboost" and n == confusion_n(cfg) and ok.any():
                     confusion[t] = _confusion(truth[ok], pred[ok])
     return records, confusion
+
+
+def confusion_n(cfg: EvalConfig) -> int:
+    """The query count confusion matrices are drawn at: confusion_n, or the largest n run."""
+    return cfg.confusion_n if cfg.confusion_n in cfg.queries else max(cfg.queries)
 
 
 def _ours(ex, case, y, t, cfg, test_groups):

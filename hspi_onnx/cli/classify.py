@@ -140,7 +140,6 @@ def eval_cmd(db: Path = DB,
 
         report = evaluate(ReferenceDB(db), cfg, models or None, on_step, warn=lambda m: err.print(f"warning: {m}"))
         bar.update(task, completed=bar.tasks[0].total or 0, description="done")
-    report["confusion_n"] = cfg.confusion_n
     if plots:
         from hspi_onnx.plots import write_plots
 
