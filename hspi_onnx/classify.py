@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HspiError
-from .features import NAMES
+from .features import NAMES, STORAGE_FEATURES
+
+STORAGE_COLUMNS = [NAMES.index(f) for f in STORAGE_FEATURES]
 
 FORMAT = "hspi-classifier/1"
 META = "classifier.json"
@@ -32,6 +34,7 @@ class CatBoostParams:
     threads: int = -1
     seed: int = 0
     max_rows_per_unit: int = 250  # training rows per (model, platform); more adds time, not accuracy
+    mask_fraction: float = 0.5  # rows copied with storage features hidden (see mask_storage)
 
 
 def subsample(units: np.ndarray, per_unit: int, seed: int) -> np.ndarray:
@@ -57,9 +60,25 @@ class TargetModel:
         return np.log(np.clip(p[:, order], EPS, 1.0))
 
 
+def mask_storage(X: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows plus a copy of a random ``fraction`` of them with the storage features
+    (those that show the dtype of the last operation: width, trailing zeros, low bits, ties,
+    gaps, grid) set to NaN. A runtime that computes in binary16 but returns binary32 (ONNX
+    Runtime's fp16 models cast their outputs back) then still looks like binary16 through its
+    error against the reference, instead of through bits another runtime's fp16 never shows."""
+    if fraction <= 0:
+        return X, y
+    rng = np.random.default_rng(seed)
+    pick = rng.random(len(X)) < fraction
+    Xm = X[pick].copy()
+    Xm[:, STORAGE_COLUMNS] = np.nan
+    return np.concatenate([X, Xm]), np.concatenate([y, y[pick]])
+
+
 def fit_target(name: str, X: np.ndarray, y: np.ndarray, params: CatBoostParams) -> TargetModel:
     from catboost import CatBoostClassifier
 
+    X, y = mask_storage(X, y, params.mask_fraction, params.seed)
     classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise HspiError(f"target {name!r} takes one value only in the training data")

@@ -37,6 +37,10 @@ REFERENCE_FEATURES = [
 ] + [f"err_pos{i}" for i in range(10)]  # signed error of the first values, sign * log2(1 + |x - ref| / ulp)
 POSITIONS = 10
 NAMES = VALUE_FEATURES + REFERENCE_FEATURES
+# Features that show the dtype of the last operation rather than the precision of the whole
+# computation (see classify.mask_storage).
+STORAGE_FEATURES = ["width", "tz_mean", "tz_min", "tz_max", "tz_ge13", "tz_ge16", "bit0", "bit1", "bit2", "bit3",
+                    "low_byte", "distinct_frac", "tie_frac", "gap_min_ulp", "gap_med_ulp", "grid_fit", "grid_steps"]
 
 
 def _width(values: np.ndarray) -> float:

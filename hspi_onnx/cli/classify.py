@@ -131,7 +131,11 @@ def eval_cmd(db: Path = DB,
     with progress(quiet or as_json) as bar:
         task = bar.add_task("evaluating", total=None)
 
+        log = not (quiet or as_json) and not err.is_terminal  # logs get one line per step instead of a bar
+
         def on_step(desc: str, total: int) -> None:
+            if log:
+                err.print(f"[{bar.tasks[0].completed + 1}/{total}] {desc}", highlight=False)
             if bar.tasks[0].total is None:
                 bar.update(task, total=total)
             else:
