@@ -125,3 +125,25 @@ def test_eval_end_to_end_beats_chance(tiny_db, tmp_path):
     assert acc("catboost", protocol="degraded", form="round3")["accuracy"] is not None
     pngs = sorted(p.name for p in plots.glob("*.png"))
     assert "accuracy-split.png" in pngs and "confusion-precision.png" in pngs
+
+
+def test_protocol_cases_hold_out_probes_runtimes_and_models():
+    from hspi_onnx.evaluate import EvalConfig, cases
+
+    labels = ["onnxruntime@1/cpu/fp32/bs=1", "pytorch@2/cpu/fp32/bs=1"]
+    rows = [(m, lab, p) for m in ("a", "b") for lab in labels for p in range(10)]
+    m, lab, p = (np.array(col, dtype=object) for col in zip(*rows))
+    unit = np.array([hash((a, b)) % 1000 for a, b, _ in rows])
+    ex = Examples("raw", np.zeros((len(rows), 1)), np.zeros((len(rows), 1), np.uint8), lab, lab, m,
+                  p.astype(int), unit)
+    got = {(c.protocol, c.holdout, c.form): c for c in cases(ex, EvalConfig(forms=("top1",)))}
+    assert set(got) == {("split", "-", "raw"), ("loro", "onnxruntime", "raw"), ("loro", "pytorch", "raw"),
+                        ("lomo", "a", "raw"), ("lomo", "b", "raw"), ("degraded", "-", "top1")}
+    for c in got.values():
+        assert not (c.train & c.test).any()
+        train_probes = set(zip(m[c.train], p[c.train]))
+        assert not train_probes & set(zip(m[c.test], p[c.test]))
+    loro = got[("loro", "pytorch", "raw")]
+    assert all(x.startswith("pytorch") for x in lab[loro.test]) and not any(x.startswith("pytorch") for x in lab[loro.train])
+    lomo = got[("lomo", "a", "raw")]
+    assert set(m[lomo.test]) == {"a"} and set(m[lomo.train]) == {"b"}

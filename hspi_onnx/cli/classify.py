@@ -133,14 +133,13 @@ def eval_cmd(db: Path = DB,
 
         log = not (quiet or as_json) and not err.is_terminal  # logs get one line per step instead of a bar
 
-        def on_step(desc: str, total: int) -> None:
+        started = {"n": 0}
+
+        def on_step(desc: str, total: int) -> None:  # called as each step starts
+            started["n"] += 1
             if log:
-                err.print(f"[{bar.tasks[0].completed + 1}/{total}] {desc}", highlight=False)
-            if bar.tasks[0].total is None:
-                bar.update(task, total=total)
-            else:
-                bar.advance(task)
-            bar.update(task, description=desc[:60])
+                err.print(f"[{started['n']}/{total}] {desc}", highlight=False)
+            bar.update(task, total=total, completed=started["n"] - 1, description=desc[:60])
 
         report = evaluate(ReferenceDB(db), cfg, models or None, on_step, warn=lambda m: err.print(f"warning: {m}"))
         bar.update(task, completed=bar.tasks[0].total or 0, description="done")
