@@ -68,7 +68,7 @@ def fit_svm_bits(X: np.ndarray, y: np.ndarray, n_queries: int, seed: int = 0, C:
     pairs, coefs, icepts = [], [], []
     for i, j in itertools.combinations(range(len(classes)), 2):
         rows = (yi == i) | (yi == j)
-        svc = LinearSVC(C=C, dual="auto", max_iter=1000, random_state=seed)
+        svc = LinearSVC(C=C, dual="auto", max_iter=200, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             svc.fit(Z[rows], (yi[rows] == j).astype(int))

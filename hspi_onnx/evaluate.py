@@ -43,8 +43,9 @@ class EvalConfig:
     protocols: tuple[str, ...] = PROTOCOLS
     forms: tuple[str, ...] = DEGRADED
     max_groups_per_unit: int = 40
-    svm_max_examples: int = 2000  # training examples of one svm-bits fit (LinearSVC time grows fast)
-    params: CatBoostParams = field(default_factory=lambda: CatBoostParams(iterations=100, max_rows_per_unit=120))
+    svm_max_examples: int = 6000  # training examples of one svm-bits fit at n=1 ...
+    svm_max_cells: float = 2.5e6  # ... fewer for longer inputs (bits x examples), but never below 1000
+    params: CatBoostParams = field(default_factory=lambda: CatBoostParams(iterations=80, max_rows_per_unit=100))
     confusion_n: int = 8
 
 
@@ -213,7 +214,7 @@ def _ours(ex, case, y, t, cfg, test_groups):
 def _svm(ex, case, y, cfg, test_groups):
     preds, classes = {}, None
     for n, groups in test_groups.items():
-        cap = cfg.svm_max_examples
+        cap = max(1000, min(cfg.svm_max_examples, int(cfg.svm_max_cells // (ex.bits.shape[1] * n))))
         train_groups = draw_groups(ex, case.train, n, cfg.max_groups_per_unit, cfg.seed + 1)
         if len(train_groups) > cap:
             pick = np.random.default_rng(cfg.seed).choice(len(train_groups), cap, replace=False)
