@@ -18,6 +18,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _case_name(protocol: str, holdout: str, form: str) -> str:
     return protocol + ("" if holdout == "-" else f"-{holdout}") + ("" if form == "raw" else f"-{form}")
 
@@ -51,11 +58,7 @@ def accuracy_plots(report: dict, outdir: Path) -> list[Path]:
         axes.flat[0].legend(fontsize=6, loc="lower right")
         name = _case_name(protocol, holdout, form)
         fig.suptitle(f"accuracy vs queries: {name}", fontsize=10)
-        fig.tight_layout()
-        path = outdir / f"accuracy-{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, outdir / f"accuracy-{name}.png"))
     return paths
 
 
@@ -85,11 +88,7 @@ def confusion_plots(report: dict, outdir: Path) -> list[Path]:
         ax.set_ylabel("true")
         ax.set_title(f"{target}: ours, random probe split, n={report.get('confusion_n', 8)}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.04)
-        fig.tight_layout()
-        path = outdir / f"confusion-{target}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, outdir / f"confusion-{target}.png"))
     return paths
 
 

@@ -63,12 +63,10 @@ def train(db: Path = DB,
             clf.save(output)
             classes = {t: len(m.classes) for t, m in clf.targets.items()}
         else:
-            from hspi_onnx.baseline import train_svm_bits
+            from hspi_onnx.baseline import save_svm_bits, train_svm_bits
 
             bundle = train_svm_bits(ex, targets or None, queries, seed, on_target=done)
             bundle["meta"] |= {"db": str(ref.root), "db_digest": db_digest(ref)}
-            from hspi_onnx.baseline import save_svm_bits
-
             save_svm_bits(bundle, output)
             classes = {t: len(m.classes) for t, m in bundle["targets"].items()}
     seconds = time.perf_counter() - t0
