@@ -96,13 +96,6 @@ def combine(log_proba: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     return np.array([int(np.argmax(log_proba[g].sum(axis=0))) for g in groups], dtype=int)
 
 
-def posterior(log_proba: np.ndarray) -> np.ndarray:
-    """Normalised probabilities over classes from summed log-probabilities of n queries."""
-    s = log_proba.sum(axis=0)
-    p = np.exp(s - s.max())
-    return p / p.sum()
-
-
 @dataclass
 class Classifier:
     form: str

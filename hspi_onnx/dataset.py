@@ -34,10 +34,6 @@ class Group:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (n, *shape), native dtype
 
     @property
-    def key(self) -> str:
-        return f"{self.model_name}/{self.probes_name}"
-
-    @property
     def platforms(self) -> list[str]:
         return sorted(self.outputs)
 
@@ -53,10 +49,6 @@ class Group:
 
 def class_key(members: list[str]) -> str:
     return " | ".join(sorted(members))
-
-
-def class_members(key: str) -> list[str]:
-    return key.split(" | ")
 
 
 def _decode(raw: list[bytes], dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -141,10 +133,3 @@ def _partition(values: dict[str, str]) -> set:
     for lab, v in values.items():
         by[v].append(lab)
     return {frozenset(m) for m in by.values()}
-
-
-def constant_attributes(labels: list[str]) -> dict[str, str]:
-    """Attributes that take one value only across ``labels`` (nothing to predict)."""
-    knob_names = sorted({k for lab in labels for k, _ in Platform.parse(lab).knobs})
-    per_label = [attribute_values(lab, knob_names) for lab in labels]
-    return {k: v for k, v in per_label[0].items() if all(d[k] == v for d in per_label)} if per_label else {}
