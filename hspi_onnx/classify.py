@@ -8,7 +8,6 @@ pickle anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ class TargetModel:
     name: str
     classes: list[str]
     model: object  # catboost.CatBoostClassifier
+    temperature: float = 1.0  # divides summed log-probabilities of n queries (see calibrate)
 
     def log_proba(self, X: np.ndarray) -> np.ndarray:
         """(rows, classes) log-probabilities, columns in ``classes`` order."""
@@ -109,10 +109,21 @@ class Classifier:
         for name, tm in self.targets.items():
             fname = f"{_safe(name)}.cbm"
             tm.model.save_model(str(path / fname), format="cbm")
-            files[name] = {"file": fname, "classes": tm.classes}
+            files[name] = {"file": fname, "classes": tm.classes, "temperature": tm.temperature}
         meta = {**self.meta, "format": FORMAT, "form": self.form, "features": list(NAMES), "targets": files}
         (path / META).write_text(json.dumps(meta, indent=1, sort_keys=True), "utf-8")
         return path
+
+
+    def posterior(self, X: np.ndarray) -> dict[str, dict[str, float]]:
+        """target -> {value: calibrated probability} for the n queries in ``X`` together."""
+        out = {}
+        for name, tm in self.targets.items():
+            z = tm.log_proba(X).sum(axis=0) / tm.temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            out[name] = {c: float(v) for c, v in zip(tm.classes, p)}
+        return out
 
 
 def _safe(name: str) -> str:
@@ -144,28 +155,79 @@ def load_classifier(path: str | Path) -> Classifier:
             model.load_model(str(f), format="cbm")
         except Exception as exc:  # CatBoost raises its own error type on a corrupt file
             raise HspiError(f"classifier file {str(f)!r} is corrupt ({type(exc).__name__})")
-        targets[name] = TargetModel(name, [str(c) for c in entry["classes"]], model)
+        targets[name] = TargetModel(name, [str(c) for c in entry["classes"]], model,
+                                    float(entry.get("temperature", 1.0)))
     return Classifier(str(meta["form"]), targets, meta)
 
 
-def db_digest(db) -> str:
-    """A digest of a reference DB's shard set (names and sizes): which data a classifier saw."""
-    h = hashlib.blake2b(digest_size=16)
-    for p in db.shards():
-        h.update(f"{p.relative_to(db.root)}:{p.stat().st_size}\n".encode())
-    return h.hexdigest()
+TEMPERATURES = np.geomspace(1.0, 256.0, 33)
+CALIBRATION_QUERIES = (1, 8)
+
+
+def fit_temperature(log_proba: np.ndarray, truth: np.ndarray, units: np.ndarray, seed: int) -> float:
+    """The T minimising the log-loss of softmax(sum of log-probabilities / T) over groups of
+    1 and 8 held-out queries of one unit: n queries of one platform are not independent draws
+    (a platform the features confuse is confused on every query), so plain summing overstates
+    confidence. T >= 1 only ever tempers."""
+    rng = np.random.default_rng(seed)
+    sums, labels = [], []
+    for n in CALIBRATION_QUERIES:
+        for u in np.unique(units):
+            rows = rng.permutation(np.flatnonzero(units == u))
+            for k in range(len(rows) // n):
+                g = rows[k * n:(k + 1) * n]
+                sums.append(log_proba[g].sum(axis=0))
+                labels.append(truth[g[0]])
+    if not sums:
+        return 1.0
+    S, y = np.array(sums), np.array(labels)
+    best, best_t = np.inf, 1.0
+    for t in TEMPERATURES:
+        z = S / t
+        z = z - z.max(axis=1, keepdims=True)
+        nll = -(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean()
+        if nll < best - 1e-9:
+            best, best_t = nll, float(t)
+    return best_t
+
+
+def calibration_mask(examples, fraction: float, seed: int) -> np.ndarray:
+    """Rows whose probe is held out for calibration (by probe, per model, like every split)."""
+    rng = np.random.default_rng(seed + 1)
+    mask = np.zeros(len(examples), dtype=bool)
+    for model in sorted(set(examples.model.tolist())):
+        rows = examples.model == model
+        ids = np.unique(examples.probe[rows])
+        k = min(len(ids) - 1, max(1, int(round(len(ids) * fraction))))
+        if k >= 1:
+            mask |= rows & np.isin(examples.probe, rng.choice(ids, size=k, replace=False))
+    return mask
 
 
 def train(examples, target_names: list[str] | None, params: CatBoostParams,
-          on_target=lambda name, seconds: None) -> Classifier:
-    """One CatBoost model per target on (a per-unit subsample of) ``examples``."""
-    keep = subsample(examples.unit, params.max_rows_per_unit, params.seed)
+          on_target=lambda name, seconds: None, calibrate: float = 0.2) -> Classifier:
+    """One CatBoost model per target on (a per-unit subsample of) ``examples``; a ``calibrate``
+    fraction of the probes is held out to fit each target's temperature."""
+    held = calibration_mask(examples, calibrate, params.seed) if calibrate > 0 else np.zeros(len(examples), bool)
+    fit_rows = np.flatnonzero(~held)
+    keep = fit_rows[subsample(examples.unit[fit_rows], params.max_rows_per_unit, params.seed)]
     ex = examples.subset(keep)
+    cal_rows = np.flatnonzero(held)
+    cal = examples.subset(cal_rows[subsample(examples.unit[cal_rows], 64, params.seed)])
+    cal_targets = cal.targets(target_names)
     models = {}
     for name, y in ex.targets(target_names).items():
         t0 = time.perf_counter()
-        models[name] = fit_target(name, ex.X, y, params)
+        tm = fit_target(name, ex.X, y, params)
+        if len(cal):
+            index = {c: i for i, c in enumerate(tm.classes)}
+            known = np.array([v in index for v in cal_targets[name]])
+            if known.any():
+                truth = np.array([index.get(v, 0) for v in cal_targets[name]])
+                tm.temperature = fit_temperature(tm.log_proba(cal.X[known]), truth[known], cal.unit[known],
+                                                 params.seed)
+        models[name] = tm
         on_target(name, time.perf_counter() - t0)
-    meta = {"rows": int(len(ex)), "platforms": sorted(set(ex.label.tolist())),
+    meta = {"rows": int(len(ex)), "calibration_rows": int(len(cal)), "platforms": sorted(set(ex.label.tolist())),
             "models": sorted(set(ex.model.tolist()))}
     return Classifier(examples.form, models, meta)

@@ -103,6 +103,30 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None) -> list[Group]
     return groups
 
 
+def outputs_at(db: ReferenceDB, model_sha: str, probes_sha: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """label -> outputs on ``ids`` (in that order) of every platform of one (model, probe set)
+    that has all of them; reads only those rows of each shard."""
+    import pyarrow.parquet as pq
+
+    want = [int(i) for i in ids]
+    out: dict[str, np.ndarray] = {}
+    for path in sorted(db.shard_dir(model_sha, probes_sha).glob("*.parquet")):
+        if path.name.startswith("."):
+            continue
+        t = pq.read_table(path, columns=["platform", "probe_id", "dtype", "shape", "output"],
+                          filters=[("probe_id", "in", want)])
+        if t.num_rows != len(want):
+            continue
+        label = t.column("platform")[0].as_py()
+        if label in out:
+            continue
+        got = np.asarray(t.column("probe_id").to_numpy(), dtype=np.int64)
+        arr = _decode(t.column("output").to_pylist(), t.column("dtype")[0].as_py(), tuple(t.column("shape")[0].as_py()))
+        pos = {int(p): k for k, p in enumerate(got)}
+        out[label] = arr[[pos[i] for i in want]]
+    return out
+
+
 # -- targets ---------------------------------------------------------------------------------
 def attribute_values(label: str, knob_names: list[str]) -> dict[str, str]:
     p = Platform.parse(label)

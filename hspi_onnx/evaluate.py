@@ -123,7 +123,7 @@ def cases(ex: Examples, cfg: EvalConfig) -> list[Case]:
 def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambda desc, total: None,
              warn=lambda msg: None) -> dict:
     """Every case of ``cfg`` on ``db``: records, confusion matrices (ours, random split) and timing."""
-    from .classify import db_digest
+    from .store import db_digest
     from .dataset import load_groups
     from .examples import build_examples
 

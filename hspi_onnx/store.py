@@ -140,6 +140,14 @@ class ReferenceDB:
         return con
 
 
+def db_digest(db) -> str:
+    """A digest of a reference DB's shard set (names and sizes): which data a classifier saw."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in db.shards():
+        h.update(f"{p.relative_to(db.root)}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
 def _duck(t: str) -> str:
     return {"string": "VARCHAR", "int64": "BIGINT", "binary": "BLOB", "bool": "BOOLEAN",
             "list<int64>": "BIGINT[]", "digest16": "BLOB"}[t]

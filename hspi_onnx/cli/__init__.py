@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import classify, db, models, probes, run, runtimes, survey
+from . import classify, db, demo, match, models, probes, run, runtimes, survey
 
 app = typer.Typer(
     name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -21,6 +21,9 @@ app.command("run")(run.run)
 app.command("survey")(survey.survey)
 app.command("train")(classify.train)
 app.command("eval")(classify.eval_cmd)
+app.command("match")(match.match_cmd)
+app.command("verify")(match.verify_cmd)
+app.command("demo")(demo.demo)
 
 
 @app.callback()

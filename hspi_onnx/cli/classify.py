@@ -27,7 +27,8 @@ def train(db: Path = DB,
     on every probe of the DB, and save it (CatBoost native format + JSON; no pickle)."""
     import time
 
-    from hspi_onnx.classify import CatBoostParams, db_digest
+    from hspi_onnx.classify import CatBoostParams
+    from hspi_onnx.store import db_digest
     from hspi_onnx.classify import train as fit
     from hspi_onnx.dataset import load_groups
     from hspi_onnx.degrade import check_form

@@ -1,0 +1,96 @@
+"""``hspi demo``: build, train, evaluate, then identify a hidden platform from its outputs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from .common import console, progress
+
+
+def demo(out: Path = typer.Option(Path("hspi-demo"), "-o", "--out", help="Directory for the DB, classifier, plots and suspect file."),
+         quick: bool = typer.Option(False, "--quick", help="Smaller run: the digits model, 120 probes."),
+         probes: int = typer.Option(None, "-n", help="Probes per model (default 300; 120 with --quick)."),
+         seed: int = typer.Option(None, help="Seed of the black box's choice (default: random, printed)."),
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """End to end on this machine: build the default DB, train, evaluate (plots), run a
+    platform chosen at random as a black box, match its outputs, verify a true and a false claim."""
+    import numpy as np
+
+    from hspi_onnx.demo import DemoConfig, build_db, evaluate_for_plots, new_seed, play_black_box, train_classifier
+    from hspi_onnx.verify import parse_claim, verify
+
+    from .match import print_match, print_verify, run_match
+
+    t0 = time.perf_counter()
+    seed = new_seed() if seed is None else seed
+    cfg = DemoConfig.quick(out, seed) if quick else DemoConfig(out, seed=seed)
+    if probes:
+        cfg.probes = probes
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    con = console()
+    timings = {}
+
+    con.print(f"[bold]1. reference DB[/bold]: {', '.join(cfg.models)} x every available CPU platform, "
+              f"{cfg.probes} probes -> {cfg.out / 'db'}", highlight=False)
+    with progress(quiet) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_event(model: str, kind: str, data: dict) -> None:
+            if kind == "plan":
+                tasks[model] = bar.add_task(f"build {model}", total=data["total"])
+            elif kind in ("built", "skipped", "failed"):
+                bar.advance(tasks[model])
+
+        db, built = build_db(cfg, on_event)
+    for info, _, s in built:
+        con.print(f"   {info.name}: {len(s.built)} built, {len(s.skipped)} already there, {len(s.failed)} failed",
+                  highlight=False)
+    timings["db"] = time.perf_counter() - t0
+
+    con.print("[bold]2. classifier[/bold] (CatBoost per target)", highlight=False)
+    with progress(quiet) as bar:
+        feat = bar.add_task("features", total=sum(len(s.built) + len(s.skipped) for _, _, s in built))
+        tgt = bar.add_task("targets", total=None)
+        clf, clf_path, trained = train_classifier(db, cfg, lambda: bar.advance(feat),
+                                                  lambda name, sec: bar.advance(tgt))
+    con.print(f"   {'trained' if trained else 'up to date'}: {len(clf.targets)} targets -> {clf_path}", highlight=False)
+    timings["train"] = time.perf_counter() - t0 - sum(timings.values())
+
+    con.print("[bold]3. held-out evaluation[/bold] (random probe split, ours vs svm-bits)", highlight=False)
+    with progress(quiet) as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def on_step(desc: str, total: int) -> None:
+            bar.update(task, total=total, advance=1, description=desc[:50])
+
+        report, plots = evaluate_for_plots(db, cfg, on_step)
+    n8 = max(n for n in cfg.eval_queries if n <= 8)
+    accs = {r["target"]: r["accuracy"] for r in report["records"] if r["method"] == "catboost" and r["n"] == n8}
+    con.print(f"   accuracy at n={n8}: " + ", ".join(f"{t} {100 * a:.0f}%" for t, a in accs.items()), highlight=False)
+    timings["eval"] = time.perf_counter() - t0 - sum(timings.values())
+
+    con.print(f"[bold]4. black box[/bold] (seed {seed}): a hidden platform answers {cfg.queries} queries", highlight=False)
+    box = play_black_box(db, built, cfg, np.random.default_rng(seed))
+    con.print(f"   its outputs -> {box.suspect}", highlight=False)
+    match_report, platforms = run_match(box.suspect, db.root, clf_path, True)
+    print_match(match_report)
+    results = []
+    for claim in (box.true_claim, box.false_claim):
+        res = verify(match_report, parse_claim(claim), platforms)
+        print_verify(res)
+        results.append(res["verdict"])
+    timings["match"] = time.perf_counter() - t0 - sum(timings.values())
+
+    found = box.label in match_report["verdict"]["platforms"]
+    con.print(f"[bold]5. reveal[/bold]: the hidden platform was {box.label}", highlight=False, soft_wrap=True)
+    con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report['verdict']['status']}); "
+              f"true claim -> {results[0]}, false claim -> {results[1]}", highlight=False)
+    con.print(f"   DB {cfg.out / 'db'}, classifier {clf_path}, plots {cfg.out / 'plots'} ({len(plots)} PNG), "
+              f"eval report {cfg.out / 'eval.json'}", highlight=False)
+    con.print("   time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+              + f", total {time.perf_counter() - t0:.0f} s", highlight=False)
+    if not found or results != ["CONSISTENT", "INCONSISTENT"]:
+        raise typer.Exit(1)

@@ -1,0 +1,125 @@
+"""``hspi demo``: the whole product on one machine, end to end.
+
+Build the default reference DB (zoo models on every available CPU platform), train the
+classifier, evaluate it (plots), then play a black-box service: a platform chosen at random
+answers some probes, its label is hidden, its outputs are written as a suspect file, matched
+against the DB, and one true and one false claim about it are verified.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HspiError
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    models: tuple[str, ...] = ("resnet", "lm")
+    probes: int = 300
+    queries: int = 32
+    seed: int | None = None
+    rows_per_platform: int = 100
+    iterations: int = 100
+    eval_queries: tuple[int, ...] = (1, 2, 4, 8, 16)
+
+    @classmethod
+    def quick(cls, out: Path, seed: int | None = None) -> "DemoConfig":
+        return cls(out, models=("digits",), probes=120, queries=16, seed=seed, rows_per_platform=60,
+                   iterations=60, eval_queries=(1, 4, 8))
+
+
+def build_db(cfg: DemoConfig, on_event) -> tuple:
+    """The reference DB under ``cfg.out/db`` (resumable: finished shards are kept)."""
+    from .dbbuild import build
+    from .model import resolve_model
+    from .probes import generate
+    from .store import ReferenceDB
+
+    db = ReferenceDB(cfg.out / "db", create=True)
+    built = []
+    for name in cfg.models:
+        info = resolve_model(name)
+        probes = generate(info.spec, None, n=cfg.probes, seed=0)
+        summary = build(db, info, probes, None, on_event=lambda kind, data, m=name: on_event(m, kind, data))
+        built.append((info, probes, summary))
+    return db, built
+
+
+def train_classifier(db, cfg: DemoConfig, on_platform, on_target):
+    from .classify import CatBoostParams, load_classifier, train
+    from .dataset import load_groups
+    from .examples import build_examples
+    from .store import db_digest
+
+    path = cfg.out / "classifier"
+    digest = db_digest(db)
+    try:
+        clf = load_classifier(path)
+        if clf.meta.get("db_digest") == digest:
+            return clf, path, False
+    except HspiError:
+        pass
+    groups = load_groups(db)
+    ex = build_examples(groups, "raw", db.manifest(), on_platform=on_platform)
+    params = CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform, seed=0)
+    clf = train(ex, None, params, on_target=on_target)
+    clf.meta |= {"db": str(db.root), "db_digest": digest, "method": "catboost", "params": vars(params)}
+    clf.save(path)
+    return clf, path, True
+
+
+def evaluate_for_plots(db, cfg: DemoConfig, on_step):
+    from .classify import CatBoostParams
+    from .evaluate import EvalConfig, evaluate
+    from .plots import write_plots
+
+    ecfg = EvalConfig(queries=cfg.eval_queries, protocols=("split",), max_groups_per_unit=20,
+                      params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform))
+    report = evaluate(db, ecfg, None, on_step)
+    plots = write_plots(report, cfg.out / "plots")
+    (cfg.out / "eval.json").write_text(json.dumps(report, indent=1, sort_keys=True), "utf-8")
+    return report, plots
+
+
+@dataclass
+class BlackBox:
+    label: str  # hidden from the matcher; revealed at the end
+    suspect: Path
+    true_claim: str
+    false_claim: str
+
+
+def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> BlackBox:
+    """Run a random platform of a random model on ``cfg.queries`` random probes of the DB's probe
+    set and write what a client would see (outputs and probe ids, no label) as a suspect .npz."""
+    from .adapter import registry
+    from .execute import run_platform
+    from .platform import Platform
+    from .suspect import write_npz
+
+    info, probes, _ = built[int(rng.integers(len(built)))]
+    manifest = db.manifest()
+    labels = sorted({r for run in manifest["runs"].values() if run["model_sha256"] == info.sha256
+                     for r in run["platforms"]} - {f["platform"] for f in manifest["failures"]})
+    if not labels:
+        raise HspiError(f"the DB holds no platform of {info.name} to play the black box")
+    label = labels[int(rng.integers(len(labels)))]
+    plat = Platform.parse(label)
+    result = run_platform(registry()[plat.runtime], info, plat, probes)
+    pick = np.sort(rng.choice(len(probes), size=min(cfg.queries, len(probes)), replace=False))
+    path = write_npz(cfg.out / "suspect.npz", probes.sha256, info.sha256, probes.ids[pick], result.outputs[pick])
+    others = sorted({Platform.parse(lab).precision for lab in labels} - {plat.precision})
+    false_precision = others[int(rng.integers(len(others)))] if others else "fp64"
+    return BlackBox(label, path, f"runtime={plat.runtime},precision={plat.precision}",
+                    f"runtime={plat.runtime},precision={false_precision}")
+
+
+def new_seed() -> int:
+    return secrets.randbelow(1 << 31)

@@ -1,0 +1,148 @@
+"""The exact-lookup index of a reference DB: every output digest, sorted, with its platform,
+probe and (model, probe set), so a suspect output is found by binary search, not by a scan.
+
+Stored in ``DB/index/`` as plain ``.npy`` arrays (memory-mapped when read, never pickled) and
+``index.json`` (platform labels, groups, and the digest of the shard set it was built from).
+It is rebuilt automatically when the shard set changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HspiError
+from .store import ReferenceDB, db_digest
+
+FORMAT = "hspi-index/1"
+ARRAYS = ("digest", "platform", "probe", "group")
+
+
+@dataclass
+class IndexGroup:
+    model_sha256: str
+    model_name: str
+    probes_sha256: str
+    probes_name: str
+    dtypes: list[str]
+    shape: list[int]
+    n_ids: int
+
+
+@dataclass
+class DigestIndex:
+    platforms: list[str]
+    groups: list[IndexGroup]
+    digest: np.ndarray  # (N,) S16, sorted
+    platform: np.ndarray  # (N,) int32 into platforms
+    probe: np.ndarray  # (N,) int64
+    group: np.ndarray  # (N,) int32 into groups
+
+    def lookup(self, group: int, probe_id: int, digest_hex: str) -> set[str]:
+        """Labels of the platforms whose output on ``probe_id`` of ``group`` has this digest."""
+        key = np.frombuffer(bytes.fromhex(digest_hex), dtype="S16")[0]
+        lo = int(np.searchsorted(self.digest, key, side="left"))
+        hi = int(np.searchsorted(self.digest, key, side="right"))
+        if lo == hi:
+            return set()
+        sel = slice(lo, hi)
+        ok = (self.group[sel] == group) & (self.probe[sel] == probe_id)
+        return {self.platforms[int(p)] for p in self.platform[sel][ok]}
+
+    def platforms_of(self, group: int) -> list[str]:
+        return sorted({self.platforms[int(p)] for p in np.unique(self.platform[self.group == group])})
+
+
+def _dir(db: ReferenceDB) -> Path:
+    return db.root / "index"
+
+
+def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
+    """Read the digest column of every shard and write the sorted index."""
+    import pyarrow.parquet as pq
+
+    shards_digest = db_digest(db)
+    labels: dict[str, int] = {}
+    groups: dict[tuple[str, str], int] = {}
+    ginfo: list[IndexGroup] = []
+    parts = {k: [] for k in ARRAYS}
+    for path in db.shards():
+        t = pq.read_table(path, columns=["model_sha256", "model_name", "probes_sha256", "probes_name",
+                                         "probe_id", "platform", "dtype", "shape", "digest"])
+        on_shard()
+        if t.num_rows == 0:
+            continue
+        first = {c: t.column(c)[0].as_py() for c in ("model_sha256", "model_name", "probes_sha256",
+                                                      "probes_name", "platform", "dtype", "shape")}
+        key = (first["model_sha256"], first["probes_sha256"])
+        if key not in groups:
+            groups[key] = len(ginfo)
+            ginfo.append(IndexGroup(key[0], first["model_name"], key[1], first["probes_name"], [],
+                                    list(first["shape"]), 0))
+        g = ginfo[groups[key]]
+        if first["dtype"] not in g.dtypes:
+            g.dtypes.append(first["dtype"])
+        ids = t.column("probe_id").to_numpy()
+        g.n_ids = max(g.n_ids, len(np.unique(ids)))
+        pid = labels.setdefault(first["platform"], len(labels))
+        parts["digest"].append(np.array(t.column("digest").to_pylist(), dtype="S16"))
+        parts["probe"].append(ids.astype(np.int64))
+        parts["platform"].append(np.full(t.num_rows, pid, dtype=np.int32))
+        parts["group"].append(np.full(t.num_rows, groups[key], dtype=np.int32))
+    if not ginfo:
+        raise HspiError(f"the reference DB {str(db.root)!r} holds no shards; run `hspi db build` first")
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    # repeated runs of one platform add identical rows: keep one
+    order = np.lexsort((arrays["platform"], arrays["probe"], arrays["group"], arrays["digest"]))
+    arrays = {k: v[order] for k, v in arrays.items()}
+    same = np.ones(len(order), dtype=bool)
+    for k in ARRAYS:
+        same[1:] &= arrays[k][1:] == arrays[k][:-1]
+    same[0] = False
+    arrays = {k: v[~same] for k, v in arrays.items()}
+    out = _dir(db)
+    out.mkdir(exist_ok=True)
+    tag = f"{os.getpid()}"
+    for k, v in arrays.items():
+        tmp = out / f".{k}.{tag}.npy"
+        np.save(tmp, v, allow_pickle=False)
+        os.replace(tmp, out / f"{k}.npy")
+    meta = {"format": FORMAT, "shards": shards_digest, "platforms": list(labels),
+            "groups": [vars(g) for g in ginfo], "rows": int(len(arrays["digest"]))}
+    tmp = out / f".index.json.{tag}"
+    tmp.write_text(json.dumps(meta), "utf-8")
+    os.replace(tmp, out / "index.json")
+
+
+def load_index(db: ReferenceDB, rebuild: bool = True, on_shard=lambda: None) -> DigestIndex:
+    """The DB's index, (re)built first when missing or stale."""
+    meta = _read_meta(db)
+    if meta is None or meta.get("shards") != db_digest(db):
+        if not rebuild:
+            raise HspiError("the DB's digest index is missing or stale; run `hspi db index`")
+        with db.locked():
+            meta = _read_meta(db)
+            if meta is None or meta.get("shards") != db_digest(db):
+                build_index(db, on_shard)
+                meta = _read_meta(db)
+    try:
+        arrays = {k: np.load(_dir(db) / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in ARRAYS}
+    except (OSError, ValueError) as exc:
+        raise HspiError(f"the DB's digest index is unreadable ({type(exc).__name__}); delete {_dir(db)} to rebuild it")
+    if len({len(a) for a in arrays.values()}) != 1 or len(arrays["digest"]) != meta.get("rows"):
+        raise HspiError(f"the DB's digest index is inconsistent; delete {_dir(db)} to rebuild it")
+    groups = [IndexGroup(**g) for g in meta["groups"]]
+    return DigestIndex(list(meta["platforms"]), groups, **arrays)
+
+
+def _read_meta(db: ReferenceDB) -> dict | None:
+    path = _dir(db) / "index.json"
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None

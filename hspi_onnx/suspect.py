@@ -1,0 +1,429 @@
+"""Suspect files: outputs of an unknown platform, read as hostile input.
+
+Three formats (docs/formats.md):
+
+``.npz``
+    what ``hspi run`` writes: ``outputs`` (raw bytes of the returned dtype), ``ids``, optional
+    ``digests`` (checked when present) and ``index`` (top-k / argmax forms), plus a JSON meta
+    record naming the probe set (``probes_sha256`` or ``probes_name``) and optionally the model
+    and the output form.
+``.json`` / ``.jsonl`` of KServe v2 inference responses
+    the protocol Triton, KServe and MLServer speak; the probe set and probe ids travel in each
+    response's ``parameters`` (``probe_set``, ``probe_ids``) or its ``id``.
+``.json`` with ``"format": "hspi-suspect/1"``
+    a plain form for degraded outputs: rounded values, softmax probabilities, top-k values and
+    indices, or argmax labels, one entry per query.
+
+Everything is bounded before it is allocated; any problem is one :class:`BadSuspectError`
+naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .degrade import FORMS, View
+from .errors import HspiError
+from .outputs import _STORAGE, NATIVE, row_digests
+from .safenpz import read_npz
+
+
+class BadSuspectError(HspiError):
+    """A suspect file that is missing, malformed, hostile or does not fit the DB."""
+
+
+MAX_JSON_BYTES = 32 << 20
+MAX_QUERIES = 100_000
+MAX_VALUES = 1 << 24  # values of all queries together
+MAX_PER_QUERY = 1 << 20
+PLAIN_FORMAT = "hspi-suspect/1"
+KSERVE_DTYPES = {"FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}
+FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
+
+
+@dataclass
+class Suspect:
+    path: str
+    source: str  # npz, kserve, plain
+    probes: str  # the probe set the file names: sha256 or name
+    model: str | None  # the model it names (sha256 or name), if any
+    form: str
+    ids: np.ndarray  # (n,) int64, distinct
+    values: np.ndarray | None  # (n, *shape) raw outputs in their dtype, or (n, k) degraded values
+    index: np.ndarray | None = None  # (n, k) int64 for top-k and argmax
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.values.dtype) if self.values is not None else "int64"
+
+    def view(self) -> View:
+        vals = None if self.values is None else self.values.reshape(len(self.ids), -1)
+        return View(vals, self.index)
+
+    def digests(self) -> list[str]:
+        """Per-query digests computed exactly as the DB computes them (raw form only)."""
+        return row_digests(self.values)
+
+
+def load_suspect(path: str | Path) -> Suspect:
+    path = Path(path)
+    if not path.is_file():
+        raise BadSuspectError(f"suspect file {str(path)!r} does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK"):
+        return _load_npz(path)
+    return _load_json(path)
+
+
+# -- checks shared by every format -----------------------------------------------------------
+def _fail(path: Path, msg: str):
+    raise BadSuspectError(f"suspect file {str(path)!r}: {msg}")
+
+
+def _check_form(path: Path, form) -> str:
+    if not isinstance(form, str) or form not in FORMS:
+        _fail(path, f"unknown output form {str(form)[:40]!r}; forms: {', '.join(FORMS)}")
+    return form
+
+
+def _check_name(path: Path, value, what: str, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:@+=-]{1,128}", value):
+        _fail(path, f"must name its {what} (a sha256 or a name)" if value is None
+              else f"has a malformed {what} name")
+    return value
+
+
+def _check_ids(path: Path, ids: np.ndarray) -> np.ndarray:
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        _fail(path, "probe ids must be a 1-D array of integers")
+    if len(ids) == 0:
+        _fail(path, "holds no queries")
+    if len(ids) > MAX_QUERIES:
+        _fail(path, f"holds {len(ids)} queries, over the limit of {MAX_QUERIES}")
+    ids = ids.astype(np.int64)
+    if (ids < 0).any():
+        _fail(path, "has negative probe ids")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        _fail(path, f"has duplicate probe ids (e.g. {int(uniq[counts > 1][0])})")
+    return ids
+
+
+def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | None, n: int, form: str) -> None:
+    needs_values = form != "argmax"
+    needs_index = form.startswith("top") or form == "argmax"
+    if needs_values and values is None:
+        _fail(path, f"form {form} needs output values")
+    if needs_index and index is None:
+        _fail(path, f"form {form} needs indices")
+    if values is not None:
+        if len(values) != n or values.ndim < 2:
+            _fail(path, f"outputs have shape {tuple(values.shape)}, expected ({n}, ...) for {n} probe ids")
+        if str(values.dtype) not in FLOAT_DTYPES:
+            _fail(path, f"outputs have dtype {values.dtype}; expected a float dtype")
+        if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            bad = int(np.flatnonzero(~np.isfinite(np.asarray(values, np.float64)).reshape(n, -1).all(axis=1))[0])
+            _fail(path, f"outputs hold NaN or Inf (query {bad}); only finite outputs can be matched")
+    if index is not None:
+        if index.ndim != 2 or len(index) != n or index.dtype.kind not in "iu":
+            _fail(path, f"indices must be integers of shape ({n}, k)")
+        if (index < 0).any():
+            _fail(path, "indices must be non-negative")
+        k = {"argmax": 1, "top1": 1, "top5": 5}.get(form)
+        if k is not None and index.shape[1] != k:
+            _fail(path, f"form {form} takes {k} indices per query, the file has {index.shape[1]}")
+        if values is not None and values.reshape(n, -1).shape[1] != index.shape[1]:
+            _fail(path, "values and indices differ in length")
+
+
+# -- .npz ------------------------------------------------------------------------------------
+def _load_npz(path: Path) -> Suspect:
+    arrays, meta = read_npz(path, {"ids"}, "suspect file", BadSuspectError,
+                            optional=frozenset({"outputs", "digests", "index"}))
+    form = _check_form(path, meta.get("form", "raw"))
+    probes = _check_name(path, meta.get("probes_sha256") or meta.get("probes_name"), "probe set", True)
+    model = _check_name(path, meta.get("model_sha256") or meta.get("model_name"), "model", False)
+    ids = _check_ids(path, arrays["ids"])
+    values = arrays.get("outputs")
+    if values is not None:
+        name = meta.get("dtype", str(values.dtype))
+        if name in _STORAGE and str(values.dtype) == _STORAGE[name]:
+            import ml_dtypes
+
+            values = values.view(getattr(ml_dtypes, name))
+        elif name not in NATIVE or str(values.dtype) != name:
+            _fail(path, f"outputs are {values.dtype} but the metadata says {str(name)[:32]}")
+    index = arrays.get("index")
+    index = index.astype(np.int64) if index is not None and index.dtype.kind in "iu" else index
+    _check_values(path, values, index, len(ids), form)
+    if "digests" in arrays:
+        d = arrays["digests"]
+        if form != "raw" or values is None or d.shape != (len(ids), 16) or d.dtype != np.uint8:
+            _fail(path, "has malformed digests")
+        if [bytes(r).hex() for r in d] != row_digests(values):
+            _fail(path, "fails its own digests (altered or corrupt)")
+    return Suspect(str(path), "npz", probes, model, form, ids, values, index)
+
+
+# -- JSON --------------------------------------------------------------------------------------
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _parse_json(path: Path, text: str):
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        _fail(path, "JSON is nested too deeply")
+    except ValueError as exc:
+        msg = str(exc).split(":")[0][:80]
+        _fail(path, f"is not valid JSON ({msg})")
+
+
+def _load_json(path: Path) -> Suspect:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        _fail(path, f"is {size} bytes; JSON suspects are limited to {MAX_JSON_BYTES >> 20} MiB")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(path, "is neither an .npz nor UTF-8 JSON")
+    if not text.strip():
+        _fail(path, "is empty")
+    try:
+        docs = [json.loads(text, parse_constant=_reject_constant)]
+    except RecursionError:
+        _fail(path, "JSON is nested too deeply")
+    except ValueError:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if len(lines) < 2:
+            _parse_json(path, text)  # raises with the parser's message
+        docs = [_parse_json(path, ln) for ln in lines]  # JSON Lines
+    if len(docs) == 1 and isinstance(docs[0], list):
+        docs = docs[0]
+    if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("format") == PLAIN_FORMAT:
+        return _plain(path, docs[0])
+    if not docs or not all(isinstance(d, dict) and "outputs" in d for d in docs):
+        _fail(path, f"is neither KServe v2 inference responses nor a {PLAIN_FORMAT} document")
+    return _kserve(path, docs)
+
+
+def _flatten(path: Path, data, what: str, depth: int, out: list) -> None:
+    if depth > 4:
+        _fail(path, f"{what} is nested too deeply")
+    for v in data:
+        if isinstance(v, list):
+            _flatten(path, v, what, depth + 1, out)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            _fail(path, f"{what} holds a non-number ({type(v).__name__})")
+        out.append(v)
+    if len(out) > MAX_VALUES:
+        _fail(path, f"{what} holds more than {MAX_VALUES} values")
+
+
+def _numbers(path: Path, data, what: str, integer: bool = False) -> np.ndarray:
+    """A flat float64 (or int64) array from a JSON list of numbers (row-major), refusing anything else."""
+    if not isinstance(data, list):
+        _fail(path, f"{what} must be a list of numbers")
+    flat: list = []
+    _flatten(path, data, what, 0, flat)
+    if integer and not all(isinstance(v, int) for v in flat):
+        _fail(path, f"{what} must hold integers")
+    try:
+        arr = np.array(flat, dtype=np.int64 if integer else np.float64)
+    except OverflowError:
+        _fail(path, f"{what} holds a number out of range")
+    if not integer and not np.isfinite(arr).all():
+        _fail(path, f"{what} holds NaN or Inf; only finite outputs can be matched")
+    return arr
+
+
+def _cast(path: Path, x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        out = x.astype(ml_dtypes.bfloat16)
+    else:
+        with np.errstate(over="ignore"):
+            out = x.astype(dtype)
+    if not np.isfinite(out.astype(np.float64)).all():
+        _fail(path, f"values overflow {dtype}")
+    return out
+
+
+def _kserve(path: Path, docs: list) -> Suspect:
+    ids: list[int] = []
+    rows: list[np.ndarray] = []
+    probes = model = dtype = None
+    shape: tuple | None = None
+    total = 0
+    for k, doc in enumerate(docs):
+        params = doc.get("parameters") or {}
+        if not isinstance(params, dict):
+            _fail(path, f"response {k}: parameters must be an object")
+        p = params.get("probe_set", probes)
+        if p is None or (probes is not None and p != probes):
+            _fail(path, f"response {k}: " + ("names no probe set (parameters.probe_set)" if p is None
+                                              else "names a different probe set than response 0"))
+        probes = _check_name(path, p, "probe set", True)
+        m = doc.get("model_name", model)
+        model = _check_name(path, m, "model", False) if m is not None else model
+        outs = doc["outputs"]
+        if not isinstance(outs, list) or not outs or not all(isinstance(o, dict) for o in outs):
+            _fail(path, f"response {k}: outputs must be a list of tensors")
+        if len(outs) > 1:
+            named = [o for o in outs if o.get("name") == params.get("output", "logits")]
+            if len(named) != 1:
+                _fail(path, f"response {k}: several outputs; name the one to match in parameters.output")
+            outs = named
+        o = outs[0]
+        dt = KSERVE_DTYPES.get(o.get("datatype"))
+        if dt is None:
+            _fail(path, f"response {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(KSERVE_DTYPES)}")
+        if dtype is not None and dt != dtype:
+            _fail(path, f"response {k}: datatype differs from response 0")
+        dtype = dt
+        shp = o.get("shape")
+        if (not isinstance(shp, list) or not 1 <= len(shp) <= 8
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_PER_QUERY for s in shp)):
+            _fail(path, f"response {k}: shape must be a list of positive integers")
+        count = math.prod(shp)
+        total += count
+        if count > MAX_PER_QUERY * 64 or total > MAX_VALUES:
+            _fail(path, f"response {k}: declares {count} values, over the limit")
+        data = _numbers(path, o.get("data"), f"response {k} data")
+        if data.size != count:
+            _fail(path, f"response {k}: data holds {data.size} values, shape {shp} declares {count}")
+        batch = shp[0]
+        row_shape = tuple(shp[1:]) or (1,)
+        if shape is not None and row_shape != shape:
+            _fail(path, f"response {k}: output shape differs from response 0")
+        shape = row_shape
+        pid = params.get("probe_ids")
+        if pid is None:
+            rid = doc.get("id")
+            if batch != 1 or not isinstance(rid, str) or not rid.isdigit() or len(rid) > 12:
+                _fail(path, f"response {k}: give the probe ids in parameters.probe_ids (or the id of a batch-1 response)")
+            pid = [int(rid)]
+        pid_arr = _numbers(path, pid, f"response {k} probe_ids", integer=True)
+        if pid_arr.size != batch:
+            _fail(path, f"response {k}: {pid_arr.size} probe ids for a batch of {batch}")
+        ids += pid_arr.tolist()
+        rows.append(_cast(path, data, dtype).reshape(batch, *row_shape))
+        if len(ids) > MAX_QUERIES:
+            _fail(path, f"holds more than {MAX_QUERIES} queries")
+    ids_arr = _check_ids(path, np.array(ids, dtype=np.int64))
+    values = np.concatenate(rows)
+    _check_values(path, values, None, len(ids_arr), "raw")
+    return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, values)
+
+
+def _plain(path: Path, doc: dict) -> Suspect:
+    form = _check_form(path, doc.get("form"))
+    probes = _check_name(path, doc.get("probe_set"), "probe set", True)
+    model = _check_name(path, doc.get("model"), "model", False)
+    queries = doc.get("queries")
+    if not isinstance(queries, list) or not queries:
+        _fail(path, "queries must be a non-empty list")
+    if len(queries) > MAX_QUERIES:
+        _fail(path, f"holds more than {MAX_QUERIES} queries")
+    if form == "raw":
+        dtype = doc.get("dtype")
+        if dtype not in FLOAT_DTYPES:
+            _fail(path, f"form raw needs dtype, one of {', '.join(sorted(FLOAT_DTYPES))}")
+    else:
+        dtype = "float32" if form == "softmax" else "float64"
+    ids, vals, idx = [], [], []
+    total = 0
+    for k, q in enumerate(queries):
+        if not isinstance(q, dict):
+            _fail(path, f"query {k} must be an object")
+        pid = q.get("probe_id")
+        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 1 << 62:
+            _fail(path, f"query {k}: probe_id must be a non-negative integer")
+        ids.append(pid)
+        if form != "argmax":
+            v = _numbers(path, q.get("values"), f"query {k} values")
+            total += v.size
+            if v.size == 0 or v.size > MAX_PER_QUERY or total > MAX_VALUES:
+                _fail(path, f"query {k}: values must hold 1 to {MAX_PER_QUERY} numbers")
+            if vals and v.size != vals[0].size:
+                _fail(path, f"query {k}: {v.size} values, query 0 has {vals[0].size}")
+            vals.append(_cast(path, v, dtype))
+        if form.startswith("top") or form == "argmax":
+            i = _numbers(path, q.get("index"), f"query {k} index", integer=True)
+            if idx and i.size != idx[0].size:
+                _fail(path, f"query {k}: {i.size} indices, query 0 has {idx[0].size}")
+            idx.append(i)
+    ids_arr = _check_ids(path, np.array(ids, dtype=np.int64))
+    values = np.stack(vals) if vals else None
+    index = np.stack(idx) if idx else None
+    _check_values(path, values, index, len(ids_arr), form)
+    return Suspect(str(path), "plain", probes, model, form, ids_arr, values, index)
+
+
+# -- writing ---------------------------------------------------------------------------------
+def write_plain(path: str | Path, probes: str, model: str | None, form: str, ids: np.ndarray,
+                view: View, dtype: str | None = None) -> Path:
+    """The plain JSON form of a (degraded) view; floats printed so they read back exactly."""
+    queries = []
+    for k, pid in enumerate(ids.tolist()):
+        q: dict = {"probe_id": int(pid)}
+        if view.values is not None:
+            q["values"] = [float(v) for v in np.asarray(view.values[k], dtype=np.float64)]
+        if view.index is not None:
+            q["index"] = [int(i) for i in view.index[k]]
+        queries.append(q)
+    doc = {"format": PLAIN_FORMAT, "probe_set": probes, "form": form, "queries": queries}
+    if model:
+        doc["model"] = model
+    if form == "raw":
+        doc["dtype"] = dtype
+    path = Path(path)
+    path.write_text(json.dumps(doc), "utf-8")
+    return path
+
+
+def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, outputs: np.ndarray,
+                 batch: int = 1) -> Path:
+    """KServe v2 responses as JSON Lines, ``batch`` probes per response."""
+    inverse = {v: k for k, v in KSERVE_DTYPES.items()}
+    dt = inverse[str(outputs.dtype)]
+    lines = []
+    for s in range(0, len(ids), batch):
+        chunk = outputs[s:s + batch]
+        lines.append(json.dumps({
+            "model_name": model, "id": str(int(ids[s])),
+            "parameters": {"probe_set": probes, "probe_ids": [int(i) for i in ids[s:s + batch]]},
+            "outputs": [{"name": "logits", "datatype": dt, "shape": list(chunk.shape),
+                         "data": [float(v) for v in np.asarray(chunk, np.float64).ravel()]}],
+        }))
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+def write_npz(path: str | Path, probes_sha256: str, model_sha256: str | None, ids: np.ndarray,
+              outputs: np.ndarray) -> Path:
+    """Raw outputs as a suspect .npz: what a client of a black-box service holds (no platform)."""
+    from .outputs import to_storage
+    from .safenpz import save_npz
+
+    meta = {"format": PLAIN_FORMAT, "probes_sha256": probes_sha256, "dtype": str(outputs.dtype), "form": "raw"}
+    if model_sha256:
+        meta["model_sha256"] = model_sha256
+    digests = np.frombuffer(b"".join(bytes.fromhex(d) for d in row_digests(outputs)), np.uint8).reshape(-1, 16)
+    return save_npz(path, meta, outputs=to_storage(outputs), ids=np.asarray(ids, np.int64), digests=digests)

@@ -1,0 +1,123 @@
+"""``hspi verify --claim``: is a suspect file consistent with what its provider claims?
+
+A claim is ``key=value`` pairs: runtime, precision, device, version and any knob (``bs``,
+``opt``, ``threads``, ...). Verdicts, strongest evidence first:
+
+* exact identity: CONSISTENT when a platform bit-identical to the suspect satisfies the claim;
+  INCONSISTENT when the DB holds platforms satisfying the claim and none is bit-identical.
+* degraded outputs: INCONSISTENT when every DB platform satisfying the claim is excluded by
+  the outputs; otherwise the classifier decides.
+* classifier: INCONSISTENT when a claimed value has probability <= 1 - CONFIDENT while another
+  value is confident; CONSISTENT when every claimed value is confident; else INCONCLUSIVE.
+"""
+
+from __future__ import annotations
+
+from .dataset import attribute_values
+from .errors import HspiError
+from .match import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED
+from .platform import Platform
+
+VERDICT_CONSISTENT = "CONSISTENT"
+VERDICT_INCONSISTENT = "INCONSISTENT"
+VERDICT_INCONCLUSIVE = "INCONCLUSIVE"
+EXIT_CODES = {VERDICT_CONSISTENT: 0, VERDICT_INCONSISTENT: 1, VERDICT_INCONCLUSIVE: 3}
+
+
+def parse_claim(text: str) -> dict[str, str]:
+    claim: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise HspiError(f"claim part {part[:40]!r} is not key=value (e.g. precision=fp16,runtime=onnxruntime)")
+        if key in claim and claim[key] != value:
+            raise HspiError(f"claim gives {key} twice")
+        claim[key] = value
+    if not claim:
+        raise HspiError("the claim is empty; give key=value pairs, e.g. precision=fp16,runtime=onnxruntime")
+    return claim
+
+
+def _values(label: str) -> dict[str, str]:
+    p = Platform.parse(label)
+    v = attribute_values(label, [k for k, _ in p.knobs])
+    v["version"] = p.version  # a claim names the version alone; the target pairs it with the runtime
+    return v
+
+
+def satisfies(label: str, claim: dict[str, str]) -> bool:
+    v = _values(label)
+    return all(v.get(k) == want for k, want in claim.items())
+
+
+def verify(report: dict, claim: dict[str, str], db_platforms: list[str]) -> dict:
+    """The verdict for ``claim`` given a match report and the DB's platforms of the suspect's model."""
+    keys = set().union(*(_values(p) for p in db_platforms)) if db_platforms else set()
+    unknown = sorted(set(claim) - keys)
+    if unknown:
+        raise HspiError(f"unknown claim key(s) {', '.join(unknown)}; this DB knows {', '.join(sorted(keys))}")
+    claimed = [p for p in db_platforms if satisfies(p, claim)]
+    verdict = report["verdict"]
+    status, evidence = VERDICT_INCONCLUSIVE, []
+    if verdict["status"] in (IDENTIFIED, MIXED, DEGRADED_OK):
+        hits = [p for p in verdict["platforms"] if satisfies(p, claim)]
+        what = "bit-identical" if verdict["status"] != DEGRADED_OK else f"consistent with the {report['suspect']['form']} outputs"
+        if hits:
+            if verdict["status"] == MIXED and len(hits) < len(verdict["platforms"]):
+                status = VERDICT_INCONSISTENT
+                evidence.append(f"the outputs come from several platforms; only {len(hits)} of them satisfy the claim")
+            else:
+                status = VERDICT_CONSISTENT
+                evidence.append(f"{len(hits)} platform(s) {what} with the suspect satisfy the claim, e.g. {hits[0]}")
+        elif claimed:
+            status = VERDICT_INCONSISTENT
+            evidence.append(f"the DB holds {len(claimed)} platform(s) satisfying the claim and none is {what} "
+                            f"with the suspect")
+        else:
+            evidence.append("the DB holds no platform satisfying the claim; exact evidence cannot judge it")
+    else:
+        if claimed and report["suspect"]["form"] == "raw":
+            evidence.append(f"none of the {len(claimed)} DB platforms satisfying the claim reproduces the outputs "
+                            "(the suspect is not in the DB as built)")
+        elif not claimed:
+            evidence.append("the DB holds no platform satisfying the claim")
+    if status == VERDICT_INCONCLUSIVE and "classifier" in report:
+        status, more = _statistical(report["classifier"]["targets"], claim)
+        evidence += more
+    elif status == VERDICT_INCONCLUSIVE:
+        evidence.append("no classifier given: attributes cannot be judged statistically")
+    return {"verdict": status, "claim": claim, "evidence": evidence, "exit_code": EXIT_CODES[status]}
+
+
+def _statistical(targets: dict, claim: dict[str, str]) -> tuple[str, list[str]]:
+    evidence, judged, against = [], 0, 0
+    for key, want in claim.items():
+        t = targets.get(key)
+        if key == "version" and t is not None:
+            want = next((v for v, _ in t["top"] if v.endswith("@" + want)), want)
+        if t is None:
+            evidence.append(f"{key}: the classifier has no target for it")
+            continue
+        if want not in t.get("values", []):
+            evidence.append(f"{key}={want}: a value the classifier never saw; it cannot judge it")
+            continue
+        probs = dict((v, p) for v, p in t["top"])
+        p_claim = probs.get(want, 0.0)
+        best, p_best = t["top"][0]
+        if best == want and p_best >= CONFIDENT:
+            judged += 1
+            evidence.append(f"{key}={want}: classifier agrees, p={p_best:.3f}")
+        elif best != want and p_best >= CONFIDENT and p_claim <= 1 - CONFIDENT:
+            against += 1
+            evidence.append(f"{key}={want}: classifier says {best} (p={p_best:.3f}); the claimed value has p={p_claim:.3f}")
+        else:
+            evidence.append(f"{key}={want}: not confident (claimed p={p_claim:.3f}, best {best} p={p_best:.3f})")
+    if against:
+        return VERDICT_INCONSISTENT, evidence
+    if judged == len(claim):
+        return VERDICT_CONSISTENT, evidence
+    return VERDICT_INCONCLUSIVE, evidence

@@ -1,0 +1,165 @@
+"""hspi match / verify on a small real DB (digits CNN, CPU platforms of both runtimes)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hspi_onnx.adapter import registry
+from hspi_onnx.classify import CatBoostParams, train
+from hspi_onnx.dataset import load_groups
+from hspi_onnx.dbbuild import build
+from hspi_onnx.degrade import degrade
+from hspi_onnx.digestindex import load_index
+from hspi_onnx.examples import build_examples
+from hspi_onnx.execute import run_platform
+from hspi_onnx.match import CONSISTENT, IDENTIFIED, UNKNOWN, match
+from hspi_onnx.platform import Platform
+from hspi_onnx.probes import generate
+from hspi_onnx.store import ReferenceDB
+from hspi_onnx.suspect import load_suspect, write_kserve, write_npz, write_plain
+from hspi_onnx.verify import parse_claim, verify
+
+IN_DB = [
+    "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+    "onnxruntime/*/fp32/bs=1,opt=disabled,threads=1",
+    "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+    "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+    "pytorch/*/fp32/bs=1,layout=nchw,src=module,threads=1",
+    "pytorch/*/bf16/bs=1,layout=nchw,src=module,threads=1",
+    "pytorch/*/fp16/bs=1,layout=nchw,src=module,threads=1",
+]
+HELD_OUT = "pytorch/*/bf16/bs=8,layout=nhwc,src=onnx,threads=1"  # not built into the DB
+N = 64
+
+
+def hspi(*args):
+    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, zoo):
+    root = tmp_path_factory.mktemp("match")
+    db = ReferenceDB(root / "db", create=True)
+    model = zoo["digits"]
+    probes = generate(model.spec, n=N)
+    summary = build(db, model, probes, IN_DB)
+    assert len(summary.built) == len(IN_DB) and not summary.failed
+    ex = build_examples(load_groups(db), "raw", db.manifest())
+    clf = train(ex, None, CatBoostParams(iterations=60, max_rows_per_unit=N))
+    clf.meta["db_digest"] = "test"
+    clf.save(root / "clf")
+    return {"root": root, "db": db, "model": model, "probes": probes, "clf": clf,
+            "labels": sorted(summary.built)}
+
+
+def rerun(setup, pattern):
+    from hspi_onnx.adapter import selected_variants
+
+    (adapter, plat), = selected_variants(setup["model"], setup["probes"].kind, [pattern])
+    return str(plat), run_platform(adapter, setup["model"], plat, setup["probes"])
+
+
+def suspect_of(setup, path, outputs, ids):
+    return load_suspect(write_npz(path, setup["probes"].sha256, setup["model"].sha256, ids, outputs))
+
+
+def test_every_platform_is_identified_from_one_query(setup, tmp_path):
+    db, index = setup["db"], load_index(setup["db"])
+    group = load_groups(db)[0]
+    classes = group.classes()
+    for pattern in IN_DB:
+        label, result = rerun(setup, pattern)  # a fresh run, not the DB's bytes
+        q = int(np.random.default_rng(len(label)).integers(N))
+        rep = match(suspect_of(setup, tmp_path / "s.npz", result.outputs[q:q + 1], result.ids[q:q + 1]), db, index=index)
+        v = rep["verdict"]
+        assert v["status"] == IDENTIFIED and label in v["platforms"], (label, v)
+        # everything named is bit-identical on that probe, and the whole class is named
+        for other in v["platforms"]:
+            assert group.outputs[other][q].tobytes() == result.outputs[q].tobytes()
+        members = classes[label].split(" | ")
+        assert set(members) <= set(v["platforms"])
+
+
+def test_held_out_platform_is_unknown_with_correct_confident_attributes(setup, tmp_path):
+    label, result = rerun(setup, HELD_OUT)
+    assert label not in setup["labels"]
+    rep = match(suspect_of(setup, tmp_path / "h.npz", result.outputs[:16], result.ids[:16]), setup["db"],
+                setup["clf"])
+    v = rep["verdict"]
+    assert v["status"] == UNKNOWN and not v["platforms"]
+    assert rep["nearest"] and rep["exact"]["matched_queries"] == 0
+    truth = Platform.parse(label)
+    targets = rep["classifier"]["targets"]
+    for name, want in (("precision", truth.precision), ("runtime", truth.runtime)):
+        if targets[name]["confident"]:
+            assert targets[name]["top"][0][0] == want, (name, targets[name])
+    assert targets["precision"]["top"][0][0] == "bf16"
+
+
+def test_kserve_and_plain_json_round_trip(setup, tmp_path):
+    label, result = rerun(setup, IN_DB[2])
+    ids, outs = result.ids[:10], result.outputs[:10]
+    path = write_kserve(tmp_path / "r.jsonl", setup["probes"].sha256, "digits", ids, outs, batch=4)
+    s = load_suspect(path)
+    assert s.source == "kserve" and s.values.dtype == outs.dtype and np.array_equal(s.ids, ids)
+    rep = match(s, setup["db"])
+    assert rep["verdict"]["status"] == IDENTIFIED and label in rep["verdict"]["platforms"]
+    for form in ("top5", "argmax", "round4"):
+        view = degrade(outs, form)
+        s = load_suspect(write_plain(tmp_path / f"{form}.json", setup["probes"].name, "digits", form, ids, view))
+        rep = match(s, setup["db"])
+        assert s.form == form and rep["exact"]["matched_queries"] == len(ids)
+        if rep["verdict"]["status"] == CONSISTENT:
+            assert label in rep["verdict"]["platforms"]
+
+
+def test_verify_verdicts_and_exit_codes(setup, tmp_path):
+    label, result = rerun(setup, IN_DB[3])
+    path = write_npz(tmp_path / "v.npz", setup["probes"].sha256, None, result.ids[:8], result.outputs[:8])
+    db = setup["db"].root
+    ok = hspi("verify", path, "--db", db, "--claim", "runtime=onnxruntime,precision=int8", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["verdict"] == "CONSISTENT"
+    bad = hspi("verify", path, "--db", db, "--claim", "precision=fp32,runtime=onnxruntime")
+    assert bad.returncode == 1 and "INCONSISTENT" in bad.stdout
+    unknown = hspi("verify", path, "--db", db, "--claim", "precision=fp8")
+    assert unknown.returncode == 3 and "INCONCLUSIVE" in unknown.stdout
+    typo = hspi("verify", path, "--db", db, "--claim", "precison=fp16")
+    assert typo.returncode == 2 and typo.stderr.startswith("error: unknown claim key") and "Traceback" not in typo.stderr
+    m = hspi("match", path, "--db", db, "--classifier", setup["root"] / "clf", "--json")
+    assert m.returncode == 0, m.stderr
+    assert json.loads(m.stdout)["verdict"]["status"] == IDENTIFIED
+
+
+def test_statistical_verify_on_an_unknown_platform(setup, tmp_path):
+    label, result = rerun(setup, HELD_OUT)
+    s = suspect_of(setup, tmp_path / "u.npz", result.outputs[:16], result.ids[:16])
+    rep = match(s, setup["db"], setup["clf"])
+    platforms = load_index(setup["db"]).platforms
+    right = verify(rep, parse_claim("precision=bf16"), platforms)
+    wrong = verify(rep, parse_claim("precision=int8"), platforms)
+    assert right["verdict"] in ("CONSISTENT", "INCONCLUSIVE")
+    assert wrong["verdict"] in ("INCONSISTENT", "INCONCLUSIVE")
+    assert (right["verdict"], wrong["verdict"]) != ("INCONCLUSIVE", "INCONCLUSIVE")
+
+
+def test_run_output_is_a_suspect(setup, tmp_path):
+    label, _ = rerun(setup, IN_DB[0])
+    out = tmp_path / "run.npz"
+    r = hspi("run", "digits", "-p", label, "-n", N, "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    rep = match(load_suspect(out), setup["db"])
+    assert rep["verdict"]["status"] == IDENTIFIED and label in rep["verdict"]["platforms"]
+
+
+def test_index_is_rebuilt_when_the_db_changes(setup, tmp_path):
+    db = setup["db"]
+    before = load_index(db)
+    extra = build(db, setup["model"], setup["probes"], ["onnxruntime/*/fp32/bs=8,opt=all,threads=2"])
+    after = load_index(db)
+    assert len(after.digest) > len(before.digest) and extra.built[0] in after.platforms
+    assert np.all(after.digest[1:] >= after.digest[:-1])  # sorted: lookups are binary searches
+    assert registry()  # adapters still listed
