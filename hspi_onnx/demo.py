@@ -28,11 +28,12 @@ class DemoConfig:
     rows_per_platform: int = 100
     iterations: int = 100
     eval_queries: tuple[int, ...] = (1, 2, 4, 8, 16)
+    eval_groups: int = 20  # test query groups per platform and n
 
     @classmethod
     def quick(cls, out: Path, seed: int | None = None) -> "DemoConfig":
         return cls(out, models=("digits",), probes=120, queries=16, seed=seed, rows_per_platform=60,
-                   iterations=60, eval_queries=(1, 4, 8))
+                   iterations=60, eval_queries=(1, 8), eval_groups=10)
 
 
 def build_db(cfg: DemoConfig, on_event) -> tuple:
@@ -80,7 +81,7 @@ def evaluate_for_plots(db, cfg: DemoConfig, on_step):
     from .evaluate import EvalConfig, evaluate
     from .plots import write_plots
 
-    ecfg = EvalConfig(queries=cfg.eval_queries, protocols=("split",), max_groups_per_unit=20,
+    ecfg = EvalConfig(queries=cfg.eval_queries, protocols=("split",), max_groups_per_unit=cfg.eval_groups,
                       params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform))
     report = evaluate(db, ecfg, None, on_step)
     plots = write_plots(report, cfg.out / "plots")
@@ -115,7 +116,9 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> Blac
     result = run_platform(registry()[plat.runtime], info, plat, probes)
     pick = np.sort(rng.choice(len(probes), size=min(cfg.queries, len(probes)), replace=False))
     path = write_npz(cfg.out / "suspect.npz", probes.sha256, info.sha256, probes.ids[pick], result.outputs[pick])
-    others = sorted({Platform.parse(lab).precision for lab in labels} - {plat.precision})
+    # a false claim the DB can refute: a precision this runtime has in the DB, but not this one
+    others = sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}
+                    - {plat.precision})
     false_precision = others[int(rng.integers(len(others)))] if others else "fp64"
     return BlackBox(label, path, f"runtime={plat.runtime},precision={plat.precision}",
                     f"runtime={plat.runtime},precision={false_precision}")

@@ -3,7 +3,9 @@ probe and (model, probe set), so a suspect output is found by binary search, not
 
 Stored in ``DB/index/`` as plain ``.npy`` arrays (memory-mapped when read, never pickled) and
 ``index.json`` (platform labels, groups, and the digest of the shard set it was built from).
-It is rebuilt automatically when the shard set changes.
+It is rebuilt automatically when the shard set changes: the index records the modification
+times of the shard directories (a shard written, renamed into place or deleted changes its
+directory's), so checking freshness costs one ``stat`` per (model, probe set), not per shard.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HspiError
-from .store import ReferenceDB, db_digest
+from .store import ReferenceDB
 
-FORMAT = "hspi-index/1"
+FORMAT = "hspi-index/2"
 ARRAYS = ("digest", "platform", "probe", "group")
 
 
@@ -30,7 +32,8 @@ class IndexGroup:
     probes_name: str
     dtypes: list[str]
     shape: list[int]
-    n_ids: int
+    ids: list[int]  # probe ids of the group, sorted
+    platforms: list[str]  # labels with outputs in the group, sorted
 
 
 @dataclass
@@ -54,18 +57,29 @@ class DigestIndex:
         return {self.platforms[int(p)] for p in self.platform[sel][ok]}
 
     def platforms_of(self, group: int) -> list[str]:
-        return sorted({self.platforms[int(p)] for p in np.unique(self.platform[self.group == group])})
+        return self.groups[group].platforms
 
 
 def _dir(db: ReferenceDB) -> Path:
     return db.root / "index"
 
 
+def shard_dirs_signature(db: ReferenceDB) -> str:
+    """Modification times of the DB's shard directories: changes whenever a shard comes or goes."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for d in sorted(db.root.glob("shards/*/*")):
+        if d.is_dir():
+            h.update(f"{d.relative_to(db.root)}:{d.stat().st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     """Read the digest column of every shard and write the sorted index."""
     import pyarrow.parquet as pq
 
-    shards_digest = db_digest(db)
+    signature = shard_dirs_signature(db)
     labels: dict[str, int] = {}
     groups: dict[tuple[str, str], int] = {}
     ginfo: list[IndexGroup] = []
@@ -82,12 +96,14 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         if key not in groups:
             groups[key] = len(ginfo)
             ginfo.append(IndexGroup(key[0], first["model_name"], key[1], first["probes_name"], [],
-                                    list(first["shape"]), 0))
+                                    list(first["shape"]), [], []))
         g = ginfo[groups[key]]
         if first["dtype"] not in g.dtypes:
             g.dtypes.append(first["dtype"])
         ids = t.column("probe_id").to_numpy()
-        g.n_ids = max(g.n_ids, len(np.unique(ids)))
+        g.ids = sorted(set(g.ids) | set(int(i) for i in ids))
+        if first["platform"] not in g.platforms:
+            g.platforms = sorted([*g.platforms, first["platform"]])
         pid = labels.setdefault(first["platform"], len(labels))
         parts["digest"].append(np.array(t.column("digest").to_pylist(), dtype="S16"))
         parts["probe"].append(ids.astype(np.int64))
@@ -111,7 +127,7 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         tmp = out / f".{k}.{tag}.npy"
         np.save(tmp, v, allow_pickle=False)
         os.replace(tmp, out / f"{k}.npy")
-    meta = {"format": FORMAT, "shards": shards_digest, "platforms": list(labels),
+    meta = {"format": FORMAT, "shards": signature, "platforms": list(labels),
             "groups": [vars(g) for g in ginfo], "rows": int(len(arrays["digest"]))}
     tmp = out / f".index.json.{tag}"
     tmp.write_text(json.dumps(meta), "utf-8")
@@ -121,12 +137,12 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
 def load_index(db: ReferenceDB, rebuild: bool = True, on_shard=lambda: None) -> DigestIndex:
     """The DB's index, (re)built first when missing or stale."""
     meta = _read_meta(db)
-    if meta is None or meta.get("shards") != db_digest(db):
+    if meta is None or meta.get("shards") != shard_dirs_signature(db):
         if not rebuild:
             raise HspiError("the DB's digest index is missing or stale; run `hspi db index`")
         with db.locked():
             meta = _read_meta(db)
-            if meta is None or meta.get("shards") != db_digest(db):
+            if meta is None or meta.get("shards") != shard_dirs_signature(db):
                 build_index(db, on_shard)
                 meta = _read_meta(db)
     try:

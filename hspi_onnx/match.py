@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import attribute_values, outputs_at
+from .dataset import NOT_APPLICABLE, attribute_values, outputs_at
 from .degrade import View, degrade
 from .digestindex import DigestIndex, IndexGroup, load_index
 from .errors import HspiError
@@ -59,17 +59,20 @@ def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
     if not fit:
         shapes = ", ".join(f"{index.groups[k].model_name} {index.groups[k].shape}" for k in cands)
         raise BadSuspectError(f"the suspect's outputs ({width} values each) fit no model on this probe set ({shapes})")
+    if len(fit) > 1 and suspect.form == "raw":  # the exact bits may tell which model it was
+        digests = suspect.digests()
+        hit = [k for k in fit if any(index.lookup(k, int(p), d) for p, d in zip(suspect.ids, digests))]
+        fit = hit if len(hit) == 1 else fit
     if len(fit) > 1:
-        raise BadSuspectError("several models of the DB fit this suspect; name the model in the file")
+        names = ", ".join(index.groups[k].model_name for k in fit)
+        raise BadSuspectError(f"several models of the DB fit this suspect ({names}); name the model in the file")
     k = fit[0]
     g = index.groups[k]
     if suspect.values is not None and suspect.form == "raw" and tuple(suspect.values.shape[1:]) != tuple(g.shape):
         raise BadSuspectError(f"the suspect's output shape {list(suspect.values.shape[1:])} differs from the DB's {g.shape}")
     if suspect.index is not None and (suspect.index >= int(np.prod(g.shape))).any():
         raise BadSuspectError(f"the suspect holds indices beyond the model's {int(np.prod(g.shape))} outputs")
-    in_group = index.group == k
-    known_ids = np.unique(index.probe[in_group])
-    unknown = suspect.ids[~np.isin(suspect.ids, known_ids)]
+    unknown = suspect.ids[~np.isin(suspect.ids, np.asarray(g.ids, dtype=np.int64))]
     if len(unknown):
         raise BadSuspectError(f"probe id {int(unknown[0])} is not in probe set {g.probes_name} as the DB holds it "
                               f"({len(unknown)} unknown ids)")
@@ -212,7 +215,8 @@ def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: Non
             status, platforms, strength = LIKELY, plat["top"][0][0].split(" | "), "strong"
             evidence.append(f"the classifier gives class {plat['top'][0][0][:80]}... p={plat['top'][0][1]}")
     if stats is not None:
-        conf = [t for t, v in stats["targets"].items() if v["confident"] and t != "platform"]
+        conf = [t for t, v in stats["targets"].items()
+                if v["confident"] and t != "platform" and v["top"][0][0] != NOT_APPLICABLE]
         if conf:
             evidence.append("classifier, confident (p >= %.2f): " % CONFIDENT
                             + ", ".join(f"{t}={stats['targets'][t]['top'][0][0]}" for t in conf))
