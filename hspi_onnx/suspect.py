@@ -38,7 +38,7 @@ class BadSuspectError(HspiError):
     """A suspect file that is missing, malformed, hostile or does not fit the DB."""
 
 
-MAX_JSON_BYTES = 32 << 20
+MAX_JSON_BYTES = 16 << 20
 MAX_QUERIES = 100_000
 MAX_VALUES = 1 << 24  # values of all queries together
 MAX_PER_QUERY = 1 << 20
