@@ -77,6 +77,10 @@ class Adapter:
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         raise NotImplementedError
 
+    def limitations(self) -> dict[str, str]:
+        """What this adapter offers elsewhere but not on this machine (e.g. a precision), with why."""
+        return {}
+
     def prepare(self, model: ModelInfo, platform: Platform) -> AbstractContextManager[Session]:
         raise NotImplementedError
 

@@ -161,12 +161,12 @@ def load_classifier(path: str | Path) -> Classifier:
 
 
 TEMPERATURES = np.geomspace(1.0, 256.0, 33)
-CALIBRATION_QUERIES = (1, 8)
+CALIBRATION_QUERIES = (1, 8, 32)
 
 
 def fit_temperature(log_proba: np.ndarray, truth: np.ndarray, units: np.ndarray, seed: int) -> float:
     """The T minimising the log-loss of softmax(sum of log-probabilities / T) over groups of
-    1 and 8 held-out queries of one unit: n queries of one platform are not independent draws
+    1, 8 and 32 held-out queries of one unit: n queries of one platform are not independent draws
     (a platform the features confuse is confused on every query), so plain summing overstates
     confidence. T >= 1 only ever tempers."""
     rng = np.random.default_rng(seed)

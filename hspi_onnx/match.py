@@ -214,6 +214,12 @@ def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: Non
         if plat and plat["confident"] and suspect.form != "raw":
             status, platforms, strength = LIKELY, plat["top"][0][0].split(" | "), "strong"
             evidence.append(f"the classifier gives class {plat['top'][0][0][:80]}... p={plat['top'][0][1]}")
+    if stats is not None and status == IDENTIFIED:
+        shared = common_attributes(platforms)
+        for t, v in stats["targets"].items():
+            if t != "platform" and t in _attribute_names(platforms) and t not in shared:
+                v["confident"] = False  # bit-identical platforms differ in it: no method can tell
+                v["note"] = "undetermined: bit-identical DB platforms differ in it"
     if stats is not None:
         conf = [t for t, v in stats["targets"].items()
                 if v["confident"] and t != "platform" and v["top"][0][0] != NOT_APPLICABLE]
@@ -227,6 +233,13 @@ def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: Non
     report["verdict"] = {"status": status, "platforms": platforms, "strength": strength, "evidence": evidence,
                          "attributes": common_attributes(platforms)}
     return report
+
+
+def _attribute_names(platforms: list[str]) -> set[str]:
+    from .platform import Platform
+
+    knobs = sorted({k for p in platforms for k, _ in Platform.parse(p).knobs})
+    return set(attribute_values(platforms[0], knobs)) if platforms else set()
 
 
 def common_attributes(platforms: list[str]) -> dict[str, str]:

@@ -12,9 +12,9 @@ def test_builtin_adapters_come_through_entry_points():
     import importlib.metadata as md
 
     names = {ep.name for ep in md.entry_points(group="hspi_onnx.runtimes")}
-    assert {"onnxruntime", "pytorch"} <= names
+    assert {"onnxruntime", "pytorch", "openvino"} <= names
     reg = registry()
-    for name in ("onnxruntime", "pytorch"):
+    for name in ("onnxruntime", "pytorch", "openvino"):
         assert reg[name].available().ok, reg[name].available().reason
         assert reg[name].version() != "0"
 
@@ -28,6 +28,12 @@ def test_variant_counts(zoo):
     assert counts["resnet"]["onnxruntime"] == counts["lm"]["onnxruntime"] == 64
     # PyTorch: 3 precisions x 2 sources x 2 batch sizes x 2 thread counts, x 2 layouts for CNNs
     assert counts["resnet"]["pytorch"] == 48 and counts["lm"]["pytorch"] == 24
+    # OpenVINO: the precisions this CPU supports (fp32 always) x 2 batch sizes x 2 thread counts
+    from hspi_onnx.runtimes.openvino import supported_precisions
+
+    here = [p for p, reason in supported_precisions().items() if not reason]
+    assert "fp32" in here and counts["resnet"]["openvino"] == counts["lm"]["openvino"] == 4 * len(here)
+    assert set(registry()["openvino"].limitations()) == set(supported_precisions()) - set(here)
 
 
 # Relative error bands: max |y - y64| / max |y64| over the probes, for fp32 (~1e-5 relative),
@@ -56,7 +62,12 @@ def test_precisions_fall_in_their_error_bands(zoo, name):
         want_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(p.precision, "float32")
         assert res.dtype == (want_dtype if adapter.name == "pytorch" else "float32")
         seen.add((adapter.name, p.precision))
-    assert len(seen) == 6  # ORT fp32/fp16/int8, PyTorch fp32/bf16/fp16
+    from hspi_onnx.runtimes.openvino import supported_precisions
+
+    ov = {("openvino", p) for p, reason in supported_precisions().items() if not reason}
+    # ORT fp32/fp16/int8, PyTorch fp32/bf16/fp16, OpenVINO's precisions on this CPU
+    assert seen == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+                    ("pytorch", "fp32"), ("pytorch", "bf16"), ("pytorch", "fp16")} | ov
 
 
 def test_converter_runs_every_zoo_export_like_its_module(zoo):
@@ -97,8 +108,9 @@ def test_user_onnx_runs_on_both_runtimes(tmp_path):
         if p.precision == "fp32" and p.knob["bs"] == "1" and p.knob["threads"] == "1" and p.knob.get("opt", "all") == "all":
             assert p.knob.get("src", "onnx") == "onnx"
             outs[adapter.name] = run_platform(adapter, info, p, probes).outputs
-    assert set(outs) == {"onnxruntime", "pytorch"}
-    assert np.allclose(outs["onnxruntime"], outs["pytorch"], rtol=1e-5, atol=1e-7)
+    assert set(outs) == {"onnxruntime", "pytorch", "openvino"}
+    for other in ("pytorch", "openvino"):
+        assert np.allclose(outs["onnxruntime"], outs[other], rtol=1e-5, atol=1e-7), other
 
 
 def test_converter_names_uncovered_ops(tmp_path):

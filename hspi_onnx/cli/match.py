@@ -88,7 +88,8 @@ def print_match(report: dict) -> None:
             if t == "platform":
                 continue
             tops = ", ".join(f"{val} {p:.3f}" for val, p in info["top"])
-            out.print(f"  {t:<10} {tops}{'' if info['confident'] else '   (not confident)'}", highlight=False)
+            flag = "" if info["confident"] else f"   ({info.get('note', 'not confident')})"
+            out.print(f"  {t:<10} {tops}{flag}", highlight=False)
     for near in report.get("nearest", [])[:3]:
         out.print(f"  near: {near['platform']}  distance {near['distance']}", highlight=False, soft_wrap=True)
 

@@ -22,8 +22,10 @@ def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants
     for name, adapter in registry().items():
         status = adapter.available()
         count = len(adapter.variants(info, default_kind(info.spec))) if status.ok else 0
+        limits = adapter.limitations() if status.ok else {}
         rows.append({"runtime": name, "version": adapter.version(), "available": status.ok,
-                     "reason": status.reason, "variants": count, "summary": adapter.summary})
+                     "reason": status.reason, "variants": count, "summary": adapter.summary,
+                     "not_here": limits})
     if as_json:
         emit_json(rows)
         return
@@ -33,7 +35,8 @@ def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants
                   title="runtime adapters")
     for r in rows:
         table.add_row(r["runtime"], r["version"], "yes" if r["available"] else "[red]no[/red]",
-                      str(r["variants"]), r["reason"] or r["summary"])
+                      str(r["variants"]), r["reason"] or "; ".join(
+                          [r["summary"], *(f"no {k}: {v}" for k, v in r["not_here"].items())]))
     console().print(table)
 
 

@@ -1,0 +1,91 @@
+"""OpenVINO on the CPU.
+
+Precisions are OpenVINO's inference precision hint: fp32 (``f32``), bf16 and fp16 where the
+CPU reports them in ``OPTIMIZATION_CAPABILITIES`` (an unsupported hint is reported, not
+silently run in f32). The hint is set explicitly: OpenVINO's default on CPUs with AMX or
+AVX512-BF16 is bf16, so a service that sets nothing computes in bf16 there. Knobs: batch size
+and inference threads, which users set. On the development machine (Xeon with AMX, OpenVINO
+2026.4.1) neither they nor the performance hint (LATENCY / THROUGHPUT) nor dynamic
+quantization changed a single output bit for the zoo's CNN and LM (`docs/adapters.md`), so
+the performance hint is not a knob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from hspi_onnx.adapter import THREADS, Adapter, Availability, batch_sizes
+from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.hostinfo import cpu_device
+from hspi_onnx.model import ModelInfo
+from hspi_onnx.platform import Platform
+
+HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
+
+
+def _core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def supported_precisions() -> dict[str, str]:
+    """precision -> "" when the CPU supports it, else the reason it does not."""
+    caps = set(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {p: "" if cap in caps else f"the CPU plugin does not report {cap} (capabilities: {', '.join(sorted(caps))})"
+            for p, (_, cap) in HINTS.items()}
+
+
+class _OvSession:
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(batch)})
+        return np.array(result[self.compiled.output(0)], copy=True)
+
+
+class OpenVinoAdapter(Adapter):
+    name = "openvino"
+    distribution = "openvino"
+    requires = ("openvino",)
+    summary = "OpenVINO, CPU plugin (inference precision hint f32 / bf16 / f16)"
+
+    def check(self) -> Availability:
+        try:
+            devices = _core().available_devices
+        except Exception as exc:  # a broken plugin install raises its own errors
+            return Availability(False, f"OpenVINO core failed: {type(exc).__name__}: {exc}")
+        if "CPU" not in devices:
+            return Availability(False, f"OpenVINO lists no CPU device (devices: {', '.join(devices) or 'none'})")
+        return Availability(True)
+
+    def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        ok = [(p, {}) for p, reason in supported_precisions().items() if not reason]
+        return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
+
+    def limitations(self) -> dict[str, str]:
+        return {p: r for p, r in supported_precisions().items() if r}
+
+    @contextlib.contextmanager
+    def prepare(self, model: ModelInfo, platform: Platform):
+        reason = supported_precisions().get(platform.precision)
+        if reason is None:
+            raise UnsupportedError(f"openvino adapter has no precision {platform.precision!r}")
+        if reason:
+            raise UnsupportedError(f"OpenVINO cannot run {platform.precision} here: {reason}")
+        core = _core()
+        config = {"INFERENCE_PRECISION_HINT": HINTS[platform.precision][0],
+                  "INFERENCE_NUM_THREADS": int(platform.knob["threads"]),
+                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        try:
+            ov_model = core.read_model(str(model.path))
+            compiled = core.compile_model(ov_model, "CPU", config)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise UnsupportedError(f"OpenVINO cannot compile {model.name} for {platform}: "
+                                   f"{(text[0] if text else type(exc).__name__)[:300]}")
+        yield _OvSession(compiled)

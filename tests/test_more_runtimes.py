@@ -1,0 +1,57 @@
+"""OpenVINO and the ONNX reference evaluator: availability, a shard built, determinism."""
+
+import numpy as np
+import pytest
+
+from hspi_onnx.adapter import registry, selected_variants
+from hspi_onnx.dataset import load_groups
+from hspi_onnx.dbbuild import build
+from hspi_onnx.execute import run_platform
+from hspi_onnx.probes import generate
+from hspi_onnx.runtimes.pytorch import float64_reference
+from hspi_onnx.store import ReferenceDB
+
+CASES = {
+    "openvino": ("openvino/*/fp32/bs=8,threads=1", 1e-6),
+    "onnxref": ("onnxref/*/fp32/bs=8", 1e-6),
+}
+
+
+@pytest.mark.parametrize("runtime", sorted(CASES))
+def test_adapter_builds_a_deterministic_shard(runtime, zoo, tmp_path):
+    adapter = registry()[runtime]
+    assert adapter.available().ok, adapter.available().reason
+    assert adapter.version() != "0"
+    pattern, tol = CASES[runtime]
+    info = zoo["digits"]
+    probes = generate(info.spec, n=24)
+    db = ReferenceDB(tmp_path / "db", create=True)
+    summary = build(db, info, probes, [pattern])
+    assert len(summary.built) == 1 and not summary.failed and not summary.nondeterministic
+    (label,) = summary.built
+    out = load_groups(db)[0].outputs[label]
+    (a, p), = selected_variants(info, probes.kind, [pattern])
+    again = run_platform(a, info, p, probes).outputs  # a second session: bit-identical
+    assert again.tobytes() == out.tobytes()
+    ref = float64_reference(info, probes.inputs)
+    assert np.abs(out.astype(np.float64) - ref).max() <= tol * np.abs(ref).max() * 10
+
+
+def test_reference_evaluator_fp64_tracks_the_float64_module(zoo):
+    info = zoo["lm"]
+    probes = generate(info.spec, n=8)
+    (a, p), = selected_variants(info, probes.kind, ["onnxref/*/fp64/bs=8"])
+    out = run_platform(a, info, p, probes).outputs
+    assert out.dtype == np.float64
+    ref = float64_reference(info, probes.inputs)
+    # the export stores float32 weights, so both widen the same numbers: agreement far beyond fp32
+    assert np.abs(out - ref).max() <= 1e-7 * np.abs(ref).max()
+
+
+def test_openvino_reports_unsupported_precisions_with_a_reason():
+    from hspi_onnx.runtimes.openvino import supported_precisions
+
+    support = supported_precisions()
+    assert support["fp32"] == ""
+    for precision, reason in registry()["openvino"].limitations().items():
+        assert support[precision] and "does not report" in reason
