@@ -64,7 +64,8 @@ def test_failed_platform_is_recorded_and_build_goes_on(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err
     summary = json.loads(out)
-    assert summary["partial"] and len(summary["built"]) == 4
+    # built: ONNX Runtime's four optimization levels and OpenVINO; failed: the torch converter
+    assert summary["partial"] and len(summary["built"]) == 5
     assert all("Softplus" in reason for reason in summary["failed"].values())
     manifest = json.loads((tmp_path / "db" / "manifest.json").read_text())
     assert {f["platform"] for f in manifest["failures"]} == set(summary["failed"])
