@@ -27,12 +27,23 @@ def batches(n: int, bs: int) -> list[np.ndarray]:
 
 
 def run_platform(adapter: Adapter, model: ModelInfo, platform: Platform, probes: ProbeSet,
-                 on_batch: Callable[[int], None] | None = None, repeat: int = 0) -> RunResult:
+                 on_batch: Callable[[int], None] | None = None, repeat: int = 0,
+                 isolate: bool | None = None) -> RunResult:
     """Outputs of every probe. With ``repeat`` > 0 the first batches covering that many probes
     run again in the same session, with the same batch composition, and ``result.repeats``
-    says whether every repeated output was bit-identical."""
+    says whether every repeated output was bit-identical. Platforms that need their own
+    environment (or adapters marked ``isolated``) run in a child process (``isolate=None``
+    decides by the adapter; the child passes ``False``)."""
     require(adapter)
     probes.check_fits(model.spec)
+    env = adapter.environment(platform)
+    if isolate or (isolate is None and (env or adapter.isolated)):
+        from .isolate import run_isolated
+
+        result = run_isolated(adapter, model, platform, probes, env, repeat)
+        if on_batch:
+            on_batch(len(probes))
+        return result
     n = len(probes)
     bs = int(platform.knob.get("bs", "1"))
     results: list[np.ndarray | None] = [None] * n

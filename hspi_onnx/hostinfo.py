@@ -62,3 +62,18 @@ def cpu_device(isa: str | None = None) -> str:
     """Device segment of a CPU platform label, e.g. ``cpu:avx2:amd-epyc``."""
     facts = cpu_facts()
     return f"cpu:{isa or facts['isa']}:{slug(facts['cpu_model'])}"
+
+
+# Instruction-set caps one x86 machine can emulate: (device ISA, PyTorch's ATEN_CPU_CAPABILITY,
+# oneDNN's ONEDNN_MAX_CPU_ISA). oneDNN serves PyTorch's mkldnn kernels and OpenVINO's CPU plugin;
+# ONNX Runtime's MLAS has no such switch. Highest first; only those below the host's level apply.
+ISA_CAPS = [("avx512", "avx512", "AVX512_CORE"), ("avx2", "avx2", "AVX2")]
+_RANK = {name: i for i, (name, _) in enumerate(_X86_LEVELS)}
+
+
+def isa_caps() -> list[tuple[str, str, str]]:
+    """The caps below this CPU's level (none on ARM or unknown CPUs)."""
+    host = cpu_facts()["isa"]
+    if host not in _RANK:
+        return []
+    return [cap for cap in ISA_CAPS if _RANK[cap[0]] > _RANK[host]]

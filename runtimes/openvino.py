@@ -18,7 +18,7 @@ import numpy as np
 
 from hspi_onnx.adapter import THREADS, Adapter, Availability, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device
+from hspi_onnx.hostinfo import cpu_device, isa_caps
 from hspi_onnx.model import ModelInfo
 from hspi_onnx.platform import Platform
 
@@ -66,6 +66,18 @@ class OpenVinoAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         ok = [(p, {}) for p, reason in supported_precisions().items() if not reason]
         return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
+
+    def isa_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
+        # so capped variants are fp32 only
+        return [p for isa, _, _ in isa_caps()
+                for p in self.grid(cpu_device(isa), [("fp32", {})], bs=batch_sizes(model)[-1:], threads=(1,))]
+
+    def environment(self, platform: Platform) -> dict[str, str]:
+        for isa, _, onednn in isa_caps():
+            if platform.device == cpu_device(isa):
+                return {"ONEDNN_MAX_CPU_ISA": onednn}
+        return {}
 
     def limitations(self) -> dict[str, str]:
         return {p: r for p, r in supported_precisions().items() if r}

@@ -14,7 +14,7 @@ import numpy as np
 
 from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device
+from hspi_onnx.hostinfo import cpu_device, isa_caps
 from hspi_onnx.model import WEIGHTS_META_KEY, ModelInfo
 from hspi_onnx.platform import Platform
 
@@ -98,6 +98,19 @@ class PyTorchAdapter(Adapter):
         layouts = ("nchw", "nhwc") if model.spec.kind == "image" else ("plain",)
         return self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
                          src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
+
+    def isa_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        src = "module" if has_module(model) else "onnx"
+        layout = "nchw" if model.spec.kind == "image" else "plain"
+        return [p for isa, _, _ in isa_caps()
+                for p in self.grid(cpu_device(isa), [(p, {"mode": "eager"}) for p in PRECISIONS],
+                                   src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))]
+
+    def environment(self, platform: Platform) -> dict[str, str]:
+        for isa, aten, onednn in isa_caps():
+            if platform.device == cpu_device(isa):
+                return {"ATEN_CPU_CAPABILITY": aten, "ONEDNN_MAX_CPU_ISA": onednn}
+        return {}
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
