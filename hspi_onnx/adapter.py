@@ -78,9 +78,10 @@ class Adapter:
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         raise NotImplementedError
 
-    def isa_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
-        """Opt-in variants that cap the CPU instruction set through the runtime's documented
-        environment switch (device label names the capped ISA); see hostinfo.ISA_CAPS."""
+    def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        """Opt-in variants, listed only when asked for (``--extra-variants``) because they are
+        slow to run: instruction-set caps through the runtime's documented environment switch
+        (device label names the capped ISA; see hostinfo.ISA_CAPS), compiled modes."""
         return []
 
     def environment(self, platform: Platform) -> dict[str, str]:
@@ -141,24 +142,24 @@ def registry() -> dict[str, Adapter]:
     return found
 
 
-def available_variants(model: ModelInfo, probe_kind: str, isa_caps: bool = False) -> list[tuple[Adapter, Platform]]:
-    """Every available (adapter, platform); with ``isa_caps`` the instruction-set-capped ones too."""
+def available_variants(model: ModelInfo, probe_kind: str, extra: bool = False) -> list[tuple[Adapter, Platform]]:
+    """Every available (adapter, platform); with ``extra`` the opt-in variants too (instruction-set caps, torch.compile)."""
     out = []
     for adapter in registry().values():
         if adapter.available().ok:
             out += [(adapter, p) for p in adapter.variants(model, probe_kind)]
-            if isa_caps:
-                out += [(adapter, p) for p in adapter.isa_variants(model, probe_kind)]
+            if extra:
+                out += [(adapter, p) for p in adapter.extra_variants(model, probe_kind)]
     return out
 
 
 def selected_variants(model: ModelInfo, probe_kind: str, patterns: list[str] | None,
-                      isa_caps: bool = False) -> list[tuple[Adapter, Platform]]:
+                      extra: bool = False) -> list[tuple[Adapter, Platform]]:
     """Available (adapter, platform) pairs whose labels match any glob (all when none);
     an empty match is an error naming close labels."""
     from .platform import select
 
-    pairs = available_variants(model, probe_kind, isa_caps)
+    pairs = available_variants(model, probe_kind, extra)
     chosen = set(select([p for _, p in pairs], patterns))
     return [(a, p) for a, p in pairs if p in chosen]
 
@@ -167,7 +168,7 @@ def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Ada
     """The adapter and platform for an exact label, or for a glob that selects exactly one;
     otherwise an error naming close matches."""
     if label.count("/") != 3 or "@" not in label.split("/")[0] or any(c in label for c in "*?["):
-        chosen = selected_variants(model, probe_kind, [label], isa_caps=True)
+        chosen = selected_variants(model, probe_kind, [label], extra=True)
         if len(chosen) > 1:
             shown = ", ".join(str(p) for _, p in chosen[:3])
             raise UnknownPlatformError(
@@ -184,7 +185,7 @@ def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Ada
     status = adapter.available()
     if not status.ok:
         raise UnknownPlatformError(f"runtime {adapter.name} is unavailable: {status.reason}")
-    offered = adapter.variants(model, probe_kind) + adapter.isa_variants(model, probe_kind)
+    offered = adapter.variants(model, probe_kind) + adapter.extra_variants(model, probe_kind)
     if platform not in offered:
         raise UnknownPlatformError(no_match_message(label, offered))
     return adapter, platform

@@ -83,8 +83,8 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
 
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
           on_event: Callable[[str, dict], None] = lambda kind, data: None,
-          repeat_sample: int = REPEAT_SAMPLE, isa_caps: bool = False) -> BuildSummary:
-    plan = selected_variants(model, probes.kind, patterns, isa_caps)
+          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False) -> BuildSummary:
+    plan = selected_variants(model, probes.kind, patterns, extra)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     summary = BuildSummary(run_id, planned=len(plan))
     db.clean_stale_temporaries()

@@ -67,7 +67,7 @@ class OpenVinoAdapter(Adapter):
         ok = [(p, {}) for p, reason in supported_precisions().items() if not reason]
         return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
 
-    def isa_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+    def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
         # so capped variants are fp32 only
         return [p for isa, _, _ in isa_caps()

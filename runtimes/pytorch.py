@@ -9,6 +9,7 @@ memory format on or off for image models; batch size; intra-op threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -59,6 +60,25 @@ def to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
+@functools.lru_cache(maxsize=1)
+def compile_unavailable() -> str:
+    """Why torch.compile (inductor, CPU) cannot run here, or "" when it can: it needs a C++
+    compiler, and the check compiles a two-layer module once."""
+    import shutil
+
+    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        return "inductor needs a C++ compiler (g++, c++ or clang++) on PATH"
+    try:
+        import torch
+
+        probe = torch.compile(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()), backend="inductor")
+        with torch.inference_mode():
+            probe(torch.ones(2, 4))
+    except Exception as exc:  # inductor raises many kinds of errors when the toolchain is broken
+        return f"torch.compile failed on a probe module: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return ""
+
+
 class _TorchSession:
     def __init__(self, module, dtype, channels_last: bool) -> None:
         self.module, self.dtype, self.channels_last = module, dtype, channels_last
@@ -99,12 +119,21 @@ class PyTorchAdapter(Adapter):
         return self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
                          src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
 
-    def isa_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+    def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        """Instruction-set caps (eager) and torch.compile with inductor, where a C++ compiler
+        is at hand: every precision, the default source and layout, the largest batch, 1 thread."""
         src = "module" if has_module(model) else "onnx"
         layout = "nchw" if model.spec.kind == "image" else "plain"
-        return [p for isa, _, _ in isa_caps()
-                for p in self.grid(cpu_device(isa), [(p, {"mode": "eager"}) for p in PRECISIONS],
-                                   src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))]
+        fixed = dict(src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))
+        out = [p for isa, _, _ in isa_caps()
+               for p in self.grid(cpu_device(isa), [(p, {"mode": "eager"}) for p in PRECISIONS], **fixed)]
+        if not compile_unavailable():
+            out += self.grid(cpu_device(), [(p, {"mode": "compile"}) for p in PRECISIONS], **fixed)
+        return out
+
+    def limitations(self) -> dict[str, str]:
+        reason = compile_unavailable()
+        return {"mode=compile": reason} if reason else {}
 
     def environment(self, platform: Platform) -> dict[str, str]:
         for isa, aten, onednn in isa_caps():
@@ -117,11 +146,16 @@ class PyTorchAdapter(Adapter):
         import torch
 
         knobs = platform.knob
-        module = build_torch_module(model, knobs["src"], platform.precision)
+        module = build_torch_module(model, knobs["src"], platform.precision).eval()
         channels_last = knobs.get("layout") == "nhwc"
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         with torch_threads(int(knobs["threads"])):
+            if knobs.get("mode") == "compile":
+                reason = compile_unavailable()
+                if reason:
+                    raise UnsupportedError(f"torch.compile is unavailable here: {reason}")
+                module = torch.compile(module, backend="inductor", dynamic=False, fullgraph=False)
             yield _TorchSession(module, _dtype(platform.precision), channels_last)
 
 

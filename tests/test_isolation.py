@@ -69,7 +69,7 @@ def test_isa_capped_variants_run_in_a_child_with_their_switch(zoo, tmp_path):
     info = zoo["digits"]
     probes = generate(info.spec, n=8)
     isa = isa_caps()[-1][0]
-    pairs = selected_variants(info, probes.kind, [f"pytorch/cpu:{isa}:*/fp32/*"], isa_caps=True)
+    pairs = selected_variants(info, probes.kind, [f"pytorch/cpu:{isa}:*/fp32/*"], extra=True)
     assert len(pairs) == 1
     adapter, plat = pairs[0]
     env = adapter.environment(plat)
@@ -77,7 +77,7 @@ def test_isa_capped_variants_run_in_a_child_with_their_switch(zoo, tmp_path):
     assert not selected_variants(info, probes.kind, ["pytorch/*"]) or all(
         str(p).split("/")[1] != plat.device for _, p in selected_variants(info, probes.kind, ["pytorch/*"]))
     db = ReferenceDB(tmp_path / "db", create=True)
-    summary = build(db, info, probes, [str(plat)], isa_caps=True)
+    summary = build(db, info, probes, [str(plat)], extra=True)
     assert summary.built == [str(plat)] and not summary.nondeterministic
     out = run_platform(adapter, info, plat, probes).outputs
     assert np.isfinite(out.astype(np.float64)).all()

@@ -55,3 +55,25 @@ def test_openvino_reports_unsupported_precisions_with_a_reason():
     assert support["fp32"] == ""
     for precision, reason in registry()["openvino"].limitations().items():
         assert support[precision] and "does not report" in reason
+
+
+def test_torch_compile_variant_builds_a_deterministic_shard(zoo, tmp_path):
+    from hspi_onnx.runtimes.pytorch import compile_unavailable
+
+    reason = compile_unavailable()
+    if reason:
+        assert "mode=compile" in registry()["pytorch"].limitations()
+        pytest.skip(reason)
+    info = zoo["digits"]
+    probes = generate(info.spec, n=16)
+    assert selected_variants(info, probes.kind, ["pytorch/*/*/*mode=eager*"])
+    pairs = selected_variants(info, probes.kind, ["pytorch/*/fp32/*mode=compile*"], extra=True)
+    assert len(pairs) == 1
+    with pytest.raises(Exception):  # opt-in: not in the default matrix
+        selected_variants(info, probes.kind, ["pytorch/*/fp32/*mode=compile*"])
+    db = ReferenceDB(tmp_path / "db", create=True)
+    summary = build(db, info, probes, [str(pairs[0][1])], extra=True)
+    assert summary.built == [str(pairs[0][1])] and not summary.nondeterministic
+    out = load_groups(db)[0].outputs[summary.built[0]]
+    ref = float64_reference(info, probes.inputs)
+    assert np.abs(out.astype(np.float64) - ref).max() <= 1e-5 * np.abs(ref).max()

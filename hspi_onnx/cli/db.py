@@ -20,7 +20,7 @@ def build(model: str = MODEL, db: Path = DB,
           kind: str = typer.Option(None, help="Probe kind when generating."),
           n: int = typer.Option(64, "-n", help="Probes to generate."),
           seed: int = typer.Option(0, help="Seed when generating."),
-          isa_caps: bool = typer.Option(False, "--isa-caps", help="Also the instruction-set-capped variants (child processes)."),
+          extra: bool = typer.Option(False, "--extra-variants", help="Also the opt-in variants: instruction-set caps (child processes) and torch.compile."),
           quiet: bool = QUIET, as_json: bool = JSON) -> None:
     """Run every selected platform over the probes into DB (resumable; exit 3 if partial)."""
     from hspi_onnx.dbbuild import build as run_build
@@ -50,7 +50,7 @@ def build(model: str = MODEL, db: Path = DB,
                 if kind == "failed" and not quiet:
                     out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)
 
-        summary = run_build(ref, info, probe_set, platforms, on_event, isa_caps=isa_caps)
+        summary = run_build(ref, info, probe_set, platforms, on_event, extra=extra)
     if as_json:
         emit_json(summary.as_dict())
     else:

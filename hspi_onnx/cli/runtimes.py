@@ -44,7 +44,7 @@ def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants
 def variants(model: str = MODEL,
              platforms: list[str] = typer.Option(None, "--platforms", "-p", help="Glob(s), e.g. 'onnxruntime/*/fp16/*'."),
              kind: str = typer.Option(None, help="Probe kind (int8 static calibration follows it)."),
-             isa_caps: bool = typer.Option(False, "--isa-caps", help="Also the instruction-set-capped variants."),
+             extra: bool = typer.Option(False, "--extra-variants", help="Also the opt-in variants: instruction-set caps and torch.compile."),
              as_json: bool = JSON) -> None:
     """Every platform label available on this machine for MODEL."""
     from hspi_onnx.adapter import selected_variants
@@ -52,7 +52,7 @@ def variants(model: str = MODEL,
     from hspi_onnx.probes import default_kind
 
     info = resolve_model(model)
-    labels = [p for _, p in selected_variants(info, kind or default_kind(info.spec), platforms, isa_caps)]
+    labels = [p for _, p in selected_variants(info, kind or default_kind(info.spec), platforms, extra)]
     if as_json:
         emit_json([p.as_dict() for p in labels])
     else:
