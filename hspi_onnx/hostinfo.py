@@ -77,3 +77,27 @@ def isa_caps() -> list[tuple[str, str, str]]:
     if host not in _RANK:
         return []
     return [cap for cap in ISA_CAPS if _RANK[cap[0]] > _RANK[host]]
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_names() -> tuple[str, ...]:
+    """NVIDIA GPU names from ``nvidia-smi`` (empty without a driver), independent of any
+    framework's CUDA build."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return ()
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in out.stdout.splitlines() if line.strip()) if out.returncode == 0 else ()
+
+
+def gpu_device(index: int = 0) -> str:
+    """Device segment of a CUDA platform label, e.g. ``cuda:nvidia-h100-80gb-hbm3``."""
+    names = gpu_names()
+    return f"cuda:{slug(names[index]) if index < len(names) else 'unknown'}"

@@ -9,6 +9,7 @@ batch size, intra-op threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
+from hspi_onnx.adapter import THREADS, Adapter, Availability, batch_sizes
 from hspi_onnx.cache import atomic_write_bytes, cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device
+from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names
 from hspi_onnx.model import ModelInfo
 from hspi_onnx.platform import Platform
 
@@ -35,18 +36,63 @@ class _OrtSession:
         return self.sess.run([self.output_name], {self.input_name: batch})[0]
 
 
+GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+def _installed(dist: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(dist)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
 class OnnxRuntimeAdapter(Adapter):
     name = "onnxruntime"
-    distribution = "onnxruntime"
     requires = ("onnxruntime",)
-    summary = "ONNX Runtime, CPU execution provider"
+    summary = "ONNX Runtime: CPU execution provider; CUDA and TensorRT providers with onnxruntime-gpu"
+
+    @functools.cached_property
+    def distribution(self) -> str:  # labels carry the version of whichever build is installed
+        return "onnxruntime-gpu" if _installed("onnxruntime-gpu") else "onnxruntime"
+
+    def check(self) -> Availability:
+        if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+            return Availability(False, "both onnxruntime and onnxruntime-gpu are installed and share one module; "
+                                       "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")
+        return Availability(True)
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         precisions = [
             ("fp32", {}), ("fp16", {}),
             ("int8", {"quant": "dynamic"}), ("int8", {"quant": "qdq", "calib": probe_kind}),
         ]
-        return self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=batch_sizes(model), threads=THREADS)
+        out = self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=batch_sizes(model), threads=THREADS)
+        for ep in self.gpu_providers():
+            gpu_precisions = [("fp32", {"ep": ep}), ("fp16", {"ep": ep})]
+            out += self.grid(gpu_device(), gpu_precisions, opt=("disabled", "all"), bs=batch_sizes(model))
+        return out
+
+    def gpu_providers(self) -> list[str]:
+        """GPU execution providers this build offers on a machine with an NVIDIA GPU."""
+        import onnxruntime as ort
+
+        have = set(ort.get_available_providers())
+        return [ep for ep, provider in GPU_PROVIDERS.items() if provider in have and gpu_names()]
+
+    def limitations(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        have = set(ort.get_available_providers())
+        out = {}
+        for ep, provider in GPU_PROVIDERS.items():
+            if provider not in have:
+                out[f"ep={ep}"] = f"this onnxruntime build has no {provider} (install the [gpu] extra's onnxruntime-gpu)"
+            elif not gpu_names():
+                out[f"ep={ep}"] = "no NVIDIA GPU (nvidia-smi lists none)"
+        return out
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
@@ -59,14 +105,26 @@ class OnnxRuntimeAdapter(Adapter):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[platform.knob["opt"]]
-        opts.intra_op_num_threads = int(platform.knob["threads"])
+        opts.intra_op_num_threads = int(platform.knob.get("threads", 1))
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         data = prepared_model(model, platform)
+        providers = ["CPUExecutionProvider"]
+        ep = platform.knob.get("ep")
+        if ep:
+            opts.intra_op_num_threads = 1
+            if GPU_PROVIDERS[ep] not in ort.get_available_providers():
+                raise UnsupportedError(f"onnxruntime has no {GPU_PROVIDERS[ep]} here")
+            if ep == "tensorrt":
+                trt = {"trt_fp16_enable": platform.precision == "fp16", "trt_engine_cache_enable": True,
+                       "trt_engine_cache_path": str(cache_dir("prepared", "onnxruntime-trt", platform.version, model.sha256[:16]))}
+                providers = [(GPU_PROVIDERS[ep], trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                providers = [(GPU_PROVIDERS[ep], {"cudnn_conv_algo_search": "DEFAULT"}), "CPUExecutionProvider"]
         try:
-            sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(data, opts, providers=providers)
         except Exception as exc:
             raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {_first_line(exc)}")
         yield _OrtSession(sess, model.spec.name, sess.get_outputs()[0].name)
@@ -78,8 +136,9 @@ def _first_line(exc: Exception) -> str:
 
 
 def prepared_model(model: ModelInfo, platform: Platform) -> bytes:
-    """The model converted to the platform's precision, cached by model digest and recipe."""
-    if platform.precision == "fp32":
+    """The model converted to the platform's precision, cached by model digest and recipe
+    (the TensorRT provider takes the fp32 model and builds fp16 kernels itself)."""
+    if platform.precision == "fp32" or platform.knob.get("ep") == "tensorrt":
         return model.load().SerializeToString()
     recipe = "-".join([platform.precision, platform.knob.get("quant", ""), platform.knob.get("calib", "")])
     path = cache_dir("prepared", "onnxruntime", platform.version, model.sha256[:16]) / f"{recipe.strip('-')}.onnx"

@@ -15,7 +15,7 @@ import numpy as np
 
 from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device, isa_caps
+from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names, isa_caps
 from hspi_onnx.model import WEIGHTS_META_KEY, ModelInfo
 from hspi_onnx.platform import Platform
 
@@ -79,14 +79,40 @@ def compile_unavailable() -> str:
     return ""
 
 
+def cuda_unavailable() -> str:
+    """Why PyTorch cannot run on an NVIDIA GPU here, or "" when it can."""
+    import torch
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA (install a CUDA build of torch)"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    return ""
+
+
+@contextlib.contextmanager
+def cuda_flags(tf32: bool, benchmark: bool):
+    """TF32 for matmul and cuDNN, and cuDNN autotuning, set for one session and restored after."""
+    import torch
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = benchmark
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
 class _TorchSession:
-    def __init__(self, module, dtype, channels_last: bool) -> None:
-        self.module, self.dtype, self.channels_last = module, dtype, channels_last
+    def __init__(self, module, dtype, channels_last: bool, device: str = "cpu") -> None:
+        self.module, self.dtype, self.channels_last, self.device = module, dtype, channels_last, device
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch))
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         if x.is_floating_point():
             x = x.to(self.dtype)
         if self.channels_last:
@@ -116,8 +142,16 @@ class PyTorchAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         srcs = ("module", "onnx") if has_module(model) else ("onnx",)
         layouts = ("nchw", "nhwc") if model.spec.kind == "image" else ("plain",)
-        return self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
-                         src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
+        out = self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
+                        src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
+        if not cuda_unavailable():
+            import torch
+
+            precisions = [("fp32", {"tf32": "off"}), ("fp32", {"tf32": "on"}), ("fp16", {})]
+            precisions += [("bf16", {})] if torch.cuda.is_bf16_supported() else []
+            out += self.grid(gpu_device(), [(p, {"mode": "eager", **k}) for p, k in precisions],
+                             src=srcs, layout=layouts, bs=batch_sizes(model), cudnn=("fixed", "benchmark"))
+        return out
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         """Instruction-set caps (eager) and torch.compile with inductor, where a C++ compiler
@@ -132,8 +166,11 @@ class PyTorchAdapter(Adapter):
         return out
 
     def limitations(self) -> dict[str, str]:
-        reason = compile_unavailable()
-        return {"mode=compile": reason} if reason else {}
+        out = {"cuda": cuda_unavailable()}
+        if gpu_names() and out["cuda"]:
+            out["cuda"] += f" (GPU present: {gpu_names()[0]})"
+        out["mode=compile"] = compile_unavailable()
+        return {k: v for k, v in out.items() if v}
 
     def environment(self, platform: Platform) -> dict[str, str]:
         for isa, aten, onednn in isa_caps():
@@ -148,6 +185,16 @@ class PyTorchAdapter(Adapter):
         knobs = platform.knob
         module = build_torch_module(model, knobs["src"], platform.precision).eval()
         channels_last = knobs.get("layout") == "nhwc"
+        if platform.device.startswith("cuda"):
+            reason = cuda_unavailable()
+            if reason:
+                raise UnsupportedError(f"cannot run {platform}: {reason}")
+            module = module.to("cuda")
+            if channels_last:
+                module = module.to(memory_format=torch.channels_last)
+            with cuda_flags(knobs.get("tf32") == "on", knobs.get("cudnn") == "benchmark"):
+                yield _TorchSession(module, _dtype(platform.precision), channels_last, "cuda")
+            return
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         with torch_threads(int(knobs["threads"])):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hspi_onnx.adapter import available_variants, registry, resolve_platform
+from hspi_onnx.adapter import available_variants, registry, resolve_platform, selected_variants
 from hspi_onnx.errors import UnknownPlatformError
 from hspi_onnx.execute import run_platform
 from hspi_onnx.probes import generate
@@ -141,3 +141,16 @@ def test_batches_are_padded_to_the_labelled_size(zoo):
     a, b = run_platform(adapter, info, p8, probes), run_platform(adapter, info, p1, probes)
     assert a.outputs.shape == b.outputs.shape == (11, 10)
     assert np.allclose(a.outputs, b.outputs, rtol=1e-4, atol=1e-5)
+
+
+def test_gpu_variants_are_absent_with_reasons_without_a_gpu(zoo):
+    from hspi_onnx.hostinfo import gpu_names
+
+    if gpu_names():
+        pytest.skip("this machine has an NVIDIA GPU")
+    info = zoo["digits"]
+    labels = [str(p) for _, p in selected_variants(info, "noise", None)]
+    assert not any("/cuda:" in lab for lab in labels)
+    limits = {name: a.limitations() for name, a in registry().items() if a.available().ok}
+    assert "cuda" in limits["pytorch"] and limits["pytorch"]["cuda"]
+    assert set(limits["onnxruntime"]) == {"ep=cuda", "ep=tensorrt"}
