@@ -1,7 +1,8 @@
 """The float64 reference of a (model, probe set) in a reference DB, computed by the tool itself.
 
 White-box: the tool holds the model and regenerates the probes from the probe set's recorded
-kind, size and seed, checks both against the DB's hashes, and runs the model in float64. The
+kind, size and seed, checks both against the DB's hashes, and runs the ONNX graph in float64
+with ONNX's reference evaluator (PyTorch in float64 where the evaluator cannot). The
 result is cached under ``HSPI_CACHE/reference``. When the model or probes cannot be recovered
 (a user's ONNX file moved, a probe set read from a file) the reference is absent and the
 features that need it are NaN: the classifier still works on the others.
@@ -18,6 +19,7 @@ from .errors import HspiError
 from .safenpz import read_npz, save_npz
 
 BATCH = 256
+SOURCE = "onnxref-fp64"
 
 
 def _cache_path(model_sha: str, probes_sha: str) -> Path:
@@ -54,15 +56,30 @@ def float64_outputs(manifest: dict, model_sha: str, probes_sha: str) -> tuple[np
     path = _cache_path(model_sha, probes_sha)
     if path.is_file():
         arrays, meta = read_npz(path, {"ids", "outputs"}, "cached reference")
-        if meta.get("model_sha256") == model_sha and meta.get("probes_sha256") == probes_sha:
+        if (meta.get("model_sha256") == model_sha and meta.get("probes_sha256") == probes_sha
+                and meta.get("source") in (SOURCE, "pytorch-fp64")):
             return arrays["ids"], arrays["outputs"]
     info, probes = recover_inputs(manifest, model_sha, probes_sha)
-    from hspi_onnx.runtimes.pytorch import float64_reference
-
-    parts = [float64_reference(info, probes.inputs[i:i + BATCH]) for i in range(0, len(probes), BATCH)]
-    ref = np.concatenate(parts).astype(np.float64)
-    save_npz(path, {"model_sha256": model_sha, "probes_sha256": probes_sha}, ids=probes.ids, outputs=ref)
+    ref, source = compute_float64(info, probes.inputs)
+    save_npz(path, {"model_sha256": model_sha, "probes_sha256": probes_sha, "source": source},
+             ids=probes.ids, outputs=ref)
     return probes.ids, ref
+
+
+def compute_float64(info, inputs: np.ndarray) -> tuple[np.ndarray, str]:
+    """(float64 outputs, what computed them): the ONNX reference evaluator on the graph widened
+    to float64 — the graph every ONNX platform runs — or, for graphs it cannot widen (subgraphs,
+    custom domains), PyTorch in float64."""
+    from hspi_onnx.errors import UnsupportedError
+    from hspi_onnx.runtimes.onnxref import float64_reference as onnx_float64
+
+    try:
+        return onnx_float64(info, inputs).astype(np.float64), SOURCE
+    except UnsupportedError:
+        from hspi_onnx.runtimes.pytorch import float64_reference
+
+        parts = [float64_reference(info, inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)]
+        return np.concatenate(parts).astype(np.float64), "pytorch-fp64"
 
 
 def reference_for(manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray,

@@ -83,3 +83,12 @@ class OnnxReferenceAdapter(Adapter):
             raise UnsupportedError(f"the ONNX reference evaluator cannot load {model.name}: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
         yield _RefSession(evaluator, model.spec.name, dtype)
+
+
+def float64_reference(model: ModelInfo, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The ONNX graph computed in float64 by the reference evaluator (the features' reference)."""
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(to_float64(model.load()))
+    session = _RefSession(evaluator, model.spec.name, np.float64)
+    return np.concatenate([session.run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
