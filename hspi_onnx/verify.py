@@ -65,18 +65,18 @@ def verify(report: dict, claim: dict[str, str], db_platforms: list[str]) -> dict
     status, evidence = VERDICT_INCONCLUSIVE, []
     if verdict["status"] in (IDENTIFIED, MIXED, DEGRADED_OK):
         hits = [p for p in verdict["platforms"] if satisfies(p, claim)]
-        what = "bit-identical" if verdict["status"] != DEGRADED_OK else f"consistent with the {report['suspect']['form']} outputs"
+        what = ("bit-identical with the suspect" if verdict["status"] != DEGRADED_OK
+                else f"consistent with the suspect's {report['suspect']['form']} outputs")
         if hits:
             if verdict["status"] == MIXED and len(hits) < len(verdict["platforms"]):
                 status = VERDICT_INCONSISTENT
                 evidence.append(f"the outputs come from several platforms; only {len(hits)} of them satisfy the claim")
             else:
                 status = VERDICT_CONSISTENT
-                evidence.append(f"{len(hits)} platform(s) {what} with the suspect satisfy the claim, e.g. {hits[0]}")
+                evidence.append(f"{len(hits)} platform(s) {what} satisfy the claim, e.g. {hits[0]}")
         elif claimed:
             status = VERDICT_INCONSISTENT
-            evidence.append(f"the DB holds {len(claimed)} platform(s) satisfying the claim and none is {what} "
-                            f"with the suspect")
+            evidence.append(f"the DB holds {len(claimed)} platform(s) satisfying the claim and none is {what}")
         else:
             evidence.append("the DB holds no platform satisfying the claim; exact evidence cannot judge it")
     else:

@@ -163,3 +163,13 @@ def test_index_is_rebuilt_when_the_db_changes(setup, tmp_path):
     assert len(after.digest) > len(before.digest) and extra.built[0] in after.platforms
     assert np.all(after.digest[1:] >= after.digest[:-1])  # sorted: lookups are binary searches
     assert registry()  # adapters still listed
+
+
+def test_classifier_must_match_the_suspects_form(setup, tmp_path):
+    from hspi_onnx.errors import HspiError
+
+    label, result = rerun(setup, IN_DB[1])
+    view = degrade(result.outputs[:6], "top5")
+    s = load_suspect(write_plain(tmp_path / "t.json", setup["probes"].sha256, None, "top5", result.ids[:6], view))
+    with pytest.raises(HspiError, match="trained for raw outputs, the suspect has top5"):
+        match(s, setup["db"], setup["clf"])
