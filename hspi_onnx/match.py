@@ -207,6 +207,9 @@ def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: Non
         if suspect.form == "raw":
             evidence.append(f"{exact['matched_queries']} of {n} outputs match a DB platform exactly: "
                             "this platform is not in the DB as built")
+            if suspect.dtype not in res.group.dtypes:
+                evidence.append(f"the outputs are {suspect.dtype}, a dtype no DB platform returned "
+                                f"({', '.join(res.group.dtypes)}): a server that casts its outputs hides exact identity")
         else:
             evidence.append(f"no DB platform is excluded by the {suspect.form} outputs" if exact["common"]
                             else f"no DB platform reproduces all {n} {suspect.form} outputs")
