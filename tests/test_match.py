@@ -178,3 +178,10 @@ def test_classifier_must_match_the_suspects_form(setup, tmp_path):
     s = load_suspect(write_plain(tmp_path / "t.json", setup["probes"].sha256, None, "top5", result.ids[:6], view))
     with pytest.raises(HspiError, match="trained for raw outputs, the suspect has top5"):
         match(s, setup["db"], setup["clf"])
+
+
+def test_db_index_command(setup):
+    r = hspi("db", "index", "--db", setup["db"].root, "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["outputs"] >= len(IN_DB) * N and report["groups"] == 1

@@ -65,6 +65,31 @@ def _short(label: str) -> str:
     return f"{runtime.split('@')[0]}/{precision}/{knobs}"
 
 
+@app.command("index")
+def index(db: Path = DB, quiet: bool = QUIET, as_json: bool = JSON) -> None:
+    """(Re)build the digest index exact matching searches (hspi match builds it when stale)."""
+    import time
+
+    from hspi_onnx.digestindex import build_index, load_index
+    from hspi_onnx.store import ReferenceDB
+
+    ref = ReferenceDB(db)
+    t0 = time.perf_counter()
+    with progress(quiet or as_json) as bar:
+        task = bar.add_task("digest index", total=len(ref.shards()))
+        with ref.locked():
+            build_index(ref, on_shard=lambda: bar.advance(task))
+    idx = load_index(ref, rebuild=False)
+    report = {"db": str(db), "outputs": int(len(idx.digest)), "platforms": len(idx.platforms),
+              "groups": len(idx.groups), "seconds": round(time.perf_counter() - t0, 3)}
+    if as_json:
+        emit_json(report)
+    else:
+        console().print(f"indexed {report['outputs']} outputs of {report['platforms']} platforms in "
+                        f"{report['groups']} (model, probe set) groups in {report['seconds']} s -> {db}/index",
+                        highlight=False)
+
+
 @app.command("info")
 def info(db: Path = DB, as_json: bool = JSON) -> None:
     """Models, probe sets, platforms, rows and bytes on disk."""
