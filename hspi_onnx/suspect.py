@@ -279,7 +279,7 @@ def _kserve(path: Path, docs: list) -> Suspect:
             _fail(path, f"response {k}: " + ("names no probe set (parameters.probe_set)" if p is None
                                               else "names a different probe set than response 0"))
         probes = _check_name(path, p, "probe set", True)
-        m = doc.get("model_name", model)
+        m = params.get("model", model)  # the server's own model_name need not be the DB's name
         model = _check_name(path, m, "model", False) if m is not None else model
         outs = doc["outputs"]
         if not isinstance(outs, list) or not outs or not all(isinstance(o, dict) for o in outs):
@@ -407,7 +407,7 @@ def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, out
         chunk = outputs[s:s + batch]
         lines.append(json.dumps({
             "model_name": model, "id": str(int(ids[s])),
-            "parameters": {"probe_set": probes, "probe_ids": [int(i) for i in ids[s:s + batch]]},
+            "parameters": {"probe_set": probes, "model": model, "probe_ids": [int(i) for i in ids[s:s + batch]]},
             "outputs": [{"name": "logits", "datatype": dt, "shape": list(chunk.shape),
                          "data": [float(v) for v in np.asarray(chunk, np.float64).ravel()]}],
         }))

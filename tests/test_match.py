@@ -112,6 +112,13 @@ def test_kserve_and_plain_json_round_trip(setup, tmp_path):
     assert s.source == "kserve" and s.values.dtype == outs.dtype and np.array_equal(s.ids, ids)
     rep = match(s, setup["db"])
     assert rep["verdict"]["status"] == IDENTIFIED and label in rep["verdict"]["platforms"]
+    # a deployment's own model_name does not matter; without parameters.model the shape decides
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    for d in docs:
+        d["model_name"] = "prod-classifier-v3"
+        del d["parameters"]["model"]
+    path.write_text("\n".join(json.dumps(d) for d in docs))
+    assert match(load_suspect(path), setup["db"])["verdict"]["status"] == IDENTIFIED
     for form in ("top5", "argmax", "round4"):
         view = degrade(outs, form)
         s = load_suspect(write_plain(tmp_path / f"{form}.json", setup["probes"].name, "digits", form, ids, view))
