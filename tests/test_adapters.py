@@ -129,8 +129,11 @@ def test_resolve_platform_lists_close_matches(zoo):
         label = next(str(p) for _, p in available_variants(zoo["digits"], "noise")
                      if "opt=disabled" in str(p)).replace("opt=disabled", "opt=disable")
         resolve_platform(label, zoo["digits"], "noise")
-    with pytest.raises(UnknownPlatformError, match="no adapter for runtime 'tensorrt'"):
-        resolve_platform("tensorrt@10/cuda:h100/fp16/-", zoo["digits"], "noise")
+    with pytest.raises(UnknownPlatformError, match="no adapter for runtime 'mxnet'"):
+        resolve_platform("mxnet@1/cuda:h100/fp16/-", zoo["digits"], "noise")
+    if not registry()["tensorrt"].available().ok:
+        with pytest.raises(UnknownPlatformError, match="runtime tensorrt is unavailable: "):
+            resolve_platform("tensorrt@10/cuda:h100/fp16/-", zoo["digits"], "noise")
 
 
 def test_batches_are_padded_to_the_labelled_size(zoo):
@@ -154,3 +157,5 @@ def test_gpu_variants_are_absent_with_reasons_without_a_gpu(zoo):
     limits = {name: a.limitations() for name, a in registry().items() if a.available().ok}
     assert "cuda" in limits["pytorch"] and limits["pytorch"]["cuda"]
     assert set(limits["onnxruntime"]) == {"ep=cuda", "ep=tensorrt"}
+    trt = registry()["tensorrt"].available()  # the native TensorRT adapter: listed, unavailable, with why
+    assert not trt.ok and ("tensorrt" in trt.reason or "GPU" in trt.reason)

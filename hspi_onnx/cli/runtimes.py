@@ -33,10 +33,12 @@ def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants
 
     table = Table("runtime", "version", "available", f"variants ({info.name})", "notes",
                   title="runtime adapters")
+    from rich.markup import escape
+
     for r in rows:
         table.add_row(r["runtime"], r["version"], "yes" if r["available"] else "[red]no[/red]",
-                      str(r["variants"]), r["reason"] or "; ".join(
-                          [r["summary"], *(f"no {k}: {v}" for k, v in r["not_here"].items())]))
+                      str(r["variants"]), escape(r["reason"] or "; ".join(
+                          [r["summary"], *(f"no {k}: {v}" for k, v in r["not_here"].items())])))
     console().print(table)
 
 

@@ -15,6 +15,7 @@ from hspi_onnx.store import ReferenceDB
 @pytest.mark.parametrize("pattern", [
     "pytorch/cuda:*/fp32/*tf32=off*", "pytorch/cuda:*/fp32/*tf32=on*", "pytorch/cuda:*/fp16/*",
     "onnxruntime/cuda:*/fp32/*ep=cuda*", "onnxruntime/cuda:*/fp16/*ep=tensorrt*",
+    "tensorrt/*/fp32/*", "tensorrt/*/tf32/*", "tensorrt/*/fp16/*", "tensorrt/*/int8/*",
 ])
 def test_gpu_platforms_build_deterministic_shards(zoo, tmp_path, pattern):
     info = zoo["resnet"]
