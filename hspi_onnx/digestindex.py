@@ -84,6 +84,8 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     groups: dict[tuple[str, str], int] = {}
     ginfo: list[IndexGroup] = []
     parts = {k: [] for k in ARRAYS}
+    ids_of: dict[int, set[int]] = {}
+    labels_of: dict[int, set[str]] = {}
     for path in db.shards():
         t = pq.read_table(path, columns=["model_sha256", "model_name", "probes_sha256", "probes_name",
                                          "probe_id", "platform", "dtype", "shape", "digest"])
@@ -101,9 +103,8 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         if first["dtype"] not in g.dtypes:
             g.dtypes.append(first["dtype"])
         ids = t.column("probe_id").to_numpy()
-        g.ids = sorted(set(g.ids) | set(int(i) for i in ids))
-        if first["platform"] not in g.platforms:
-            g.platforms = sorted([*g.platforms, first["platform"]])
+        ids_of.setdefault(groups[key], set()).update(int(i) for i in ids)
+        labels_of.setdefault(groups[key], set()).add(first["platform"])
         pid = labels.setdefault(first["platform"], len(labels))
         parts["digest"].append(np.array(t.column("digest").to_pylist(), dtype="S16"))
         parts["probe"].append(ids.astype(np.int64))
@@ -111,6 +112,8 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         parts["group"].append(np.full(t.num_rows, groups[key], dtype=np.int32))
     if not ginfo:
         raise HspiError(f"the reference DB {str(db.root)!r} holds no shards; run `hspi db build` first")
+    for k, g in enumerate(ginfo):
+        g.ids, g.platforms = sorted(ids_of[k]), sorted(labels_of[k])
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     # repeated runs of one platform add identical rows: keep one
     order = np.lexsort((arrays["platform"], arrays["probe"], arrays["group"], arrays["digest"]))

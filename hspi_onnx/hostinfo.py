@@ -71,6 +71,11 @@ ISA_CAPS = [("avx512", "avx512", "AVX512_CORE"), ("avx2", "avx2", "AVX2")]
 _RANK = {name: i for i, (name, _) in enumerate(_X86_LEVELS)}
 
 
+def isa_cap_for(device: str) -> tuple[str, str, str] | None:
+    """The cap (isa, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) a capped device label stands for."""
+    return next((cap for cap in isa_caps() if device == cpu_device(cap[0])), None)
+
+
 def isa_caps() -> list[tuple[str, str, str]]:
     """The caps below this CPU's level (none on ARM or unknown CPUs)."""
     host = cpu_facts()["isa"]

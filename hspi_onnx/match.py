@@ -159,9 +159,9 @@ def statistical(clf, db: ReferenceDB, res: Resolved, suspect: Suspect, warn) -> 
 
 # -- the verdict ------------------------------------------------------------------------------
 def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
-          index: DigestIndex | None = None) -> dict:
+          index: DigestIndex | None = None, resolved: Resolved | None = None) -> dict:
     index = index or load_index(db)
-    res = resolve(index, suspect)
+    res = resolved or resolve(index, suspect)
     report = {
         "suspect": {"path": suspect.path, "format": suspect.source, "form": suspect.form,
                     "queries": len(suspect), "probe_set": res.group.probes_name, "model": res.group.model_name,

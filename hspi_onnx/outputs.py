@@ -59,6 +59,11 @@ def row_digests(outputs: np.ndarray) -> list[str]:
     return [digest(name, shape, row.tobytes()) for row in to_storage(outputs)]
 
 
+def digest_array(outputs: np.ndarray) -> np.ndarray:
+    """(n, 16) uint8: the digest of each output, as stored beside outputs in .npz files."""
+    return np.frombuffer(b"".join(bytes.fromhex(d) for d in row_digests(outputs)), np.uint8).reshape(-1, 16)
+
+
 def set_digest(digests: list[str]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for d in digests:
@@ -95,8 +100,8 @@ class RunResult:
         }
 
     def save(self, path: str | Path) -> Path:
-        digests = np.frombuffer(b"".join(bytes.fromhex(d) for d in self.digests()), np.uint8).reshape(-1, 16)
-        return save_npz(path, self.meta(), outputs=to_storage(self.outputs), ids=self.ids, digests=digests)
+        return save_npz(path, self.meta(), outputs=to_storage(self.outputs), ids=self.ids,
+                        digests=digest_array(self.outputs))
 
 
 def load_run(path: str | Path) -> RunResult:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .degrade import FORMS, View
 from .errors import HspiError
-from .outputs import _STORAGE, NATIVE, row_digests
+from .outputs import from_storage, row_digests
 from .safenpz import read_npz
 
 
@@ -133,9 +133,10 @@ def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | Non
             _fail(path, f"outputs have shape {tuple(values.shape)}, expected ({n}, ...) for {n} probe ids")
         if str(values.dtype) not in FLOAT_DTYPES:
             _fail(path, f"outputs have dtype {values.dtype}; expected a float dtype")
-        if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
-            bad = int(np.flatnonzero(~np.isfinite(np.asarray(values, np.float64)).reshape(n, -1).all(axis=1))[0])
-            _fail(path, f"outputs hold NaN or Inf (query {bad}); only finite outputs can be matched")
+        finite = np.isfinite(np.asarray(values, dtype=np.float64)).reshape(n, -1).all(axis=1)
+        if not finite.all():
+            _fail(path, f"outputs hold NaN or Inf (query {int(np.flatnonzero(~finite)[0])}); "
+                        "only finite outputs can be matched")
     if index is not None:
         if index.ndim != 2 or len(index) != n or index.dtype.kind not in "iu":
             _fail(path, f"indices must be integers of shape ({n}, k)")
@@ -158,13 +159,11 @@ def _load_npz(path: Path) -> Suspect:
     ids = _check_ids(path, arrays["ids"])
     values = arrays.get("outputs")
     if values is not None:
-        name = meta.get("dtype", str(values.dtype))
-        if name in _STORAGE and str(values.dtype) == _STORAGE[name]:
-            import ml_dtypes
-
-            values = values.view(getattr(ml_dtypes, name))
-        elif name not in NATIVE or str(values.dtype) != name:
-            _fail(path, f"outputs are {values.dtype} but the metadata says {str(name)[:32]}")
+        name = str(meta.get("dtype", values.dtype))
+        try:
+            values = from_storage(values, name)
+        except HspiError:
+            _fail(path, f"outputs are {values.dtype} but the metadata says {name[:32]}")
     index = arrays.get("index")
     index = index.astype(np.int64) if index is not None and index.dtype.kind in "iu" else index
     _check_values(path, values, index, len(ids), form)
@@ -419,11 +418,11 @@ def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, out
 def write_npz(path: str | Path, probes_sha256: str, model_sha256: str | None, ids: np.ndarray,
               outputs: np.ndarray) -> Path:
     """Raw outputs as a suspect .npz: what a client of a black-box service holds (no platform)."""
-    from .outputs import to_storage
+    from .outputs import digest_array, to_storage
     from .safenpz import save_npz
 
     meta = {"format": PLAIN_FORMAT, "probes_sha256": probes_sha256, "dtype": str(outputs.dtype), "form": "raw"}
     if model_sha256:
         meta["model_sha256"] = model_sha256
-    digests = np.frombuffer(b"".join(bytes.fromhex(d) for d in row_digests(outputs)), np.uint8).reshape(-1, 16)
-    return save_npz(path, meta, outputs=to_storage(outputs), ids=np.asarray(ids, np.int64), digests=digests)
+    return save_npz(path, meta, outputs=to_storage(outputs), ids=np.asarray(ids, np.int64),
+                    digests=digest_array(outputs))

@@ -18,7 +18,7 @@ import numpy as np
 
 from hspi_onnx.adapter import THREADS, Adapter, Availability, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device, isa_caps
+from hspi_onnx.hostinfo import cpu_device, isa_cap_for, isa_caps
 from hspi_onnx.model import ModelInfo
 from hspi_onnx.platform import Platform
 
@@ -74,10 +74,8 @@ class OpenVinoAdapter(Adapter):
                 for p in self.grid(cpu_device(isa), [("fp32", {})], bs=batch_sizes(model)[-1:], threads=(1,))]
 
     def environment(self, platform: Platform) -> dict[str, str]:
-        for isa, _, onednn in isa_caps():
-            if platform.device == cpu_device(isa):
-                return {"ONEDNN_MAX_CPU_ISA": onednn}
-        return {}
+        cap = isa_cap_for(platform.device)
+        return {"ONEDNN_MAX_CPU_ISA": cap[2]} if cap else {}
 
     def limitations(self) -> dict[str, str]:
         return {p: r for p, r in supported_precisions().items() if r}

@@ -15,7 +15,7 @@ import numpy as np
 
 from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names, isa_caps
+from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.model import WEIGHTS_META_KEY, ModelInfo
 from hspi_onnx.platform import Platform
 
@@ -173,10 +173,8 @@ class PyTorchAdapter(Adapter):
         return {k: v for k, v in out.items() if v}
 
     def environment(self, platform: Platform) -> dict[str, str]:
-        for isa, aten, onednn in isa_caps():
-            if platform.device == cpu_device(isa):
-                return {"ATEN_CPU_CAPABILITY": aten, "ONEDNN_MAX_CPU_ISA": onednn}
-        return {}
+        cap = isa_cap_for(platform.device)
+        return {"ATEN_CPU_CAPABILITY": cap[1], "ONEDNN_MAX_CPU_ISA": cap[2]} if cap else {}
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):

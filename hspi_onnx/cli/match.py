@@ -32,10 +32,11 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
             task = bar.add_task("digest index", total=len(ref.shards()))
             index = load_index(ref, on_shard=lambda: bar.advance(task))
     clf = load_classifier(classifier) if classifier else None
-    report = match(suspect, ref, clf, warn=lambda m: err.print(f"warning: {m}"), index=index)
+    resolved = resolve(index, suspect)
+    report = match(suspect, ref, clf, warn=lambda m: err.print(f"warning: {m}"), index=index, resolved=resolved)
     if classifier:
         report["classifier"]["path"] = str(classifier)
-    return report, resolve(index, suspect).platforms
+    return report, resolved.platforms
 
 
 def match_cmd(suspect: Path = SUSPECT, db: Path = DB, classifier: Path = CLASSIFIER,
