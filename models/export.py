@@ -74,6 +74,8 @@ def export_model(name: str, out: Path, seed: int = SEED) -> Path:
     from . import ZOO_VERSION
 
     out = Path(out)
+    if out.is_dir():  # a folder: write NAME.onnx inside it
+        out = out / f"{name}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     module, spec, meta = build_module(name, seed)
     weights = out.with_suffix(".weights.npz")

@@ -129,3 +129,9 @@ def test_models_export(capsys, tmp_path):
     assert code == 0
     meta = json.loads(out)
     assert (tmp_path / "d.weights.npz").is_file() and float(meta["metadata"]["hspi.test_accuracy"]) > 0.95
+
+
+def test_models_export_into_folder(capsys, tmp_path):
+    code, out, _ = _call(capsys, "models", "export", "resnet", "-o", tmp_path)
+    assert code == 0 and f"wrote {tmp_path / 'resnet.onnx'}" in out.replace("\n", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet.onnx", "resnet.weights.npz"]

@@ -30,7 +30,7 @@ def list_models(as_json: bool = JSON) -> None:
 
 @app.command("export")
 def export(name: str = typer.Argument(..., help="Zoo model name."),
-           out: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file."),
+           out: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file (a folder: NAME.onnx inside it)."),
            seed: int = typer.Option(0, help="Seed the model is built from."),
            as_json: bool = JSON) -> None:
     """Build a zoo model and export it to ONNX (opset 17, dynamic batch axis), with its
@@ -38,10 +38,11 @@ def export(name: str = typer.Argument(..., help="Zoo model name."),
     from hspi_onnx.model import open_model
     from hspi_onnx.models import export_model
 
-    info = open_model(export_model(name, out, seed=seed))
+    path = export_model(name, out, seed=seed)
+    info = open_model(path)
     if as_json:
         emit_json(info.describe() | {"metadata": info.metadata})
         return
     acc = info.metadata.get("hspi.test_accuracy")
     extra = f", test accuracy {float(acc):.2%} on {info.metadata.get('hspi.test_size')} digits" if acc else ""
-    console().print(f"wrote {out} (sha256 {info.sha256[:16]}…{extra})")
+    console().print(f"wrote {path} (sha256 {info.sha256[:16]}…{extra})")
