@@ -160,8 +160,21 @@ def selected_variants(model: ModelInfo, probe_kind: str, patterns: list[str] | N
     from .platform import select
 
     pairs = available_variants(model, probe_kind, extra)
-    chosen = set(select([p for _, p in pairs], patterns))
+    try:
+        chosen = set(select([p for _, p in pairs], patterns))
+    except UnknownPlatformError:
+        _explain_unavailable(patterns or [])
+        raise
     return [(a, p) for a, p in pairs if p in chosen]
+
+
+def _explain_unavailable(patterns: list[str]) -> None:
+    """Nothing matched: where a pattern names an unavailable runtime, say why it is unavailable."""
+    for pattern in patterns:
+        runtime = pattern.split("/", 1)[0].split("@", 1)[0]
+        adapter = registry().get(runtime)
+        if adapter is not None and not adapter.available().ok:
+            raise UnknownPlatformError(f"runtime {runtime} is unavailable: {adapter.available().reason}")
 
 
 def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:

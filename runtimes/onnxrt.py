@@ -24,8 +24,28 @@ from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names
 from hspi_onnx.model import ModelInfo
 from hspi_onnx.platform import Platform
 
+from .onnx_lowprec import HALF_PRECISIONS, to_half
+
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 CALIBRATION_PROBES = 32
+
+
+def _qdq_recipes() -> dict:
+    """Static Q/DQ recipes by the ``quant`` knob: ``qdq`` is the CPU's (uint8 activations with
+    a zero point); ``qdq-sym`` is symmetric int8 on both sides, the only int8 Q/DQ TensorRT
+    accepts (zero points must be 0), placed on the inputs of Conv, MatMul and Gemm only, not
+    their outputs, as TensorRT's explicit quantization expects (quantizing every op's inputs
+    and outputs put the LM's top-1 agreement with fp32 at 57.8% on 64 probes; this recipe
+    gives 100%: bench/quant_graphs.py)."""
+    from onnxruntime.quantization import QuantType
+
+    return {
+        "qdq": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8},
+        "qdq-sym": {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
+                    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
+                                      "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"]},
+                    "op_types_to_quantize": ["Conv", "MatMul", "Gemm"]},
+    }
 
 
 class _OrtSession:
@@ -136,9 +156,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def prepared_model(model: ModelInfo, platform: Platform) -> bytes:
-    """The model converted to the platform's precision, cached by model digest and recipe
-    (the TensorRT provider takes the fp32 model and builds fp16 kernels itself)."""
-    if platform.precision == "fp32" or platform.knob.get("ep") == "tensorrt":
+    """The model converted to the platform's precision, cached by model digest and recipe.
+    Every provider takes precision from the graph (TensorRT 11 builds strongly typed networks
+    only), so the CUDA and TensorRT providers get the same fp16 graph as the CPU."""
+    if platform.precision == "fp32":
         return model.load().SerializeToString()
     recipe = "-".join([platform.precision, platform.knob.get("quant", ""), platform.knob.get("calib", "")])
     path = cache_dir("prepared", "onnxruntime", platform.version, model.sha256[:16]) / f"{recipe.strip('-')}.onnx"
@@ -149,10 +170,8 @@ def prepared_model(model: ModelInfo, platform: Platform) -> bytes:
 
 def _convert(model: ModelInfo, platform: Platform, workdir: Path) -> bytes:
     proto = model.load()
-    if platform.precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        return convert_float_to_float16(proto, keep_io_types=True).SerializeToString()
+    if platform.precision in HALF_PRECISIONS:
+        return to_half(proto, platform.precision).SerializeToString()
     if platform.precision != "int8":
         raise UnsupportedError(f"onnxruntime adapter has no precision {platform.precision!r}")
     from onnxruntime import quantization as q
@@ -167,9 +186,8 @@ def _convert(model: ModelInfo, platform: Platform, workdir: Path) -> bytes:
                 q.quantize_dynamic(src, dst, weight_type=q.QuantType.QUInt8)
             else:
                 q.quantize_static(src, dst, _CalibrationReader(model, platform.knob["calib"]),
-                                  quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QUInt8,
-                                  weight_type=q.QuantType.QInt8,
-                                  calibrate_method=q.CalibrationMethod.MinMax)
+                                  quant_format=q.QuantFormat.QDQ, calibrate_method=q.CalibrationMethod.MinMax,
+                                  **_qdq_recipes()[platform.knob["quant"]])
         return dst.read_bytes()
     except Exception as exc:
         raise UnsupportedError(f"int8 quantization failed for {model.name}: {_first_line(exc)}")

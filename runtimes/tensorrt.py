@@ -1,15 +1,23 @@
 """NVIDIA TensorRT, from the ONNX file, on the first GPU.
 
-Precisions are builder settings: fp32 (TF32 cleared), tf32, fp16, bf16 (where the GPU has it),
-int8 (explicit quantization: the ONNX Runtime QDQ model calibrated on the probe kind's
-calibration split, built with the INT8 flag). fp8 is not offered: it needs an FP8 Q/DQ model,
-which hspi's quantizer does not write. Knob: batch size (one optimization profile per engine).
-Engines are cached under ``HSPI_CACHE/prepared/tensorrt/<version>/<model digest>/`` keyed by
-precision, batch size and GPU. Device buffers are torch CUDA tensors, so a CUDA build of torch
-is required.
+Networks are strongly typed (the only kind TensorRT 11 builds; opted into on 10.x), so a
+precision is the graph TensorRT parses, not a builder flag:
 
-Status: written without a GPU at hand (no device was lent to the task that wrote it); it is
-exercised by ``tests/gpu`` on a GPU machine.
+* fp32: the model as given, TF32 cleared; tf32: the same graph with the TF32 flag set;
+* fp16, bf16 (where the GPU has it): the graph converted by :mod:`.onnx_lowprec`, inputs and
+  outputs kept fp32;
+* int8: explicit quantization, the symmetric int8 Q/DQ graph ONNX Runtime's static quantizer
+  writes from the probe kind's calibration split (TensorRT refuses non-zero zero points).
+
+fp8 is not offered: ONNX Runtime's float8 Q/DQ quantizer, the only one available here, gave a
+ResNet whose top-1 agreed with fp32 on none of 4 inputs and failed on the LM (docs/adapters.md).
+Knob: batch size (one optimization profile per engine). Engines are cached under
+``HSPI_CACHE/prepared/tensorrt/<version>/<model digest>/`` keyed by precision, batch size and
+GPU. Device buffers are torch CUDA tensors, so a CUDA build of torch is required.
+
+Status: the graphs each precision parses are built and checked on the CPU
+(tests/test_lowprec.py); the engine build and run are exercised by ``tests/gpu`` on a GPU
+machine, which no task writing this had.
 """
 
 from __future__ import annotations
@@ -25,8 +33,26 @@ from hspi_onnx.hostinfo import gpu_device, gpu_names
 from hspi_onnx.model import ModelInfo
 from hspi_onnx.platform import Platform
 
-FLAGS = {"fp32": (), "tf32": ("TF32",), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8",)}
 WORKSPACE = 1 << 30
+ENGINE_FORMAT = "st1"  # strongly typed engines; part of the cache key
+
+
+def network_graph(model: ModelInfo, platform: Platform) -> bytes:
+    """The ONNX bytes TensorRT parses for ``platform``: the graph carries the precision."""
+    from hspi_onnx.hostinfo import cpu_device
+
+    from .onnx_lowprec import HALF_PRECISIONS, to_half
+    from .onnxrt import OnnxRuntimeAdapter, prepared_model
+
+    if platform.precision in ("fp32", "tf32"):
+        return model.load().SerializeToString()
+    if platform.precision in HALF_PRECISIONS:
+        return to_half(model.load(), platform.precision).SerializeToString()
+    if platform.precision == "int8":
+        qdq = OnnxRuntimeAdapter().platform(cpu_device(), "int8", quant="qdq-sym", calib=platform.knob["calib"],
+                                            opt="all", bs=int(platform.knob["bs"]), threads=1)
+        return prepared_model(model, qdq)
+    raise UnsupportedError(f"tensorrt adapter has no precision {platform.precision!r}")
 
 
 def _logger():
@@ -98,11 +124,11 @@ class TensorRtAdapter(Adapter):
 
         precisions = [("fp32", {}), ("tf32", {}), ("fp16", {})]
         precisions += [("bf16", {})] if torch.cuda.is_bf16_supported() else []
-        precisions += [("int8", {"quant": "qdq", "calib": probe_kind})]
+        precisions += [("int8", {"quant": "qdq-sym", "calib": probe_kind})]
         return self.grid(gpu_device(), precisions, bs=batch_sizes(model))
 
     def limitations(self) -> dict[str, str]:
-        return {"fp8": "needs an FP8 Q/DQ model; hspi's quantizer writes int8 Q/DQ only"}
+        return {"fp8": "needs an FP8 Q/DQ graph; ONNX Runtime's float8 quantizer gave unusable ones (docs/adapters.md)"}
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
@@ -117,7 +143,7 @@ class TensorRtAdapter(Adapter):
         yield _TrtSession(engine, bs)
 
     def _engine(self, model: ModelInfo, platform: Platform, bs: int) -> bytes:
-        recipe = "-".join([platform.precision, f"bs{bs}", platform.device.split(":", 1)[1]])
+        recipe = "-".join([platform.precision, f"bs{bs}", platform.device.split(":", 1)[1], ENGINE_FORMAT])
         path = cache_dir("prepared", "tensorrt", platform.version, model.sha256[:16]) / f"{recipe}.engine"
         if not path.exists():
             atomic_write_bytes(path, self._build(model, platform, bs))
@@ -126,30 +152,20 @@ class TensorRtAdapter(Adapter):
     def _build(self, model: ModelInfo, platform: Platform, bs: int) -> bytes:
         import tensorrt as trt
 
-        if platform.precision == "int8":
-            from hspi_onnx.hostinfo import cpu_device
-
-            from .onnxrt import OnnxRuntimeAdapter, prepared_model
-
-            ort = OnnxRuntimeAdapter()
-            qdq = ort.platform(cpu_device(), "int8", quant="qdq", calib=platform.knob["calib"], opt="all", bs=bs, threads=1)
-            onnx_bytes = prepared_model(model, qdq)
-        else:
-            onnx_bytes = model.load().SerializeToString()
+        onnx_bytes = network_graph(model, platform)
         logger = _logger()
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        network = builder.create_network(_network_flags(trt))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(onnx_bytes):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise UnsupportedError(f"TensorRT cannot parse {model.name}: {errors[:300]}")
+            raise UnsupportedError(f"TensorRT cannot parse {model.name} ({platform.precision}): {errors[:300]}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
-        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 means fp32
-        for flag in FLAGS[platform.precision]:
-            if not hasattr(trt.BuilderFlag, flag):
-                raise UnsupportedError(f"TensorRT {trt.__version__} has no builder flag {flag}")
-            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if platform.precision == "tf32":
+            config.set_flag(trt.BuilderFlag.TF32)
+        else:
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 layers mean fp32
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             t = network.get_input(i)
@@ -160,3 +176,11 @@ class TensorRtAdapter(Adapter):
         if serialized is None:
             raise UnsupportedError(f"TensorRT could not build {model.name} for {platform}")
         return bytes(serialized)
+
+
+def _network_flags(trt) -> int:
+    """Strongly typed: always so on TensorRT 11 (where the flag is deprecated and ignored), an
+    opt-in on 10.x, where it makes the graph's types binding as they are on 11."""
+    if int(trt.__version__.split(".")[0]) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)

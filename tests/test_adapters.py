@@ -134,6 +134,8 @@ def test_resolve_platform_lists_close_matches(zoo):
     if not registry()["tensorrt"].available().ok:
         with pytest.raises(UnknownPlatformError, match="runtime tensorrt is unavailable: "):
             resolve_platform("tensorrt@10/cuda:h100/fp16/-", zoo["digits"], "noise")
+        with pytest.raises(UnknownPlatformError, match="runtime tensorrt is unavailable: "):
+            selected_variants(zoo["digits"], "noise", ["tensorrt/*/fp16/*"])  # a glob says why too
 
 
 def test_batches_are_padded_to_the_labelled_size(zoo):

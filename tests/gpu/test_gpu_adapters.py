@@ -15,14 +15,45 @@ from hspi_onnx.store import ReferenceDB
 @pytest.mark.parametrize("pattern", [
     "pytorch/cuda:*/fp32/*tf32=off*", "pytorch/cuda:*/fp32/*tf32=on*", "pytorch/cuda:*/fp16/*",
     "onnxruntime/cuda:*/fp32/*ep=cuda*", "onnxruntime/cuda:*/fp16/*ep=tensorrt*",
-    "tensorrt/*/fp32/*", "tensorrt/*/tf32/*", "tensorrt/*/fp16/*", "tensorrt/*/int8/*",
+    "tensorrt/*/fp32/*", "tensorrt/*/tf32/*", "tensorrt/*/fp16/*", "tensorrt/*/bf16/*", "tensorrt/*/int8/*",
 ])
 def test_gpu_platforms_build_deterministic_shards(zoo, tmp_path, pattern):
     info = zoo["resnet"]
     probes = generate(info.spec, n=32)
     pairs = selected_variants(info, probes.kind, [pattern])
+    if not pairs and "bf16" in pattern:
+        pytest.skip("this GPU has no bf16")
     assert pairs
     db = ReferenceDB(tmp_path / "db", create=True)
     summary = build(db, info, probes, [str(p) for _, p in pairs[:4]])
     assert summary.built and not summary.failed, summary.failed
     assert not summary.nondeterministic
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime", ["tensorrt", "pytorch", "onnxruntime"])
+def test_gpu_precisions_change_the_outputs(zoo, runtime):
+    """Each reduced precision gives outputs of its own, close to fp32 but not bit-identical
+    to it: a precision that silently fell back to fp32 (a builder flag a TensorRT version
+    ignores, say) fails here."""
+    import numpy as np
+
+    from hspi_onnx.adapter import registry
+    from hspi_onnx.execute import run_platform
+
+    info = zoo["resnet"]
+    probes = generate(info.spec, n=16)
+    adapter = registry()[runtime]
+    by_precision = {}
+    for _, plat in selected_variants(info, probes.kind, [f"{runtime}/cuda:*/*/*bs=8*"]):
+        if plat.knob.get("tf32") == "on" or plat.knob.get("cudnn") == "benchmark" or plat.knob.get("opt") == "disabled":
+            continue
+        by_precision.setdefault(plat.precision, plat)
+    assert "fp32" in by_precision and len(by_precision) > 1, sorted(by_precision)
+    outs = {p: run_platform(adapter, info, plat, probes).outputs.astype(np.float32) for p, plat in by_precision.items()}
+    scale = float(np.abs(outs["fp32"]).max())
+    for p, out in outs.items():
+        if p in ("fp32", "tf32"):
+            continue
+        assert not np.array_equal(out, outs["fp32"]), f"{runtime} {p} is bit-identical to fp32"
+        assert float(np.abs(out - outs["fp32"]).max()) < 0.1 * scale, f"{runtime} {p} is far from fp32"

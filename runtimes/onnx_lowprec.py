@@ -1,0 +1,173 @@
+"""ONNX graphs whose float tensors are half precision (fp16 or bf16), inputs and outputs kept
+fp32: for runtimes that take precision from the graph itself (strongly typed TensorRT 11,
+ONNX Runtime's fp16 platforms).
+
+fp16 is ONNX Runtime's converter (``convert_float_to_float16``, ``keep_io_types``). bf16 is
+derived from it, after the model is moved up to opset 22 (before it Conv and pooling do not
+admit bfloat16): the same graph with every FLOAT16 type, cast target and constant turned into
+BFLOAT16, constants rounded (to nearest even) from the original fp32 values rather than from
+their fp16 copies, so a bf16 weight is never rounded twice. A graph that still names FLOAT16
+anywhere after the rewrite (an op attribute this module does not know) is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hspi_onnx.errors import UnsupportedError
+
+HALF_PRECISIONS = ("fp16", "bf16")
+BF16_OPSET = 22  # the opset where Conv, pooling and the rest of the zoo's ops admit bfloat16
+
+
+def _at_least_opset(model, opset: int):
+    """``model`` converted up to ``opset`` of the default domain (unchanged if already there)."""
+    from onnx import version_converter
+
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if current >= opset:
+        return model
+    try:
+        upgraded = version_converter.convert_version(model, opset)
+    except Exception as exc:  # the converter raises plain errors for ops it cannot move
+        raise UnsupportedError(f"cannot convert the model from opset {current} to {opset} for bf16: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+    upgraded.ir_version = max(upgraded.ir_version, 10)  # opset 22 is IR version 10
+    return upgraded
+
+
+def to_half(model, precision: str):
+    """A copy of ``model`` (an onnx ModelProto) converted to ``precision`` (fp16 or bf16)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    if precision not in HALF_PRECISIONS:
+        raise UnsupportedError(f"no half-precision conversion to {precision!r}")
+    if precision == "bf16":
+        model = _at_least_opset(model, BF16_OPSET)
+    half = convert_float_to_float16(model, keep_io_types=True)
+    _sort_nodes(half.graph)  # the converter appends its input casts last; parsers read in order
+    return half if precision == "fp16" else _fp16_to_bf16(half, _float_constants(model))
+
+
+def _sort_nodes(graph) -> None:
+    """Order ``graph``'s nodes so each comes after the producers of its inputs, keeping the
+    given order where it already holds (Kahn's algorithm over node positions)."""
+    import heapq
+
+    nodes = list(graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    waiting = [0] * len(nodes)
+    consumers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for src in {producer[name] for name in n.input if name in producer}:
+            waiting[i] += 1
+            consumers.setdefault(src, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in consumers.get(i, ()):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        raise UnsupportedError("the converted graph has a cycle")
+    copies = [type(nodes[i])() for i in order]
+    for c, i in zip(copies, order):
+        c.CopyFrom(nodes[i])
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _float_constants(model) -> dict:
+    """The original fp32 constants by name: initializers and Constant nodes' values."""
+    from onnx import TensorProto, numpy_helper
+
+    out = {}
+    for graph in _graphs(model.graph):
+        for t in graph.initializer:
+            if t.data_type == TensorProto.FLOAT:
+                out[t.name] = numpy_helper.to_array(t)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                        out[node.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _graphs(graph):
+    """``graph`` and every subgraph inside it (If/Loop/Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            if a.g.node:
+                yield from _graphs(a.g)
+            for g in a.graphs:
+                yield from _graphs(g)
+
+
+def _bf16_tensor(values: np.ndarray, name: str, dims):
+    import ml_dtypes
+    from onnx import TensorProto
+
+    t = TensorProto(name=name, data_type=TensorProto.BFLOAT16, dims=list(dims))
+    t.raw_data = np.asarray(values, dtype=np.float32).astype(ml_dtypes.bfloat16).view(np.uint16).astype("<u2").tobytes()
+    return t
+
+
+def _retype_tensor(t, original: np.ndarray | None) -> None:
+    from onnx import TensorProto, numpy_helper
+
+    if t.data_type != TensorProto.FLOAT16:
+        return
+    values = original if original is not None else numpy_helper.to_array(t).astype(np.float32)
+    t.CopyFrom(_bf16_tensor(values.reshape(tuple(t.dims)), t.name, t.dims))
+
+
+def _retype_value(v) -> None:
+    from onnx import TensorProto
+
+    tt = v.type.tensor_type
+    if tt.elem_type == TensorProto.FLOAT16:
+        tt.elem_type = TensorProto.BFLOAT16
+
+
+def _fp16_to_bf16(model, originals: dict):
+    from onnx import TensorProto
+
+    for graph in _graphs(model.graph):
+        for t in graph.initializer:
+            _retype_tensor(t, originals.get(t.name))
+        for v in [*graph.input, *graph.output, *graph.value_info]:
+            _retype_value(v)
+        for node in graph.node:
+            for a in node.attribute:
+                if a.name == "to" and a.i == TensorProto.FLOAT16:
+                    a.i = TensorProto.BFLOAT16
+                elif a.HasField("t"):
+                    original = originals.get(node.output[0]) if node.op_type == "Constant" else None
+                    _retype_tensor(a.t, original)
+    left = _fp16_left(model)
+    if left:
+        raise UnsupportedError(f"bf16 conversion left FLOAT16 in: {', '.join(left[:5])}")
+    return model
+
+
+def _fp16_left(model) -> list[str]:
+    """Where a FLOAT16 type or constant is still named (empty after a complete rewrite)."""
+    from onnx import AttributeProto, TensorProto
+
+    left = []
+    for graph in _graphs(model.graph):
+        left += [t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT16]
+        left += [v.name for v in [*graph.input, *graph.output, *graph.value_info]
+                 if v.type.tensor_type.elem_type == TensorProto.FLOAT16]
+        for node in graph.node:
+            for a in node.attribute:
+                if (a.type == AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT16) or \
+                        (a.type == AttributeProto.INT and a.name in ("to", "dtype") and a.i == TensorProto.FLOAT16):
+                    left.append(f"{node.op_type} {node.name or node.output[0]}.{a.name}")
+    return left
