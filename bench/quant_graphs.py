@@ -18,17 +18,16 @@ from pathlib import Path
 import numpy as np
 
 
-def _fp8_graph(info, kind: str, workdir: Path) -> bytes:
-    """ONNX Runtime's float8 (E4M3FN) Q/DQ quantization; needs opset 19 and the distribution
-    calibrator (the MinMax one is refused for float types)."""
+def _quantize(info, kind: str, workdir: Path, opset: int | None, **options) -> bytes:
+    """ONNX Runtime's static Q/DQ quantizer on the calibration split (32 probes, batches of 8)."""
     import onnx
     from onnx import version_converter
     from onnxruntime import quantization as q
 
     from hspi_onnx.probes import generate
 
-    src, dst = workdir / "src.onnx", workdir / "fp8.onnx"
-    onnx.save(version_converter.convert_version(info.load(), 19), src)
+    src, dst = workdir / "src.onnx", workdir / "quant.onnx"
+    onnx.save(info.load() if opset is None else version_converter.convert_version(info.load(), opset), src)
     calib = generate(info.spec, kind, n=32, split="calib").inputs
     feeds = iter([{info.spec.name: calib[i:i + 8]} for i in range(0, 32, 8)])
 
@@ -36,10 +35,26 @@ def _fp8_graph(info, kind: str, workdir: Path) -> bytes:
         def get_next(self):
             return next(feeds, None)
 
-    q.quantize_static(src, dst, Reader(), quant_format=q.QuantFormat.QDQ,
-                      activation_type=q.QuantType.QFLOAT8E4M3FN, weight_type=q.QuantType.QFLOAT8E4M3FN,
-                      calibrate_method=q.CalibrationMethod.Distribution)
+    q.quantize_static(src, dst, Reader(), quant_format=q.QuantFormat.QDQ, **options)
     return dst.read_bytes()
+
+
+def _fp8_graph(info, kind: str, workdir: Path) -> bytes:
+    """Float8 (E4M3FN) Q/DQ: needs opset 19 and the distribution calibrator (the MinMax one
+    is refused for float types)."""
+    from onnxruntime import quantization as q
+
+    return _quantize(info, kind, workdir, 19, activation_type=q.QuantType.QFLOAT8E4M3FN,
+                     weight_type=q.QuantType.QFLOAT8E4M3FN, calibrate_method=q.CalibrationMethod.Distribution)
+
+
+def _sym_every_op(info, kind: str, workdir: Path) -> bytes:
+    """Symmetric int8 on every op's inputs and outputs: the recipe qdq-sym replaced."""
+    from onnxruntime import quantization as q
+
+    return _quantize(info, kind, workdir, None, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                     calibrate_method=q.CalibrationMethod.MinMax,
+                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
 def main() -> None:
@@ -79,6 +94,8 @@ def main() -> None:
                 info, trt.platform("cuda:cpu-check", "int8", quant="qdq-sym", calib=kind, bs=8)))),
         }
         with tempfile.TemporaryDirectory() as tmp:
+            graphs["int8 Q/DQ symmetric, every op (rejected recipe)"] = (
+                "onnxruntime", lambda: ort_run(_sym_every_op(info, kind, Path(tmp))))
             graphs["fp8 E4M3 Q/DQ (ORT quantizer)"] = ("onnxruntime", lambda: ort_run(_fp8_graph(info, kind, Path(tmp))))
             for label, (evaluator, run) in graphs.items():
                 try:
