@@ -59,7 +59,7 @@ def _sort_nodes(graph) -> None:
     waiting = [0] * len(nodes)
     consumers: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):
-        for src in {producer[name] for name in n.input if name in producer}:
+        for src in {producer[name] for name in _reads(n) if name in producer}:
             waiting[i] += 1
             consumers.setdefault(src, []).append(i)
     ready = [i for i, w in enumerate(waiting) if w == 0]
@@ -79,6 +79,16 @@ def _sort_nodes(graph) -> None:
         c.CopyFrom(nodes[i])
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def _reads(node) -> set[str]:
+    """Names ``node`` reads: its inputs and whatever its subgraphs (If/Loop/Scan bodies) use."""
+    names = set(node.input)
+    for a in node.attribute:
+        for g in ([a.g] if a.g.node else []) + list(a.graphs):
+            for inner in g.node:
+                names |= _reads(inner)
+    return names
 
 
 def _float_constants(model) -> dict:

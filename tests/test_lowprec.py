@@ -112,3 +112,27 @@ def test_tensorrt_graphs_carry_each_precision(zoo, probes, name):
     assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
     with pytest.raises(UnsupportedError, match="fp8"):
         network_graph(info, trt.platform("cuda:test", "fp8", bs=8))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_nodes_are_ordered_by_what_subgraphs_read(precision):
+    """An If whose branches read the graph input must come after the cast the converter adds
+    for that input (it appends it last), or the graph is invalid and parsers stop."""
+    from onnx import helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    w = numpy_helper.from_array(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), "w")
+    branch = {op: helper.make_graph([helper.make_node(op, ["x", "w"], [op])], op, [],
+                                    [helper.make_tensor_value_info(op, TensorProto.FLOAT, [2, 3])])
+              for op in ("Add", "Sub")}
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch["Add"], else_branch=branch["Sub"])
+    model = helper.make_model(helper.make_graph([node], "g", [x, c], [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    half = to_half(model, precision)
+    onnx.checker.check_model(half, full_check=True)
+    xv = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = ReferenceEvaluator(half).run(None, {"x": xv, "c": np.array(False)})[0]
+    assert np.allclose(out, xv - numpy_helper.to_array(w), atol=0.05)
