@@ -10,7 +10,7 @@ precision is the graph TensorRT parses, not a builder flag:
   writes from the probe kind's calibration split (TensorRT refuses non-zero zero points).
 
 fp8 is not offered: ONNX Runtime's float8 Q/DQ quantizer, the only one available here, gave a
-ResNet whose top-1 agreed with fp32 on none of 4 inputs and failed on the LM (docs/adapters.md).
+ResNet whose top-1 agreed with fp32 on none of 64 probes and failed on the LM (docs/adapters.md).
 Knob: batch size (one optimization profile per engine). Engines are cached under
 ``HSPI_CACHE/prepared/tensorrt/<version>/<model digest>/`` keyed by precision, batch size and
 GPU. Device buffers are torch CUDA tensors, so a CUDA build of torch is required.
@@ -38,21 +38,22 @@ ENGINE_FORMAT = "st1"  # strongly typed engines; part of the cache key
 
 
 def network_graph(model: ModelInfo, platform: Platform) -> bytes:
-    """The ONNX bytes TensorRT parses for ``platform``: the graph carries the precision."""
+    """The ONNX bytes TensorRT parses for ``platform``: the graph carries the precision.
+    Reduced precisions come from ONNX Runtime's converter and its on-disk cache, as the
+    graph an ONNX Runtime platform of that precision (and Q/DQ recipe) would get."""
     from hspi_onnx.hostinfo import cpu_device
 
-    from .onnx_lowprec import HALF_PRECISIONS, to_half
+    from .onnx_lowprec import HALF_PRECISIONS
     from .onnxrt import OnnxRuntimeAdapter, prepared_model
 
     if platform.precision in ("fp32", "tf32"):
         return model.load().SerializeToString()
-    if platform.precision in HALF_PRECISIONS:
-        return to_half(model.load(), platform.precision).SerializeToString()
-    if platform.precision == "int8":
-        qdq = OnnxRuntimeAdapter().platform(cpu_device(), "int8", quant="qdq-sym", calib=platform.knob["calib"],
-                                            opt="all", bs=int(platform.knob["bs"]), threads=1)
-        return prepared_model(model, qdq)
-    raise UnsupportedError(f"tensorrt adapter has no precision {platform.precision!r}")
+    if platform.precision not in (*HALF_PRECISIONS, "int8"):
+        raise UnsupportedError(f"tensorrt adapter has no precision {platform.precision!r}")
+    recipe = {"quant": "qdq-sym", "calib": platform.knob["calib"]} if platform.precision == "int8" else {}
+    source = OnnxRuntimeAdapter().platform(cpu_device(), platform.precision, opt="all",
+                                           bs=int(platform.knob["bs"]), threads=1, **recipe)
+    return prepared_model(model, source)
 
 
 def _logger():
@@ -106,7 +107,7 @@ class TensorRtAdapter(Adapter):
     name = "tensorrt"
     distribution = "tensorrt"
     requires = ("tensorrt",)
-    summary = "NVIDIA TensorRT from the ONNX file (builder precisions fp32/tf32/fp16/bf16/int8)"
+    summary = "NVIDIA TensorRT from the ONNX file (strongly typed: fp32/tf32/fp16/bf16/int8 graphs)"
 
     def check(self) -> Availability:
         if not gpu_names():
