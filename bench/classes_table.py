@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from hspi_onnx.platform import Platform
+from hspi_onnx.labels import Platform
 
 
 def describe(labels: list[str]) -> tuple[str, str, str]:

@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from hspi_onnx.adapter import selected_variants
-from hspi_onnx.dbbuild import build
-from hspi_onnx.execute import batches
-from hspi_onnx.model import resolve_model
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
+from hspi_onnx.run.adapter import selected_variants
+from hspi_onnx.db.build import build
+from hspi_onnx.run.execute import batches
+from hspi_onnx.inputs.model import resolve_model
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
 
 
 def bare_loop(model, probes, plan) -> float:

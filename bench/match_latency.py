@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.adapter import selected_variants
-from hspi_onnx.dbbuild import build
-from hspi_onnx.digestindex import build_index, load_index
-from hspi_onnx.execute import run_platform
-from hspi_onnx.match import match
-from hspi_onnx.model import resolve_model
+from hspi_onnx.run.adapter import selected_variants
+from hspi_onnx.db.build import build
+from hspi_onnx.db.index import build_index, load_index
+from hspi_onnx.run.execute import run_platform
+from hspi_onnx.match.identify import match
+from hspi_onnx.inputs.model import resolve_model
 from hspi_onnx.outputs import from_storage, to_storage
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
-from hspi_onnx.suspect import load_suspect, write_npz
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.match.suspect import load_suspect, write_npz
 
 PROBES = 1000
 QUERIES = 256

@@ -19,10 +19,10 @@ import sys
 
 
 def write(out: str, patterns: list[str], n: int) -> None:
-    from hspi_onnx.adapter import selected_variants
-    from hspi_onnx.execute import run_platform
-    from hspi_onnx.model import resolve_model
-    from hspi_onnx.probes import generate
+    from hspi_onnx.run.adapter import selected_variants
+    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import generate
 
     digests, versions = {}, set()
     for name in ("resnet", "lm"):

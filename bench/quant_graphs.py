@@ -24,7 +24,7 @@ def _quantize(info, kind: str, workdir: Path, opset: int | None, **options) -> b
     from onnx import version_converter
     from onnxruntime import quantization as q
 
-    from hspi_onnx.probes import generate
+    from hspi_onnx.inputs.probes import generate
 
     src, dst = workdir / "src.onnx", workdir / "quant.onnx"
     onnx.save(info.load() if opset is None else version_converter.convert_version(info.load(), opset), src)
@@ -66,14 +66,13 @@ def main() -> None:
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
 
-    from hspi_onnx.model import resolve_model
-    from hspi_onnx.probes import default_kind, generate
-    from hspi_onnx.hostinfo import cpu_device
-    from hspi_onnx.runtimes.onnx_lowprec import to_half
-    from hspi_onnx.runtimes.onnxrt import OnnxRuntimeAdapter, prepared_model
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import default_kind, generate
+    from hspi_onnx.graph.lowprec import to_half
+    from hspi_onnx.graph.prepared import Recipe, prepared_graph
     from hspi_onnx.runtimes.tensorrt import TensorRtAdapter, network_graph
 
-    trt, ort_adapter = TensorRtAdapter(), OnnxRuntimeAdapter()
+    trt = TensorRtAdapter()
     print("| model | graph | evaluator | top-1 agreement | max error / max output |")
     print("|---|---|---|---|---|")
     for name in ("resnet", "lm"):
@@ -88,8 +87,8 @@ def main() -> None:
         graphs = {
             "fp16": ("onnxruntime", lambda: ort_run(to_half(info.load(), "fp16").SerializeToString())),
             "bf16": ("onnx.reference", lambda: ReferenceEvaluator(to_half(info.load(), "bf16")).run(None, {info.spec.name: x})[0]),
-            "int8 Q/DQ, uint8 activations (ORT CPU's)": ("onnxruntime", lambda: ort_run(prepared_model(
-                info, ort_adapter.platform(cpu_device(), "int8", quant="qdq", calib=kind, opt="all", bs=8, threads=1)))),
+            "int8 Q/DQ, uint8 activations (ORT CPU's)": ("onnxruntime", lambda: ort_run(prepared_graph(
+                info, Recipe("int8", "qdq", kind)))),
             "int8 Q/DQ symmetric (TensorRT's)": ("onnxruntime", lambda: ort_run(network_graph(
                 info, trt.platform("cuda:cpu-check", "int8", quant="qdq-sym", calib=kind, bs=8)))),
         }

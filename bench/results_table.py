@@ -9,7 +9,7 @@ values held-out sides could not predict, and the wall time of each protocol case
 import json
 import sys
 
-from hspi_onnx.results import losses, markdown
+from hspi_onnx.learn.results import losses, markdown
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 
 @dataclass
@@ -38,10 +38,10 @@ class DemoConfig:
 
 def build_db(cfg: DemoConfig, on_event) -> tuple:
     """The reference DB under ``cfg.out/db`` (resumable: finished shards are kept)."""
-    from .dbbuild import build
-    from .model import resolve_model
-    from .probes import generate
-    from .store import ReferenceDB
+    from hspi_onnx.db.build import build
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.db.store import ReferenceDB
 
     db = ReferenceDB(cfg.out / "db", create=True)
     built = []
@@ -54,10 +54,10 @@ def build_db(cfg: DemoConfig, on_event) -> tuple:
 
 
 def train_classifier(db, cfg: DemoConfig, on_platform, on_target):
-    from .classify import CatBoostParams, load_classifier, train
-    from .dataset import load_groups
-    from .examples import build_examples
-    from .store import db_digest
+    from hspi_onnx.learn.classify import CatBoostParams, load_classifier, train
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.learn.examples import build_examples
+    from hspi_onnx.db.store import db_digest
 
     path = cfg.out / "classifier"
     digest = db_digest(db)
@@ -77,9 +77,9 @@ def train_classifier(db, cfg: DemoConfig, on_platform, on_target):
 
 
 def evaluate_for_plots(db, cfg: DemoConfig, on_step):
-    from .classify import CatBoostParams
-    from .evaluate import EvalConfig, evaluate
-    from .plots import write_plots
+    from hspi_onnx.learn.classify import CatBoostParams
+    from hspi_onnx.learn.evaluate import EvalConfig, evaluate
+    from hspi_onnx.learn.plots import write_plots
 
     ecfg = EvalConfig(queries=cfg.eval_queries, protocols=("split",), max_groups_per_unit=cfg.eval_groups,
                       params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform))
@@ -100,10 +100,10 @@ class BlackBox:
 def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> BlackBox:
     """Run a random platform of a random model on ``cfg.queries`` random probes of the DB's probe
     set and write what a client would see (outputs and probe ids, no label) as a suspect .npz."""
-    from .adapter import registry
-    from .execute import run_platform
-    from .platform import Platform
-    from .suspect import write_npz
+    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.match.suspect import write_npz
 
     info, probes, _ = built[int(rng.integers(len(built)))]
     manifest = db.manifest()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HspiError
-from .safenpz import read_npz, save_npz
+from hspi_onnx.errors import HspiError
+from hspi_onnx.safenpz import read_npz, save_npz
 
 _STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 NATIVE = {"float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"}

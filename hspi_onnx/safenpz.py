@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 MAX_FILE_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 29  # all arrays of one file together, once decompressed

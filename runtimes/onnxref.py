@@ -13,40 +13,14 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.adapter import Adapter, batch_sizes
+from hspi_onnx.run.adapter import Adapter, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device
-from hspi_onnx.model import ModelInfo
-from hspi_onnx.platform import Platform
+from hspi_onnx.host import cpu_device
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.graph.float64 import to_float64
+from hspi_onnx.labels import Platform
 
 PRECISIONS = ("fp32", "fp64")
-
-
-def to_float64(proto):
-    """A copy of the ModelProto computing in float64 wherever it computed in float32."""
-    import onnx
-    from onnx import TensorProto, numpy_helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    g = m.graph
-    for init in g.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
-    for vi in list(g.input) + list(g.output) + list(g.value_info):
-        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
-            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
-    for node in g.node:
-        if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedError(f"fp64 conversion does not cover operators of domain {node.domain!r}")
-        for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
-                attr.i = TensorProto.DOUBLE
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float64), attr.t.name))
-            elif attr.type == onnx.AttributeProto.GRAPH:
-                raise UnsupportedError("fp64 conversion does not cover subgraphs (If, Loop, Scan)")
-    return m
 
 
 class _RefSession:
@@ -83,12 +57,3 @@ class OnnxReferenceAdapter(Adapter):
             raise UnsupportedError(f"the ONNX reference evaluator cannot load {model.name}: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
         yield _RefSession(evaluator, model.spec.name, dtype)
-
-
-def float64_reference(model: ModelInfo, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The ONNX graph computed in float64 by the reference evaluator (the features' reference)."""
-    from onnx.reference import ReferenceEvaluator
-
-    evaluator = ReferenceEvaluator(to_float64(model.load()))
-    session = _RefSession(evaluator, model.spec.name, np.float64)
-    return np.concatenate([session.run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])

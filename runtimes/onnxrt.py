@@ -10,42 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.adapter import THREADS, Adapter, Availability, batch_sizes
-from hspi_onnx.cache import atomic_write_bytes, cache_dir
+from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes
+from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names
-from hspi_onnx.model import ModelInfo
-from hspi_onnx.platform import Platform
+from hspi_onnx.host import cpu_device, gpu_device, gpu_names
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.labels import Platform
 
-from .onnx_lowprec import HALF_PRECISIONS, to_half
+from hspi_onnx.graph.prepared import Recipe, first_line, prepared_graph
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
-CALIBRATION_PROBES = 32
-
-
-def _qdq_recipes() -> dict:
-    """Static Q/DQ recipes by the ``quant`` knob: ``qdq`` is the CPU's (uint8 activations with
-    a zero point); ``qdq-sym`` is symmetric int8 on both sides, the only int8 Q/DQ TensorRT
-    accepts (zero points must be 0), placed on the inputs of Conv, MatMul and Gemm only, not
-    their outputs, as TensorRT's explicit quantization expects (quantizing every op's inputs
-    and outputs put the LM's top-1 agreement with fp32 at 57.8% on 64 probes; this recipe
-    gives 100%: bench/quant_graphs.py)."""
-    from onnxruntime.quantization import QuantType
-
-    return {
-        "qdq": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8},
-        "qdq-sym": {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
-                    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                      "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"]},
-                    "op_types_to_quantize": ["Conv", "MatMul", "Gemm"]},
-    }
 
 
 class _OrtSession:
@@ -130,7 +107,7 @@ class OnnxRuntimeAdapter(Adapter):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
-        data = prepared_model(model, platform)
+        data = prepared_graph(model, recipe_of(platform))
         providers = ["CPUExecutionProvider"]
         ep = platform.knob.get("ep")
         if ep:
@@ -146,82 +123,12 @@ class OnnxRuntimeAdapter(Adapter):
         try:
             sess = ort.InferenceSession(data, opts, providers=providers)
         except Exception as exc:
-            raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {_first_line(exc)}")
+            raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {first_line(exc)}")
         yield _OrtSession(sess, model.spec.name, sess.get_outputs()[0].name)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def prepared_model(model: ModelInfo, platform: Platform) -> bytes:
-    """The model converted to the platform's precision, cached by model digest and recipe.
-    Every provider takes precision from the graph (TensorRT 11 builds strongly typed networks
-    only), so the CUDA and TensorRT providers get the same fp16 graph as the CPU."""
-    if platform.precision == "fp32":
-        return model.load().SerializeToString()
-    recipe = "-".join([platform.precision, platform.knob.get("quant", ""), platform.knob.get("calib", "")])
-    path = cache_dir("prepared", "onnxruntime", platform.version, model.sha256[:16]) / f"{recipe.strip('-')}.onnx"
-    if not path.exists():
-        atomic_write_bytes(path, _convert(model, platform, path.parent))
-    return path.read_bytes()
-
-
-def _convert(model: ModelInfo, platform: Platform, workdir: Path) -> bytes:
-    proto = model.load()
-    if platform.precision in HALF_PRECISIONS:
-        return to_half(proto, platform.precision).SerializeToString()
-    if platform.precision != "int8":
+def recipe_of(platform: Platform) -> Recipe:
+    """The prepared graph a platform runs: its precision and int8 recipe."""
+    if platform.precision not in ("fp32", "fp16", "bf16", "int8"):
         raise UnsupportedError(f"onnxruntime adapter has no precision {platform.precision!r}")
-    from onnxruntime import quantization as q
-
-    src = workdir / f".src-{os.getpid()}.onnx"
-    dst = workdir / f".quant-{os.getpid()}.onnx"
-    atomic_write_bytes(src, proto.SerializeToString())
-    try:
-        with _quiet():
-            if platform.knob["quant"] == "dynamic":
-                # uint8 weights: the CPU's ConvInteger kernel takes uint8 on both sides
-                q.quantize_dynamic(src, dst, weight_type=q.QuantType.QUInt8)
-            else:
-                q.quantize_static(src, dst, _CalibrationReader(model, platform.knob["calib"]),
-                                  quant_format=q.QuantFormat.QDQ, calibrate_method=q.CalibrationMethod.MinMax,
-                                  **_qdq_recipes()[platform.knob["quant"]])
-        return dst.read_bytes()
-    except Exception as exc:
-        raise UnsupportedError(f"int8 quantization failed for {model.name}: {_first_line(exc)}")
-    finally:
-        for p in (src, dst):
-            p.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's quantizer logs advice to the root logger and warns; keep the CLI clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
-class _CalibrationReader:
-    """Feeds the calibration split (disjoint from the probes) to ONNX Runtime's calibrator."""
-
-    def __init__(self, model: ModelInfo, kind: str) -> None:
-        from hspi_onnx.probes import generate
-
-        calib = generate(model.spec, kind, n=CALIBRATION_PROBES, seed=0, split="calib")
-        bs = model.spec.fixed_batch or 8
-        self._batches = iter(
-            [{model.spec.name: calib.inputs[i:i + bs]} for i in range(0, len(calib), bs)
-             if len(calib.inputs[i:i + bs]) == bs]
-        )
-
-    def get_next(self):
-        return next(self._batches, None)
+    return Recipe(platform.precision, platform.knob.get("quant", ""), platform.knob.get("calib", ""))

@@ -16,11 +16,11 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.adapter import THREADS, Adapter, Availability, batch_sizes
+from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device, isa_cap_for, isa_caps
-from hspi_onnx.model import ModelInfo
-from hspi_onnx.platform import Platform
+from hspi_onnx.host import cpu_device, isa_cap_for, isa_caps
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.labels import Platform
 
 HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
 

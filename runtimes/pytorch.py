@@ -13,51 +13,14 @@ import functools
 
 import numpy as np
 
-from hspi_onnx.adapter import THREADS, Adapter, batch_sizes
+from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
-from hspi_onnx.model import WEIGHTS_META_KEY, ModelInfo
-from hspi_onnx.platform import Platform
+from hspi_onnx.host import cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
+from hspi_onnx.graph.torch_module import build_torch_module, has_module, to_numpy, torch_dtype
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.labels import Platform
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def _dtype(precision: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-            "fp64": torch.float64}[precision]
-
-
-def has_module(model: ModelInfo) -> bool:
-    from hspi_onnx.models import ZOO
-
-    return model.zoo in ZOO and WEIGHTS_META_KEY in model.metadata and model.weights_path().is_file()
-
-
-def build_torch_module(model: ModelInfo, src: str, precision: str):
-    """The model as a torch module computing in ``precision``."""
-    dtype = _dtype(precision)
-    if src == "module":
-        if not has_module(model):
-            raise UnsupportedError(f"{model.name} has no zoo module and weights beside it; use src=onnx")
-        from hspi_onnx.models.export import load_module
-
-        return load_module(model.zoo, model.weights_path(), model.metadata[WEIGHTS_META_KEY]).to(dtype)
-    from .onnx_torch import convert
-
-    return convert(model.load(), dtype)
-
-
-def to_numpy(t) -> np.ndarray:
-    import torch
-
-    t = t.detach().cpu().contiguous()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,7 +154,7 @@ class PyTorchAdapter(Adapter):
             if channels_last:
                 module = module.to(memory_format=torch.channels_last)
             with cuda_flags(knobs.get("tf32") == "on", knobs.get("cudnn") == "benchmark"):
-                yield _TorchSession(module, _dtype(platform.precision), channels_last, "cuda")
+                yield _TorchSession(module, torch_dtype(platform.precision), channels_last, "cuda")
             return
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -201,15 +164,4 @@ class PyTorchAdapter(Adapter):
                 if reason:
                     raise UnsupportedError(f"torch.compile is unavailable here: {reason}")
                 module = torch.compile(module, backend="inductor", dynamic=False, fullgraph=False)
-            yield _TorchSession(module, _dtype(platform.precision), channels_last)
-
-
-def float64_reference(model: ModelInfo, inputs: np.ndarray) -> np.ndarray:
-    """The model computed in float64 (the zoo module where there is one, else the converter)."""
-    import torch
-
-    module = build_torch_module(model, "module" if has_module(model) else "onnx", "fp64")
-    x = torch.from_numpy(np.ascontiguousarray(inputs))
-    x = x.double() if x.is_floating_point() else x
-    with torch.inference_mode():
-        return module(x).numpy()
+            yield _TorchSession(module, torch_dtype(platform.precision), channels_last)

@@ -26,12 +26,14 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.adapter import Adapter, Availability, batch_sizes
+from hspi_onnx.run.adapter import Adapter, Availability, batch_sizes
 from hspi_onnx.cache import atomic_write_bytes, cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.hostinfo import gpu_device, gpu_names
-from hspi_onnx.model import ModelInfo
-from hspi_onnx.platform import Platform
+from hspi_onnx.host import gpu_device, gpu_names
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.graph.lowprec import HALF_PRECISIONS
+from hspi_onnx.graph.prepared import Recipe, prepared_graph
+from hspi_onnx.labels import Platform
 
 WORKSPACE = 1 << 30
 ENGINE_FORMAT = "st1"  # strongly typed engines; part of the cache key
@@ -39,21 +41,14 @@ ENGINE_FORMAT = "st1"  # strongly typed engines; part of the cache key
 
 def network_graph(model: ModelInfo, platform: Platform) -> bytes:
     """The ONNX bytes TensorRT parses for ``platform``: the graph carries the precision.
-    Reduced precisions come from ONNX Runtime's converter and its on-disk cache, as the
-    graph an ONNX Runtime platform of that precision (and Q/DQ recipe) would get."""
-    from hspi_onnx.hostinfo import cpu_device
-
-    from .onnx_lowprec import HALF_PRECISIONS
-    from .onnxrt import OnnxRuntimeAdapter, prepared_model
-
+    Reduced precisions are the core's prepared graphs, the same an ONNX Runtime platform of
+    that precision (and Q/DQ recipe) gets."""
     if platform.precision in ("fp32", "tf32"):
         return model.load().SerializeToString()
     if platform.precision not in (*HALF_PRECISIONS, "int8"):
         raise UnsupportedError(f"tensorrt adapter has no precision {platform.precision!r}")
-    recipe = {"quant": "qdq-sym", "calib": platform.knob["calib"]} if platform.precision == "int8" else {}
-    source = OnnxRuntimeAdapter().platform(cpu_device(), platform.precision, opt="all",
-                                           bs=int(platform.knob["bs"]), threads=1, **recipe)
-    return prepared_model(model, source)
+    recipe = Recipe("int8", "qdq-sym", platform.knob["calib"]) if platform.precision == "int8" else Recipe(platform.precision)
+    return prepared_graph(model, recipe)
 
 
 def _logger():

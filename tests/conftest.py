@@ -11,7 +11,7 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 @pytest.fixture(scope="session")
 def zoo():
     """Every zoo model, exported once per session."""
-    from hspi_onnx.model import resolve_model
+    from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.models import ZOO
 
     return {name: resolve_model(name) for name in ZOO}

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from hspi_onnx.adapter import available_variants, registry, resolve_platform, selected_variants
+from hspi_onnx.run.adapter import available_variants, registry, resolve_platform, selected_variants
 from hspi_onnx.errors import UnknownPlatformError
-from hspi_onnx.execute import run_platform
-from hspi_onnx.probes import generate
-from hspi_onnx.runtimes.pytorch import float64_reference
+from hspi_onnx.run.execute import run_platform
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.graph.torch_module import torch_float64 as float64_reference
 
 
 def test_builtin_adapters_come_through_entry_points():
@@ -72,8 +72,8 @@ def test_precisions_fall_in_their_error_bands(zoo, name):
 
 
 def test_converter_runs_every_zoo_export_like_its_module(zoo):
-    from hspi_onnx.runtimes.onnx_torch import convert
-    from hspi_onnx.runtimes.pytorch import build_torch_module
+    from hspi_onnx.graph.to_torch import convert
+    from hspi_onnx.graph.torch_module import build_torch_module
     import torch
 
     for name, info in zoo.items():
@@ -99,7 +99,7 @@ def _tiny_onnx(path, op="Relu"):
 
 
 def test_user_onnx_runs_on_both_runtimes(tmp_path):
-    from hspi_onnx.model import resolve_model
+    from hspi_onnx.inputs.model import resolve_model
 
     info = resolve_model(_tiny_onnx(tmp_path / "tiny.onnx"))
     assert info.spec.kind == "tensor" and info.spec.shape == (4,) and info.zoo is None
@@ -116,7 +116,7 @@ def test_user_onnx_runs_on_both_runtimes(tmp_path):
 
 def test_converter_names_uncovered_ops(tmp_path):
     from hspi_onnx.errors import UnsupportedError
-    from hspi_onnx.model import resolve_model
+    from hspi_onnx.inputs.model import resolve_model
 
     info = resolve_model(_tiny_onnx(tmp_path / "t.onnx", op="Softplus"))
     adapter, p = resolve_platform("pytorch/*/fp32/bs=1,threads=1", info, "noise")
@@ -149,7 +149,7 @@ def test_batches_are_padded_to_the_labelled_size(zoo):
 
 
 def test_gpu_variants_are_absent_with_reasons_without_a_gpu(zoo):
-    from hspi_onnx.hostinfo import gpu_names
+    from hspi_onnx.host import gpu_names
 
     if gpu_names():
         pytest.skip("this machine has an NVIDIA GPU")

@@ -7,14 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from hspi_onnx.classify import load_classifier
-from hspi_onnx.dataset import load_groups
-from hspi_onnx.dbbuild import build
+from hspi_onnx.learn.classify import load_classifier
+from hspi_onnx.db.dataset import load_groups
+from hspi_onnx.db.build import build
 from hspi_onnx.errors import HspiError
-from hspi_onnx.evaluate import ceiling, draw_groups, held_out_mask
-from hspi_onnx.examples import Examples, build_examples
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
+from hspi_onnx.learn.evaluate import ceiling, held_out_mask
+from hspi_onnx.learn.examples import draw_groups
+from hspi_onnx.learn.examples import Examples, build_examples
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
 
 PLATFORMS = [
     "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
@@ -128,7 +129,7 @@ def test_eval_end_to_end_beats_chance(tiny_db, tmp_path):
 
 
 def test_protocol_cases_hold_out_probes_runtimes_and_models():
-    from hspi_onnx.evaluate import EvalConfig, cases
+    from hspi_onnx.learn.evaluate import EvalConfig, cases
 
     labels = ["onnxruntime@1/cpu/fp32/bs=1", "pytorch@2/cpu/fp32/bs=1"]
     rows = [(m, lab, p) for m in ("a", "b") for lab in labels for p in range(10)]

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hspi_onnx.dbbuild import build, shard_table
-from hspi_onnx.dbreport import classes, info, verify
+from hspi_onnx.db.build import build, shard_table
+from hspi_onnx.db.report import classes, info, verify
 from hspi_onnx.outputs import RunResult, from_storage
-from hspi_onnx.platform import Platform
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
+from hspi_onnx.labels import Platform
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
 
 
 def hspi(*args, **kw):

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from hspi_onnx.survey import summarize
+from hspi_onnx.run.survey import summarize
 
 
 def test_every_cpu_platform_repeats_across_fresh_processes():

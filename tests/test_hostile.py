@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hspi_onnx.dbbuild import build
-from hspi_onnx.degrade import degrade
-from hspi_onnx.digestindex import load_index
+from hspi_onnx.db.build import build
+from hspi_onnx.learn.forms import degrade
+from hspi_onnx.db.index import load_index
 from hspi_onnx.errors import HspiError
-from hspi_onnx.match import match
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
-from hspi_onnx.suspect import BadSuspectError, load_suspect, write_kserve, write_npz, write_plain
+from hspi_onnx.match.identify import match
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.match.suspect import BadSuspectError, load_suspect, write_kserve, write_npz, write_plain
 
 PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "pytorch/*/bf16/bs=1,layout=nchw,src=module,threads=1"]
 FILES = {"n": 0}
@@ -36,7 +36,7 @@ def env(tmp_path_factory, zoo):
     model = zoo["digits"]
     probes = generate(model.spec, n=24)
     build(db, model, probes, PLATFORMS)
-    from hspi_onnx.dataset import load_groups
+    from hspi_onnx.db.dataset import load_groups
 
     g = load_groups(db)[0]
     label = g.platforms[0]

@@ -4,13 +4,13 @@ runtime that segfaults fails its platform while the build goes on."""
 import numpy as np
 import pytest
 
-from hspi_onnx.adapter import registry, selected_variants
-from hspi_onnx.dbbuild import build
-from hspi_onnx.execute import run_platform
-from hspi_onnx.hostinfo import isa_caps
-from hspi_onnx.isolate import PlatformCrashed
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
+from hspi_onnx.run.adapter import registry, selected_variants
+from hspi_onnx.db.build import build
+from hspi_onnx.run.execute import run_platform
+from hspi_onnx.host import isa_caps
+from hspi_onnx.run.isolate import PlatformCrashed
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
 
 ORT = "onnxruntime/*/fp32/bs=1,opt=all,threads=1"
 TORCH = "pytorch/*/fp32/bs=1,layout=nchw,src=module,threads=1"

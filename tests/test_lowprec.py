@@ -11,8 +11,8 @@ from onnx import TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.probes import generate
-from hspi_onnx.runtimes.onnx_lowprec import to_half
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.graph.lowprec import to_half
 from hspi_onnx.runtimes.tensorrt import TensorRtAdapter, network_graph
 
 

@@ -7,20 +7,20 @@ import sys
 import numpy as np
 import pytest
 
-from hspi_onnx.adapter import registry
-from hspi_onnx.classify import CatBoostParams, train
-from hspi_onnx.dataset import load_groups
-from hspi_onnx.dbbuild import build
-from hspi_onnx.degrade import degrade
-from hspi_onnx.digestindex import load_index
-from hspi_onnx.examples import build_examples
-from hspi_onnx.execute import run_platform
-from hspi_onnx.match import CONSISTENT, IDENTIFIED, UNKNOWN, match
-from hspi_onnx.platform import Platform
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
-from hspi_onnx.suspect import load_suspect, write_kserve, write_npz, write_plain
-from hspi_onnx.verify import parse_claim, verify
+from hspi_onnx.run.adapter import registry
+from hspi_onnx.learn.classify import CatBoostParams, train
+from hspi_onnx.db.dataset import load_groups
+from hspi_onnx.db.build import build
+from hspi_onnx.learn.forms import degrade
+from hspi_onnx.db.index import load_index
+from hspi_onnx.learn.examples import build_examples
+from hspi_onnx.run.execute import run_platform
+from hspi_onnx.match.identify import CONSISTENT, IDENTIFIED, UNKNOWN, match
+from hspi_onnx.labels import Platform
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.match.suspect import load_suspect, write_kserve, write_npz, write_plain
+from hspi_onnx.match.claims import parse_claim, verify
 
 IN_DB = [
     "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
@@ -56,7 +56,7 @@ def setup(tmp_path_factory, zoo):
 
 
 def rerun(setup, pattern):
-    from hspi_onnx.adapter import selected_variants
+    from hspi_onnx.run.adapter import selected_variants
 
     (adapter, plat), = selected_variants(setup["model"], setup["probes"].kind, [pattern])
     return str(plat), run_platform(adapter, setup["model"], plat, setup["probes"])

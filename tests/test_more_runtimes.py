@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from hspi_onnx.adapter import registry, selected_variants
-from hspi_onnx.dataset import load_groups
-from hspi_onnx.dbbuild import build
-from hspi_onnx.execute import run_platform
-from hspi_onnx.probes import generate
-from hspi_onnx.runtimes.pytorch import float64_reference
-from hspi_onnx.store import ReferenceDB
+from hspi_onnx.run.adapter import registry, selected_variants
+from hspi_onnx.db.dataset import load_groups
+from hspi_onnx.db.build import build
+from hspi_onnx.run.execute import run_platform
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.graph.torch_module import torch_float64 as float64_reference
+from hspi_onnx.db.store import ReferenceDB
 
 CASES = {
     "openvino": ("openvino/*/fp32/bs=8,threads=1", 1e-6),

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hspi_onnx.errors import BadLabelError, UnknownPlatformError
-from hspi_onnx.platform import Platform, matches, select
+from hspi_onnx.labels import Platform, matches, select
 
 tok = st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,8}", fullmatch=True)
 ver = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,8}", fullmatch=True)

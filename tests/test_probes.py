@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hspi_onnx.errors import BadProbesError
-from hspi_onnx.probes import KINDS, generate, load_probes
+from hspi_onnx.inputs.probes import KINDS, generate, load_probes
 
 
 @pytest.mark.parametrize("name", ["resnet", "digits", "lm"])

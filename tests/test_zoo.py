@@ -3,7 +3,7 @@ import onnx
 import pytest
 
 from hspi_onnx.models import ZOO
-from hspi_onnx.onnxfile import sha256_file
+from hspi_onnx.inputs.onnxfile import sha256_file
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -23,7 +23,7 @@ def test_onnxruntime_equals_the_module(zoo, name):
     import torch
 
     from hspi_onnx.models.export import load_module
-    from hspi_onnx.probes import generate
+    from hspi_onnx.inputs.probes import generate
 
     info = zoo[name]
     module = load_module(name, info.weights_path(), info.metadata["hspi.weights_sha256"])

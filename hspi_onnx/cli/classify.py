@@ -27,14 +27,14 @@ def train(db: Path = DB,
     on every probe of the DB, and save it (CatBoost native format + JSON; no pickle)."""
     import time
 
-    from hspi_onnx.classify import CatBoostParams
-    from hspi_onnx.store import db_digest
-    from hspi_onnx.classify import train as fit
-    from hspi_onnx.dataset import load_groups
-    from hspi_onnx.degrade import check_form
+    from hspi_onnx.learn.classify import CatBoostParams
+    from hspi_onnx.db.store import db_digest
+    from hspi_onnx.learn.classify import train as fit
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.learn.forms import check_form
     from hspi_onnx.errors import HspiError
-    from hspi_onnx.examples import build_examples
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.learn.examples import build_examples
+    from hspi_onnx.db.store import ReferenceDB
 
     if method not in ("catboost", "svm-bits"):
         raise HspiError(f"unknown method {method!r}; use catboost or svm-bits")
@@ -64,7 +64,7 @@ def train(db: Path = DB,
             clf.save(output)
             classes = {t: len(m.classes) for t, m in clf.targets.items()}
         else:
-            from hspi_onnx.baseline import save_svm_bits, train_svm_bits
+            from hspi_onnx.learn.baseline import save_svm_bits, train_svm_bits
 
             bundle = train_svm_bits(ex, targets or None, queries, seed, on_target=done)
             bundle["meta"] |= {"db": str(ref.root), "db_digest": db_digest(ref)}
@@ -102,11 +102,11 @@ def eval_cmd(db: Path = DB,
     degraded outputs, ours side by side with the paper's svm-bits baseline, for n queries."""
     import json
 
-    from hspi_onnx.classify import CatBoostParams
-    from hspi_onnx.degrade import DEGRADED, check_form
+    from hspi_onnx.learn.classify import CatBoostParams
+    from hspi_onnx.learn.forms import DEGRADED, check_form
     from hspi_onnx.errors import HspiError
-    from hspi_onnx.evaluate import METHODS, N_QUERIES, PROTOCOLS, EvalConfig, evaluate
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.learn.evaluate import METHODS, N_QUERIES, PROTOCOLS, EvalConfig, evaluate
+    from hspi_onnx.db.store import ReferenceDB
 
     for p in protocols or ():
         if p not in PROTOCOLS:
@@ -143,7 +143,7 @@ def eval_cmd(db: Path = DB,
         report = evaluate(ReferenceDB(db), cfg, models or None, on_step, warn=lambda m: err.print(f"warning: {m}"))
         bar.update(task, completed=bar.tasks[0].total or 0, description="done")
     if plots:
-        from hspi_onnx.plots import write_plots
+        from hspi_onnx.learn.plots import write_plots
 
         report["plots"] = [str(p) for p in write_plots(report, plots)]
     if output:
@@ -157,7 +157,7 @@ def eval_cmd(db: Path = DB,
 def print_report(report: dict) -> None:
     from rich.table import Table
 
-    from hspi_onnx.results import losses, table_rows
+    from hspi_onnx.learn.results import losses, table_rows
 
     out = console()
     queries = sorted({r["n"] for r in report["records"]})

@@ -39,7 +39,7 @@ def progress(quiet: bool):
 
 def load_probe_arg(model, probes_path, kind, n, seed):
     """A probe set from a file, or generated for the model from kind/n/seed."""
-    from hspi_onnx.probes import generate, load_probes
+    from hspi_onnx.inputs.probes import generate, load_probes
 
     if probes_path:
         probes = load_probes(probes_path)

@@ -23,9 +23,9 @@ def build(model: str = MODEL, db: Path = DB,
           extra: bool = typer.Option(False, "--extra-variants", help="Also the opt-in variants: instruction-set caps (child processes) and torch.compile."),
           quiet: bool = QUIET, as_json: bool = JSON) -> None:
     """Run every selected platform over the probes into DB (resumable; exit 3 if partial)."""
-    from hspi_onnx.dbbuild import build as run_build
-    from hspi_onnx.model import resolve_model
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.db.build import build as run_build
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.db.store import ReferenceDB
 
     info = resolve_model(model)
     probe_set = load_probe_arg(info, probes, kind, n, seed)
@@ -70,8 +70,8 @@ def index(db: Path = DB, quiet: bool = QUIET, as_json: bool = JSON) -> None:
     """(Re)build the digest index exact matching searches (hspi match builds it when stale)."""
     import time
 
-    from hspi_onnx.digestindex import build_index, load_index
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.db.index import build_index, load_index
+    from hspi_onnx.db.store import ReferenceDB
 
     ref = ReferenceDB(db)
     t0 = time.perf_counter()
@@ -93,8 +93,8 @@ def index(db: Path = DB, quiet: bool = QUIET, as_json: bool = JSON) -> None:
 @app.command("info")
 def info(db: Path = DB, as_json: bool = JSON) -> None:
     """Models, probe sets, platforms, rows and bytes on disk."""
-    from hspi_onnx.dbreport import info as db_info
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.db.report import info as db_info
+    from hspi_onnx.db.store import ReferenceDB
 
     report = db_info(ReferenceDB(db))
     if as_json:
@@ -114,8 +114,8 @@ def info(db: Path = DB, as_json: bool = JSON) -> None:
 @app.command("classes")
 def classes(db: Path = DB, as_json: bool = JSON) -> None:
     """Equivalence classes (bit-identical platforms) and how often pairs of classes differ."""
-    from hspi_onnx.dbreport import classes as db_classes
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.db.report import classes as db_classes
+    from hspi_onnx.db.store import ReferenceDB
 
     report = db_classes(ReferenceDB(db))
     if as_json:
@@ -141,8 +141,8 @@ def classes(db: Path = DB, as_json: bool = JSON) -> None:
 @app.command("verify")
 def verify(db: Path = DB, as_json: bool = JSON) -> None:
     """Check schema, manifest vs shards and every digest; exit 1 on any problem."""
-    from hspi_onnx.dbreport import verify as db_verify
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.db.report import verify as db_verify
+    from hspi_onnx.db.store import ReferenceDB
 
     report = db_verify(ReferenceDB(db))
     if as_json:
@@ -164,7 +164,7 @@ def sql(query: str = typer.Argument(..., help="SQL over the view `outputs` (one 
     import duckdb
 
     from hspi_onnx.errors import HspiError
-    from hspi_onnx.store import ReferenceDB
+    from hspi_onnx.db.store import ReferenceDB
 
     con = ReferenceDB(db).connect()
     try:
@@ -190,7 +190,7 @@ def merge(sources: list[Path] = typer.Argument(..., help="Reference DBs to merge
           as_json: bool = JSON) -> None:
     """Union of DBs built on different machines; a label whose runs disagree is reported as
     non-deterministic, never overwritten."""
-    from hspi_onnx.dbmerge import merge as run_merge
+    from hspi_onnx.db.merge import merge as run_merge
 
     report = run_merge(sources, out)
     if as_json:

@@ -20,7 +20,7 @@ def demo(out: Path = typer.Option(Path("hspi-demo"), "-o", "--out", help="Direct
     import numpy as np
 
     from hspi_onnx.demo import DemoConfig, build_db, evaluate_for_plots, new_seed, play_black_box, train_classifier
-    from hspi_onnx.verify import parse_claim, verify
+    from hspi_onnx.match.claims import parse_claim, verify
 
     from .match import print_match, print_verify, run_match
 

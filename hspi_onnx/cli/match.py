@@ -15,12 +15,12 @@ CLASSIFIER = typer.Option(None, "--classifier", "-c", help="Classifier directory
 
 def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool) -> tuple[dict, list[str]]:
     """The match report and the DB platforms of the suspect's model."""
-    from hspi_onnx.classify import load_classifier
-    from hspi_onnx.digestindex import load_index
+    from hspi_onnx.learn.classify import load_classifier
+    from hspi_onnx.db.index import load_index
     from hspi_onnx.errors import HspiError
-    from hspi_onnx.match import match, resolve
-    from hspi_onnx.store import ReferenceDB
-    from hspi_onnx.suspect import load_suspect
+    from hspi_onnx.match.identify import match, resolve
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.match.suspect import load_suspect
 
     suspect = load_suspect(suspect_path)
     ref = ReferenceDB(db)
@@ -53,7 +53,7 @@ def verify_cmd(suspect: Path = SUSPECT, db: Path = DB,
                claim: str = typer.Option(..., "--claim", help='What the provider claims, e.g. "precision=fp16,runtime=onnxruntime".'),
                classifier: Path = CLASSIFIER, quiet: bool = QUIET, as_json: bool = JSON) -> None:
     """Is SUSPECT consistent with CLAIM? Exit 0 CONSISTENT, 1 INCONSISTENT, 3 INCONCLUSIVE."""
-    from hspi_onnx.verify import parse_claim, verify
+    from hspi_onnx.match.claims import parse_claim, verify
 
     wanted = parse_claim(claim)
     report, platforms = run_match(suspect, db, classifier, quiet or as_json)

@@ -35,7 +35,7 @@ def export(name: str = typer.Argument(..., help="Zoo model name."),
            as_json: bool = JSON) -> None:
     """Build a zoo model and export it to ONNX (opset 17, dynamic batch axis), with its
     weights as NAME.weights.npz beside it. The export is checked against ONNX Runtime."""
-    from hspi_onnx.model import open_model
+    from hspi_onnx.inputs.model import open_model
     from hspi_onnx.models import export_model
 
     path = export_model(name, out, seed=seed)

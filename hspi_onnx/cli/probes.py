@@ -21,8 +21,8 @@ def make(model: str = MODEL,
          split: str = typer.Option("probe", help="probe, or calib for the calibration split."),
          as_json: bool = JSON) -> None:
     """Generate a probe set for MODEL and save it as .npz (no pickle) with ids and a hash."""
-    from hspi_onnx.model import resolve_model
-    from hspi_onnx.probes import generate
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import generate
 
     info = resolve_model(model)
     probes = generate(info.spec, kind, n=n, seed=seed, split=split)

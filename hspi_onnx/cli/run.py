@@ -18,9 +18,9 @@ def run(model: str = MODEL,
         out: Path = typer.Option(..., "-o", "--output", help="Where to write the outputs (.npz)."),
         quiet: bool = QUIET, as_json: bool = JSON) -> None:
     """Run MODEL on one platform and write its outputs losslessly with per-output digests."""
-    from hspi_onnx.adapter import resolve_platform
-    from hspi_onnx.execute import run_platform
-    from hspi_onnx.model import resolve_model
+    from hspi_onnx.run.adapter import resolve_platform
+    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.outputs import set_digest
 
     info = resolve_model(model)

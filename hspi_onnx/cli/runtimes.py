@@ -13,9 +13,9 @@ app = typer.Typer(help="Runtime adapters: availability and platform variants.", 
 def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants are counted."),
                   as_json: bool = JSON) -> None:
     """Each adapter, its version, availability (with the reason) and its variant count."""
-    from hspi_onnx.adapter import registry
-    from hspi_onnx.model import resolve_model
-    from hspi_onnx.probes import default_kind
+    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import default_kind
 
     info = resolve_model(model)
     rows = []
@@ -49,9 +49,9 @@ def variants(model: str = MODEL,
              extra: bool = typer.Option(False, "--extra-variants", help="Also the opt-in variants: instruction-set caps and torch.compile."),
              as_json: bool = JSON) -> None:
     """Every platform label available on this machine for MODEL."""
-    from hspi_onnx.adapter import selected_variants
-    from hspi_onnx.model import resolve_model
-    from hspi_onnx.probes import default_kind
+    from hspi_onnx.run.adapter import selected_variants
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import default_kind
 
     info = resolve_model(model)
     labels = [p for _, p in selected_variants(info, kind or default_kind(info.spec), platforms, extra)]

@@ -24,7 +24,7 @@ def survey(models: list[str] = typer.Option(None, "--model", "-m", help="Zoo nam
     and print which platforms are bit-identical (equivalence classes), whether each repeats
     itself, and its error against a float64 reference."""
     from hspi_onnx.models import ZOO
-    from hspi_onnx.survey import survey as run_survey
+    from hspi_onnx.run.survey import survey as run_survey
 
     spec = {"models": models or list(ZOO), "platforms": platforms, "n": n, "kind": kind, "seed": seed}
     with progress(quiet or as_json) as bar:

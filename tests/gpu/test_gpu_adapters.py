@@ -5,10 +5,10 @@ machine that GPU variants are absent, with reasons, where there is no GPU."""
 
 import pytest
 
-from hspi_onnx.adapter import selected_variants
-from hspi_onnx.dbbuild import build
-from hspi_onnx.probes import generate
-from hspi_onnx.store import ReferenceDB
+from hspi_onnx.run.adapter import selected_variants
+from hspi_onnx.db.build import build
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.store import ReferenceDB
 
 
 @pytest.mark.gpu
@@ -38,8 +38,8 @@ def test_gpu_precisions_change_the_outputs(zoo, runtime):
     ignores, say) fails here."""
     import numpy as np
 
-    from hspi_onnx.adapter import registry
-    from hspi_onnx.execute import run_platform
+    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.execute import run_platform
 
     info = zoo["resnet"]
     probes = generate(info.spec, n=16)

@@ -18,9 +18,9 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
-from .errors import HspiError, UnknownPlatformError
-from .model import ModelInfo
-from .platform import Platform, no_match_message
+from hspi_onnx.errors import HspiError, UnknownPlatformError
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.labels import Platform, no_match_message
 
 ENTRY_POINT_GROUP = "hspi_onnx.runtimes"
 BATCH_SIZES = (1, 8)
@@ -86,7 +86,7 @@ class Adapter:
 
     def environment(self, platform: Platform) -> dict[str, str]:
         """Environment variables the platform needs at process start (e.g. an instruction-set
-        cap); a non-empty answer makes it run in a child process (``hspi_onnx.isolate``)."""
+        cap); a non-empty answer makes it run in a child process (``hspi_onnx.run.isolate``)."""
         return {}
 
     def limitations(self) -> dict[str, str]:
@@ -157,7 +157,7 @@ def selected_variants(model: ModelInfo, probe_kind: str, patterns: list[str] | N
                       extra: bool = False) -> list[tuple[Adapter, Platform]]:
     """Available (adapter, platform) pairs whose labels match any glob (all when none);
     an empty match is an error naming close labels."""
-    from .platform import select
+    from hspi_onnx.labels import select
 
     pairs = available_variants(model, probe_kind, extra)
     try:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import HspiError
-from .outputs import _STORAGE, NATIVE, from_storage
-from .platform import Platform
-from .store import ReferenceDB
+from hspi_onnx.errors import HspiError
+from hspi_onnx.outputs import _STORAGE, NATIVE, from_storage
+from hspi_onnx.labels import Platform
+from hspi_onnx.db.store import ReferenceDB
 
 NOT_APPLICABLE = "-"  # value of a knob target for a platform that lacks the knob
 

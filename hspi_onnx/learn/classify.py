@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HspiError
-from .features import NAMES, STORAGE_FEATURES
+from hspi_onnx.errors import HspiError
+from hspi_onnx.learn.features import NAMES, STORAGE_FEATURES
 
 STORAGE_COLUMNS = [NAMES.index(f) for f in STORAGE_FEATURES]
 

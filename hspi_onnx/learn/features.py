@@ -2,7 +2,7 @@
 
 Every output is analysed as IEEE-754 binary32 (binary16 and bfloat16 values are exact in it;
 float64 values of rounded forms are rounded to it). A classifier sees one feature row per
-query; evidence from n queries is combined by the classifier (see :mod:`hspi_onnx.classify`).
+query; evidence from n queries is combined by the classifier (see :mod:`hspi_onnx.learn.classify`).
 The list and meaning of every feature is in docs/features.md.
 
 Reference features compare with the float64 reference of the same model and probe, degraded to
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .degrade import View, round_significant, top_indices
+from hspi_onnx.learn.forms import View, round_significant, top_indices
 
 MANTISSA_BITS = 23
 VALUE_FEATURES = [

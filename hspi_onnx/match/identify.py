@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import NOT_APPLICABLE, attribute_values, outputs_at
-from .degrade import View, degrade
-from .digestindex import DigestIndex, IndexGroup, load_index
-from .errors import HspiError
-from .store import ReferenceDB
-from .suspect import BadSuspectError, Suspect
+from hspi_onnx.db.dataset import NOT_APPLICABLE, attribute_values, outputs_at
+from hspi_onnx.learn.forms import View, degrade
+from hspi_onnx.db.index import DigestIndex, IndexGroup, load_index
+from hspi_onnx.errors import HspiError
+from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.match.suspect import BadSuspectError, Suspect
 
 CONFIDENT = 0.9  # calibrated probability above which a classifier answer counts as confident
 NEAREST = 5
@@ -140,8 +140,8 @@ def summarise(per_query: list[set[str]]) -> dict:
 
 # -- the classifier ------------------------------------------------------------------------------
 def statistical(clf, db: ReferenceDB, res: Resolved, suspect: Suspect, warn) -> dict:
-    from .features import row_features
-    from .reference import reference_for
+    from hspi_onnx.learn.features import row_features
+    from hspi_onnx.learn.reference import reference_for
 
     if clf.form != suspect.form:
         raise HspiError(f"the classifier was trained for {clf.form} outputs, the suspect has {suspect.form}; "
@@ -239,7 +239,7 @@ def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: Non
 
 
 def _attribute_names(platforms: list[str]) -> set[str]:
-    from .platform import Platform
+    from hspi_onnx.labels import Platform
 
     knobs = sorted({k for p in platforms for k, _ in Platform.parse(p).knobs})
     return set(attribute_values(platforms[0], knobs)) if platforms else set()
@@ -249,7 +249,7 @@ def common_attributes(platforms: list[str]) -> dict[str, str]:
     """Attributes every one of ``platforms`` shares (what the exact evidence proves)."""
     if not platforms:
         return {}
-    from .platform import Platform
+    from hspi_onnx.labels import Platform
 
     knobs = sorted({k for p in platforms for k, _ in Platform.parse(p).knobs})
     vals = [attribute_values(p, knobs) for p in platforms]

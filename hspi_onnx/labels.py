@@ -17,7 +17,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field, replace
 
-from .errors import BadLabelError, UnknownPlatformError
+from hspi_onnx.errors import BadLabelError, UnknownPlatformError
 
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import Group, target_table
-from .degrade import degrade
-from .features import NAMES, ieee_bits, row_features
-from .reference import reference_for
+from hspi_onnx.db.dataset import Group, target_table
+from hspi_onnx.learn.forms import degrade
+from hspi_onnx.learn.features import NAMES, ieee_bits, row_features
+from hspi_onnx.learn.reference import reference_for
 
 PLATFORM = "platform"  # the full-label target: predicted as an equivalence class
 BITS_VALUES = 10  # values per output whose bits feed the svm-bits baseline
@@ -44,7 +44,7 @@ class Examples:
         if names:
             missing = [n for n in names if n not in out]
             if missing:
-                from .errors import HspiError
+                from hspi_onnx.errors import HspiError
 
                 raise HspiError(f"unknown target(s) {', '.join(missing)}; this DB has {', '.join(out)}")
             out = {n: out[n] for n in names}
@@ -77,3 +77,21 @@ def build_examples(groups: list[Group], form: str, manifest: dict, warn=lambda m
             on_platform()
     return Examples(form, *(np.concatenate(parts[k]) for k in ("X", "bits", "label", "klass", "model",
                                                                "probe", "unit")))
+
+
+def draw_groups(ex: Examples, mask: np.ndarray, n: int, max_per_unit: int, seed: int) -> list[np.ndarray]:
+    """Groups of ``n`` distinct rows of one unit, drawn from rows in ``mask``."""
+    rng = np.random.default_rng(seed + 7919 * n)
+    groups = []
+    for u in np.unique(ex.unit[mask]):
+        rows = np.flatnonzero(mask & (ex.unit == u))
+        if len(rows) < n:
+            continue
+        per_perm = len(rows) // n
+        reps = max(1, min(8, -(-max_per_unit // per_perm)))
+        unit_groups = []
+        for _ in range(reps):
+            perm = rng.permutation(rows)
+            unit_groups += [perm[k * n:(k + 1) * n] for k in range(per_perm)]
+        groups += unit_groups[:max_per_unit]
+    return groups

@@ -1,6 +1,6 @@
 """The survey: every available CPU platform on the zoo, run twice in fresh processes.
 
-Each pass is a worker process (``python -m hspi_onnx.survey SPEC.json``) that prints JSON
+Each pass is a worker process (``python -m hspi_onnx.run.survey SPEC.json``) that prints JSON
 lines: progress events, then one result with the digest of every platform's outputs. The
 parent groups platforms whose outputs are bit-identical into equivalence classes (from the
 first pass) and flags every platform whose second pass differs from its first.
@@ -18,15 +18,15 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 
 def worker(spec: dict, emit: Callable[[dict], None]) -> None:
-    from .adapter import selected_variants
-    from .execute import run_platform
-    from .model import resolve_model
-    from .outputs import set_digest
-    from .probes import generate
+    from hspi_onnx.run.adapter import selected_variants
+    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.outputs import set_digest
+    from hspi_onnx.inputs.probes import generate
 
     plans = []
     for name in spec["models"]:
@@ -37,9 +37,9 @@ def worker(spec: dict, emit: Callable[[dict], None]) -> None:
     for info, probes, pairs in plans:
         ref = None
         if spec.get("reference"):
-            from hspi_onnx.runtimes.pytorch import float64_reference
+            from hspi_onnx.graph.float64 import compute_float64
 
-            ref = float64_reference(info, probes.inputs)
+            ref, _ = compute_float64(info, probes.inputs)
         for adapter, plat in pairs:
             row = {"event": "platform", "model": info.name, "model_sha256": info.sha256,
                    "probes": probes.name, "probes_sha256": probes.sha256, "platform": str(plat)}
@@ -59,7 +59,7 @@ def _run_pass(spec: dict, on_event: Callable[[dict], None]) -> list[dict]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.survey", fh.name], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.survey", fh.name], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     rows = []
     try:

@@ -7,13 +7,13 @@ from typing import Callable
 
 import numpy as np
 
-from .adapter import Adapter, require
-from .errors import HspiError
-from .hostinfo import cpu_facts
-from .model import ModelInfo
-from .outputs import RunResult
-from .platform import Platform
-from .probes import ProbeSet
+from hspi_onnx.run.adapter import Adapter, require
+from hspi_onnx.errors import HspiError
+from hspi_onnx.host import cpu_facts
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.outputs import RunResult
+from hspi_onnx.labels import Platform
+from hspi_onnx.inputs.probes import ProbeSet
 
 
 def batches(n: int, bs: int) -> list[np.ndarray]:
@@ -38,7 +38,7 @@ def run_platform(adapter: Adapter, model: ModelInfo, platform: Platform, probes:
     probes.check_fits(model.spec)
     env = adapter.environment(platform)
     if isolate or (isolate is None and (env or adapter.isolated)):
-        from .isolate import run_isolated
+        from hspi_onnx.run.isolate import run_isolated
 
         result = run_isolated(adapter, model, platform, probes, env, repeat)
         if on_batch:

@@ -17,14 +17,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .adapter import registry, selected_variants
-from .execute import run_platform
-from .hostinfo import cpu_facts
-from .model import ModelInfo
-from .outputs import RunResult, to_storage
-from .platform import Platform
-from .probes import ProbeSet
-from .store import ReferenceDB, arrow_schema
+from hspi_onnx.run.adapter import registry, selected_variants
+from hspi_onnx.run.execute import run_platform
+from hspi_onnx.host import cpu_facts
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.outputs import RunResult, to_storage
+from hspi_onnx.labels import Platform
+from hspi_onnx.inputs.probes import ProbeSet
+from hspi_onnx.db.store import ReferenceDB, arrow_schema
 
 REPEAT_SAMPLE = 16
 
@@ -52,7 +52,7 @@ def _now() -> str:
 
 
 def tool_versions() -> dict:
-    from . import __version__
+    from hspi_onnx import __version__
 
     versions = {"hspi-onnx": __version__}
     for name, adapter in registry().items():

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 FORMS = ("raw", "round3", "round4", "round5", "round6", "round7", "softmax", "top1", "top5", "argmax")
 DEGRADED = FORMS[1:]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadProbesError
-from .model import InputSpec
-from .safenpz import read_npz, save_npz
+from hspi_onnx.errors import BadProbesError
+from hspi_onnx.inputs.model import InputSpec
+from hspi_onnx.safenpz import read_npz, save_npz
 
 KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text")}
 SPLITS = ("probe", "calib")

@@ -3,7 +3,7 @@ instruction-set caps are read once, when a runtime loads) and so that a runtime 
 a segfault, an abort, the OOM killer — fails that platform instead of the whole build.
 
 The parent writes the probes to a temporary ``.npz`` and a JSON spec (model, platform label,
-repeat count), starts ``python -m hspi_onnx.isolate SPEC`` with the platform's environment
+repeat count), starts ``python -m hspi_onnx.run.isolate SPEC`` with the platform's environment
 added, and reads the child's outputs back as an ordinary output file (safe ``.npz``, digests
 checked). A child killed by a signal is reported by the signal's name.
 """
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 TIMEOUT_S = 3600
 
@@ -28,8 +28,8 @@ class PlatformCrashed(HspiError):
 
 
 def run_isolated(adapter, model, platform, probes, env: dict[str, str], repeat: int = 0):
-    """Like :func:`hspi_onnx.execute.run_platform`, in a child process with ``env`` added."""
-    from .outputs import load_run
+    """Like :func:`hspi_onnx.run.execute.run_platform`, in a child process with ``env`` added."""
+    from hspi_onnx.outputs import load_run
 
     with tempfile.TemporaryDirectory(prefix="hspi-isolate-") as tmp:
         tmp = Path(tmp)
@@ -40,7 +40,7 @@ def run_isolated(adapter, model, platform, probes, env: dict[str, str], repeat: 
         (tmp / "spec.json").write_text(json.dumps(spec), "utf-8")
         child_env = {**os.environ, **env}
         try:
-            proc = subprocess.run([sys.executable, "-m", "hspi_onnx.isolate", str(tmp / "spec.json")],
+            proc = subprocess.run([sys.executable, "-m", "hspi_onnx.run.isolate", str(tmp / "spec.json")],
                                   env=child_env, capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise PlatformCrashed(f"{platform} did not finish within {TIMEOUT_S} s in its child process")
@@ -68,11 +68,11 @@ def _tail(stderr: str) -> str:
 
 
 def _child(spec_path: str) -> int:
-    from .adapter import registry
-    from .execute import run_platform
-    from .model import resolve_model
-    from .platform import Platform
-    from .probes import load_probes
+    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.inputs.probes import load_probes
 
     spec = json.loads(Path(spec_path).read_text("utf-8"))
     model = resolve_model(spec["zoo"] or spec["model"])

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_dir
-from .errors import HspiError
-from .safenpz import read_npz, save_npz
+from hspi_onnx.cache import cache_dir
+from hspi_onnx.errors import HspiError
+from hspi_onnx.safenpz import read_npz, save_npz
 
-BATCH = 256
-SOURCE = "onnxref-fp64"
 
 
 def _cache_path(model_sha: str, probes_sha: str) -> Path:
@@ -28,8 +26,8 @@ def _cache_path(model_sha: str, probes_sha: str) -> Path:
 
 def recover_inputs(manifest: dict, model_sha: str, probes_sha: str):
     """(ModelInfo, ProbeSet) matching the DB's hashes, or raise HspiError saying why not."""
-    from .model import open_model, resolve_model
-    from .probes import generate
+    from hspi_onnx.inputs.model import open_model, resolve_model
+    from hspi_onnx.inputs.probes import generate
 
     m = manifest["models"].get(model_sha)
     p = manifest["probe_sets"].get(probes_sha)
@@ -57,29 +55,15 @@ def float64_outputs(manifest: dict, model_sha: str, probes_sha: str) -> tuple[np
     if path.is_file():
         arrays, meta = read_npz(path, {"ids", "outputs"}, "cached reference")
         if (meta.get("model_sha256") == model_sha and meta.get("probes_sha256") == probes_sha
-                and meta.get("source") in (SOURCE, "pytorch-fp64")):
+                and meta.get("source") in ("onnxref-fp64", "pytorch-fp64")):
             return arrays["ids"], arrays["outputs"]
     info, probes = recover_inputs(manifest, model_sha, probes_sha)
+    from hspi_onnx.graph.float64 import compute_float64
+
     ref, source = compute_float64(info, probes.inputs)
     save_npz(path, {"model_sha256": model_sha, "probes_sha256": probes_sha, "source": source},
              ids=probes.ids, outputs=ref)
     return probes.ids, ref
-
-
-def compute_float64(info, inputs: np.ndarray) -> tuple[np.ndarray, str]:
-    """(float64 outputs, what computed them): the ONNX reference evaluator on the graph widened
-    to float64 — the graph every ONNX platform runs — or, for graphs it cannot widen (subgraphs,
-    custom domains), PyTorch in float64."""
-    from hspi_onnx.errors import UnsupportedError
-    from hspi_onnx.runtimes.onnxref import float64_reference as onnx_float64
-
-    try:
-        return onnx_float64(info, inputs).astype(np.float64), SOURCE
-    except UnsupportedError:
-        from hspi_onnx.runtimes.pytorch import float64_reference
-
-        parts = [float64_reference(info, inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)]
-        return np.concatenate(parts).astype(np.float64), "pytorch-fp64"
 
 
 def reference_for(manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray,

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from .outputs import digest
-from .store import ReferenceDB, arrow_schema, platform_key
+from hspi_onnx.outputs import digest
+from hspi_onnx.db.store import ReferenceDB, arrow_schema, platform_key
 
 
 def info(db: ReferenceDB) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 
 @dataclass
@@ -89,7 +89,7 @@ def train_svm_bits(examples, target_names, n_queries: int, seed: int = 0, max_ex
     """The baseline fitted per target on groups of ``n_queries`` rows of ``examples``."""
     import time
 
-    from .evaluate import draw_groups
+    from hspi_onnx.learn.examples import draw_groups
 
     groups = draw_groups(examples, np.ones(len(examples), dtype=bool), n_queries, 40, seed)
     if len(groups) > max_examples:

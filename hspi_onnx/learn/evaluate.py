@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .baseline import fit_svm_bits, group_bits
-from .classify import CatBoostParams, combine, fit_target, subsample
-from .degrade import DEGRADED
-from .examples import PLATFORM, Examples
+from hspi_onnx.learn.baseline import fit_svm_bits, group_bits
+from hspi_onnx.learn.classify import CatBoostParams, combine, fit_target, subsample
+from hspi_onnx.learn.forms import DEGRADED
+from hspi_onnx.learn.examples import PLATFORM, Examples, draw_groups
 
 N_QUERIES = (1, 2, 4, 8, 16, 32)
 METHODS = ("catboost", "svm-bits")
@@ -72,24 +72,6 @@ def held_out_mask(ex: Examples, test_frac: float, seed: int) -> np.ndarray:
     return mask
 
 
-def draw_groups(ex: Examples, mask: np.ndarray, n: int, max_per_unit: int, seed: int) -> list[np.ndarray]:
-    """Groups of ``n`` distinct rows of one unit, drawn from rows in ``mask``."""
-    rng = np.random.default_rng(seed + 7919 * n)
-    groups = []
-    for u in np.unique(ex.unit[mask]):
-        rows = np.flatnonzero(mask & (ex.unit == u))
-        if len(rows) < n:
-            continue
-        per_perm = len(rows) // n
-        reps = max(1, min(8, -(-max_per_unit // per_perm)))
-        unit_groups = []
-        for _ in range(reps):
-            perm = rng.permutation(rows)
-            unit_groups += [perm[k * n:(k + 1) * n] for k in range(per_perm)]
-        groups += unit_groups[:max_per_unit]
-    return groups
-
-
 def ceiling(ex: Examples, mask: np.ndarray, y: np.ndarray) -> float:
     """Best accuracy any method can reach on the units in ``mask``: bit-identical platforms
     (one equivalence class) with different target values cannot be told apart."""
@@ -123,9 +105,9 @@ def cases(ex: Examples, cfg: EvalConfig) -> list[Case]:
 def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambda desc, total: None,
              warn=lambda msg: None) -> dict:
     """Every case of ``cfg`` on ``db``: records, confusion matrices (ours, random split) and timing."""
-    from .store import db_digest
-    from .dataset import load_groups
-    from .examples import build_examples
+    from hspi_onnx.db.store import db_digest
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.learn.examples import build_examples
 
     t0 = time.perf_counter()
     groups = load_groups(db, models)

@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import HspiError
-from .store import ReferenceDB
+from hspi_onnx.errors import HspiError
+from hspi_onnx.db.store import ReferenceDB
 
 
 def _merge_manifest(dst: dict, src: dict) -> None:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .degrade import FORMS, View
-from .errors import HspiError
-from .outputs import from_storage, row_digests
-from .safenpz import read_npz
+from hspi_onnx.learn.forms import FORMS, View
+from hspi_onnx.errors import HspiError
+from hspi_onnx.outputs import from_storage, row_digests
+from hspi_onnx.safenpz import read_npz
 
 
 class BadSuspectError(HspiError):
@@ -418,8 +418,8 @@ def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, out
 def write_npz(path: str | Path, probes_sha256: str, model_sha256: str | None, ids: np.ndarray,
               outputs: np.ndarray) -> Path:
     """Raw outputs as a suspect .npz: what a client of a black-box service holds (no platform)."""
-    from .outputs import digest_array, to_storage
-    from .safenpz import save_npz
+    from hspi_onnx.outputs import digest_array, to_storage
+    from hspi_onnx.safenpz import save_npz
 
     meta = {"format": PLAIN_FORMAT, "probes_sha256": probes_sha256, "dtype": str(outputs.dtype), "form": "raw"}
     if model_sha256:

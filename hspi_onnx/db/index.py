@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HspiError
-from .store import ReferenceDB
+from hspi_onnx.errors import HspiError
+from hspi_onnx.db.store import ReferenceDB
 
 FORMAT = "hspi-index/2"
 ARRAYS = ("digest", "platform", "probe", "group")

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import BadModelError
+from hspi_onnx.errors import BadModelError
 
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own limit for one message
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import BadModelError
-from .onnxfile import load_onnx, sha256_file
+from hspi_onnx.errors import BadModelError
+from hspi_onnx.inputs.onnxfile import load_onnx, sha256_file
 
 INPUT_META_KEY = "hspi.input"
 ZOO_META_KEY = "hspi.zoo"

@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import HspiError
+from hspi_onnx.errors import HspiError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

@@ -13,10 +13,10 @@ A claim is ``key=value`` pairs: runtime, precision, device, version and any knob
 
 from __future__ import annotations
 
-from .dataset import attribute_values
-from .errors import HspiError
-from .match import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED
-from .platform import Platform
+from hspi_onnx.db.dataset import attribute_values
+from hspi_onnx.errors import HspiError
+from hspi_onnx.match.identify import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED
+from hspi_onnx.labels import Platform
 
 VERDICT_CONSISTENT = "CONSISTENT"
 VERDICT_INCONSISTENT = "INCONSISTENT"

@@ -1,0 +1,1 @@
+"""The reference DB: store, build, merge, digest index, reports, dataset readers."""

@@ -1,0 +1,1 @@
+"""Graph rewrites: reduced-precision graphs, ONNX -> PyTorch, float64 widening."""

@@ -1,0 +1,1 @@
+"""Models (zoo or any ONNX file), safe ONNX reading, probe sets."""

@@ -1,0 +1,1 @@
+"""Features, output forms, classifier, svm-bits baseline, evaluation, plots."""

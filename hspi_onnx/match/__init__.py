@@ -1,0 +1,1 @@
+"""Suspect readers, evidence and verdicts, claims."""

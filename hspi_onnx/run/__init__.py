@@ -1,0 +1,1 @@
+"""The adapter protocol and registry, and the one execution layer."""
