@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import numpy as np
 from hspi_onnx.errors import HspiError
 from hspi_onnx.safenpz import read_npz, save_npz
 
-_STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
-NATIVE = {"float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"}
+STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+NATIVE = {"float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"}
 
 
 def dtype_name(arr: np.ndarray) -> str:
@@ -28,8 +29,8 @@ def to_storage(arr: np.ndarray) -> np.ndarray:
     name = dtype_name(arr)
     if name in NATIVE:
         return np.ascontiguousarray(arr)
-    if name in _STORAGE:
-        return np.ascontiguousarray(arr).view(_STORAGE[name])
+    if name in STORAGE:
+        return np.ascontiguousarray(arr).view(STORAGE[name])
     raise HspiError(f"cannot store outputs of dtype {name}")
 
 
@@ -38,7 +39,7 @@ def from_storage(arr: np.ndarray, name: str) -> np.ndarray:
         if str(arr.dtype) != name:
             raise HspiError(f"stored outputs are {arr.dtype}, metadata says {name}")
         return arr
-    if name in _STORAGE and str(arr.dtype) == _STORAGE[name]:
+    if name in STORAGE and str(arr.dtype) == STORAGE[name]:
         import ml_dtypes
 
         return arr.view(getattr(ml_dtypes, name))
@@ -73,43 +74,120 @@ def set_digest(digests: list[str]) -> str:
 
 @dataclass
 class RunResult:
+    """Every output of one platform on a probe set, in the dtype the runtime returned."""
+
     platform: str
     model_sha256: str
     model_name: str
     probes_name: str
     probes_sha256: str
     ids: np.ndarray
-    outputs: np.ndarray
+    outputs: dict[str, np.ndarray]  # output name -> (n, *shape), in the model's output order
     seconds: float = 0.0
     host: dict = field(default_factory=dict)
     repeats: bool | None = None  # whether a repeated sample was bit-identical (None: not repeated)
 
     @property
-    def dtype(self) -> str:
-        return dtype_name(self.outputs)
+    def output_names(self) -> list[str]:
+        return list(self.outputs)
 
-    def digests(self) -> list[str]:
-        return row_digests(self.outputs)
+    @property
+    def first(self) -> np.ndarray:
+        return next(iter(self.outputs.values()))
+
+    def dtypes(self) -> dict[str, str]:
+        return {k: dtype_name(v) for k, v in self.outputs.items()}
+
+    def digests(self) -> dict[str, list[str]]:
+        """Per output, the digest of each probe's output."""
+        return {k: row_digests(v) for k, v in self.outputs.items()}
+
+    def set_digest(self) -> str:
+        """One digest of every output of every probe: equal iff the runs are bit-identical."""
+        return set_digest([d for ds in self.digests().values() for d in ds])
 
     def meta(self) -> dict:
         return {
-            "format": "hspi-run/1", "platform": self.platform, "model_sha256": self.model_sha256,
+            "format": RUN_FORMAT, "platform": self.platform, "model_sha256": self.model_sha256,
             "model_name": self.model_name, "probes_name": self.probes_name,
-            "probes_sha256": self.probes_sha256, "dtype": self.dtype,
-            "shape": list(self.outputs.shape), "seconds": round(self.seconds, 6), "host": self.host,
+            "probes_sha256": self.probes_sha256, "seconds": round(self.seconds, 6), "host": self.host,
+            "outputs": [{"name": k, "dtype": dtype_name(v), "shape": list(v.shape)} for k, v in self.outputs.items()],
         }
 
     def save(self, path: str | Path) -> Path:
-        return save_npz(path, self.meta(), outputs=to_storage(self.outputs), ids=self.ids,
-                        digests=digest_array(self.outputs))
+        return save_npz(path, self.meta(), ids=self.ids, **output_arrays(self.outputs))
+
+
+RUN_FORMAT = "hspi-run/2"
+MAX_OUTPUTS = 30
+OUTPUT_MEMBERS = r"(output|digest)_\d{1,2}"
+
+
+def output_arrays(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``output_i`` (raw storage) and ``digest_i`` ((n, 16) uint8) per output, as .npz members."""
+    if len(outputs) > MAX_OUTPUTS:
+        raise HspiError(f"at most {MAX_OUTPUTS} outputs can be stored in one file")
+    arrays = {}
+    for i, v in enumerate(outputs.values()):
+        arrays[f"output_{i}"] = to_storage(v)
+        arrays[f"digest_{i}"] = digest_array(v)
+    return arrays
+
+
+def read_outputs(arrays: dict[str, np.ndarray], meta: dict, fail) -> tuple[dict[str, np.ndarray], bool]:
+    """(name -> outputs decoded to their dtype, whether digests were present and checked) from
+    the members :func:`output_arrays` wrote (or the single ``outputs``/``digests`` pair of
+    ``hspi-run/1`` files, whose output is named by ``meta["output"]`` or left unnamed: "")."""
+    if "outputs" in arrays:
+        entries = [{"name": str(meta.get("output", "")), "dtype": str(meta.get("dtype", arrays["outputs"].dtype))}]
+        raw = {0: (arrays["outputs"], arrays.get("digests"))}
+    else:
+        entries = meta.get("outputs")
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_OUTPUTS:
+            fail("names no outputs")
+        raw = {i: (arrays.get(f"output_{i}"), arrays.get(f"digest_{i}")) for i in range(len(entries))}
+        expected = {f"{p}_{i}" for i in range(len(entries)) for p in ("output", "digest")}
+        if not {k for k in arrays if re.fullmatch(OUTPUT_MEMBERS, k)} <= expected:
+            fail("holds output members its meta record does not name")
+    out: dict[str, np.ndarray] = {}
+    checked = True
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or entry["name"] in out:
+            fail("has a malformed or repeated output name")
+        values, digests = raw[i]
+        if values is None:
+            fail(f"lacks the outputs of {entry['name'][:40]!r}")
+        try:
+            decoded = from_storage(values, str(entry.get("dtype", values.dtype)))
+        except HspiError:
+            fail(f"outputs are {values.dtype} but the metadata says {str(entry.get('dtype'))[:32]}")
+        if decoded.ndim < 1:
+            fail("has outputs without a probe axis")
+        if digests is None:
+            checked = False
+        else:
+            if digests.shape != (len(decoded), 16) or digests.dtype != np.uint8:
+                fail("has malformed digests")
+            if [bytes(r).hex() for r in digests] != row_digests(decoded):
+                fail("fails its digests (altered or corrupt)")
+        out[entry["name"]] = decoded
+    return out, checked
 
 
 def load_run(path: str | Path) -> RunResult:
-    """Read a file written by :meth:`RunResult.save`; digests are recomputed and checked."""
-    arrays, meta = read_npz(path, {"outputs", "ids", "digests"}, "output file")
-    raw, ids, digests = arrays["outputs"], arrays["ids"], arrays["digests"]
+    """Read a file written by :meth:`RunResult.save` (or an ``hspi-run/1`` file); digests are
+    recomputed and checked."""
+    arrays, meta = read_npz(path, {"ids"}, "output file", optional=frozenset({"outputs", "digests"}),
+                            pattern=OUTPUT_MEMBERS)
+
+    def fail(msg: str):
+        raise HspiError(f"output file {str(path)!r} {msg}")
+
+    outputs, checked = read_outputs(arrays, meta, fail)
+    if not checked:
+        fail("lacks the digests of its outputs")
+    ids = arrays["ids"]
     try:
-        outputs = from_storage(raw, str(meta["dtype"]))
         result = RunResult(
             str(meta["platform"]), str(meta["model_sha256"]), str(meta["model_name"]),
             str(meta["probes_name"]), str(meta["probes_sha256"]), ids, outputs,
@@ -117,8 +195,6 @@ def load_run(path: str | Path) -> RunResult:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise HspiError(f"output file {str(path)!r} is malformed ({type(exc).__name__})")
-    if ids.shape != (len(outputs),) or digests.shape != (len(outputs), 16):
-        raise HspiError(f"output file {str(path)!r} has mismatched ids or digests")
-    if [bytes(r).hex() for r in digests] != result.digests():
-        raise HspiError(f"output file {str(path)!r} fails its digests (altered or corrupt)")
+    if ids.ndim != 1 or any(len(v) != len(ids) for v in outputs.values()):
+        fail("has mismatched ids and outputs")
     return result

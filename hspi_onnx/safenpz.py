@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,7 +24,7 @@ from hspi_onnx.errors import HspiError
 MAX_FILE_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 29  # all arrays of one file together, once decompressed
 MAX_META_BYTES = 1 << 16
-MAX_MEMBERS = 16
+MAX_MEMBERS = 64
 # What a malformed file can raise anywhere in zipfile / zlib / numpy's header parser.
 READ_ERRORS = (ValueError, OSError, EOFError, KeyError, IndexError, TypeError, OverflowError,
                NotImplementedError, RuntimeError, SyntaxError, RecursionError, UnicodeError,
@@ -67,8 +68,9 @@ def _read_member(zf: zipfile.ZipFile, name: str, budget: int, fail) -> np.ndarra
 
 
 def read_npz(path: str | Path, keys: set[str], what: str, error: type[HspiError] = HspiError,
-             optional: frozenset[str] = frozenset()) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays other than meta, meta as a dict) of a file holding ``keys`` + meta (+ ``optional``)."""
+             optional: frozenset[str] = frozenset(), pattern: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays other than meta, meta as a dict) of a file holding ``keys`` + meta (+ ``optional``,
+    + any member whose whole name matches the regular expression ``pattern``)."""
     path = Path(path)
     name = f"{what} {str(path)!r}"
 
@@ -88,9 +90,11 @@ def read_npz(path: str | Path, keys: set[str], what: str, error: type[HspiError]
             if len(members) != len(infos) or len(set(members)) != len(members):
                 fail("holds members that are not distinct .npy arrays")
             present = set(members)
-            if not (keys | {"meta"}) <= present or present - keys - optional - {"meta"}:
+            patterned = {m for m in present if pattern and re.fullmatch(pattern, m)}
+            if not (keys | {"meta"}) <= present or present - keys - optional - patterned - {"meta"}:
                 want = ", ".join(sorted(keys | {"meta"}))
                 extra = f" (optionally {', '.join(sorted(optional))})" if optional else ""
+                extra += f" (and members named {pattern})" if pattern else ""
                 fail(f"must hold exactly {want}{extra}")
             budget = MAX_ARRAY_BYTES
             arrays = {}

@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import Adapter, batch_sizes
+from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import cpu_device
 from hspi_onnx.inputs.model import ModelInfo
@@ -24,12 +24,12 @@ PRECISIONS = ("fp32", "fp64")
 
 
 class _RefSession:
-    def __init__(self, evaluator, input_name: str, dtype) -> None:
-        self.evaluator, self.input_name, self.dtype = evaluator, input_name, dtype
+    def __init__(self, evaluator, model: ModelInfo, dtype) -> None:
+        self.evaluator, self.model, self.dtype = evaluator, model, dtype
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = batch.astype(self.dtype) if np.issubdtype(batch.dtype, np.floating) else batch
-        return np.asarray(self.evaluator.run(None, {self.input_name: x})[0])
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: v.astype(self.dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in feeds.items()}
+        return named_outputs(self.model, self.evaluator.run(None, feeds))
 
 
 class OnnxReferenceAdapter(Adapter):
@@ -43,7 +43,7 @@ class OnnxReferenceAdapter(Adapter):
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
-        from onnx.reference import ReferenceEvaluator
+        from hspi_onnx.graph.refops import reference_evaluator
 
         if platform.precision not in PRECISIONS:
             raise UnsupportedError(f"onnxref adapter has no precision {platform.precision!r}")
@@ -52,8 +52,8 @@ class OnnxReferenceAdapter(Adapter):
         if platform.precision == "fp64":
             proto, dtype = to_float64(proto), np.float64
         try:
-            evaluator = ReferenceEvaluator(proto)
+            evaluator = reference_evaluator(proto)
         except Exception as exc:  # the evaluator raises plain exceptions for unsupported ops
             raise UnsupportedError(f"the ONNX reference evaluator cannot load {model.name}: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
-        yield _RefSession(evaluator, model.spec.name, dtype)
+        yield _RefSession(evaluator, model, dtype)

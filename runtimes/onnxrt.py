@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes
+from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import cpu_device, gpu_device, gpu_names
@@ -26,11 +26,11 @@ OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
 
 class _OrtSession:
-    def __init__(self, sess, input_name: str, output_name: str) -> None:
-        self.sess, self.input_name, self.output_name = sess, input_name, output_name
+    def __init__(self, sess, model: ModelInfo) -> None:
+        self.sess, self.model = sess, model
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.sess.run([self.output_name], {self.input_name: batch})[0]
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return named_outputs(self.model, self.sess.run(self.model.output_names, feeds))
 
 
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -124,7 +124,7 @@ class OnnxRuntimeAdapter(Adapter):
             sess = ort.InferenceSession(data, opts, providers=providers)
         except Exception as exc:
             raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {first_line(exc)}")
-        yield _OrtSession(sess, model.spec.name, sess.get_outputs()[0].name)
+        yield _OrtSession(sess, model)
 
 
 def recipe_of(platform: Platform) -> Recipe:

@@ -16,7 +16,7 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes
+from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import cpu_device, isa_cap_for, isa_caps
 from hspi_onnx.inputs.model import ModelInfo
@@ -39,13 +39,14 @@ def supported_precisions() -> dict[str, str]:
 
 
 class _OvSession:
-    def __init__(self, compiled) -> None:
-        self.compiled = compiled
+    def __init__(self, compiled, model: ModelInfo) -> None:
+        self.compiled, self.model = compiled, model
         self.request = compiled.create_infer_request()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: np.ascontiguousarray(batch)})
-        return np.array(result[self.compiled.output(0)], copy=True)
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return named_outputs(self.model, [np.array(result[self.compiled.output(name)], copy=True)
+                                          for name in self.model.output_names])
 
 
 class OpenVinoAdapter(Adapter):
@@ -98,4 +99,4 @@ class OpenVinoAdapter(Adapter):
             text = str(exc).strip().splitlines()
             raise UnsupportedError(f"OpenVINO cannot compile {model.name} for {platform}: "
                                    f"{(text[0] if text else type(exc).__name__)[:300]}")
-        yield _OvSession(compiled)
+        yield _OvSession(compiled, model)

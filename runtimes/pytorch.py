@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes
+from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes, named_outputs
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.graph.torch_module import build_torch_module, has_module, to_numpy, torch_dtype
@@ -69,19 +69,28 @@ def cuda_flags(tf32: bool, benchmark: bool):
 
 
 class _TorchSession:
-    def __init__(self, module, dtype, channels_last: bool, device: str = "cpu") -> None:
-        self.module, self.dtype, self.channels_last, self.device = module, dtype, channels_last, device
+    def __init__(self, module, model: ModelInfo, dtype, channels_last: bool, device: str = "cpu") -> None:
+        self.module, self.model, self.dtype = module, model, dtype
+        self.channels_last, self.device = channels_last, device
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _tensor(self, x: np.ndarray):
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        if x.is_floating_point():
-            x = x.to(self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        if t.is_floating_point():
+            t = t.to(self.dtype)
+            if self.channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [self._tensor(feeds[name]) for name in self.model.input_names]
         with torch.inference_mode():
-            return to_numpy(self.module(x))
+            out = self.module(*args)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return named_outputs(self.model, [to_numpy(t) for t in out])
 
 
 @contextlib.contextmanager
@@ -104,7 +113,7 @@ class PyTorchAdapter(Adapter):
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         srcs = ("module", "onnx") if has_module(model) else ("onnx",)
-        layouts = ("nchw", "nhwc") if model.spec.kind == "image" else ("plain",)
+        layouts = ("nchw", "nhwc") if any(i.kind == "image" for i in model.inputs) else ("plain",)
         out = self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
                         src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
         if not cuda_unavailable():
@@ -120,7 +129,7 @@ class PyTorchAdapter(Adapter):
         """Instruction-set caps (eager) and torch.compile with inductor, where a C++ compiler
         is at hand: every precision, the default source and layout, the largest batch, 1 thread."""
         src = "module" if has_module(model) else "onnx"
-        layout = "nchw" if model.spec.kind == "image" else "plain"
+        layout = "nchw" if any(i.kind == "image" for i in model.inputs) else "plain"
         fixed = dict(src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))
         out = [p for isa, _, _ in isa_caps()
                for p in self.grid(cpu_device(isa), [(p, {"mode": "eager"}) for p in PRECISIONS], **fixed)]
@@ -154,7 +163,7 @@ class PyTorchAdapter(Adapter):
             if channels_last:
                 module = module.to(memory_format=torch.channels_last)
             with cuda_flags(knobs.get("tf32") == "on", knobs.get("cudnn") == "benchmark"):
-                yield _TorchSession(module, torch_dtype(platform.precision), channels_last, "cuda")
+                yield _TorchSession(module, model, torch_dtype(platform.precision), channels_last, "cuda")
             return
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -164,4 +173,4 @@ class PyTorchAdapter(Adapter):
                 if reason:
                     raise UnsupportedError(f"torch.compile is unavailable here: {reason}")
                 module = torch.compile(module, backend="inductor", dynamic=False, fullgraph=False)
-            yield _TorchSession(module, torch_dtype(platform.precision), channels_last)
+            yield _TorchSession(module, model, torch_dtype(platform.precision), channels_last)

@@ -26,7 +26,7 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import Adapter, Availability, batch_sizes
+from hspi_onnx.run.adapter import Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.cache import atomic_write_bytes, cache_dir
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import gpu_device, gpu_names
@@ -58,36 +58,36 @@ def _logger():
 
 
 class _TrtSession:
-    def __init__(self, engine, batch: int) -> None:
+    def __init__(self, engine, model: ModelInfo) -> None:
         import tensorrt as trt
         import torch
 
-        self.torch = torch
+        self.torch, self.model = torch, model
         self.engine, self.context = engine, engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self.batch = batch
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
-        name = self.inputs[0]
-        x = torch.from_numpy(np.ascontiguousarray(batch.astype(self.dtypes[name], copy=False))).cuda()
-        self.context.set_input_shape(name, tuple(x.shape))
-        self.context.set_tensor_address(name, x.data_ptr())
-        out_name = self.outputs[0]
-        shape = tuple(self.context.get_tensor_shape(out_name))
-        out = torch.empty(shape, dtype=_torch_dtype(self.dtypes[out_name]), device="cuda")
-        self.context.set_tensor_address(out_name, out.data_ptr())
-        for extra in self.outputs[1:]:  # TensorRT wants every output bound
-            buf = torch.empty(tuple(self.context.get_tensor_shape(extra)), dtype=_torch_dtype(self.dtypes[extra]), device="cuda")
-            self.context.set_tensor_address(extra, buf.data_ptr())
+        keep = []  # device buffers must live until the stream is done
+        for name in self.inputs:
+            x = torch.from_numpy(np.ascontiguousarray(feeds[name].astype(self.dtypes[name], copy=False))).cuda()
+            self.context.set_input_shape(name, tuple(x.shape))
+            self.context.set_tensor_address(name, x.data_ptr())
+            keep.append(x)
+        outs = {}
+        for name in self.outputs:  # TensorRT wants every output bound
+            buf = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=_torch_dtype(self.dtypes[name]),
+                              device="cuda")
+            self.context.set_tensor_address(name, buf.data_ptr())
+            outs[name] = buf
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise UnsupportedError("TensorRT failed to execute the engine")
         stream.synchronize()
-        return out.cpu().numpy()
+        return named_outputs(self.model, [outs[name].cpu().numpy() for name in self.model.output_names])
 
 
 def _torch_dtype(dtype: np.dtype):
@@ -136,7 +136,7 @@ class TensorRtAdapter(Adapter):
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             raise UnsupportedError(f"TensorRT could not load the engine built for {platform}")
-        yield _TrtSession(engine, bs)
+        yield _TrtSession(engine, model)
 
     def _engine(self, model: ModelInfo, platform: Platform, bs: int) -> bytes:
         recipe = "-".join([platform.precision, f"bs{bs}", platform.device.split(":", 1)[1], ENGINE_FORMAT])
@@ -165,6 +165,9 @@ class TensorRtAdapter(Adapter):
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             t = network.get_input(i)
+            if any(int(d) < 0 for d in tuple(t.shape)[1:]):
+                raise UnsupportedError(f"input {t.name!r} of {model.name} has a dynamic axis besides the batch; "
+                                       "engines here are built for static shapes")
             shape = (bs, *[int(d) for d in tuple(t.shape)[1:]])
             profile.set_shape(t.name, shape, shape, shape)
         config.add_optimization_profile(profile)

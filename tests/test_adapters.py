@@ -3,9 +3,9 @@ import pytest
 
 from hspi_onnx.run.adapter import available_variants, registry, resolve_platform, selected_variants
 from hspi_onnx.errors import UnknownPlatformError
-from hspi_onnx.run.execute import run_platform
+from hspi_onnx.run.runner import execute
 from hspi_onnx.inputs.probes import generate
-from hspi_onnx.graph.torch_module import torch_float64 as float64_reference
+from hspi_onnx.graph.float64 import torch_float64
 
 
 def test_builtin_adapters_come_through_entry_points():
@@ -48,19 +48,19 @@ def _rel_err(out, ref):
 @pytest.mark.parametrize("name", ["resnet", "mobilenet", "digits", "lm"])
 def test_precisions_fall_in_their_error_bands(zoo, name):
     info = zoo[name]
-    probes = generate(info.spec, n=8, seed=5)
-    ref = float64_reference(info, probes.inputs)
+    probes = generate(info, n=8, seed=5)
+    ref = torch_float64(info, probes.inputs)[info.output_names[0]]
     seen = set()
     for adapter, p in available_variants(info, probes.kind):
         k = p.knob
         if k["bs"] != "8" or k.get("threads", "1") != "1" or k.get("opt", "all") != "all" or k.get("layout", "nchw") == "nhwc":
             continue
-        res = run_platform(adapter, info, p, probes)
+        res = execute(adapter, info, p, probes)
         lo, hi = BANDS[p.precision]
-        err = _rel_err(res.outputs, ref)
+        err = _rel_err(res.first, ref)
         assert lo <= err <= hi, f"{p}: relative error {err:.2e} outside [{lo}, {hi}]"
         want_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}.get(p.precision, "float32")
-        assert res.dtype == (want_dtype if adapter.name in ("pytorch", "onnxref") else "float32")
+        assert res.dtypes()[info.output_names[0]] == (want_dtype if adapter.name in ("pytorch", "onnxref") else "float32")
         seen.add((adapter.name, p.precision))
     from hspi_onnx.runtimes.openvino import supported_precisions
 
@@ -77,9 +77,10 @@ def test_converter_runs_every_zoo_export_like_its_module(zoo):
     import torch
 
     for name, info in zoo.items():
-        x = torch.from_numpy(generate(info.spec, n=4).inputs)
+        x = torch.from_numpy(generate(info, n=4).primary)
         with torch.no_grad():
-            a = convert(info.load())(x).numpy()
+            (a,) = convert(info.load())(x)
+            a = a.numpy()
             b = build_torch_module(info, "module", "fp32")(x).numpy()
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), name
 
@@ -102,13 +103,14 @@ def test_user_onnx_runs_on_both_runtimes(tmp_path):
     from hspi_onnx.inputs.model import resolve_model
 
     info = resolve_model(_tiny_onnx(tmp_path / "tiny.onnx"))
-    assert info.spec.kind == "tensor" and info.spec.shape == (4,) and info.zoo is None
-    probes = generate(info.spec, n=5)
+    assert info.primary.kind == "tensor" and info.primary.shape == (4,) and info.zoo is None
+    assert info.output_names == ["y"]
+    probes = generate(info, n=5)
     outs = {}
     for adapter, p in available_variants(info, probes.kind):
         if p.precision == "fp32" and p.knob["bs"] == "1" and p.knob.get("threads", "1") == "1" and p.knob.get("opt", "all") == "all":
             assert p.knob.get("src", "onnx") == "onnx"
-            outs[adapter.name] = run_platform(adapter, info, p, probes).outputs
+            outs[adapter.name] = execute(adapter, info, p, probes).outputs["y"]
     assert set(outs) == {"onnxruntime", "pytorch", "openvino", "onnxref"}
     for other in ("pytorch", "openvino", "onnxref"):
         assert np.allclose(outs["onnxruntime"], outs[other], rtol=1e-5, atol=1e-7), other
@@ -118,10 +120,10 @@ def test_converter_names_uncovered_ops(tmp_path):
     from hspi_onnx.errors import UnsupportedError
     from hspi_onnx.inputs.model import resolve_model
 
-    info = resolve_model(_tiny_onnx(tmp_path / "t.onnx", op="Softplus"))
+    info = resolve_model(_tiny_onnx(tmp_path / "t.onnx", op="Shrink"))
     adapter, p = resolve_platform("pytorch/*/fp32/bs=1,threads=1", info, "noise")
-    with pytest.raises(UnsupportedError, match="does not cover: Softplus"):
-        run_platform(adapter, info, p, generate(info.spec, n=2))
+    with pytest.raises(UnsupportedError, match="does not cover: Shrink"):
+        execute(adapter, info, p, generate(info, n=2))
 
 
 def test_resolve_platform_lists_close_matches(zoo):
@@ -140,12 +142,12 @@ def test_resolve_platform_lists_close_matches(zoo):
 
 def test_batches_are_padded_to_the_labelled_size(zoo):
     info = zoo["digits"]
-    probes = generate(info.spec, n=11)
+    probes = generate(info, n=11)
     adapter, p8 = resolve_platform("onnxruntime/*/fp32/bs=8,opt=all,threads=1", info, "noise")
     _, p1 = resolve_platform("onnxruntime/*/fp32/bs=1,opt=all,threads=1", info, "noise")
-    a, b = run_platform(adapter, info, p8, probes), run_platform(adapter, info, p1, probes)
-    assert a.outputs.shape == b.outputs.shape == (11, 10)
-    assert np.allclose(a.outputs, b.outputs, rtol=1e-4, atol=1e-5)
+    a, b = execute(adapter, info, p8, probes), execute(adapter, info, p1, probes)
+    assert a.first.shape == b.first.shape == (11, 10)
+    assert np.allclose(a.first, b.first, rtol=1e-4, atol=1e-5)
 
 
 def test_gpu_variants_are_absent_with_reasons_without_a_gpu(zoo):

@@ -27,22 +27,26 @@ def hspi(*args, **kw):
 def test_shards_store_outputs_bit_for_bit(tmp_path, dtype):
     raw = np.random.default_rng(1).integers(0, 256, size=(6, 10 * np.dtype(dtype).itemsize), dtype=np.uint8)
     outputs = raw.view(dtype)
+    second = np.arange(6 * 4, dtype=np.float32).reshape(6, 2, 2)
     plat = Platform.make("x", "1", "cpu", "fp32", bs=1)
-    res = RunResult(str(plat), "m" * 64, "m", "p", "p" * 64, np.arange(6), outputs)
+    res = RunResult(str(plat), "m" * 64, "m", "p", "p" * 64, np.arange(6), {"logits": outputs, "hidden": second})
     db = ReferenceDB(tmp_path / "db", create=True)
     path = db.shard_path("m" * 64, "p" * 64, str(plat), "r1")
     db.write_shard(path, shard_table(res, plat, "r1", True))
     d = pq.read_table(path).to_pydict()
-    assert b"".join(d["output"]) == outputs.tobytes()
+    assert d["output_name"] == ["logits"] * 6 + ["hidden"] * 6  # one row per (output, probe)
+    assert d["probe_id"] == list(range(6)) * 2 and d["shape"][6] == [2, 2]
+    logits = b"".join(d["output"][:6])
+    assert logits == outputs.tobytes() and b"".join(d["output"][6:]) == second.tobytes()
     name = d["dtype"][0]
-    restored = from_storage(np.frombuffer(b"".join(d["output"]), dtype={"bfloat16": np.uint16}.get(name, name)), name)
+    restored = from_storage(np.frombuffer(logits, dtype={"bfloat16": np.uint16}.get(name, name)), name)
     assert restored.dtype == outputs.dtype and restored.tobytes() == outputs.tobytes()
-    assert [g.hex() for g in d["digest"]] == res.digests()
+    assert [g.hex() for g in d["digest"]] == res.digests()["logits"] + res.digests()["hidden"]
 
 
 def test_build_resume_info_classes_verify(tmp_path, zoo):
     db = ReferenceDB(tmp_path / "db", create=True)
-    probes = generate(zoo["digits"].spec, n=8)
+    probes = generate(zoo["digits"], n=8)
     first = build(db, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1"])
     assert len(first.built) == 8 and not first.failed and not first.nondeterministic
     again = build(db, zoo["digits"], probes, ["onnxruntime/*/fp32"])
@@ -59,14 +63,14 @@ def test_build_resume_info_classes_verify(tmp_path, zoo):
 def test_failed_platform_is_recorded_and_build_goes_on(tmp_path):
     from test_adapters import _tiny_onnx
 
-    model = _tiny_onnx(tmp_path / "soft.onnx", op="Softplus")  # ORT runs it; the torch converter cannot
+    model = _tiny_onnx(tmp_path / "shrink.onnx", op="Shrink")  # ORT runs it; the torch converter cannot
     proc = hspi("db", "build", model, "--db", tmp_path / "db", "-n", "4", "-p", "*/*/fp32/bs=1,threads=1", "--json", "-q")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err
     summary = json.loads(out)
     # built: ONNX Runtime's four optimization levels and OpenVINO; failed: the torch converter
     assert summary["partial"] and len(summary["built"]) == 5
-    assert all("Softplus" in reason for reason in summary["failed"].values())
+    assert all("Shrink" in reason for reason in summary["failed"].values())
     manifest = json.loads((tmp_path / "db" / "manifest.json").read_text())
     assert {f["platform"] for f in manifest["failures"]} == set(summary["failed"])
     assert verify(ReferenceDB(tmp_path / "db"))["ok"]
@@ -109,7 +113,7 @@ def test_concurrent_builds_both_land(tmp_path, zoo):
 
 def test_verify_catches_corruption(tmp_path, zoo):
     db = ReferenceDB(tmp_path / "db", create=True)
-    build(db, zoo["digits"], generate(zoo["digits"].spec, n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
+    build(db, zoo["digits"], generate(zoo["digits"], n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
     a, b = db.shards()
     table = pq.read_table(a)
     outputs = table.column("output").to_pylist()
@@ -130,7 +134,7 @@ def test_sql_over_shards(tmp_path, zoo, capsys):
     from hspi_onnx.cli import main
 
     db = ReferenceDB(tmp_path / "db", create=True)
-    build(db, zoo["digits"], generate(zoo["digits"].spec, n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
+    build(db, zoo["digits"], generate(zoo["digits"], n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
     with pytest.raises(SystemExit) as exc:
         main(["db", "sql", "SELECT platform, count(*) AS n FROM outputs GROUP BY platform ORDER BY platform",
               "--db", str(db.root), "--json"])
@@ -160,7 +164,7 @@ def _rewrite_outputs(path, change):
 def test_merge_unions_and_flags_disagreeing_labels(tmp_path, zoo, capsys):
     from hspi_onnx.cli import main
 
-    probes = generate(zoo["digits"].spec, n=6)
+    probes = generate(zoo["digits"], n=6)
     a = ReferenceDB(tmp_path / "a", create=True)
     b = ReferenceDB(tmp_path / "b", create=True)
     build(a, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1,opt=all"])

@@ -7,19 +7,19 @@ Recorded on an AVX2 CPU (AMD EPYC) with ONNX Runtime 1.31 and PyTorch 2.13 by
 import pytest
 
 from hspi_onnx.run.adapter import available_variants
-from hspi_onnx.run.execute import run_platform
+from hspi_onnx.run.runner import execute
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.probes import generate
 
 
 def _partition(zoo):
     info = zoo["resnet"]
-    probes = generate(info.spec, n=8, seed=11)
+    probes = generate(info, n=8, seed=11)
     groups = {}
     for adapter, p in available_variants(info, probes.kind):
         if p.precision != "fp32":
             continue
-        digests = tuple(run_platform(adapter, info, p, probes).digests())
+        digests = tuple(execute(adapter, info, p, probes).digests()[info.output_names[0]])
         short = f"{p.runtime}/" + p.knob_string()
         groups.setdefault(digests, set()).add(short)
     return {frozenset(g) for g in groups.values()}

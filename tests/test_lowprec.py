@@ -18,7 +18,7 @@ from hspi_onnx.runtimes.tensorrt import TensorRtAdapter, network_graph
 
 def _run(data, info, x):
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return sess.run(None, {info.spec.name: x})[0]
+    return sess.run(None, {info.primary.name: x})[0]
 
 
 def _elem_types(model) -> set[int]:
@@ -29,7 +29,7 @@ def _elem_types(model) -> set[int]:
 
 @pytest.fixture(scope="module")
 def probes(zoo):
-    return {name: generate(zoo[name].spec, n=8).inputs for name in ("resnet", "lm")}
+    return {name: generate(zoo[name], n=8).primary for name in ("resnet", "lm")}
 
 
 @pytest.mark.parametrize("name", ["resnet", "lm"])
@@ -46,7 +46,7 @@ def test_half_graphs_are_valid_typed_and_close_to_fp32(zoo, probes, name):
         assert half_type in types and ({TensorProto.FLOAT16, TensorProto.BFLOAT16} - {half_type}).isdisjoint(types)
         assert [i.type.tensor_type.elem_type for i in half.graph.input] == \
             [i.type.tensor_type.elem_type for i in fp32.graph.input]  # inputs and outputs kept
-        out = ReferenceEvaluator(half).run(None, {info.spec.name: x})[0]
+        out = ReferenceEvaluator(half).run(None, {info.primary.name: x})[0]
         assert out.dtype == np.float32 and out.shape == ref.shape
         err[precision] = float(np.abs(out - ref).max()) / scale
     # each within its format's reach, and bf16 (8-bit significand) measurably coarser than fp16
@@ -88,7 +88,7 @@ def test_tensorrt_graphs_carry_each_precision(zoo, probes, name):
     itself, fp16/bf16 typed graphs, int8 a symmetric Q/DQ graph (zero points all 0, Q/DQ only
     before Conv, MatMul and Gemm) whose top-1 agrees with fp32."""
     info, x = zoo[name], probes[name]
-    kind = generate(info.spec, n=1).kind
+    kind = generate(info, n=1).kind
     trt = TensorRtAdapter()
     plat = {p: trt.platform("cuda:test", p, bs=8) for p in ("fp32", "tf32", "fp16", "bf16")}
     plat["int8"] = trt.platform("cuda:test", "int8", quant="qdq-sym", calib=kind, bs=8)

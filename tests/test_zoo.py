@@ -27,11 +27,11 @@ def test_onnxruntime_equals_the_module(zoo, name):
 
     info = zoo[name]
     module = load_module(name, info.weights_path(), info.metadata["hspi.weights_sha256"])
-    x = generate(info.spec, n=5, seed=3).inputs
+    x = generate(info, n=5, seed=3).primary
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
     sess = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {info.spec.name: x})[0]
+    got = sess.run(None, {info.primary.name: x})[0]
     assert got.shape == want.shape == (5, {"lm": 256}.get(name, 10))
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from hspi_onnx.run.adapter import registry, selected_variants
-from hspi_onnx.run.execute import run_platform
+from hspi_onnx.run.runner import Runner, failure_reason
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.model import ModelInfo
-from hspi_onnx.outputs import RunResult, to_storage
+from hspi_onnx.outputs import RunResult, dtype_name, to_storage
 from hspi_onnx.labels import Platform
 from hspi_onnx.inputs.probes import ProbeSet
-from hspi_onnx.db.store import ReferenceDB, arrow_schema
+from hspi_onnx.db.store import COLUMNS, ReferenceDB, arrow_schema
 
 REPEAT_SAMPLE = 16
 
@@ -61,30 +61,41 @@ def tool_versions() -> dict:
 
 
 def shard_table(result: RunResult, platform: Platform, run_id: str, deterministic: bool):
+    """One row per (output, probe), outputs in the model's order, probes in the run's order."""
     import pyarrow as pa
 
-    n = len(result.outputs)
-    raw = to_storage(result.outputs)
+    n = len(result.ids)
     host = json.dumps(result.host, sort_keys=True)
+    cols: dict[str, list] = {c: [] for c, _ in COLUMNS}
+    fixed = {"model_sha256": result.model_sha256, "model_name": result.model_name,
+             "probes_sha256": result.probes_sha256, "probes_name": result.probes_name, "platform": str(platform),
+             "runtime": platform.runtime, "runtime_version": platform.version, "device": platform.device,
+             "precision": platform.precision, "knobs": platform.knob_string(), "run_id": run_id,
+             "deterministic": deterministic, "host": host}
     digests = result.digests()
-    cols = {
-        "model_sha256": [result.model_sha256] * n, "model_name": [result.model_name] * n,
-        "probes_sha256": [result.probes_sha256] * n, "probes_name": [result.probes_name] * n,
-        "probe_id": [int(i) for i in result.ids], "platform": [str(platform)] * n,
-        "runtime": [platform.runtime] * n, "runtime_version": [platform.version] * n,
-        "device": [platform.device] * n, "precision": [platform.precision] * n,
-        "knobs": [platform.knob_string()] * n, "dtype": [result.dtype] * n,
-        "shape": [list(result.outputs.shape[1:])] * n, "output": [row.tobytes() for row in raw],
-        "digest": [bytes.fromhex(d) for d in digests], "run_id": [run_id] * n,
-        "deterministic": [deterministic] * n, "host": [host] * n,
-    }
+    for name, values in result.outputs.items():
+        for k, v in fixed.items():
+            cols[k] += [v] * n
+        cols["probe_id"] += [int(i) for i in result.ids]
+        cols["output_name"] += [name] * n
+        cols["dtype"] += [dtype_name(values)] * n
+        cols["shape"] += [list(values.shape[1:])] * n
+        cols["output"] += [row.tobytes() for row in to_storage(values)]
+        cols["digest"] += [bytes.fromhex(d) for d in digests[name]]
     return pa.Table.from_pydict(cols, schema=arrow_schema())
 
 
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
           on_event: Callable[[str, dict], None] = lambda kind, data: None,
-          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False) -> BuildSummary:
+          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: Runner | None = None) -> BuildSummary:
+    """Every selected platform of ``model`` over ``probes`` into ``db``, each in a worker
+    process of its runtime family (``runner``: one to share, e.g. in-process; default: a new one)."""
+    db.require_writable()
+    probes = probes.bind(model)
     plan = selected_variants(model, probes.kind, patterns, extra)
+    if runner is None:
+        with Runner() as own:
+            return build(db, model, probes, patterns, on_event, repeat_sample, extra, own)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     summary = BuildSummary(run_id, planned=len(plan))
     db.clean_stale_temporaries()
@@ -113,11 +124,11 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
             continue
         on_event("start", {"platform": label, "n": len(probes)})
         try:
-            result = run_platform(adapter, model, plat, probes, repeat=repeat_sample,
-                                  on_batch=lambda k: on_event("advance", {"k": k}))
+            result = runner.run(adapter, model, plat, probes, repeat=repeat_sample,
+                                on_batch=lambda k: on_event("advance", {"k": k}))
             deterministic = bool(result.repeats)
         except Exception as exc:  # failure isolation: record and go on
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+            reason = failure_reason(exc)
             summary.failed[label] = reason
             db.update(lambda m: m["failures"].append(entry(label, reason) | {"at": _now()}))
             on_event("failed", {"platform": label, "reason": reason})

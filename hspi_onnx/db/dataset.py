@@ -1,9 +1,8 @@
-"""A reference DB as arrays: for each (model, probe set), every platform's outputs on the
-probes all platforms share, decoded losslessly into their native dtype.
+"""A reference DB as arrays: for each (model, probe set), every platform's values of one
+output on the probes all platforms share, decoded losslessly into their native dtype.
 
-This is what features, training and evaluation read. Targets (what a classifier predicts) are
-derived from the platform labels here too: the equivalence class for the full platform, and
-each attribute (runtime, precision, device, every knob) on its own.
+This is what features, training, evaluation and degraded matching read. The output is the one
+asked for, or the model's first (the manifest lists a model's outputs in graph order).
 """
 
 from __future__ import annotations
@@ -15,16 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hspi_onnx.errors import HspiError
-from hspi_onnx.outputs import _STORAGE, NATIVE, from_storage
-from hspi_onnx.labels import Platform
+from hspi_onnx.outputs import NATIVE, STORAGE, from_storage
 from hspi_onnx.db.store import ReferenceDB
-
-NOT_APPLICABLE = "-"  # value of a knob target for a platform that lacks the knob
-
 
 @dataclass
 class Group:
-    """Outputs of every platform of one (model, probe set)."""
+    """One output of every platform of one (model, probe set)."""
 
     model_sha256: str
     model_name: str
@@ -32,6 +27,7 @@ class Group:
     probes_name: str
     ids: np.ndarray  # probe ids shared by every platform, sorted
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (n, *shape), native dtype
+    output_name: str = ""
 
     @property
     def platforms(self) -> list[str]:
@@ -52,7 +48,7 @@ def class_key(members: list[str]) -> str:
 
 
 def _decode(raw: list[bytes], dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    storage = dtype if dtype in NATIVE else _STORAGE.get(dtype)
+    storage = dtype if dtype in NATIVE else STORAGE.get(dtype)
     if storage is None:
         raise HspiError(f"reference DB holds outputs of unknown dtype {dtype!r}")
     flat = np.frombuffer(b"".join(raw), dtype=storage)
@@ -62,28 +58,50 @@ def _decode(raw: list[bytes], dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return from_storage(flat.reshape(len(raw), *shape), dtype)
 
 
-def load_groups(db: ReferenceDB, models: list[str] | None = None) -> list[Group]:
-    """Every (model, probe set) in ``db`` (optionally only models named in ``models``)."""
-    import pyarrow.parquet as pq
+def model_outputs(manifest: dict, model_sha: str) -> list[str]:
+    """The output names of a DB model, in graph order (schema 1: its one ``output``)."""
+    m = manifest["models"].get(model_sha, {})
+    return [str(o["name"]) for o in m.get("outputs", [])] or ([str(m["output"])] if m.get("output") else [])
 
-    cols = ["model_sha256", "model_name", "probes_sha256", "probes_name", "probe_id", "platform",
+
+def choose_output(manifest: dict, model_sha: str, output: str | None) -> str:
+    names = model_outputs(manifest, model_sha)
+    if output is None:
+        if not names:
+            raise HspiError(f"the manifest names no outputs of model {model_sha[:12]}")
+        return names[0]
+    if names and output not in names:
+        raise HspiError(f"model {manifest['models'][model_sha].get('name')} has no output {output!r}; "
+                        f"its outputs: {', '.join(names)}")
+    return output
+
+
+def load_groups(db: ReferenceDB, models: list[str] | None = None, output: str | None = None) -> list[Group]:
+    """Every (model, probe set) in ``db`` (optionally only models named in ``models``), each
+    with one output: ``output`` where the model has it, else the model's first."""
+    cols = ["model_sha256", "model_name", "probes_sha256", "probes_name", "probe_id", "output_name", "platform",
             "dtype", "shape", "output"]
+    manifest = db.manifest()
     per: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
-    names: dict[tuple[str, str], tuple[str, str]] = {}
+    names: dict[tuple[str, str], tuple[str, str, str]] = {}
     for path in db.shards():
-        t = pq.read_table(path, columns=cols)
+        t = db.read_shard(path, columns=["model_sha256", "model_name", "probes_sha256", "probes_name", "platform"])
         if t.num_rows == 0:
             continue
-        first = {c: t.column(c)[0].as_py() for c in ("model_sha256", "model_name", "probes_sha256",
-                                                      "probes_name", "platform", "dtype", "shape")}
+        first = {c: t.column(c)[0].as_py() for c in t.column_names}
         if models and first["model_name"] not in models and first["model_sha256"] not in models:
             continue
         key = (first["model_sha256"], first["probes_sha256"])
-        names[key] = (first["model_name"], first["probes_name"])
         if first["platform"] in per[key]:
             continue  # another run of the same platform: db verify / merge judge agreement
+        has = model_outputs(manifest, key[0])
+        out_name = output if output is not None and (output in has or not has) else choose_output(manifest, key[0], None)
+        t = db.read_shard(path, columns=cols, filters=[("output_name", "=", out_name)] if db.schema >= 2 else None)
+        if t.num_rows == 0:
+            continue
+        names[key] = (first["model_name"], first["probes_name"], out_name)
         ids = np.asarray(t.column("probe_id").to_numpy(), dtype=np.int64)
-        out = _decode(t.column("output").to_pylist(), first["dtype"], tuple(first["shape"]))
+        out = _decode(t.column("output").to_pylist(), t.column("dtype")[0].as_py(), tuple(t.column("shape")[0].as_py()))
         order = np.argsort(ids, kind="stable")
         per[key][first["platform"]] = (ids[order], out[order])
     groups = []
@@ -92,7 +110,7 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None) -> list[Group]
         shared = None
         for ids, _ in runs.values():
             shared = ids if shared is None else np.intersect1d(shared, ids)
-        g = Group(key[0], names[key][0], key[1], names[key][1], shared)
+        g = Group(key[0], names[key][0], key[1], names[key][1], shared, output_name=names[key][2])
         for label, (ids, out) in runs.items():
             g.outputs[label] = out[np.isin(ids, shared)]
         groups.append(g)
@@ -103,19 +121,18 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None) -> list[Group]
     return groups
 
 
-def outputs_at(db: ReferenceDB, model_sha: str, probes_sha: str, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """label -> outputs on ``ids`` (in that order) of every platform of one (model, probe set)
-    that has all of them; reads only those rows of each shard."""
-    import pyarrow.parquet as pq
-
+def outputs_at(db: ReferenceDB, model_sha: str, probes_sha: str, ids: np.ndarray, output: str) -> dict[str, np.ndarray]:
+    """label -> values of ``output`` on ``ids`` (in that order) of every platform of one
+    (model, probe set) that has all of them; reads only those rows of each shard."""
     want = [int(i) for i in ids]
     out: dict[str, np.ndarray] = {}
+    filters = [("probe_id", "in", want)] + ([("output_name", "=", output)] if db.schema >= 2 else [])
     for path in sorted(db.shard_dir(model_sha, probes_sha).glob("*.parquet")):
         if path.name.startswith("."):
             continue
-        t = pq.read_table(path, columns=["platform", "probe_id", "dtype", "shape", "output"],
-                          filters=[("probe_id", "in", want)])
-        if t.num_rows != len(want):
+        t = db.read_shard(path, columns=["platform", "probe_id", "output_name", "dtype", "shape", "output"],
+                          filters=filters)
+        if t.num_rows != len(want) or (db.schema < 2 and t.column("output_name")[0].as_py() != output):
             continue
         label = t.column("platform")[0].as_py()
         if label in out:
@@ -125,35 +142,3 @@ def outputs_at(db: ReferenceDB, model_sha: str, probes_sha: str, ids: np.ndarray
         pos = {int(p): k for k, p in enumerate(got)}
         out[label] = arr[[pos[i] for i in want]]
     return out
-
-
-# -- targets ---------------------------------------------------------------------------------
-def attribute_values(label: str, knob_names: list[str]) -> dict[str, str]:
-    p = Platform.parse(label)
-    values = {"runtime": p.runtime, "version": f"{p.runtime}@{p.version}", "device": p.device,
-              "precision": p.precision}
-    for k in knob_names:
-        values[k] = p.knob.get(k, NOT_APPLICABLE)
-    return values
-
-
-def target_table(labels: list[str]) -> dict[str, dict[str, str]]:
-    """target -> {label -> value} for every attribute that takes at least two values."""
-    knob_names = sorted({k for lab in labels for k, _ in Platform.parse(lab).knobs})
-    per_label = {lab: attribute_values(lab, knob_names) for lab in labels}
-    targets: dict[str, dict[str, str]] = {}
-    seen: list[set] = []
-    for name in ["runtime", "precision", "device", "version", *knob_names]:
-        values = {lab: per_label[lab][name] for lab in labels}
-        partition = _partition(values)
-        if len(set(values.values())) > 1 and partition not in seen:  # a renaming of another target adds nothing
-            targets[name] = values
-            seen.append(partition)
-    return targets
-
-
-def _partition(values: dict[str, str]) -> set:
-    by: dict[str, list[str]] = defaultdict(list)
-    for lab, v in values.items():
-        by[v].append(lab)
-    return {frozenset(m) for m in by.values()}

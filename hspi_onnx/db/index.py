@@ -20,8 +20,8 @@ import numpy as np
 from hspi_onnx.errors import HspiError
 from hspi_onnx.db.store import ReferenceDB
 
-FORMAT = "hspi-index/2"
-ARRAYS = ("digest", "platform", "probe", "group")
+FORMAT = "hspi-index/3"
+ARRAYS = ("digest", "platform", "probe", "group", "output")
 
 
 @dataclass
@@ -30,10 +30,14 @@ class IndexGroup:
     model_name: str
     probes_sha256: str
     probes_name: str
-    dtypes: list[str]
-    shape: list[int]
+    outputs: list[str]  # output names, in the model's order
+    shapes: list[list[int]]  # per output, one probe's shape
+    dtypes: list[list[str]]  # per output, the dtypes DB platforms returned
     ids: list[int]  # probe ids of the group, sorted
     platforms: list[str]  # labels with outputs in the group, sorted
+
+    def output_index(self, name: str) -> int:
+        return self.outputs.index(name)
 
 
 @dataclass
@@ -44,16 +48,18 @@ class DigestIndex:
     platform: np.ndarray  # (N,) int32 into platforms
     probe: np.ndarray  # (N,) int64
     group: np.ndarray  # (N,) int32 into groups
+    output: np.ndarray  # (N,) int32 into the group's outputs
 
-    def lookup(self, group: int, probe_id: int, digest_hex: str) -> set[str]:
-        """Labels of the platforms whose output on ``probe_id`` of ``group`` has this digest."""
+    def lookup(self, group: int, probe_id: int, digest_hex: str, output: int = 0) -> set[str]:
+        """Labels of the platforms whose output ``output`` (an index into the group's outputs)
+        on ``probe_id`` of ``group`` has this digest."""
         key = np.frombuffer(bytes.fromhex(digest_hex), dtype="S16")[0]
         lo = int(np.searchsorted(self.digest, key, side="left"))
         hi = int(np.searchsorted(self.digest, key, side="right"))
         if lo == hi:
             return set()
         sel = slice(lo, hi)
-        ok = (self.group[sel] == group) & (self.probe[sel] == probe_id)
+        ok = (self.group[sel] == group) & (self.probe[sel] == probe_id) & (self.output[sel] == output)
         return {self.platforms[int(p)] for p in self.platform[sel][ok]}
 
     def platforms_of(self, group: int) -> list[str]:
@@ -75,11 +81,15 @@ def shard_dirs_signature(db: ReferenceDB) -> str:
     return h.hexdigest()
 
 
+def _model_outputs(manifest: dict, model_sha: str) -> list[str]:
+    m = manifest["models"].get(model_sha, {})
+    return [str(o["name"]) for o in m.get("outputs", [])] or ([str(m["output"])] if m.get("output") else [])
+
+
 def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     """Read the digest column of every shard and write the sorted index."""
-    import pyarrow.parquet as pq
-
     signature = shard_dirs_signature(db)
+    manifest = db.manifest()
     labels: dict[str, int] = {}
     groups: dict[tuple[str, str], int] = {}
     ginfo: list[IndexGroup] = []
@@ -87,36 +97,53 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     ids_of: dict[int, set[int]] = {}
     labels_of: dict[int, set[str]] = {}
     for path in db.shards():
-        t = pq.read_table(path, columns=["model_sha256", "model_name", "probes_sha256", "probes_name",
-                                         "probe_id", "platform", "dtype", "shape", "digest"])
+        t = db.read_shard(path, columns=["model_sha256", "model_name", "probes_sha256", "probes_name",
+                                         "probe_id", "output_name", "platform", "dtype", "shape", "digest"])
         on_shard()
         if t.num_rows == 0:
             continue
         first = {c: t.column(c)[0].as_py() for c in ("model_sha256", "model_name", "probes_sha256",
-                                                      "probes_name", "platform", "dtype", "shape")}
+                                                      "probes_name", "platform")}
         key = (first["model_sha256"], first["probes_sha256"])
         if key not in groups:
             groups[key] = len(ginfo)
-            ginfo.append(IndexGroup(key[0], first["model_name"], key[1], first["probes_name"], [],
-                                    list(first["shape"]), [], []))
-        g = ginfo[groups[key]]
-        if first["dtype"] not in g.dtypes:
-            g.dtypes.append(first["dtype"])
+            names = _model_outputs(manifest, key[0])
+            ginfo.append(IndexGroup(key[0], first["model_name"], key[1], first["probes_name"], names,
+                                    [[] for _ in names], [[] for _ in names], [], []))
+        k = groups[key]
+        g = ginfo[k]
+        enc = t.column("output_name").combine_chunks().dictionary_encode()
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        remap = np.empty(len(enc.dictionary), dtype=np.int32)
+        for code, name in enumerate(enc.dictionary.to_pylist()):
+            if name not in g.outputs:  # a model the manifest lists no outputs for
+                g.outputs.append(name)
+                g.shapes.append([])
+                g.dtypes.append([])
+            j = remap[code] = g.outputs.index(name)
+            row = int(np.flatnonzero(codes == code)[0])
+            dtype = t.column("dtype")[row].as_py()
+            if dtype not in g.dtypes[j]:
+                g.dtypes[j].append(dtype)
+            if not g.shapes[j]:
+                g.shapes[j] = list(t.column("shape")[row].as_py())
+        out_idx = remap[codes]
         ids = t.column("probe_id").to_numpy()
-        ids_of.setdefault(groups[key], set()).update(int(i) for i in ids)
-        labels_of.setdefault(groups[key], set()).add(first["platform"])
+        ids_of.setdefault(k, set()).update(int(i) for i in ids)
+        labels_of.setdefault(k, set()).add(first["platform"])
         pid = labels.setdefault(first["platform"], len(labels))
         parts["digest"].append(np.array(t.column("digest").to_pylist(), dtype="S16"))
         parts["probe"].append(ids.astype(np.int64))
         parts["platform"].append(np.full(t.num_rows, pid, dtype=np.int32))
-        parts["group"].append(np.full(t.num_rows, groups[key], dtype=np.int32))
+        parts["group"].append(np.full(t.num_rows, k, dtype=np.int32))
+        parts["output"].append(out_idx)
     if not ginfo:
         raise HspiError(f"the reference DB {str(db.root)!r} holds no shards; run `hspi db build` first")
     for k, g in enumerate(ginfo):
         g.ids, g.platforms = sorted(ids_of[k]), sorted(labels_of[k])
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     # repeated runs of one platform add identical rows: keep one
-    order = np.lexsort((arrays["platform"], arrays["probe"], arrays["group"], arrays["digest"]))
+    order = np.lexsort((arrays["platform"], arrays["output"], arrays["probe"], arrays["group"], arrays["digest"]))
     arrays = {k: v[order] for k, v in arrays.items()}
     same = np.ones(len(order), dtype=bool)
     for k in ARRAYS:

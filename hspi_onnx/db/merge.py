@@ -31,6 +31,10 @@ def _merge_manifest(dst: dict, src: dict) -> None:
 def merge(sources: list[Path], target: Path) -> dict:
     srcs = [ReferenceDB(s) for s in sources]
     out = ReferenceDB(target, create=True)
+    out.require_writable()
+    for src in srcs:
+        if src.schema != out.schema:
+            raise HspiError(f"{str(src.root)!r} is schema {src.schema}; run `hspi db upgrade --db {src.root}` first")
     if any(Path(s.root).resolve() == Path(out.root).resolve() for s in srcs):
         raise HspiError("the merge target must not be one of the sources")
     copied = identical = 0
@@ -69,7 +73,7 @@ def find_conflicts(db: ReferenceDB) -> list[dict]:
     con = db.connect()
     rows = con.execute("""
         WITH per_probe AS (
-            SELECT model_sha256, probes_sha256, platform, probe_id,
+            SELECT model_sha256, probes_sha256, platform, probe_id, output_name,
                    count(DISTINCT digest) AS variants, list(DISTINCT run_id ORDER BY run_id) AS runs
             FROM outputs GROUP BY ALL)
         SELECT model_sha256, probes_sha256, platform, count(*) FILTER (WHERE variants > 1) AS differing,

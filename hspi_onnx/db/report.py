@@ -15,13 +15,14 @@ def info(db: ReferenceDB) -> dict:
     con = db.connect()
     rows = con.execute("""
         SELECT model_name, model_sha256, probes_name, probes_sha256, count(DISTINCT platform) AS platforms,
-               count(*) AS rows, sum(octet_length(output)) AS output_bytes
+               count(*) AS rows, sum(octet_length(output)) AS output_bytes, list(DISTINCT output_name ORDER BY output_name)
         FROM outputs GROUP BY ALL ORDER BY model_name, probes_name""").fetchall()
     shards = db.shards()
     return {
         "db": str(db.root),
+        "schema": manifest["schema"],
         "groups": [dict(zip(("model", "model_sha256", "probes", "probes_sha256", "platforms", "rows",
-                             "output_bytes"), r)) for r in rows],
+                             "output_bytes", "outputs"), r)) for r in rows],
         "models": len(manifest["models"]), "probe_sets": len(manifest["probe_sets"]),
         "platforms": len({p for g in _platforms_by_group(con).values() for p in g}),
         "rows": sum(r[5] for r in rows), "shards": len(shards),
@@ -43,13 +44,16 @@ def classes(db: ReferenceDB) -> list[dict]:
     for each pair of classes the fraction of probes whose outputs differ."""
     con = db.connect()
     data = con.execute("""
-        SELECT model_name, model_sha256, probes_name, probes_sha256, platform, probe_id, hex(min(digest)), count(DISTINCT digest)
-        FROM outputs GROUP BY ALL ORDER BY model_sha256, probes_sha256, platform, probe_id""").fetchall()
+        SELECT model_name, model_sha256, probes_name, probes_sha256, platform, probe_id, output_name,
+               hex(min(digest)), count(DISTINCT digest)
+        FROM outputs GROUP BY ALL ORDER BY model_sha256, probes_sha256, platform, probe_id, output_name""").fetchall()
     groups: dict[tuple, dict] = {}
-    for model, msha, probes, psha, plat, pid, dig, ndig in data:
+    for model, msha, probes, psha, plat, pid, out, dig, ndig in data:
         g = groups.setdefault((msha, psha), {"model": model, "model_sha256": msha, "probes": probes,
-                                              "probes_sha256": psha, "rows": defaultdict(dict), "unstable": set()})
-        g["rows"][plat][pid] = dig
+                                              "probes_sha256": psha, "rows": defaultdict(dict), "unstable": set(),
+                                              "outputs": set()})
+        g["rows"][plat][(pid, out)] = dig
+        g["outputs"].add(out)
         if ndig > 1:
             g["unstable"].add(plat)
     out = []
@@ -65,7 +69,7 @@ def classes(db: ReferenceDB) -> list[dict]:
         order = sorted(members, key=lambda k: (-len(members[k]), members[k][0]))
         sep = [[float(np.mean(keys[a] != keys[b])) for b in order] for a in order]
         out.append({k: g[k] for k in ("model", "model_sha256", "probes", "probes_sha256")} | {
-            "n_probes": len(ids), "n_platforms": len(platforms),
+            "n_probes": len({pid for pid, _ in ids}), "outputs": sorted(g["outputs"]), "n_platforms": len(platforms),
             "classes": [{"id": i, "platforms": members[k],
                          "nondeterministic": sorted(set(members[k]) & g["unstable"])} for i, k in enumerate(order)],
             "separation": sep,
@@ -82,7 +86,9 @@ def verify(db: ReferenceDB) -> dict:
         manifest = db.manifest()
     except Exception as exc:
         return {"ok": False, "problems": [str(exc)], "shards": 0, "rows": 0}
-    schema = arrow_schema()
+    schema = arrow_schema(manifest["schema"])
+    outputs_of = {sha: [o["name"] for o in m.get("outputs", [])] or [m.get("output")]
+                  for sha, m in manifest["models"].items()}
     rows = 0
     for path in db.shards():
         rel = path.relative_to(db.root)
@@ -110,12 +116,17 @@ def verify(db: ReferenceDB) -> dict:
             if key not in manifest[table_]:
                 problems.append(f"{rel}: {what} {key[:40]} is not in the manifest")
         n_expected = manifest["probe_sets"].get(probes, {}).get("n")
-        if len(set(d["probe_id"])) != table.num_rows or (n_expected and table.num_rows != n_expected):
+        outs = d["output_name"] if "output_name" in d else [None] * table.num_rows
+        k_expected = len(outputs_of.get(model, [None]))
+        if manifest["schema"] >= 2 and set(outs) != set(outputs_of.get(model, outs)):
+            problems.append(f"{rel}: outputs {sorted(set(outs))} are not the model's {outputs_of.get(model)}")
+        if len(set(zip(d["probe_id"], outs))) != table.num_rows or (
+                n_expected and table.num_rows != n_expected * k_expected):
             problems.append(f"{rel}: probe ids are duplicated or incomplete")
         bad = sum(digest(t, s, o) != g.hex() for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
         if bad:
             problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
     unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
-    return {"ok": not problems, "problems": problems, "shards": len(db.shards()), "rows": rows,
+    return {"ok": not problems, "problems": problems, "schema": manifest["schema"], "shards": len(db.shards()), "rows": rows,
             "unfinished_runs": unfinished,
             "stale_temporaries": len(list((db.root / "shards").glob("*/*/.*.tmp")))}

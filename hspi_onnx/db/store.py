@@ -1,7 +1,7 @@
 """The reference DB: a directory with ``manifest.json`` and Parquet shards.
 
-One shard per (model, probe set, platform, run), one row per probe, self-describing (every
-row carries the model, probe set and platform), written to a temporary name and renamed into
+One shard per (model, probe set, platform, run), one row per (output, probe), self-describing
+(every row carries the model, probe set, output name and platform), written to a temporary name and renamed into
 place. A build registers its models, probe sets, platforms and run in the manifest *before*
 writing shards, so every shard on disk is described by the manifest whenever the build is
 killed. Manifest updates take an exclusive lock on ``DB/.lock``, so concurrent builds into one
@@ -19,24 +19,26 @@ from pathlib import Path
 
 from hspi_onnx.errors import HspiError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # schema 1: one output per model, no output_name column
 MANIFEST = "manifest.json"
 
 COLUMNS = [
     ("model_sha256", "string"), ("model_name", "string"), ("probes_sha256", "string"),
-    ("probes_name", "string"), ("probe_id", "int64"), ("platform", "string"), ("runtime", "string"),
-    ("runtime_version", "string"), ("device", "string"), ("precision", "string"), ("knobs", "string"),
-    ("dtype", "string"), ("shape", "list<int64>"), ("output", "binary"), ("digest", "digest16"),
-    ("run_id", "string"), ("deterministic", "bool"), ("host", "string"),
+    ("probes_name", "string"), ("probe_id", "int64"), ("output_name", "string"), ("platform", "string"),
+    ("runtime", "string"), ("runtime_version", "string"), ("device", "string"), ("precision", "string"),
+    ("knobs", "string"), ("dtype", "string"), ("shape", "list<int64>"), ("output", "binary"),
+    ("digest", "digest16"), ("run_id", "string"), ("deterministic", "bool"), ("host", "string"),
 ]
+COLUMNS_V1 = [c for c in COLUMNS if c[0] != "output_name"]
 
 
-def arrow_schema():
+def arrow_schema(version: int = SCHEMA_VERSION):
     import pyarrow as pa
 
     types = {"string": pa.string(), "int64": pa.int64(), "binary": pa.binary(), "bool": pa.bool_(),
              "list<int64>": pa.list_(pa.int64()), "digest16": pa.binary(16)}
-    return pa.schema([(name, types[t]) for name, t in COLUMNS])
+    return pa.schema([(name, types[t]) for name, t in (COLUMNS if version >= 2 else COLUMNS_V1)])
 
 
 def platform_key(label: str) -> str:
@@ -46,6 +48,8 @@ def platform_key(label: str) -> str:
 class ReferenceDB:
     def __init__(self, root: str | Path, create: bool = False) -> None:
         self.root = Path(root)
+        self._schema: int | None = None
+        self._v1_names: dict[str, str] | None = None
         if create:
             (self.root / "shards").mkdir(parents=True, exist_ok=True)
             with self.locked():
@@ -74,14 +78,53 @@ class ReferenceDB:
             data = json.loads(self.manifest_path.read_text("utf-8"))
         except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise HspiError(f"manifest of {str(self.root)!r} is unreadable ({type(exc).__name__})")
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
-            raise HspiError(f"manifest of {str(self.root)!r} is not schema version {SCHEMA_VERSION}")
+        if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
+            found = data.get("schema") if isinstance(data, dict) else None
+            raise HspiError(f"manifest of {str(self.root)!r} is schema version {found!r}; this version reads "
+                            f"{', '.join(map(str, READABLE_SCHEMAS))}")
         return data
+
+    @property
+    def schema(self) -> int:
+        if self._schema is None:
+            self._schema = int(self.manifest()["schema"])
+        return self._schema
+
+    def require_writable(self) -> None:
+        """Builds and merges write schema-2 shards; a schema-1 DB must be upgraded first."""
+        if self.schema != SCHEMA_VERSION:
+            raise HspiError(f"the reference DB {str(self.root)!r} is schema {self.schema} (one output per model); "
+                            f"run `hspi db upgrade --db {self.root}` to rewrite it as schema {SCHEMA_VERSION} first")
+
+    def v1_output_names(self) -> dict[str, str]:
+        """Schema 1: model sha256 -> the name of its one stored output (the manifest's ``output``)."""
+        if self._v1_names is None:
+            self._v1_names = {sha: str(m.get("output") or "output") for sha, m in self.manifest()["models"].items()}
+        return self._v1_names
+
+    def read_shard(self, path: Path, columns: list[str] | None = None, filters=None):
+        """One shard as a pyarrow table in the current schema (schema-1 shards get their
+        ``output_name`` from the manifest)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.schema >= 2:
+            return pq.read_table(path, columns=columns, filters=filters)
+        want = columns or [c for c, _ in COLUMNS]
+        base = [c for c in want if c != "output_name"]
+        need = base if "model_sha256" in base else base + ["model_sha256"]
+        t = pq.read_table(path, columns=need, filters=filters)
+        if "output_name" in want:
+            names = self.v1_output_names()
+            shas = t.column("model_sha256").to_pylist()
+            t = t.append_column("output_name", pa.array([names.get(s, "output") for s in shas], pa.string()))
+        return t.select(want)
 
     def _write_manifest(self, data: dict) -> None:
         tmp = self.root / f".{MANIFEST}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
         os.replace(tmp, self.manifest_path)
+        self._schema, self._v1_names = int(data["schema"]), None
 
     def update(self, change) -> dict:
         """Apply ``change(manifest)`` under the lock and write the result atomically."""
@@ -132,8 +175,13 @@ class ReferenceDB:
         import duckdb
 
         con = duckdb.connect()
-        if self.shards():
+        if self.shards() and self.schema >= 2:
             con.execute(f"CREATE VIEW outputs AS SELECT * FROM read_parquet('{_sql_str(self.glob())}')")
+        elif self.shards():  # schema 1: the one output of each model is named by the manifest
+            cases = " ".join(f"WHEN '{_sql_str(s)}' THEN '{_sql_str(n)}'" for s, n in self.v1_output_names().items())
+            cols = ", ".join(c if c != "output_name" else f"CASE model_sha256 {cases} ELSE 'output' END AS output_name"
+                             for c, _ in COLUMNS)
+            con.execute(f"CREATE VIEW outputs AS SELECT {cols} FROM read_parquet('{_sql_str(self.glob())}')")
         else:
             cols = ", ".join(f"NULL::{_duck(t)} AS {n}" for n, t in COLUMNS)
             con.execute(f"CREATE VIEW outputs AS SELECT {cols} WHERE false")

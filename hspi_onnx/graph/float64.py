@@ -1,12 +1,13 @@
 """The float64 reference: the model's ONNX graph widened to float64 and computed by ONNX's
 reference evaluator — the graph every ONNX platform runs — or, for graphs it cannot widen
-(subgraphs, custom domains), the model in PyTorch at float64 (zoo module or converter)."""
+(subgraphs, custom domains) or evaluate, the model in PyTorch at float64 (zoo module or
+converter)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.errors import HspiError, UnsupportedError
 
 SOURCE = "onnxref-fp64"
 BATCH = 64
@@ -39,26 +40,54 @@ def to_float64(proto):
     return m
 
 
-def onnx_float64(model, inputs: np.ndarray, batch: int = BATCH) -> np.ndarray:
-    """The ONNX graph computed in float64 by the reference evaluator."""
-    from onnx.reference import ReferenceEvaluator
-
-    evaluator = ReferenceEvaluator(to_float64(model.load()))
-    name = model.spec.name
-    parts = []
-    for i in range(0, len(inputs), batch):
-        x = inputs[i:i + batch]
-        x = x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x
-        parts.append(np.asarray(evaluator.run(None, {name: x})[0]))
-    return np.concatenate(parts)
+def _in_batches(run, feeds: dict[str, np.ndarray], names: list[str], batch: int) -> dict[str, np.ndarray]:
+    n = len(next(iter(feeds.values())))
+    parts: dict[str, list] = {k: [] for k in names}
+    for i in range(0, n, batch):
+        out = run({k: v[i:i + batch] for k, v in feeds.items()})
+        for k, v in zip(names, out):
+            parts[k].append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def compute_float64(model, inputs: np.ndarray) -> tuple[np.ndarray, str]:
-    """(float64 outputs, what computed them)."""
+def onnx_float64(model, feeds: dict[str, np.ndarray], batch: int = BATCH) -> dict[str, np.ndarray]:
+    """Every output of the ONNX graph computed in float64 by the reference evaluator."""
+    from hspi_onnx.graph.refops import reference_evaluator
+
+    evaluator = reference_evaluator(to_float64(model.load()))
+    wide = {k: v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v for k, v in feeds.items()}
     try:
-        return onnx_float64(model, inputs).astype(np.float64), SOURCE
-    except UnsupportedError:
-        from hspi_onnx.graph.torch_module import torch_float64
+        return _in_batches(lambda f: evaluator.run(None, f), wide, model.output_names, batch)
+    except HspiError:
+        raise
+    except Exception as exc:  # the evaluator raises plain errors for what it cannot compute
+        raise UnsupportedError(f"the reference evaluator cannot compute {model.name} in float64: {exc}")
 
-        parts = [torch_float64(model, inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)]
-        return np.concatenate(parts).astype(np.float64), "pytorch-fp64"
+
+def torch_float64(model, feeds: dict[str, np.ndarray], batch: int = BATCH) -> dict[str, np.ndarray]:
+    """Every output of the model computed in float64 in PyTorch (zoo module or converter)."""
+    import torch
+
+    from hspi_onnx.graph.torch_module import build_torch_module, has_module
+
+    module = build_torch_module(model, "module" if has_module(model) else "onnx", "fp64")
+
+    def run(f):
+        args = []
+        for name in model.input_names:
+            t = torch.from_numpy(np.ascontiguousarray(f[name]))
+            args.append(t.double() if t.is_floating_point() else t)
+        with torch.inference_mode():
+            out = module(*args)
+        return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+
+    return _in_batches(run, feeds, model.output_names, batch)
+
+
+def compute_float64(model, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """(every output in float64, what computed them)."""
+    try:
+        out, source = onnx_float64(model, feeds), SOURCE
+    except UnsupportedError:
+        out, source = torch_float64(model, feeds), "pytorch-fp64"
+    return {k: v.astype(np.float64) for k, v in out.items()}, source

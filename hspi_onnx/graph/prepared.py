@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hspi_onnx.cache import atomic_write_bytes, cache_dir
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.graph.lowprec import HALF_PRECISIONS, to_half
@@ -128,12 +130,9 @@ class _CalibrationReader:
     def __init__(self, model, kind: str) -> None:
         from hspi_onnx.inputs.probes import generate
 
-        calib = generate(model.spec, kind, n=CALIBRATION_PROBES, seed=0, split="calib")
-        bs = model.spec.fixed_batch or 8
-        self._batches = iter(
-            [{model.spec.name: calib.inputs[i:i + bs]} for i in range(0, len(calib), bs)
-             if len(calib.inputs[i:i + bs]) == bs]
-        )
+        calib = generate(model, kind, n=CALIBRATION_PROBES, seed=0, split="calib")
+        bs = model.fixed_batch or 8
+        self._batches = iter([calib.batch(np.arange(i, i + bs)) for i in range(0, len(calib) - bs + 1, bs)])
 
     def get_next(self):
         return next(self._batches, None)

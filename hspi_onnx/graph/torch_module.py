@@ -48,14 +48,3 @@ def to_numpy(t) -> np.ndarray:
 
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
-
-
-def torch_float64(model, inputs: np.ndarray) -> np.ndarray:
-    """The model computed in float64 (the zoo module where there is one, else the converter)."""
-    import torch
-
-    module = build_torch_module(model, "module" if has_module(model) else "onnx", "fp64")
-    x = torch.from_numpy(np.ascontiguousarray(inputs))
-    x = x.double() if x.is_floating_point() else x
-    with torch.inference_mode():
-        return module(x).numpy()

@@ -1,4 +1,17 @@
-"""Models: an ONNX file, identified by the sha256 of its bytes, plus what its input takes."""
+"""Models: an ONNX file, identified by the sha256 of its bytes, with its named inputs and outputs.
+
+Every graph input that is not an initializer is an input of the model; its first axis is the
+batch axis. What a probe for it is (its *kind*) comes from ``hspi.inputs`` / ``hspi.input``
+metadata when the file has it (the zoo writes it), else from the graph:
+
+* float inputs: ``image`` for (C, H, W), ``tensor`` otherwise; values uniform in [low, high);
+* integer or bool inputs: ``mask`` when the name says attention/padding mask, ``segments``
+  for token-type (segment) ids, ``positions`` for position ids, ``tokens`` otherwise; the
+  vocabulary of ids is the row count of the embedding table a Gather reads with them.
+
+Axes other than the batch axis may be dynamic (``None``, with the symbol the graph names them
+by); a probe set fixes their sizes, the same size for every axis of one symbol.
+"""
 
 from __future__ import annotations
 
@@ -9,99 +22,105 @@ from pathlib import Path
 from hspi_onnx.errors import BadModelError
 from hspi_onnx.inputs.onnxfile import load_onnx, sha256_file
 
-INPUT_META_KEY = "hspi.input"
+INPUT_META_KEY = "hspi.input"  # one input (the zoo's models)
+INPUTS_META_KEY = "hspi.inputs"  # a list of inputs, for any model
 ZOO_META_KEY = "hspi.zoo"
 WEIGHTS_META_KEY = "hspi.weights_sha256"
+
+INPUT_KINDS = ("image", "tensor", "tokens", "mask", "segments", "positions")
+ID_KINDS = ("tokens", "segments", "positions")  # integer ids below a vocabulary size
+_ONNX_TO_NUMPY = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64", 9: "bool"}
+_MASK_WORDS = ("mask",)
+_SEGMENT_WORDS = ("token_type", "segment", "type_ids")
+_POSITION_WORDS = ("position",)
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What one probe is: the model input without its batch axis."""
+    """One model input without its batch axis."""
 
     name: str
-    kind: str  # "image" (C,H,W floats), "tensor" (other floats) or "tokens" (integer ids)
-    shape: tuple[int, ...]
-    dtype: str  # numpy dtype name of the input
-    low: float = 0.0  # value range for float inputs
+    kind: str  # one of INPUT_KINDS
+    shape: tuple[int | None, ...]  # None: a dynamic axis, sized by the probe set
+    dtype: str  # numpy dtype name
+    low: float = 0.0  # value range of float inputs
     high: float = 1.0
-    vocab: int = 256  # token ids lie in [0, vocab)
+    vocab: int = 256  # ids lie in [0, vocab)
     fixed_batch: int | None = None  # when the model's batch axis is static
+    dims: tuple[str, ...] = ()  # the symbol of each dynamic axis ("" when unnamed or static)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    @property
+    def dynamic(self) -> bool:
+        return any(s is None for s in self.shape)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"], d["dims"] = list(self.shape), list(self.dims)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
+        if not isinstance(d, dict):
+            raise BadModelError(f"bad input description in model metadata: {str(d)[:80]!r}")
         try:
+            shape = tuple(None if x is None else int(x) for x in d["shape"])
             spec = cls(
-                name=str(d["name"]), kind=str(d["kind"]),
-                shape=tuple(int(x) for x in d["shape"]), dtype=str(d["dtype"]),
+                name=str(d["name"]), kind=str(d["kind"]), shape=shape, dtype=str(d["dtype"]),
                 low=float(d.get("low", 0.0)), high=float(d.get("high", 1.0)),
                 vocab=int(d.get("vocab", 256)),
                 fixed_batch=None if d.get("fixed_batch") is None else int(d["fixed_batch"]),
+                dims=tuple(str(x) for x in d.get("dims", ())) or tuple("" for _ in shape),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise BadModelError(f"bad input description in model metadata: {exc}")
-        if spec.kind not in ("image", "tensor", "tokens") or any(s <= 0 for s in spec.shape):
-            raise BadModelError(f"bad input description in model metadata: {d!r}")
-        if not spec.low < spec.high or spec.vocab < 1:
-            raise BadModelError(f"bad input range in model metadata: {d!r}")
+            raise BadModelError(f"bad input description in model metadata: {type(exc).__name__}: {exc}")
+        if spec.kind not in INPUT_KINDS or any(s is not None and s <= 0 for s in spec.shape):
+            raise BadModelError(f"bad input description in model metadata: {str(d)[:200]!r}")
+        if not spec.low < spec.high or spec.vocab < 1 or len(spec.dims) != len(spec.shape):
+            raise BadModelError(f"bad input range in model metadata: {str(d)[:200]!r}")
+        if spec.dtype not in _ONNX_TO_NUMPY.values():
+            raise BadModelError(f"input {spec.name!r} has unsupported dtype {spec.dtype!r}")
         return spec
 
 
-_ONNX_TO_NUMPY = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64"}
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    dtype: str  # numpy dtype name, "" when the graph does not say
+    shape: tuple[int | None, ...]  # without the batch axis
 
-
-def infer_input_spec(model) -> InputSpec:
-    """Input description from the graph itself, or from ``hspi.input`` metadata when present."""
-    init_names = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init_names]
-    if len(inputs) != 1:
-        raise BadModelError(f"model has {len(inputs)} graph inputs; hspi supports exactly one")
-    meta = {p.key: p.value for p in model.metadata_props}
-    if INPUT_META_KEY in meta:
-        try:
-            d = json.loads(meta[INPUT_META_KEY])
-        except (ValueError, RecursionError):
-            raise BadModelError("model metadata hspi.input is not valid JSON")
-        if not isinstance(d, dict):
-            raise BadModelError("model metadata hspi.input is not a JSON object")
-        return InputSpec.from_dict(d)
-    inp = inputs[0]
-    ttype = inp.type.tensor_type
-    elem = _ONNX_TO_NUMPY.get(ttype.elem_type)
-    if elem is None:
-        raise BadModelError(f"input {inp.name!r} has an unsupported element type {ttype.elem_type}")
-    dims = list(ttype.shape.dim)
-    if not dims:
-        raise BadModelError(f"input {inp.name!r} has no batch axis")
-    rest = []
-    for d in dims[1:]:
-        if not d.HasField("dim_value") or d.dim_value <= 0:
-            raise BadModelError(
-                f"input {inp.name!r} has a dynamic non-batch axis; hspi needs a fixed probe shape"
-            )
-        rest.append(int(d.dim_value))
-    fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-    if elem.startswith("int"):
-        kind = "tokens"
-    else:
-        kind = "image" if len(rest) == 3 else "tensor"
-    return InputSpec(name=inp.name, kind=kind, shape=tuple(rest), dtype=elem, fixed_batch=fixed)
+    def as_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass
 class ModelInfo:
     path: Path
     sha256: str
-    spec: InputSpec
-    output_name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
     zoo: str | None = None
     metadata: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.zoo or self.path.stem
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    @property
+    def primary(self) -> InputSpec:
+        """The input a probe kind describes: the first image, tensor or token input."""
+        return next((i for i in self.inputs if i.kind in ("image", "tensor", "tokens")), self.inputs[0])
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.inputs[0].fixed_batch
 
     def weights_path(self) -> Path:
         return self.path.with_suffix(".weights.npz")
@@ -110,19 +129,130 @@ class ModelInfo:
         return load_onnx(self.path)
 
     def describe(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
-                "zoo": self.zoo, "input": asdict(self.spec), "output": self.output_name}
+        """What the manifest records: ``input``/``output`` name the primary input and the first
+        output as schema-1 DBs did; ``inputs``/``outputs`` list all of them."""
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256, "zoo": self.zoo,
+                "input": self.primary.as_dict(), "output": self.outputs[0].name,
+                "inputs": [i.as_dict() for i in self.inputs], "outputs": [o.as_dict() for o in self.outputs]}
+
+
+def _kind(name: str, dtype: str, rank: int) -> str:
+    low = name.lower()
+    if dtype.startswith("float"):
+        return "image" if rank == 3 else "tensor"
+    if dtype == "bool" or any(w in low for w in _MASK_WORDS):
+        return "mask"
+    if any(w in low for w in _SEGMENT_WORDS):
+        return "segments"
+    if any(w in low for w in _POSITION_WORDS):
+        return "positions"
+    return "tokens"
+
+
+_PASS_THROUGH = {"Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand"}
+
+
+def _embedding_rows(graph, name: str) -> int | None:
+    """Rows of the smallest embedding table a Gather reads with ``name`` (following casts and
+    reshapes): ids must stay below it."""
+    tables = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    found, frontier, seen = [], [name], set()
+    for _ in range(4):
+        nxt = []
+        for value in frontier:
+            for node in consumers.get(value, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == value:
+                    table = tables.get(node.input[0])
+                    if table is not None and table.dims:
+                        found.append(int(table.dims[0]))
+                elif node.op_type in _PASS_THROUGH and node.input[0] == value:
+                    nxt += [o for o in node.output if o not in seen]
+        seen.update(nxt)
+        frontier = nxt
+    return min(found) if found else None
+
+
+def _spec_from_graph(graph, inp) -> InputSpec:
+    ttype = inp.type.tensor_type
+    elem = _ONNX_TO_NUMPY.get(ttype.elem_type)
+    if elem is None:
+        raise BadModelError(f"input {inp.name!r} has an unsupported element type {ttype.elem_type}")
+    if not ttype.HasField("shape") or not ttype.shape.dim:
+        raise BadModelError(f"input {inp.name!r} has no batch axis (a rank-0 or unshaped input)")
+    dims = list(ttype.shape.dim)
+    shape: list[int | None] = []
+    symbols: list[str] = []
+    for d in dims[1:]:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(int(d.dim_value))
+            symbols.append("")
+        else:
+            shape.append(None)
+            symbols.append(d.dim_param if d.HasField("dim_param") else "")
+    fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    kind = _kind(inp.name, elem, len(shape))
+    vocab = 256
+    if kind in ID_KINDS:
+        rows = _embedding_rows(graph, inp.name)
+        vocab = rows if rows else {"segments": 2}.get(kind, 256)
+    return InputSpec(name=inp.name, kind=kind, shape=tuple(shape), dtype=elem, vocab=vocab,
+                     fixed_batch=fixed, dims=tuple(symbols))
+
+
+def infer_inputs(model) -> tuple[InputSpec, ...]:
+    """Input descriptions from ``hspi.inputs``/``hspi.input`` metadata when present, else from the graph."""
+    init_names = {t.name for t in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in init_names]
+    if not graph_inputs:
+        raise BadModelError("model has no graph inputs")
+    meta = {p.key: p.value for p in model.metadata_props}
+    described = None
+    for key in (INPUTS_META_KEY, INPUT_META_KEY):
+        if key in meta:
+            try:
+                described = json.loads(meta[key])
+            except (ValueError, RecursionError):
+                raise BadModelError(f"model metadata {key} is not valid JSON")
+            described = described if key == INPUTS_META_KEY else [described]
+            if not isinstance(described, list):
+                raise BadModelError(f"model metadata {key} is not a JSON list")
+            break
+    if described is not None:
+        specs = tuple(InputSpec.from_dict(d) for d in described)
+        if sorted(s.name for s in specs) != sorted(i.name for i in graph_inputs):
+            raise BadModelError("model metadata describes other inputs than the graph has")
+    else:
+        specs = tuple(_spec_from_graph(model.graph, i) for i in graph_inputs)
+    batches = {s.fixed_batch for s in specs}
+    if len(batches) > 1:
+        raise BadModelError(f"model inputs disagree on a static batch size ({sorted(map(str, batches))})")
+    return specs
+
+
+def infer_outputs(model) -> tuple[OutputSpec, ...]:
+    outs = []
+    for o in model.graph.output:
+        tt = o.type.tensor_type
+        dims = list(tt.shape.dim) if tt.HasField("shape") else []
+        shape = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:])
+        outs.append(OutputSpec(o.name, _ONNX_TO_NUMPY.get(tt.elem_type, ""), shape))
+    if not outs:
+        raise BadModelError("model has no graph outputs")
+    if len({o.name for o in outs}) != len(outs):
+        raise BadModelError("model has two graph outputs of the same name")
+    return tuple(outs)
 
 
 def open_model(path: str | Path) -> ModelInfo:
     path = Path(path)
     model = load_onnx(path)
     meta = {p.key: p.value for p in model.metadata_props}
-    spec = infer_input_spec(model)
-    return ModelInfo(
-        path=path, sha256=sha256_file(path), spec=spec, output_name=model.graph.output[0].name,
-        zoo=meta.get(ZOO_META_KEY), metadata=meta,
-    )
+    return ModelInfo(path=path, sha256=sha256_file(path), inputs=infer_inputs(model),
+                     outputs=infer_outputs(model), zoo=meta.get(ZOO_META_KEY), metadata=meta)
 
 
 def resolve_model(ref: str | Path) -> ModelInfo:

@@ -1,12 +1,18 @@
-"""Probe sets: named, seeded, hashed inputs for one model's input description.
+"""Probe sets: named, seeded, hashed inputs for a model, one array per model input.
 
-Kinds: ``noise`` (uniform in the input range, the paper's choice), ``images`` (real images:
+The probe set's *kind* says how the primary input (the first image, tensor or token input) is
+filled: ``noise`` (uniform in the input range, the paper's choice), ``images`` (real images:
 scikit-learn's sample photos for 3 channels, its digits for 1 channel, resized), ``tokens``
-(uniform token ids) and ``text`` (real English text as bytes). Each kind also has a
-calibration split, disjoint from the probes, for static quantization.
+(uniform token ids) and ``text`` (real English text as bytes). The other inputs follow their
+own kind: attention masks are ones over a random length from half the sequence up (padding
+after it, where the ids are 0), segment ids split that length in two, position ids count up,
+further images and tensors are noise. Dynamic axes take the sizes in ``dims`` (by the axis'
+symbol), else 16 (32 for image sides). Each kind has a calibration split disjoint from the
+probes, for static quantization.
 
-Files are ``.npz`` with arrays ``inputs``, ``ids`` and ``meta`` (JSON as uint8); loading never
-unpickles and recomputes the content hash.
+Files are ``.npz`` with ``ids``, ``meta`` (JSON as uint8) and the inputs: ``inputs`` when the
+model has one input (the format of every earlier version), ``input_0`` ... otherwise, named in
+the meta record. Loading never unpickles and recomputes the content hash.
 """
 
 from __future__ import annotations
@@ -14,21 +20,26 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hspi_onnx.errors import BadProbesError
-from hspi_onnx.inputs.model import InputSpec
+from hspi_onnx.inputs.model import ID_KINDS, InputSpec, ModelInfo
 from hspi_onnx.safenpz import read_npz, save_npz
 
-KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text")}
+KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text"),
+         "mask": ("mask",), "segments": ("segments",), "positions": ("positions",)}
+PROBE_KINDS = tuple(dict.fromkeys(k for ks in KINDS.values() for k in ks))
 SPLITS = ("probe", "calib")
+DEFAULT_DIM = 16
+DEFAULT_IMAGE_SIDE = 32
+MAX_INPUTS = 16
 
 
-def default_kind(spec: InputSpec) -> str:
-    return KINDS[spec.kind][0]
+def default_kind(model: ModelInfo) -> str:
+    return KINDS[model.primary.kind][0]
 
 
 @dataclass
@@ -37,8 +48,9 @@ class ProbeSet:
     kind: str
     seed: int
     split: str
-    inputs: np.ndarray  # (n, *shape)
+    inputs: dict[str, np.ndarray]  # input name -> (n, *shape); "" for an unnamed single input
     ids: np.ndarray  # (n,) int64
+    dims: dict[str, int] = field(default_factory=dict)  # sizes given to dynamic axes, by symbol
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -50,40 +62,86 @@ class ProbeSet:
         return f"{self.name}@{self.sha256[:12]}"
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.ids)
+
+    @property
+    def primary(self) -> np.ndarray:
+        return next(iter(self.inputs.values()))
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
     def meta(self) -> dict:
+        first = self.primary
         return {"name": self.name, "kind": self.kind, "seed": self.seed, "split": self.split,
-                "n": len(self), "shape": list(self.inputs.shape[1:]),
-                "dtype": str(self.inputs.dtype), "sha256": self.sha256}
+                "n": len(self), "shape": list(first.shape[1:]), "dtype": str(first.dtype),
+                "inputs": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype)} for k, v in self.inputs.items()},
+                "input_names": list(self.inputs), "dims": dict(self.dims), "sha256": self.sha256}
 
     def save(self, path: str | Path) -> Path:
-        return save_npz(path, self.meta(), inputs=self.inputs, ids=self.ids)
+        if len(self.inputs) == 1:
+            return save_npz(path, self.meta(), inputs=self.primary, ids=self.ids)
+        arrays = {f"input_{i}": v for i, v in enumerate(self.inputs.values())}
+        return save_npz(path, self.meta(), ids=self.ids, **arrays)
 
-    def check_fits(self, spec: InputSpec) -> None:
-        if tuple(self.inputs.shape[1:]) != tuple(spec.shape):
-            raise BadProbesError(
-                f"probe set {self.name!r} has probes of shape {tuple(self.inputs.shape[1:])}, "
-                f"the model's input {spec.name!r} takes {tuple(spec.shape)}"
-            )
-        if str(self.inputs.dtype) != spec.dtype:
-            raise BadProbesError(
-                f"probe set {self.name!r} holds {self.inputs.dtype}, the model takes {spec.dtype}"
-            )
-        if spec.kind == "tokens" and len(self) and (self.inputs.min() < 0 or self.inputs.max() >= spec.vocab):
-            raise BadProbesError(f"probe set {self.name!r} has token ids outside [0, {spec.vocab})")
+    def bind(self, model: ModelInfo) -> "ProbeSet":
+        """This probe set with its inputs named as ``model``'s, checked to fit it: a file of an
+        earlier version holds one unnamed array, which goes to a single-input model's input."""
+        if list(self.inputs) == [""] and len(model.inputs) == 1:
+            bound = ProbeSet(self.name, self.kind, self.seed, self.split, {model.inputs[0].name: self.primary},
+                             self.ids, dict(self.dims))
+            bound.__dict__["sha256"] = self.sha256  # the legacy hash does not name the input
+        else:
+            bound = self
+        bound.check_fits(model)
+        return bound
+
+    def check_fits(self, model: ModelInfo) -> None:
+        if set(self.inputs) != set(model.input_names):
+            raise BadProbesError(f"probe set {self.name!r} holds inputs {sorted(self.inputs)}, "
+                                 f"the model takes {model.input_names}")
+        sizes: dict[str, int] = {}
+        for spec in model.inputs:
+            x = self.inputs[spec.name]
+            shape = tuple(x.shape[1:])
+            ok = len(shape) == len(spec.shape) and all(w is None or w == s for w, s in zip(spec.shape, shape))
+            if not ok:
+                raise BadProbesError(f"probe set {self.name!r} has probes of shape {shape} for input {spec.name!r}, "
+                                     f"which takes {_show(spec.shape)}")
+            for sym, want, got in zip(spec.dims, spec.shape, shape):
+                if want is None and sym:
+                    if sizes.setdefault(sym, got) != got:
+                        raise BadProbesError(f"probe set {self.name!r} gives axis {sym!r} two sizes ({sizes[sym]}, {got})")
+            if str(x.dtype) != spec.dtype:
+                raise BadProbesError(f"probe set {self.name!r} holds {x.dtype} for input {spec.name!r}, "
+                                     f"which takes {spec.dtype}")
+            if spec.kind in ID_KINDS and len(self) and (x.min() < 0 or x.max() >= spec.vocab):
+                raise BadProbesError(f"probe set {self.name!r} has ids of input {spec.name!r} outside [0, {spec.vocab})")
 
 
-def content_hash(kind: str, split: str, inputs: np.ndarray, ids: np.ndarray) -> str:
+def _show(shape) -> str:
+    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+
+
+def content_hash(kind: str, split: str, inputs: dict[str, np.ndarray], ids: np.ndarray) -> str:
+    """sha256 of the probe set's content. A single input is hashed as every earlier version
+    did (without its name), so probe sets and DBs built before several inputs keep their ids."""
     h = hashlib.sha256()
-    h.update(json.dumps([kind, split, str(inputs.dtype), list(inputs.shape)]).encode())
-    h.update(np.ascontiguousarray(inputs).tobytes())
+    if len(inputs) == 1:
+        x = next(iter(inputs.values()))
+        h.update(json.dumps([kind, split, str(x.dtype), list(x.shape)]).encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    else:
+        h.update(json.dumps([kind, split, [[k, str(v.dtype), list(v.shape)] for k, v in inputs.items()]]).encode())
+        for v in inputs.values():
+            h.update(np.ascontiguousarray(v).tobytes())
     h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
-def _rng(seed: int, split: str) -> np.random.Generator:
-    return np.random.default_rng([seed, SPLITS.index(split)])
+def _rng(seed: int, split: str, k: int = 0) -> np.random.Generator:
+    """The generator of input ``k``: input 0 draws exactly as single-input probe sets always did."""
+    return np.random.default_rng([seed, SPLITS.index(split)] + ([k] if k else []))
 
 
 def _portion(n_items: int, split: str) -> slice:
@@ -101,8 +159,8 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack(chans, axis=0)
 
 
-def _real_images(spec: InputSpec, n: int, rng: np.random.Generator, seed: int, split: str) -> np.ndarray:
-    c, h, w = spec.shape
+def _real_images(shape: tuple[int, ...], n: int, rng: np.random.Generator, seed: int, split: str) -> np.ndarray:
+    c, h, w = shape
     out = np.empty((n, c, h, w), dtype=np.float32)
     if c == 1:
         from sklearn.datasets import load_digits
@@ -135,56 +193,129 @@ def _text_corpus() -> bytes:
     return b"\n".join(p.read_bytes() for p in sorted(descr.glob("*.rst")))
 
 
-def generate(spec: InputSpec, kind: str | None = None, n: int = 64, seed: int = 0,
-             split: str = "probe", name: str | None = None) -> ProbeSet:
-    kind = kind or default_kind(spec)
-    if kind not in KINDS[spec.kind]:
+def resolve_shape(spec: InputSpec, dims: dict[str, int]) -> tuple[int, ...]:
+    """The concrete probe shape of ``spec``: dynamic axes take ``dims[symbol]``, else a default."""
+    out = []
+    for k, (size, sym) in enumerate(zip(spec.shape, spec.dims or ("",) * len(spec.shape))):
+        if size is None:
+            default = DEFAULT_IMAGE_SIDE if spec.kind == "image" and k > 0 else DEFAULT_DIM
+            size = dims.get(sym, default) if sym else default
+            if sym:
+                dims.setdefault(sym, size)
+        out.append(int(size))
+    return tuple(out)
+
+
+def _fill(spec: InputSpec, kind: str, shape: tuple[int, ...], n: int, rng, seed: int, split: str) -> np.ndarray:
+    full = (n, *shape)
+    if kind == "noise":
+        x = rng.uniform(spec.low, spec.high, size=full)
+    elif kind == "images":
+        x = spec.low + (spec.high - spec.low) * _real_images(shape, n, rng, seed, split)
+    elif kind == "tokens":
+        x = rng.integers(0, spec.vocab, size=full)
+    elif kind == "text":
+        corpus = np.frombuffer(_text_corpus(), dtype=np.uint8)
+        pool = corpus[_portion(len(corpus), split)]
+        width = int(np.prod(shape))
+        starts = rng.integers(0, len(pool) - width, size=n)
+        x = np.stack([pool[s:s + width] for s in starts]).reshape(full).astype(np.int64) % spec.vocab
+    else:  # mask, segments, positions: filled by _sequence_inputs
+        x = np.zeros(full)
+    return np.ascontiguousarray(x.astype(spec.dtype))
+
+
+def _sequence_inputs(model: ModelInfo, arrays: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """Masks, segment and position ids, consistent with each other along the last axis: a
+    random valid length per probe (half the sequence up), ids of padding set to 0."""
+    lengths: dict[int, np.ndarray] = {}
+    for spec in model.inputs:
+        if spec.kind not in ("mask", "segments", "positions"):
+            continue
+        x = arrays[spec.name]
+        n, seq = x.shape[0], x.shape[-1] if x.ndim > 1 else 1
+        if seq not in lengths:
+            lengths[seq] = rng.integers(max(1, seq // 2), seq + 1, size=n)
+        valid = np.arange(seq)[None, :] < lengths[seq][:, None]
+        if spec.kind == "mask":
+            values = valid
+        elif spec.kind == "segments":
+            cut = rng.integers(1, np.maximum(lengths[seq], 2), size=n)
+            values = (np.arange(seq)[None, :] >= cut[:, None]) & valid
+            values = values.astype(np.int64) % spec.vocab
+        else:
+            values = np.minimum(np.broadcast_to(np.arange(seq), (n, seq)), spec.vocab - 1)
+        arrays[spec.name] = np.ascontiguousarray(np.broadcast_to(values.reshape((n,) + (1,) * (x.ndim - 2) + (seq,)),
+                                                                  x.shape).astype(spec.dtype))
+    masks = [arrays[s.name] for s in model.inputs if s.kind == "mask"]
+    if masks:
+        for spec in model.inputs:
+            x = arrays[spec.name]
+            if spec.kind == "tokens" and x.shape == masks[0].shape:
+                arrays[spec.name] = np.where(masks[0].astype(bool), x, 0).astype(spec.dtype)
+
+
+def generate(model: ModelInfo, kind: str | None = None, n: int = 64, seed: int = 0,
+             split: str = "probe", name: str | None = None, dims: dict[str, int] | None = None) -> ProbeSet:
+    kind = kind or default_kind(model)
+    primary = model.primary
+    if kind not in KINDS[primary.kind]:
         raise BadProbesError(
-            f"probe kind {kind!r} does not fit a {spec.kind} input; use one of {', '.join(KINDS[spec.kind])}"
+            f"probe kind {kind!r} does not fit a {primary.kind} input; use one of {', '.join(KINDS[primary.kind])}"
         )
     if split not in SPLITS:
         raise BadProbesError(f"split must be one of {', '.join(SPLITS)}")
     if n < 1:
         raise BadProbesError("a probe set needs at least one probe")
-    rng = _rng(seed, split)
-    shape = (n, *spec.shape)
-    if kind == "noise":
-        x = rng.uniform(spec.low, spec.high, size=shape)
-    elif kind == "images":
-        x = spec.low + (spec.high - spec.low) * _real_images(spec, n, rng, seed, split)
-    elif kind == "tokens":
-        x = rng.integers(0, spec.vocab, size=shape)
-    else:  # text
-        corpus = np.frombuffer(_text_corpus(), dtype=np.uint8)
-        pool = corpus[_portion(len(corpus), split)]
-        width = int(np.prod(spec.shape))
-        starts = rng.integers(0, len(pool) - width, size=n)
-        x = np.stack([pool[s:s + width] for s in starts]).reshape(shape).astype(np.int64) % spec.vocab
-    inputs = np.ascontiguousarray(x.astype(spec.dtype))
+    sizes = dict(dims or {})
+    for sym, size in sizes.items():
+        if not isinstance(size, int) or not 1 <= size <= 1 << 16:
+            raise BadProbesError(f"axis {sym!r} needs a size between 1 and 65536, not {size!r}")
+    arrays: dict[str, np.ndarray] = {}
+    for k, spec in enumerate(model.inputs):
+        rng = _rng(seed, split, k)
+        own = kind if spec is primary else KINDS[spec.kind][0]
+        arrays[spec.name] = _fill(spec, own, resolve_shape(spec, sizes), n, rng, seed, split)
+    _sequence_inputs(model, arrays, _rng(seed, split, len(model.inputs)))
     ids = np.arange(n, dtype=np.int64)
+    used = {s: v for s, v in sizes.items() if any(s in spec.dims for spec in model.inputs)}
     suffix = "" if split == "probe" else "-calib"
-    return ProbeSet(name or f"{kind}-s{seed}-n{n}{suffix}", kind, seed, split, inputs, ids)
+    return ProbeSet(name or f"{kind}-s{seed}-n{n}{suffix}", kind, seed, split, arrays, ids, used)
 
 
-_ALLOWED_DTYPES = {"float32", "float16", "float64", "int32", "int64"}
+_ALLOWED_DTYPES = {"float32", "float16", "float64", "int32", "int64", "bool"}
 
 
 def load_probes(path: str | Path) -> ProbeSet:
     """Read a probe-set file written by :meth:`ProbeSet.save`, checking everything."""
-    arrays, meta = read_npz(path, {"inputs", "ids"}, "probe set", BadProbesError)
-    inputs, ids = arrays["inputs"], arrays["ids"]
+    arrays, meta = read_npz(path, {"ids"}, "probe set", BadProbesError, optional=frozenset({"inputs"}),
+                            pattern=r"input_\d{1,2}")
+    ids = arrays.pop("ids")
     try:
         name, kind, seed, split, want = (meta["name"], meta["kind"], int(meta["seed"]),
                                          meta["split"], meta["sha256"])
+        names = [str(x) for x in meta.get("input_names", [""])]
+        dims = {str(k): int(v) for k, v in dict(meta.get("dims", {})).items()}
     except (ValueError, KeyError, TypeError):
         raise BadProbesError(f"probe set {str(path)!r} has a malformed meta record")
-    if str(inputs.dtype) not in _ALLOWED_DTYPES or inputs.ndim < 2:
-        raise BadProbesError(f"probe set {str(path)!r} holds inputs of unsupported type {inputs.dtype}")
-    if ids.dtype != np.int64 or ids.shape != (len(inputs),) or len(np.unique(ids)) != len(ids):
+    if "inputs" in arrays:
+        if len(arrays) != 1 or len(names) != 1:
+            raise BadProbesError(f"probe set {str(path)!r} mixes one-input and several-input arrays")
+        inputs = {names[0]: arrays["inputs"]}
+    else:
+        if not 1 <= len(names) <= MAX_INPUTS or set(arrays) != {f"input_{i}" for i in range(len(names))} \
+                or len(set(names)) != len(names):
+            raise BadProbesError(f"probe set {str(path)!r} does not hold one array per named input")
+        inputs = {nm: arrays[f"input_{i}"] for i, nm in enumerate(names)}
+    for nm, x in inputs.items():
+        if str(x.dtype) not in _ALLOWED_DTYPES or x.ndim < 2 or len(x) != len(ids):
+            raise BadProbesError(f"probe set {str(path)!r} holds input {nm[:40]!r} of unsupported type or size")
+    if ids.dtype != np.int64 or ids.ndim != 1 or len(np.unique(ids)) != len(ids):
         raise BadProbesError(f"probe set {str(path)!r} has missing, malformed or duplicate ids")
-    if str(kind) not in {k for ks in KINDS.values() for k in ks} or split not in SPLITS:
+    if str(kind) not in PROBE_KINDS or split not in SPLITS:
         raise BadProbesError(f"probe set {str(path)!r} names an unknown kind or split")
-    probes = ProbeSet(str(name), str(kind), seed, str(split), np.ascontiguousarray(inputs), ids)
+    probes = ProbeSet(str(name), str(kind), seed, str(split), {k: np.ascontiguousarray(v) for k, v in inputs.items()},
+                      ids, dims)
     if probes.sha256 != want:
         raise BadProbesError(f"probe set {str(path)!r} fails its content hash (altered or corrupt)")
     return probes

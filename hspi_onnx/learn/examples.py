@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hspi_onnx.db.dataset import Group, target_table
+from hspi_onnx.db.dataset import Group
+from hspi_onnx.learn.targets import target_table
 from hspi_onnx.learn.forms import degrade
 from hspi_onnx.learn.features import NAMES, ieee_bits, row_features
 from hspi_onnx.learn.reference import reference_for
@@ -61,7 +62,7 @@ def build_examples(groups: list[Group], form: str, manifest: dict, warn=lambda m
     parts: dict[str, list] = {k: [] for k in ("X", "bits", "label", "klass", "model", "probe", "unit")}
     unit = 0
     for g in groups:
-        ref = reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, warn)
+        ref = reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, g.output_name, warn)
         classes = g.classes()
         for label in g.platforms:
             view = degrade(g.outputs[label], form)

@@ -19,6 +19,8 @@ from hspi_onnx.errors import HspiError
 from hspi_onnx.safenpz import read_npz, save_npz
 
 
+CACHE_FORMAT = "hspi-reference/2"
+
 
 def _cache_path(model_sha: str, probes_sha: str) -> Path:
     return cache_dir("reference") / f"{model_sha[:16]}-{probes_sha[:16]}.npz"
@@ -43,34 +45,43 @@ def recover_inputs(manifest: dict, model_sha: str, probes_sha: str):
             info = got if got.sha256 == model_sha else None
     if info is None:
         raise HspiError(f"model {m.get('name')!r} with sha256 {model_sha[:12]} is not at hand")
-    probes = generate(info.spec, p["kind"], n=int(p["n"]), seed=int(p["seed"]), split=p["split"])
-    if probes.sha256 != probes_sha:
+    try:
+        probes = generate(info, p["kind"], n=int(p["n"]), seed=int(p["seed"]), split=p["split"],
+                          dims={str(k): int(v) for k, v in dict(p.get("dims", {})).items()})
+    except (HspiError, KeyError, TypeError, ValueError):
+        probes = None
+    if probes is None or probes.sha256 != probes_sha:
         raise HspiError(f"probe set {p.get('name')!r} cannot be regenerated (read from a file?)")
     return info, probes
 
 
-def float64_outputs(manifest: dict, model_sha: str, probes_sha: str) -> tuple[np.ndarray, np.ndarray]:
-    """(probe ids, float64 outputs) of the DB's model on its probe set, cached."""
+def float64_outputs(manifest: dict, model_sha: str, probes_sha: str, output: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probe ids, float64 values of ``output``) of the DB's model on its probe set; every
+    output is computed at once and cached."""
     path = _cache_path(model_sha, probes_sha)
     if path.is_file():
-        arrays, meta = read_npz(path, {"ids", "outputs"}, "cached reference")
-        if (meta.get("model_sha256") == model_sha and meta.get("probes_sha256") == probes_sha
-                and meta.get("source") in ("onnxref-fp64", "pytorch-fp64")):
-            return arrays["ids"], arrays["outputs"]
+        arrays, meta = read_npz(path, {"ids"}, "cached reference", pattern=r"output_\d{1,2}")
+        names = meta.get("outputs", [])
+        if (meta.get("format") == CACHE_FORMAT and meta.get("model_sha256") == model_sha
+                and meta.get("probes_sha256") == probes_sha and output in names):
+            return arrays["ids"], arrays[f"output_{names.index(output)}"]
     info, probes = recover_inputs(manifest, model_sha, probes_sha)
+    if output not in info.output_names:
+        raise HspiError(f"model {info.name} has no output {output!r}")
     from hspi_onnx.graph.float64 import compute_float64
 
     ref, source = compute_float64(info, probes.inputs)
-    save_npz(path, {"model_sha256": model_sha, "probes_sha256": probes_sha, "source": source},
-             ids=probes.ids, outputs=ref)
-    return probes.ids, ref
+    save_npz(path, {"format": CACHE_FORMAT, "model_sha256": model_sha, "probes_sha256": probes_sha,
+                    "source": source, "outputs": list(ref)},
+             ids=probes.ids, **{f"output_{i}": v for i, v in enumerate(ref.values())})
+    return probes.ids, ref[output]
 
 
-def reference_for(manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray,
+def reference_for(manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray, output: str,
                   warn=lambda msg: None) -> np.ndarray | None:
-    """float64 outputs for ``ids`` or None (with a warning) when they cannot be computed."""
+    """float64 values of ``output`` for ``ids`` or None (with a warning) when they cannot be computed."""
     try:
-        ref_ids, ref = float64_outputs(manifest, model_sha, probes_sha)
+        ref_ids, ref = float64_outputs(manifest, model_sha, probes_sha, output)
     except HspiError as exc:
         warn(f"no float64 reference ({exc}); features that need it are left out")
         return None

@@ -19,7 +19,7 @@ from hspi_onnx.db.store import ReferenceDB
 ])
 def test_gpu_platforms_build_deterministic_shards(zoo, tmp_path, pattern):
     info = zoo["resnet"]
-    probes = generate(info.spec, n=32)
+    probes = generate(info, n=32)
     pairs = selected_variants(info, probes.kind, [pattern])
     if not pairs and "bf16" in pattern:
         pytest.skip("this GPU has no bf16")
@@ -39,10 +39,10 @@ def test_gpu_precisions_change_the_outputs(zoo, runtime):
     import numpy as np
 
     from hspi_onnx.run.adapter import registry
-    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.run.runner import execute
 
     info = zoo["resnet"]
-    probes = generate(info.spec, n=16)
+    probes = generate(info, n=16)
     adapter = registry()[runtime]
     by_precision = {}
     for _, plat in selected_variants(info, probes.kind, [f"{runtime}/cuda:*/*/*bs=8*"]):
@@ -50,7 +50,7 @@ def test_gpu_precisions_change_the_outputs(zoo, runtime):
             continue
         by_precision.setdefault(plat.precision, plat)
     assert "fp32" in by_precision and len(by_precision) > 1, sorted(by_precision)
-    outs = {p: run_platform(adapter, info, plat, probes).outputs.astype(np.float32) for p, plat in by_precision.items()}
+    outs = {p: execute(adapter, info, plat, probes).first.astype(np.float32) for p, plat in by_precision.items()}
     scale = float(np.abs(outs["fp32"]).max())
     for p, out in outs.items():
         if p in ("fp32", "tf32"):

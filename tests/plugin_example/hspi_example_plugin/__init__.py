@@ -11,16 +11,16 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import Adapter, batch_sizes
+from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
 from hspi_onnx.host import cpu_device
 
 
 class _Session:
-    def __init__(self, sess, input_name: str) -> None:
-        self.sess, self.input_name = sess, input_name
+    def __init__(self, sess, model) -> None:
+        self.sess, self.model = sess, model
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.sess.run(None, {self.input_name: batch})[0]
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return named_outputs(self.model, self.sess.run(None, feeds))
 
 
 class OrtDazAdapter(Adapter):
@@ -40,4 +40,4 @@ class OrtDazAdapter(Adapter):
         opts.intra_op_num_threads = 1
         opts.add_session_config_entry("session.set_denormal_as_zero", "1" if platform.knob["daz"] == "on" else "0")
         sess = ort.InferenceSession(model.load().SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        yield _Session(sess, model.spec.name)
+        yield _Session(sess, model)
