@@ -3,9 +3,13 @@ measured side by side in one run, and bytes on disk per stored output value.
 
     python bench/db_build_overhead.py [--model resnet] [-n 256] [--platforms 'onnxruntime/*/fp32']
 
-The build does more than the bare loop by design: it runs each platform a second time on a
+The build does more than the bare loop by design: it runs every platform in a worker process
+of its runtime family (the default: a crashing runtime fails one platform, not the build),
+sends probes and outputs over the worker's pipes, runs each platform a second time on a
 16-probe sample (determinism check), computes digests, writes Parquet shards and updates the
-manifest. Both sides share warm caches (prepared models are built once before timing).
+manifest. The bare loop runs the same sessions in this process. Both sides share warm caches
+(prepared models are built once before timing). ``--in-process`` times the build without
+workers too.
 """
 
 import argparse
@@ -13,9 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hspi_onnx.run.adapter import selected_variants
 from hspi_onnx.db.build import build
-from hspi_onnx.run.execute import batches
+from hspi_onnx.run.runner import Runner, batches
 from hspi_onnx.inputs.model import resolve_model
 from hspi_onnx.inputs.probes import generate
 from hspi_onnx.db.store import ReferenceDB
@@ -27,7 +33,7 @@ def bare_loop(model, probes, plan) -> float:
         bs = int(plat.knob.get("bs", "1"))
         with adapter.prepare(model, plat) as session:
             for idx in batches(len(probes), bs):
-                session.run(probes.inputs[idx])
+                session.run(probes.batch(idx))
     return time.perf_counter() - t0
 
 
@@ -37,27 +43,41 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=256)
     ap.add_argument("--platforms", action="append", default=None)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--in-process", action="store_true", help="also time the build with Runner(in_process=True)")
     args = ap.parse_args()
     model = resolve_model(args.model)
-    probes = generate(model.spec, n=args.n)
+    probes = generate(model, n=args.n)
     plan = selected_variants(model, probes.kind, args.platforms or ["onnxruntime/*/fp32"])
-    bare_loop(model, generate(model.spec, n=2), plan)  # warm caches and libraries
-    bare, built, sizes = [], [], []
-    for r in range(args.rounds):  # alternate, so drift hits both sides
-        bare.append(bare_loop(model, probes, plan))
+    bare_loop(model, generate(model, n=2), plan)  # warm caches and libraries
+    patterns = args.platforms or ["onnxruntime/*/fp32"]
+    bare, built, local, sizes = [], [], [], []
+
+    def timed_build(in_process: bool) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             db = ReferenceDB(Path(tmp) / "db", create=True)
             t0 = time.perf_counter()
-            build(db, model, probes, args.platforms or ["onnxruntime/*/fp32"])
-            built.append(time.perf_counter() - t0)
-            shards = db.shards()
-            sizes.append((sum(p.stat().st_size for p in shards), db.manifest_path.stat().st_size))
-    values = args.n * len(plan) * 10 if model.name != "lm" else args.n * len(plan) * 256
+            with Runner(in_process=in_process) as runner:
+                summary = build(db, model, probes, patterns, runner=runner)
+            seconds = time.perf_counter() - t0
+            assert len(summary.built) == len(plan) and not summary.failed, summary.failed
+            sizes.append((sum(p.stat().st_size for p in db.shards()), db.manifest_path.stat().st_size))
+        return seconds
+
+    for r in range(args.rounds):  # alternate, so drift hits every side
+        bare.append(bare_loop(model, probes, plan))
+        built.append(timed_build(False))
+        if args.in_process:
+            local.append(timed_build(True))
+    width = sum(int(np.prod(o.shape)) for o in model.outputs)
+    values = args.n * len(plan) * width
     shard_bytes, manifest_bytes = sizes[-1]
     print(f"model {model.name}, {len(plan)} platforms, {args.n} probes, {args.rounds} rounds")
-    print(f"bare loop   : {min(bare):.2f} s (best of {args.rounds})")
-    print(f"hspi db build: {min(built):.2f} s (best of {args.rounds})")
-    print(f"ratio build / bare: {min(built) / min(bare):.2f}")
+    print(f"bare loop (in this process)      : {min(bare):.2f} s (best of {args.rounds})")
+    print(f"hspi db build (worker processes) : {min(built):.2f} s (best of {args.rounds})")
+    if local:
+        print(f"hspi db build (--in-process)     : {min(local):.2f} s (best of {args.rounds})")
+    print(f"ratio build / bare: {min(built) / min(bare):.2f}"
+          + (f" (in-process build: {min(local) / min(bare):.2f})" if local else ""))
     print(f"bytes on disk per output value: {shard_bytes / values:.2f} in shards "
           f"(+{manifest_bytes / values:.2f} manifest) vs 4.00 raw float32")
 

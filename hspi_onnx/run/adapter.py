@@ -37,8 +37,17 @@ def _dist_version(distribution: str) -> str:
 
 
 class Session(Protocol):
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Outputs for one batch, in the dtype the runtime returned (first model output)."""
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output for one batch (input name -> array), by output name in the model's
+        output order, each in the dtype the runtime returned."""
+
+
+def named_outputs(model: ModelInfo, values) -> dict[str, np.ndarray]:
+    """A runtime's list of outputs (graph-output order) as the session protocol's dict."""
+    values = list(values)
+    if len(values) != len(model.outputs):
+        raise HspiError(f"the runtime returned {len(values)} outputs, {model.name} has {len(model.outputs)}")
+    return {o.name: np.asarray(v) for o, v in zip(model.outputs, values)}
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,6 @@ class Adapter:
     distribution: str = ""  # the pip distribution whose version labels carry
     requires: tuple[str, ...] = ()  # modules that must import for the adapter to work
     summary: str = ""
-    isolated: bool = False  # run every platform in a child process (crash isolation)
 
     def version(self) -> str:
         return _dist_version(self.distribution)
@@ -110,7 +118,7 @@ class Adapter:
 
 
 def batch_sizes(model: ModelInfo) -> tuple[int, ...]:
-    return (model.spec.fixed_batch,) if model.spec.fixed_batch else BATCH_SIZES
+    return (model.fixed_batch,) if model.fixed_batch else BATCH_SIZES
 
 
 class BrokenAdapter(Adapter):

@@ -1,87 +1,70 @@
 """The survey: every available CPU platform on the zoo, run twice in fresh processes.
 
-Each pass is a worker process (``python -m hspi_onnx.run.survey SPEC.json``) that prints JSON
-lines: progress events, then one result with the digest of every platform's outputs. The
-parent groups platforms whose outputs are bit-identical into equivalence classes (from the
-first pass) and flags every platform whose second pass differs from its first.
+Each pass has a runner of its own, so every platform runs in a fresh worker process of its
+runtime family. Platforms whose outputs are bit-identical form equivalence classes (from the
+first pass); a platform whose second pass differs from its first is flagged, and one that fails
+or crashes is listed with the reason.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from collections import defaultdict
 from typing import Callable
 
 import numpy as np
 
-from hspi_onnx.errors import HspiError
 
-
-def worker(spec: dict, emit: Callable[[dict], None]) -> None:
-    from hspi_onnx.run.adapter import selected_variants
-    from hspi_onnx.run.execute import run_platform
+def _plans(spec: dict):
     from hspi_onnx.inputs.model import resolve_model
-    from hspi_onnx.outputs import set_digest
     from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.run.adapter import selected_variants
 
     plans = []
     for name in spec["models"]:
         info = resolve_model(name)
-        probes = generate(info.spec, spec.get("kind"), n=spec["n"], seed=spec["seed"])
+        probes = generate(info, spec.get("kind"), n=spec["n"], seed=spec["seed"])
         plans.append((info, probes, selected_variants(info, probes.kind, spec.get("platforms"))))
-    emit({"event": "plan", "total": sum(len(v) for _, _, v in plans)})
-    for info, probes, pairs in plans:
-        ref = None
-        if spec.get("reference"):
-            from hspi_onnx.graph.float64 import compute_float64
-
-            ref, _ = compute_float64(info, probes.inputs)
-        for adapter, plat in pairs:
-            row = {"event": "platform", "model": info.name, "model_sha256": info.sha256,
-                   "probes": probes.name, "probes_sha256": probes.sha256, "platform": str(plat)}
-            try:
-                res = run_platform(adapter, info, plat, probes)
-                row |= {"digest": set_digest(res.digests()), "dtype": res.dtype,
-                        "seconds": round(res.seconds, 4)}
-                if ref is not None:
-                    err = np.abs(res.outputs.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30)
-                    row["rel_err"] = float(err)
-            except Exception as exc:  # one failing platform must not stop the survey
-                row["error"] = f"{type(exc).__name__}: {exc}"[:400]
-            emit(row)
+    return plans
 
 
-def _run_pass(spec: dict, on_event: Callable[[dict], None]) -> list[dict]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.survey", fh.name], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+def _rel_err(outputs: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
+    """Largest error relative to the largest reference value, over every float output."""
+    errs = [float(np.abs(outputs[k].astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-30))
+            for k, r in ref.items() if np.issubdtype(np.asarray(outputs[k]).dtype, np.floating)
+            or str(outputs[k].dtype) == "bfloat16"]
+    return max(errs) if errs else float("nan")
+
+
+def run_pass(plans, with_reference: bool, on_event: Callable[[dict], None], in_process: bool = False) -> list[dict]:
+    from hspi_onnx.graph.float64 import compute_float64
+    from hspi_onnx.run.runner import Runner, failure_reason
+
     rows = []
-    try:
-        for line in proc.stdout:
-            event = json.loads(line)
-            on_event(event)
-            if event["event"] == "platform":
-                rows.append(event)
-        stderr = proc.stderr.read()
-        if proc.wait() != 0:
-            tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {proc.returncode}"
-            raise HspiError(f"survey worker failed: {tail}")
-    finally:
-        os.unlink(fh.name)
-        if proc.poll() is None:
-            proc.kill()
+    on_event({"event": "plan", "total": sum(len(v) for _, _, v in plans)})
+    with Runner(in_process=in_process) as runner:
+        for info, probes, pairs in plans:
+            ref = compute_float64(info, probes.inputs)[0] if with_reference else None
+            for adapter, plat in pairs:
+                row = {"event": "platform", "model": info.name, "model_sha256": info.sha256,
+                       "probes": probes.name, "probes_sha256": probes.sha256, "platform": str(plat)}
+                try:
+                    res = runner.run(adapter, info, plat, probes)
+                    row |= {"digest": res.set_digest(), "dtype": ",".join(sorted(set(res.dtypes().values()))),
+                            "seconds": round(res.seconds, 4)}
+                    if ref is not None:
+                        row["rel_err"] = _rel_err(res.outputs, ref)
+                except Exception as exc:  # one failing platform must not stop the survey
+                    row["error"] = failure_reason(exc)
+                rows.append(row)
+                on_event(row)
     return rows
 
 
-def survey(spec: dict, on_event: Callable[[int, dict], None] = lambda i, e: None, passes: int = 2) -> dict:
-    """Run the matrix ``passes`` times in fresh processes; classes and repeat flags."""
-    runs = [_run_pass({**spec, "reference": i == 0}, lambda e, i=i: on_event(i, e)) for i in range(passes)]
+def survey(spec: dict, on_event: Callable[[int, dict], None] = lambda i, e: None, passes: int = 2,
+           in_process: bool = False) -> dict:
+    """Run the matrix ``passes`` times, each with fresh worker processes; classes and repeat flags."""
+    plans = _plans(spec)
+    runs = [run_pass(plans, i == 0, lambda e, i=i: on_event(i, e), in_process) for i in range(passes)]
     return summarize(runs)
 
 
@@ -110,22 +93,3 @@ def summarize(runs: list[list[dict]]) -> dict:
         m["n_platforms"], m["n_classes"] = len(m["platforms"]), len(classes)
         m["not_repeating"] = [p["platform"] for p in m["platforms"] if not p["repeats"]]
     return {"passes": len(runs), "models": list(models.values())}
-
-
-def _main(argv: list[str]) -> int:
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    with open(argv[0]) as fh:
-        spec = json.load(fh)
-
-    def emit(event: dict) -> None:
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
-
-    worker(spec, emit)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,253 @@
+"""The one execution layer: run a platform over a probe set, in this process or in a worker.
+
+``execute`` is the run itself: fixed-size batches (the last one wraps around to the first
+probes, so every probe is computed in a batch of the labelled size), every output kept exactly
+as the runtime returned it, and an optional repeat of the first batches in the same session to
+check determinism.
+
+``Runner`` decides where it happens. By default every platform runs in a long-lived worker
+process, one per runtime family and environment (an instruction-set cap is an environment a
+runtime reads once, when it loads), so one process never mixes settings, and a runtime that
+crashes — SIGSEGV, SIGABRT, the OOM killer's SIGKILL — fails that platform with the signal
+named while the caller goes on; the next platform of that family gets a fresh worker. A
+platform that does not answer within its time limit has its worker killed and fails the same
+way. ``Runner(in_process=True)`` runs platforms without an environment of their own here, for
+debugging; platforms that need one still get a worker.
+
+Workers speak :mod:`hspi_onnx.run.wire` (JSON headers, raw array bytes, no pickle) over
+pipes; their stderr goes to a file whose tail is quoted when they die, so a runtime that
+writes a lot can never block them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+
+from hspi_onnx.errors import HspiError
+from hspi_onnx.host import cpu_facts
+from hspi_onnx.outputs import RunResult
+from hspi_onnx.run.adapter import Adapter, require
+from hspi_onnx.run import wire
+
+DEFAULT_TIMEOUT_S = float(os.environ.get("HSPI_PLATFORM_TIMEOUT", 3600))
+START_TIMEOUT_S = 120.0
+
+
+class PlatformFailed(HspiError):
+    """A platform raised an error while it ran (in a worker: ``kind`` names the error type)."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class PlatformCrashed(PlatformFailed):
+    """The worker running a platform died (a signal, an exit) or stopped answering."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line naming what went wrong, as a build records it."""
+    kind = getattr(exc, "kind", "") or type(exc).__name__
+    return f"{kind}: {exc}".splitlines()[0][:400]
+
+
+def batches(n: int, bs: int) -> list[np.ndarray]:
+    """Index batches of exactly ``bs``; the last one wraps around to the first probes."""
+    return [np.arange(start, start + bs) % n for start in range(0, n, bs)]
+
+
+def _check_outputs(platform, model, out: dict, rows: int) -> None:
+    names = list(out)
+    if names != model.output_names:
+        raise HspiError(f"{platform} returned outputs {names}, the model has {model.output_names}")
+    for name, arr in out.items():
+        if arr.ndim < 1 or arr.shape[0] != rows:
+            raise HspiError(f"{platform} returned {arr.shape[0] if arr.ndim else 0} rows of {name!r} "
+                            f"for a batch of {rows}")
+
+
+def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
+            on_batch: Callable[[int], None] | None = None) -> RunResult:
+    """Outputs of every probe, in this process. With ``repeat`` > 0 the first batches covering
+    that many probes run again in the same session, with the same batch composition, and
+    ``result.repeats`` says whether every repeated output was bit-identical."""
+    require(adapter)
+    probes = probes.bind(model)
+    n = len(probes)
+    bs = int(platform.knob.get("bs", "1"))
+    results: dict[str, list] = {name: [None] * n for name in model.output_names}
+    with adapter.prepare(model, platform) as session:
+        t0 = time.perf_counter()
+        for idx in batches(n, bs):
+            out = session.run(probes.batch(idx))
+            _check_outputs(platform, model, out, len(idx))
+            fresh = 0
+            for j, i in enumerate(idx):
+                if results[model.output_names[0]][i] is None:
+                    for name, arr in out.items():
+                        results[name][i] = arr[j]
+                    fresh += 1
+            if on_batch:
+                on_batch(fresh)
+        seconds = time.perf_counter() - t0
+        repeats = None
+        if repeat > 0:
+            repeats = True
+            for idx in batches(n, bs)[: -(-min(repeat, n) // bs)]:
+                again = session.run(probes.batch(idx))
+                for name, arr in again.items():
+                    before = np.stack([results[name][i] for i in idx])
+                    repeats &= arr.dtype == before.dtype and arr.tobytes() == before.tobytes()
+    outputs = {name: np.stack(rows) for name, rows in results.items()}
+    return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
+                     probes.ids.copy(), outputs, seconds, cpu_facts(), repeats=repeats)
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        name = _signal_name(-code)
+        hint = " (the kernel's OOM killer sends it when memory runs out)" if name == "SIGKILL" else ""
+        return f"crashed (killed by {name}){hint}"
+    return f"failed: its worker exited with code {code}"
+
+
+class Worker:
+    """One long-lived worker process for one runtime family and environment."""
+
+    def __init__(self, family: str, env: dict[str, str]) -> None:
+        self.family, self.env = family, dict(env)
+        self.proc: subprocess.Popen | None = None
+        self.stderr = None
+        self.probes: set[str] = set()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.stderr = tempfile.TemporaryFile(prefix="hspi-worker-")
+        env = {**os.environ, **self.env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.worker", self.family],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     env=env, close_fds=True)
+        self.probes = set()
+        header, _ = wire.recv(self.proc.stdout.fileno(), time.monotonic() + START_TIMEOUT_S)
+        if header.get("event") != "ready":
+            raise HspiError(f"worker for {self.family} did not start: {header}")
+
+    def stderr_tail(self) -> str:
+        if self.stderr is None:
+            return ""
+        self.stderr.seek(0, os.SEEK_END)
+        size = self.stderr.tell()
+        self.stderr.seek(max(0, size - 4096))
+        lines = [ln for ln in self.stderr.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else "no message"
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                pipe.close()
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                wire.send(self.proc.stdin.fileno(), {"op": "exit"})
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+        if self.stderr is not None:
+            self.stderr.close()
+            self.stderr = None
+
+
+class Runner:
+    """Runs platforms: in worker processes (default) or, ``in_process``, here."""
+
+    def __init__(self, in_process: bool = False, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.in_process, self.timeout = in_process, timeout
+        self.workers: dict[tuple, Worker] = {}
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+        self.workers.clear()
+
+    def run(self, adapter: Adapter, model, platform, probes, repeat: int = 0,
+            on_batch: Callable[[int], None] | None = None) -> RunResult:
+        require(adapter)
+        probes = probes.bind(model)
+        env = adapter.environment(platform)
+        if self.in_process and not env:
+            return execute(adapter, model, platform, probes, repeat, on_batch)
+        key = (adapter.name, tuple(sorted(env.items())))
+        worker = self.workers.get(key)
+        if worker is None:
+            worker = self.workers[key] = Worker(adapter.name, env)
+        return self._remote(worker, model, platform, probes, repeat, on_batch)
+
+    def _remote(self, worker: Worker, model, platform, probes, repeat, on_batch) -> RunResult:
+        label = str(platform)
+        try:
+            if not worker.alive:
+                worker.kill()
+                worker.start()
+            header = {"op": "run", "platform": label, "repeat": int(repeat),
+                      "model": {"path": str(model.path), "sha256": model.sha256, "zoo": model.zoo},
+                      "probes": {"sha256": probes.sha256, "name": probes.name, "kind": probes.kind,
+                                 "seed": probes.seed, "split": probes.split, "names": list(probes.inputs),
+                                 "dims": probes.dims}}
+            arrays = []
+            if probes.sha256 not in worker.probes:
+                header["probes"]["attached"] = True
+                arrays = [probes.ids, *probes.inputs.values()]
+            wire.send(worker.proc.stdin.fileno(), header, arrays)
+            worker.probes.add(probes.sha256)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                reply, out = wire.recv(worker.proc.stdout.fileno(), deadline)
+                event = reply.get("event")
+                if event == "advance":
+                    if on_batch:
+                        on_batch(int(reply["k"]))
+                elif event == "result":
+                    outputs = dict(zip(reply["names"], out))
+                    return RunResult(label, model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
+                                     outputs, float(reply["seconds"]), reply["host"], repeats=reply["repeats"])
+                elif event == "error":
+                    raise PlatformFailed(reply["message"], reply.get("type", ""))
+                else:
+                    raise PlatformCrashed(f"{label}: unexpected reply from its worker: {str(reply)[:200]}")
+        except wire.WireTimeout:
+            worker.kill()
+            raise PlatformCrashed(f"{label} did not finish within {self.timeout:.0f} s; its worker was killed")
+        except (wire.WireClosed, BrokenPipeError, ConnectionResetError):
+            code = worker.proc.wait(timeout=30) if worker.proc is not None else -1
+            tail = worker.stderr_tail()
+            worker.kill()
+            raise PlatformCrashed(f"{label} {describe_exit(code)}: {tail}")

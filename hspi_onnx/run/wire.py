@@ -1,0 +1,81 @@
+"""Frames between the runner and its worker processes: no pickle, arrays as raw bytes.
+
+A frame is an 8-byte little-endian length, a UTF-8 JSON header of that length, then the bytes
+of each array the header lists (``{"arrays": [{"dtype", "shape", "nbytes"}, ...]}``), in order.
+Dtypes numpy lacks (bfloat16) travel as their storage integers and are restored by name, as
+on disk (:mod:`hspi_onnx.outputs`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+
+import numpy as np
+
+from hspi_onnx.errors import HspiError
+from hspi_onnx.outputs import STORAGE, from_storage, to_storage
+
+MAX_HEADER = 1 << 24
+MAX_PAYLOAD = 1 << 34
+
+
+class WireClosed(HspiError):
+    """The other side closed its end (a worker that died)."""
+
+
+class WireTimeout(HspiError):
+    """Nothing came within the deadline."""
+
+
+def encode(header: dict, arrays: list[np.ndarray] = ()) -> list[bytes | memoryview]:
+    stored = [to_storage(a) for a in arrays]
+    header = dict(header, arrays=[{"dtype": str(a.dtype), "shape": list(a.shape), "nbytes": int(s.nbytes)}
+                                  for a, s in zip(arrays, stored)])
+    head = json.dumps(header).encode()
+    return [struct.pack("<Q", len(head)), head] + [memoryview(np.ascontiguousarray(s)).cast("B") for s in stored]
+
+
+def send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
+    for part in encode(header, arrays):
+        view = memoryview(part)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks, left = [], n
+    while left:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise WireTimeout("no answer before the deadline")
+        chunk = os.read(fd, min(left, 1 << 22))
+        if not chunk:
+            raise WireClosed("the other side closed the pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv(fd: int, deadline: float | None = None) -> tuple[dict, list[np.ndarray]]:
+    (length,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
+    if length > MAX_HEADER:
+        raise HspiError(f"frame header of {length} bytes, over the limit")
+    header = json.loads(_read_exact(fd, length, deadline).decode())
+    arrays = []
+    total = 0
+    for spec in header.pop("arrays", []):
+        nbytes = int(spec["nbytes"])
+        total += nbytes
+        if total > MAX_PAYLOAD:
+            raise HspiError("frame payload over the limit")
+        name = str(spec["dtype"])
+        storage = STORAGE.get(name, name)
+        raw = np.frombuffer(_read_exact(fd, nbytes, deadline), dtype=storage).reshape(spec["shape"])
+        arrays.append(from_storage(raw, name))
+    return header, arrays

@@ -1,0 +1,77 @@
+"""A worker process: ``python -m hspi_onnx.run.worker FAMILY`` runs platforms of one runtime
+family on request from :class:`hspi_onnx.run.runner.Runner`, until told to exit.
+
+Frames go to the file descriptor stdout had at start; stdout itself is pointed at stderr
+first, so whatever a runtime prints can never corrupt a frame. Models and probe sets are kept
+between requests (by digest), so a build sends each probe set once per worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+
+
+def _serve(fd_in: int, fd_out: int) -> None:
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.host import cpu_facts
+    from hspi_onnx.inputs.model import open_model, resolve_model
+    from hspi_onnx.inputs.probes import ProbeSet
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.run import wire
+    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.runner import execute
+
+    models: dict[str, object] = {}
+    probe_sets: dict[str, ProbeSet] = {}
+    wire.send(fd_out, {"event": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            req, arrays = wire.recv(fd_in)
+        except wire.WireClosed:
+            return
+        if req.get("op") == "exit":
+            return
+        try:
+            m = req["model"]
+            model = models.get(m["sha256"])
+            if model is None:
+                model = resolve_model(m["zoo"]) if m.get("zoo") else open_model(m["path"])
+                if model.sha256 != m["sha256"]:
+                    model = open_model(m["path"])
+                if model.sha256 != m["sha256"]:
+                    raise HspiError(f"model {m['path']} changed while the build ran")
+                models[m["sha256"]] = model
+            p = req["probes"]
+            if p.get("attached"):
+                ids, inputs = arrays[0], arrays[1:]
+                probe_sets = {}  # keep one probe set: a build uses one at a time
+                probe_sets[p["sha256"]] = ProbeSet(p["name"], p["kind"], int(p["seed"]), p["split"],
+                                                   dict(zip(p["names"], inputs)), ids, dict(p["dims"]))
+            probes = probe_sets[p["sha256"]]
+            platform = Platform.parse(req["platform"])
+            adapter = registry()[platform.runtime]
+            result = execute(adapter, model, platform, probes, int(req["repeat"]),
+                             on_batch=lambda k: wire.send(fd_out, {"event": "advance", "k": int(k)}))
+            wire.send(fd_out, {"event": "result", "names": result.output_names, "seconds": result.seconds,
+                               "repeats": result.repeats, "host": cpu_facts()}, list(result.outputs.values()))
+        except HspiError as exc:
+            wire.send(fd_out, {"event": "error", "type": type(exc).__name__, "message": str(exc)})
+        except Exception as exc:  # a runtime's own error: report it, keep serving
+            traceback.print_exc(file=sys.stderr)
+            wire.send(fd_out, {"event": "error", "type": type(exc).__name__, "message": str(exc)})
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore")
+    fd_out = os.dup(1)
+    os.dup2(2, 1)  # anything printed goes to stderr, not into the frames
+    sys.stdout = sys.stderr
+    _serve(0, fd_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
