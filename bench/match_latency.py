@@ -24,7 +24,7 @@ import numpy as np
 from hspi_onnx.run.adapter import selected_variants
 from hspi_onnx.db.build import build
 from hspi_onnx.db.index import build_index, load_index
-from hspi_onnx.run.execute import run_platform
+from hspi_onnx.run.runner import Runner
 from hspi_onnx.match.identify import match
 from hspi_onnx.inputs.model import resolve_model
 from hspi_onnx.outputs import from_storage, to_storage
@@ -40,7 +40,7 @@ def build_db(root: Path, plan: list[tuple[str, list[str] | None]]) -> ReferenceD
     db = ReferenceDB(root, create=True)
     for name, patterns in plan:
         info = resolve_model(name)
-        probes = generate(info.spec, n=PROBES)
+        probes = generate(info, n=PROBES)
         t0 = time.perf_counter()
         s = build(db, info, probes, patterns)
         print(f"  {root.name}: {name} {len(s.built)} built, {len(s.skipped)} reused ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     resnet = resolve_model("resnet")
-    probes = generate(resnet.spec, n=PROBES)
+    probes = generate(resnet, n=PROBES)
     variants = [str(p) for _, p in selected_variants(resnet, probes.kind, None)]
     rng = np.random.default_rng(0)
     thirty = sorted(rng.choice(variants, size=30, replace=False).tolist())
@@ -71,14 +71,16 @@ def main() -> None:
     large = build_db(args.work / "db-10x", [("resnet", None), ("mobilenet", None), ("digits", None)])
 
     (adapter, plat), = selected_variants(resnet, probes.kind, [thirty[0]])
-    result = run_platform(adapter, resnet, plat, probes)
+    with Runner() as runner:
+        result = runner.run(adapter, resnet, plat, probes)
+    first = result.first
     pick = np.sort(rng.choice(PROBES, size=QUERIES, replace=False))
-    suspect = write_npz(args.work / "suspect.npz", probes.sha256, resnet.sha256, probes.ids[pick], result.outputs[pick])
+    suspect = write_npz(args.work / "suspect.npz", probes.sha256, resnet.sha256, probes.ids[pick], first[pick])
     # an unknown platform: the same outputs with the lowest mantissa bit flipped, which no DB platform reproduces
-    raw = to_storage(result.outputs[pick])
+    raw = to_storage(first[pick])
     bits = raw.view(f"u{raw.dtype.itemsize}").copy()
     bits ^= np.ones((), bits.dtype)
-    nudged = from_storage(bits.view(raw.dtype), str(result.outputs.dtype))
+    nudged = from_storage(bits.view(raw.dtype), str(first.dtype))
     unknown = write_npz(args.work / "unknown.npz", probes.sha256, resnet.sha256, probes.ids[pick], nudged)
 
     rows = {}
@@ -91,11 +93,11 @@ def main() -> None:
 
         def exact():
             rep = match(load_suspect(suspect), db, index=load_index(db))
-            assert rep["verdict"]["status"] == "identified (exact)" and str(plat) in rep["verdict"]["platforms"]
+            assert rep.verdict.status == "identified (exact)" and str(plat) in rep.verdict.platforms
 
         def open_set():
             rep = match(load_suspect(unknown), db, index=load_index(db))
-            assert rep["verdict"]["status"] == "unknown platform"
+            assert rep.verdict.status == "unknown platform"
 
         exact()  # warm the page cache once; imports are done
         t_exact = timed(exact, args.repeat)

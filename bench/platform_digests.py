@@ -20,19 +20,20 @@ import sys
 
 def write(out: str, patterns: list[str], n: int) -> None:
     from hspi_onnx.run.adapter import selected_variants
-    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.run.runner import Runner
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import generate
 
     digests, versions = {}, set()
     for name in ("resnet", "lm"):
         info = resolve_model(name)
-        probes = generate(info.spec, n=n)
+        probes = generate(info, n=n)
         for adapter, plat in selected_variants(info, probes.kind, patterns):
-            result = run_platform(adapter, info, plat, probes)
+            with Runner() as runner:
+                result = runner.run(adapter, info, plat, probes)
             runtime, rest = str(plat).split("/", 1)
             versions.add(runtime)
-            digests[f"{name} {plat.runtime}/{rest}"] = hashlib.sha256(result.outputs.tobytes()).hexdigest()
+            digests[f"{name} {plat.runtime}/{rest}"] = hashlib.sha256(b"".join(v.tobytes() for v in result.outputs.values())).hexdigest()
     with open(out, "w", encoding="utf-8") as f:
         json.dump({"runtimes": sorted(versions), "n": n, "digests": digests}, f, indent=1, sort_keys=True)
     print(f"{len(digests)} platforms ({', '.join(sorted(versions))}), {n} probes per model -> {out}")

@@ -28,8 +28,8 @@ def _quantize(info, kind: str, workdir: Path, opset: int | None, **options) -> b
 
     src, dst = workdir / "src.onnx", workdir / "quant.onnx"
     onnx.save(info.load() if opset is None else version_converter.convert_version(info.load(), opset), src)
-    calib = generate(info.spec, kind, n=32, split="calib").inputs
-    feeds = iter([{info.spec.name: calib[i:i + 8]} for i in range(0, 32, 8)])
+    calib = generate(info, kind, n=32, split="calib").primary
+    feeds = iter([{info.primary.name: calib[i:i + 8]} for i in range(0, 32, 8)])
 
     class Reader:
         def get_next(self):
@@ -77,16 +77,16 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in ("resnet", "lm"):
         info = resolve_model(name)
-        kind = default_kind(info.spec)
-        x = generate(info.spec, kind, n=args.n).inputs
+        kind = default_kind(info)
+        x = generate(info, kind, n=args.n).primary
 
         def ort_run(data: bytes) -> np.ndarray:
-            return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {info.spec.name: x})[0]
+            return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {info.primary.name: x})[0]
 
         ref = ort_run(info.load().SerializeToString())
         graphs = {
             "fp16": ("onnxruntime", lambda: ort_run(to_half(info.load(), "fp16").SerializeToString())),
-            "bf16": ("onnx.reference", lambda: ReferenceEvaluator(to_half(info.load(), "bf16")).run(None, {info.spec.name: x})[0]),
+            "bf16": ("onnx.reference", lambda: ReferenceEvaluator(to_half(info.load(), "bf16")).run(None, {info.primary.name: x})[0]),
             "int8 Q/DQ, uint8 activations (ORT CPU's)": ("onnxruntime", lambda: ort_run(prepared_graph(
                 info, Recipe("int8", "qdq", kind)))),
             "int8 Q/DQ symmetric (TensorRT's)": ("onnxruntime", lambda: ort_run(network_graph(

@@ -47,7 +47,7 @@ def build_db(cfg: DemoConfig, on_event) -> tuple:
     built = []
     for name in cfg.models:
         info = resolve_model(name)
-        probes = generate(info.spec, None, n=cfg.probes, seed=0)
+        probes = generate(info, None, n=cfg.probes, seed=0)
         summary = build(db, info, probes, None, on_event=lambda kind, data, m=name: on_event(m, kind, data))
         built.append((info, probes, summary))
     return db, built
@@ -85,7 +85,7 @@ def evaluate_for_plots(db, cfg: DemoConfig, on_step):
                       params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform))
     report = evaluate(db, ecfg, None, on_step)
     plots = write_plots(report, cfg.out / "plots")
-    (cfg.out / "eval.json").write_text(json.dumps(report, indent=1, sort_keys=True), "utf-8")
+    (cfg.out / "eval.json").write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), "utf-8")
     return report, plots
 
 
@@ -101,7 +101,7 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> Blac
     """Run a random platform of a random model on ``cfg.queries`` random probes of the DB's probe
     set and write what a client would see (outputs and probe ids, no label) as a suspect .npz."""
     from hspi_onnx.run.adapter import registry
-    from hspi_onnx.run.execute import run_platform
+    from hspi_onnx.run.runner import Runner
     from hspi_onnx.labels import Platform
     from hspi_onnx.match.suspect import write_npz
 
@@ -113,9 +113,11 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> Blac
         raise HspiError(f"the DB holds no platform of {info.name} to play the black box")
     label = labels[int(rng.integers(len(labels)))]
     plat = Platform.parse(label)
-    result = run_platform(registry()[plat.runtime], info, plat, probes)
+    with Runner() as runner:
+        result = runner.run(registry()[plat.runtime], info, plat, probes)
     pick = np.sort(rng.choice(len(probes), size=min(cfg.queries, len(probes)), replace=False))
-    path = write_npz(cfg.out / "suspect.npz", probes.sha256, info.sha256, probes.ids[pick], result.outputs[pick])
+    path = write_npz(cfg.out / "suspect.npz", probes.sha256, info.sha256, probes.ids[pick],
+                     {name: arr[pick] for name, arr in result.outputs.items()})
     # a false claim the DB can refute: a precision this runtime has in the DB, but not this one
     others = sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}
                     - {plat.precision})

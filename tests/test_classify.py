@@ -33,7 +33,7 @@ def hspi(*args):
 @pytest.fixture(scope="module")
 def tiny_db(tmp_path_factory, zoo):
     db = ReferenceDB(tmp_path_factory.mktemp("clf") / "db", create=True)
-    summary = build(db, zoo["digits"], generate(zoo["digits"].spec, n=96), PLATFORMS)
+    summary = build(db, zoo["digits"], generate(zoo["digits"], n=96), PLATFORMS)
     assert len(summary.built) == len(PLATFORMS) and not summary.failed
     return db
 
@@ -88,12 +88,12 @@ def test_train_saves_native_models_and_predicts(tiny_db, examples, tmp_path):
     with pytest.raises(HspiError):
         load_classifier(out)
     bad = hspi("train", "--db", tiny_db.root, "-o", out, "--form", "rounded")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown output form")
+    assert bad.returncode == 2 and "Invalid value for '--form'" in bad.stderr and "'rounded' is not one of" in bad.stderr
 
 
 def test_svm_bits_baseline_trains_without_pickle(tiny_db, tmp_path):
     out = tmp_path / "svm"
-    proc = hspi("train", "--db", tiny_db.root, "-o", out, "--method", "svm-bits", "-n", "2", "-t", "precision", "--json", "-q")
+    proc = hspi("train", "--db", tiny_db.root, "-o", out, "--method", "svm-bits", "--queries", "2", "-t", "precision", "--json", "-q")
     assert proc.returncode == 0, proc.stderr
     with np.load(out / "svm-bits-precision.npz", allow_pickle=False) as z:
         assert z["coef"].shape == (6, 2 * 320)  # 4 precisions -> 6 one-vs-one machines
@@ -101,8 +101,8 @@ def test_svm_bits_baseline_trains_without_pickle(tiny_db, tmp_path):
 
 def test_eval_end_to_end_beats_chance(tiny_db, tmp_path):
     plots = tmp_path / "plots"
-    proc = hspi("eval", "--db", tiny_db.root, "--json", "-q", "-p", "split", "-p", "loro", "-p", "degraded",
-                "--form", "round3", "--form", "argmax", "-n", "1", "-n", "4", "-t", "precision", "-t", "runtime",
+    proc = hspi("eval", "--db", tiny_db.root, "--json", "-q", "--protocol", "split", "--protocol", "loro", "--protocol", "degraded",
+                "--form", "round3", "--form", "argmax", "--queries", "1", "--queries", "4", "-t", "precision", "-t", "runtime",
                 "--iterations", "60", "--plots", plots)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

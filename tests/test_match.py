@@ -14,7 +14,7 @@ from hspi_onnx.db.build import build
 from hspi_onnx.learn.forms import degrade
 from hspi_onnx.db.index import load_index
 from hspi_onnx.learn.examples import build_examples
-from hspi_onnx.run.execute import run_platform
+from hspi_onnx.run.runner import execute
 from hspi_onnx.match.identify import CONSISTENT, IDENTIFIED, UNKNOWN, match
 from hspi_onnx.labels import Platform
 from hspi_onnx.inputs.probes import generate
@@ -44,7 +44,7 @@ def setup(tmp_path_factory, zoo):
     root = tmp_path_factory.mktemp("match")
     db = ReferenceDB(root / "db", create=True)
     model = zoo["digits"]
-    probes = generate(model.spec, n=N)
+    probes = generate(model, n=N)
     summary = build(db, model, probes, IN_DB)
     assert len(summary.built) == len(IN_DB) and not summary.failed
     ex = build_examples(load_groups(db), "raw", db.manifest())
@@ -59,7 +59,7 @@ def rerun(setup, pattern):
     from hspi_onnx.run.adapter import selected_variants
 
     (adapter, plat), = selected_variants(setup["model"], setup["probes"].kind, [pattern])
-    return str(plat), run_platform(adapter, setup["model"], plat, setup["probes"])
+    return str(plat), execute(adapter, setup["model"], plat, setup["probes"])
 
 
 def suspect_of(setup, path, outputs, ids):
@@ -73,64 +73,64 @@ def test_every_platform_is_identified_from_one_query(setup, tmp_path):
     for pattern in IN_DB:
         label, result = rerun(setup, pattern)  # a fresh run, not the DB's bytes
         q = int(np.random.default_rng(len(label)).integers(N))
-        rep = match(suspect_of(setup, tmp_path / "s.npz", result.outputs[q:q + 1], result.ids[q:q + 1]), db, index=index)
-        v = rep["verdict"]
-        assert v["status"] == IDENTIFIED and label in v["platforms"], (label, v)
+        rep = match(suspect_of(setup, tmp_path / "s.npz", result.first[q:q + 1], result.ids[q:q + 1]), db, index=index)
+        v = rep.verdict
+        assert v.status == IDENTIFIED and label in v.platforms, (label, v)
         # everything named is bit-identical on that probe, and the whole class is named
-        for other in v["platforms"]:
-            assert group.outputs[other][q].tobytes() == result.outputs[q].tobytes()
+        for other in v.platforms:
+            assert group.outputs[other][q].tobytes() == result.first[q].tobytes()
         members = classes[label].split(" | ")
-        assert set(members) <= set(v["platforms"])
+        assert set(members) <= set(v.platforms)
 
 
 def test_held_out_platform_is_unknown_with_correct_confident_attributes(setup, tmp_path):
     label, result = rerun(setup, HELD_OUT)
     assert label not in setup["labels"]
-    rep = match(suspect_of(setup, tmp_path / "h.npz", result.outputs[:16], result.ids[:16]), setup["db"],
+    rep = match(suspect_of(setup, tmp_path / "h.npz", result.first[:16], result.ids[:16]), setup["db"],
                 setup["clf"])
-    v = rep["verdict"]
-    if v["status"] == IDENTIFIED:  # bit-identical to DB platforms on this CPU: then they must really be
+    v = rep.verdict
+    if v.status == IDENTIFIED:  # bit-identical to DB platforms on this CPU: then they must really be
         group = load_groups(setup["db"])[0]
-        for other in v["platforms"]:
-            assert group.outputs[other][:16].tobytes() == result.outputs[:16].tobytes()
+        for other in v.platforms:
+            assert group.outputs[other][:16].tobytes() == result.first[:16].tobytes()
     else:
-        assert v["status"] == UNKNOWN and not v["platforms"]
-        assert rep["nearest"] and rep["exact"]["matched_queries"] < 16
+        assert v.status == UNKNOWN and not v.platforms
+        assert rep.evidence.nearest and rep.evidence.exact.matched_queries < 16
     truth = Platform.parse(label)
-    targets = rep["classifier"]["targets"]
+    targets = rep.evidence.stats.targets
     for name, want in (("precision", truth.precision), ("runtime", truth.runtime)):
-        if targets[name]["confident"]:
-            assert targets[name]["top"][0][0] == want, (name, targets[name])
-    assert targets["precision"]["top"][0][0] == "bf16"
+        if targets[name].confident:
+            assert targets[name].best[0] == want, (name, targets[name])
+    assert targets["precision"].best[0] == "bf16"
 
 
 def test_kserve_and_plain_json_round_trip(setup, tmp_path):
     label, result = rerun(setup, IN_DB[2])
-    ids, outs = result.ids[:10], result.outputs[:10]
+    ids, outs = result.ids[:10], result.first[:10]
     path = write_kserve(tmp_path / "r.jsonl", setup["probes"].sha256, "digits", ids, outs, batch=4)
     s = load_suspect(path)
     assert s.source == "kserve" and s.values.dtype == outs.dtype and np.array_equal(s.ids, ids)
     rep = match(s, setup["db"])
-    assert rep["verdict"]["status"] == IDENTIFIED and label in rep["verdict"]["platforms"]
+    assert rep.verdict.status == IDENTIFIED and label in rep.verdict.platforms
     # a deployment's own model_name does not matter; without parameters.model the shape decides
     docs = [json.loads(line) for line in path.read_text().splitlines()]
     for d in docs:
         d["model_name"] = "prod-classifier-v3"
         del d["parameters"]["model"]
     path.write_text("\n".join(json.dumps(d) for d in docs))
-    assert match(load_suspect(path), setup["db"])["verdict"]["status"] == IDENTIFIED
+    assert match(load_suspect(path), setup["db"]).verdict.status == IDENTIFIED
     for form in ("top5", "argmax", "round4"):
         view = degrade(outs, form)
         s = load_suspect(write_plain(tmp_path / f"{form}.json", setup["probes"].name, "digits", form, ids, view))
         rep = match(s, setup["db"])
-        assert s.form == form and rep["exact"]["matched_queries"] == len(ids)
-        if rep["verdict"]["status"] == CONSISTENT:
-            assert label in rep["verdict"]["platforms"]
+        assert s.form == form and rep.evidence.exact.matched_queries == len(ids)
+        if rep.verdict.status == CONSISTENT:
+            assert label in rep.verdict.platforms
 
 
 def test_verify_verdicts_and_exit_codes(setup, tmp_path):
     label, result = rerun(setup, IN_DB[3])
-    path = write_npz(tmp_path / "v.npz", setup["probes"].sha256, None, result.ids[:8], result.outputs[:8])
+    path = write_npz(tmp_path / "v.npz", setup["probes"].sha256, None, result.ids[:8], result.first[:8])
     db = setup["db"].root
     ok = hspi("verify", path, "--db", db, "--claim", "runtime=onnxruntime,precision=int8", "--json")
     assert ok.returncode == 0, ok.stderr
@@ -148,14 +148,14 @@ def test_verify_verdicts_and_exit_codes(setup, tmp_path):
 
 def test_statistical_verify_on_an_unknown_platform(setup, tmp_path):
     label, result = rerun(setup, HELD_OUT)
-    s = suspect_of(setup, tmp_path / "u.npz", result.outputs[:16], result.ids[:16])
+    s = suspect_of(setup, tmp_path / "u.npz", result.first[:16], result.ids[:16])
     rep = match(s, setup["db"], setup["clf"])
     platforms = load_index(setup["db"]).platforms
     right = verify(rep, parse_claim("precision=bf16"), platforms)
     wrong = verify(rep, parse_claim("precision=int8"), platforms)
-    assert right["verdict"] in ("CONSISTENT", "INCONCLUSIVE")
-    assert wrong["verdict"] in ("INCONSISTENT", "INCONCLUSIVE")
-    assert (right["verdict"], wrong["verdict"]) != ("INCONCLUSIVE", "INCONCLUSIVE")
+    assert right.verdict in ("CONSISTENT", "INCONCLUSIVE")
+    assert wrong.verdict in ("INCONSISTENT", "INCONCLUSIVE")
+    assert (right.verdict, wrong.verdict) != ("INCONCLUSIVE", "INCONCLUSIVE")
 
 
 def test_run_output_is_a_suspect(setup, tmp_path):
@@ -164,7 +164,7 @@ def test_run_output_is_a_suspect(setup, tmp_path):
     r = hspi("run", "digits", "-p", label, "-n", N, "-o", out, "-q")
     assert r.returncode == 0, r.stderr
     rep = match(load_suspect(out), setup["db"])
-    assert rep["verdict"]["status"] == IDENTIFIED and label in rep["verdict"]["platforms"]
+    assert rep.verdict.status == IDENTIFIED and label in rep.verdict.platforms
 
 
 def test_index_is_rebuilt_when_the_db_changes(setup, tmp_path):
@@ -181,7 +181,7 @@ def test_classifier_must_match_the_suspects_form(setup, tmp_path):
     from hspi_onnx.errors import HspiError
 
     label, result = rerun(setup, IN_DB[1])
-    view = degrade(result.outputs[:6], "top5")
+    view = degrade(result.first[:6], "top5")
     s = load_suspect(write_plain(tmp_path / "t.json", setup["probes"].sha256, None, "top5", result.ids[:6], view))
     with pytest.raises(HspiError, match="trained for raw outputs, the suspect has top5"):
         match(s, setup["db"], setup["clf"])

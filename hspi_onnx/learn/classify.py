@@ -20,7 +20,7 @@ from hspi_onnx.learn.features import NAMES, STORAGE_FEATURES
 
 STORAGE_COLUMNS = [NAMES.index(f) for f in STORAGE_FEATURES]
 
-FORMAT = "hspi-classifier/1"
+FORMAT = "hspi-classifier/2"  # /2: a temperature per query count
 META = "classifier.json"
 EPS = 1e-6
 
@@ -51,7 +51,27 @@ class TargetModel:
     name: str
     classes: list[str]
     model: object  # catboost.CatBoostClassifier
-    temperature: float = 1.0  # divides summed log-probabilities of n queries (see calibrate)
+    # query count -> divisor of the summed log-probabilities of that many queries (fit_temperatures);
+    # empty: not calibrated, queries summed as independent draws
+    temperatures: dict[int, float] = field(default_factory=dict)
+
+    def temperature(self, n: int) -> float:
+        """The divisor for ``n`` queries: fitted at the calibrated counts, interpolated in
+        log n between them, and beyond the largest growing with n (further queries are taken
+        to add no confidence: the conservative assumption when they were never measured)."""
+        if not self.temperatures:
+            return 1.0
+        ns = sorted(self.temperatures)
+        if n <= ns[0]:
+            return self.temperatures[ns[0]]
+        if n >= ns[-1]:
+            return self.temperatures[ns[-1]] * n / ns[-1]
+        hi = next(k for k in ns if k >= n)
+        lo = max(k for k in ns if k <= n)
+        if hi == lo:
+            return self.temperatures[lo]
+        w = (np.log(n) - np.log(lo)) / (np.log(hi) - np.log(lo))
+        return float(np.exp((1 - w) * np.log(self.temperatures[lo]) + w * np.log(self.temperatures[hi])))
 
     def log_proba(self, X: np.ndarray) -> np.ndarray:
         """(rows, classes) log-probabilities, columns in ``classes`` order."""
@@ -109,7 +129,8 @@ class Classifier:
         for name, tm in self.targets.items():
             fname = f"{_safe(name)}.cbm"
             tm.model.save_model(str(path / fname), format="cbm")
-            files[name] = {"file": fname, "classes": tm.classes, "temperature": tm.temperature}
+            files[name] = {"file": fname, "classes": tm.classes,
+                           "temperatures": {str(n): t for n, t in sorted(tm.temperatures.items())}}
         meta = {**self.meta, "format": FORMAT, "form": self.form, "features": list(NAMES), "targets": files}
         (path / META).write_text(json.dumps(meta, indent=1, sort_keys=True), "utf-8")
         return path
@@ -119,7 +140,7 @@ class Classifier:
         """target -> {value: calibrated probability} for the n queries in ``X`` together."""
         out = {}
         for name, tm in self.targets.items():
-            z = tm.log_proba(X).sum(axis=0) / tm.temperature
+            z = tm.log_proba(X).sum(axis=0) / tm.temperature(len(X))
             p = np.exp(z - z.max())
             p /= p.sum()
             out[name] = {c: float(v) for c, v in zip(tm.classes, p)}
@@ -155,32 +176,21 @@ def load_classifier(path: str | Path) -> Classifier:
             model.load_model(str(f), format="cbm")
         except Exception as exc:  # CatBoost raises its own error type on a corrupt file
             raise HspiError(f"classifier file {str(f)!r} is corrupt ({type(exc).__name__})")
-        targets[name] = TargetModel(name, [str(c) for c in entry["classes"]], model,
-                                    float(entry.get("temperature", 1.0)))
+        try:
+            temps = {int(n): float(t) for n, t in dict(entry["temperatures"]).items()}
+        except (KeyError, TypeError, ValueError):
+            raise HspiError(f"classifier metadata of target {name!r} has malformed temperatures")
+        if any(n < 1 or not np.isfinite(t) or t < 1.0 for n, t in temps.items()):
+            raise HspiError(f"classifier metadata of target {name!r} has malformed temperatures")
+        targets[name] = TargetModel(name, [str(c) for c in entry["classes"]], model, temps)
     return Classifier(str(meta["form"]), targets, meta)
 
 
-TEMPERATURES = np.geomspace(1.0, 256.0, 33)
-CALIBRATION_QUERIES = (1, 8, 32)
+TEMPERATURES = np.geomspace(1.0, 1024.0, 41)
+CALIBRATION_QUERIES = (1, 2, 4, 8, 16, 32)
 
 
-def fit_temperature(log_proba: np.ndarray, truth: np.ndarray, units: np.ndarray, seed: int) -> float:
-    """The T minimising the log-loss of softmax(sum of log-probabilities / T) over groups of
-    1, 8 and 32 held-out queries of one unit: n queries of one platform are not independent draws
-    (a platform the features confuse is confused on every query), so plain summing overstates
-    confidence. T >= 1 only ever tempers."""
-    rng = np.random.default_rng(seed)
-    sums, labels = [], []
-    for n in CALIBRATION_QUERIES:
-        for u in np.unique(units):
-            rows = rng.permutation(np.flatnonzero(units == u))
-            for k in range(len(rows) // n):
-                g = rows[k * n:(k + 1) * n]
-                sums.append(log_proba[g].sum(axis=0))
-                labels.append(truth[g[0]])
-    if not sums:
-        return 1.0
-    S, y = np.array(sums), np.array(labels)
+def _best_temperature(S: np.ndarray, y: np.ndarray) -> float:
     best, best_t = np.inf, 1.0
     for t in TEMPERATURES:
         z = S / t
@@ -189,6 +199,29 @@ def fit_temperature(log_proba: np.ndarray, truth: np.ndarray, units: np.ndarray,
         if nll < best - 1e-9:
             best, best_t = nll, float(t)
     return best_t
+
+
+def fit_temperatures(log_proba: np.ndarray, truth: np.ndarray, units: np.ndarray, seed: int) -> dict[int, float]:
+    """For each n of CALIBRATION_QUERIES that the held-out rows fill, the T minimising the
+    log-loss of softmax(sum of n log-probabilities / T) over groups of n held-out queries of
+    one unit. n queries of one platform are not independent draws (a platform the features
+    confuse is confused on every query), so plain summing overstates confidence, the more so
+    the larger n: one T for every n would be fitted to the many small groups and leave large
+    groups overconfident. T >= 1 only ever tempers, and T does not fall as n grows."""
+    rng = np.random.default_rng(seed)
+    out: dict[int, float] = {}
+    for n in CALIBRATION_QUERIES:
+        sums, labels = [], []
+        for u in np.unique(units):
+            rows = rng.permutation(np.flatnonzero(units == u))
+            for k in range(len(rows) // n):
+                g = rows[k * n:(k + 1) * n]
+                sums.append(log_proba[g].sum(axis=0))
+                labels.append(truth[g[0]])
+        if not sums:
+            break
+        out[n] = max(_best_temperature(np.array(sums), np.array(labels)), max(out.values(), default=1.0))
+    return out
 
 
 def calibration_mask(examples, fraction: float, seed: int) -> np.ndarray:
@@ -224,8 +257,8 @@ def train(examples, target_names: list[str] | None, params: CatBoostParams,
             known = np.array([v in index for v in cal_targets[name]])
             if known.any():
                 truth = np.array([index.get(v, 0) for v in cal_targets[name]])
-                tm.temperature = fit_temperature(tm.log_proba(cal.X[known]), truth[known], cal.unit[known],
-                                                 params.seed)
+                tm.temperatures = fit_temperatures(tm.log_proba(cal.X[known]), truth[known], cal.unit[known],
+                                                   params.seed)
         models[name] = tm
         on_target(name, time.perf_counter() - t0)
     meta = {"rows": int(len(ex)), "calibration_rows": int(len(cal)), "platforms": sorted(set(ex.label.tolist())),

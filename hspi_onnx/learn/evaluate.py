@@ -27,6 +27,7 @@ from hspi_onnx.learn.baseline import fit_svm_bits, group_bits
 from hspi_onnx.learn.classify import CatBoostParams, combine, fit_target, subsample
 from hspi_onnx.learn.forms import DEGRADED
 from hspi_onnx.learn.examples import PLATFORM, Examples, draw_groups
+from hspi_onnx.learn.results import CaseTiming, EvalRecord, EvalReport
 
 N_QUERIES = (1, 2, 4, 8, 16, 32)
 METHODS = ("catboost", "svm-bits")
@@ -103,14 +104,15 @@ def cases(ex: Examples, cfg: EvalConfig) -> list[Case]:
 
 
 def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambda desc, total: None,
-             warn=lambda msg: None) -> dict:
-    """Every case of ``cfg`` on ``db``: records, confusion matrices (ours, random split) and timing."""
+             warn=lambda msg: None, output: str | None = None) -> EvalReport:
+    """Every case of ``cfg`` on ``db``: records, confusion matrices (ours, random split) and timing,
+    on model output ``output`` (default: each model's first)."""
     from hspi_onnx.db.store import db_digest
     from hspi_onnx.db.dataset import load_groups
     from hspi_onnx.learn.examples import build_examples
 
     t0 = time.perf_counter()
-    groups = load_groups(db, models)
+    groups = load_groups(db, models, output)
     manifest = db.manifest()
     raw = build_examples(groups, "raw", manifest, warn)
     all_cases = cases(raw, cfg)
@@ -124,25 +126,22 @@ def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambd
         records += recs
         if case.protocol == "split":
             confusion = conf
-        timing.append({"protocol": case.protocol, "holdout": case.holdout, "form": case.form,
-                       "seconds": round(time.perf_counter() - c0, 1)})
+        timing.append(CaseTiming(case.protocol, case.holdout, case.form, round(time.perf_counter() - c0, 1)))
     test = held_out_mask(raw, cfg.test_frac, cfg.seed)
-    return {
-        "db": str(db.root), "db_digest": db_digest(db), "models": sorted(set(raw.model.tolist())),
-        "platforms": len(set(raw.label.tolist())), "rows": len(raw),
-        "test_probes": {m: int(len(np.unique(raw.probe[test & (raw.model == m)])))
-                        for m in sorted(set(raw.model.tolist()))},
-        "train_probes": {m: int(len(np.unique(raw.probe[~test & (raw.model == m)])))
-                         for m in sorted(set(raw.model.tolist()))},
-        "config": {"test_frac": cfg.test_frac, "seed": cfg.seed, "queries": list(cfg.queries),
-                   "methods": list(cfg.methods), "protocols": list(cfg.protocols), "forms": list(cfg.forms),
-                   "max_groups_per_unit": cfg.max_groups_per_unit, "catboost": vars(cfg.params)},
-        "records": records, "confusion": confusion, "confusion_n": confusion_n(cfg), "timing": timing,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    models_in = sorted(set(raw.model.tolist()))
+    return EvalReport(
+        db=str(db.root), db_digest=db_digest(db), output=output or "", models=models_in,
+        platforms=len(set(raw.label.tolist())), rows=len(raw),
+        test_probes={m: int(len(np.unique(raw.probe[test & (raw.model == m)]))) for m in models_in},
+        train_probes={m: int(len(np.unique(raw.probe[~test & (raw.model == m)]))) for m in models_in},
+        config={"test_frac": cfg.test_frac, "seed": cfg.seed, "queries": list(cfg.queries),
+                "methods": list(cfg.methods), "protocols": list(cfg.protocols), "forms": list(cfg.forms),
+                "max_groups_per_unit": cfg.max_groups_per_unit, "catboost": vars(cfg.params)},
+        records=records, confusion=confusion, confusion_n=confusion_n(cfg), timing=timing,
+        seconds=round(time.perf_counter() - t0, 1))
 
 
-def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: None) -> tuple[list[dict], dict]:
+def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: None) -> tuple[list[EvalRecord], dict]:
     """Records for every target, method and n of one case; confusion counts of ours at confusion_n."""
     records, confusion = [], {}
     targets = {t: y for t, y in ex.targets(cfg.targets).items() if t not in case.skip_targets}
@@ -152,11 +151,11 @@ def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: Non
         seen = set(y[train_rows].tolist())
         if len(seen) < 2:
             continue
+        counts = Counter(y[np.flatnonzero(case.test)].tolist())
         base = {"protocol": case.protocol, "holdout": case.holdout, "form": case.form, "target": t,
                 "ceiling": round(ceiling(ex, case.test, y), 4),
+                "majority": round(max(counts.values()) / sum(counts.values()), 4) if counts else None,
                 "unseen_values": sorted(set(y[case.test].tolist()) - seen)}
-        counts = Counter(y[np.flatnonzero(case.test)].tolist())
-        base["majority"] = round(max(counts.values()) / sum(counts.values()), 4) if counts else None
         for method in cfg.methods:
             on_step(f"{case.protocol} {case.holdout if case.holdout != '-' else case.form} {t} {method}")
             t0 = time.perf_counter()
@@ -170,9 +169,9 @@ def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: Non
                 ok = np.array([v in seen for v in truth], dtype=bool)
                 pred = np.array([classes[i] for i in preds[n]], dtype=object) if len(groups) else truth
                 acc = float((pred[ok] == truth[ok]).mean()) if ok.any() else None
-                records.append(base | {"method": method, "n": n, "accuracy": None if acc is None else round(acc, 4),
-                                       "groups": int(ok.sum()), "unpredictable_groups": int((~ok).sum()),
-                                       "train_seconds": round(seconds, 2)})
+                records.append(EvalRecord(**base, method=method, n=n,
+                                          accuracy=None if acc is None else round(acc, 4), groups=int(ok.sum()),
+                                          unpredictable_groups=int((~ok).sum()), train_seconds=round(seconds, 2)))
                 if method == "catboost" and n == confusion_n(cfg) and ok.any():
                     confusion[t] = _confusion(truth[ok], pred[ok])
     return records, confusion

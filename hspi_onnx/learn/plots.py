@@ -8,6 +8,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from hspi_onnx.learn.results import EvalReport
+
 
 def _plt():
     import matplotlib
@@ -29,11 +31,11 @@ def _case_name(protocol: str, holdout: str, form: str) -> str:
     return protocol + ("" if holdout == "-" else f"-{holdout}") + ("" if form == "raw" else f"-{form}")
 
 
-def accuracy_plots(report: dict, outdir: Path) -> list[Path]:
+def accuracy_plots(report: EvalReport, outdir: Path) -> list[Path]:
     plt = _plt()
     by_case: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
-    for r in report["records"]:
-        by_case[(r["protocol"], r["holdout"], r["form"])][r["target"]].append(r)
+    for r in report.records:
+        by_case[(r.protocol, r.holdout, r.form)][r.target].append(r)
     paths = []
     for (protocol, holdout, form), targets in by_case.items():
         k = len(targets)
@@ -42,12 +44,12 @@ def accuracy_plots(report: dict, outdir: Path) -> list[Path]:
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
         for ax, (target, recs) in zip(axes.flat, sorted(targets.items())):
             for method, style in (("catboost", "o-"), ("svm-bits", "s--")):
-                pts = sorted((r["n"], r["accuracy"]) for r in recs if r["method"] == method and r["accuracy"] is not None)
+                pts = sorted((r.n, r.accuracy) for r in recs if r.method == method and r.accuracy is not None)
                 if pts:
                     ax.plot(*zip(*pts), style, label="ours (CatBoost)" if method == "catboost" else "svm-bits (paper)")
-            ax.axhline(recs[0]["ceiling"], color="0.4", ls=":", lw=1, label="bit-identity ceiling")
-            if recs[0]["majority"] is not None:
-                ax.axhline(recs[0]["majority"], color="0.75", lw=1, label="majority class")
+            ax.axhline(recs[0].ceiling, color="0.4", ls=":", lw=1, label="bit-identity ceiling")
+            if recs[0].majority is not None:
+                ax.axhline(recs[0].majority, color="0.75", lw=1, label="majority class")
             ax.set_xscale("log", base=2)
             ax.set_ylim(0, 1.02)
             ax.set_title(target, fontsize=9)
@@ -68,12 +70,12 @@ def _short(label: str, width: int = 38) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def confusion_plots(report: dict, outdir: Path) -> list[Path]:
+def confusion_plots(report: EvalReport, outdir: Path) -> list[Path]:
     import numpy as np
 
     plt = _plt()
     paths = []
-    for target, conf in report.get("confusion", {}).items():
+    for target, conf in report.confusion.items():
         m = np.array(conf["matrix"], dtype=float)
         labels = conf["labels"]
         if target == "platform":  # class keys list every member; name a class by its first member
@@ -86,13 +88,13 @@ def confusion_plots(report: dict, outdir: Path) -> list[Path]:
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{target}: ours, random probe split, n={report.get('confusion_n', 8)}", fontsize=9)
+        ax.set_title(f"{target}: ours, random probe split, n={report.confusion_n}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.04)
         paths.append(_save(plt, fig, outdir / f"confusion-{target}.png"))
     return paths
 
 
-def write_plots(report: dict, outdir: str | Path) -> list[Path]:
+def write_plots(report: EvalReport, outdir: str | Path) -> list[Path]:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     return accuracy_plots(report, outdir) + confusion_plots(report, outdir)

@@ -13,9 +13,11 @@ A claim is ``key=value`` pairs: runtime, precision, device, version and any knob
 
 from __future__ import annotations
 
-from hspi_onnx.db.dataset import attribute_values
+from dataclasses import dataclass
+
+from hspi_onnx.learn.targets import attribute_values
 from hspi_onnx.errors import HspiError
-from hspi_onnx.match.identify import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED
+from hspi_onnx.match.identify import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED, MatchReport
 from hspi_onnx.labels import Platform
 
 VERDICT_CONSISTENT = "CONSISTENT"
@@ -50,27 +52,52 @@ def _values(label: str) -> dict[str, str]:
 
 
 def satisfies(label: str, claim: dict[str, str]) -> bool:
+    """Whether platform ``label`` has every claimed value; a version is claimed bare (1.32.0) or
+    with its runtime (onnxruntime@1.32.0)."""
     v = _values(label)
-    return all(v.get(k) == want for k, want in claim.items())
+    runtime_version = f"{v.get('runtime')}@{v.get('version')}"
+    return all(v.get(k) == want or (k == "version" and want == runtime_version) for k, want in claim.items())
 
 
-def verify(report: dict, claim: dict[str, str], db_platforms: list[str]) -> dict:
+@dataclass
+class ClaimResult:
+    verdict: str  # CONSISTENT, INCONSISTENT, INCONCLUSIVE
+    claim: dict[str, str]
+    evidence: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "claim": self.claim, "evidence": self.evidence, "exit_code": self.exit_code}
+
+
+def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str]) -> ClaimResult:
     """The verdict for ``claim`` given a match report and the DB's platforms of the suspect's model."""
     keys = set().union(*(_values(p) for p in db_platforms)) if db_platforms else set()
     unknown = sorted(set(claim) - keys)
     if unknown:
         raise HspiError(f"unknown claim key(s) {', '.join(unknown)}; this DB knows {', '.join(sorted(keys))}")
     claimed = [p for p in db_platforms if satisfies(p, claim)]
-    verdict = report["verdict"]
+    verdict = report.verdict
     status, evidence = VERDICT_INCONCLUSIVE, []
-    if verdict["status"] in (IDENTIFIED, MIXED, DEGRADED_OK):
-        hits = [p for p in verdict["platforms"] if satisfies(p, claim)]
-        what = ("bit-identical with the suspect" if verdict["status"] != DEGRADED_OK
-                else f"consistent with the suspect's {report['suspect']['form']} outputs")
+    if verdict.status in (IDENTIFIED, MIXED, DEGRADED_OK):
+        hits = [p for p in verdict.platforms if satisfies(p, claim)]
+        what = ("bit-identical with the suspect" if verdict.status != DEGRADED_OK
+                else f"consistent with the suspect's {report.evidence.suspect.form} outputs")
         if hits:
-            if verdict["status"] == MIXED and len(hits) < len(verdict["platforms"]):
+            unexplained = [q for q, plats in enumerate(report.evidence.exact.per_query)
+                           if not any(satisfies(p, claim) for p in plats)] if verdict.status == MIXED else []
+            if unexplained:
                 status = VERDICT_INCONSISTENT
-                evidence.append(f"the outputs come from several platforms; only {len(hits)} of them satisfy the claim")
+                evidence.append(f"the outputs come from several platforms; {len(unexplained)} of "
+                                f"{report.evidence.exact.queries} queries match only platforms that do not satisfy "
+                                f"the claim (query {unexplained[0]} first)")
+            elif verdict.status == MIXED:
+                status = VERDICT_CONSISTENT
+                evidence.append(f"the outputs come from several platforms, and every query matches one that "
+                                f"satisfies the claim ({len(hits)} such platforms, e.g. {hits[0]})")
             else:
                 status = VERDICT_CONSISTENT
                 evidence.append(f"{len(hits)} platform(s) {what} satisfy the claim, e.g. {hits[0]}")
@@ -80,38 +107,41 @@ def verify(report: dict, claim: dict[str, str], db_platforms: list[str]) -> dict
         else:
             evidence.append("the DB holds no platform satisfying the claim; exact evidence cannot judge it")
     else:
-        if claimed and report["suspect"]["form"] == "raw":
+        if claimed and report.evidence.suspect.form == "raw":
             evidence.append(f"none of the {len(claimed)} DB platforms satisfying the claim reproduces the outputs "
                             "(the suspect is not in the DB as built)")
         elif not claimed:
             evidence.append("the DB holds no platform satisfying the claim")
-    if status == VERDICT_INCONCLUSIVE and "classifier" in report:
-        status, more = _statistical(report["classifier"]["targets"], claim)
+    if status == VERDICT_INCONCLUSIVE and report.evidence.stats is not None:
+        status, more = _statistical(report.evidence.stats.targets, claim, set(report.verdict.undetermined))
         evidence += more
     elif status == VERDICT_INCONCLUSIVE:
         evidence.append("no classifier given: attributes cannot be judged statistically")
-    return {"verdict": status, "claim": claim, "evidence": evidence, "exit_code": EXIT_CODES[status]}
+    return ClaimResult(status, claim, evidence)
 
 
-def _statistical(targets: dict, claim: dict[str, str]) -> tuple[str, list[str]]:
+def _statistical(targets: dict, claim: dict[str, str], undetermined: set[str]) -> tuple[str, list[str]]:
     evidence, judged, against = [], 0, 0
     for key, want in claim.items():
         t = targets.get(key)
-        if key == "version" and t is not None:
-            want = next((v for v, _ in t["top"] if v.endswith("@" + want)), want)
+        if key == "version" and t is not None and "@" not in want:  # a bare version: the runtime's
+            runtime = claim.get("runtime")
+            matches = [v for v in t.values if v.endswith("@" + want) and (runtime is None or v.startswith(runtime + "@"))]
+            want = matches[0] if len(matches) == 1 else want
         if t is None:
             evidence.append(f"{key}: the classifier has no target for it")
             continue
-        if want not in t.get("values", []):
+        if want not in t.values:
             evidence.append(f"{key}={want}: a value the classifier never saw; it cannot judge it")
             continue
-        probs = dict((v, p) for v, p in t["top"])
+        probs = dict(t.top)
         p_claim = probs.get(want, 0.0)
-        best, p_best = t["top"][0]
-        if best == want and p_best >= CONFIDENT:
+        best, p_best = t.best
+        confident = t.confident and key not in undetermined
+        if best == want and confident:
             judged += 1
             evidence.append(f"{key}={want}: classifier agrees, p={p_best:.3f}")
-        elif best != want and p_best >= CONFIDENT and p_claim <= 1 - CONFIDENT:
+        elif best != want and confident and p_claim <= 1 - CONFIDENT + 1e-9:
             against += 1
             evidence.append(f"{key}={want}: classifier says {best} (p={p_best:.3f}); the claimed value has p={p_claim:.3f}")
         else:

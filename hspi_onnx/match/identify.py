@@ -1,10 +1,13 @@
 """``hspi match``: which platform produced a suspect file — exact evidence first, statistics second.
 
-1. Exact: each raw output's digest is looked up in the DB's digest index (binary search). All
-   queries matching one set of platforms -> "identified (exact)", naming every platform whose
-   outputs are bit-identical on those probes. Degraded forms (rounded, top-k, argmax) are
-   compared with the DB's outputs degraded the same way: platforms agreeing on every query are
-   "consistent", which is weaker (many platforms agree once digits are dropped).
+Evidence is collected first (:func:`collect`), then one pure function decides (:func:`decide`):
+
+1. Exact: each raw output's digest is looked up in the DB's digest index (binary search), for
+   every output the suspect holds. All queries matching one set of platforms -> "identified
+   (exact)", naming every platform whose outputs are bit-identical on those probes. Degraded
+   forms (rounded, top-k, argmax) are compared with the DB's outputs degraded the same way:
+   platforms agreeing on every query are "consistent", which is weaker (many platforms agree
+   once digits are dropped).
 2. Statistical: the classifier's calibrated probabilities per target for the n queries together.
 3. Open set: without exact identity the platform is not in the DB as built; the report names
    the nearest DB platforms by output distance and the classifier's attributes, each with its
@@ -14,15 +17,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hspi_onnx.db.dataset import NOT_APPLICABLE, attribute_values, outputs_at
-from hspi_onnx.learn.forms import View, degrade
+from hspi_onnx.db.dataset import outputs_at
 from hspi_onnx.db.index import DigestIndex, IndexGroup, load_index
-from hspi_onnx.errors import HspiError
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.errors import HspiError
+from hspi_onnx.learn.forms import View, degrade
+from hspi_onnx.learn.targets import NOT_APPLICABLE, attribute_values
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
 
 CONFIDENT = 0.9  # calibrated probability above which a classifier answer counts as confident
@@ -33,17 +37,138 @@ MIXED = "several platforms (exact)"
 CONSISTENT = "consistent (degraded outputs)"
 LIKELY = "likely (statistical)"
 UNKNOWN = "unknown platform"
+STATUSES = (IDENTIFIED, MIXED, CONSISTENT, LIKELY, UNKNOWN)
 
 
 @dataclass
 class Resolved:
+    """The DB group a suspect belongs to, and which of the group's outputs each of its outputs is."""
+
     group_index: int
     group: IndexGroup
     platforms: list[str]
+    outputs: dict[str, str]  # suspect output key -> the group's output name
+
+    @property
+    def compared(self) -> str:
+        """The group output a degraded form (or the classifier) compares."""
+        return next(iter(self.outputs.values()))
+
+
+# -- typed results --------------------------------------------------------------------------------
+@dataclass
+class SuspectSummary:
+    path: str
+    format: str
+    form: str
+    queries: int
+    probe_set: str
+    model: str
+    dtype: str
+    outputs: list[str]  # the DB outputs the suspect's values were compared with
+
+
+@dataclass
+class ExactEvidence:
+    kind: str  # digest, degraded values, or none
+    queries: int
+    matched_queries: int  # queries matching at least one DB platform
+    common: list[str]  # platforms matching every query
+    counts: dict[str, int]  # the ten platforms matching most queries, with how many
+    matched: list[str] = field(default_factory=list)  # every platform matching some query, most first
+    per_query: list[list[str]] = field(default_factory=list)  # the platforms matching each query
+
+
+@dataclass
+class Nearest:
+    platform: str
+    distance: float
+
+
+@dataclass
+class TargetPosterior:
+    top: list[tuple[str, float]]  # best values first, with calibrated probabilities
+    values: list[str]  # every value the classifier knows ([] for the platform target)
+
+    @property
+    def best(self) -> tuple[str, float]:
+        return self.top[0]
+
+    @property
+    def confident(self) -> bool:
+        return self.top[0][1] >= CONFIDENT
+
+
+@dataclass
+class StatEvidence:
+    reference: bool  # whether the float64 reference features were available
+    targets: dict[str, TargetPosterior]
+    path: str = ""
+
+
+@dataclass
+class Evidence:
+    """Everything :func:`decide` looks at."""
+
+    suspect: SuspectSummary
+    db_path: str
+    db_platforms: list[str]  # platforms of the suspect's (model, probe set)
+    db_dtypes: list[str]  # dtypes those platforms returned for the compared output
+    exact: ExactEvidence
+    nearest: list[Nearest] | None = None
+    stats: StatEvidence | None = None
+
+
+@dataclass
+class Verdict:
+    status: str
+    platforms: list[str]
+    strength: str  # conclusive, strong, weak
+    evidence: list[str]
+    attributes: dict[str, str]  # what every named platform shares
+    undetermined: dict[str, str] = field(default_factory=dict)  # targets no method can tell here, with why
+
+
+@dataclass
+class MatchReport:
+    evidence: Evidence
+    verdict: Verdict
+
+    def confident_targets(self) -> dict[str, str]:
+        """Classifier targets (not the platform class) that are confident and not undetermined."""
+        stats = self.evidence.stats
+        if stats is None:
+            return {}
+        return {t: p.best[0] for t, p in stats.targets.items()
+                if t != "platform" and p.confident and t not in self.verdict.undetermined and p.best[0] != NOT_APPLICABLE}
+
+    def to_dict(self) -> dict:
+        ev = self.evidence
+        out = {"suspect": asdict(ev.suspect), "db": {"path": ev.db_path, "platforms": len(ev.db_platforms),
+                                                    "dtypes": ev.db_dtypes},
+               "exact": asdict(ev.exact), "verdict": asdict(self.verdict)}
+        if ev.nearest is not None:
+            out["nearest"] = [asdict(n) for n in ev.nearest]
+        if ev.stats is not None:
+            targets = {}
+            for t, p in ev.stats.targets.items():
+                d = {"top": [[v, round(q, 4)] for v, q in p.top], "confident": p.confident and t not in self.verdict.undetermined}
+                if p.values:
+                    d["values"] = p.values
+                if t in self.verdict.undetermined:
+                    d["note"] = self.verdict.undetermined[t]
+                targets[t] = d
+            out["classifier"] = {"reference": ev.stats.reference, "targets": targets, "path": ev.stats.path}
+        return out
+
+
+# -- resolving the suspect against the DB ----------------------------------------------------------
+def _width(shape) -> int:
+    return int(np.prod(shape)) if shape else 1
 
 
 def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
-    """The DB's (model, probe set) the suspect belongs to, with its ids and shape checked."""
+    """The DB's (model, probe set) the suspect belongs to, with its outputs, ids and shapes checked."""
     by_probes = [k for k, g in enumerate(index.groups) if suspect.probes in (g.probes_sha256, g.probes_name)]
     if not by_probes:
         known = sorted({g.probes_name for g in index.groups})
@@ -53,35 +178,81 @@ def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
         cands = [k for k in by_probes if suspect.model in (index.groups[k].model_sha256, index.groups[k].model_name)]
         if not cands:
             raise BadSuspectError(f"the DB holds no outputs of model {suspect.model[:64]!r} on probe set {suspect.probes[:64]!r}")
-    width = suspect.view().values.shape[1] if suspect.values is not None else None
-    fit = [k for k in cands if width is None or width == int(np.prod(index.groups[k].shape))
-           or (suspect.form.startswith("top") and width <= int(np.prod(index.groups[k].shape)))]
-    if not fit:
-        shapes = ", ".join(f"{index.groups[k].model_name} {index.groups[k].shape}" for k in cands)
-        raise BadSuspectError(f"the suspect's outputs ({width} values each) fit no model on this probe set ({shapes})")
+    fits, last = {}, BadSuspectError("the suspect fits no model of the DB")
+    for k in cands:
+        try:
+            fits[k] = _map_outputs(index.groups[k], suspect)
+        except BadSuspectError as exc:
+            last = exc
+    if not fits:
+        if len(cands) == 1:
+            raise last
+        shapes = ", ".join(f"{index.groups[k].model_name} {index.groups[k].shapes}" for k in cands)
+        raise BadSuspectError(f"the suspect's outputs fit no model on this probe set ({shapes})")
+    fit = list(fits)
     if len(fit) > 1 and suspect.form == "raw":  # the exact bits may tell which model it was
-        digests = suspect.digests()
-        hit = [k for k in fit if any(index.lookup(k, int(p), d) for p, d in zip(suspect.ids, digests))]
+        key = next(iter(suspect.outputs))
+        digests = suspect.digests(key)
+        hit = [k for k in fit if any(index.lookup(k, int(p), d, index.groups[k].output_index(fits[k][key]))
+                                     for p, d in zip(suspect.ids, digests))]
         fit = hit if len(hit) == 1 else fit
     if len(fit) > 1:
         names = ", ".join(index.groups[k].model_name for k in fit)
         raise BadSuspectError(f"several models of the DB fit this suspect ({names}); name the model in the file")
     k = fit[0]
     g = index.groups[k]
-    if suspect.values is not None and suspect.form == "raw" and tuple(suspect.values.shape[1:]) != tuple(g.shape):
-        raise BadSuspectError(f"the suspect's output shape {list(suspect.values.shape[1:])} differs from the DB's {g.shape}")
-    if suspect.index is not None and (suspect.index >= int(np.prod(g.shape))).any():
-        raise BadSuspectError(f"the suspect holds indices beyond the model's {int(np.prod(g.shape))} outputs")
     unknown = suspect.ids[~np.isin(suspect.ids, np.asarray(g.ids, dtype=np.int64))]
     if len(unknown):
         raise BadSuspectError(f"probe id {int(unknown[0])} is not in probe set {g.probes_name} as the DB holds it "
                               f"({len(unknown)} unknown ids)")
-    return Resolved(k, g, index.platforms_of(k))
+    return Resolved(k, g, index.platforms_of(k), fits[k])
 
 
-# -- exact evidence ----------------------------------------------------------------------------
+def _map_outputs(g: IndexGroup, suspect: Suspect) -> dict[str, str]:
+    """Suspect output key -> group output name; an unnamed output is the one its shape fits
+    (the model's first when several fit)."""
+    keys = list(suspect.outputs) or [suspect.output]
+    out = {}
+    for key in keys:
+        if key:
+            if key not in g.outputs:
+                raise BadSuspectError(f"the suspect's output {key[:60]!r} is not an output of {g.model_name} "
+                                      f"({', '.join(g.outputs)})")
+            name = key
+        else:
+            values = suspect.outputs.get(key)
+            fitting = [o for o, s in zip(g.outputs, g.shapes) if values is None or _fits(values, s, suspect.form)]
+            if not fitting:
+                raise BadSuspectError(f"the suspect's outputs ({_width(values.shape[1:])} values each) fit no output "
+                                      f"of {g.model_name} ({', '.join(f'{o} {s}' for o, s in zip(g.outputs, g.shapes))})")
+            name = fitting[0]
+        out[key] = name
+        shape = g.shapes[g.output_index(name)]
+        values = suspect.outputs.get(key)
+        if values is not None and not _fits(values, shape, suspect.form):
+            raise BadSuspectError(f"the suspect's output shape {list(values.shape[1:])} differs from the DB's "
+                                  f"{shape} for output {name}")
+        if suspect.index is not None and (suspect.index >= _width(shape)).any():
+            raise BadSuspectError(f"the suspect holds indices beyond the model's {_width(shape)} outputs")
+    return out
+
+
+def _fits(values: np.ndarray, shape, form: str) -> bool:
+    if form == "raw":
+        return tuple(values.shape[1:]) == tuple(shape)
+    width = _width(values.shape[1:])
+    return width == _width(shape) or (form.startswith("top") and width <= _width(shape))
+
+
+# -- evidence ---------------------------------------------------------------------------------
 def exact_raw(index: DigestIndex, res: Resolved, suspect: Suspect) -> list[set[str]]:
-    return [index.lookup(res.group_index, int(pid), d) for pid, d in zip(suspect.ids, suspect.digests())]
+    """Per query: the platforms whose every output the suspect holds is bit-identical."""
+    per_query: list[set[str]] | None = None
+    for key, name in res.outputs.items():
+        j = res.group.output_index(name)
+        hits = [index.lookup(res.group_index, int(pid), d, j) for pid, d in zip(suspect.ids, suspect.digests(key))]
+        per_query = hits if per_query is None else [a & b for a, b in zip(per_query, hits)]
+    return per_query or []
 
 
 def _same_view(a: View, b: View, form: str) -> np.ndarray:
@@ -112,9 +283,10 @@ def _distance(a: View, b: View) -> float:
     return float(np.concatenate(parts).mean())
 
 
-def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[set[str]], list[dict]]:
-    """(per query the platforms whose degraded outputs equal the suspect's, the nearest platforms)."""
-    outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids)
+def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[set[str]], list[Nearest]]:
+    """(per query the platforms whose degraded outputs equal the suspect's, the nearest platforms),
+    on the compared output."""
+    outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
     view = suspect.view()
     per_query: list[set[str]] = [set() for _ in range(len(suspect))]
     dist = []
@@ -125,117 +297,128 @@ def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[s
                 per_query[q].add(label)
         dist.append((_distance(view, v), label))
     dist.sort()
-    near = [{"platform": lab, "distance": round(d, 4)} for d, lab in dist[:NEAREST]]
-    return per_query, near
+    return per_query, [Nearest(lab, round(d, 4)) for d, lab in dist[:NEAREST]]
 
 
-def summarise(per_query: list[set[str]]) -> dict:
-    n = len(per_query)
-    matched = sum(1 for s in per_query if s)
+def summarise(per_query: list[set[str]], kind: str) -> ExactEvidence:
     common = set.intersection(*per_query) if per_query else set()
     counts = Counter(lab for s in per_query for lab in s)
-    return {"queries": n, "matched_queries": matched, "common": sorted(common),
-            "counts": dict(counts.most_common(10))}
+    ranked = sorted(counts, key=lambda lab: (-counts[lab], lab))
+    return ExactEvidence(kind, len(per_query), sum(1 for s in per_query if s), sorted(common),
+                         {lab: counts[lab] for lab in ranked[:10]}, ranked, [sorted(s) for s in per_query])
 
 
-# -- the classifier ------------------------------------------------------------------------------
-def statistical(clf, db: ReferenceDB, res: Resolved, suspect: Suspect, warn) -> dict:
+def statistical(clf, db: ReferenceDB, res: Resolved, suspect: Suspect, warn) -> StatEvidence:
     from hspi_onnx.learn.features import row_features
     from hspi_onnx.learn.reference import reference_for
 
     if clf.form != suspect.form:
         raise HspiError(f"the classifier was trained for {clf.form} outputs, the suspect has {suspect.form}; "
                         f"train one with `hspi train --form {suspect.form}`")
-    ref = reference_for(db.manifest(), res.group.model_sha256, res.group.probes_sha256, suspect.ids, warn)
+    trained_on = clf.meta.get("output")
+    if trained_on and trained_on != res.compared:
+        raise HspiError(f"the classifier was trained on output {trained_on!r}, the suspect's is {res.compared!r}; "
+                        f"train one with `hspi train --output-name {res.compared}`")
+    if not trained_on and res.compared != res.group.outputs[0]:
+        raise HspiError(f"the classifier was trained on each model's first output, the suspect's is {res.compared!r}; "
+                        f"train one with `hspi train --output-name {res.compared}`")
+    ref = reference_for(db.manifest(), res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared, warn)
     X = row_features(suspect.view(), suspect.form, ref)
-    out = {}
+    targets = {}
     for target, probs in clf.posterior(X).items():
         top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
-        out[target] = {"top": [[v, round(p, 4)] for v, p in top], "confident": top[0][1] >= CONFIDENT}
-        if target != "platform":
-            out[target]["values"] = sorted(probs)
-    return {"reference": ref is not None, "targets": out}
+        targets[target] = TargetPosterior([(v, float(p)) for v, p in top], [] if target == "platform" else sorted(probs))
+    return StatEvidence(ref is not None, targets)
 
 
-# -- the verdict ------------------------------------------------------------------------------
-def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
-          index: DigestIndex | None = None, resolved: Resolved | None = None) -> dict:
+def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
+            index: DigestIndex | None = None, resolved: Resolved | None = None) -> Evidence:
+    """Every piece of evidence about ``suspect``: exact lookups, nearest platforms, the classifier."""
     index = index or load_index(db)
     res = resolved or resolve(index, suspect)
-    report = {
-        "suspect": {"path": suspect.path, "format": suspect.source, "form": suspect.form,
-                    "queries": len(suspect), "probe_set": res.group.probes_name, "model": res.group.model_name,
-                    "dtype": suspect.dtype},
-        "db": {"path": str(db.root), "platforms": len(res.platforms), "dtypes": res.group.dtypes},
-    }
-    evidence: list[str] = []
+    j = res.group.output_index(res.compared)
+    summary = SuspectSummary(suspect.path, suspect.source, suspect.form, len(suspect), res.group.probes_name,
+                             res.group.model_name, suspect.dtype, list(dict.fromkeys(res.outputs.values())))
+    nearest = None
     if suspect.form == "raw":
-        per_query = exact_raw(index, res, suspect)
-        exact = summarise(per_query)
-        exact["kind"] = "digest"
-        near = None
-        if not exact["common"]:
-            _, near = compare_db(db, res, suspect)
+        exact = summarise(exact_raw(index, res, suspect), "digest")
+        if not exact.common:
+            _, nearest = compare_db(db, res, suspect)
     else:
-        per_query, near = compare_db(db, res, suspect)
-        exact = summarise(per_query)
-        exact["kind"] = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"
-    report["exact"] = exact
-    if near is not None:
-        report["nearest"] = near
+        per_query, nearest = compare_db(db, res, suspect)
+        exact = summarise(per_query, "degraded values" if suspect.form != "softmax"
+                          else "none (softmax is recomputed by the server)")
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
-    if stats is not None:
-        report["classifier"] = stats
-    n = len(suspect)
-    if suspect.form == "raw" and exact["common"]:
-        status, platforms = IDENTIFIED, exact["common"]
-        evidence.append(f"all {n} outputs are bit-identical to those of {len(platforms)} DB platform(s) "
-                        f"(digest lookup); platforms outside the DB could produce the same bits")
+    return Evidence(summary, str(db.root), res.platforms, res.group.dtypes[j], exact, nearest, stats)
+
+
+# -- the decision ------------------------------------------------------------------------------
+def decide(ev: Evidence) -> Verdict:
+    """The verdict from the evidence alone (no I/O, no mutation of ``ev``)."""
+    s, exact, stats, n = ev.suspect, ev.exact, ev.stats, ev.suspect.queries
+    lines: list[str] = []
+    undetermined: dict[str, str] = {}
+    if s.form == "raw" and exact.common:
+        status, platforms = IDENTIFIED, list(exact.common)
+        lines.append(f"all {n} outputs are bit-identical to those of {len(platforms)} DB platform(s) "
+                     f"(digest lookup on {', '.join(s.outputs)}); platforms outside the DB could produce the same bits")
         strength = "conclusive" if n >= 2 else "strong"
-    elif suspect.form == "raw" and exact["matched_queries"] == n:
-        status, platforms = MIXED, list(exact["counts"])
-        evidence.append(f"every output matches some DB platform exactly but no platform matches all {n}: "
-                        "the service answers from several platforms")
+    elif s.form == "raw" and exact.matched_queries == n:
+        status, platforms = MIXED, list(exact.matched)
+        lines.append(f"every output matches some DB platform exactly but no platform matches all {n}: "
+                     "the service answers from several platforms")
         strength = "conclusive"
-    elif suspect.form != "raw" and exact["common"] and len(exact["common"]) < len(res.platforms):
-        status, platforms = CONSISTENT, exact["common"]
-        evidence.append(f"{len(platforms)} of {len(res.platforms)} DB platforms reproduce all {n} {suspect.form} "
-                        f"outputs; the others are excluded")
+    elif s.form != "raw" and exact.common and len(exact.common) < len(ev.db_platforms):
+        status, platforms = CONSISTENT, list(exact.common)
+        lines.append(f"{len(platforms)} of {len(ev.db_platforms)} DB platforms reproduce all {n} {s.form} "
+                     f"outputs of {s.outputs[0]}; the others are excluded")
         strength = "strong" if len(platforms) <= 3 else "weak"
     else:
         status, platforms, strength = UNKNOWN, [], "weak"
-        if suspect.form == "raw":
-            evidence.append(f"{exact['matched_queries']} of {n} outputs match a DB platform exactly: "
-                            "this platform is not in the DB as built")
-            if suspect.dtype not in res.group.dtypes:
-                evidence.append(f"the outputs are {suspect.dtype}, a dtype no DB platform returned "
-                                f"({', '.join(res.group.dtypes)}): a server that casts its outputs hides exact identity")
+        if s.form == "raw":
+            lines.append(f"{exact.matched_queries} of {n} outputs match a DB platform exactly: "
+                         "this platform is not in the DB as built")
+            if s.dtype not in ev.db_dtypes:
+                lines.append(f"the outputs are {s.dtype}, a dtype no DB platform returned "
+                             f"({', '.join(ev.db_dtypes)}): a server that casts its outputs hides exact identity")
+        elif s.form == "softmax":
+            lines.append("softmax outputs are not compared value for value (a server recomputes them its own way)")
         else:
-            evidence.append(f"no DB platform is excluded by the {suspect.form} outputs" if exact["common"]
-                            else f"no DB platform reproduces all {n} {suspect.form} outputs")
-        plat = (stats or {}).get("targets", {}).get("platform")
-        if plat and plat["confident"] and suspect.form != "raw":
-            status, platforms, strength = LIKELY, plat["top"][0][0].split(" | "), "strong"
-            evidence.append(f"the classifier gives class {plat['top'][0][0][:80]}... p={plat['top'][0][1]}")
+            lines.append(f"no DB platform is excluded by the {s.form} outputs" if exact.common
+                         else f"no DB platform reproduces all {n} {s.form} outputs: this platform is not in the DB "
+                              "as built")
+        plat = stats.targets.get("platform") if stats else None
+        # the classifier may name a DB class only where the outputs exclude none of the DB's platforms
+        if plat is not None and plat.confident and (s.form == "softmax" or (s.form != "raw" and exact.common)):
+            status, platforms, strength = LIKELY, plat.best[0].split(" | "), "strong"
+            lines.append(f"the classifier gives class {plat.best[0][:80]}... p={plat.best[1]:.4f}")
     if stats is not None and status == IDENTIFIED:
+        names = _attribute_names(platforms)
         shared = common_attributes(platforms)
-        for t, v in stats["targets"].items():
-            if t != "platform" and t in _attribute_names(platforms) and t not in shared:
-                v["confident"] = False  # bit-identical platforms differ in it: no method can tell
-                v["note"] = "undetermined: bit-identical DB platforms differ in it"
+        for t, post in stats.targets.items():
+            if t == "platform" or t not in names:
+                continue
+            if t not in shared:
+                undetermined[t] = "undetermined: bit-identical DB platforms differ in it"
+            elif post.confident and post.best[0] != shared[t]:
+                undetermined[t] = (f"contradicted by the exact evidence: every bit-identical DB platform has "
+                                   f"{t}={shared[t]}")
     if stats is not None:
-        conf = [t for t, v in stats["targets"].items()
-                if v["confident"] and t != "platform" and v["top"][0][0] != NOT_APPLICABLE]
+        conf = [(t, p.best[0]) for t, p in stats.targets.items()
+                if p.confident and t != "platform" and t not in undetermined and p.best[0] != NOT_APPLICABLE]
         if conf:
-            evidence.append("classifier, confident (p >= %.2f): " % CONFIDENT
-                            + ", ".join(f"{t}={stats['targets'][t]['top'][0][0]}" for t in conf))
+            lines.append("classifier, confident (p >= %.2f): " % CONFIDENT + ", ".join(f"{t}={v}" for t, v in conf))
     elif status == UNKNOWN:
-        evidence.append("no classifier given (--classifier): attributes are not estimated")
-    if near:
-        evidence.append(f"nearest DB platform: {near[0]['platform']} (distance {near[0]['distance']})")
-    report["verdict"] = {"status": status, "platforms": platforms, "strength": strength, "evidence": evidence,
-                         "attributes": common_attributes(platforms)}
-    return report
+        lines.append("no classifier given (--classifier): attributes are not estimated")
+    if ev.nearest:
+        lines.append(f"nearest DB platform: {ev.nearest[0].platform} (distance {ev.nearest[0].distance})")
+    return Verdict(status, platforms, strength, lines, common_attributes(platforms), undetermined)
+
+
+def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
+          index: DigestIndex | None = None, resolved: Resolved | None = None) -> MatchReport:
+    ev = collect(suspect, db, classifier, warn, index, resolved)
+    return MatchReport(ev, decide(ev))
 
 
 def _attribute_names(platforms: list[str]) -> set[str]:

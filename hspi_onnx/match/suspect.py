@@ -30,7 +30,7 @@ import numpy as np
 
 from hspi_onnx.learn.forms import FORMS, View
 from hspi_onnx.errors import HspiError
-from hspi_onnx.outputs import from_storage, row_digests
+from hspi_onnx.outputs import OUTPUT_MEMBERS, read_outputs, row_digests
 from hspi_onnx.safenpz import read_npz
 
 
@@ -55,11 +55,17 @@ class Suspect:
     model: str | None  # the model it names (sha256 or name), if any
     form: str
     ids: np.ndarray  # (n,) int64, distinct
-    values: np.ndarray | None  # (n, *shape) raw outputs in their dtype, or (n, k) degraded values
+    outputs: dict[str, np.ndarray]  # output name ("" when the file names none) -> (n, *shape) raw
+    # outputs in their dtype, or (n, k) degraded values (one output); empty for argmax
     index: np.ndarray | None = None  # (n, k) int64 for top-k and argmax
+    output: str = ""  # the output a degraded form (or the first raw output) is about
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def values(self) -> np.ndarray | None:
+        return self.outputs.get(self.output)
 
     @property
     def dtype(self) -> str:
@@ -69,9 +75,9 @@ class Suspect:
         vals = None if self.values is None else self.values.reshape(len(self.ids), -1)
         return View(vals, self.index)
 
-    def digests(self) -> list[str]:
-        """Per-query digests computed exactly as the DB computes them (raw form only)."""
-        return row_digests(self.values)
+    def digests(self, name: str | None = None) -> list[str]:
+        """Per-query digests of one raw output, computed exactly as the DB computes them."""
+        return row_digests(self.outputs[self.output if name is None else name])
 
 
 def load_suspect(path: str | Path) -> Suspect:
@@ -105,6 +111,13 @@ def _check_name(path: Path, value, what: str, required: bool) -> str | None:
     return value
 
 
+def _check_output_name(path: Path, name) -> str:
+    """An output name as a graph names it ("" for none): printable, at most 256 characters."""
+    if not isinstance(name, str) or len(name) > 256 or not name.isprintable():
+        _fail(path, "has a malformed output name")
+    return name
+
+
 def _check_ids(path: Path, ids: np.ndarray) -> np.ndarray:
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         _fail(path, "probe ids must be a 1-D array of integers")
@@ -119,6 +132,15 @@ def _check_ids(path: Path, ids: np.ndarray) -> np.ndarray:
     if (counts > 1).any():
         _fail(path, f"has duplicate probe ids (e.g. {int(uniq[counts > 1][0])})")
     return ids
+
+
+def _check_outputs(path: Path, outputs: dict[str, np.ndarray], index: np.ndarray | None, n: int, form: str) -> None:
+    if form != "raw" and len(outputs) > 1:
+        _fail(path, f"form {form} holds the values of one output, not {len(outputs)}")
+    if not outputs:
+        _check_values(path, None, index, n, form)
+    for values in outputs.values():
+        _check_values(path, values, index, n, form)
 
 
 def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | None, n: int, form: str) -> None:
@@ -152,28 +174,25 @@ def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | Non
 # -- .npz ------------------------------------------------------------------------------------
 def _load_npz(path: Path) -> Suspect:
     arrays, meta = read_npz(path, {"ids"}, "suspect file", BadSuspectError,
-                            optional=frozenset({"outputs", "digests", "index"}))
+                            optional=frozenset({"outputs", "digests", "index"}), pattern=OUTPUT_MEMBERS)
     form = _check_form(path, meta.get("form", "raw"))
     probes = _check_name(path, meta.get("probes_sha256") or meta.get("probes_name"), "probe set", True)
     model = _check_name(path, meta.get("model_sha256") or meta.get("model_name"), "model", False)
     ids = _check_ids(path, arrays["ids"])
-    values = arrays.get("outputs")
-    if values is not None:
-        name = str(meta.get("dtype", values.dtype))
-        try:
-            values = from_storage(values, name)
-        except HspiError:
-            _fail(path, f"outputs are {values.dtype} but the metadata says {name[:32]}")
+    outputs: dict[str, np.ndarray] = {}
+    if any(k == "outputs" or k.startswith("output_") for k in arrays):
+        outputs, checked = read_outputs(arrays, meta, lambda msg: _fail(path, msg))
+        if form != "raw" and (checked or len(outputs) != 1):
+            _fail(path, f"form {form} holds one output's values and no digests")
+    elif "digests" in arrays:
+        _fail(path, "has digests but no outputs")
+    for name in outputs:
+        _check_output_name(path, name)
     index = arrays.get("index")
     index = index.astype(np.int64) if index is not None and index.dtype.kind in "iu" else index
-    _check_values(path, values, index, len(ids), form)
-    if "digests" in arrays:
-        d = arrays["digests"]
-        if form != "raw" or values is None or d.shape != (len(ids), 16) or d.dtype != np.uint8:
-            _fail(path, "has malformed digests")
-        if [bytes(r).hex() for r in d] != row_digests(values):
-            _fail(path, "fails its own digests (altered or corrupt)")
-    return Suspect(str(path), "npz", probes, model, form, ids, values, index)
+    output = next(iter(outputs), _check_output_name(path, meta.get("output", "")))
+    _check_outputs(path, outputs, index, len(ids), form)
+    return Suspect(str(path), "npz", probes, model, form, ids, outputs, index, output)
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -263,12 +282,36 @@ def _cast(path: Path, x: np.ndarray, dtype: str) -> np.ndarray:
     return out
 
 
+def _tensor(path: Path, k: int, o: dict, state: dict) -> tuple[str, np.ndarray, int]:
+    """(output name, values (batch, *shape) in the declared dtype, batch) of one KServe tensor."""
+    name = _check_output_name(path, o.get("name", ""))
+    dt = KSERVE_DTYPES.get(o.get("datatype"))
+    if dt is None:
+        _fail(path, f"response {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(KSERVE_DTYPES)}")
+    if state["dtypes"].setdefault(name, dt) != dt:
+        _fail(path, f"response {k}: datatype of {name[:40]!r} differs from response 0")
+    shp = o.get("shape")
+    if (not isinstance(shp, list) or not 1 <= len(shp) <= 8
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_PER_QUERY for s in shp)):
+        _fail(path, f"response {k}: shape must be a list of positive integers")
+    count = math.prod(shp)
+    state["total"] += count
+    if count > MAX_PER_QUERY * 64 or state["total"] > MAX_VALUES:
+        _fail(path, f"response {k}: declares {count} values, over the limit")
+    data = _numbers(path, o.get("data"), f"response {k} data")
+    if data.size != count:
+        _fail(path, f"response {k}: data holds {data.size} values, shape {shp} declares {count}")
+    row_shape = tuple(shp[1:]) or (1,)
+    if state["shapes"].setdefault(name, row_shape) != row_shape:
+        _fail(path, f"response {k}: shape of output {name[:40]!r} differs from response 0")
+    return name, _cast(path, data, dt).reshape(shp[0], *row_shape), shp[0]
+
+
 def _kserve(path: Path, docs: list) -> Suspect:
     ids: list[int] = []
-    rows: list[np.ndarray] = []
-    probes = model = dtype = None
-    shape: tuple | None = None
-    total = 0
+    rows: dict[str, list[np.ndarray]] = {}
+    probes = model = None
+    state = {"dtypes": {}, "shapes": {}, "total": 0}
     for k, doc in enumerate(docs):
         params = doc.get("parameters") or {}
         if not isinstance(params, dict):
@@ -281,36 +324,21 @@ def _kserve(path: Path, docs: list) -> Suspect:
         m = params.get("model", model)  # the server's own model_name need not be the DB's name
         model = _check_name(path, m, "model", False) if m is not None else model
         outs = doc["outputs"]
-        if not isinstance(outs, list) or not outs or not all(isinstance(o, dict) for o in outs):
+        if not isinstance(outs, list) or not outs or not all(isinstance(o, dict) for o in outs) or len(outs) > 64:
             _fail(path, f"response {k}: outputs must be a list of tensors")
-        if len(outs) > 1:
-            named = [o for o in outs if o.get("name") == params.get("output", "logits")]
-            if len(named) != 1:
-                _fail(path, f"response {k}: several outputs; name the one to match in parameters.output")
-            outs = named
-        o = outs[0]
-        dt = KSERVE_DTYPES.get(o.get("datatype"))
-        if dt is None:
-            _fail(path, f"response {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(KSERVE_DTYPES)}")
-        if dtype is not None and dt != dtype:
-            _fail(path, f"response {k}: datatype differs from response 0")
-        dtype = dt
-        shp = o.get("shape")
-        if (not isinstance(shp, list) or not 1 <= len(shp) <= 8
-                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_PER_QUERY for s in shp)):
-            _fail(path, f"response {k}: shape must be a list of positive integers")
-        count = math.prod(shp)
-        total += count
-        if count > MAX_PER_QUERY * 64 or total > MAX_VALUES:
-            _fail(path, f"response {k}: declares {count} values, over the limit")
-        data = _numbers(path, o.get("data"), f"response {k} data")
-        if data.size != count:
-            _fail(path, f"response {k}: data holds {data.size} values, shape {shp} declares {count}")
-        batch = shp[0]
-        row_shape = tuple(shp[1:]) or (1,)
-        if shape is not None and row_shape != shape:
-            _fail(path, f"response {k}: output shape differs from response 0")
-        shape = row_shape
+        if "output" in params:  # the client asked for one output only
+            outs = [o for o in outs if o.get("name") == params["output"]]
+            if len(outs) != 1:
+                _fail(path, f"response {k}: parameters.output names no single output of the response")
+        got = [_tensor(path, k, o, state) for o in outs]
+        names = [g[0] for g in got]
+        if len(set(names)) != len(names):
+            _fail(path, f"response {k}: two outputs of one name")
+        if rows and set(names) != set(rows):
+            _fail(path, f"response {k}: outputs {sorted(names)[:4]} differ from response 0's")
+        batch = got[0][2]
+        if any(g[2] != batch for g in got):
+            _fail(path, f"response {k}: outputs disagree on the batch size")
         pid = params.get("probe_ids")
         if pid is None:
             rid = doc.get("id")
@@ -321,19 +349,21 @@ def _kserve(path: Path, docs: list) -> Suspect:
         if pid_arr.size != batch:
             _fail(path, f"response {k}: {pid_arr.size} probe ids for a batch of {batch}")
         ids += pid_arr.tolist()
-        rows.append(_cast(path, data, dtype).reshape(batch, *row_shape))
+        for name, values, _ in got:
+            rows.setdefault(name, []).append(values)
         if len(ids) > MAX_QUERIES:
             _fail(path, f"holds more than {MAX_QUERIES} queries")
     ids_arr = _check_ids(path, np.array(ids, dtype=np.int64))
-    values = np.concatenate(rows)
-    _check_values(path, values, None, len(ids_arr), "raw")
-    return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, values)
+    outputs = {name: np.concatenate(parts) for name, parts in rows.items()}
+    _check_outputs(path, outputs, None, len(ids_arr), "raw")
+    return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, outputs, None, next(iter(outputs)))
 
 
 def _plain(path: Path, doc: dict) -> Suspect:
     form = _check_form(path, doc.get("form"))
     probes = _check_name(path, doc.get("probe_set"), "probe set", True)
     model = _check_name(path, doc.get("model"), "model", False)
+    output = _check_output_name(path, doc.get("output", ""))
     queries = doc.get("queries")
     if not isinstance(queries, list) or not queries:
         _fail(path, "queries must be a non-empty list")
@@ -371,13 +401,18 @@ def _plain(path: Path, doc: dict) -> Suspect:
     values = np.stack(vals) if vals else None
     index = np.stack(idx) if idx else None
     _check_values(path, values, index, len(ids_arr), form)
-    return Suspect(str(path), "plain", probes, model, form, ids_arr, values, index)
+    return Suspect(str(path), "plain", probes, model, form, ids_arr, {} if values is None else {output: values},
+                   index, output)
 
 
 # -- writing ---------------------------------------------------------------------------------
+def _named(outputs) -> dict[str, np.ndarray]:
+    return dict(outputs) if isinstance(outputs, dict) else {"": outputs}
+
+
 def write_plain(path: str | Path, probes: str, model: str | None, form: str, ids: np.ndarray,
-                view: View, dtype: str | None = None) -> Path:
-    """The plain JSON form of a (degraded) view; floats printed so they read back exactly."""
+                view: View, dtype: str | None = None, output: str = "") -> Path:
+    """The plain JSON form of a (degraded) view of one output; floats printed so they read back exactly."""
     queries = []
     for k, pid in enumerate(ids.tolist()):
         q: dict = {"probe_id": int(pid)}
@@ -389,6 +424,8 @@ def write_plain(path: str | Path, probes: str, model: str | None, form: str, ids
     doc = {"format": PLAIN_FORMAT, "probe_set": probes, "form": form, "queries": queries}
     if model:
         doc["model"] = model
+    if output:
+        doc["output"] = output
     if form == "raw":
         doc["dtype"] = dtype
     path = Path(path)
@@ -396,19 +433,21 @@ def write_plain(path: str | Path, probes: str, model: str | None, form: str, ids
     return path
 
 
-def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, outputs: np.ndarray,
+def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, outputs,
                  batch: int = 1) -> Path:
-    """KServe v2 responses as JSON Lines, ``batch`` probes per response."""
+    """KServe v2 responses as JSON Lines, ``batch`` probes per response, every output named
+    (an array alone is left unnamed: the model's first output)."""
     inverse = {v: k for k, v in KSERVE_DTYPES.items()}
-    dt = inverse[str(outputs.dtype)]
+    named = _named(outputs)
     lines = []
     for s in range(0, len(ids), batch):
-        chunk = outputs[s:s + batch]
+        tensors = [{"name": name, "datatype": inverse[str(v.dtype)], "shape": list(v[s:s + batch].shape),
+                    "data": [float(x) for x in np.asarray(v[s:s + batch], np.float64).ravel()]}
+                   for name, v in named.items()]
         lines.append(json.dumps({
             "model_name": model, "id": str(int(ids[s])),
             "parameters": {"probe_set": probes, "model": model, "probe_ids": [int(i) for i in ids[s:s + batch]]},
-            "outputs": [{"name": "logits", "datatype": dt, "shape": list(chunk.shape),
-                         "data": [float(v) for v in np.asarray(chunk, np.float64).ravel()]}],
+            "outputs": tensors,
         }))
     path = Path(path)
     path.write_text("\n".join(lines) + "\n", "utf-8")
@@ -416,13 +455,15 @@ def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, out
 
 
 def write_npz(path: str | Path, probes_sha256: str, model_sha256: str | None, ids: np.ndarray,
-              outputs: np.ndarray) -> Path:
-    """Raw outputs as a suspect .npz: what a client of a black-box service holds (no platform)."""
-    from hspi_onnx.outputs import digest_array, to_storage
+              outputs) -> Path:
+    """Raw outputs as a suspect .npz: what a client of a black-box service holds (no platform);
+    ``outputs`` maps output names to arrays (an array alone is left unnamed: the model's first output)."""
+    from hspi_onnx.outputs import output_arrays
     from hspi_onnx.safenpz import save_npz
 
-    meta = {"format": PLAIN_FORMAT, "probes_sha256": probes_sha256, "dtype": str(outputs.dtype), "form": "raw"}
+    named = _named(outputs)
+    meta = {"format": PLAIN_FORMAT, "probes_sha256": probes_sha256, "form": "raw",
+            "outputs": [{"name": k, "dtype": str(v.dtype)} for k, v in named.items()]}
     if model_sha256:
         meta["model_sha256"] = model_sha256
-    return save_npz(path, meta, outputs=to_storage(outputs), ids=np.asarray(ids, np.int64),
-                    digests=digest_array(outputs))
+    return save_npz(path, meta, ids=np.asarray(ids, np.int64), **output_arrays(named))
