@@ -1,10 +1,14 @@
 import os
+import shutil
 import tempfile
 
 import pytest
 
-# One cache for the whole session (zoo exports, prepared models); subprocesses inherit it.
-os.environ.setdefault("HSPI_CACHE", tempfile.mkdtemp(prefix="hspi-test-cache-"))
+# One cache for the whole session (zoo exports, prepared models); subprocesses inherit it, and
+# it is removed at the end unless the caller gave one.
+_OWN_CACHE = None if os.environ.get("HSPI_CACHE") else tempfile.mkdtemp(prefix="hspi-test-cache-")
+if _OWN_CACHE:
+    os.environ["HSPI_CACHE"] = _OWN_CACHE
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
@@ -22,3 +26,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not os.environ.get("HSPI_GPU"):
             item.add_marker(gpu)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

@@ -21,18 +21,17 @@ def hspi(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def test_help_imports_no_runtime_and_is_fast():
+def test_help_imports_no_runtime():
+    """Lazy imports: help never loads a runtime (its time is measured by bench/help_time.py)."""
     code = (
         "import sys\n"
         "from hspi_onnx.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "for args in (['--help'], ['db', 'build', '--help'], ['match', '--help']):\n"
+        "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - t0
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    assert elapsed < 3.0, f"hspi --help took {elapsed:.2f} s"
 
 
 def _call(capsys, *args):
@@ -109,7 +108,9 @@ def test_run_writes_lossless_outputs(capsys, tmp_path, zoo):
     assert code == 0
     summary = json.loads(stdout)
     res = load_run(out)
-    assert res.dtype == summary["dtype"] == "bfloat16" and res.outputs.shape == (5, 256)
+    assert summary["outputs"] == {"logits": {"dtype": "bfloat16", "shape": [5, 256]}}
+    assert res.dtypes() == {"logits": "bfloat16"} and res.outputs["logits"].shape == (5, 256)
+    assert summary["digest"] == res.set_digest()
     assert res.platform == summary["platform"] and res.probes_sha256 == summary["probes_sha256"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -10,6 +11,7 @@ from . import classify, db, demo, match, models, probes, run, runtimes, survey
 
 app = typer.Typer(
     name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no type column, docstrings wrapped as paragraphs
     help="Hardware and software platform inference for ONNX models: run models on many "
          "runtimes and settings, and tell platforms apart by the bits of their outputs.",
 )
@@ -25,21 +27,28 @@ app.command("match")(match.match_cmd)
 app.command("verify")(match.verify_cmd)
 app.command("demo")(demo.demo)
 
+_STATE = {"debug": False}
+
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+def _root(ctx: typer.Context,
+          debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     """Options for every command."""
+    ctx.obj = {"debug": debug}
+    _STATE["debug"] = debug
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: usage errors exit 2 (typer), errors of our family print one line and exit 2."""
+    """Entry point: usage errors exit 2 (typer), errors of our family print one line and exit 2
+    (with ``--debug``, given before the command, the traceback instead)."""
     from hspi_onnx.errors import HspiError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["debug"] = False
     try:
         app(args=args, prog_name="hspi")
     except HspiError as exc:
-        if "--debug" in args:
+        if _STATE["debug"]:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

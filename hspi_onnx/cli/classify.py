@@ -6,23 +6,23 @@ from pathlib import Path
 
 import typer
 
-from .common import JSON, QUIET, console, emit_json, progress
+from typing import Annotated, Optional
 
-DB = typer.Option(..., "--db", help="Reference DB directory.")
-MODELS = typer.Option(None, "--model", "-m", help="Only this model (name or sha256); repeatable.")
-TARGETS = typer.Option(None, "--target", "-t", help="Only this target (platform, runtime, precision, a knob); repeatable.")
+from .common import (DbOpt, Form, JsonOpt, Method, ModelsOpt, OutputNameOpt, Protocol, QueriesOpt, QuietOpt,
+                     TargetsOpt, console, emit_json, progress, values)
+
+SeedArg = Annotated[int, typer.Option("--seed", help="Random seed (probe split, query groups, CatBoost).")]
 
 
-def train(db: Path = DB,
-          output: Path = typer.Option(..., "-o", "--output", help="Classifier directory to write."),
-          form: str = typer.Option("raw", help="Output form the suspects will have (raw, round3..round7, softmax, top1, top5, argmax)."),
-          method: str = typer.Option("catboost", help="catboost (ours) or svm-bits (the paper's baseline)."),
-          queries: int = typer.Option(8, "-n", "--queries", help="svm-bits only: queries per example (the baseline is fitted for one n)."),
-          models: list[str] = MODELS, targets: list[str] = TARGETS,
-          iterations: int = typer.Option(150, help="CatBoost boosting iterations per target."),
-          rows_per_platform: int = typer.Option(250, help="Training rows drawn per (model, platform)."),
-          seed: int = typer.Option(0, help="Random seed."),
-          quiet: bool = QUIET, as_json: bool = JSON) -> None:
+def train(db: DbOpt,
+          output: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Classifier directory to write.", show_default=False)],
+          form: Annotated[Form, typer.Option("--form", help="Output form the suspects will have.")] = Form.raw,
+          method: Annotated[Method, typer.Option("--method", help="catboost (ours) or svm-bits (the paper's baseline).")] = Method.catboost,
+          queries: Annotated[int, typer.Option("--queries", min=1, help="svm-bits only: queries per example (the baseline is fitted for one n).")] = 8,
+          models: ModelsOpt = None, targets: TargetsOpt = None, output_name: OutputNameOpt = None,
+          iterations: Annotated[int, typer.Option("--iterations", min=1, help="CatBoost boosting iterations per target.")] = 150,
+          rows_per_platform: Annotated[int, typer.Option("--rows-per-platform", min=1, help="Training rows drawn per (model, platform).")] = 250,
+          seed: SeedArg = 0, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Train one classifier per target (the platform's equivalence class and each attribute)
     on every probe of the DB, and save it (CatBoost native format + JSON; no pickle)."""
     import time
@@ -31,17 +31,13 @@ def train(db: Path = DB,
     from hspi_onnx.db.store import db_digest
     from hspi_onnx.learn.classify import train as fit
     from hspi_onnx.db.dataset import load_groups
-    from hspi_onnx.learn.forms import check_form
-    from hspi_onnx.errors import HspiError
     from hspi_onnx.learn.examples import build_examples
     from hspi_onnx.db.store import ReferenceDB
 
-    if method not in ("catboost", "svm-bits"):
-        raise HspiError(f"unknown method {method!r}; use catboost or svm-bits")
-    check_form(form)
+    form, method = form.value, method.value
     t0 = time.perf_counter()
     ref = ReferenceDB(db)
-    groups = load_groups(ref, models or None)
+    groups = load_groups(ref, models or None, output_name)
     err = console(stderr=True)
     with progress(quiet or as_json) as bar:
         task = bar.add_task(f"features ({form})", total=sum(len(g.outputs) for g in groups))
@@ -60,7 +56,7 @@ def train(db: Path = DB,
             params = CatBoostParams(iterations=iterations, seed=seed, max_rows_per_unit=rows_per_platform)
             clf = fit(ex, targets or None, params, on_target=done)
             clf.meta |= {"db": str(ref.root), "db_digest": db_digest(ref), "probes": int(len(set(zip(ex.model, ex.probe)))),
-                         "method": "catboost", "params": vars(params)}
+                         "method": "catboost", "params": vars(params), "output": output_name}
             clf.save(output)
             classes = {t: len(m.classes) for t, m in clf.targets.items()}
         else:
@@ -84,46 +80,35 @@ def train(db: Path = DB,
         out.print(f"  {t}: {k} classes, {timings.get(t, 0):.1f} s")
 
 
-def eval_cmd(db: Path = DB,
-             plots: Path = typer.Option(None, "--plots", help="Write PNG plots (accuracy vs queries, confusion matrices) here."),
-             protocols: list[str] = typer.Option(None, "--protocol", "-p", help="split, loro, lomo, degraded; repeatable. Default: all."),
-             methods: list[str] = typer.Option(None, "--method", help="catboost (ours), svm-bits (baseline); repeatable. Default: both."),
-             forms: list[str] = typer.Option(None, "--form", help="Degraded forms to test; repeatable. Default: all."),
-             queries: list[int] = typer.Option(None, "-n", "--queries", help="Query counts; repeatable. Default: 1 2 4 8 16 32."),
-             models: list[str] = MODELS, targets: list[str] = TARGETS,
-             test_frac: float = typer.Option(0.3, help="Fraction of each model's probes held out."),
-             groups_per_platform: int = typer.Option(40, help="Test query groups drawn per platform and n."),
-             iterations: int = typer.Option(80, help="CatBoost iterations per target."),
-             rows_per_platform: int = typer.Option(100, help="Training rows drawn per (model, platform)."),
-             seed: int = typer.Option(0, help="Random seed of the probe split and query groups."),
-             output: Path = typer.Option(None, "-o", "--output", help="Also write the JSON report here."),
-             quiet: bool = QUIET, as_json: bool = JSON) -> None:
+def eval_cmd(db: DbOpt,
+             plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots (accuracy vs queries, confusion matrices) here.", show_default=False)] = None,
+             protocols: Annotated[Optional[list[Protocol]], typer.Option("--protocol", help="Protocol; repeatable. Default: all.", show_default=False)] = None,
+             methods: Annotated[Optional[list[Method]], typer.Option("--method", help="catboost (ours), svm-bits (baseline); repeatable. Default: both.", show_default=False)] = None,
+             forms: Annotated[Optional[list[Form]], typer.Option("--form", help="Degraded form to test; repeatable. Default: all.", show_default=False)] = None,
+             queries: QueriesOpt = None, models: ModelsOpt = None, targets: TargetsOpt = None,
+             output_name: OutputNameOpt = None,
+             test_frac: Annotated[float, typer.Option("--test-frac", min=0.01, max=0.99, help="Fraction of each model's probes held out.")] = 0.3,
+             groups_per_platform: Annotated[int, typer.Option("--groups-per-platform", min=1, help="Test query groups drawn per platform and n.")] = 40,
+             iterations: Annotated[int, typer.Option("--iterations", min=1, help="CatBoost iterations per target.")] = 80,
+             rows_per_platform: Annotated[int, typer.Option("--rows-per-platform", min=1, help="Training rows drawn per (model, platform).")] = 100,
+             seed: SeedArg = 0,
+             output: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="PATH", help="Also write the JSON report here.", show_default=False)] = None,
+             quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Held-out evaluation: random probe split, leave-one-runtime-out, leave-one-model-out and
     degraded outputs, ours side by side with the paper's svm-bits baseline, for n queries."""
     import json
 
-    from hspi_onnx.learn.classify import CatBoostParams
-    from hspi_onnx.learn.forms import DEGRADED, check_form
-    from hspi_onnx.errors import HspiError
-    from hspi_onnx.learn.evaluate import METHODS, N_QUERIES, PROTOCOLS, EvalConfig, evaluate
     from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.learn.classify import CatBoostParams
+    from hspi_onnx.learn.evaluate import METHODS, N_QUERIES, PROTOCOLS, EvalConfig, evaluate
+    from hspi_onnx.learn.forms import DEGRADED
 
-    for p in protocols or ():
-        if p not in PROTOCOLS:
-            raise HspiError(f"unknown protocol {p!r}; protocols: {', '.join(PROTOCOLS)}")
-    for m in methods or ():
-        if m not in METHODS:
-            raise HspiError(f"unknown method {m!r}; methods: {', '.join(METHODS)}")
-    for f in forms or ():
-        if check_form(f) == "raw":
-            raise HspiError("raw is not a degraded form (the split protocol covers it)")
-    if not 0 < test_frac < 1:
-        raise HspiError("--test-frac must lie between 0 and 1")
-    if any(q < 1 for q in queries or ()):
-        raise HspiError("query counts must be at least 1")
+    if "raw" in (values(forms) or ()):
+        raise HspiError("raw is not a degraded form (the split protocol covers it)")
     cfg = EvalConfig(test_frac=test_frac, seed=seed, queries=tuple(sorted(set(queries or N_QUERIES))),
-                     methods=tuple(methods or METHODS), targets=targets or None,
-                     protocols=tuple(protocols or PROTOCOLS), forms=tuple(forms or DEGRADED),
+                     methods=tuple(values(methods) or METHODS), targets=targets or None,
+                     protocols=tuple(values(protocols) or PROTOCOLS), forms=tuple(values(forms) or DEGRADED),
                      max_groups_per_unit=groups_per_platform,
                      params=CatBoostParams(iterations=iterations, seed=seed, max_rows_per_unit=rows_per_platform))
     err = console(stderr=True)
@@ -140,38 +125,39 @@ def eval_cmd(db: Path = DB,
                 err.print(f"[{started['n']}/{total}] {desc}", highlight=False)
             bar.update(task, total=total, completed=started["n"] - 1, description=desc[:60])
 
-        report = evaluate(ReferenceDB(db), cfg, models or None, on_step, warn=lambda m: err.print(f"warning: {m}"))
+        report = evaluate(ReferenceDB(db), cfg, models or None, on_step, warn=lambda m: err.print(f"warning: {m}"),
+                          output=output_name)
         bar.update(task, completed=bar.tasks[0].total or 0, description="done")
     if plots:
         from hspi_onnx.learn.plots import write_plots
 
-        report["plots"] = [str(p) for p in write_plots(report, plots)]
+        report.plots = [str(p) for p in write_plots(report, plots)]
     if output:
-        output.write_text(json.dumps(report, indent=1, sort_keys=True), "utf-8")
+        output.write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), "utf-8")
     if as_json:
-        emit_json(report)
+        emit_json(report.to_dict())
         return
     print_report(report)
 
 
-def print_report(report: dict) -> None:
+def print_report(report) -> None:
     from rich.table import Table
 
     from hspi_onnx.learn.results import losses, table_rows
 
     out = console()
-    queries = sorted({r["n"] for r in report["records"]})
+    queries = report.queries
     table = Table("protocol", "target", *[f"n={n}" for n in queries], "ceiling", "groups",
-                  title=f"accuracy, ours / svm-bits: {report['platforms']} platforms of "
-                        f"{', '.join(report['models'])}; test probes {report['test_probes']}", show_lines=False)
+                  title=f"accuracy, ours / svm-bits: {report.platforms} platforms of "
+                        f"{', '.join(report.models)}; test probes {report.test_probes}", show_lines=False)
     for row in table_rows(report):
         table.add_row(row["case"], row["target"], *row["cells"], row["ceiling"], row["groups"])
     out.print(table)
     lost = losses(report)
     out.print(f"ours loses to svm-bits in {len(lost)} of {len(table_rows(report)) * len(queries)} cells"
               + (": " + "; ".join(lost[:12]) + (" …" if len(lost) > 12 else "") if lost else ""), soft_wrap=True)
-    unseen = [f"{r['protocol']}-{r['holdout']} {r['target']}: {', '.join(r['unseen_values'])}"
-              for r in report["records"] if r["unseen_values"] and r["method"] == "catboost" and r["n"] == queries[0]]
+    unseen = [f"{r.protocol}-{r.holdout} {r.target}: {', '.join(r.unseen_values)}"
+              for r in report.records if r.unseen_values and r.method == "catboost" and r.n == queries[0]]
     if unseen:
         out.print("not predictable (values the training side lacks): " + "; ".join(unseen), soft_wrap=True)
-    out.print(f"{report['seconds']:.0f} s in all; plots: {len(report.get('plots', []))}")
+    out.print(f"{report.seconds:.0f} s in all; plots: {len(report.plots)}")

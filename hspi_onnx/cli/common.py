@@ -1,21 +1,99 @@
-"""Helpers shared by the command modules."""
+"""What the command modules share: one ``Annotated`` option per meaning, choice enums, output.
+
+Short flags have one meaning across every command: ``-n`` a number of probes, ``-p`` platform
+globs (or one label), ``-m`` a model, ``-t`` a target, ``-o`` where to write, ``-c`` a
+classifier directory, ``-q`` no progress bars. Query counts have no short flag (``--queries``).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-JSON = typer.Option(False, "--json", help="Print a JSON report instead of tables.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-MODEL = typer.Argument(..., help="Zoo model name (see `hspi models list`) or path to any ONNX file.")
+
+class Form(str, Enum):
+    raw = "raw"
+    round3 = "round3"
+    round4 = "round4"
+    round5 = "round5"
+    round6 = "round6"
+    round7 = "round7"
+    softmax = "softmax"
+    top1 = "top1"
+    top5 = "top5"
+    argmax = "argmax"
+
+
+class Method(str, Enum):
+    catboost = "catboost"
+    svm_bits = "svm-bits"
+
+
+class Protocol(str, Enum):
+    split = "split"
+    loro = "loro"
+    lomo = "lomo"
+    degraded = "degraded"
+
+
+class ProbeKind(str, Enum):
+    noise = "noise"
+    images = "images"
+    tokens = "tokens"
+    text = "text"
+
+
+class Split(str, Enum):
+    probe = "probe"
+    calib = "calib"
+
+
+def values(items) -> list[str] | None:
+    """Enum members (or plain strings) as their values; None stays None."""
+    return None if items is None else [getattr(i, "value", i) for i in items]
+
+
+ModelArg = Annotated[str, typer.Argument(metavar="MODEL", help="Zoo model name (see `hspi models list`) or path to any ONNX file.", show_default=False)]
+DbOpt = Annotated[Path, typer.Option("--db", metavar="DIR", help="Reference DB directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+PlatformsOpt = Annotated[Optional[list[str]], typer.Option("--platforms", "-p", metavar="GLOB", help="Platform glob(s), e.g. 'onnxruntime/*/fp16/*'; repeatable. Default: every available variant.", show_default=False)]
+ProbesOpt = Annotated[Optional[Path], typer.Option("--probes", metavar="FILE", help="Probe-set .npz (hspi probes make). Default: generate one.", show_default=False)]
+KindOpt = Annotated[Optional[ProbeKind], typer.Option("--kind", help="Probe kind when generating (default: noise for images and tensors, tokens for ids).", show_default=False)]
+NProbesOpt = Annotated[int, typer.Option("-n", metavar="N", min=1, help="Number of probes to generate.")]
+SeedOpt = Annotated[int, typer.Option("--seed", metavar="INT", help="Seed when generating probes.")]
+DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", metavar="SYMBOL=SIZE", help="Size of a dynamic input axis by its symbol, e.g. sequence=32; repeatable (default 16).", show_default=False)]
+ExtraOpt = Annotated[bool, typer.Option("--extra-variants", help="Also the opt-in variants: instruction-set caps and torch.compile.")]
+InProcessOpt = Annotated[bool, typer.Option("--in-process", help="Run platforms in this process instead of worker processes (debugging: a crashing runtime takes the command with it).")]
+ModelsOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", metavar="MODEL", help="Only this model (name or sha256); repeatable.", show_default=False)]
+TargetsOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", metavar="TARGET", help="Only this target (platform, runtime, precision, a knob); repeatable.", show_default=False)]
+OutputNameOpt = Annotated[Optional[str], typer.Option("--output-name", metavar="NAME", help="The model output to learn from or compare (default: each model's first).", show_default=False)]
+ClassifierOpt = Annotated[Optional[Path], typer.Option("--classifier", "-c", metavar="DIR", help="Classifier directory (hspi train); needed for attributes of unknown platforms and degraded outputs.", show_default=False)]
+SuspectArg = Annotated[Path, typer.Argument(metavar="SUSPECT", help="Suspect outputs: .npz (hspi run), KServe v2 JSON/JSONL, or hspi-suspect/1 JSON.", show_default=False)]
+QueriesOpt = Annotated[Optional[list[int]], typer.Option("--queries", metavar="N", min=1, help="Query counts n; repeatable.", show_default=False)]
+
+
+def parse_dims(items: list[str] | None) -> dict[str, int]:
+    """``--dim sequence=32`` options as a dict."""
+    from hspi_onnx.errors import HspiError
+
+    out: dict[str, int] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isdigit():
+            raise HspiError(f"--dim {item!r} must read SYMBOL=SIZE, e.g. sequence=32")
+        out[name] = int(value)
+    return out
 
 
 def console(stderr: bool = False):
     from rich.console import Console
-
-    import shutil
 
     # Piped output keeps whole labels on one line instead of rich's 80-column default.
     return Console(stderr=stderr, width=max(shutil.get_terminal_size((160, 24)).columns, 120))
@@ -37,12 +115,16 @@ def progress(quiet: bool):
     )
 
 
-def load_probe_arg(model, probes_path, kind, n, seed):
-    """A probe set from a file, or generated for the model from kind/n/seed."""
+def load_probe_arg(model, probes_path, kind, n, seed, dims=None):
+    """A probe set from a file (checked against the model), or generated for it."""
     from hspi_onnx.inputs.probes import generate, load_probes
 
     if probes_path:
-        probes = load_probes(probes_path)
-        probes.check_fits(model.spec)
-        return probes
-    return generate(model.spec, kind, n=n, seed=seed)
+        return load_probes(probes_path).bind(model)
+    return generate(model, getattr(kind, "value", kind), n=n, seed=seed, dims=parse_dims(dims))
+
+
+def short_label(label: str) -> str:
+    """runtime/precision/knobs: the version and device are the same for every row of one machine."""
+    runtime, _device, precision, knobs = label.split("/")
+    return f"{runtime.split('@')[0]}/{precision}/{knobs}"

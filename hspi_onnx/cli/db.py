@@ -6,32 +6,32 @@ from pathlib import Path
 
 import typer
 
-from .common import JSON, MODEL, QUIET, console, emit_json, load_probe_arg, progress
+from typing import Annotated
+
+from .common import (DbOpt, DimOpt, ExtraOpt, InProcessOpt, JsonOpt, KindOpt, ModelArg, NProbesOpt, PlatformsOpt,
+                     ProbesOpt, QuietOpt, SeedOpt, console, emit_json, load_probe_arg, progress, short_label)
 
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
-DB = typer.Option(..., "--db", help="Reference DB directory.")
 EXIT_PARTIAL = 3
 
 
 @app.command("build")
-def build(model: str = MODEL, db: Path = DB,
-          platforms: list[str] = typer.Option(None, "--platforms", "-p", help="Platform glob(s); default: every available variant."),
-          probes: Path = typer.Option(None, "--probes", help="Probe-set .npz; default: generate one."),
-          kind: str = typer.Option(None, help="Probe kind when generating."),
-          n: int = typer.Option(64, "-n", help="Probes to generate."),
-          seed: int = typer.Option(0, help="Seed when generating."),
-          extra: bool = typer.Option(False, "--extra-variants", help="Also the opt-in variants: instruction-set caps (child processes) and torch.compile."),
-          quiet: bool = QUIET, as_json: bool = JSON) -> None:
-    """Run every selected platform over the probes into DB (resumable; exit 3 if partial)."""
+def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: ProbesOpt = None,
+          kind: KindOpt = None, n: NProbesOpt = 64, seed: SeedOpt = 0, dim: DimOpt = None,
+          extra: ExtraOpt = False, in_process: InProcessOpt = False,
+          quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Run every selected platform over the probes into DB, each in a worker process of its
+    runtime family (resumable; a platform that fails or crashes is recorded; exit 3 if partial)."""
     from hspi_onnx.db.build import build as run_build
-    from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.run.runner import Runner
 
     info = resolve_model(model)
-    probe_set = load_probe_arg(info, probes, kind, n, seed)
+    probe_set = load_probe_arg(info, probes, kind, n, seed, dim)
     ref = ReferenceDB(db, create=True)
     out = console(stderr=True)
-    with progress(quiet or as_json) as bar:
+    with progress(quiet or as_json) as bar, Runner(in_process=in_process) as runner:
         overall = bar.add_task("all platforms", total=None)
         current = {"task": None}
 
@@ -39,7 +39,7 @@ def build(model: str = MODEL, db: Path = DB,
             if kind == "plan":
                 bar.update(overall, total=data["total"])
             elif kind == "start":
-                current["task"] = bar.add_task(_short(data["platform"]), total=data["n"])
+                current["task"] = bar.add_task(short_label(data["platform"]), total=data["n"])
             elif kind == "advance" and current["task"] is not None:
                 bar.advance(current["task"], data["k"])
             elif kind in ("built", "failed", "skipped"):
@@ -50,23 +50,38 @@ def build(model: str = MODEL, db: Path = DB,
                 if kind == "failed" and not quiet:
                     out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)
 
-        summary = run_build(ref, info, probe_set, platforms, on_event, extra=extra)
+        summary = run_build(ref, info, probe_set, platforms, on_event, extra=extra, runner=runner)
     if as_json:
         emit_json(summary.as_dict())
     else:
         console().print(f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
                         f"{len(summary.failed)} failed, {len(summary.nondeterministic)} not repeatable -> {db}")
+        if quiet:  # without bars the failures were not shown as they happened
+            for label, reason in summary.failed.items():
+                out.print(f"failed {label}: {reason}", highlight=False, soft_wrap=True)
     if summary.partial:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _short(label: str) -> str:
-    runtime, _device, precision, knobs = label.split("/")
-    return f"{runtime.split('@')[0]}/{precision}/{knobs}"
+@app.command("upgrade")
+def upgrade(db: DbOpt, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Rewrite a schema-1 DB (one output per model, written before several outputs) as schema 2."""
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.db.upgrade import upgrade as run_upgrade
+
+    ref = ReferenceDB(db)
+    with progress(quiet or as_json) as bar:
+        task = bar.add_task("shards", total=len(ref.shards()))
+        report = run_upgrade(ref, on_shard=lambda: bar.advance(task))
+    if as_json:
+        emit_json(report)
+    else:
+        console().print(f"{db}: schema {report['from']} -> {report['to']}, {report['shards_rewritten']} shards rewritten",
+                        highlight=False)
 
 
 @app.command("index")
-def index(db: Path = DB, quiet: bool = QUIET, as_json: bool = JSON) -> None:
+def index(db: DbOpt, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """(Re)build the digest index exact matching searches (hspi match builds it when stale)."""
     import time
 
@@ -91,7 +106,7 @@ def index(db: Path = DB, quiet: bool = QUIET, as_json: bool = JSON) -> None:
 
 
 @app.command("info")
-def info(db: Path = DB, as_json: bool = JSON) -> None:
+def info(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Models, probe sets, platforms, rows and bytes on disk."""
     from hspi_onnx.db.report import info as db_info
     from hspi_onnx.db.store import ReferenceDB
@@ -102,9 +117,11 @@ def info(db: Path = DB, as_json: bool = JSON) -> None:
         return
     from rich.table import Table
 
-    table = Table("model", "probe set", "platforms", "rows", "output bytes", title=f"reference DB {db}")
+    table = Table("model", "probe set", "outputs", "platforms", "rows", "output bytes",
+                  title=f"reference DB {db} (schema {report['schema']})")
     for g in report["groups"]:
-        table.add_row(g["model"], g["probes"], str(g["platforms"]), str(g["rows"]), str(g["output_bytes"]))
+        table.add_row(g["model"], g["probes"], ", ".join(g["outputs"]), str(g["platforms"]), str(g["rows"]),
+                      str(g["output_bytes"]))
     out = console()
     out.print(table)
     out.print(f"{report['shards']} shards, {report['bytes_on_disk']} bytes on disk, {report['runs']} build runs, "
@@ -112,7 +129,7 @@ def info(db: Path = DB, as_json: bool = JSON) -> None:
 
 
 @app.command("classes")
-def classes(db: Path = DB, as_json: bool = JSON) -> None:
+def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Equivalence classes (bit-identical platforms) and how often pairs of classes differ."""
     from hspi_onnx.db.report import classes as db_classes
     from hspi_onnx.db.store import ReferenceDB
@@ -134,12 +151,12 @@ def classes(db: Path = DB, as_json: bool = JSON) -> None:
             others = [(s, j) for j, s in enumerate(sep) if j != c["id"]]
             near = f"{min(others)[1]} ({min(others)[0]:.2f})" if others else "-"
             flag = " [red](not repeatable)[/red]" if c["nondeterministic"] else ""
-            table.add_row(str(c["id"]), str(len(c["platforms"])), "\n".join(map(_short, c["platforms"])) + flag, near)
+            table.add_row(str(c["id"]), str(len(c["platforms"])), "\n".join(map(short_label, c["platforms"])) + flag, near)
         out.print(table)
 
 
 @app.command("verify")
-def verify(db: Path = DB, as_json: bool = JSON) -> None:
+def verify(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Check schema, manifest vs shards and every digest; exit 1 on any problem."""
     from hspi_onnx.db.report import verify as db_verify
     from hspi_onnx.db.store import ReferenceDB
@@ -158,8 +175,8 @@ def verify(db: Path = DB, as_json: bool = JSON) -> None:
 
 
 @app.command("sql")
-def sql(query: str = typer.Argument(..., help="SQL over the view `outputs` (one row per probe and platform)."),
-        db: Path = DB, as_json: bool = JSON) -> None:
+def sql(query: Annotated[str, typer.Argument(help="SQL over the view `outputs` (one row per probe, output and platform).", show_default=False)],
+        db: DbOpt, as_json: JsonOpt = False) -> None:
     """Run DuckDB SQL over the shards (view `outputs`; schema in docs/db.md)."""
     import duckdb
 
@@ -185,9 +202,9 @@ def sql(query: str = typer.Argument(..., help="SQL over the view `outputs` (one 
 
 
 @app.command("merge")
-def merge(sources: list[Path] = typer.Argument(..., help="Reference DBs to merge."),
-          out: Path = typer.Option(..., "-o", "--output", help="Target DB (created, or merged into)."),
-          as_json: bool = JSON) -> None:
+def merge(sources: Annotated[list[Path], typer.Argument(help="Reference DBs to merge.", show_default=False)],
+          out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Target DB (created, or merged into).", show_default=False)],
+          as_json: JsonOpt = False) -> None:
     """Union of DBs built on different machines; a label whose runs disagree is reported as
     non-deterministic, never overwritten."""
     from hspi_onnx.db.merge import merge as run_merge

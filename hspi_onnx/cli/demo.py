@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from .common import console, progress
+from .common import QuietOpt, console, progress
 
 
-def demo(out: Path = typer.Option(Path("hspi-demo"), "-o", "--out", help="Directory for the DB, classifier, plots and suspect file."),
-         quick: bool = typer.Option(False, "--quick", help="Smaller run: the digits model, 120 probes."),
-         probes: int = typer.Option(None, "-n", help="Probes per model (default 300; 120 with --quick)."),
-         seed: int = typer.Option(None, help="Seed of the black box's choice (default: random, printed)."),
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Directory for the DB, classifier, plots and suspect file.")] = Path("hspi-demo"),
+         quick: Annotated[bool, typer.Option("--quick", help="Smaller run: the digits model, 120 probes.")] = False,
+         probes: Annotated[Optional[int], typer.Option("-n", min=1, help="Probes per model (default 300; 120 with --quick).", show_default=False)] = None,
+         seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the black box's choice (default: random, printed).", show_default=False)] = None,
+         quiet: QuietOpt = False) -> None:
     """End to end on this machine: build the default DB, train, evaluate (plots), run a
     platform chosen at random as a black box, match its outputs, verify a true and a false claim."""
     import numpy as np
@@ -68,7 +69,7 @@ def demo(out: Path = typer.Option(Path("hspi-demo"), "-o", "--out", help="Direct
 
         report, plots = evaluate_for_plots(db, cfg, on_step)
     n8 = max(n for n in cfg.eval_queries if n <= 8)
-    accs = {r["target"]: r["accuracy"] for r in report["records"] if r["method"] == "catboost" and r["n"] == n8}
+    accs = {r.target: r.accuracy for r in report.records if r.method == "catboost" and r.n == n8}
     con.print(f"   accuracy at n={n8}: " + ", ".join(f"{t} {100 * a:.0f}%" for t, a in accs.items()), highlight=False)
     timings["eval"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -81,12 +82,12 @@ def demo(out: Path = typer.Option(Path("hspi-demo"), "-o", "--out", help="Direct
     for claim in (box.true_claim, box.false_claim):
         res = verify(match_report, parse_claim(claim), platforms)
         print_verify(res)
-        results.append(res["verdict"])
+        results.append(res.verdict)
     timings["match"] = time.perf_counter() - t0 - sum(timings.values())
 
-    found = box.label in match_report["verdict"]["platforms"]
+    found = box.label in match_report.verdict.platforms
     con.print(f"[bold]5. reveal[/bold]: the hidden platform was {box.label}", highlight=False, soft_wrap=True)
-    con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report['verdict']['status']}); "
+    con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report.verdict.status}); "
               f"true claim -> {results[0]}, false claim -> {results[1]}", highlight=False)
     con.print(f"   DB {cfg.out / 'db'}, classifier {clf_path}, plots {cfg.out / 'plots'} ({len(plots)} PNG), "
               f"eval report {cfg.out / 'eval.json'}", highlight=False)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from .common import JSON, console, emit_json
+from .common import JsonOpt, console, emit_json
 
 app = typer.Typer(help="The model zoo: list and export models.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_models(as_json: bool = JSON) -> None:
+def list_models(as_json: JsonOpt = False) -> None:
     """List the zoo's models."""
     from hspi_onnx.models import ZOO
 
@@ -29,10 +30,10 @@ def list_models(as_json: bool = JSON) -> None:
 
 
 @app.command("export")
-def export(name: str = typer.Argument(..., help="Zoo model name."),
-           out: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file (a folder: NAME.onnx inside it)."),
-           seed: int = typer.Option(0, help="Seed the model is built from."),
-           as_json: bool = JSON) -> None:
+def export(name: Annotated[str, typer.Argument(help="Zoo model name.", show_default=False)],
+           out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Where to write the .onnx file (a folder: NAME.onnx inside it).", show_default=False)],
+           seed: Annotated[int, typer.Option("--seed", help="Seed the model is built from.")] = 0,
+           as_json: JsonOpt = False) -> None:
     """Build a zoo model and export it to ONNX (opset 17, dynamic batch axis), with its
     weights as NAME.weights.npz beside it. The export is checked against ONNX Runtime."""
     from hspi_onnx.inputs.model import open_model

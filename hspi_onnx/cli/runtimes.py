@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from .common import JSON, MODEL, console, emit_json
+from .common import ExtraOpt, JsonOpt, KindOpt, ModelArg, PlatformsOpt, console, emit_json
 
 app = typer.Typer(help="Runtime adapters: availability and platform variants.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants are counted."),
-                  as_json: bool = JSON) -> None:
+def list_runtimes(model: Annotated[str, typer.Option("--model", "-m", help="Model whose variants are counted.")] = "resnet",
+                  as_json: JsonOpt = False) -> None:
     """Each adapter, its version, availability (with the reason) and its variant count."""
     from hspi_onnx.run.adapter import registry
     from hspi_onnx.inputs.model import resolve_model
@@ -21,7 +23,7 @@ def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants
     rows = []
     for name, adapter in registry().items():
         status = adapter.available()
-        count = len(adapter.variants(info, default_kind(info.spec))) if status.ok else 0
+        count = len(adapter.variants(info, default_kind(info))) if status.ok else 0
         limits = adapter.limitations() if status.ok else {}
         rows.append({"runtime": name, "version": adapter.version(), "available": status.ok,
                      "reason": status.reason, "variants": count, "summary": adapter.summary,
@@ -43,18 +45,15 @@ def list_runtimes(model: str = typer.Option("resnet", help="Model whose variants
 
 
 @app.command("variants")
-def variants(model: str = MODEL,
-             platforms: list[str] = typer.Option(None, "--platforms", "-p", help="Glob(s), e.g. 'onnxruntime/*/fp16/*'."),
-             kind: str = typer.Option(None, help="Probe kind (int8 static calibration follows it)."),
-             extra: bool = typer.Option(False, "--extra-variants", help="Also the opt-in variants: instruction-set caps and torch.compile."),
-             as_json: bool = JSON) -> None:
+def variants(model: ModelArg, platforms: PlatformsOpt = None, kind: KindOpt = None, extra: ExtraOpt = False,
+             as_json: JsonOpt = False) -> None:
     """Every platform label available on this machine for MODEL."""
     from hspi_onnx.run.adapter import selected_variants
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import default_kind
 
     info = resolve_model(model)
-    labels = [p for _, p in selected_variants(info, kind or default_kind(info.spec), platforms, extra)]
+    labels = [p for _, p in selected_variants(info, kind.value if kind else default_kind(info), platforms, extra)]
     if as_json:
         emit_json([p.as_dict() for p in labels])
     else:

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from .common import JSON, QUIET, console, emit_json, progress
+from typing import Annotated, Optional
+
+from .common import (InProcessOpt, JsonOpt, KindOpt, NProbesOpt, PlatformsOpt, QuietOpt, SeedOpt, console, emit_json,
+                     progress, short_label)
 
 
-def _short(label: str) -> str:
-    """runtime/precision/knobs: the version and device are the same for every row here."""
-    runtime, _device, precision, knobs = label.split("/")
-    return f"{runtime.split('@')[0]}/{precision}/{knobs}"
-
-
-def survey(models: list[str] = typer.Option(None, "--model", "-m", help="Zoo name or ONNX path; repeatable. Default: the whole zoo."),
-           platforms: list[str] = typer.Option(None, "--platforms", "-p", help="Platform glob(s). Default: every available variant."),
-           n: int = typer.Option(32, "-n", help="Probes per model."),
-           kind: str = typer.Option(None, help="Probe kind (default: noise / tokens)."),
-           seed: int = typer.Option(0, help="Probe seed."),
-           passes: int = typer.Option(2, min=1, help="Fresh-process passes; platforms that differ between passes are flagged."),
-           quiet: bool = QUIET, as_json: bool = JSON) -> None:
-    """Export the zoo, run every available CPU platform on a probe set in fresh processes,
-    and print which platforms are bit-identical (equivalence classes), whether each repeats
-    itself, and its error against a float64 reference."""
+def survey(models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Zoo name or ONNX path; repeatable. Default: the whole zoo.", show_default=False)] = None,
+           platforms: PlatformsOpt = None, n: NProbesOpt = 32, kind: KindOpt = None, seed: SeedOpt = 0,
+           passes: Annotated[int, typer.Option("--passes", min=1, help="Passes, each with fresh worker processes; platforms that differ between passes are flagged.")] = 2,
+           in_process: InProcessOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Export the zoo, run every available CPU platform on a probe set in fresh processes, and
+    print which platforms are bit-identical (equivalence classes), whether each repeats itself,
+    and its error against a float64 reference."""
     from hspi_onnx.models import ZOO
     from hspi_onnx.run.survey import survey as run_survey
 
-    spec = {"models": models or list(ZOO), "platforms": platforms, "n": n, "kind": kind, "seed": seed}
+    spec = {"models": models or list(ZOO), "platforms": platforms, "n": n, "kind": kind.value if kind else None,
+            "seed": seed}
     with progress(quiet or as_json) as bar:
         tasks: dict[int, int] = {}
 
@@ -36,7 +31,7 @@ def survey(models: list[str] = typer.Option(None, "--model", "-m", help="Zoo nam
             elif event["event"] == "platform":
                 bar.advance(tasks[i])
 
-        report = run_survey(spec, on_event, passes=passes)
+        report = run_survey(spec, on_event, passes=passes, in_process=in_process)
     report["n"] = n
     if as_json:
         emit_json(report)
@@ -58,7 +53,7 @@ def _print(report: dict) -> None:
             err = "" if c["rel_err"] is None else f"{c['rel_err']:.1e}"
             table.add_row(str(c["id"]), str(len(c["platforms"])), err,
                           "yes" if c["repeats"] else "[red]NO[/red]",
-                          "\n".join(_short(p) for p in c["platforms"]))
+                          "\n".join(short_label(p) for p in c["platforms"]))
         out.print(table)
         for f in m["failed"]:
             out.print(f"[red]failed[/red] {f['platform']}: {f['error']}", highlight=False, soft_wrap=True)
