@@ -4,7 +4,7 @@ Networks are strongly typed (the only kind TensorRT 11 builds; opted into on 10.
 precision is the graph TensorRT parses, not a builder flag:
 
 * fp32: the model as given, TF32 cleared; tf32: the same graph with the TF32 flag set;
-* fp16, bf16 (where the GPU has it): the graph converted by :mod:`.onnx_lowprec`, inputs and
+* fp16, bf16 (where the GPU has it): the graph converted by :mod:`hspi_onnx.graph.lowprec`, inputs and
   outputs kept fp32;
 * int8: explicit quantization, the symmetric int8 Q/DQ graph ONNX Runtime's static quantizer
   writes from the probe kind's calibration split (TensorRT refuses non-zero zero points).

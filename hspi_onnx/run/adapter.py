@@ -94,7 +94,8 @@ class Adapter:
 
     def environment(self, platform: Platform) -> dict[str, str]:
         """Environment variables the platform needs at process start (e.g. an instruction-set
-        cap); a non-empty answer makes it run in a child process (``hspi_onnx.run.isolate``)."""
+        cap); platforms with the same answer share a worker process of their own
+        (:mod:`hspi_onnx.run.runner`), also under ``--in-process``."""
         return {}
 
     def limitations(self) -> dict[str, str]:
