@@ -135,9 +135,10 @@ def ensure_exported(name: str) -> Path:
     """Path of the cached export of zoo model ``name``, exporting it on first use."""
     from hspi_onnx.cache import cache_dir
 
-    from . import ZOO_VERSION
+    from . import ZOO, ZOO_VERSION
 
-    _zoo_module(name)
+    if name not in ZOO:  # checked without importing the module (and torch) when the export exists
+        raise BadModelError(f"unknown zoo model {name!r}; zoo models: {', '.join(ZOO)}")
     path = cache_dir("zoo", f"v{ZOO_VERSION}") / f"{name}.onnx"
     if not (path.exists() and path.with_suffix(".weights.npz").exists()):
         export_model(name, path)

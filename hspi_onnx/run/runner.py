@@ -218,7 +218,9 @@ class Runner:
                 worker.kill()
                 worker.start()
             header = {"op": "run", "platform": label, "repeat": int(repeat),
-                      "model": {"path": str(model.path), "sha256": model.sha256, "zoo": model.zoo},
+                      "model": {"path": str(model.path), "sha256": model.sha256, "zoo": model.zoo,
+                                "inputs": [i.as_dict() for i in model.inputs],
+                                "outputs": [o.as_dict() for o in model.outputs], "metadata": model.metadata},
                       "probes": {"sha256": probes.sha256, "name": probes.name, "kind": probes.kind,
                                  "seed": probes.seed, "split": probes.split, "names": list(probes.inputs),
                                  "dims": probes.dims}}

@@ -10,14 +10,36 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+import time
 import traceback
 import warnings
+
+
+class _Progress:
+    """Batch counts sent on to the caller at most every PROGRESS_S seconds (a frame per batch
+    would cost more than a small batch itself)."""
+
+    PROGRESS_S = 0.1
+
+    def __init__(self, fd_out: int) -> None:
+        self.fd_out, self.pending, self.last = fd_out, 0, time.monotonic()
+
+    def __call__(self, k: int) -> None:
+        from hspi_onnx.run import wire
+
+        self.pending += int(k)
+        now = time.monotonic()
+        if now - self.last >= self.PROGRESS_S:
+            wire.send(self.fd_out, {"event": "advance", "k": self.pending})
+            self.pending, self.last = 0, now
 
 
 def _serve(fd_in: int, fd_out: int) -> None:
     from hspi_onnx.errors import HspiError
     from hspi_onnx.host import cpu_facts
-    from hspi_onnx.inputs.model import open_model, resolve_model
+    from hspi_onnx.inputs.model import InputSpec, ModelInfo, OutputSpec, open_model, resolve_model
+    from hspi_onnx.inputs.onnxfile import sha256_file
     from hspi_onnx.inputs.probes import ProbeSet
     from hspi_onnx.labels import Platform
     from hspi_onnx.run import wire
@@ -37,10 +59,14 @@ def _serve(fd_in: int, fd_out: int) -> None:
         try:
             m = req["model"]
             model = models.get(m["sha256"])
-            if model is None:
-                model = resolve_model(m["zoo"]) if m.get("zoo") else open_model(m["path"])
-                if model.sha256 != m["sha256"]:
-                    model = open_model(m["path"])
+            if model is None:  # the file the caller resolved and described (a zoo model is exported
+                # again if it went); its bytes are checked, its graph is parsed by the adapter alone
+                if os.path.isfile(m["path"]) and sha256_file(m["path"]) == m["sha256"]:
+                    model = ModelInfo(Path(m["path"]), m["sha256"], tuple(InputSpec.from_dict(d) for d in m["inputs"]),
+                                      tuple(OutputSpec(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+                                            for d in m["outputs"]), m.get("zoo"), dict(m.get("metadata") or {}))
+                else:
+                    model = resolve_model(m["zoo"]) if m.get("zoo") else open_model(m["path"])
                 if model.sha256 != m["sha256"]:
                     raise HspiError(f"model {m['path']} changed while the build ran")
                 models[m["sha256"]] = model
@@ -53,8 +79,7 @@ def _serve(fd_in: int, fd_out: int) -> None:
             probes = probe_sets[p["sha256"]]
             platform = Platform.parse(req["platform"])
             adapter = registry()[platform.runtime]
-            result = execute(adapter, model, platform, probes, int(req["repeat"]),
-                             on_batch=lambda k: wire.send(fd_out, {"event": "advance", "k": int(k)}))
+            result = execute(adapter, model, platform, probes, int(req["repeat"]), on_batch=_Progress(fd_out))
             wire.send(fd_out, {"event": "result", "names": result.output_names, "seconds": result.seconds,
                                "repeats": result.repeats, "host": cpu_facts()}, list(result.outputs.values()))
         except HspiError as exc:
