@@ -1,7 +1,7 @@
 """The float64 reference: the model's ONNX graph widened to float64 and computed by ONNX's
-reference evaluator — the graph every ONNX platform runs — or, for graphs it cannot widen
-(subgraphs, custom domains) or evaluate, the model in PyTorch at float64 (zoo module or
-converter)."""
+reference evaluator — the graph every ONNX platform runs, If/Loop/Scan bodies included — or,
+for graphs it cannot widen (operators of custom domains) or evaluate, the model in PyTorch at
+float64 (zoo module or converter)."""
 
 from __future__ import annotations
 
@@ -14,30 +14,47 @@ BATCH = 64
 
 
 def to_float64(proto):
-    """A copy of the ModelProto computing in float64 wherever it computed in float32."""
+    """A copy of the ModelProto computing in float64 wherever it computed in float32, the
+    bodies of If/Loop/Scan included."""
     import onnx
-    from onnx import TensorProto, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(proto)
-    g = m.graph
-    for init in g.initializer:
+    _widen(m.graph)
+    return m
+
+
+def _widen(graph) -> None:
+    """Widen ``graph`` in place: float initializers, input/output/intermediate types, Cast
+    targets, constant-valued attributes, and every subgraph (If branches, Loop/Scan bodies)."""
+    import onnx
+    from onnx import TensorProto
+
+    for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
-    for vi in list(g.input) + list(g.output) + list(g.value_info):
+            init.CopyFrom(_double(init))
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
-    for node in g.node:
+    for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(f"fp64 conversion does not cover operators of domain {node.domain!r}")
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.DOUBLE
             elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float64), attr.t.name))
+                attr.t.CopyFrom(_double(attr.t))
             elif attr.type == onnx.AttributeProto.GRAPH:
-                raise UnsupportedError("fp64 conversion does not cover subgraphs (If, Loop, Scan)")
-    return m
+                _widen(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    _widen(sub)
+
+
+def _double(tensor):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name)
 
 
 def _in_batches(run, feeds: dict[str, np.ndarray], names: list[str], batch: int) -> dict[str, np.ndarray]:
