@@ -96,6 +96,9 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
     if runner is None:
         with Runner() as own:
             return build(db, model, probes, patterns, on_event, repeat_sample, extra, own)
+    todo = [(a, p) for a, p in plan if not db.existing_shards(model.sha256, probes.sha256, str(p))]
+    if todo:
+        runner.prestart(*todo[0])  # its start-up overlaps with registering the run
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     summary = BuildSummary(run_id, planned=len(plan))
     db.clean_stale_temporaries()

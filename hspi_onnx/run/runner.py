@@ -134,21 +134,33 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.stderr = None
         self.probes: set[str] = set()
+        self.ready = False
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> None:
+    def spawn(self) -> None:
+        """Start the process; it says it is ready when :meth:`start` first waits for it."""
+        if self.stderr is not None:
+            self.stderr.close()
         self.stderr = tempfile.TemporaryFile(prefix="hspi-worker-")
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.worker", self.family],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      env=env, close_fds=True)
         self.probes = set()
-        header, _ = wire.recv(self.proc.stdout.fileno(), time.monotonic() + START_TIMEOUT_S)
-        if header.get("event") != "ready":
-            raise HspiError(f"worker for {self.family} did not start: {header}")
+        self.ready = False
+
+    def start(self) -> None:
+        if not self.alive:
+            self.kill()
+            self.spawn()
+        if not self.ready:
+            header, _ = wire.recv(self.proc.stdout.fileno(), time.monotonic() + START_TIMEOUT_S)
+            if header.get("event") != "ready":
+                raise HspiError(f"worker for {self.family} did not start: {header}")
+            self.ready = True
 
     def stderr_tail(self) -> str:
         if self.stderr is None:
@@ -198,25 +210,37 @@ class Runner:
             w.close()
         self.workers.clear()
 
+    def _worker(self, adapter: Adapter, platform) -> Worker | None:
+        """The worker that runs ``platform`` (None: this process does)."""
+        env = adapter.environment(platform)
+        if self.in_process and not env:
+            return None
+        key = (adapter.name, tuple(sorted(env.items())))
+        if key not in self.workers:
+            self.workers[key] = Worker(adapter.name, env)
+        return self.workers[key]
+
+    def prestart(self, adapter: Adapter, platform) -> None:
+        """Start the worker ``platform`` will need, without waiting: its start-up then overlaps
+        with what the caller does before the first run."""
+        worker = self._worker(adapter, platform)
+        if worker is not None and not worker.alive:
+            worker.kill()
+            worker.spawn()
+
     def run(self, adapter: Adapter, model, platform, probes, repeat: int = 0,
             on_batch: Callable[[int], None] | None = None) -> RunResult:
         require(adapter)
         probes = probes.bind(model)
-        env = adapter.environment(platform)
-        if self.in_process and not env:
-            return execute(adapter, model, platform, probes, repeat, on_batch)
-        key = (adapter.name, tuple(sorted(env.items())))
-        worker = self.workers.get(key)
+        worker = self._worker(adapter, platform)
         if worker is None:
-            worker = self.workers[key] = Worker(adapter.name, env)
+            return execute(adapter, model, platform, probes, repeat, on_batch)
         return self._remote(worker, model, platform, probes, repeat, on_batch)
 
     def _remote(self, worker: Worker, model, platform, probes, repeat, on_batch) -> RunResult:
         label = str(platform)
         try:
-            if not worker.alive:
-                worker.kill()
-                worker.start()
+            worker.start()
             header = {"op": "run", "platform": label, "repeat": int(repeat),
                       "model": {"path": str(model.path), "sha256": model.sha256, "zoo": model.zoo,
                                 "inputs": [i.as_dict() for i in model.inputs],

@@ -35,7 +35,7 @@ class _Progress:
             self.pending, self.last = 0, now
 
 
-def _serve(fd_in: int, fd_out: int) -> None:
+def _serve(family: str, fd_in: int, fd_out: int) -> None:
     from hspi_onnx.errors import HspiError
     from hspi_onnx.host import cpu_facts
     from hspi_onnx.inputs.model import InputSpec, ModelInfo, OutputSpec, open_model, resolve_model
@@ -48,6 +48,10 @@ def _serve(fd_in: int, fd_out: int) -> None:
 
     models: dict[str, object] = {}
     probe_sets: dict[str, ProbeSet] = {}
+    try:  # load the family's runtime now: a worker is started ahead of its first platform
+        registry()[family].available()
+    except Exception:  # the request will say what is wrong
+        pass
     wire.send(fd_out, {"event": "ready", "pid": os.getpid()})
     while True:
         try:
@@ -94,7 +98,7 @@ def main() -> int:
     fd_out = os.dup(1)
     os.dup2(2, 1)  # anything printed goes to stderr, not into the frames
     sys.stdout = sys.stderr
-    _serve(0, fd_out)
+    _serve(sys.argv[1] if len(sys.argv) > 1 else "", 0, fd_out)
     return 0
 
 
