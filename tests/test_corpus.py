@@ -18,6 +18,8 @@ ort = pytest.importorskip("onnxruntime")
 
 import corpus  # noqa: E402  (tests/corpus.py)
 
+from hspi_onnx.graph.lowprec import typed_left  # noqa: E402
+
 RTOL = 1e-4
 BATCH = 8
 
@@ -110,31 +112,9 @@ def test_vit_fp16_graph_is_valid_and_runs_without_the_crashing_fusion(exported, 
     assert_close([np.load(tmp_path / "io.npy")], onnxruntime_outputs(exported["vit"], feeds), rtol=5e-3)
 
 
-def _graphs(graph):
-    yield graph
-    for node in graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(a.g)
-            for g in a.graphs:
-                yield from _graphs(g)
-
-
 def float_left(proto) -> list[str]:
     """Where a float32 type, tensor or Cast target is still named, subgraphs included."""
-    from onnx import AttributeProto, TensorProto
-
-    left = []
-    for g in _graphs(proto.graph):
-        left += [t.name for t in g.initializer if t.data_type == TensorProto.FLOAT]
-        left += [v.name for v in [*g.input, *g.output, *g.value_info]
-                 if v.type.tensor_type.elem_type == TensorProto.FLOAT]
-        for node in g.node:
-            for a in node.attribute:
-                if (a.type == AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT) or \
-                        (node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT):
-                    left.append(f"{node.op_type} {node.name}.{a.name}")
-    return left
+    return typed_left(proto, onnx.TensorProto.FLOAT)
 
 
 def test_float64_covers_if_branches_on_gru(exported):

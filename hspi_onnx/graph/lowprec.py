@@ -160,24 +160,26 @@ def _fp16_to_bf16(model, originals: dict):
                 elif a.HasField("t"):
                     original = originals.get(node.output[0]) if node.op_type == "Constant" else None
                     _retype_tensor(a.t, original)
-    left = _fp16_left(model)
+    left = typed_left(model, TensorProto.FLOAT16)
     if left:
         raise UnsupportedError(f"bf16 conversion left FLOAT16 in: {', '.join(left[:5])}")
     return model
 
 
-def _fp16_left(model) -> list[str]:
-    """Where a FLOAT16 type or constant is still named (empty after a complete rewrite)."""
-    from onnx import AttributeProto, TensorProto
+def typed_left(model, elem_type: int) -> list[str]:
+    """Where tensor type ``elem_type`` (an onnx.TensorProto type) is still named — an
+    initializer, a graph input, output or value_info, a tensor attribute, a Cast target —
+    in the graph or any subgraph (empty after a complete rewrite)."""
+    from onnx import AttributeProto
 
     left = []
     for graph in _graphs(model.graph):
-        left += [t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT16]
+        left += [t.name for t in graph.initializer if t.data_type == elem_type]
         left += [v.name for v in [*graph.input, *graph.output, *graph.value_info]
-                 if v.type.tensor_type.elem_type == TensorProto.FLOAT16]
+                 if v.type.tensor_type.elem_type == elem_type]
         for node in graph.node:
             for a in node.attribute:
-                if (a.type == AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT16) or \
-                        (a.type == AttributeProto.INT and a.name in ("to", "dtype") and a.i == TensorProto.FLOAT16):
+                if (a.type == AttributeProto.TENSOR and a.t.data_type == elem_type) or \
+                        (a.type == AttributeProto.INT and a.name in ("to", "dtype") and a.i == elem_type):
                     left.append(f"{node.op_type} {node.name or node.output[0]}.{a.name}")
     return left
