@@ -9,7 +9,6 @@ import pytest
 
 from hspi_onnx.db.build import build
 from hspi_onnx.db.dataset import load_groups
-from hspi_onnx.db.index import load_index
 from hspi_onnx.db.report import classes, info, verify
 from hspi_onnx.db.store import SCHEMA_VERSION, ReferenceDB
 from hspi_onnx.errors import HspiError
