@@ -20,13 +20,13 @@ import numpy as np
 
 from hspi_onnx.errors import BadModelError
 
+from .zoo import ZOO, ZOO_VERSION
+
 OPSET = 17
 SEED = 0
 
 
 def _zoo_module(name: str):
-    from . import ZOO
-
     if name not in ZOO:
         raise BadModelError(f"unknown zoo model {name!r}; zoo models: {', '.join(ZOO)}")
     return importlib.import_module(f"hspi_onnx.models.{ZOO[name].module}")
@@ -70,8 +70,6 @@ def example_input(spec: dict, batch: int = 2):
 
 def export_model(name: str, out: Path, seed: int = SEED) -> Path:
     import onnx
-
-    from . import ZOO_VERSION
 
     out = Path(out)
     if out.is_dir():  # a folder: write NAME.onnx inside it
@@ -134,8 +132,6 @@ def _check_against_module(data: bytes, module, spec: dict, rtol: float = 1e-4) -
 def ensure_exported(name: str) -> Path:
     """Path of the cached export of zoo model ``name``, exporting it on first use."""
     from hspi_onnx.cache import cache_dir
-
-    from . import ZOO, ZOO_VERSION
 
     if name not in ZOO:  # checked without importing the module (and torch) when the export exists
         raise BadModelError(f"unknown zoo model {name!r}; zoo models: {', '.join(ZOO)}")
