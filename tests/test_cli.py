@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from hspi_onnx.cli import main
 
-HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn")
+HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn", "fastapi", "uvicorn", "httpx", "kserve")
 
 
 def hspi(*args):
@@ -25,7 +25,7 @@ def test_help_imports_no_runtime():
     code = (
         "import sys\n"
         "from hspi_onnx.cli import main\n"
-        "for args in (['--help'], ['db', 'build', '--help'], ['match', '--help']):\n"
+        "for args in (['--help'], ['db', 'build', '--help'], ['match', '--help'], ['serve', '--help'], ['query', '--help']):\n"
         "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )

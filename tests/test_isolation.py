@@ -83,6 +83,15 @@ def test_a_worker_run_equals_the_in_process_run(zoo):
         assert res.digests() == here.digests()
 
 
+def test_a_worker_is_sent_each_probe_set_it_no_longer_holds(zoo):
+    info = zoo["digits"]
+    a_set, b_set = generate(info, n=4, seed=1), generate(info, n=4, seed=2)
+    (a, p), = selected_variants(info, a_set.kind, [ORT])
+    with Runner() as runner:
+        first, _, again = (runner.run(a, info, p, s) for s in (a_set, b_set, a_set))  # A, B, A
+    assert again.first.tobytes() == first.first.tobytes()
+
+
 def test_segfault_in_the_default_path_fails_the_platform_not_the_build(digits, tmp_path, fault):
     info, probes, _, p = digits
     fault("segv")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import classify, db, demo, match, models, probes, run, runtimes, survey
+from . import classify, db, demo, match, models, probes, query, run, runtimes, serve, survey
 
 app = typer.Typer(
     name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -26,6 +26,8 @@ app.command("eval")(classify.eval_cmd)
 app.command("match")(match.match_cmd)
 app.command("verify")(match.verify_cmd)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
+app.command("query")(query.query)
 
 _STATE = {"debug": False}
 

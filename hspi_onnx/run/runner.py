@@ -253,7 +253,7 @@ class Runner:
                 header["probes"]["attached"] = True
                 arrays = [probes.ids, *probes.inputs.values()]
             wire.send(worker.proc.stdin.fileno(), header, arrays)
-            worker.probes.add(probes.sha256)
+            worker.probes = {probes.sha256}  # the worker keeps the last probe set it was sent
             deadline = time.monotonic() + self.timeout
             while True:
                 reply, out = wire.recv(worker.proc.stdout.fileno(), deadline)

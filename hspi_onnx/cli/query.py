@@ -1,0 +1,63 @@
+"""``hspi query``: send a probe set to a live inference endpoint and record a suspect file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import QuietOpt, console, progress
+
+UrlArg = Annotated[str, typer.Argument(metavar="URL", help="The server's base URL (http://HOST:PORT), or URL/v2/models/NAME.", show_default=False)]
+QueryProbesOpt = Annotated[Path, typer.Option("--probes", metavar="FILE", help="Probe-set .npz (hspi probes make).", show_default=False)]
+OutOpt = Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Suspect file to write (JSON Lines); an existing one of the same query is resumed.", show_default=False)]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", metavar="NAME", help="Wire protocol: kserve-v2 (Open Inference Protocol, REST).")]
+ServedModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", help="The model's name on the server (default: from URL/v2/models/NAME).", show_default=False)]
+BatchOpt = Annotated[int, typer.Option("--batch", metavar="B", min=1, help="Probes per request.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", metavar="C", min=1, help="Requests in flight at once.")]
+RateOpt = Annotated[Optional[float], typer.Option("--rate", metavar="R", min=0.001, help="At most R requests started per second (default: no limit).", show_default=False)]
+RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries of a request on 429, 5xx, timeouts and connection errors (exponential backoff, Retry-After honoured).")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="S", min=0.001, help="Seconds a request may take, answer included.")]
+AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="Environment variable holding the Authorization header's value ('Bearer ...'; a bare token gets 'Bearer '). Never written anywhere.", show_default=False)]
+BinaryOpt = Annotated[bool, typer.Option("--binary", help="Ask for binary output tensors (binary_data_output); stored as JSON with round-trip floats.")]
+OutputsOpt = Annotated[Optional[list[str]], typer.Option("--output-name", metavar="NAME", help="Ask only for this output; repeatable (default: every output).", show_default=False)]
+
+
+def authorization(var: str | None) -> str | None:
+    """The Authorization value from the environment variable ``var`` (the value is never shown)."""
+    import os
+
+    from hspi_onnx.query import QueryError
+
+    if var is None:
+        return None
+    value = os.environ.get(var, "").strip()
+    if not value:
+        raise QueryError(f"--auth-env {var}: the environment variable is not set or empty")
+    return value if " " in value else f"Bearer {value}"
+
+
+def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: ProtocolOpt = "kserve-v2",
+          model: ServedModelOpt = None, batch: BatchOpt = 1, concurrency: ConcurrencyOpt = 1,
+          rate: RateOpt = None, retries: RetriesOpt = 3, timeout: TimeoutOpt = 30.0,
+          auth_env: AuthEnvOpt = None, binary: BinaryOpt = False, output_name: OutputsOpt = None,
+          quiet: QuietOpt = False) -> None:
+    """Send every probe of a probe set to a live endpoint; write its answers as a suspect file
+    (KServe v2 responses, JSON Lines) that hspi match and hspi verify read. Answers already in
+    the file are not asked again."""
+    from hspi_onnx.inputs.probes import load_probes
+    from hspi_onnx.query import QueryOptions
+    from hspi_onnx.query import query as run_query
+
+    opts = QueryOptions(url, model, protocol, batch, concurrency, rate, retries, timeout,
+                        authorization(auth_env), binary, output_name or None)
+    probe_set = load_probes(probes)
+    with progress(quiet) as bar:
+        task = bar.add_task("query", total=len(probe_set))
+        summary = run_query(probe_set, output, opts,
+                            on_start=lambda total, done: bar.update(task, total=total, completed=done),
+                            on_answer=lambda n: bar.advance(task, n))
+    console(stderr=True).print(
+        f"{summary.path}: {summary.asked} probes answered in {summary.requests} requests"
+        + (f", {summary.before} already there" if summary.before else ""), highlight=False)

@@ -1,0 +1,187 @@
+"""The Open Inference Protocol (KServe v2) over REST: requests from probes, answers checked and
+turned into suspect-file responses (docs/formats.md section 2).
+
+A request carries a batch of probes as JSON tensors (floats printed with round-trip precision);
+with ``binary`` it asks for the binary-tensor extension (``binary_data_output``) and the answer's
+raw little-endian bytes are decoded and printed back with round-trip precision, so the suspect
+reader's cast to the datatype gives the same bits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from urllib.parse import quote
+
+import numpy as np
+
+from .transport import QueryError, Reply, Transport, one_line
+
+REQUEST_TYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32",
+                 "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
+                 "uint64": "UINT64", "bool": "BOOL"}
+BINARY_TYPES = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8", "BF16": "<u2"}  # what the suspect reader takes
+
+
+def split_url(url: str, model: str | None) -> tuple[str, str]:
+    """(server base URL, model name): ``--model`` or the ``/v2/models/NAME`` the URL ends in."""
+    found = re.match(r"^(.*?)/v2/models/([^/]+)(?:/versions/[^/]+)?(?:/infer)?/?$", url)
+    if found:
+        url, model = found.group(1), model or found.group(2)
+    if not model:
+        raise QueryError("name the served model with --model NAME (or give URL/v2/models/NAME)")
+    return url, model
+
+
+def _path(model: str, suffix: str = "") -> str:
+    return f"/v2/models/{quote(model, safe='')}{suffix}"
+
+
+def _error_text(reply: Reply) -> str:
+    if reply.content_type == "text/html":
+        return "an HTML page"
+    try:
+        doc = json.loads(reply.body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return repr(one_line(doc["error"].encode(), 100))
+    except ValueError:
+        pass
+    return repr(one_line(reply.body, 100)) if reply.body.strip() else "an empty body"
+
+
+def metadata(transport: Transport, model: str) -> dict | None:
+    """The model's metadata (GET /v2/models/NAME), or None when the server does not give it."""
+    reply = transport.request("GET", _path(model))
+    if reply.status == 404:
+        raise QueryError(f"{transport.shown}: the server does not serve model {model!r} (HTTP 404, {_error_text(reply)})")
+    if reply.status in (401, 403):
+        raise QueryError(f"{transport.shown}: HTTP {reply.status}, not authorized (give the token's variable with --auth-env)")
+    if reply.status != 200:
+        return None
+    try:
+        doc = json.loads(reply.body)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _specs(meta: dict | None, key: str) -> list[dict]:
+    items = (meta or {}).get(key)
+    return [t for t in items if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(items, list) else []
+
+
+def input_names(probe_names: list[str], meta: dict | None) -> dict[str, str]:
+    """Probe-set input name -> the server's input name (a probe set of one unnamed input takes the
+    server's one input)."""
+    served = [t["name"] for t in _specs(meta, "inputs")]
+    if len(probe_names) == 1 and len(served) == 1:
+        return {probe_names[0]: served[0]}
+    if "" in probe_names:
+        raise QueryError("the probe set names no input and the server's metadata does not name exactly one; "
+                         "remake the probe set with hspi probes make")
+    return {n: n for n in probe_names}
+
+
+def request_body(inputs: dict[str, np.ndarray], names: dict[str, str], request_id: str, binary: bool,
+                 outputs: list[str] | None) -> bytes:
+    tensors = []
+    for key, x in inputs.items():
+        dt = REQUEST_TYPES.get(str(x.dtype))
+        if dt is None:
+            raise QueryError(f"input {key!r} has dtype {x.dtype}, which KServe v2 cannot carry")
+        tensors.append({"name": names[key], "shape": list(x.shape), "datatype": dt, "data": x.ravel().tolist()})
+    doc: dict = {"id": request_id, "inputs": tensors}
+    if outputs:
+        doc["outputs"] = [{"name": n, **({"parameters": {"binary_data": True}} if binary else {})} for n in outputs]
+    if binary:
+        doc["parameters"] = {"binary_data_output": True}
+    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _float_constant(name: str) -> float:
+    return float(name.lower().replace("infinity", "inf"))
+
+
+def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[str] | None) -> dict:
+    """The answer to one request as a suspect-file response (without our parameters): every output
+    a float tensor of ``len(probe_ids)`` rows, ``data`` flat and printed with round-trip precision."""
+    if reply.status != 200:
+        raise QueryError(f"{where}: HTTP {reply.status} ({_error_text(reply)})")
+    if reply.content_type == "text/html":
+        raise QueryError(f"{where}: the server answered with an HTML page, not a KServe v2 response")
+    body, rest = reply.body, b""
+    header_len = reply.raw_headers.get("inference-header-content-length")
+    if header_len is not None:
+        if not header_len.isdigit() or int(header_len) > len(body):
+            raise QueryError(f"{where}: Inference-Header-Content-Length {header_len[:20]!r} does not fit a body of {len(body)} bytes")
+        body, rest = body[:int(header_len)], body[int(header_len):]
+    try:
+        doc = json.loads(body, parse_constant=_float_constant)
+    except (ValueError, RecursionError):
+        raise QueryError(f"{where}: the response is not complete JSON ({len(body)} bytes; truncated?)") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list) or not doc["outputs"]:
+        what = f"error {one_line(str(doc['error']).encode(), 100)!r}" if isinstance(doc, dict) and "error" in doc else "no outputs"
+        raise QueryError(f"{where}: the response holds {what}")
+    if expected and len(doc["outputs"]) != len(expected):
+        raise QueryError(f"{where}: the response holds {len(doc['outputs'])} outputs, the model's metadata names "
+                         f"{len(expected)} ({', '.join(expected[:4])})")
+    state = {"offset": 0}
+    outputs = [_tensor(o, rest, state, where, probe_ids) for o in doc["outputs"]]
+    if state["offset"] != len(rest):
+        raise QueryError(f"{where}: {len(rest) - state['offset']} bytes of binary data belong to no output")
+    answer = {k: doc[k] for k in ("model_name", "model_version", "id") if isinstance(doc.get(k), str)}
+    return {**answer, "outputs": outputs}
+
+
+def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> dict:
+    if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+        raise QueryError(f"{where}: an output tensor without a name")
+    name, dt, shape = o["name"], o.get("datatype"), o.get("shape")
+    what = f"{where}: output {name[:40]!r}"
+    if dt not in BINARY_TYPES:
+        raise QueryError(f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs can be matched "
+                         "(pick outputs with --output)")
+    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise QueryError(f"{what} has no valid shape")
+    if shape[0] != len(probe_ids):
+        raise QueryError(f"{what} has shape {shape} for a batch of {len(probe_ids)} probes")
+    count = math.prod(shape)
+    size = (o.get("parameters") or {}).get("binary_data_size") if isinstance(o.get("parameters"), dict) else None
+    if size is not None:
+        width = np.dtype(BINARY_TYPES[dt]).itemsize
+        if not isinstance(size, int) or size != count * width:
+            raise QueryError(f"{what}: binary_data_size {size} does not fit shape {shape} of {dt}")
+        chunk = rest[state["offset"]:state["offset"] + size]
+        if len(chunk) != size:
+            raise QueryError(f"{what}: binary data truncated ({len(chunk)} of {size} bytes)")
+        state["offset"] += size
+        raw = np.frombuffer(chunk, BINARY_TYPES[dt])
+        values = ((raw.astype(np.uint32) << 16).view(np.float32) if dt == "BF16" else raw).astype(np.float64)
+    else:
+        values = _flat(o.get("data"), what)
+    if values.size != count:
+        raise QueryError(f"{what} holds {values.size} values, its shape {shape} declares {count}")
+    finite = np.isfinite(values.reshape(len(probe_ids), -1)).all(axis=1) if count else np.ones(0, bool)
+    if not finite.all():
+        raise QueryError(f"{what} holds NaN or Inf for probe {probe_ids[int(np.flatnonzero(~finite)[0])]}")
+    # float64 printed by repr reads back as the same double, so casting to dt restores the bits
+    return {"name": name, "datatype": dt, "shape": shape, "data": values.tolist()}
+
+
+def _flat(data, what: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise QueryError(f"{what} has no data list")
+    try:
+        arr = np.array(data, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise QueryError(f"{what} holds something other than numbers in a regular array") from None
+    return arr.ravel()
+
+
+def infer_path(model: str) -> str:
+    return _path(model, "/infer")
+
+
+def output_names(meta: dict | None) -> list[str]:
+    return [t["name"] for t in _specs(meta, "outputs")]
