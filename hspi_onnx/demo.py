@@ -1,9 +1,10 @@
 """``hspi demo``: the whole product on one machine, end to end.
 
 Build the default reference DB (zoo models on every available CPU platform), train the
-classifier, evaluate it (plots), then play a black-box service: a platform chosen at random
-answers some probes, its label is hidden, its outputs are written as a suspect file, matched
-against the DB, and one true and one false claim about it are verified.
+classifier, evaluate it (plots), then play a black-box service over HTTP: ``hspi serve`` runs a
+platform chosen at random with its label hidden, ``hspi query`` asks it some probes over
+localhost, its answers are the suspect file, matched against the DB, and one true and one
+false claim about it are verified.
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ class BlackBox:
 
 
 def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> BlackBox:
-    """Run a random platform of a random model on ``cfg.queries`` random probes of the DB's probe
-    set and write what a client would see (outputs and probe ids, no label) as a suspect .npz."""
-    from hspi_onnx.run.adapter import registry
-    from hspi_onnx.run.runner import Runner
+    """A black-box service over HTTP: ``hspi serve`` runs a random platform of a random model
+    in a child process; ``cfg.queries`` random probes of the DB's probe set are sent to it with
+    ``hspi query`` over localhost (KServe v2), and its answers are the suspect file. The label
+    never leaves the server process (the parent knows it only to reveal it at the end)."""
     from hspi_onnx.labels import Platform
-    from hspi_onnx.match.suspect import write_npz
+    from hspi_onnx.query import QueryOptions, query
+    from hspi_onnx.serve.process import ServerProcess
 
     info, probes, _ = built[int(rng.integers(len(built)))]
     manifest = db.manifest()
@@ -113,11 +115,11 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> Blac
         raise HspiError(f"the DB holds no platform of {info.name} to play the black box")
     label = labels[int(rng.integers(len(labels)))]
     plat = Platform.parse(label)
-    with Runner() as runner:
-        result = runner.run(registry()[plat.runtime], info, plat, probes)
     pick = np.sort(rng.choice(len(probes), size=min(cfg.queries, len(probes)), replace=False))
-    path = write_npz(cfg.out / "suspect.npz", probes.sha256, info.sha256, probes.ids[pick],
-                     {name: arr[pick] for name, arr in result.outputs.items()})
+    path = cfg.out / "suspect.jsonl"
+    path.unlink(missing_ok=True)
+    with ServerProcess(str(info.path), label) as server:
+        query(probes.sample(pick), path, QueryOptions(server.url, model=info.name, batch=4, concurrency=2))
     # a false claim the DB can refute: a precision this runtime has in the DB, but not this one
     others = sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}
                     - {plat.precision})

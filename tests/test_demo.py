@@ -1,4 +1,5 @@
-"""`hspi demo --quick` end to end: build, train, evaluate, black box, match, verify."""
+"""`hspi demo --quick` end to end: build, train, evaluate, a black box over HTTP (hspi serve,
+hspi query), match, verify."""
 
 import subprocess
 import sys
@@ -11,5 +12,5 @@ def test_quick_demo_names_the_hidden_platform(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "matcher named it" in r.stdout
     assert "true claim -> CONSISTENT, false claim -> INCONSISTENT" in r.stdout
-    assert (out / "suspect.npz").is_file() and (out / "classifier" / "classifier.json").is_file()
+    assert (out / "suspect.jsonl").is_file() and (out / "classifier" / "classifier.json").is_file()
     assert list((out / "plots").glob("*.png"))

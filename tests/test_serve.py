@@ -2,9 +2,6 @@
 official openai client, outputs compared bit for bit with the execution layer's."""
 
 import json
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,38 +14,20 @@ from hspi_onnx.inputs.probes import default_kind, generate  # noqa: E402
 from hspi_onnx.run.adapter import resolve_platform  # noqa: E402
 from hspi_onnx.run.runner import execute  # noqa: E402
 from hspi_onnx.serve.openai_api import context_ids, log_softmax  # noqa: E402
+from hspi_onnx.serve.process import ServerProcess  # noqa: E402
 
 PLATFORM = "onnxruntime/*/fp32/bs=1,opt=all,threads=1"
 PROMPT = "The digits data set holds 8x8 images of handwritten digits, "
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, model: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.cli", "serve", model, "-p", PLATFORM,
-                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        super().__init__(model, PLATFORM)
 
     def wait(self) -> "Server":
-        import httpx
-
-        line = self.proc.stdout.readline()  # printed once the socket is bound
-        assert line.startswith("serving"), self.proc.stderr.read() if self.proc.poll() is not None else line
-        self.url = line.split(" on ", 1)[1].split()[0]
+        super().wait()
         self.host = self.url.removeprefix("http://")
-        for _ in range(200):
-            try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError("the server never became ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        return self
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
          seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the black box's choice (default: random, printed).", show_default=False)] = None,
          quiet: QuietOpt = False) -> None:
     """End to end on this machine: build the default DB, train, evaluate (plots), run a
-    platform chosen at random as a black box, match its outputs, verify a true and a false claim."""
+    platform chosen at random as a black box behind `hspi serve` (KServe v2 over localhost),
+    query it with `hspi query`, match its answers, verify a true and a false claim."""
     import numpy as np
 
     from hspi_onnx.demo import DemoConfig, build_db, evaluate_for_plots, new_seed, play_black_box, train_classifier
@@ -73,9 +74,10 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
     con.print(f"   accuracy at n={n8}: " + ", ".join(f"{t} {100 * a:.0f}%" for t, a in accs.items()), highlight=False)
     timings["eval"] = time.perf_counter() - t0 - sum(timings.values())
 
-    con.print(f"[bold]4. black box[/bold] (seed {seed}): a hidden platform answers {cfg.queries} queries", highlight=False)
+    con.print(f"[bold]4. black box[/bold] (seed {seed}): hspi serve runs a hidden platform; hspi query asks it "
+              f"{cfg.queries} probes over localhost", highlight=False)
     box = play_black_box(db, built, cfg, np.random.default_rng(seed))
-    con.print(f"   its outputs -> {box.suspect}", highlight=False)
+    con.print(f"   its answers (KServe v2 responses) -> {box.suspect}; server stopped", highlight=False)
     match_report, platforms = run_match(box.suspect, db.root, clf_path, True)
     print_match(match_report)
     results = []

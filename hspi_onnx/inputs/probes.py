@@ -71,6 +71,14 @@ class ProbeSet:
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
+    def sample(self, idx: np.ndarray) -> "ProbeSet":
+        """The probes at positions ``idx``, still named and hashed as this whole set: what a
+        client that asks a service only some probes of a DB's set refers to."""
+        part = ProbeSet(self.name, self.kind, self.seed, self.split, self.batch(idx), self.ids[idx].copy(),
+                        dict(self.dims))
+        part.__dict__["sha256"] = self.sha256
+        return part
+
     def meta(self) -> dict:
         first = self.primary
         return {"name": self.name, "kind": self.kind, "seed": self.seed, "split": self.split,
