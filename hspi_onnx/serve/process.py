@@ -3,7 +3,9 @@ throughput bench, tests. Started, waited for until it answers ``/v2/health/ready
 
 from __future__ import annotations
 
+import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,9 +19,11 @@ from hspi_onnx.errors import HspiError
 class ServerProcess:
     def __init__(self, model: str, platform: str, port: int = 0, host: str = "127.0.0.1") -> None:
         self.stderr = tempfile.TemporaryFile(mode="w+", prefix="hspi-serve-")
-        self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.cli", "serve", str(model), "-p", platform,
-                                      "--port", str(port), "--host", host],
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.argv = [sys.executable, "-m", "hspi_onnx.cli", "serve", str(model), "-p", platform,
+                     "--port", str(port), "--host", host]
+        # its own process group: kill() reaches the server's runtime worker too
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     start_new_session=True)
         self.url = ""
 
     def _failed(self, what: str) -> HspiError:
@@ -58,6 +62,15 @@ class ServerProcess:
                 self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server and its process group at once (no graceful shutdown)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(timeout=30)
+        self.stop()
 
     def __enter__(self) -> "ServerProcess":
         return self.wait()
