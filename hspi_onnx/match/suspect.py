@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hspi_onnx import oip
 from hspi_onnx.learn.forms import FORMS, View
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import OUTPUT_MEMBERS, read_outputs, row_digests
@@ -43,8 +44,7 @@ MAX_QUERIES = 100_000
 MAX_VALUES = 1 << 24  # values of all queries together
 MAX_PER_QUERY = 1 << 20
 PLAIN_FORMAT = "hspi-suspect/1"
-KSERVE_DTYPES = {"FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}
-FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
+FLOAT_DTYPES = {oip.DATATYPES[t] for t in oip.FLOAT_DATATYPES}
 
 
 @dataclass
@@ -270,13 +270,8 @@ def _numbers(path: Path, data, what: str, integer: bool = False) -> np.ndarray:
 
 
 def _cast(path: Path, x: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        out = x.astype(ml_dtypes.bfloat16)
-    else:
-        with np.errstate(over="ignore"):
-            out = x.astype(dtype)
+    with np.errstate(over="ignore"):
+        out = x.astype(oip.numpy_dtype(oip.datatype(dtype)))
     if not np.isfinite(out.astype(np.float64)).all():
         _fail(path, f"values overflow {dtype}")
     return out
@@ -285,9 +280,9 @@ def _cast(path: Path, x: np.ndarray, dtype: str) -> np.ndarray:
 def _tensor(path: Path, k: int, o: dict, state: dict) -> tuple[str, np.ndarray, int]:
     """(output name, values (batch, *shape) in the declared dtype, batch) of one KServe tensor."""
     name = _check_output_name(path, o.get("name", ""))
-    dt = KSERVE_DTYPES.get(o.get("datatype"))
+    dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in oip.FLOAT_DATATYPES else None
     if dt is None:
-        _fail(path, f"response {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(KSERVE_DTYPES)}")
+        _fail(path, f"response {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(oip.FLOAT_DATATYPES)}")
     if state["dtypes"].setdefault(name, dt) != dt:
         _fail(path, f"response {k}: datatype of {name[:40]!r} differs from response 0")
     shp = o.get("shape")
@@ -437,12 +432,11 @@ def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, out
                  batch: int = 1) -> Path:
     """KServe v2 responses as JSON Lines, ``batch`` probes per response, every output named
     (an array alone is left unnamed: the model's first output)."""
-    inverse = {v: k for k, v in KSERVE_DTYPES.items()}
     named = _named(outputs)
     lines = []
     for s in range(0, len(ids), batch):
-        tensors = [{"name": name, "datatype": inverse[str(v.dtype)], "shape": list(v[s:s + batch].shape),
-                    "data": [float(x) for x in np.asarray(v[s:s + batch], np.float64).ravel()]}
+        tensors = [{"name": name, "datatype": oip.datatype(v.dtype), "shape": list(v[s:s + batch].shape),
+                    "data": oip.json_values(v[s:s + batch])}
                    for name, v in named.items()]
         lines.append(json.dumps({
             "model_name": model, "id": str(int(ids[s])),

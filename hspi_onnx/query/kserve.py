@@ -16,12 +16,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .transport import QueryError, Reply, Transport, one_line
+from hspi_onnx import oip
 
-REQUEST_TYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32",
-                 "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
-                 "uint64": "UINT64", "bool": "BOOL"}
-BINARY_TYPES = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8", "BF16": "<u2"}  # what the suspect reader takes
+from .transport import QueryError, Reply, Transport, one_line
 
 
 def split_url(url: str, model: str | None) -> tuple[str, str]:
@@ -87,8 +84,8 @@ def request_body(inputs: dict[str, np.ndarray], names: dict[str, str], request_i
                  outputs: list[str] | None) -> bytes:
     tensors = []
     for key, x in inputs.items():
-        dt = REQUEST_TYPES.get(str(x.dtype))
-        if dt is None:
+        dt = oip.datatype(x.dtype)
+        if dt is None or dt == "BF16":
             raise QueryError(f"input {key!r} has dtype {x.dtype}, which KServe v2 cannot carry")
         tensors.append({"name": names[key], "shape": list(x.shape), "datatype": dt, "data": x.ravel().tolist()})
     doc: dict = {"id": request_id, "inputs": tensors}
@@ -139,7 +136,7 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
         raise QueryError(f"{where}: an output tensor without a name")
     name, dt, shape = o["name"], o.get("datatype"), o.get("shape")
     what = f"{where}: output {name[:40]!r}"
-    if dt not in BINARY_TYPES:
+    if dt not in oip.FLOAT_DATATYPES:
         raise QueryError(f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs can be matched "
                          "(pick outputs with --output)")
     if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
@@ -149,15 +146,14 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
     count = math.prod(shape)
     size = (o.get("parameters") or {}).get("binary_data_size") if isinstance(o.get("parameters"), dict) else None
     if size is not None:
-        width = np.dtype(BINARY_TYPES[dt]).itemsize
+        width = oip.numpy_dtype(dt).itemsize
         if not isinstance(size, int) or size != count * width:
             raise QueryError(f"{what}: binary_data_size {size} does not fit shape {shape} of {dt}")
         chunk = rest[state["offset"]:state["offset"] + size]
         if len(chunk) != size:
             raise QueryError(f"{what}: binary data truncated ({len(chunk)} of {size} bytes)")
         state["offset"] += size
-        raw = np.frombuffer(chunk, BINARY_TYPES[dt])
-        values = ((raw.astype(np.uint32) << 16).view(np.float32) if dt == "BF16" else raw).astype(np.float64)
+        values = oip.from_le_bytes(chunk, dt).astype(np.float64)
     else:
         values = _flat(o.get("data"), what)
     if values.size != count:
@@ -166,7 +162,7 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
     if not finite.all():
         raise QueryError(f"{what} holds NaN or Inf for probe {probe_ids[int(np.flatnonzero(~finite)[0])]}")
     # float64 printed by repr reads back as the same double, so casting to dt restores the bits
-    return {"name": name, "datatype": dt, "shape": shape, "data": values.tolist()}
+    return {"name": name, "datatype": dt, "shape": shape, "data": oip.json_values(values)}
 
 
 def _flat(data, what: str) -> np.ndarray:

@@ -13,34 +13,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 
+from hspi_onnx import oip
 from hspi_onnx.serve.service import BadRequest
 
-DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-             "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-             "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}
-NAMES = {v: k for k, v in DATATYPES.items()}
 MAX_RANK = 8
 MAX_VALUES = 1 << 24
 MAX_TENSORS = 64
 
 
 def datatype(dtype) -> str:
-    name = str(np.dtype(dtype))
-    if name not in NAMES:
-        raise BadRequest(f"dtype {name} has no KServe datatype")
-    return NAMES[name]
-
-
-def _np_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
+    name = oip.datatype(dtype)
+    if name is None:
+        raise BadRequest(f"dtype {dtype} has no KServe datatype")
+    return name
 
 
 def parse_header(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
@@ -91,10 +79,7 @@ def _from_bytes(name: str, raw: bytes, dtype: np.dtype, shape: tuple[int, ...]) 
     if len(raw) != math.prod(shape) * dtype.itemsize:
         raise BadRequest(f"input {name!r}: {len(raw)} bytes of data, shape {list(shape)} of {datatype(dtype)} "
                          f"needs {math.prod(shape) * dtype.itemsize}")
-    if dtype.kind == "b":
-        return (np.frombuffer(raw, np.uint8) != 0).reshape(shape)
-    arr = np.frombuffer(raw, dtype.newbyteorder("<")).reshape(shape)
-    return arr.astype(dtype)  # a native copy
+    return oip.from_le_bytes(raw, datatype(dtype)).reshape(shape)
 
 
 def decode_inputs(doc: dict, binary: bytes, specs) -> dict[str, np.ndarray]:
@@ -114,7 +99,7 @@ def decode_inputs(doc: dict, binary: bytes, specs) -> dict[str, np.ndarray]:
         want = datatype(wanted[name].dtype)
         if tensor.get("datatype") != want:
             raise BadRequest(f"input {name!r} takes datatype {want}, not {str(tensor.get('datatype'))[:16]!r}")
-        dtype, shape = _np_dtype(wanted[name].dtype), _shape(name, tensor.get("shape"))
+        dtype, shape = oip.numpy_dtype(want), _shape(name, tensor.get("shape"))
         params = tensor.get("parameters") or {}
         if not isinstance(params, dict):
             raise BadRequest(f"input {name!r}: parameters must be an object")
@@ -158,11 +143,6 @@ def requested_outputs(doc: dict, names: list[str]) -> dict[str, bool]:
     return out
 
 
-def _le_bytes(arr: np.ndarray) -> bytes:
-    arr = np.ascontiguousarray(arr)
-    return (arr.byteswap() if sys.byteorder == "big" else arr).tobytes()
-
-
 def encode_outputs(header: dict, outputs: dict[str, np.ndarray], wanted: dict[str, bool]) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the length of its JSON header."""
     tensors, chunks = [], []
@@ -170,12 +150,10 @@ def encode_outputs(header: dict, outputs: dict[str, np.ndarray], wanted: dict[st
         arr = outputs[name]
         t = {"name": name, "datatype": datatype(arr.dtype), "shape": list(arr.shape)}
         if binary:
-            chunks.append(_le_bytes(arr))
+            chunks.append(oip.to_le_bytes(arr))
             t["parameters"] = {"binary_data_size": len(chunks[-1])}
-        elif arr.dtype.kind in "fV":  # float16/32/64, bfloat16: exact through float64
-            t["data"] = arr.astype(np.float64).ravel().tolist()
         else:
-            t["data"] = arr.ravel().tolist()
+            t["data"] = oip.json_values(arr)
         tensors.append(t)
     head = json.dumps({**header, "outputs": tensors}).encode()
     if not chunks:
