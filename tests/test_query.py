@@ -4,7 +4,6 @@ kserve is absent), and a small fault-injecting KServe v2 server for retries, err
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -18,14 +17,9 @@ import pytest
 from hspi_onnx.cli import main
 from hspi_onnx.match.suspect import load_suspect
 from hspi_onnx.query import QueryError, QueryOptions, query
+from hspi_onnx.serve.process import free_port
 
 SECRET = "s3cr3t-token-value"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- a KServe v2 server with injectable faults ---------------------------------------------
@@ -257,7 +251,7 @@ def serve_kserve(model_path: str, port: int) -> None:
                                  [InferOutput(n, list(v.shape), "FP32", v) for n, v in zip(names, outs)],
                                  use_binary_outputs=payload.use_binary_outputs)
 
-    kserve.ModelServer(http_port=port, grpc_port=_free_port(), enable_grpc=False, workers=1,
+    kserve.ModelServer(http_port=port, grpc_port=free_port(), enable_grpc=False, workers=1,
                        enable_latency_logging=False).start([OnnxModel()])
 
 
@@ -267,7 +261,7 @@ def kserve_url(probes):
     import httpx
 
     model = probes[0]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, str(model.path), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,6 @@ Every loop is bounded; every subprocess is killed in teardown."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -26,18 +25,12 @@ from hspi_onnx.inputs.model import resolve_model  # noqa: E402
 from hspi_onnx.inputs.probes import generate  # noqa: E402
 from hspi_onnx.match.suspect import load_suspect  # noqa: E402
 from hspi_onnx.query.resume import KEY  # noqa: E402
-from hspi_onnx.serve.process import ServerProcess  # noqa: E402
+from hspi_onnx.serve.process import ServerProcess, free_port  # noqa: E402
 
 PLATFORM = "onnxruntime/*/fp32/bs=1,opt=all,threads=1"
 N = 32
 RATE = 25  # requests per second: the query takes ~1.3 s, long enough to kill the server mid-way
 STARTUP = 120  # seconds a server may take to print its port and become ready (bounded waits)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -80,7 +73,7 @@ def _without_latency(line: bytes) -> dict:
 
 def test_a_query_resumes_after_the_server_is_killed_and_restarted(tmp_path, started):
     probes = generate(resolve_model("digits"), n=N).save(tmp_path / "p.npz")
-    port = _free_port()  # fixed up front: the restarted server must have the same URL
+    port = free_port()  # fixed up front: the restarted server must have the same URL
     server = ServerProcess("digits", PLATFORM, port)
     started.append(server)
     server.wait(STARTUP)

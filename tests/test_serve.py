@@ -20,19 +20,9 @@ PLATFORM = "onnxruntime/*/fp32/bs=1,opt=all,threads=1"
 PROMPT = "The digits data set holds 8x8 images of handwritten digits, "
 
 
-class Server(ServerProcess):
-    def __init__(self, model: str) -> None:
-        super().__init__(model, PLATFORM)
-
-    def wait(self) -> "Server":
-        super().wait()
-        self.host = self.url.removeprefix("http://")
-        return self
-
-
 @pytest.fixture(scope="module")
 def servers():
-    started = {m: Server(m) for m in ("digits", "lm")}  # both start at once
+    started = {m: ServerProcess(m, PLATFORM) for m in ("digits", "lm")}  # both start at once
     try:
         yield {m: s.wait() for m, s in started.items()}
     finally:

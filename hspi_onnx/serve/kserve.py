@@ -35,6 +35,7 @@ def router(service, read_body) -> APIRouter:
     from hspi_onnx.serve.tensors import requested_outputs
 
     api = APIRouter(prefix="/v2")
+    meta = metadata(service)  # a model whose tensors KServe cannot carry fails here, before serving
 
     @api.get("")
     def server_metadata() -> dict:
@@ -55,7 +56,7 @@ def router(service, read_body) -> APIRouter:
     @api.get("/models/{name}/versions/{version}")
     def model_metadata(name: str, version: str = VERSION) -> dict:
         service.check_name(name)
-        return metadata(service)
+        return meta
 
     @api.post("/models/{name}/infer")
     @api.post("/models/{name}/versions/{version}/infer")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,13 @@ import urllib.error
 import urllib.request
 
 from hspi_onnx.errors import HspiError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now (for a server that must keep its URL across a restart)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 class ServerProcess:
@@ -25,6 +33,11 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      start_new_session=True)
         self.url = ""
+
+    @property
+    def host(self) -> str:
+        """HOST:PORT, as clients such as tritonclient take it (once :meth:`wait` returned)."""
+        return self.url.removeprefix("http://")
 
     def _failed(self, what: str) -> HspiError:
         self.stop()
