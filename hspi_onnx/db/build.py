@@ -90,13 +90,14 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
           repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: Runner | None = None) -> BuildSummary:
     """Every selected platform of ``model`` over ``probes`` into ``db``, each in a worker
     process of its runtime family (``runner``: one to share, e.g. in-process; default: a new one)."""
-    db.require_writable()
-    probes = probes.bind(model)
-    plan = selected_variants(model, probes.kind, patterns, extra)
     if runner is None:
         with Runner() as own:
             return build(db, model, probes, patterns, on_event, repeat_sample, extra, own)
+    db.require_writable()
+    probes = probes.bind(model)
+    plan = selected_variants(model, probes.kind, patterns, extra)
     todo = [(a, p) for a, p in plan if not db.existing_shards(model.sha256, probes.sha256, str(p))]
+    pending = {str(p) for _, p in todo}
     if todo:
         runner.prestart(*todo[0])  # its start-up overlaps with registering the run
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -121,7 +122,7 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
     on_event("plan", {"total": len(plan)})
     for adapter, plat in plan:
         label = str(plat)
-        if db.existing_shards(model.sha256, probes.sha256, label):
+        if label not in pending:
             summary.skipped.append(label)
             on_event("skipped", {"platform": label})
             continue

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hspi_onnx.errors import HspiError
+from hspi_onnx.db.dataset import model_outputs
 from hspi_onnx.db.store import ReferenceDB
 
 FORMAT = "hspi-index/3"
@@ -81,11 +82,6 @@ def shard_dirs_signature(db: ReferenceDB) -> str:
     return h.hexdigest()
 
 
-def _model_outputs(manifest: dict, model_sha: str) -> list[str]:
-    m = manifest["models"].get(model_sha, {})
-    return [str(o["name"]) for o in m.get("outputs", [])] or ([str(m["output"])] if m.get("output") else [])
-
-
 def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     """Read the digest column of every shard and write the sorted index."""
     signature = shard_dirs_signature(db)
@@ -107,7 +103,7 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         key = (first["model_sha256"], first["probes_sha256"])
         if key not in groups:
             groups[key] = len(ginfo)
-            names = _model_outputs(manifest, key[0])
+            names = model_outputs(manifest, key[0])
             ginfo.append(IndexGroup(key[0], first["model_name"], key[1], first["probes_name"], names,
                                     [[] for _ in names], [[] for _ in names], [], []))
         k = groups[key]
