@@ -1,4 +1,4 @@
-"""Facts about the host: CPU model, instruction-set level, core count, OS."""
+"""Facts about the host: CPU model, instruction-set level, core count, OS, installed versions."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def _cpuinfo() -> tuple[str, set[str]]:
     except OSError:
         pass
     return model or _pyplatform.processor() or _pyplatform.machine(), flags
+
+
+@functools.lru_cache(maxsize=None)
+def dist_version(distribution: str) -> str | None:
+    """The installed version of a Python distribution, or None; reading metadata is slow, so once."""
+    import importlib.metadata as md
+
+    try:
+        return md.version(distribution)
+    except (md.PackageNotFoundError, ValueError):
+        return None
 
 
 def slug(text: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.host import cpu_device, gpu_device, gpu_names
+from hspi_onnx.host import cpu_device, dist_version, gpu_device, gpu_names
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 
@@ -36,16 +36,6 @@ class _OrtSession:
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
-def _installed(dist: str) -> bool:
-    import importlib.metadata as md
-
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False
-
-
 class OnnxRuntimeAdapter(Adapter):
     name = "onnxruntime"
     requires = ("onnxruntime",)
@@ -53,10 +43,10 @@ class OnnxRuntimeAdapter(Adapter):
 
     @functools.cached_property
     def distribution(self) -> str:  # labels carry the version of whichever build is installed
-        return "onnxruntime-gpu" if _installed("onnxruntime-gpu") else "onnxruntime"
+        return "onnxruntime-gpu" if dist_version("onnxruntime-gpu") else "onnxruntime"
 
     def check(self) -> Availability:
-        if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+        if dist_version("onnxruntime") and dist_version("onnxruntime-gpu"):
             return Availability(False, "both onnxruntime and onnxruntime-gpu are installed and share one module; "
                                        "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")
         return Availability(True)

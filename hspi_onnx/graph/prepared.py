@@ -57,14 +57,9 @@ def _qdq_recipes() -> dict:
 
 
 def _quantizer_version() -> str:
-    import importlib.metadata as md
+    from hspi_onnx.host import dist_version
 
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            return md.version(dist).replace("+", "-")
-        except md.PackageNotFoundError:
-            continue
-    return "0"
+    return (dist_version("onnxruntime") or dist_version("onnxruntime-gpu") or "0").replace("+", "-")
 
 
 def prepared_graph(model, recipe: Recipe) -> bytes:

@@ -20,6 +20,7 @@ import numpy as np
 
 from hspi_onnx.errors import HspiError, UnknownPlatformError
 from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.host import dist_version
 from hspi_onnx.labels import Platform, no_match_message
 
 ENTRY_POINT_GROUP = "hspi_onnx.runtimes"
@@ -27,13 +28,9 @@ BATCH_SIZES = (1, 8)
 THREADS = (1, 2)
 
 
-@functools.lru_cache(maxsize=None)
 def _dist_version(distribution: str) -> str:
-    """Installed version of a distribution, as a label token; reading metadata is slow, so once."""
-    try:
-        return md.version(distribution).replace("+", "-")
-    except (md.PackageNotFoundError, ValueError):
-        return "0"
+    """Installed version of a distribution, as a label token ("0" when not installed)."""
+    return (dist_version(distribution) or "0").replace("+", "-")
 
 
 class Session(Protocol):
