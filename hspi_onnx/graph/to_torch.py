@@ -54,10 +54,6 @@ def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def _long(t: torch.Tensor, device) -> torch.Tensor:
-    return torch.as_tensor(t, dtype=torch.int64, device=device)
-
-
 # --------------------------------------------------------------------------- conv and pools
 
 

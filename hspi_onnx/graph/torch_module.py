@@ -8,8 +8,6 @@ import numpy as np
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.inputs.model import WEIGHTS_META_KEY
 
-DTYPES = ("fp32", "bf16", "fp16", "fp64")
-
 
 def torch_dtype(precision: str):
     import torch
