@@ -21,7 +21,7 @@ from hspi_onnx.errors import HspiError
 from hspi_onnx.match.identify import match
 from hspi_onnx.inputs.probes import generate
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.match.suspect import BadSuspectError, load_suspect, write_kserve, write_npz, write_plain
+from hspi_onnx.match.suspect import BadSuspectError, load_suspect, write_kserve, write_logprobs, write_npz, write_plain
 
 PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "pytorch/*/bf16/bs=1,layout=nchw,src=module,threads=1"]
 SETTINGS = dict(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", 130)), deadline=None, derandomize=not os.environ.get("HOSTILE_EXAMPLES"),
@@ -45,6 +45,7 @@ def env(tmp_path_factory, zoo):
         "r.jsonl": write_kserve(root / "r.jsonl", probes.sha256, "digits", ids, outs, batch=2).read_bytes(),
         "top5.json": write_plain(root / "t.json", probes.name, "digits", "top5", ids, degrade(outs, "top5")).read_bytes(),
         "argmax.json": write_plain(root / "a.json", probes.name, None, "argmax", ids, degrade(outs, "argmax")).read_bytes(),
+        "lp.jsonl": write_logprobs(root / "lp.jsonl", probes.sha256, ids, outs, k=3).read_bytes(),
     }
     return {"root": root, "db": db, "index": load_index(db), "seeds": seeds, "probes": probes, "model": model,
             "tried": []}
@@ -227,6 +228,11 @@ def test_huge_kserve_shape_is_refused(env, tmp_path):
     (b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "top9", "queries": []}', "unknown output form"),
     (b'{"format": "hspi-suspect/1", "form": "argmax", "queries": [{"probe_id": 1, "index": [2]}]}', "probe set"),
     (b"", "empty"),
+    (b'{"format": "hspi-logprobs/1", "parameters": {"probe_set": "p", "probe_ids": [0]}, "tokens": [{"top": [[1, 0.5]]}]}', "above 0"),
+    (b'{"format": "hspi-logprobs/1", "parameters": {"probe_set": "p", "probe_ids": [0, 1]}, "tokens": [{"top": [[1, -1]]}]}', "one probe id"),
+    (b'{"format": "hspi-logprobs/1", "parameters": {"probe_set": "p", "probe_ids": [0]}, "tokens": [{"top": [[1]]}]}', "pairs"),
+    (b'{"format": "hspi-logprobs/1", "parameters": {"probe_set": "p", "probe_ids": [0]}, "tokens": [{"top": [[1, -1]]}]}\n'
+     b'{"format": "hspi-logprobs/1", "parameters": {"probe_set": "p", "probe_ids": [1]}, "tokens": [{"top": [[1, -1], [2, -2]]}]}', "line 1 has 1"),
 ])
 def test_named_malformations(env, tmp_path, content, message):
     path = tmp_path / "bad.json"

@@ -43,12 +43,28 @@ class FaultHandler(BaseHTTPRequestHandler):
                 "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
         self._send(200, json.dumps(meta).encode())
 
+    def _openai(self, req: dict, fault: str):
+        """A completions answer: per prompt one token, logits a fixed function of its ids."""
+        prompts = req["prompt"] if isinstance(req["prompt"][0], list) else [req["prompt"]]
+        choices = []
+        for i, ids in enumerate(prompts):
+            lp = np.log(np.arange(1, 9, dtype=np.float64) / 36.0)[::-1] - (sum(ids) % 3) * 1e-9
+            top = {(f"token_id:{t}" if fault != "noids" else f"tok{t}"): float(lp[t]) for t in range(req["logprobs"])}
+            if fault == "positive":
+                top["token_id:0"] = 0.5
+            logprobs = {"tokens": [next(iter(top))], "token_logprobs": [float(lp[0])], "top_logprobs": [top]}
+            choices.append({"index": i, "text": "x", "finish_reason": "length",
+                            **({} if fault == "nolp" else {"logprobs": logprobs})})
+        self._send(200, json.dumps({"id": "c", "object": "text_completion", "model": "m", "choices": choices}).encode())
+
     def do_POST(self):
         srv = self.server
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         srv.auth.append(self.headers.get("Authorization"))
         fault = srv.plan.pop(0) if srv.plan else "ok"
         srv.posts += 1
+        if self.path == "/v1/completions" and fault in ("ok", "noids", "nolp", "positive"):
+            return self._openai(req, fault)
         if fault == "429":
             return self._send(429, b'{"error": "slow down"}', extra=[("Retry-After", "0")])
         if fault == "500html":
@@ -307,3 +323,32 @@ def test_kserve_server_is_identified(kserve_url, probes, tmp_path, binary, hspi)
 
 if __name__ == "__main__":
     serve_kserve(sys.argv[1], int(sys.argv[2]))
+
+
+def test_openai_protocol_faults_lose_nothing(fault_server, tmp_path):
+    """Batches of token-id prompts; a 429 retried; answers without token ids, without logprobs,
+    with a positive log-probability or as an HTML page are refused by name, and the answers
+    received before stay in the file and are not asked again."""
+    from hspi_onnx.inputs.probes import ProbeSet
+
+    ps = ProbeSet("prompts", "tokens", 0, "probe", {"tokens": np.arange(48, dtype=np.int64).reshape(6, 8) % 256},
+                  np.arange(6, dtype=np.int64))
+    out = tmp_path / "lp.jsonl"
+    opts = QueryOptions(fault_server.url + "/v1", "m", "openai", batch=2, top_logprobs=3, backoff=0.01)
+    fault_server.plan = ["ok", "429", "noids"]
+    with pytest.raises(QueryError, match="comes without its id"):
+        query(ps, out, opts)
+    assert len(out.read_text().splitlines()) == 2  # the first batch of two
+    for fault, message in (("nolp", "no logprobs"), ("positive", "at most 0"), ("500html", "HTML page")):
+        fault_server.plan = [fault]
+        with pytest.raises(QueryError, match=message):
+            query(ps, out, QueryOptions(**{**opts.__dict__, "retries": 0}))
+    fault_server.plan = []
+    posts = fault_server.posts
+    summary = query(ps, out, opts)
+    assert (summary.before, summary.asked, fault_server.posts - posts) == (2, 4, 2)
+    suspect = load_suspect(out)
+    assert suspect.form == "logprobs" and suspect.ids.tolist() == list(range(6))
+    assert suspect.index[0].tolist() == [0, 1, 2] and (suspect.values <= 0).all()
+    with pytest.raises(QueryError, match="not one of token ids|holds float32"):
+        query(ProbeSet("x", "noise", 0, "probe", {"x": np.zeros((2, 3), np.float32)}, np.arange(2)), tmp_path / "f.jsonl", opts)

@@ -171,3 +171,54 @@ def test_no_response_names_the_platform(servers):
     for r in seen:
         text = (r.content + json.dumps(dict(r.headers)).encode()).decode("latin-1").lower()
         assert not any(s.lower() in text for s in secrets), (r.url, text[:300])
+
+
+def test_openai_chat_and_token_id_prompts_give_the_completions_logprobs(servers):
+    """The official client's chat (logprobs, top_logprobs) and a token-id prompt (vLLM's
+    return_tokens_as_token_ids) answer exactly as the string-prompt completion does."""
+    client = openai.OpenAI(base_url=servers["lm"].url + "/v1", api_key="x", max_retries=0)
+    done = client.completions.create(model="lm", prompt=PROMPT, max_tokens=2, logprobs=4)
+    chat = client.chat.completions.create(model="lm", messages=[{"role": "user", "content": PROMPT}],
+                                          max_tokens=2, logprobs=True, top_logprobs=4)
+    ids = done.choices[0].logprobs.model_extra["token_ids"]
+    content = chat.choices[0].logprobs.content
+    assert [c.bytes for c in content] == [[i] for i in ids]
+    assert [c.logprob for c in content] == done.choices[0].logprobs.token_logprobs
+    for step, entry in enumerate(content):
+        assert {chr(t.bytes[0]): t.logprob for t in entry.top_logprobs} == done.choices[0].logprobs.top_logprobs[step]
+    as_ids = client.completions.create(model="lm", prompt=[list(PROMPT.encode()), [0, 255, 7]], max_tokens=2,
+                                       logprobs=4, extra_body={"return_tokens_as_token_ids": True})
+    assert len(as_ids.choices) == 2
+    assert as_ids.choices[0].logprobs.tokens == [f"token_id:{i}" for i in ids]
+    assert as_ids.choices[0].logprobs.token_logprobs == done.choices[0].logprobs.token_logprobs
+    with pytest.raises(openai.BadRequestError, match="token ids from 0 to 255"):
+        client.completions.create(model="lm", prompt=[300], max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
+        client.chat.completions.create(model="lm", messages=[{"role": "user", "content": "x"}], top_logprobs=2)
+
+
+def test_query_openai_then_match_names_the_platform(servers, tmp_path):
+    """hspi query --protocol openai (token-id completions in batches, and chat) against the LM
+    served on one platform; hspi match on the per-token top-k logprobs keeps the served platform
+    and excludes the other precisions."""
+    from hspi_onnx.db.build import build
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.match.identify import CONSISTENT, match
+    from hspi_onnx.match.suspect import load_suspect
+    from hspi_onnx.query import QueryOptions, query
+
+    model = resolve_model("lm")
+    probes = generate(model, kind="text", n=6)
+    url = servers["lm"].url
+    query(probes, tmp_path / "c.jsonl", QueryOptions(url, protocol="openai", batch=4, top_logprobs=5))
+    query(probes, tmp_path / "h.jsonl", QueryOptions(url + "/v1", protocol="openai", endpoint="chat", top_logprobs=5))
+    lines = [[json.loads(ln)["tokens"] for ln in open(tmp_path / f)] for f in ("c.jsonl", "h.jsonl")]
+    assert lines[0] == lines[1] and len(lines[0]) == 6
+    db = ReferenceDB(tmp_path / "db", create=True)
+    build(db, model, probes, [PLATFORM, "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+                              "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"])
+    label = str(resolve_platform(PLATFORM, model, default_kind(model))[1])
+    suspect = load_suspect(tmp_path / "h.jsonl")
+    assert suspect.form == "logprobs" and suspect.index.shape == (6, 5)
+    rep = match(suspect, db)
+    assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [label]

@@ -12,8 +12,8 @@ from .common import QuietOpt, console, progress
 UrlArg = Annotated[str, typer.Argument(metavar="URL", help="The server's base URL (http://HOST:PORT), or URL/v2/models/NAME.", show_default=False)]
 QueryProbesOpt = Annotated[Path, typer.Option("--probes", metavar="FILE", help="Probe-set .npz (hspi probes make).", show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Suspect file to write (JSON Lines); an existing one of the same query is resumed.", show_default=False)]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", metavar="NAME", help="Wire protocol: kserve-v2 (Open Inference Protocol, REST).")]
-ServedModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", help="The model's name on the server (default: from URL/v2/models/NAME).", show_default=False)]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", metavar="NAME", help="Wire protocol: kserve-v2 (Open Inference Protocol, REST) or openai (OpenAI-compatible completions of a language model; the probes' token ids are the prompts).")]
+ServedModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", help="The model's name on the server (default: from URL/v2/models/NAME; openai: the server's only model).", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch", metavar="B", min=1, help="Probes per request.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", metavar="C", min=1, help="Requests in flight at once.")]
 RateOpt = Annotated[Optional[float], typer.Option("--rate", metavar="R", min=0.001, help="At most R requests started per second (default: no limit).", show_default=False)]
@@ -21,6 +21,10 @@ RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="
 TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="S", min=0.001, help="Seconds a request may take, answer included.")]
 AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="Environment variable holding the Authorization header's value ('Bearer ...'; a bare token gets 'Bearer '). Never written anywhere.", show_default=False)]
 BinaryOpt = Annotated[bool, typer.Option("--binary", help="Ask for binary output tensors (binary_data_output); stored as JSON with round-trip floats.")]
+EndpointOpt = Annotated[str, typer.Option("--endpoint", metavar="NAME", help="openai: completions (token-id prompts, --batch allowed) or chat (the ids as UTF-8 text, one per request).")]
+TopLogprobsOpt = Annotated[int, typer.Option("--top-logprobs", metavar="K", min=1, max=20, help="openai: log-probabilities asked per token.")]
+MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", metavar="T", min=1, max=256, help="openai: tokens generated per probe (the first is what hspi match compares).")]
+TokenIdsOpt = Annotated[bool, typer.Option("--token-ids/--no-token-ids", help="openai: ask for tokens as ids (vLLM's return_tokens_as_token_ids); off for servers refusing unknown fields (chat then reads one-byte tokens' bytes).")]
 OutputsOpt = Annotated[Optional[list[str]], typer.Option("--output-name", metavar="NAME", help="Ask only for this output; repeatable (default: every output).", show_default=False)]
 
 
@@ -42,16 +46,18 @@ def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: Protoco
           model: ServedModelOpt = None, batch: BatchOpt = 1, concurrency: ConcurrencyOpt = 1,
           rate: RateOpt = None, retries: RetriesOpt = 3, timeout: TimeoutOpt = 30.0,
           auth_env: AuthEnvOpt = None, binary: BinaryOpt = False, output_name: OutputsOpt = None,
-          quiet: QuietOpt = False) -> None:
+          endpoint: EndpointOpt = "completions", top_logprobs: TopLogprobsOpt = 5, max_tokens: MaxTokensOpt = 1,
+          token_ids: TokenIdsOpt = True, quiet: QuietOpt = False) -> None:
     """Send every probe of a probe set to a live endpoint; write its answers as a suspect file
-    (KServe v2 responses, JSON Lines) that hspi match and hspi verify read. Answers already in
-    the file are not asked again."""
+    (JSON Lines: KServe v2 responses, or per-token top-k log-probabilities for openai) that hspi
+    match and hspi verify read. Answers already in the file are not asked again."""
     from hspi_onnx.inputs.probes import load_probes
     from hspi_onnx.query import QueryOptions
     from hspi_onnx.query import query as run_query
 
     opts = QueryOptions(url, model, protocol, batch, concurrency, rate, retries, timeout,
-                        authorization(auth_env), binary, output_name or None)
+                        authorization(auth_env), binary, output_name or None, endpoint=endpoint,
+                        top_logprobs=top_logprobs, max_tokens=max_tokens, token_ids=token_ids)
     probe_set = load_probes(probes)
     with progress(quiet) as bar:
         task = bar.add_task("query", total=len(probe_set))

@@ -11,6 +11,9 @@
     the K largest values over the last axis with their indices, largest first.
 ``argmax``
     the index of the largest value only.
+``logprobs``
+    the k largest log-probabilities (log-softmax computed in float64, as LLM APIs return them
+    per token) with their token ids, largest first; k is the suspect's.
 
 Degrading the float64 reference of the same probes in the same way lets features compare like
 with like.
@@ -25,8 +28,9 @@ import numpy as np
 
 from hspi_onnx.errors import HspiError
 
-FORMS = ("raw", "round3", "round4", "round5", "round6", "round7", "softmax", "top1", "top5", "argmax")
-DEGRADED = FORMS[1:]
+FORMS = ("raw", "round3", "round4", "round5", "round6", "round7", "softmax", "top1", "top5", "argmax", "logprobs")
+DEGRADED = FORMS[1:10]  # what evaluation covers by default
+INDEXED = ("top1", "top5", "argmax", "logprobs")  # forms that carry indices
 
 
 @dataclass
@@ -65,14 +69,22 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Natural-log probabilities over the last axis, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+
+
 def top_indices(x: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest values per row, largest first, ties to the lower index."""
     x = np.asarray(x, dtype=np.float64)
     return np.argsort(-x, axis=-1, kind="stable")[:, :k]
 
 
-def degrade(outputs: np.ndarray, form: str) -> View:
-    """The view of ``outputs`` (n, *shape) a service returning ``form`` gives."""
+def degrade(outputs: np.ndarray, form: str, k: int | None = None) -> View:
+    """The view of ``outputs`` (n, *shape) a service returning ``form`` gives (``k``: how many
+    log-probabilities, default 5)."""
     check_form(form)
     rows = _as_rows(outputs)
     if form == "raw":
@@ -84,6 +96,10 @@ def degrade(outputs: np.ndarray, form: str) -> View:
         return View(softmax(rows))
     if form == "argmax":
         return View(None, top_indices(rows, 1))
-    k = int(form[3:])
+    if form == "logprobs":
+        rows = log_softmax(rows)
+    else:
+        k = int(form[3:])
+    k = 5 if k is None else k
     idx = top_indices(rows, min(k, rows.shape[1]))
     return View(np.take_along_axis(rows, idx, axis=1), idx)

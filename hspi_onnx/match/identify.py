@@ -241,7 +241,7 @@ def _fits(values: np.ndarray, shape, form: str) -> bool:
     if form == "raw":
         return tuple(values.shape[1:]) == tuple(shape)
     width = _width(values.shape[1:])
-    return width == _width(shape) or (form.startswith("top") and width <= _width(shape))
+    return width == _width(shape) or (form in ("top1", "top5", "logprobs") and width <= _width(shape))
 
 
 # -- evidence ---------------------------------------------------------------------------------
@@ -265,6 +265,8 @@ def _same_view(a: View, b: View, form: str) -> np.ndarray:
         y = np.asarray(b.values, np.float64)
         if form.startswith("round"):
             ok &= (np.abs(x - y) <= 1e-12 * np.abs(y)).all(axis=1)  # decimal printing may differ in the last bit
+        elif form == "logprobs":  # float64 as printed (up to the last bit), or cast to float32 and printed
+            ok &= ((np.abs(x - y) <= 1e-12 * np.abs(y)) | (x == y.astype(np.float32))).all(axis=1)
         else:
             ok &= (np.asarray(a.values, np.float32) == np.asarray(b.values, np.float32)).all(axis=1)
     return ok
@@ -291,7 +293,7 @@ def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[s
     per_query: list[set[str]] = [set() for _ in range(len(suspect))]
     dist = []
     for label, arr in outs.items():
-        v = degrade(arr, suspect.form)
+        v = degrade(arr, suspect.form, None if view.index is None else view.index.shape[1])
         if suspect.form != "softmax":
             for q in np.flatnonzero(_same_view(view, v, suspect.form)):
                 per_query[q].add(label)

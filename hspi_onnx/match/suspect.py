@@ -13,6 +13,10 @@ Three formats (docs/formats.md):
 ``.json`` with ``"format": "hspi-suspect/1"``
     a plain form for degraded outputs: rounded values, softmax probabilities, top-k values and
     indices, or argmax labels, one entry per query.
+``.jsonl`` of ``"format": "hspi-logprobs/1"`` lines
+    what ``hspi query --protocol openai`` writes: per probe, the generated tokens with their
+    top-k log-probabilities and token ids (form ``logprobs``); the first token, the only one
+    whose input is the probe itself, is what is matched.
 
 Everything is bounded before it is allocated; any problem is one :class:`BadSuspectError`
 naming it.
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from hspi_onnx import oip
-from hspi_onnx.learn.forms import FORMS, View
+from hspi_onnx.learn.forms import FORMS, INDEXED, View, degrade
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import OUTPUT_MEMBERS, read_outputs, row_digests
 from hspi_onnx.safenpz import read_npz
@@ -44,6 +48,8 @@ MAX_QUERIES = 100_000
 MAX_VALUES = 1 << 24  # values of all queries together
 MAX_PER_QUERY = 1 << 20
 PLAIN_FORMAT = "hspi-suspect/1"
+LOGPROBS_FORMAT = "hspi-logprobs/1"
+MAX_TOP = 1 << 12  # log-probabilities per token
 FLOAT_DTYPES = {oip.DATATYPES[t] for t in oip.FLOAT_DATATYPES}
 
 
@@ -145,7 +151,7 @@ def _check_outputs(path: Path, outputs: dict[str, np.ndarray], index: np.ndarray
 
 def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | None, n: int, form: str) -> None:
     needs_values = form != "argmax"
-    needs_index = form.startswith("top") or form == "argmax"
+    needs_index = form in INDEXED
     if needs_values and values is None:
         _fail(path, f"form {form} needs output values")
     if needs_index and index is None:
@@ -233,6 +239,8 @@ def _load_json(path: Path) -> Suspect:
         docs = docs[0]
     if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("format") == PLAIN_FORMAT:
         return _plain(path, docs[0])
+    if docs and all(isinstance(d, dict) and d.get("format") == LOGPROBS_FORMAT for d in docs):
+        return _logprobs(path, docs)
     if not docs or not all(isinstance(d, dict) and "outputs" in d for d in docs):
         _fail(path, f"is neither KServe v2 inference responses nor a {PLAIN_FORMAT} document")
     return _kserve(path, docs)
@@ -354,6 +362,49 @@ def _kserve(path: Path, docs: list) -> Suspect:
     return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, outputs, None, next(iter(outputs)))
 
 
+def _logprobs(path: Path, docs: list) -> Suspect:
+    """Per-token top-k log-probabilities with token ids, one line per probe (form ``logprobs``)."""
+    if len(docs) > MAX_QUERIES:
+        _fail(path, f"holds more than {MAX_QUERIES} queries")
+    probes = model = None
+    output = ""
+    ids, vals, idx = [], [], []
+    for k, doc in enumerate(docs):
+        params = doc.get("parameters")
+        if not isinstance(params, dict):
+            _fail(path, f"line {k + 1}: parameters must be an object")
+        if probes is not None and params.get("probe_set") != probes:
+            _fail(path, f"line {k + 1}: names a different probe set than line 1")
+        probes = _check_name(path, params.get("probe_set"), "probe set", True)
+        if params.get("model") is not None:
+            model = _check_name(path, params["model"], "model", False)
+        if k == 0:
+            output = _check_output_name(path, doc.get("output", ""))
+        elif doc.get("output", "") != output:
+            _fail(path, f"line {k + 1}: names another output than line 1")
+        pid = _numbers(path, params.get("probe_ids"), f"line {k + 1} probe_ids", integer=True)
+        tokens = doc.get("tokens")
+        if pid.size != 1 or not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], dict):
+            _fail(path, f"line {k + 1}: needs one probe id and a non-empty list of tokens")
+        top = tokens[0].get("top")
+        if not isinstance(top, list) or not 1 <= len(top) <= MAX_TOP or not all(
+                isinstance(t, list) and len(t) == 2 for t in top):
+            _fail(path, f"line {k + 1}: the first token's top must be a list of 1 to {MAX_TOP} [token id, logprob] pairs")
+        i = _numbers(path, [t[0] for t in top], f"line {k + 1} token ids", integer=True)
+        v = _numbers(path, [t[1] for t in top], f"line {k + 1} logprobs")
+        if idx and i.size != idx[0].size:
+            _fail(path, f"line {k + 1}: {i.size} log-probabilities, line 1 has {idx[0].size}")
+        ids.append(int(pid[0]))
+        idx.append(i)
+        vals.append(v)
+    ids_arr = _check_ids(path, np.array(ids, dtype=np.int64))
+    values, index = np.stack(vals), np.stack(idx)
+    if (values > 0).any():
+        _fail(path, "holds a log-probability above 0")
+    _check_values(path, values, index, len(ids_arr), "logprobs")
+    return Suspect(str(path), "openai", probes, model, "logprobs", ids_arr, {output: values}, index, output)
+
+
 def _plain(path: Path, doc: dict) -> Suspect:
     form = _check_form(path, doc.get("form"))
     probes = _check_name(path, doc.get("probe_set"), "probe set", True)
@@ -387,7 +438,7 @@ def _plain(path: Path, doc: dict) -> Suspect:
             if vals and v.size != vals[0].size:
                 _fail(path, f"query {k}: {v.size} values, query 0 has {vals[0].size}")
             vals.append(_cast(path, v, dtype))
-        if form.startswith("top") or form == "argmax":
+        if form in INDEXED:
             i = _numbers(path, q.get("index"), f"query {k} index", integer=True)
             if idx and i.size != idx[0].size:
                 _fail(path, f"query {k}: {i.size} indices, query 0 has {idx[0].size}")
@@ -443,6 +494,22 @@ def write_kserve(path: str | Path, probes: str, model: str, ids: np.ndarray, out
             "parameters": {"probe_set": probes, "model": model, "probe_ids": [int(i) for i in ids[s:s + batch]]},
             "outputs": tensors,
         }))
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+def write_logprobs(path: str | Path, probes: str, ids: np.ndarray, outputs: np.ndarray, k: int = 5,
+                   output: str = "") -> Path:
+    """``hspi-logprobs/1`` lines of one output's logits: per probe one token, the argmax, with
+    the top ``k`` log-probabilities (float64 log-softmax), as an LLM API returns them."""
+    view = degrade(outputs, "logprobs", k)
+    lines = []
+    for q, pid in enumerate(ids.tolist()):
+        top = [[int(i), float(v)] for i, v in zip(view.index[q], view.values[q])]
+        doc = {"format": LOGPROBS_FORMAT, "parameters": {"probe_set": probes, "probe_ids": [int(pid)]},
+               "tokens": [{"id": top[0][0], "logprob": top[0][1], "top": top}]}
+        lines.append(json.dumps({**doc, "output": output} if output else doc))
     path = Path(path)
     path.write_text("\n".join(lines) + "\n", "utf-8")
     return path

@@ -1,19 +1,21 @@
-"""Send every probe of a probe set to a live service and append its answers to a suspect file."""
+"""Send every probe of a probe set to a live service and append its answers to a suspect file:
+KServe v2 (:mod:`.kserve`) or an OpenAI-compatible language-model API (:mod:`.openai`)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import kserve
+from . import kserve, openai
 from .resume import KEY, AnswerFile
 from .transport import MAX_BODY, QueryError, Transport
 
-PROTOCOLS = ("kserve-v2",)
+PROTOCOLS = ("kserve-v2", "openai")
 
 
 @dataclass
@@ -31,6 +33,10 @@ class QueryOptions:
     outputs: list[str] | None = None
     max_body: int = MAX_BODY
     backoff: float = 0.5
+    endpoint: str = "completions"  # openai: completions or chat
+    top_logprobs: int = 5  # openai
+    max_tokens: int = 1  # openai: tokens generated per probe (the first is the probe's own answer)
+    token_ids: bool = True  # openai: ask for tokens as ids (return_tokens_as_token_ids)
 
 
 @dataclass
@@ -51,38 +57,79 @@ def query(probes, out: str | Path, opts: QueryOptions,
         raise QueryError(f"protocol {opts.protocol!r} is not supported; protocols: {', '.join(PROTOCOLS)}")
     if opts.batch < 1 or opts.concurrency < 1 or opts.retries < 0 or opts.timeout <= 0:
         raise QueryError("--batch and --concurrency must be at least 1, --retries at least 0, --timeout positive")
-    base, model = kserve.split_url(opts.url, opts.model)
+    if opts.protocol == "openai" and (opts.endpoint not in openai.ENDPOINTS or opts.top_logprobs < 1
+                                      or opts.max_tokens < 1):
+        raise QueryError(f"--endpoint must be one of {', '.join(openai.ENDPOINTS)}, --top-logprobs and "
+                         "--max-tokens at least 1")
+    if opts.protocol == "openai" and opts.endpoint == "chat" and opts.batch != 1:
+        raise QueryError("a chat request holds one prompt: use --batch 1 with --endpoint chat")
+    if opts.protocol == "kserve-v2":
+        base, model = kserve.split_url(opts.url, opts.model)
+    else:
+        base, model = openai.split_url(opts.url), opts.model
+    ids = [int(i) for i in probes.ids]
     with Transport(base, opts.timeout, opts.retries, opts.rate, opts.authorization, opts.max_body,
                    opts.backoff, opts.concurrency) as transport:
-        answers = AnswerFile(out, probes.sha256, transport.shown, model)
+        if opts.protocol == "openai":
+            model = openai.served_model(transport, model)
+            openai.prompt_ids(probes, 0)  # a probe set of prompts, or a clear error before anything is sent
+        answers = AnswerFile(out, probes.sha256, transport.shown, model,
+                             openai.signature if opts.protocol == "openai" else None)
         try:
             done = answers.open()
-            ids = [int(i) for i in probes.ids]
             todo = [k for k, pid in enumerate(ids) if pid not in done]
             on_start(len(ids), len(ids) - len(todo))
             batches = [todo[s:s + opts.batch] for s in range(0, len(todo), opts.batch)]
             if batches:
-                meta = kserve.metadata(transport, model)
-                names = kserve.input_names(list(probes.inputs), meta)
-                expected = None if opts.outputs else kserve.output_names(meta)
-
-                def ask(rows: list[int]) -> dict:
-                    pids = [ids[k] for k in rows]
-                    sel = np.asarray(rows)
-                    body = kserve.request_body({n: x[sel] for n, x in probes.inputs.items()}, names,
-                                               str(pids[0]), opts.binary, opts.outputs)
-                    reply = transport.request("POST", kserve.infer_path(model), body)
-                    where = f"POST {transport.shown}{kserve.infer_path(model)} (probes {pids[0]}..{pids[-1]})"
-                    doc = kserve.parse_answer(reply, where, pids, expected)
-                    doc["parameters"] = {"probe_set": probes.sha256, "probe_ids": pids, KEY: {
-                        "protocol": opts.protocol, "status": reply.status, "latency_s": round(reply.latency_s, 6),
-                        "attempts": reply.attempts, "binary": opts.binary, "headers": reply.headers}}
-                    return doc
-
+                ask = (_openai_asker if opts.protocol == "openai" else _kserve_asker)(transport, model, probes, ids, opts)
                 _run(batches, ask, answers, opts.concurrency, on_answer)
         finally:
             answers.close()
     return QuerySummary(str(out), len(ids), len(ids) - len(todo), len(todo), len(batches))
+
+
+def _ours(probes, pids: list[int], reply, opts: QueryOptions) -> dict:
+    """The parameters an answer line carries: the probe set and ids, and what the request met."""
+    return {"probe_set": probes.sha256, "probe_ids": pids, KEY: {
+        "protocol": opts.protocol, "status": reply.status, "latency_s": round(reply.latency_s, 6),
+        "attempts": reply.attempts, "headers": reply.headers,
+        **({"binary": opts.binary} if opts.protocol == "kserve-v2" else {"endpoint": opts.endpoint})}}
+
+
+def _kserve_asker(transport: Transport, model: str, probes, ids: list[int], opts: QueryOptions):
+    meta = kserve.metadata(transport, model)
+    names = kserve.input_names(list(probes.inputs), meta)
+    expected = None if opts.outputs else kserve.output_names(meta)
+    path = kserve.infer_path(model)
+
+    def ask(rows: list[int]) -> list[dict]:
+        pids = [ids[k] for k in rows]
+        sel = np.asarray(rows)
+        body = kserve.request_body({n: x[sel] for n, x in probes.inputs.items()}, names,
+                                   str(pids[0]), opts.binary, opts.outputs)
+        reply = transport.request("POST", path, body)
+        doc = kserve.parse_answer(reply, f"POST {transport.shown}{path} (probes {pids[0]}..{pids[-1]})", pids, expected)
+        doc["parameters"] = _ours(probes, pids, reply, opts)
+        return [doc]
+
+    return ask
+
+
+def _openai_asker(transport: Transport, model: str, probes, ids: list[int], opts: QueryOptions):
+    path = openai.ENDPOINTS[opts.endpoint]
+
+    def ask(rows: list[int]) -> list[dict]:
+        pids = [ids[k] for k in rows]
+        body = openai.request_body(opts.endpoint, model, [openai.prompt_ids(probes, k) for k in rows],
+                                   opts.top_logprobs, opts.max_tokens, opts.token_ids)
+        reply = transport.request("POST", path, body)
+        lines = openai.parse_answer(reply, f"POST {transport.shown}{path} (probes {pids[0]}..{pids[-1]})",
+                                    opts.endpoint, pids, opts.top_logprobs, opts.max_tokens)
+        for pid, line in zip(pids, lines):
+            line["parameters"] = _ours(probes, [pid], reply, opts)
+        return lines
+
+    return ask
 
 
 def _run(batches: list[list[int]], ask, answers: AnswerFile, concurrency: int, on_answer) -> None:
@@ -91,20 +138,20 @@ def _run(batches: list[list[int]], ask, answers: AnswerFile, concurrency: int, o
     error: Exception | None = None
     pending = iter(batches)
     with cf.ThreadPoolExecutor(concurrency, thread_name_prefix="hspi-query") as pool:
-        flying = {pool.submit(ask, b): b for b in _take(pending, concurrency)}
+        flying = {pool.submit(ask, b): b for b in itertools.islice(pending, concurrency)}
         try:
             while flying:
                 finished, _ = cf.wait(flying, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     rows = flying.pop(fut)
                     try:
-                        doc = fut.result()
-                        answers.append(doc, f"answer for probes {doc['parameters']['probe_ids'][:4]}")
+                        for doc in fut.result():
+                            answers.append(doc, f"answer for probes {doc['parameters']['probe_ids'][:4]}")
                         on_answer(len(rows))
                     except QueryError as exc:
                         error = error or exc
                 if error is None:
-                    flying.update({pool.submit(ask, b): b for b in _take(pending, len(finished))})
+                    flying.update({pool.submit(ask, b): b for b in itertools.islice(pending, len(finished))})
         except BaseException:
             for fut in flying:
                 fut.cancel()
@@ -112,12 +159,3 @@ def _run(batches: list[list[int]], ask, answers: AnswerFile, concurrency: int, o
     if error is not None:
         raise error
 
-
-def _take(it, n: int) -> list:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(it))
-        except StopIteration:
-            break
-    return out

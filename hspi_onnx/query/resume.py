@@ -1,4 +1,5 @@
-"""The answer file of ``hspi query``: KServe v2 responses as JSON Lines, appended one per answer.
+"""The answer file of ``hspi query``: JSON Lines, appended one per answer: KServe v2 responses,
+or ``hspi-logprobs/1`` lines for the OpenAI protocol (one per probe).
 
 Every line names the probe set (``parameters.probe_set``), its probe ids and, under
 ``parameters.hspi_query`` (which the suspect reader ignores), the endpoint and model it came from
@@ -13,16 +14,20 @@ import json
 import os
 from pathlib import Path
 
+from typing import Callable
+
 from .transport import QueryError
 
 KEY = "hspi_query"
 
 
 class AnswerFile:
-    def __init__(self, path: str | Path, probe_set: str, url: str, model: str):
+    def __init__(self, path: str | Path, probe_set: str, url: str, model: str,
+                 signature: Callable[[dict], object] | None = None):
         self.path = Path(path)
         self.origin = {"probe_set": probe_set, "url": url, "model": model}
-        self.signature: dict[str, tuple] | None = None  # output name -> (datatype, row shape)
+        self.sign = signature or kserve_signature
+        self.signature = None  # the first answer's
         self.fh = None
 
     def open(self) -> set[int]:
@@ -58,8 +63,11 @@ class AnswerFile:
         return ids
 
     def check(self, doc: dict, where: str) -> None:
-        """Every answer has the outputs, datatypes and row shapes of the first."""
-        sig = {o["name"]: (o["datatype"], tuple(o["shape"][1:])) for o in doc["outputs"]}
+        """Every answer has the signature of the first (outputs, datatypes and row shapes)."""
+        try:
+            sig = self.sign(doc)
+        except (KeyError, TypeError, IndexError):
+            raise QueryError(f"{where} is not an answer of this protocol; write to another file") from None
         if self.signature is None:
             self.signature = sig
         elif sig != self.signature:
@@ -79,5 +87,12 @@ class AnswerFile:
             self.fh = None
 
 
-def _show(sig: dict) -> str:
-    return ", ".join(f"{n}:{dt}{list(shape)}" for n, (dt, shape) in sig.items())[:160]
+def kserve_signature(doc: dict) -> dict[str, tuple]:
+    """Output name -> (datatype, row shape)."""
+    return {o["name"]: (o["datatype"], tuple(o["shape"][1:])) for o in doc["outputs"]}
+
+
+def _show(sig) -> str:
+    if isinstance(sig, dict):
+        return ", ".join(f"{n}:{dt}{list(shape)}" for n, (dt, shape) in sig.items())[:160]
+    return str(sig)[:160]
