@@ -1,10 +1,12 @@
 """``hspi demo``: the whole product on one machine, end to end.
 
 Build the default reference DB (zoo models on every available CPU platform), train the
-classifier, evaluate it (plots), then play a black-box service over HTTP: ``hspi serve`` runs a
+classifier, evaluate it (plots), then play black-box services over HTTP: ``hspi serve`` runs a
 platform chosen at random with its label hidden, ``hspi query`` asks it some probes over
 localhost, its answers are the suspect file, matched against the DB, and one true and one
-false claim about it are verified.
+false claim about it are verified. The first box speaks KServe v2 (any model); the second is
+the language model behind the OpenAI-compatible completions endpoint, whose per-token top-k
+log-probabilities are the suspect.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ class DemoConfig:
     iterations: int = 100
     eval_queries: tuple[int, ...] = (1, 2, 4, 8, 16)
     eval_groups: int = 20  # test query groups per platform and n
+    platforms: dict[str, list[str]] | None = None  # model -> platform globs (default: every platform)
 
     @classmethod
     def quick(cls, out: Path, seed: int | None = None) -> "DemoConfig":
-        return cls(out, models=("digits",), probes=120, queries=16, seed=seed, rows_per_platform=60,
-                   iterations=60, eval_queries=(1, 8), eval_groups=10)
+        # the LM on a few ONNX Runtime platforms only: enough for the OpenAI black box
+        return cls(out, models=("digits", "lm"), probes=120, queries=16, seed=seed, rows_per_platform=60,
+                   iterations=60, eval_queries=(1, 8), eval_groups=10,
+                   platforms={"lm": ["onnxruntime/*/*/bs=1,opt=all,*threads=1"]})
 
 
 def build_db(cfg: DemoConfig, on_event) -> tuple:
@@ -49,7 +54,8 @@ def build_db(cfg: DemoConfig, on_event) -> tuple:
     for name in cfg.models:
         info = resolve_model(name)
         probes = generate(info, None, n=cfg.probes, seed=0)
-        summary = build(db, info, probes, None, on_event=lambda kind, data, m=name: on_event(m, kind, data))
+        summary = build(db, info, probes, (cfg.platforms or {}).get(name),
+                        on_event=lambda kind, data, m=name: on_event(m, kind, data))
         built.append((info, probes, summary))
     return db, built
 
@@ -96,18 +102,31 @@ class BlackBox:
     suspect: Path
     true_claim: str
     false_claim: str
+    model: str = ""
+    protocol: str = "kserve-v2"
 
 
-def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> BlackBox:
+def language_models(built) -> list:
+    """The built models ``hspi serve`` can answer for over the OpenAI-compatible endpoint."""
+    from hspi_onnx.serve.openai_api import byte_lm
+
+    return [b for b in built if byte_lm(b[0]) is not None]
+
+
+def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator, protocol: str = "kserve-v2") -> BlackBox:
     """A black-box service over HTTP: ``hspi serve`` runs a random platform of a random model
     in a child process; ``cfg.queries`` random probes of the DB's probe set are sent to it with
-    ``hspi query`` over localhost (KServe v2), and its answers are the suspect file. The label
-    never leaves the server process (the parent knows it only to reveal it at the end)."""
+    ``hspi query`` over localhost, and its answers are the suspect file: KServe v2 responses, or
+    with ``protocol="openai"`` a language model's top-5 log-probabilities of the next token. The
+    label never leaves the server process (the parent knows it only to reveal it at the end)."""
     from hspi_onnx.labels import Platform
     from hspi_onnx.query import QueryOptions, query
     from hspi_onnx.serve.process import ServerProcess
 
-    info, probes, _ = built[int(rng.integers(len(built)))]
+    choices = language_models(built) if protocol == "openai" else built
+    if not choices:
+        raise HspiError("no language model was built to answer over the OpenAI-compatible endpoint")
+    info, probes, _ = choices[int(rng.integers(len(choices)))]
     manifest = db.manifest()
     labels = sorted({r for run in manifest["runs"].values() if run["model_sha256"] == info.sha256
                      for r in run["platforms"]} - {f["platform"] for f in manifest["failures"]})
@@ -116,16 +135,17 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator) -> Blac
     label = labels[int(rng.integers(len(labels)))]
     plat = Platform.parse(label)
     pick = np.sort(rng.choice(len(probes), size=min(cfg.queries, len(probes)), replace=False))
-    path = cfg.out / "suspect.jsonl"
+    path = cfg.out / ("suspect.jsonl" if protocol == "kserve-v2" else "suspect-openai.jsonl")
     path.unlink(missing_ok=True)
     with ServerProcess(str(info.path), label) as server:
-        query(probes.sample(pick), path, QueryOptions(server.url, model=info.name, batch=4, concurrency=2))
+        query(probes.sample(pick), path, QueryOptions(server.url, model=info.name, protocol=protocol, batch=4,
+                                                      concurrency=2, top_logprobs=5))
     # a false claim the DB can refute: a precision this runtime has in the DB, but not this one
     others = sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}
                     - {plat.precision})
     false_precision = others[int(rng.integers(len(others)))] if others else "fp64"
     return BlackBox(label, path, f"runtime={plat.runtime},precision={plat.precision}",
-                    f"runtime={plat.runtime},precision={false_precision}")
+                    f"runtime={plat.runtime},precision={false_precision}", info.name, protocol)
 
 
 def new_seed() -> int:

@@ -1,5 +1,5 @@
-"""`hspi demo --quick` end to end: build, train, evaluate, a black box over HTTP (hspi serve,
-hspi query), match, verify."""
+"""`hspi demo --quick` end to end: build, train, evaluate, two black boxes over HTTP (hspi serve,
+hspi query; KServe v2 with any model, OpenAI-compatible completions with the LM), match, verify."""
 
 import subprocess
 import sys
@@ -10,7 +10,9 @@ def test_quick_demo_names_the_hidden_platform(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "demo", "--quick", "-n", "40", "--seed", "3",
                         "-o", str(out), "-q"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "matcher named it" in r.stdout
-    assert "true claim -> CONSISTENT, false claim -> INCONSISTENT" in r.stdout
+    assert r.stdout.count("matcher named it") == 2
+    assert r.stdout.count("true claim -> CONSISTENT, false claim -> INCONSISTENT") == 2
+    assert "black box over openai" in r.stdout
     assert (out / "suspect.jsonl").is_file() and (out / "classifier" / "classifier.json").is_file()
+    assert (out / "suspect-openai.jsonl").is_file()
     assert list((out / "plots").glob("*.png"))

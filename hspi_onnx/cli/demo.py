@@ -12,16 +12,18 @@ from .common import QuietOpt, console, progress
 
 
 def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Directory for the DB, classifier, plots and suspect file.")] = Path("hspi-demo"),
-         quick: Annotated[bool, typer.Option("--quick", help="Smaller run: the digits model, 120 probes.")] = False,
+         quick: Annotated[bool, typer.Option("--quick", help="Smaller run: the digits model, the LM on 4 platforms, 120 probes.")] = False,
          probes: Annotated[Optional[int], typer.Option("-n", min=1, help="Probes per model (default 300; 120 with --quick).", show_default=False)] = None,
          seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the black box's choice (default: random, printed).", show_default=False)] = None,
          quiet: QuietOpt = False) -> None:
     """End to end on this machine: build the default DB, train, evaluate (plots), run a
     platform chosen at random as a black box behind `hspi serve` (KServe v2 over localhost),
-    query it with `hspi query`, match its answers, verify a true and a false claim."""
+    query it with `hspi query`, match its answers, verify a true and a false claim; then the
+    same with the language model behind the OpenAI-compatible endpoint."""
     import numpy as np
 
-    from hspi_onnx.demo import DemoConfig, build_db, evaluate_for_plots, new_seed, play_black_box, train_classifier
+    from hspi_onnx.demo import (DemoConfig, build_db, evaluate_for_plots, language_models, new_seed, play_black_box,
+                                train_classifier)
     from hspi_onnx.match.claims import parse_claim, verify
 
     from .match import print_match, print_verify, run_match
@@ -74,26 +76,33 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
     con.print(f"   accuracy at n={n8}: " + ", ".join(f"{t} {100 * a:.0f}%" for t, a in accs.items()), highlight=False)
     timings["eval"] = time.perf_counter() - t0 - sum(timings.values())
 
-    con.print(f"[bold]4. black box[/bold] (seed {seed}): hspi serve runs a hidden platform; hspi query asks it "
-              f"{cfg.queries} probes over localhost", highlight=False)
-    box = play_black_box(db, built, cfg, np.random.default_rng(seed))
-    con.print(f"   its answers (KServe v2 responses) -> {box.suspect}; server stopped", highlight=False)
-    match_report, platforms = run_match(box.suspect, db.root, clf_path, True)
-    print_match(match_report)
-    results = []
-    for claim in (box.true_claim, box.false_claim):
-        res = verify(match_report, parse_claim(claim), platforms)
-        print_verify(res)
-        results.append(res.verdict)
+    boxes = [("4", "kserve-v2", "KServe v2 responses")]
+    if language_models(built):
+        boxes.append(("5", "openai", "top-5 log-probabilities of the next token"))
+    ok = True
+    for step, protocol, what in boxes:
+        con.print(f"[bold]{step}. black box over {protocol}[/bold] (seed {seed}): hspi serve runs a hidden platform; "
+                  f"hspi query asks it {cfg.queries} probes over localhost", highlight=False)
+        box = play_black_box(db, built, cfg, np.random.default_rng(seed), protocol)
+        con.print(f"   {box.model}: its answers ({what}) -> {box.suspect}; server stopped", highlight=False)
+        # the classifier was trained on raw outputs: the log-probabilities are matched on exact evidence
+        match_report, platforms = run_match(box.suspect, db.root, clf_path if protocol == "kserve-v2" else None, True)
+        print_match(match_report)
+        results = []
+        for claim in (box.true_claim, box.false_claim):
+            res = verify(match_report, parse_claim(claim), platforms)
+            print_verify(res)
+            results.append(res.verdict)
+        found = box.label in match_report.verdict.platforms
+        con.print(f"   reveal: the hidden platform was {box.label}", highlight=False, soft_wrap=True)
+        con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report.verdict.status}); "
+                  f"true claim -> {results[0]}, false claim -> {results[1]}", highlight=False)
+        ok = ok and found and results == ["CONSISTENT", "INCONSISTENT"]
     timings["match"] = time.perf_counter() - t0 - sum(timings.values())
 
-    found = box.label in match_report.verdict.platforms
-    con.print(f"[bold]5. reveal[/bold]: the hidden platform was {box.label}", highlight=False, soft_wrap=True)
-    con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report.verdict.status}); "
-              f"true claim -> {results[0]}, false claim -> {results[1]}", highlight=False)
     con.print(f"   DB {cfg.out / 'db'}, classifier {clf_path}, plots {cfg.out / 'plots'} ({len(plots)} PNG), "
               f"eval report {cfg.out / 'eval.json'}", highlight=False)
     con.print("   time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
               + f", total {time.perf_counter() - t0:.0f} s", highlight=False)
-    if not found or results != ["CONSISTENT", "INCONSISTENT"]:
+    if not ok:
         raise typer.Exit(1)
