@@ -222,3 +222,36 @@ def test_query_openai_then_match_names_the_platform(servers, tmp_path):
     assert suspect.form == "logprobs" and suspect.index.shape == (6, 5)
     rep = match(suspect, db)
     assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [label]
+
+
+def test_db_build_remote_equals_the_local_build(servers, tmp_path):
+    """hspi db build --remote: the platform a server with --reveal-platform serves, built over
+    KServe v2 binary tensors (20 probes in batches of 8: the last one wraps), is bit for bit the
+    local build of that platform; a black-box server (no --reveal-platform) is refused by name."""
+    from hspi_onnx.cli import main
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.db.store import ReferenceDB
+
+    platform = "onnxruntime/*/fp32/bs=8,opt=all,threads=1"
+    probes = tmp_path / "p.npz"
+    generate(resolve_model("digits"), n=20).save(probes)
+
+    def hspi(*args):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            return exc.code
+        return 0
+
+    with ServerProcess("digits", platform, extra=("--reveal-platform",)) as server:
+        assert hspi("db", "build", "digits", "--db", str(tmp_path / "remote"), "--probes", str(probes),
+                    "--remote", server.url, "-q") == 0
+    assert hspi("db", "build", "digits", "--db", str(tmp_path / "local"), "--probes", str(probes),
+                "-p", platform, "-q") == 0
+    (remote,), (local,) = load_groups(ReferenceDB(tmp_path / "remote")), load_groups(ReferenceDB(tmp_path / "local"))
+    assert remote.platforms == local.platforms and len(remote.platforms) == 1
+    label = remote.platforms[0]
+    assert remote.outputs[label].dtype == np.float32
+    assert remote.outputs[label].tobytes() == local.outputs[label].tobytes()
+    assert hspi("db", "build", "digits", "--db", str(tmp_path / "x"), "--probes", str(probes),
+                "--remote", servers["digits"].url, "-q") == 2

@@ -6,23 +6,29 @@ from pathlib import Path
 
 import typer
 
-from typing import Annotated
+from typing import Annotated, Optional
+
+from hspi_onnx.errors import HspiError
 
 from .common import (DbOpt, DimOpt, ExtraOpt, InProcessOpt, JsonOpt, KindOpt, ModelArg, NProbesOpt, PlatformsOpt,
                      ProbesOpt, QuietOpt, SeedOpt, console, emit_json, load_probe_arg, progress, short_label)
 
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
+RemoteOpt = Annotated[Optional[list[str]], typer.Option("--remote", metavar="URL", help="Build the platform that `hspi serve MODEL -p PLATFORM --reveal-platform` serves at URL, on that machine's hardware (repeatable).", show_default=False)]
+AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="With --remote: environment variable holding the Authorization header's value.", show_default=False)]
 EXIT_PARTIAL = 3
 
 
 @app.command("build")
 def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: ProbesOpt = None,
           kind: KindOpt = None, n: NProbesOpt = 64, seed: SeedOpt = 0, dim: DimOpt = None,
-          extra: ExtraOpt = False, in_process: InProcessOpt = False,
-          quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+          extra: ExtraOpt = False, in_process: InProcessOpt = False, remote: RemoteOpt = None,
+          auth_env: AuthEnvOpt = None, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Run every selected platform over the probes into DB, each in a worker process of its
-    runtime family (resumable; a platform that fails or crashes is recorded; exit 3 if partial)."""
-    from hspi_onnx.db.build import build as run_build
+    runtime family (resumable; a platform that fails or crashes is recorded; exit 3 if partial).
+    With --remote, the platform another machine serves (hspi serve --reveal-platform) instead."""
+    from contextlib import ExitStack
+
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.run.runner import Runner
@@ -31,7 +37,39 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
     probe_set = load_probe_arg(info, probes, kind, n, seed, dim)
     ref = ReferenceDB(db, create=True)
     out = console(stderr=True)
-    with progress(quiet or as_json) as bar, Runner(in_process=in_process) as runner:
+    if remote and (platforms or in_process or extra):
+        raise HspiError("--remote builds the platform the remote server serves: drop -p, --in-process and --extra-variants")
+    with ExitStack() as stack:
+        summaries = []
+        if remote:
+            from hspi_onnx.cli.query import authorization
+            from hspi_onnx.query.remote import RemoteRunner
+
+            for url in remote:
+                runner = stack.enter_context(RemoteRunner(url, authorization(auth_env)))
+                label, _ = runner.describe(info)
+                summaries.append(_build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out,
+                                                  [(None, label)]))
+        else:
+            runner = stack.enter_context(Runner(in_process=in_process))
+            summaries.append(_build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, None))
+    if as_json:
+        emit_json(summaries[0].as_dict() if len(summaries) == 1 else [s.as_dict() for s in summaries])
+    else:
+        for summary in summaries:
+            console().print(f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
+                            f"{len(summary.failed)} failed, {len(summary.nondeterministic)} not repeatable -> {db}")
+            if quiet:  # without bars the failures were not shown as they happened
+                for label, reason in summary.failed.items():
+                    out.print(f"failed {label}: {reason}", highlight=False, soft_wrap=True)
+    if any(s.partial for s in summaries):
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, plan):
+    from hspi_onnx.db.build import build as run_build
+
+    with progress(quiet or as_json) as bar:
         overall = bar.add_task("all platforms", total=None)
         current = {"task": None}
 
@@ -50,17 +88,7 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
                 if kind == "failed" and not quiet:
                     out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)
 
-        summary = run_build(ref, info, probe_set, platforms, on_event, extra=extra, runner=runner)
-    if as_json:
-        emit_json(summary.as_dict())
-    else:
-        console().print(f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
-                        f"{len(summary.failed)} failed, {len(summary.nondeterministic)} not repeatable -> {db}")
-        if quiet:  # without bars the failures were not shown as they happened
-            for label, reason in summary.failed.items():
-                out.print(f"failed {label}: {reason}", highlight=False, soft_wrap=True)
-    if summary.partial:
-        raise typer.Exit(EXIT_PARTIAL)
+        return run_build(ref, info, probe_set, platforms, on_event, extra=extra, runner=runner, plan=plan)
 
 
 @app.command("upgrade")

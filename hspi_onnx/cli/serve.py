@@ -14,6 +14,7 @@ def serve(model: ModelArg,
           port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="TCP port; 0 takes a free one (printed).")] = 8000,
           host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
           name: Annotated[str, typer.Option("--name", metavar="NAME", help="Model name clients use (default: the model's name).", show_default=False)] = "",
+          reveal_platform: Annotated[bool, typer.Option("--reveal-platform", help="Also answer GET /hspi/v1/platform with the platform's label and this host's facts, so that `hspi db build --remote URL` can build reference rows here (not a black box then).")] = False,
           in_process: InProcessOpt = False) -> None:
     """Serve MODEL on one platform until interrupted: KServe v2 REST under /v2 (JSON and binary
     tensors, as tritonclient speaks it) and, for a byte-level language model, OpenAI-compatible
@@ -34,6 +35,6 @@ def serve(model: ModelArg,
 
     try:
         service.warm_up()
-        run_server(service, host, port, on_listen=listening)
+        run_server(service, host, port, on_listen=listening, reveal_platform=reveal_platform)
     finally:
         service.close()

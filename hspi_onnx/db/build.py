@@ -87,15 +87,19 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
 
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
           on_event: Callable[[str, dict], None] = lambda kind, data: None,
-          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: Runner | None = None) -> BuildSummary:
+          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: Runner | None = None,
+          plan: list[tuple] | None = None) -> BuildSummary:
     """Every selected platform of ``model`` over ``probes`` into ``db``, each in a worker
-    process of its runtime family (``runner``: one to share, e.g. in-process; default: a new one)."""
+    process of its runtime family (``runner``: one to share, e.g. in-process; default: a new one).
+    ``plan``, with a runner that can run it (e.g. :class:`hspi_onnx.query.remote.RemoteRunner`),
+    replaces the local platforms that ``patterns`` select: (adapter or None, platform) pairs."""
     if runner is None:
         with Runner() as own:
-            return build(db, model, probes, patterns, on_event, repeat_sample, extra, own)
+            return build(db, model, probes, patterns, on_event, repeat_sample, extra, own, plan)
     db.require_writable()
     probes = probes.bind(model)
-    plan = selected_variants(model, probes.kind, patterns, extra)
+    if plan is None:
+        plan = selected_variants(model, probes.kind, patterns, extra)
     todo = [(a, p) for a, p in plan if not db.existing_shards(model.sha256, probes.sha256, str(p))]
     pending = {str(p) for _, p in todo}
     if todo:

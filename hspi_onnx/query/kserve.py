@@ -100,9 +100,8 @@ def _float_constant(name: str) -> float:
     return float(name.lower().replace("infinity", "inf"))
 
 
-def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[str] | None) -> dict:
-    """The answer to one request as a suspect-file response (without our parameters): every output
-    a float tensor of ``len(probe_ids)`` rows, ``data`` flat and printed with round-trip precision."""
+def _split(reply: Reply, where: str) -> tuple[dict, bytes]:
+    """The JSON header of a 200 answer holding outputs, and the binary data after it."""
     if reply.status != 200:
         raise QueryError(f"{where}: HTTP {reply.status} ({_error_text(reply)})")
     if reply.content_type == "text/html":
@@ -120,6 +119,36 @@ def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[
     if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list) or not doc["outputs"]:
         what = f"error {one_line(str(doc['error']).encode(), 100)!r}" if isinstance(doc, dict) and "error" in doc else "no outputs"
         raise QueryError(f"{where}: the response holds {what}")
+    return doc, rest
+
+
+def binary_outputs(reply: Reply, where: str, rows: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Every output of a binary answer (``binary_data_output``), by name in ``names``' order,
+    as arrays of ``rows`` rows in their own datatype: the runtime's bits, NaN and Inf included."""
+    doc, rest = _split(reply, where)
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for o in doc["outputs"]:
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str) or not isinstance(o.get("parameters"), dict):
+            raise QueryError(f"{where}: an output without a name or binary parameters")
+        name, dt, shape, size = o["name"], o.get("datatype"), o.get("shape"), o["parameters"].get("binary_data_size")
+        if dt not in oip.DATATYPES or not isinstance(shape, list) or not shape or shape[0] != rows or not all(
+                isinstance(x, int) and x >= 0 for x in shape):
+            raise QueryError(f"{where}: output {name[:40]!r} has datatype {str(dt)[:16]} and shape {str(shape)[:40]} "
+                             f"for {rows} rows")
+        if not isinstance(size, int) or size != math.prod(shape) * oip.numpy_dtype(dt).itemsize or offset + size > len(rest):
+            raise QueryError(f"{where}: output {name[:40]!r} is not binary data of its shape (binary_data_output ignored?)")
+        out[name] = oip.from_le_bytes(rest[offset:offset + size], dt).reshape(shape)
+        offset += size
+    if offset != len(rest) or sorted(out) != sorted(names):
+        raise QueryError(f"{where}: the answer holds outputs {sorted(out)[:4]}, the model has {names[:4]}")
+    return {n: out[n] for n in names}
+
+
+def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[str] | None) -> dict:
+    """The answer to one request as a suspect-file response (without our parameters): every output
+    a float tensor of ``len(probe_ids)`` rows, ``data`` flat and printed with round-trip precision."""
+    doc, rest = _split(reply, where)
     if expected and len(doc["outputs"]) != len(expected):
         raise QueryError(f"{where}: the response holds {len(doc['outputs'])} outputs, the model's metadata names "
                          f"{len(expected)} ({', '.join(expected[:4])})")

@@ -39,7 +39,27 @@ def body_reader(limit: int):
     return read_body
 
 
-def create_app(service, max_body: int = DEFAULT_MAX_BODY):
+def reference_router(service):
+    """``GET /hspi/v1/platform``: the served platform's label, the model's sha256 and this host's
+    facts, for ``hspi db build --remote`` (only with ``hspi serve --reveal-platform``: a machine
+    contributing reference outputs, not a black box)."""
+    from fastapi import APIRouter
+
+    from hspi_onnx import __version__
+    from hspi_onnx.host import cpu_facts
+
+    api = APIRouter(prefix="/hspi/v1")
+    doc = {"platform": str(service.platform), "model": service.name, "model_sha256": service.model.sha256,
+           "host": cpu_facts(), "hspi_onnx": __version__}
+
+    @api.get("/platform")
+    def platform() -> dict:
+        return doc
+
+    return api
+
+
+def create_app(service, max_body: int = DEFAULT_MAX_BODY, reveal_platform: bool = False):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -51,6 +71,8 @@ def create_app(service, max_body: int = DEFAULT_MAX_BODY):
     read_body = body_reader(max_body)
     app.include_router(kserve.router(service, read_body))
     app.include_router(openai_api.router(service, read_body))
+    if reveal_platform:
+        app.include_router(reference_router(service))
 
     def error(request: Request, status: int, message: str) -> JSONResponse:
         message = " ".join(str(message).split())[:500]
@@ -75,7 +97,7 @@ def create_app(service, max_body: int = DEFAULT_MAX_BODY):
 
 
 def serve(service, host: str, port: int, on_listen: Callable[[str, int], None] | None = None,
-          max_body: int = DEFAULT_MAX_BODY) -> None:
+          max_body: int = DEFAULT_MAX_BODY, reveal_platform: bool = False) -> None:
     """Serve until interrupted (SIGINT / SIGTERM); ``port`` 0 takes a free one, which
     ``on_listen(host, port)`` is told once the socket is bound."""
     import uvicorn
@@ -88,7 +110,7 @@ def serve(service, host: str, port: int, on_listen: Callable[[str, int], None] |
     except OSError as exc:
         sock.close()
         raise HspiError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    config = uvicorn.Config(create_app(service, max_body), log_level="warning", server_header=False,
+    config = uvicorn.Config(create_app(service, max_body, reveal_platform), log_level="warning", server_header=False,
                             limit_concurrency=64, timeout_graceful_shutdown=5)
     if on_listen:
         on_listen(host, sock.getsockname()[1])

@@ -25,10 +25,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    def __init__(self, model: str, platform: str, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, model: str, platform: str, port: int = 0, host: str = "127.0.0.1",
+                 extra: tuple[str, ...] = ()) -> None:
         self.stderr = tempfile.TemporaryFile(mode="w+", prefix="hspi-serve-")
         self.argv = [sys.executable, "-m", "hspi_onnx.cli", "serve", str(model), "-p", platform,
-                     "--port", str(port), "--host", host]
+                     "--port", str(port), "--host", host, *extra]
         # its own process group: kill() reaches the server's runtime worker too
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      start_new_session=True)
