@@ -150,11 +150,12 @@ def print_report(report) -> None:
     table = Table("protocol", "target", *[f"n={n}" for n in queries], "ceiling", "groups",
                   title=f"accuracy, ours / svm-bits: {report.platforms} platforms of "
                         f"{', '.join(report.models)}; test probes {report.test_probes}", show_lines=False)
-    for row in table_rows(report):
+    rows = table_rows(report)
+    for row in rows:
         table.add_row(row["case"], row["target"], *row["cells"], row["ceiling"], row["groups"])
     out.print(table)
     lost = losses(report)
-    out.print(f"ours loses to svm-bits in {len(lost)} of {len(table_rows(report)) * len(queries)} cells"
+    out.print(f"ours loses to svm-bits in {len(lost)} of {len(rows) * len(queries)} cells"
               + (": " + "; ".join(lost[:12]) + (" …" if len(lost) > 12 else "") if lost else ""), soft_wrap=True)
     unseen = [f"{r.protocol}-{r.holdout} {r.target}: {', '.join(r.unseen_values)}"
               for r in report.records if r.unseen_values and r.method == "catboost" and r.n == queries[0]]

@@ -136,11 +136,7 @@ class MatchReport:
 
     def confident_targets(self) -> dict[str, str]:
         """Classifier targets (not the platform class) that are confident and not undetermined."""
-        stats = self.evidence.stats
-        if stats is None:
-            return {}
-        return {t: p.best[0] for t, p in stats.targets.items()
-                if t != "platform" and p.confident and t not in self.verdict.undetermined and p.best[0] != NOT_APPLICABLE}
+        return confident(self.evidence.stats, self.verdict.undetermined)
 
     def to_dict(self) -> dict:
         ev = self.evidence
@@ -355,6 +351,14 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
 
 
 # -- the decision ------------------------------------------------------------------------------
+def confident(stats: StatEvidence | None, undetermined: dict[str, str]) -> dict[str, str]:
+    """Classifier targets (not the platform class) that are confident, applicable and not undetermined."""
+    if stats is None:
+        return {}
+    return {t: p.best[0] for t, p in stats.targets.items()
+            if t != "platform" and p.confident and t not in undetermined and p.best[0] != NOT_APPLICABLE}
+
+
 def decide(ev: Evidence) -> Verdict:
     """The verdict from the evidence alone (no I/O, no mutation of ``ev``)."""
     s, exact, stats, n = ev.suspect, ev.exact, ev.stats, ev.suspect.queries
@@ -406,10 +410,9 @@ def decide(ev: Evidence) -> Verdict:
                 undetermined[t] = (f"contradicted by the exact evidence: every bit-identical DB platform has "
                                    f"{t}={shared[t]}")
     if stats is not None:
-        conf = [(t, p.best[0]) for t, p in stats.targets.items()
-                if p.confident and t != "platform" and t not in undetermined and p.best[0] != NOT_APPLICABLE]
+        conf = confident(stats, undetermined)
         if conf:
-            lines.append("classifier, confident (p >= %.2f): " % CONFIDENT + ", ".join(f"{t}={v}" for t, v in conf))
+            lines.append("classifier, confident (p >= %.2f): " % CONFIDENT + ", ".join(f"{t}={v}" for t, v in conf.items()))
     elif status == UNKNOWN:
         lines.append("no classifier given (--classifier): attributes are not estimated")
     if ev.nearest:
