@@ -138,7 +138,8 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator, protoco
     path = cfg.out / ("suspect.jsonl" if protocol == "kserve-v2" else "suspect-openai.jsonl")
     path.unlink(missing_ok=True)
     with ServerProcess(str(info.path), label) as server:
-        query(probes.sample(pick), path, QueryOptions(server.url, model=info.name, protocol=protocol, batch=4,
+        # one probe per request, as an auditor who cannot know the service's batching would send them
+        query(probes.sample(pick), path, QueryOptions(server.url, model=info.name, protocol=protocol, batch=1,
                                                       concurrency=2, top_logprobs=5))
     # a false claim the DB can refute: a precision this runtime has in the DB, but not this one
     others = sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}

@@ -86,6 +86,9 @@ class RunResult:
     seconds: float = 0.0
     host: dict = field(default_factory=dict)
     repeats: bool | None = None  # whether a repeated sample was bit-identical (None: not repeated)
+    # whether the first probe, in a batch of copies of itself, gives the bits it gave among other
+    # probes (None: bs = 1 or not checked); False: the platform's output depends on what shares its batch
+    batch_independent: bool | None = None
 
     @property
     def output_names(self) -> list[str]:

@@ -186,3 +186,35 @@ def test_merge_unions_and_flags_disagreeing_labels(tmp_path, zoo, capsys):
     again = json.loads(subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "db", "merge", str(a.root),
                                        "-o", str(c.root), "--json"], capture_output=True, text=True).stdout)
     assert again["shards_copied"] == 0 and again["shards_identical"] == 2
+
+
+def test_batch_dependent_platforms_are_recorded_and_explained(tmp_path, zoo):
+    """int8 dynamic quantisation computes one activation scale per batch: the build records that
+    the first probe alone in its batch (padded with copies) gives other bits; fp32 is not flagged.
+    A suspect served one probe per request by the bs=8 platform matches its bs=1 sibling, and the
+    verdict says why the bs=8 platform is not named."""
+    from hspi_onnx.inputs.probes import ProbeSet
+    from hspi_onnx.match.identify import match
+    from hspi_onnx.match.suspect import load_suspect, write_npz
+    from hspi_onnx.run.adapter import resolve_platform
+    from hspi_onnx.run.runner import execute
+
+    model = zoo["digits"]
+    probes = generate(model, n=12)
+    int8 = "onnxruntime/*/int8/bs=8,opt=all,quant=dynamic,threads=1"
+    db = ReferenceDB(tmp_path / "db", create=True)
+    summary = build(db, model, probes, [int8, "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+                                        "onnxruntime/*/fp32/bs=8,opt=all,threads=1"])
+    assert len(summary.built) == 3 and [short.split("/")[2:] for short in summary.batch_dependent] == [
+        ["int8", "bs=8,opt=all,quant=dynamic,threads=1"]]
+    assert [e["platform"] for e in db.manifest()["batch_dependent"]] == summary.batch_dependent
+    adapter, plat = resolve_platform(int8, model, probes.kind)
+    alone = [execute(adapter, model, plat, ProbeSet("one", probes.kind, 0, "probe", {k: v[i:i + 1] for k, v in
+                                                                                      probes.inputs.items()},
+                                                    probes.ids[i:i + 1])).first[0] for i in range(len(probes))]
+    write_npz(tmp_path / "s.npz", probes.sha256, model.sha256, probes.ids, np.stack(alone))
+    rep = match(load_suspect(tmp_path / "s.npz"), db)
+    assert rep.verdict.platforms == [str(plat.with_knobs(bs="1"))]
+    assert rep.evidence.batch_dependent == summary.batch_dependent
+    assert str(plat) not in rep.verdict.platforms
+    assert any("depending on what shares its batch" in line for line in rep.verdict.evidence)

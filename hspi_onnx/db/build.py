@@ -37,6 +37,7 @@ class BuildSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     nondeterministic: list[str] = field(default_factory=list)
+    batch_dependent: list[str] = field(default_factory=list)  # a probe's output depends on its batch-mates
 
     @property
     def partial(self) -> bool:
@@ -44,7 +45,8 @@ class BuildSummary:
 
     def as_dict(self) -> dict:
         return {"run_id": self.run_id, "planned": self.planned, "built": self.built, "skipped": self.skipped,
-                "failed": self.failed, "nondeterministic": self.nondeterministic, "partial": self.partial}
+                "failed": self.failed, "nondeterministic": self.nondeterministic,
+                "batch_dependent": self.batch_dependent, "partial": self.partial}
 
 
 def _now() -> str:
@@ -148,6 +150,10 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
             summary.nondeterministic.append(label)
             db.update(lambda m: m["nondeterministic"].append(
                 entry(label, "second run differed on the repeat sample")))
+        if result.batch_independent is False:
+            summary.batch_dependent.append(label)
+            db.update(lambda m: m.setdefault("batch_dependent", []).append(
+                entry(label, "the first probe alone in its batch (padded with copies) gave other bits")))
         on_event("built", {"platform": label, "deterministic": deterministic})
 
     def finish(m: dict) -> None:

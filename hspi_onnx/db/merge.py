@@ -22,9 +22,9 @@ def _merge_manifest(dst: dict, src: dict) -> None:
     for table in ("models", "probe_sets", "platforms", "runs"):
         for key, value in src[table].items():
             dst[table].setdefault(key, value)
-    for table in ("failures", "nondeterministic"):
-        for entry in src[table]:
-            if entry not in dst[table]:
+    for table in ("failures", "nondeterministic", "batch_dependent"):  # the last absent from older DBs
+        for entry in src.get(table, []):
+            if entry not in dst.setdefault(table, []):
                 dst[table].append(entry)
 
 

@@ -117,6 +117,7 @@ class Evidence:
     exact: ExactEvidence
     nearest: list[Nearest] | None = None
     stats: StatEvidence | None = None
+    batch_dependent: list[str] = field(default_factory=list)  # of db_platforms: output depends on batch-mates
 
 
 @dataclass
@@ -143,6 +144,8 @@ class MatchReport:
         out = {"suspect": asdict(ev.suspect), "db": {"path": ev.db_path, "platforms": len(ev.db_platforms),
                                                     "dtypes": ev.db_dtypes},
                "exact": asdict(ev.exact), "verdict": asdict(self.verdict)}
+        if ev.batch_dependent:
+            out["db"]["batch_dependent"] = ev.batch_dependent
         if ev.nearest is not None:
             out["nearest"] = [asdict(n) for n in ev.nearest]
         if ev.stats is not None:
@@ -347,7 +350,11 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
         exact = summarise(per_query, "degraded values" if suspect.form != "softmax"
                           else "none (softmax is recomputed by the server)")
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
-    return Evidence(summary, str(db.root), res.platforms, res.group.dtypes[j], exact, nearest, stats)
+    manifest = db.manifest()
+    flagged = {e["platform"] for e in manifest.get("batch_dependent", [])
+               if e.get("model_sha256") == res.group.model_sha256 and e.get("probes_sha256") == res.group.probes_sha256}
+    return Evidence(summary, str(db.root), res.platforms, res.group.dtypes[j], exact, nearest, stats,
+                    sorted(flagged & set(res.platforms)))
 
 
 # -- the decision ------------------------------------------------------------------------------
@@ -415,9 +422,20 @@ def decide(ev: Evidence) -> Verdict:
             lines.append("classifier, confident (p >= %.2f): " % CONFIDENT + ", ".join(f"{t}={v}" for t, v in conf.items()))
     elif status == UNKNOWN:
         lines.append("no classifier given (--classifier): attributes are not estimated")
+    siblings = {_bs1(p) for p in ev.batch_dependent}
+    if ev.batch_dependent and (status != IDENTIFIED or siblings & set(platforms)):
+        lines.append(f"{len(ev.batch_dependent)} DB platform(s) compute a probe differently depending on what shares "
+                     "its batch (checked at build): a service running them on other batches matches other platforms "
+                     "or none (a lone request, padded with copies of itself, may match their bs=1 siblings)")
     if ev.nearest:
         lines.append(f"nearest DB platform: {ev.nearest[0].platform} (distance {ev.nearest[0].distance})")
     return Verdict(status, platforms, strength, lines, common_attributes(platforms), undetermined)
+
+
+def _bs1(label: str) -> str:
+    from hspi_onnx.labels import Platform
+
+    return str(Platform.parse(label).with_knobs(bs="1"))
 
 
 def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,

@@ -81,14 +81,16 @@ class RemoteRunner:
                 on_batch(len(sel))
         outputs = {k: np.concatenate([p[k] for p in parts]) for k in names}
         seconds = time.perf_counter() - t0
-        repeats = None
+        repeats = alone = None
         if repeat > 0:
             again = ask(np.arange(min(rows, n)))
             repeats = all(a.dtype == outputs[k].dtype and a.tobytes() == outputs[k][:len(a)].tobytes()
                           for k, a in again.items())
+            if bs > 1:  # a lone probe: the server pads its batch with copies of it
+                alone = all(a[0].tobytes() == outputs[k][0].tobytes() for k, a in ask(np.arange(1)).items())
         host = {**facts["host"], "remote": self.url}
         return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
-                         outputs, seconds, host, repeats=repeats)
+                         outputs, seconds, host, repeats=repeats, batch_independent=alone)
 
     def close(self) -> None:
         self.transport.close()

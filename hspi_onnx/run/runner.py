@@ -78,7 +78,9 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
             on_batch: Callable[[int], None] | None = None) -> RunResult:
     """Outputs of every probe, in this process. With ``repeat`` > 0 the first batches covering
     that many probes run again in the same session, with the same batch composition, and
-    ``result.repeats`` says whether every repeated output was bit-identical."""
+    ``result.repeats`` says whether every repeated output was bit-identical; with ``bs`` > 1 the
+    first probe also runs in a batch of copies of itself, and ``result.batch_independent`` says
+    whether it gave the same bits (a server pads a lone request so)."""
     require(adapter)
     probes = probes.bind(model)
     n = len(probes)
@@ -106,9 +108,13 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
                 for name, arr in again.items():
                     before = np.stack([results[name][i] for i in idx])
                     repeats &= arr.dtype == before.dtype and arr.tobytes() == before.tobytes()
+        alone = None
+        if repeat > 0 and bs > 1:
+            copies = session.run(probes.batch(np.zeros(bs, dtype=np.int64)))
+            alone = all(arr[0].tobytes() == results[name][0].tobytes() for name, arr in copies.items())
     outputs = {name: np.stack(rows) for name, rows in results.items()}
     return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
-                     probes.ids.copy(), outputs, seconds, cpu_facts(), repeats=repeats)
+                     probes.ids.copy(), outputs, seconds, cpu_facts(), repeats=repeats, batch_independent=alone)
 
 
 def _signal_name(code: int) -> str:
@@ -264,7 +270,8 @@ class Runner:
                 elif event == "result":
                     outputs = dict(zip(reply["names"], out))
                     return RunResult(label, model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
-                                     outputs, float(reply["seconds"]), reply["host"], repeats=reply["repeats"])
+                                     outputs, float(reply["seconds"]), reply["host"], repeats=reply["repeats"],
+                                     batch_independent=reply.get("batch_independent"))
                 elif event == "error":
                     raise PlatformFailed(reply["message"], reply.get("type", ""))
                 else:

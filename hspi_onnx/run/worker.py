@@ -85,7 +85,8 @@ def _serve(family: str, fd_in: int, fd_out: int) -> None:
             adapter = registry()[platform.runtime]
             result = execute(adapter, model, platform, probes, int(req["repeat"]), on_batch=_Progress(fd_out))
             wire.send(fd_out, {"event": "result", "names": result.output_names, "seconds": result.seconds,
-                               "repeats": result.repeats, "host": cpu_facts()}, list(result.outputs.values()))
+                               "repeats": result.repeats, "batch_independent": result.batch_independent,
+                               "host": cpu_facts()}, list(result.outputs.values()))
         except HspiError as exc:
             wire.send(fd_out, {"event": "error", "type": type(exc).__name__, "message": str(exc)})
         except Exception as exc:  # a runtime's own error: report it, keep serving

@@ -2,7 +2,10 @@
 
 A request becomes a probe set of its own rows and runs through :class:`Runner` exactly as a
 DB build runs probes: in a worker process, in batches of the platform's ``bs`` (the last batch
-wraps around), so a served output is bit-identical to the DB's for the same input. A runtime
+wraps around), so a served output is bit-identical to the DB's for the same input and the
+same batch-mates. (A platform whose output depends on what shares its batch, as int8 dynamic
+quantisation does with one scale per batch, gives other bits for a request of other rows: the
+DB build records such platforms, see ``hspi_onnx.db.build``.) A runtime
 that crashes fails that request (:class:`InferenceFailed`, a 500) and the next request gets a
 fresh worker. Error messages never name the platform: the label is what a client must infer.
 """
