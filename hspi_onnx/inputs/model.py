@@ -91,6 +91,13 @@ class OutputSpec:
     def as_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "OutputSpec":
+        try:
+            return cls(str(d["name"]), str(d["dtype"]), tuple(None if x is None else int(x) for x in d["shape"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadModelError(f"bad output description: {type(exc).__name__}: {exc}")
+
 
 @dataclass
 class ModelInfo:
@@ -127,6 +134,17 @@ class ModelInfo:
 
     def load(self):
         return load_onnx(self.path)
+
+    def to_wire(self) -> dict:
+        """Everything a worker process needs to use this model without parsing it again."""
+        return {"path": str(self.path), "sha256": self.sha256, "zoo": self.zoo,
+                "inputs": [i.as_dict() for i in self.inputs], "outputs": [o.as_dict() for o in self.outputs],
+                "metadata": self.metadata}
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "ModelInfo":
+        return cls(Path(d["path"]), str(d["sha256"]), tuple(InputSpec.from_dict(x) for x in d["inputs"]),
+                   tuple(OutputSpec.from_dict(x) for x in d["outputs"]), d.get("zoo"), dict(d.get("metadata") or {}))
 
     def describe(self) -> dict:
         """What the manifest records: ``input``/``output`` name the primary input and the first

@@ -139,7 +139,7 @@ class Worker:
         self.family, self.env = family, dict(env)
         self.proc: subprocess.Popen | None = None
         self.stderr = None
-        self.probes: set[str] = set()
+        self.last_probes: str | None = None
         self.ready = False
 
     @property
@@ -155,7 +155,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.worker", self.family],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      env=env, close_fds=True)
-        self.probes = set()
+        self.last_probes = None
         self.ready = False
 
     def start(self) -> None:
@@ -247,19 +247,16 @@ class Runner:
         label = str(platform)
         try:
             worker.start()
-            header = {"op": "run", "platform": label, "repeat": int(repeat),
-                      "model": {"path": str(model.path), "sha256": model.sha256, "zoo": model.zoo,
-                                "inputs": [i.as_dict() for i in model.inputs],
-                                "outputs": [o.as_dict() for o in model.outputs], "metadata": model.metadata},
+            header = {"op": "run", "platform": label, "repeat": int(repeat), "model": model.to_wire(),
                       "probes": {"sha256": probes.sha256, "name": probes.name, "kind": probes.kind,
                                  "seed": probes.seed, "split": probes.split, "names": list(probes.inputs),
                                  "dims": probes.dims}}
             arrays = []
-            if probes.sha256 not in worker.probes:
+            if probes.sha256 != worker.last_probes:
                 header["probes"]["attached"] = True
                 arrays = [probes.ids, *probes.inputs.values()]
             wire.send(worker.proc.stdin.fileno(), header, arrays)
-            worker.probes = {probes.sha256}  # the worker keeps the last probe set it was sent
+            worker.last_probes = probes.sha256  # the worker keeps the last probe set it was sent
             deadline = time.monotonic() + self.timeout
             while True:
                 reply, out = wire.recv(worker.proc.stdout.fileno(), deadline)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 import time
 import traceback
 import warnings
@@ -38,7 +37,7 @@ class _Progress:
 def _serve(family: str, fd_in: int, fd_out: int) -> None:
     from hspi_onnx.errors import HspiError
     from hspi_onnx.host import cpu_facts
-    from hspi_onnx.inputs.model import InputSpec, ModelInfo, OutputSpec, open_model, resolve_model
+    from hspi_onnx.inputs.model import ModelInfo, open_model, resolve_model
     from hspi_onnx.inputs.onnxfile import sha256_file
     from hspi_onnx.inputs.probes import ProbeSet
     from hspi_onnx.labels import Platform
@@ -66,9 +65,7 @@ def _serve(family: str, fd_in: int, fd_out: int) -> None:
             if model is None:  # the file the caller resolved and described (a zoo model is exported
                 # again if it went); its bytes are checked, its graph is parsed by the adapter alone
                 if os.path.isfile(m["path"]) and sha256_file(m["path"]) == m["sha256"]:
-                    model = ModelInfo(Path(m["path"]), m["sha256"], tuple(InputSpec.from_dict(d) for d in m["inputs"]),
-                                      tuple(OutputSpec(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
-                                            for d in m["outputs"]), m.get("zoo"), dict(m.get("metadata") or {}))
+                    model = ModelInfo.from_wire(m)
                 else:
                     model = resolve_model(m["zoo"]) if m.get("zoo") else open_model(m["path"])
                 if model.sha256 != m["sha256"]:
