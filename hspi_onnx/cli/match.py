@@ -18,7 +18,7 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.errors import HspiError
     from hspi_onnx.learn.classify import load_classifier
-    from hspi_onnx.match.identify import match, resolve
+    from hspi_onnx.match.identify import match
     from hspi_onnx.match.suspect import load_suspect
 
     suspect = load_suspect(suspect_path)
@@ -31,11 +31,10 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
             task = bar.add_task("digest index", total=len(ref.shards()))
             index = load_index(ref, on_shard=lambda: bar.advance(task))
     clf = load_classifier(classifier) if classifier else None
-    resolved = resolve(index, suspect)
-    report = match(suspect, ref, clf, warn=lambda m: err.print(f"warning: {m}"), index=index, resolved=resolved)
+    report = match(suspect, ref, clf, warn=lambda m: err.print(f"warning: {m}"), index=index)
     if classifier and report.evidence.stats is not None:
         report.evidence.stats.path = str(classifier)
-    return report, resolved.platforms
+    return report, report.evidence.db_platforms
 
 
 def match_cmd(suspect: SuspectArg, db: DbOpt, classifier: ClassifierOpt = None,

@@ -73,8 +73,11 @@ class ClaimResult:
         return {"verdict": self.verdict, "claim": self.claim, "evidence": self.evidence, "exit_code": self.exit_code}
 
 
-def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str]) -> ClaimResult:
-    """The verdict for ``claim`` given a match report and the DB's platforms of the suspect's model."""
+def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str] | None = None) -> ClaimResult:
+    """The verdict for ``claim`` given a match report and the DB's platforms of the suspect's
+    model (default: those the report compared with)."""
+    if db_platforms is None:
+        db_platforms = report.evidence.db_platforms
     keys = set().union(*(_values(p) for p in db_platforms)) if db_platforms else set()
     unknown = sorted(set(claim) - keys)
     if unknown:
