@@ -85,8 +85,10 @@ def ceiling(ex: Examples, mask: np.ndarray, y: np.ndarray) -> float:
     return best / max(1, len(units))
 
 
-def cases(ex: Examples, cfg: EvalConfig) -> list[Case]:
-    test = held_out_mask(ex, cfg.test_frac, cfg.seed)
+def cases(ex: Examples, cfg: EvalConfig, test: np.ndarray | None = None) -> list[Case]:
+    """Every case of ``cfg``; ``test``: the held-out rows (default: :func:`held_out_mask`)."""
+    if test is None:
+        test = held_out_mask(ex, cfg.test_frac, cfg.seed)
     out = []
     if "split" in cfg.protocols:
         out.append(Case("split", "-", "raw", ~test, test))
@@ -109,25 +111,26 @@ def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambd
     on model output ``output`` (default: each model's first)."""
     from hspi_onnx.db.store import db_digest
     from hspi_onnx.db.dataset import load_groups
-    from hspi_onnx.learn.examples import build_examples
+    from hspi_onnx.learn.examples import build_examples, references
 
     t0 = time.perf_counter()
     groups = load_groups(db, models, output)
     manifest = db.manifest()
-    raw = build_examples(groups, "raw", manifest, warn)
-    all_cases = cases(raw, cfg)
+    refs = references(groups, manifest, warn)  # loaded once for every output form
+    raw = build_examples(groups, "raw", manifest, refs=refs)
+    test = held_out_mask(raw, cfg.test_frac, cfg.seed)
+    all_cases = cases(raw, cfg, test)
     n_targets = len(raw.targets(cfg.targets))
     total = len(all_cases) * n_targets * len(cfg.methods)
     records, confusion, timing = [], {}, []
     for case in all_cases:
-        ex = raw if case.form == "raw" else build_examples(groups, case.form, manifest)
+        ex = raw if case.form == "raw" else build_examples(groups, case.form, manifest, refs=refs)
         c0 = time.perf_counter()
         recs, conf = run_case(ex, case, cfg, on_step=lambda desc: on_step(desc, total))
         records += recs
         if case.protocol == "split":
             confusion = conf
         timing.append(CaseTiming(case.protocol, case.holdout, case.form, round(time.perf_counter() - c0, 1)))
-    test = held_out_mask(raw, cfg.test_frac, cfg.seed)
     models_in = sorted(set(raw.model.tolist()))
     return EvalReport(
         db=str(db.root), db_digest=db_digest(db), output=output or "", models=models_in,

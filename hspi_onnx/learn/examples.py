@@ -56,13 +56,20 @@ class Examples:
                         self.model[mask], self.probe[mask], self.unit[mask])
 
 
+def references(groups: list[Group], manifest: dict, warn=lambda m: None) -> list:
+    """The float64 reference of each group (None where there is none)."""
+    return [reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, g.output_name, warn) for g in groups]
+
+
 def build_examples(groups: list[Group], form: str, manifest: dict, warn=lambda m: None,
-                   on_platform=lambda: None) -> Examples:
-    """Feature rows of every platform of every group, in output form ``form``."""
+                   on_platform=lambda: None, refs: list | None = None) -> Examples:
+    """Feature rows of every platform of every group, in output form ``form`` (``refs``: the
+    groups' references when already loaded, see :func:`references`)."""
     parts: dict[str, list] = {k: [] for k in ("X", "bits", "label", "klass", "model", "probe", "unit")}
     unit = 0
-    for g in groups:
-        ref = reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, g.output_name, warn)
+    for k, g in enumerate(groups):
+        ref = refs[k] if refs is not None else reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids,
+                                                             g.output_name, warn)
         classes = g.classes()
         for label in g.platforms:
             view = degrade(g.outputs[label], form)
