@@ -284,18 +284,60 @@ def _distance(a: View, b: View) -> float:
     return float(np.concatenate(parts).mean())
 
 
+def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[View]:
+    """What a service could have printed for ``arr`` in ``form`` before printing: the values not
+    rounded (the printing does that), softmax and log-softmax computed in float64 or in float32."""
+    from hspi_onnx.learn.forms import log_softmax, top_indices
+
+    rows = np.asarray(arr).reshape(len(arr), -1)
+    if form == "softmax":
+        x32 = rows.astype(np.float32)
+        e = np.exp(x32 - x32.max(axis=1, keepdims=True))
+        return [degrade(arr, "softmax"), View(e / e.sum(axis=1, keepdims=True, dtype=np.float32))]
+    if form == "logprobs":
+        out = []
+        for lp in (log_softmax(rows), log_softmax(rows.astype(np.float32)).astype(np.float32)):
+            idx = top_indices(lp, min(k or 5, lp.shape[1]))
+            out.append(View(np.take_along_axis(lp, idx, axis=1), idx))
+        return out
+    if form.startswith("round"):
+        return [View(rows)]
+    return [degrade(arr, form, k)]
+
+
+def _within_print(view: View, candidates: list[View], precision) -> np.ndarray:
+    """Per query: does some candidate print as the suspect's numbers (and give its indices)?"""
+    from hspi_onnx.match.printed import inside
+
+    ok = np.zeros(len(view.values), dtype=bool)
+    for c in candidates:
+        hit = inside(np.asarray(c.values, np.float64), precision)
+        if view.index is not None:
+            hit &= (view.index == c.index).all(axis=1)
+        ok |= hit
+    return ok
+
+
 def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[set[str]], list[Nearest]]:
     """(per query the platforms whose degraded outputs equal the suspect's, the nearest platforms),
-    on the compared output."""
+    on the compared output. Numbers printed with fixed digits are compared as the intervals they
+    stand for (:mod:`hspi_onnx.match.printed`)."""
+    from hspi_onnx.match.printed import FIXED
+
     outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
     view = suspect.view()
+    k = None if view.index is None else view.index.shape[1]
+    fixed = suspect.printed is not None and suspect.printed.mode == FIXED and view.values is not None
     per_query: list[set[str]] = [set() for _ in range(len(suspect))]
     dist = []
     for label, arr in outs.items():
-        v = degrade(arr, suspect.form, None if view.index is None else view.index.shape[1])
-        if suspect.form != "softmax":
-            for q in np.flatnonzero(_same_view(view, v, suspect.form)):
-                per_query[q].add(label)
+        v = degrade(arr, suspect.form, k)
+        if fixed:
+            same = _within_print(view, _printed_candidates(arr, suspect.form, k), suspect.printed)
+        else:
+            same = _same_view(view, v, suspect.form) if suspect.form != "softmax" else np.zeros(len(suspect), bool)
+        for q in np.flatnonzero(same):
+            per_query[q].add(label)
         dist.append((_distance(view, v), label))
     dist.sort()
     return per_query, [Nearest(lab, round(d, 4)) for d, lab in dist[:NEAREST]]
@@ -346,9 +388,14 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
         if not exact.common:
             _, nearest = compare_db(db, res, suspect)
     else:
+        from hspi_onnx.match.printed import FIXED, bits_note
+
         per_query, nearest = compare_db(db, res, suspect)
-        exact = summarise(per_query, "degraded values" if suspect.form != "softmax"
-                          else "none (softmax is recomputed by the server)")
+        if suspect.printed is not None and suspect.printed.mode == FIXED:
+            kind = f"printed values ({bits_note(suspect.printed)})"
+        else:
+            kind = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"
+        exact = summarise(per_query, kind)
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
     manifest = db.manifest()
     flagged = {e["platform"] for e in manifest.get("batch_dependent", [])

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from hspi_onnx import oip
+from hspi_onnx.match import printed
 from hspi_onnx.learn.forms import FORMS, INDEXED, View, degrade
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import OUTPUT_MEMBERS, read_outputs, row_digests
@@ -65,6 +66,7 @@ class Suspect:
     # outputs in their dtype, or (n, k) degraded values (one output); empty for argmax
     index: np.ndarray | None = None  # (n, k) int64 for top-k and argmax
     output: str = ""  # the output a degraded form (or the first raw output) is about
+    printed: printed.Precision | None = None  # how a degraded form's numbers were printed (JSON forms)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -208,7 +210,7 @@ def _reject_constant(name: str):
 
 def _parse_json(path: Path, text: str):
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return printed.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         _fail(path, "JSON is nested too deeply")
     except ValueError as exc:
@@ -227,7 +229,7 @@ def _load_json(path: Path) -> Suspect:
     if not text.strip():
         _fail(path, "is empty")
     try:
-        docs = [json.loads(text, parse_constant=_reject_constant)]
+        docs = [printed.loads(text, parse_constant=_reject_constant)]
     except RecursionError:
         _fail(path, "JSON is nested too deeply")
     except ValueError:
@@ -260,12 +262,15 @@ def _flatten(path: Path, data, what: str, depth: int, out: list) -> None:
         _fail(path, f"{what} holds more than {MAX_VALUES} values")
 
 
-def _numbers(path: Path, data, what: str, integer: bool = False) -> np.ndarray:
-    """A flat float64 (or int64) array from a JSON list of numbers (row-major), refusing anything else."""
+def _numbers(path: Path, data, what: str, integer: bool = False, texts: list | None = None) -> np.ndarray:
+    """A flat float64 (or int64) array from a JSON list of numbers (row-major), refusing anything
+    else; ``texts`` collects each number as it was printed."""
     if not isinstance(data, list):
         _fail(path, f"{what} must be a list of numbers")
     flat: list = []
     _flatten(path, data, what, 0, flat)
+    if texts is not None:
+        texts += [printed.text_of(v) for v in flat]
     if integer and not all(isinstance(v, int) for v in flat):
         _fail(path, f"{what} must hold integers")
     try:
@@ -368,7 +373,7 @@ def _logprobs(path: Path, docs: list) -> Suspect:
         _fail(path, f"holds more than {MAX_QUERIES} queries")
     probes = model = None
     output = ""
-    ids, vals, idx = [], [], []
+    ids, vals, idx, texts = [], [], [], []
     for k, doc in enumerate(docs):
         params = doc.get("parameters")
         if not isinstance(params, dict):
@@ -391,7 +396,7 @@ def _logprobs(path: Path, docs: list) -> Suspect:
                 isinstance(t, list) and len(t) == 2 for t in top):
             _fail(path, f"line {k + 1}: the first token's top must be a list of 1 to {MAX_TOP} [token id, logprob] pairs")
         i = _numbers(path, [t[0] for t in top], f"line {k + 1} token ids", integer=True)
-        v = _numbers(path, [t[1] for t in top], f"line {k + 1} logprobs")
+        v = _numbers(path, [t[1] for t in top], f"line {k + 1} logprobs", texts=texts)
         if idx and i.size != idx[0].size:
             _fail(path, f"line {k + 1}: {i.size} log-probabilities, line 1 has {idx[0].size}")
         ids.append(int(pid[0]))
@@ -402,7 +407,15 @@ def _logprobs(path: Path, docs: list) -> Suspect:
     if (values > 0).any():
         _fail(path, "holds a log-probability above 0")
     _check_values(path, values, index, len(ids_arr), "logprobs")
-    return Suspect(str(path), "openai", probes, model, "logprobs", ids_arr, {output: values}, index, output)
+    return Suspect(str(path), "openai", probes, model, "logprobs", ids_arr, {output: values}, index, output,
+                   _precision(path, texts, values.shape))
+
+
+def _precision(path: Path, texts: list[str], shape) -> printed.Precision:
+    try:
+        return printed.infer(texts, tuple(shape))
+    except ValueError as exc:
+        _fail(path, str(exc))
 
 
 def _plain(path: Path, doc: dict) -> Suspect:
@@ -421,7 +434,7 @@ def _plain(path: Path, doc: dict) -> Suspect:
             _fail(path, f"form raw needs dtype, one of {', '.join(sorted(FLOAT_DTYPES))}")
     else:
         dtype = "float32" if form == "softmax" else "float64"
-    ids, vals, idx = [], [], []
+    ids, vals, idx, texts = [], [], [], []
     total = 0
     for k, q in enumerate(queries):
         if not isinstance(q, dict):
@@ -431,7 +444,7 @@ def _plain(path: Path, doc: dict) -> Suspect:
             _fail(path, f"query {k}: probe_id must be a non-negative integer")
         ids.append(pid)
         if form != "argmax":
-            v = _numbers(path, q.get("values"), f"query {k} values")
+            v = _numbers(path, q.get("values"), f"query {k} values", texts=texts)
             total += v.size
             if v.size == 0 or v.size > MAX_PER_QUERY or total > MAX_VALUES:
                 _fail(path, f"query {k}: values must hold 1 to {MAX_PER_QUERY} numbers")
@@ -447,8 +460,9 @@ def _plain(path: Path, doc: dict) -> Suspect:
     values = np.stack(vals) if vals else None
     index = np.stack(idx) if idx else None
     _check_values(path, values, index, len(ids_arr), form)
+    precision = _precision(path, texts, values.shape) if values is not None and form != "raw" else None
     return Suspect(str(path), "plain", probes, model, form, ids_arr, {} if values is None else {output: values},
-                   index, output)
+                   index, output, precision)
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""What a printed number can and cannot be: decimals read as their text.
+
+A service prints a float in some format. Read back through ``float`` the format is lost, and a
+value printed with 4 significant digits equals no platform's output. Read as text, a decimal
+``d`` whose last digit has unit ``10**q`` stands for every value within half a unit of it:
+``[d - 0.5 * 10**q, d + 0.5 * 10**q]``. That holds for any printer that rounds to the nearest
+(fixed digits, fixed decimals, ``%g``, exponent forms) and for shortest round-trip printing too
+(the shortest decimal chosen is the closest to the value at its length). Shortest round-trip
+printing of a float32 or float64 says more: the value is exactly the float the decimal reads
+back as. :func:`infer` tells the two apart from the whole set of numbers: shortest reprs of
+generic floats need 8-9 (float32) or 16-17 (float64) significant digits, fixed formats print
+fewer, or the same number for every value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+
+FLOAT32_REPR, FLOAT64_REPR, FIXED = "float32 shortest repr", "float64 repr", "fixed"
+
+
+class PrintedFloat(float):
+    """A JSON float that remembers how it was printed."""
+
+    text: str
+
+    def __new__(cls, text: str) -> "PrintedFloat":
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
+def loads(text: str, **kw):
+    """``json.loads`` whose floats are :class:`PrintedFloat` (ints stay ints)."""
+    return json.loads(text, parse_float=PrintedFloat, **kw)
+
+
+def text_of(v) -> str:
+    return v.text if isinstance(v, PrintedFloat) else repr(v)
+
+
+@dataclass
+class Precision:
+    """How a set of numbers was printed, and the interval each value stands for."""
+
+    mode: str  # FIXED, FLOAT32_REPR or FLOAT64_REPR
+    description: str  # e.g. "4 significant digits", "3 decimals", "float32 shortest repr"
+    lo: np.ndarray  # float64, shape of the values
+    hi: np.ndarray
+    bits: float  # median bits of the value each printed number leaves (53 / 24 for reprs)
+
+
+def _parts(text: str) -> tuple[Decimal, int, int]:
+    """(the decimal, its significant digits, the exponent of its last digit)."""
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{text[:30]!r} is not a decimal number") from None
+    if not d.is_finite():
+        raise ValueError(f"{text[:30]!r} is not finite")
+    sign, digits, exp = d.as_tuple()
+    sig = len("".join(map(str, digits)).lstrip("0")) or 1
+    return d, sig, int(exp)
+
+
+def _is_repr(d: Decimal, dtype) -> bool:
+    """Is ``d`` (normalized) the shortest round-trip decimal of the ``dtype`` float it reads as?"""
+    x = dtype(d)
+    if not np.isfinite(x):
+        return False
+    shortest = repr(float(x)) if dtype is np.float64 else np.format_float_scientific(x, unique=True)
+    return Decimal(shortest).normalize() == d.normalize()
+
+
+def infer(texts: list[str], shape: tuple[int, ...]) -> Precision:
+    parts = [_parts(t) for t in texts]
+    values = np.array([float(d) for d, _, _ in parts], dtype=np.float64).reshape(shape)
+    sig = np.array([s for _, s, _ in parts])
+    exps = np.array([e for _, _, e in parts])
+    median = float(np.median(sig)) if len(sig) else 0.0
+    if median >= 16 and all(_is_repr(d, np.float64) for d, _, _ in parts):
+        return Precision(FLOAT64_REPR, FLOAT64_REPR, values, values.copy(), 53.0)
+    if median >= 8 and all(_is_repr(d, np.float32) for d, _, _ in parts):
+        exact = values.astype(np.float32).astype(np.float64)
+        return Precision(FLOAT32_REPR, FLOAT32_REPR, exact, exact.copy(), 24.0)
+    half = np.array([float(Decimal(5).scaleb(e - 1)) for e in exps.tolist()]).reshape(shape)
+    # widened by a float64 ulp: the bounds themselves are rounded to float64
+    lo = np.nextafter(values - half, -np.inf)
+    hi = np.nextafter(values + half, np.inf)
+    if len(set(sig.tolist())) == 1:
+        what = f"{int(sig[0])} significant digits"
+    elif len(set(exps.tolist())) == 1:
+        what = f"{max(0, -int(exps[0]))} decimals"
+    else:
+        what = f"mixed: {int(sig.min())} to {int(sig.max())} significant digits"
+    with np.errstate(divide="ignore"):
+        rel = np.abs(values) / (2 * half)
+    bits = np.log2(np.maximum(rel[values != 0], 1.0)) if (values != 0).any() else np.zeros(1)
+    return Precision(FIXED, what, lo, hi, round(float(min(53.0, np.median(bits))), 2))
+
+
+def inside(x: np.ndarray, p: Precision) -> np.ndarray:
+    """Per row: does every value of ``x`` (float64, the printed values' shape) print as the suspect's?"""
+    n = len(x)
+    return ((x >= p.lo) & (x <= p.hi)).reshape(n, -1).all(axis=1)
+
+
+def bits_note(p: Precision) -> str:
+    return (f"printed as {p.description}: each number leaves about {p.bits:g} bits of the value"
+            if p.mode == FIXED else f"printed as {p.description}: exact to the bit")
+
+
+__all__ = ["FIXED", "FLOAT32_REPR", "FLOAT64_REPR", "Precision", "PrintedFloat", "bits_note", "infer", "inside",
+           "loads", "text_of"]

@@ -1,0 +1,104 @@
+"""Numbers as services print them: a decimal read as its text stands for an interval, and a DB
+platform is consistent when its values (after the service's own transformation, in float64 or
+float32 arithmetic) fall inside every interval. Formats here are written by Python's and
+numpy's own printers, none by this tool's writers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hspi_onnx.db.build import build
+from hspi_onnx.db.dataset import load_groups
+from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.learn.forms import log_softmax
+from hspi_onnx.match.identify import CONSISTENT, match
+from hspi_onnx.match.printed import FIXED, FLOAT32_REPR, FLOAT64_REPR, infer
+from hspi_onnx.match.suspect import load_suspect
+
+PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+             "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"]
+
+
+@pytest.mark.parametrize("fmt, mode, what", [
+    (lambda v: f"{v:.4g}", FIXED, None),
+    (lambda v: f"{v:.3f}", FIXED, "3 decimals"),
+    (lambda v: f"{v:.5e}", FIXED, "6 significant digits"),
+    (lambda v: np.format_float_positional(np.float32(v), unique=True), FLOAT32_REPR, FLOAT32_REPR),
+    (lambda v: repr(float(np.float32(v))), FLOAT64_REPR, FLOAT64_REPR),
+])
+def test_precision_is_inferred_and_holds_the_value(fmt, mode, what):
+    x = np.random.default_rng(1).normal(size=(6, 5)).astype(np.float32)
+    p = infer([fmt(v) for v in x.ravel()], x.shape)
+    assert p.mode == mode and (what is None or p.description == what)
+    assert ((x >= p.lo) & (x <= p.hi)).all()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, zoo):
+    root = tmp_path_factory.mktemp("printed")
+    model = zoo["digits"]
+    probes = generate(model, n=24)
+    db = ReferenceDB(root / "db", create=True)
+    build(db, model, probes, PLATFORMS)
+    g = load_groups(db)[0]
+    true = next(p for p in g.platforms if "/fp16/" in p)
+    return {"root": root, "db": db, "probes": probes, "logits": g.outputs[true].astype(np.float64), "true": true}
+
+
+def _plain(env, name: str, form: str, queries: list[str]) -> str:
+    path = env["root"] / name
+    path.write_text('{"format": "hspi-suspect/1", "probe_set": "%s", "form": "%s", "queries": [%s]}'
+                    % (env["probes"].sha256, form, ", ".join(queries)))
+    return str(path)
+
+
+def _top(x: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-x, kind="stable")[:k]
+
+
+FORMATS = {  # name: (form, per-query JSON body from the true platform's logits row)
+    "top5 logits, 4 significant digits": ("top5", lambda r: (
+        "[" + ", ".join(f"{r[i]:.4g}" for i in _top(r, 5)) + "]", _top(r, 5))),
+    "top1 logit, 3 decimals": ("top1", lambda r: (f"[{r[_top(r, 1)[0]]:.3f}]", _top(r, 1))),
+    "softmax, 6 decimals (float64 arithmetic)": ("softmax", lambda r: (
+        "[" + ", ".join(f"{v:.6f}" for v in np.exp(log_softmax(r))) + "]", None)),
+    "softmax, 4 significant digits, exponent form (float32 arithmetic)": ("softmax", lambda r: (
+        "[" + ", ".join(np.format_float_scientific(v, precision=3, unique=False) for v in
+                        (lambda e: e / e.sum(dtype=np.float32))(np.exp(r.astype(np.float32) - r.astype(np.float32).max()))) + "]",
+        None)),
+    "top3 log-probabilities, 5 decimals": ("logprobs", lambda r: (
+        "[" + ", ".join(f"{log_softmax(r)[i]:.5f}" for i in _top(r, 3)) + "]", _top(r, 3))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_printed_formats_keep_the_true_platform(env, name):
+    form, body = FORMATS[name]
+    queries = []
+    for pid, row in enumerate(env["logits"][:16]):
+        values, index = body(row)
+        q = {"probe_id": pid}
+        text = json.dumps(q)[:-1] + f', "values": {values}'
+        if index is not None:
+            text += f', "index": {json.dumps([int(i) for i in index])}'
+        queries.append(text + "}")
+    s = load_suspect(_plain(env, "s.json", form, queries))
+    assert s.printed is not None and s.printed.mode == FIXED
+    rep = match(s, env["db"])
+    assert env["true"] in rep.evidence.exact.common, (name, rep.verdict.evidence)
+    assert rep.evidence.exact.kind.startswith("printed values")
+    if rep.verdict.status == CONSISTENT:
+        assert env["true"] in rep.verdict.platforms
+
+
+def test_fine_printing_rules_out_other_precisions(env):
+    """Logits printed with 5 significant digits still tell fp16 from fp32 and int8."""
+    queries = []
+    for pid, row in enumerate(env["logits"][:16]):
+        top = _top(row, 5)
+        queries.append(json.dumps({"probe_id": pid, "index": [int(i) for i in top]})[:-1]
+                       + ', "values": [' + ", ".join(f"{row[i]:.5g}" for i in top) + "]}")
+    rep = match(load_suspect(_plain(env, "fine.json", "top5", queries)), env["db"])
+    assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [env["true"]]
