@@ -284,34 +284,43 @@ def _distance(a: View, b: View) -> float:
     return float(np.concatenate(parts).mean())
 
 
-def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[View]:
-    """What a service could have printed for ``arr`` in ``form`` before printing: the values not
-    rounded (the printing does that), softmax and log-softmax computed in float64 or in float32."""
+EPS32 = 2.0 ** -24
+
+
+def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[tuple[View, np.ndarray | float]]:
+    """What a service could have held for ``arr`` in ``form`` before printing, each with the
+    absolute error its own arithmetic may add: the values themselves (the printing rounds them);
+    softmax and log-softmax computed in float64 (exact, or cast to float32), or in float32
+    arithmetic, whose result may lie anywhere within a few float32 roundings of each step
+    (bounded, since frameworks order the steps differently)."""
     from hspi_onnx.learn.forms import log_softmax, top_indices
 
-    rows = np.asarray(arr).reshape(len(arr), -1)
-    if form == "softmax":
-        x32 = rows.astype(np.float32)
-        e = np.exp(x32 - x32.max(axis=1, keepdims=True))
-        return [degrade(arr, "softmax"), View(e / e.sum(axis=1, keepdims=True, dtype=np.float32))]
-    if form == "logprobs":
-        out = []
-        for lp in (log_softmax(rows), log_softmax(rows.astype(np.float32)).astype(np.float32)):
-            idx = top_indices(lp, min(k or 5, lp.shape[1]))
-            out.append(View(np.take_along_axis(lp, idx, axis=1), idx))
-        return out
+    rows = np.asarray(arr).reshape(len(arr), -1).astype(np.float64)
+    spread = rows - rows.max(axis=1, keepdims=True)
+    if form in ("softmax", "logprobs"):
+        lp = log_softmax(rows)
+        log_sum = np.log(np.exp(spread).sum(axis=1, keepdims=True))
+        if form == "softmax":
+            p = np.exp(lp)
+            return [(View(p), 0.0), (View(p.astype(np.float32)), 0.0),
+                    (View(p), p * EPS32 * (8 + 2 * np.abs(spread)))]
+        idx = top_indices(lp, min(k or 5, lp.shape[1]))
+        at = lambda x: np.take_along_axis(np.broadcast_to(x, lp.shape), idx, axis=1)  # noqa: E731
+        slack = at(8 * EPS32 * (np.abs(rows) + np.abs(rows.max(axis=1, keepdims=True)) + np.abs(log_sum)))
+        top = np.take_along_axis(lp, idx, axis=1)
+        return [(View(top, idx), 0.0), (View(top.astype(np.float32), idx), 0.0), (View(top, idx), slack)]
     if form.startswith("round"):
-        return [View(rows)]
-    return [degrade(arr, form, k)]
+        return [(View(rows), 0.0)]
+    return [(degrade(arr, form, k), 0.0)]
 
 
-def _within_print(view: View, candidates: list[View], precision) -> np.ndarray:
-    """Per query: does some candidate print as the suspect's numbers (and give its indices)?"""
-    from hspi_onnx.match.printed import inside
-
+def _within_print(view: View, candidates: list, precision) -> np.ndarray:
+    """Per query: does some candidate (within its arithmetic's error) print as the suspect's
+    numbers, and give its indices?"""
     ok = np.zeros(len(view.values), dtype=bool)
-    for c in candidates:
-        hit = inside(np.asarray(c.values, np.float64), precision)
+    for c, slack in candidates:
+        x = np.asarray(c.values, np.float64)
+        hit = ((x + slack >= precision.lo) & (x - slack <= precision.hi)).reshape(len(x), -1).all(axis=1)
         if view.index is not None:
             hit &= (view.index == c.index).all(axis=1)
         ok |= hit
