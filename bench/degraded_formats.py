@@ -121,7 +121,12 @@ def main() -> None:
             print(f"{name}: {len(summary.built)} platforms, {n_classes} classes, output {g.output_name} "
                   f"{list(g.shapes[0]) if hasattr(g, 'shapes') else ''}, DB {time.perf_counter() - t0:.0f} s",
                   flush=True)
+            width = int(np.prod(g.outputs[g.platforms[0]].shape[1:]))
             for fname, (form, values, index) in FORMATS.items():
+                needs = index(np.arange(width, dtype=np.float64))
+                if needs is not None and (len(needs) > width or (form == "top5" and width < 5)):
+                    rows.append((name, fname, 0, 0, 0.0, n_classes, float("nan"), f"n/a: {width} outputs"))
+                    continue
                 hits = remain = bits = cases = 0
                 for label in g.platforms:
                     out = g.outputs[label].reshape(len(g.ids), -1).astype(np.float64)[:QUERIES]
@@ -141,6 +146,9 @@ def main() -> None:
     print("| model | format | read as | true platform consistent | classes left (of DB) | bits / query |")
     print("|---|---|---|---:|---:|---:|")
     for name, fname, hits, cases, remain, n_classes, bits, how in rows:
+        if not cases:
+            print(f"| {name} | {fname} | {how} | - | - | - |")
+            continue
         print(f"| {name} | {fname} | {how} | {hits}/{cases} | {remain:.1f} of {n_classes} | {bits:.0f} |")
 
 

@@ -102,3 +102,40 @@ def test_fine_printing_rules_out_other_precisions(env):
                        + ', "values": [' + ", ".join(f"{row[i]:.5g}" for i in top) + "]}")
     rep = match(load_suspect(_plain(env, "fine.json", "top5", queries)), env["db"])
     assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [env["true"]]
+
+
+def test_fp16_overflow_to_inf_is_evidence(tmp_path):
+    """An ONNX file whose outputs overflow float16 (a MatMul into the 10^5 range): PyTorch's fp16
+    platform answers Infinity where the others do not. Printed as KServe JSON (Infinity) or as a
+    top-1 list, the infinities are read, kept and single out the fp16 platform."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hspi_onnx.inputs.model import open_model
+    from hspi_onnx.match.identify import IDENTIFIED
+    from hspi_onnx.match.suspect import write_kserve, write_plain
+    from hspi_onnx.learn.forms import degrade
+
+    w = np.full((4, 3), 30000.0, np.float32) * np.array([1.0, 0.5, 0.01], np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "overflow",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "overflow.onnx")
+    model = open_model(tmp_path / "overflow.onnx")
+    probes = generate(model, n=8)
+    db = ReferenceDB(tmp_path / "db", create=True)
+    # ONNX Runtime's CPU provider computes this fp16 graph's MatMul in fp32 (no fp16 kernel): no overflow
+    build(db, model, probes, ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+                              "pytorch/*/fp16/bs=1,layout=plain,mode=eager,src=onnx,threads=1"])
+    g = load_groups(db)[0]
+    fp16 = next(p for p in g.platforms if p.startswith("pytorch"))
+    out = g.outputs[fp16]
+    assert np.isinf(out).any() and all(np.isfinite(g.outputs[p]).all() for p in g.platforms if p != fp16)
+    text = write_kserve(tmp_path / "k.jsonl", probes.sha256, "overflow", g.ids, out).read_text()
+    assert "Infinity" in text
+    rep = match(load_suspect(tmp_path / "k.jsonl"), db)
+    assert (rep.verdict.status, rep.verdict.platforms) == (IDENTIFIED, [fp16])
+    write_plain(tmp_path / "t.json", probes.sha256, None, "top1", g.ids, degrade(out, "top1"))
+    rep = match(load_suspect(tmp_path / "t.json"), db)
+    assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [fp16]

@@ -199,7 +199,6 @@ def test_html_500_is_one_line_and_keeps_earlier_answers(fault_server, probes, tm
     ("hang", {"timeout": 0.3}, "no answer within 0.3 s"),
     ("truncate", {}, "truncated"),
     ("huge", {"max_body": 64 << 10}, "over the limit of 0.0625 MiB"),
-    ("nan", {}, "holds NaN or Inf for probe 3"),
 ])
 def test_faults_are_clear_errors(fault_server, probes, tmp_path, fault, kw, message):
     _, ps, _ = probes
@@ -207,6 +206,16 @@ def test_faults_are_clear_errors(fault_server, probes, tmp_path, fault, kw, mess
     with pytest.raises(QueryError, match=message) as exc:
         query(ps, tmp_path / "s.jsonl", _opts(fault_server.url, batch=4, retries=0, **kw))
     assert "\n" not in str(exc.value)
+
+
+def test_nan_answers_are_kept_as_evidence(fault_server, probes, tmp_path):
+    """A NaN in an answer is written as JSON's NaN and read back by the suspect reader."""
+    _, ps, _ = probes
+    fault_server.plan = ["nan"]
+    query(ps, tmp_path / "s.jsonl", _opts(fault_server.url, batch=4))
+    s = load_suspect(tmp_path / "s.jsonl")
+    values = s.outputs["logits"]
+    assert np.isnan(values[3, 3]) and np.isfinite(np.delete(values.ravel(), 3 * 10 + 3)).all()
 
 
 def test_resume_equals_uninterrupted_run(fault_server, probes, tmp_path):

@@ -254,6 +254,27 @@ def exact_raw(index: DigestIndex, res: Resolved, suspect: Suspect) -> list[set[s
     return per_query or []
 
 
+def exact_values(db: ReferenceDB, res: Resolved, suspect: Suspect) -> list[set[str]]:
+    """Per query: the platforms whose every output the suspect holds has its dtype and equal
+    values, any NaN equal to any NaN. For text suspects: a printed NaN has lost its payload
+    bits (x86 kernels return a negative quiet NaN, JSON readers make a positive one)."""
+    per_query: list[set[str]] | None = None
+    for key, name in res.outputs.items():
+        mine = suspect.outputs[key].reshape(len(suspect), -1)
+        hits: list[set[str]] = [set() for _ in range(len(suspect))]
+        for label, arr in outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, name).items():
+            if arr.dtype != mine.dtype:
+                continue
+            theirs = arr.reshape(len(arr), -1)
+            x, y = mine.astype(np.float64), theirs.astype(np.float64)
+            same = (mine.view(np.uint8).reshape(len(mine), -1) == theirs.view(np.uint8).reshape(len(theirs), -1)).all(axis=1)
+            same |= ((x == y) & (np.signbit(x) == np.signbit(y)) | (np.isnan(x) & np.isnan(y))).all(axis=1)
+            for q in np.flatnonzero(same):
+                hits[q].add(label)
+        per_query = hits if per_query is None else [a & b for a, b in zip(per_query, hits)]
+    return per_query or []
+
+
 def _same_view(a: View, b: View, form: str) -> np.ndarray:
     """Per query: does view ``a`` equal view ``b`` (the DB platform degraded the same way)?"""
     ok = np.ones(len(a.values if a.values is not None else a.index), dtype=bool)
@@ -262,12 +283,16 @@ def _same_view(a: View, b: View, form: str) -> np.ndarray:
     if a.values is not None and form != "softmax":
         x = np.asarray(a.values, np.float64)
         y = np.asarray(b.values, np.float64)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))  # infinities equal, NaN as NaN
+        with np.errstate(invalid="ignore"):
+            near = np.abs(x - y) <= 1e-12 * np.abs(y)  # decimal printing may differ in the last bit
         if form.startswith("round"):
-            ok &= (np.abs(x - y) <= 1e-12 * np.abs(y)).all(axis=1)  # decimal printing may differ in the last bit
+            ok &= (same | near).all(axis=1)
         elif form == "logprobs":  # float64 as printed (up to the last bit), or cast to float32 and printed
-            ok &= ((np.abs(x - y) <= 1e-12 * np.abs(y)) | (x == y.astype(np.float32))).all(axis=1)
+            ok &= (same | near | (x == y.astype(np.float32))).all(axis=1)
         else:
-            ok &= (np.asarray(a.values, np.float32) == np.asarray(b.values, np.float32)).all(axis=1)
+            x32, y32 = np.asarray(a.values, np.float32), np.asarray(b.values, np.float32)
+            ok &= ((x32 == y32) | (np.isnan(x32) & np.isnan(y32))).all(axis=1)
     return ok
 
 
@@ -278,7 +303,10 @@ def _distance(a: View, b: View) -> float:
         x = np.asarray(a.values, np.float64)
         y = np.asarray(b.values, np.float64)
         ulp = np.maximum(np.spacing(np.abs(y).astype(np.float32)).astype(np.float64), 1e-45)
-        parts.append(np.log2(1 + np.abs(x - y) / ulp).ravel())
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.log2(1 + np.abs(x - y) / ulp)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))  # inf == inf, NaN as NaN
+        parts.append(np.where(same, 0.0, np.where(np.isfinite(d), d, 24.0)).ravel())
     if a.index is not None:
         parts.append(24.0 * (a.index != b.index).ravel())
     return float(np.concatenate(parts).mean())
@@ -287,6 +315,7 @@ def _distance(a: View, b: View) -> float:
 EPS32 = 2.0 ** -24
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")  # rows holding inf or NaN
 def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[tuple[View, np.ndarray | float]]:
     """What a service could have held for ``arr`` in ``form`` before printing, each with the
     absolute error its own arithmetic may add: the values themselves (the printing rounds them);
@@ -320,7 +349,10 @@ def _within_print(view: View, candidates: list, precision) -> np.ndarray:
     ok = np.zeros(len(view.values), dtype=bool)
     for c, slack in candidates:
         x = np.asarray(c.values, np.float64)
-        hit = ((x + slack >= precision.lo) & (x - slack <= precision.hi)).reshape(len(x), -1).all(axis=1)
+        with np.errstate(invalid="ignore"):
+            within = (x + slack >= precision.lo) & (x - slack <= precision.hi)
+        within |= np.isnan(x) & np.isnan(precision.lo)  # NaN prints as NaN whatever its bits
+        hit = within.reshape(len(x), -1).all(axis=1)
         if view.index is not None:
             hit &= (view.index == c.index).all(axis=1)
         ok |= hit
@@ -392,7 +424,12 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
     summary = SuspectSummary(suspect.path, suspect.source, suspect.form, len(suspect), res.group.probes_name,
                              res.group.model_name, suspect.dtype, list(dict.fromkeys(res.outputs.values())))
     nearest = None
-    if suspect.form == "raw":
+    text_nan = suspect.source != "npz" and any(np.isnan(np.asarray(v, np.float64)).any() for v in suspect.outputs.values())
+    if suspect.form == "raw" and text_nan:
+        exact = summarise(exact_values(db, res, suspect), "values (a printed NaN matches any NaN)")
+        if not exact.common:
+            _, nearest = compare_db(db, res, suspect)
+    elif suspect.form == "raw":
         exact = summarise(exact_raw(index, res, suspect), "digest")
         if not exact.common:
             _, nearest = compare_db(db, res, suspect)

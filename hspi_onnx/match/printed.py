@@ -77,6 +77,22 @@ def _is_repr(d: Decimal, dtype) -> bool:
 
 
 def infer(texts: list[str], shape: tuple[int, ...]) -> Precision:
+    """The printing of ``texts`` (every number of a suspect, row-major in ``shape``). NaN and
+    infinities stand for themselves (``lo == hi``) and take no part in the inference."""
+    special = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "infinity": np.inf, "-infinity": -np.inf}
+    flat = np.array([special.get(t.strip().lower(), 0.0) for t in texts], dtype=np.float64)
+    odd = np.array([t.strip().lower() in special for t in texts], dtype=bool)
+    if odd.all():
+        flat = flat.reshape(shape)
+        return Precision(FIXED, "only NaN / infinities", flat, flat.copy(), 0.0)
+    p = _infer([t for t, o in zip(texts, odd) if not o])
+    lo, hi = flat.copy(), flat.copy()
+    lo[~odd], hi[~odd] = p.lo, p.hi
+    return Precision(p.mode, p.description, lo.reshape(shape), hi.reshape(shape), p.bits)
+
+
+def _infer(texts: list[str]) -> Precision:
+    shape = (len(texts),)
     parts = [_parts(t) for t in texts]
     values = np.array([float(d) for d, _, _ in parts], dtype=np.float64).reshape(shape)
     sig = np.array([s for _, s, _ in parts])

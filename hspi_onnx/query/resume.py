@@ -77,7 +77,7 @@ class AnswerFile:
         self.check(doc, where)
         doc["parameters"][KEY] = {**doc["parameters"].get(KEY, {}), "url": self.origin["url"],
                                   "model": self.origin["model"]}
-        self.fh.write(json.dumps(doc, allow_nan=False, separators=(",", ":")).encode() + b"\n")
+        self.fh.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")  # NaN / Infinity kept
         self.fh.flush()
         os.fsync(self.fh.fileno())
 
