@@ -140,10 +140,12 @@ def test_consistent_when_degraded_outputs_exclude_some_platforms(common, strengt
     assert v.attributes["device"] == CPU and v.attributes["precision"] == "fp32"
 
 
-def test_degraded_outputs_that_exclude_no_platform_are_unknown():
+def test_degraded_outputs_that_exclude_no_platform_are_consistent_with_all():
+    """Issue 15: never "unknown" when the platform may be in the DB: outputs too coarse to tell
+    the DB's platforms apart are consistent with every one of them (weak)."""
     v = decide(evidence([set(DB), set(DB)], form="top5"))
-    assert (v.status, v.platforms, v.strength) == (UNKNOWN, [], "weak")
-    assert v.evidence == ["no DB platform is excluded by the top5 outputs", NO_CLASSIFIER]
+    assert (v.status, v.platforms, v.strength) == (CONSISTENT, sorted(DB), "weak")
+    assert v.evidence == ["no DB platform is excluded by the top5 outputs"]
 
 
 def test_degraded_outputs_no_platform_reproduces_are_unknown():
@@ -166,10 +168,10 @@ def test_likely_when_degraded_and_the_platform_class_is_confident(p):
     assert v.attributes["precision"] == "fp32" and "threads" not in v.attributes
 
 
-def test_degraded_platform_class_just_below_confident_is_unknown():
+def test_degraded_platform_class_just_below_confident_is_consistent_with_all():
     st = stats(platform=platform_post(ORT32, 0.8999))
     v = decide(evidence([set(DB), set(DB)], form="round5", stats=st))
-    assert (v.status, v.platforms, v.strength) == (UNKNOWN, [], "weak")
+    assert (v.status, v.platforms, v.strength) == (CONSISTENT, sorted(DB), "weak")
     assert v.evidence == ["no DB platform is excluded by the round5 outputs"]  # classifier given: no "no classifier"
 
 

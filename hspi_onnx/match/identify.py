@@ -498,6 +498,9 @@ def decide(ev: Evidence) -> Verdict:
         if plat is not None and plat.confident and (s.form == "softmax" or (s.form != "raw" and exact.common)):
             status, platforms, strength = LIKELY, plat.best[0].split(" | "), "strong"
             lines.append(f"the classifier gives class {plat.best[0][:80]}... p={plat.best[1]:.4f}")
+        elif s.form != "raw" and exact.common:
+            # every DB platform fits: the platform may well be in the DB; the outputs cannot tell which
+            status, platforms, strength = CONSISTENT, list(exact.common), "weak"
     if stats is not None and status == IDENTIFIED:
         names = _attribute_names(platforms)
         shared = common_attributes(platforms)
