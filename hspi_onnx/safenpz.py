@@ -68,9 +68,11 @@ def _read_member(zf: zipfile.ZipFile, name: str, budget: int, fail) -> np.ndarra
 
 
 def read_npz(path: str | Path, keys: set[str], what: str, error: type[HspiError] = HspiError,
-             optional: frozenset[str] = frozenset(), pattern: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+             optional: frozenset[str] = frozenset(), pattern: str | None = None,
+             meta_required: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays other than meta, meta as a dict) of a file holding ``keys`` + meta (+ ``optional``,
-    + any member whose whole name matches the regular expression ``pattern``)."""
+    + any member whose whole name matches the regular expression ``pattern``); without
+    ``meta_required`` a file of plain ``np.savez`` arrays reads with an empty meta record."""
     path = Path(path)
     name = f"{what} {str(path)!r}"
 
@@ -91,8 +93,9 @@ def read_npz(path: str | Path, keys: set[str], what: str, error: type[HspiError]
                 fail("holds members that are not distinct .npy arrays")
             present = set(members)
             patterned = {m for m in present if pattern and re.fullmatch(pattern, m)}
-            if not (keys | {"meta"}) <= present or present - keys - optional - patterned - {"meta"}:
-                want = ", ".join(sorted(keys | {"meta"}))
+            needed = keys | ({"meta"} if meta_required else set())
+            if not needed <= present or present - keys - optional - patterned - {"meta"}:
+                want = ", ".join(sorted(needed))
                 extra = f" (optionally {', '.join(sorted(optional))})" if optional else ""
                 extra += f" (and members named {pattern})" if pattern else ""
                 fail(f"must hold exactly {want}{extra}")
@@ -105,6 +108,8 @@ def read_npz(path: str | Path, keys: set[str], what: str, error: type[HspiError]
         raise
     except READ_ERRORS as exc:
         raise error(f"{name} is not a readable .npz ({type(exc).__name__})")
+    if "meta" not in arrays:
+        return arrays, {}
     record = arrays.pop("meta")
     if record.dtype != np.uint8 or record.ndim != 1:
         fail("has a malformed meta record")

@@ -139,3 +139,26 @@ def test_fp16_overflow_to_inf_is_evidence(tmp_path):
     write_plain(tmp_path / "t.json", probes.sha256, None, "top1", g.ids, degrade(out, "top1"))
     rep = match(load_suspect(tmp_path / "t.json"), db)
     assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [fp16]
+
+
+@pytest.mark.parametrize("fmt", ["{:.4f}", "{:.5g}"])
+def test_kserve_json_printed_with_fixed_digits_is_matched_as_intervals(env, fmt):
+    """A KServe v2 server that prints its FP32 tensors with fixed digits (the bits are lost):
+    the raw outputs are compared as intervals, never 'unknown', and fine digits still separate
+    fp16 from the other precisions."""
+    from hspi_onnx.match.identify import IDENTIFIED
+
+    lines = []
+    for pid, row in enumerate(env["logits"][:12]):
+        data = "[" + ", ".join(fmt.format(v) for v in row) + "]"
+        lines.append('{"model_name": "m", "id": "%d", "parameters": {"probe_set": "%s"}, "outputs": '
+                     '[{"name": "logits", "datatype": "FP32", "shape": [1, %d], "data": %s}]}'
+                     % (pid, env["probes"].sha256, len(row), data))
+    path = env["root"] / f"printed{len(fmt)}.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    s = load_suspect(path)
+    assert s.printed is not None and s.printed.mode == FIXED
+    rep = match(s, env["db"])
+    assert rep.verdict.status not in (IDENTIFIED, "unknown platform")
+    assert rep.evidence.exact.kind.startswith("printed values")
+    assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [env["true"]], rep.verdict.evidence

@@ -330,6 +330,40 @@ def test_kserve_server_is_identified(kserve_url, probes, tmp_path, binary, hspi)
     assert report.verdict.status == "identified (exact)", report.verdict
 
 
+def test_kserve_traffic_log_is_replayed(kserve_url, probes, tmp_path, hspi, capsys):
+    """Production traffic through KServe's own server on inputs in no probe set, logged by a
+    proxy as the request and response bodies (paired by id, out of order, batches of 1 and 2):
+    `hspi match --replay` runs the DB's platforms on those inputs and names the served one."""
+    import httpx
+
+    from hspi_onnx.db.build import build
+    from hspi_onnx.db.store import ReferenceDB
+
+    model, ps, _ = probes
+    db = ReferenceDB(tmp_path / "db", create=True)
+    build(db, model, ps, ["onnxruntime/*/fp32/*", "onnxruntime/*/fp16/bs=1,*"])
+    rng = np.random.default_rng(11)
+    spec = model.inputs[0]
+    requests, responses = [], []
+    for k in range(6):
+        x = rng.beta(2, 5, size=(1 + k % 2, *spec.shape)).astype(np.float32)
+        body = {"id": f"req-{k}", "inputs": [{"name": spec.name, "shape": list(x.shape), "datatype": "FP32",
+                                              "data": x.ravel().tolist()}]}
+        resp = httpx.post(f"{kserve_url}/v2/models/digits/infer", json=body, timeout=30)
+        resp.raise_for_status()
+        requests.append(json.dumps(body))
+        responses.append(resp.text.strip())
+    log = tmp_path / "traffic.jsonl"
+    log.write_text("\n".join(requests + responses[::-1]) + "\n")
+    capsys.readouterr()
+    hspi(["match", str(log), "--db", str(db.root), "--replay", "--model", str(model.path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["suspect"]["queries"] == 9 and report["replay"]["inputs"] == 9
+    assert report["verdict"]["status"] == "identified (exact)", report["verdict"]
+    assert all("/fp32/" in p for p in report["verdict"]["platforms"])
+    assert report["db"]["platforms"] == len(report["replay"]["platforms"]) > 1  # the replay group: what ran
+
+
 if __name__ == "__main__":
     serve_kserve(sys.argv[1], int(sys.argv[2]))
 

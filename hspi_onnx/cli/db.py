@@ -48,11 +48,11 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
             for url in remote:
                 runner = stack.enter_context(RemoteRunner(url, authorization(auth_env)))
                 label, _ = runner.describe(info)
-                summaries.append(_build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out,
+                summaries.append(build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out,
                                                   [(None, label)]))
         else:
             runner = stack.enter_context(Runner(in_process=in_process))
-            summaries.append(_build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, None))
+            summaries.append(build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, None))
     if as_json:
         emit_json(summaries[0].as_dict() if len(summaries) == 1 else [s.as_dict() for s in summaries])
     else:
@@ -66,7 +66,7 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, plan):
+def build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, plan):
     from hspi_onnx.db.build import build as run_build
 
     with progress(quiet or as_json) as bar:

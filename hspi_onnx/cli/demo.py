@@ -89,7 +89,7 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
         box = play_black_box(db, built, cfg, np.random.default_rng(seed), protocol)
         con.print(f"   {box.model}: its answers ({what}) -> {box.suspect}; server stopped", highlight=False)
         # the classifier was trained on raw outputs: the log-probabilities are matched on exact evidence
-        match_report, platforms = run_match(box.suspect, db.root, clf_path if protocol == "kserve-v2" else None, True)
+        match_report, platforms, _ = run_match(box.suspect, db.root, clf_path if protocol == "kserve-v2" else None, True)
         print_match(match_report)
         results = []
         for claim in (box.true_claim, box.false_claim):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from .common import ClassifierOpt, DbOpt, JsonOpt, QuietOpt, SuspectArg, console, emit_json, progress
+from .common import ClassifierOpt, DbOpt, JsonOpt, PlatformsOpt, QuietOpt, SuspectArg, console, emit_json, progress
 
 ClaimOpt = Annotated[str, typer.Option("--claim", help='What the provider claims, e.g. "precision=fp16,runtime=onnxruntime".', show_default=False)]
+ReplayOpt = Annotated[bool, typer.Option("--replay", help="Run the DB's platforms of the model (those this machine offers) on the inputs the suspect carries (.npz inputs, a KServe request/response log, prompts), cache them in the DB as a group of their own, and match against it.")]
+ReplayModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help="With --replay: the model (zoo name or ONNX file), when neither the suspect nor the DB names one.", show_default=False)]
 
 
-def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool):
-    """(the match report, the DB platforms of the suspect's model)."""
+def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool, replay: bool = False,
+              model: str | None = None, platforms: list[str] | None = None):
+    """(the match report, the DB platforms of the suspect's model, the replay plan or None)."""
     from hspi_onnx.db.index import load_index
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.errors import HspiError
@@ -21,7 +24,12 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
     from hspi_onnx.match.identify import match
     from hspi_onnx.match.suspect import load_suspect
 
+    if (model or platforms) and not replay:
+        raise HspiError("--model and -p choose what --replay runs: add --replay")
     suspect = load_suspect(suspect_path)
+    plan = None
+    if replay:
+        suspect, plan = _replay(suspect, db, model, platforms, quiet)
     ref = ReferenceDB(db)
     err = console(stderr=True)
     try:
@@ -34,33 +42,65 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
     report = match(suspect, ref, clf, warn=lambda m: err.print(f"warning: {m}"), index=index)
     if classifier and report.evidence.stats is not None:
         report.evidence.stats.path = str(classifier)
-    return report, report.evidence.db_platforms
+    return report, report.evidence.db_platforms, plan
 
 
-def match_cmd(suspect: SuspectArg, db: DbOpt, classifier: ClassifierOpt = None,
+def _replay(suspect, db: Path, model: str | None, platforms: list[str] | None, quiet: bool):
+    """Build the candidate platforms over the suspect's own inputs into DB (cached), with bars."""
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.match.replay import plan_replay, replayed_suspect, resolve_replay_model
+    from hspi_onnx.run.runner import Runner
+
+    from .db import build_with_bars
+
+    ref = ReferenceDB(db, create=True)
+    info = resolve_replay_model(ref, suspect, model)
+    plan = plan_replay(ref, suspect, info, platforms)
+    err = console(stderr=True)
+    with Runner() as runner:
+        summary = build_with_bars(ref, info, plan.probes, None, False, runner, quiet, quiet, err,
+                                  [(a, p) for a, p in plan.plan])
+    plan.summary = summary
+    if not quiet:
+        err.print(f"replay {plan.probes.name}: {len(plan.probes)} inputs, {len(summary.built)} platform(s) run, "
+                  f"{len(summary.skipped)} cached, {len(summary.failed)} failed, {len(plan.missing)} of the DB's "
+                  "not available here", highlight=False)
+    return replayed_suspect(suspect, plan), plan
+
+
+def match_cmd(suspect: SuspectArg, db: DbOpt, classifier: ClassifierOpt = None, replay: ReplayOpt = False,
+              model: ReplayModelOpt = None, platforms: PlatformsOpt = None,
               quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
-    """Which platform produced SUSPECT: exact digest lookup first, the classifier second."""
-    report, _ = run_match(suspect, db, classifier, quiet or as_json)
+    """Which platform produced SUSPECT: exact digest lookup first, the classifier second.
+    With --replay, on the inputs the suspect carries instead of a DB probe set."""
+    report, _, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(_with_replay(report.to_dict(), plan))
     else:
         print_match(report)
 
 
 def verify_cmd(suspect: SuspectArg, db: DbOpt, claim: ClaimOpt, classifier: ClassifierOpt = None,
+               replay: ReplayOpt = False, model: ReplayModelOpt = None, platforms: PlatformsOpt = None,
                quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Is SUSPECT consistent with CLAIM? Exit 0 CONSISTENT, 1 INCONSISTENT, 3 INCONCLUSIVE."""
     from hspi_onnx.match.claims import parse_claim, verify
 
     wanted = parse_claim(claim)
-    report, platforms = run_match(suspect, db, classifier, quiet or as_json)
-    result = verify(report, wanted, platforms)
+    report, platforms_, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
+    result = verify(report, wanted, platforms_)
     if as_json:
-        emit_json({**result.to_dict(), "match": report.to_dict()})
+        emit_json({**result.to_dict(), "match": _with_replay(report.to_dict(), plan)})
     else:
         print_match(report)
         print_verify(result)
     raise typer.Exit(result.exit_code)
+
+
+def _with_replay(doc: dict, plan) -> dict:
+    if plan is not None:
+        doc["replay"] = plan.as_dict()
+    return doc
 
 
 def print_match(report) -> None:

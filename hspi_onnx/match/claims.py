@@ -110,7 +110,7 @@ def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str] |
         else:
             evidence.append("the DB holds no platform satisfying the claim; exact evidence cannot judge it")
     else:
-        if claimed and report.evidence.suspect.form == "raw":
+        if claimed and report.evidence.suspect.bitwise:
             evidence.append(f"none of the {len(claimed)} DB platforms satisfying the claim reproduces the outputs "
                             "(the suspect is not in the DB as built)")
         elif not claimed:

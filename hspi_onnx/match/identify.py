@@ -66,6 +66,12 @@ class SuspectSummary:
     model: str
     dtype: str
     outputs: list[str]  # the DB outputs the suspect's values were compared with
+    printed: str = ""  # how its numbers were printed, when that leaves an interval (not the exact bits)
+
+    @property
+    def bitwise(self) -> bool:
+        """Raw outputs whose exact bits are known (compared by digest, not as printed intervals)."""
+        return self.form == "raw" and not self.printed
 
 
 @dataclass
@@ -168,6 +174,9 @@ def _width(shape) -> int:
 
 def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
     """The DB's (model, probe set) the suspect belongs to, with its outputs, ids and shapes checked."""
+    if not suspect.probes:
+        raise BadSuspectError(f"suspect file {suspect.path!r} names no probe set"
+                              + (": it carries its own inputs, match it with --replay" if suspect.inputs else ""))
     by_probes = [k for k, g in enumerate(index.groups) if suspect.probes in (g.probes_sha256, g.probes_name)]
     if not by_probes:
         known = sorted({g.probes_name for g in index.groups})
@@ -421,11 +430,19 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
     index = index or load_index(db)
     res = resolved or resolve(index, suspect)
     j = res.group.output_index(res.compared)
+    from hspi_onnx.match.printed import FIXED, bits_note
+
+    fixed = suspect.printed is not None and suspect.printed.mode == FIXED
+    compared = list(dict.fromkeys(res.outputs.values()))
     summary = SuspectSummary(suspect.path, suspect.source, suspect.form, len(suspect), res.group.probes_name,
-                             res.group.model_name, suspect.dtype, list(dict.fromkeys(res.outputs.values())))
+                             res.group.model_name, suspect.dtype, compared[:1] if fixed else compared,
+                             suspect.printed.description if fixed else "")
     nearest = None
     text_nan = suspect.source != "npz" and any(np.isnan(np.asarray(v, np.float64)).any() for v in suspect.outputs.values())
-    if suspect.form == "raw" and text_nan:
+    if suspect.form == "raw" and fixed:  # printed with fewer digits than the dtype holds: intervals
+        per_query, nearest = compare_db(db, res, suspect)
+        exact = summarise(per_query, f"printed values ({bits_note(suspect.printed)})")
+    elif suspect.form == "raw" and text_nan:
         exact = summarise(exact_values(db, res, suspect), "values (a printed NaN matches any NaN)")
         if not exact.common:
             _, nearest = compare_db(db, res, suspect)
@@ -434,10 +451,8 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
         if not exact.common:
             _, nearest = compare_db(db, res, suspect)
     else:
-        from hspi_onnx.match.printed import FIXED, bits_note
-
         per_query, nearest = compare_db(db, res, suspect)
-        if suspect.printed is not None and suspect.printed.mode == FIXED:
+        if fixed:
             kind = f"printed values ({bits_note(suspect.printed)})"
         else:
             kind = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"
@@ -464,24 +479,25 @@ def decide(ev: Evidence) -> Verdict:
     s, exact, stats, n = ev.suspect, ev.exact, ev.stats, ev.suspect.queries
     lines: list[str] = []
     undetermined: dict[str, str] = {}
-    if s.form == "raw" and exact.common:
+    if s.bitwise and exact.common:
         status, platforms = IDENTIFIED, list(exact.common)
         lines.append(f"all {n} outputs are bit-identical to those of {len(platforms)} DB platform(s) "
                      f"(digest lookup on {', '.join(s.outputs)}); platforms outside the DB could produce the same bits")
         strength = "conclusive" if n >= 2 else "strong"
-    elif s.form == "raw" and exact.matched_queries == n:
+    elif s.bitwise and exact.matched_queries == n:
         status, platforms = MIXED, list(exact.matched)
         lines.append(f"every output matches some DB platform exactly but no platform matches all {n}: "
                      "the service answers from several platforms")
         strength = "conclusive"
-    elif s.form != "raw" and exact.common and len(exact.common) < len(ev.db_platforms):
+    elif not s.bitwise and exact.common and len(exact.common) < len(ev.db_platforms):
         status, platforms = CONSISTENT, list(exact.common)
-        lines.append(f"{len(platforms)} of {len(ev.db_platforms)} DB platforms reproduce all {n} {s.form} "
-                     f"outputs of {s.outputs[0]}; the others are excluded")
+        what = f"{s.form} outputs" if not s.printed else f"outputs as printed ({s.printed})"
+        lines.append(f"{len(platforms)} of {len(ev.db_platforms)} DB platforms reproduce all {n} {what} "
+                     f"of {s.outputs[0]}; the others are excluded")
         strength = "strong" if len(platforms) <= 3 else "weak"
     else:
         status, platforms, strength = UNKNOWN, [], "weak"
-        if s.form == "raw":
+        if s.bitwise:
             lines.append(f"{exact.matched_queries} of {n} outputs match a DB platform exactly: "
                          "this platform is not in the DB as built")
             if s.dtype not in ev.db_dtypes:
@@ -495,10 +511,10 @@ def decide(ev: Evidence) -> Verdict:
                               "as built")
         plat = stats.targets.get("platform") if stats else None
         # the classifier may name a DB class only where the outputs exclude none of the DB's platforms
-        if plat is not None and plat.confident and (s.form == "softmax" or (s.form != "raw" and exact.common)):
+        if plat is not None and plat.confident and (s.form == "softmax" or (not s.bitwise and exact.common)):
             status, platforms, strength = LIKELY, plat.best[0].split(" | "), "strong"
             lines.append(f"the classifier gives class {plat.best[0][:80]}... p={plat.best[1]:.4f}")
-        elif s.form != "raw" and exact.common:
+        elif not s.bitwise and exact.common:
             # every DB platform fits: the platform may well be in the DB; the outputs cannot tell which
             status, platforms, strength = CONSISTENT, list(exact.common), "weak"
     if stats is not None and status == IDENTIFIED:

@@ -73,7 +73,33 @@ def _is_repr(d: Decimal, dtype) -> bool:
     if not np.isfinite(x):
         return False
     shortest = repr(float(x)) if dtype is np.float64 else np.format_float_scientific(x, unique=True)
+    if Decimal(shortest).is_nan() or not Decimal(shortest).is_finite():
+        return False
     return Decimal(shortest).normalize() == d.normalize()
+
+
+def exact_in(texts: list[str], dtype) -> bool:
+    """Does every number of ``texts`` give one ``dtype`` value exactly: a decimal whose float64
+    reading is a ``dtype`` value (e.g. float64 repr of float32 outputs, as JSON encoders print
+    them), or the shortest repr of a ``dtype`` value? Then the printing lost no bit. Any short
+    decimal is some float's shortest repr: reprs count only where the set prints as many
+    digits as generic values of ``dtype`` need (as :func:`infer` decides)."""
+    special = {"nan", "inf", "-inf", "infinity", "-infinity"}
+    dtype = np.dtype(dtype)
+    parts = [_parts(t) for t in texts if t.strip().lower() not in special]
+    if not parts:
+        return True
+    need = {np.float16: 4, np.float32: 8, np.float64: 16}.get(dtype.type)
+    reprs = need is not None and float(np.median([sig for _, sig, _ in parts])) >= need
+    for d, _, _ in parts:
+        x = float(d)
+        with np.errstate(over="ignore"):
+            if float(np.asarray(x).astype(dtype)) == x:
+                continue
+        if reprs and _is_repr(d, dtype.type):
+            continue
+        return False
+    return True
 
 
 def infer(texts: list[str], shape: tuple[int, ...]) -> Precision:
@@ -130,5 +156,5 @@ def bits_note(p: Precision) -> str:
             if p.mode == FIXED else f"printed as {p.description}: exact to the bit")
 
 
-__all__ = ["FIXED", "FLOAT32_REPR", "FLOAT64_REPR", "Precision", "PrintedFloat", "bits_note", "infer", "inside",
+__all__ = ["FIXED", "FLOAT32_REPR", "FLOAT64_REPR", "Precision", "PrintedFloat", "bits_note", "exact_in", "infer", "inside",
            "loads", "text_of"]

@@ -51,6 +51,7 @@ MAX_PER_QUERY = 1 << 20
 PLAIN_FORMAT = "hspi-suspect/1"
 LOGPROBS_FORMAT = "hspi-logprobs/1"
 MAX_TOP = 1 << 12  # log-probabilities per token
+MAX_INPUTS = 16
 FLOAT_DTYPES = {oip.DATATYPES[t] for t in oip.FLOAT_DATATYPES}
 
 
@@ -58,7 +59,7 @@ FLOAT_DTYPES = {oip.DATATYPES[t] for t in oip.FLOAT_DATATYPES}
 class Suspect:
     path: str
     source: str  # npz, kserve, plain
-    probes: str  # the probe set the file names: sha256 or name
+    probes: str | None  # the probe set the file names (sha256 or name); None for inputs of its own
     model: str | None  # the model it names (sha256 or name), if any
     form: str
     ids: np.ndarray  # (n,) int64, distinct
@@ -67,6 +68,7 @@ class Suspect:
     index: np.ndarray | None = None  # (n, k) int64 for top-k and argmax
     output: str = ""  # the output a degraded form (or the first raw output) is about
     printed: printed.Precision | None = None  # how a degraded form's numbers were printed (JSON forms)
+    inputs: dict[str, np.ndarray] | None = None  # the inputs that produced the outputs, when the file holds them
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -177,13 +179,23 @@ def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | Non
 
 
 # -- .npz ------------------------------------------------------------------------------------
+INPUT_MEMBERS = r"input_\d{1,2}"
+
+
 def _load_npz(path: Path) -> Suspect:
-    arrays, meta = read_npz(path, {"ids"}, "suspect file", BadSuspectError,
-                            optional=frozenset({"outputs", "digests", "index"}), pattern=OUTPUT_MEMBERS)
+    arrays, meta = read_npz(path, set(), "suspect file", BadSuspectError,
+                            optional=frozenset({"ids", "outputs", "digests", "index", "inputs"}),
+                            pattern=f"{OUTPUT_MEMBERS}|{INPUT_MEMBERS}", meta_required=False)
+    inputs = _npz_inputs(path, arrays, meta)
     form = _check_form(path, meta.get("form", "raw"))
-    probes = _check_name(path, meta.get("probes_sha256") or meta.get("probes_name"), "probe set", True)
+    probes = _check_name(path, meta.get("probes_sha256") or meta.get("probes_name"), "probe set", inputs is None)
     model = _check_name(path, meta.get("model_sha256") or meta.get("model_name"), "model", False)
-    ids = _check_ids(path, arrays["ids"])
+    if "ids" in arrays:
+        ids = _check_ids(path, arrays["ids"])
+    elif inputs is not None:  # a log of inputs and outputs: the rows are the queries
+        ids = _check_ids(path, np.arange(len(next(iter(inputs.values()))), dtype=np.int64))
+    else:
+        _fail(path, "must hold probe ids (ids), or the inputs that produced its outputs (inputs)")
     outputs: dict[str, np.ndarray] = {}
     if any(k == "outputs" or k.startswith("output_") for k in arrays):
         outputs, checked = read_outputs(arrays, meta, lambda msg: _fail(path, msg))
@@ -197,7 +209,39 @@ def _load_npz(path: Path) -> Suspect:
     index = index.astype(np.int64) if index is not None and index.dtype.kind in "iu" else index
     output = next(iter(outputs), _check_output_name(path, meta.get("output", "")))
     _check_outputs(path, outputs, index, len(ids), form)
-    return Suspect(str(path), "npz", probes, model, form, ids, outputs, index, output)
+    if inputs is not None:
+        _check_inputs(path, inputs, len(ids))
+    return Suspect(str(path), "npz", probes, model, form, ids, outputs, index, output, inputs=inputs)
+
+
+def _npz_inputs(path: Path, arrays: dict, meta: dict) -> dict[str, np.ndarray] | None:
+    """The suspect's own inputs: ``inputs`` (one input, named by ``meta["input_names"]`` or left
+    unnamed) or ``input_0`` ... named in ``meta["input_names"]``; None when it holds none."""
+    numbered = sorted((k for k in arrays if re.fullmatch(INPUT_MEMBERS, k)), key=lambda k: int(k[6:]))
+    names = meta.get("input_names")
+    if "inputs" in arrays:
+        if numbered:
+            _fail(path, "mixes inputs with input_0 ...")
+        names = [""] if names is None else names
+        members = ["inputs"]
+    elif numbered:
+        members = [f"input_{i}" for i in range(len(numbered))]
+        if numbered != members:
+            _fail(path, "input members must be input_0, input_1, ... without gaps")
+    else:
+        return None
+    if (not isinstance(names, list) or len(names) != len(members) or len(set(map(str, names))) != len(names)
+            or not all(isinstance(x, str) for x in names)):
+        _fail(path, f"meta.input_names must name each of its {len(members)} input arrays once")
+    return {_check_output_name(path, nm): arrays[m] for nm, m in zip(names, members)}
+
+
+def _check_inputs(path: Path, inputs: dict[str, np.ndarray], n: int) -> None:
+    if not 1 <= len(inputs) <= MAX_INPUTS:
+        _fail(path, f"holds {len(inputs)} inputs; at most {MAX_INPUTS}")
+    for name, x in inputs.items():
+        if x.dtype.kind not in "biuf" or x.ndim < 1 or len(x) != n:
+            _fail(path, f"input {name[:40]!r} must be a numeric array with one row per query ({n})")
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -241,8 +285,10 @@ def _load_json(path: Path) -> Suspect:
         return _plain(path, docs[0])
     if docs and all(isinstance(d, dict) and d.get("format") == LOGPROBS_FORMAT for d in docs):
         return _logprobs(path, docs)
-    if not docs or not all(isinstance(d, dict) and "outputs" in d for d in docs):
-        _fail(path, f"is neither KServe v2 inference responses nor a {PLAIN_FORMAT} document")
+    if not docs or not all(isinstance(d, dict) and ("outputs" in d or "inputs" in d or "response" in d)
+                           for d in docs):
+        _fail(path, f"is neither KServe v2 inference responses (or requests with their responses) "
+                    f"nor a {PLAIN_FORMAT} document")
     return _kserve(path, docs)
 
 
@@ -286,55 +332,100 @@ def _cast(path: Path, x: np.ndarray, dtype: str) -> np.ndarray:
     return out
 
 
-def _tensor(path: Path, k: int, o: dict, state: dict) -> tuple[str, np.ndarray, int]:
-    """(output name, values (batch, *shape) in the declared dtype, batch) of one KServe tensor."""
+def _tensor(path: Path, k: int, o: dict, state: dict, what: str = "response",
+            texts: dict | None = None) -> tuple[str, np.ndarray, int]:
+    """(tensor name, values (batch, *shape) in the declared dtype, batch) of one KServe tensor:
+    an output (a float datatype; ``texts`` collects its numbers as printed) or, with ``what``
+    "request", an input of any numeric datatype."""
     name = _check_output_name(path, o.get("name", ""))
-    dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in oip.FLOAT_DATATYPES else None
+    allowed = oip.FLOAT_DATATYPES if what == "response" else tuple(t for t in oip.DATATYPES if t != "BOOL")
+    dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in allowed else None
     if dt is None:
-        _fail(path, f"response {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(oip.FLOAT_DATATYPES)}")
+        _fail(path, f"{what} {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(allowed)}")
     if state["dtypes"].setdefault(name, dt) != dt:
-        _fail(path, f"response {k}: datatype of {name[:40]!r} differs from response 0")
+        _fail(path, f"{what} {k}: datatype of {name[:40]!r} differs from {what} 0")
     shp = o.get("shape")
     if (not isinstance(shp, list) or not 1 <= len(shp) <= 8
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_PER_QUERY for s in shp)):
-        _fail(path, f"response {k}: shape must be a list of positive integers")
+        _fail(path, f"{what} {k}: shape must be a list of positive integers")
     count = math.prod(shp)
     state["total"] += count
     if count > MAX_PER_QUERY * 64 or state["total"] > MAX_VALUES:
-        _fail(path, f"response {k}: declares {count} values, over the limit")
-    data = _numbers(path, o.get("data"), f"response {k} data")
+        _fail(path, f"{what} {k}: declares {count} values, over the limit")
+    integer = dt not in FLOAT_DTYPES
+    mine = None if texts is None or integer else texts.setdefault(name, [])
+    data = _numbers(path, o.get("data"), f"{what} {k} data", integer=integer, texts=mine)
     if data.size != count:
-        _fail(path, f"response {k}: data holds {data.size} values, shape {shp} declares {count}")
+        _fail(path, f"{what} {k}: data holds {data.size} values, shape {shp} declares {count}")
     row_shape = tuple(shp[1:]) or (1,)
     if state["shapes"].setdefault(name, row_shape) != row_shape:
-        _fail(path, f"response {k}: shape of output {name[:40]!r} differs from response 0")
-    return name, _cast(path, data, dt).reshape(shp[0], *row_shape), shp[0]
+        _fail(path, f"{what} {k}: shape of {name[:40]!r} differs from {what} 0")
+    if integer:
+        info = np.iinfo(oip.numpy_dtype(o["datatype"]))
+        if data.size and (data.min() < info.min or data.max() > info.max):
+            _fail(path, f"{what} {k}: values of {name[:40]!r} overflow {dt}")
+        values = data.astype(dt)
+    else:
+        values = _cast(path, data, dt)
+    return name, values.reshape(shp[0], *row_shape), shp[0]
+
+
+def _kserve_pairs(path: Path, docs: list) -> list[tuple[dict, dict]]:
+    """(request, response) pairs of a KServe payload log: records holding both
+    (``{"request": ..., "response": ...}``), or requests and responses as records of their own,
+    paired by their ``id`` (a v2 response carries its request's id); first seen first."""
+    pairs: dict = {}
+    for k, d in enumerate(docs):
+        if isinstance(d.get("request"), dict) and isinstance(d.get("response"), dict):
+            pairs[("record", k)] = [d["request"], d["response"]]
+            continue
+        j = 0 if "inputs" in d else 1 if "outputs" in d else None
+        rid = d.get("id")
+        if j is None or not isinstance(rid, str) or not 0 < len(rid) <= 128:
+            _fail(path, f"record {k}: neither a request/response pair nor a request or response with an id")
+        slot = pairs.setdefault(("id", rid), [None, None])
+        if slot[j] is not None:
+            _fail(path, f"record {k}: a second {('request', 'response')[j]} with id {rid[:40]!r}")
+        slot[j] = d
+    for (_, key), (req, resp) in pairs.items():
+        if req is None or resp is None:
+            _fail(path, f"id {str(key)[:40]!r} has a {'response' if req is None else 'request'} only")
+    return [(req, resp) for req, resp in pairs.values()]
 
 
 def _kserve(path: Path, docs: list) -> Suspect:
+    """KServe v2 responses, or a payload log of requests with their responses (the inputs ride
+    with the outputs: the queries are its rows, in order, unless the responses number them)."""
+    log = any("inputs" in d or "request" in d for d in docs)
+    pairs = _kserve_pairs(path, docs) if log else [(None, d) for d in docs]
+    if len(pairs) > MAX_QUERIES:
+        _fail(path, f"holds more than {MAX_QUERIES} queries")
     ids: list[int] = []
     rows: dict[str, list[np.ndarray]] = {}
+    feeds: dict[str, list[np.ndarray]] = {}
+    texts: dict[str, list[str]] = {}
     probes = model = None
     state = {"dtypes": {}, "shapes": {}, "total": 0}
-    for k, doc in enumerate(docs):
+    in_state = {"dtypes": {}, "shapes": {}, "total": 0}
+    for k, (req, doc) in enumerate(pairs):
         params = doc.get("parameters") or {}
         if not isinstance(params, dict):
             _fail(path, f"response {k}: parameters must be an object")
         p = params.get("probe_set", probes)
-        if p is None or (probes is not None and p != probes):
+        if (p is None and not log) or (probes is not None and p != probes):
             _fail(path, f"response {k}: " + ("names no probe set (parameters.probe_set)" if p is None
                                               else "names a different probe set than response 0"))
-        probes = _check_name(path, p, "probe set", True)
+        probes = _check_name(path, p, "probe set", True) if p is not None else None
         m = params.get("model", model)  # the server's own model_name need not be the DB's name
         model = _check_name(path, m, "model", False) if m is not None else model
-        outs = doc["outputs"]
+        outs = doc.get("outputs")
         if not isinstance(outs, list) or not outs or not all(isinstance(o, dict) for o in outs) or len(outs) > 64:
             _fail(path, f"response {k}: outputs must be a list of tensors")
         if "output" in params:  # the client asked for one output only
             outs = [o for o in outs if o.get("name") == params["output"]]
             if len(outs) != 1:
                 _fail(path, f"response {k}: parameters.output names no single output of the response")
-        got = [_tensor(path, k, o, state) for o in outs]
+        got = [_tensor(path, k, o, state, texts=texts) for o in outs]
         names = [g[0] for g in got]
         if len(set(names)) != len(names):
             _fail(path, f"response {k}: two outputs of one name")
@@ -343,8 +434,12 @@ def _kserve(path: Path, docs: list) -> Suspect:
         batch = got[0][2]
         if any(g[2] != batch for g in got):
             _fail(path, f"response {k}: outputs disagree on the batch size")
+        if req is not None:
+            _request_inputs(path, k, req, in_state, batch, feeds)
         pid = params.get("probe_ids")
-        if pid is None:
+        if pid is None and log:
+            pid = list(range(len(ids), len(ids) + batch))
+        elif pid is None:
             rid = doc.get("id")
             if batch != 1 or not isinstance(rid, str) or not rid.isdigit() or len(rid) > 12:
                 _fail(path, f"response {k}: give the probe ids in parameters.probe_ids (or the id of a batch-1 response)")
@@ -355,12 +450,32 @@ def _kserve(path: Path, docs: list) -> Suspect:
         ids += pid_arr.tolist()
         for name, values, _ in got:
             rows.setdefault(name, []).append(values)
-        if len(ids) > MAX_QUERIES:
-            _fail(path, f"holds more than {MAX_QUERIES} queries")
     ids_arr = _check_ids(path, np.array(ids, dtype=np.int64))
     outputs = {name: np.concatenate(parts) for name, parts in rows.items()}
     _check_outputs(path, outputs, None, len(ids_arr), "raw")
-    return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, outputs, None, next(iter(outputs)))
+    inputs = {name: np.concatenate(parts) for name, parts in feeds.items()} if log else None
+    if inputs is not None:
+        _check_inputs(path, inputs, len(ids_arr))
+    first = next(iter(outputs))
+    exact = printed.exact_in(texts[first], outputs[first].dtype)
+    precision = None if exact else _precision(path, texts[first], outputs[first].shape)
+    return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, outputs, None, first,
+                   precision if precision is not None and precision.mode == printed.FIXED else None, inputs)
+
+
+def _request_inputs(path: Path, k: int, req: dict, state: dict, batch: int, feeds: dict) -> None:
+    """The input tensors of request ``k``, appended to ``feeds``; their batch must be the response's."""
+    ins = req.get("inputs")
+    if not isinstance(ins, list) or not ins or not all(isinstance(t, dict) for t in ins) or len(ins) > MAX_INPUTS:
+        _fail(path, f"request {k}: inputs must be a list of 1 to {MAX_INPUTS} tensors")
+    got = [_tensor(path, k, t, state, what="request") for t in ins]
+    names = [g[0] for g in got]
+    if len(set(names)) != len(names) or (feeds and set(names) != set(feeds)):
+        _fail(path, f"request {k}: inputs {sorted(names)[:4]} repeat a name or differ from request 0's")
+    if any(g[2] != batch for g in got):
+        _fail(path, f"request {k}: a batch of {got[0][2]} inputs answered by {batch} outputs")
+    for name, values, _ in got:
+        feeds.setdefault(name, []).append(values)
 
 
 def _logprobs(path: Path, docs: list) -> Suspect:
@@ -369,21 +484,30 @@ def _logprobs(path: Path, docs: list) -> Suspect:
         _fail(path, f"holds more than {MAX_QUERIES} queries")
     probes = model = None
     output = ""
-    ids, vals, idx, texts = [], [], [], []
+    ids, vals, idx, texts, prompts = [], [], [], [], []
+    with_prompts = "prompt" in docs[0]
     for k, doc in enumerate(docs):
         params = doc.get("parameters")
         if not isinstance(params, dict):
             _fail(path, f"line {k + 1}: parameters must be an object")
-        if probes is not None and params.get("probe_set") != probes:
+        if ("prompt" in doc) != with_prompts:
+            _fail(path, f"line {k + 1}: every line or none must carry its prompt")
+        if k and params.get("probe_set") != probes:
             _fail(path, f"line {k + 1}: names a different probe set than line 1")
-        probes = _check_name(path, params.get("probe_set"), "probe set", True)
+        probes = _check_name(path, params.get("probe_set"), "probe set", not with_prompts)
+        if with_prompts:  # the token ids the service was asked: inputs of its own, for --replay
+            prompt = _numbers(path, doc["prompt"], f"line {k + 1} prompt", integer=True)
+            if prompt.size == 0 or prompt.size > MAX_PER_QUERY or (prompts and prompt.size != prompts[0].size):
+                _fail(path, f"line {k + 1}: prompts must hold 1 to {MAX_PER_QUERY} token ids, the same number on every line")
+            prompts.append(prompt)
         if params.get("model") is not None:
             model = _check_name(path, params["model"], "model", False)
         if k == 0:
             output = _check_output_name(path, doc.get("output", ""))
         elif doc.get("output", "") != output:
             _fail(path, f"line {k + 1}: names another output than line 1")
-        pid = _numbers(path, params.get("probe_ids"), f"line {k + 1} probe_ids", integer=True)
+        pid = params.get("probe_ids", [k] if with_prompts else None)
+        pid = _numbers(path, pid, f"line {k + 1} probe_ids", integer=True)
         tokens = doc.get("tokens")
         if pid.size != 1 or not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], dict):
             _fail(path, f"line {k + 1}: needs one probe id and a non-empty list of tokens")
@@ -403,8 +527,11 @@ def _logprobs(path: Path, docs: list) -> Suspect:
     if (values > 0).any():
         _fail(path, "holds a log-probability above 0")
     _check_values(path, values, index, len(ids_arr), "logprobs")
+    inputs = {"": np.stack(prompts)} if prompts else None
+    if inputs is not None:
+        _check_inputs(path, inputs, len(ids_arr))
     return Suspect(str(path), "openai", probes, model, "logprobs", ids_arr, {output: values}, index, output,
-                   _precision(path, texts, values.shape))
+                   _precision(path, texts, values.shape), inputs)
 
 
 def _precision(path: Path, texts: list[str], shape) -> printed.Precision:
