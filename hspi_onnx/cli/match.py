@@ -128,6 +128,13 @@ def print_match(report) -> None:
             tops = ", ".join(f"{val} {p:.3f}" for val, p in post.top)
             note = v.undetermined.get(t) or ("" if post.confident else "not confident")
             out.print(f"  {t:<10} {tops}" + (f"   ({note})" if note else ""), highlight=False)
+    if ex.ruled_out:
+        out.print(f"ruled out ({len(ex.ruled_out)} of {ex.classes} classes; --json lists every platform):", highlight=False)
+        for members in ex.ruled_out[:6]:
+            more = f"  (+{len(members) - 1} bit-identical)" if len(members) > 1 else ""
+            out.print(f"  {members[0]}{more}", highlight=False, soft_wrap=True)
+        if len(ex.ruled_out) > 6:
+            out.print(f"  ... and {len(ex.ruled_out) - 6} more classes", highlight=False)
     for near in (ev.nearest or [])[:3]:
         out.print(f"  near: {near.platform}  distance {near.distance}", highlight=False, soft_wrap=True)
 

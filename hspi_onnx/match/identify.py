@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hspi_onnx.db.dataset import outputs_at
+from hspi_onnx.db.dataset import Group, outputs_at
 from hspi_onnx.db.index import DigestIndex, IndexGroup, load_index
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
@@ -83,6 +83,9 @@ class ExactEvidence:
     counts: dict[str, int]  # the ten platforms matching most queries, with how many
     matched: list[str] = field(default_factory=list)  # every platform matching some query, most first
     per_query: list[list[str]] = field(default_factory=list)  # the platforms matching each query
+    classes: int = 0  # equivalence classes (bit-identical platforms on the suspect's queries) of the DB
+    classes_left: int = 0  # of them, those reproducing every query
+    ruled_out: list[list[str]] = field(default_factory=list)  # the others, each as its platforms
 
 
 @dataclass
@@ -401,6 +404,16 @@ def summarise(per_query: list[set[str]], kind: str) -> ExactEvidence:
                          {lab: counts[lab] for lab in ranked[:10]}, ranked, [sorted(s) for s in per_query])
 
 
+def rule_out_classes(exact: ExactEvidence, outs: dict[str, np.ndarray], ids: np.ndarray) -> None:
+    """Fill in which equivalence classes of the DB (platforms bit-identical on the suspect's
+    queries, compared output) the suspect rules out: those that fail to reproduce some query."""
+    keys = Group("", "", "", "", ids, outs).classes()
+    classes = sorted(set(keys.values()))
+    left = {keys[p] for p in exact.common if p in keys}
+    exact.classes, exact.classes_left = len(classes), len(left)
+    exact.ruled_out = [k.split(" | ") for k in classes if k not in left]
+
+
 def statistical(clf, db: ReferenceDB, res: Resolved, suspect: Suspect, warn) -> StatEvidence:
     from hspi_onnx.learn.features import row_features
     from hspi_onnx.learn.reference import reference_for
@@ -457,6 +470,8 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
         else:
             kind = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"
         exact = summarise(per_query, kind)
+    rule_out_classes(exact, outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids,
+                                       res.compared), suspect.ids)
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
     manifest = db.manifest()
     flagged = {e["platform"] for e in manifest.get("batch_dependent", [])
@@ -534,6 +549,9 @@ def decide(ev: Evidence) -> Verdict:
             lines.append("classifier, confident (p >= %.2f): " % CONFIDENT + ", ".join(f"{t}={v}" for t, v in conf.items()))
     elif status == UNKNOWN:
         lines.append("no classifier given (--classifier): attributes are not estimated")
+    if exact.classes > 1:
+        lines.append(f"the outputs rule out {len(exact.ruled_out)} of the {exact.classes} equivalence classes "
+                     f"(platforms bit-identical on these {n} probes); {exact.classes_left} left")
     siblings = {_bs1(p) for p in ev.batch_dependent}
     if ev.batch_dependent and (status != IDENTIFIED or siblings & set(platforms)):
         lines.append(f"{len(ev.batch_dependent)} DB platform(s) compute a probe differently depending on what shares "

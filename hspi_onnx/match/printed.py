@@ -52,6 +52,7 @@ class Precision:
     lo: np.ndarray  # float64, shape of the values
     hi: np.ndarray
     bits: float  # median bits of the value each printed number leaves (53 / 24 for reprs)
+    query_bits: float = 0.0  # median over queries of the bits all of a query's numbers leave together
 
 
 def _parts(text: str) -> tuple[Decimal, int, int]:
@@ -111,13 +112,16 @@ def infer(texts: list[str], shape: tuple[int, ...]) -> Precision:
     if odd.all():
         flat = flat.reshape(shape)
         return Precision(FIXED, "only NaN / infinities", flat, flat.copy(), 0.0)
-    p = _infer([t for t, o in zip(texts, odd) if not o])
-    lo, hi = flat.copy(), flat.copy()
-    lo[~odd], hi[~odd] = p.lo, p.hi
-    return Precision(p.mode, p.description, lo.reshape(shape), hi.reshape(shape), p.bits)
+    p, number_bits = _infer([t for t, o in zip(texts, odd) if not o])
+    lo, hi, nb = flat.copy(), flat.copy(), np.zeros(len(flat))
+    lo[~odd], hi[~odd], nb[~odd] = p.lo, p.hi, number_bits
+    per_query = nb.reshape(shape[0], -1).sum(axis=1) if shape and shape[0] else nb
+    return Precision(p.mode, p.description, lo.reshape(shape), hi.reshape(shape), p.bits,
+                     round(float(np.median(per_query)), 1))
 
 
-def _infer(texts: list[str]) -> Precision:
+def _infer(texts: list[str]) -> tuple[Precision, np.ndarray]:
+    """(the printing of ``texts``, the bits of its value each number leaves)."""
     shape = (len(texts),)
     parts = [_parts(t) for t in texts]
     values = np.array([float(d) for d, _, _ in parts], dtype=np.float64).reshape(shape)
@@ -125,10 +129,10 @@ def _infer(texts: list[str]) -> Precision:
     exps = np.array([e for _, _, e in parts])
     median = float(np.median(sig)) if len(sig) else 0.0
     if median >= 16 and all(_is_repr(d, np.float64) for d, _, _ in parts):
-        return Precision(FLOAT64_REPR, FLOAT64_REPR, values, values.copy(), 53.0)
+        return Precision(FLOAT64_REPR, FLOAT64_REPR, values, values.copy(), 53.0), np.full(len(values), 53.0)
     if median >= 8 and all(_is_repr(d, np.float32) for d, _, _ in parts):
         exact = values.astype(np.float32).astype(np.float64)
-        return Precision(FLOAT32_REPR, FLOAT32_REPR, exact, exact.copy(), 24.0)
+        return Precision(FLOAT32_REPR, FLOAT32_REPR, exact, exact.copy(), 24.0), np.full(len(values), 24.0)
     half = np.array([float(Decimal(5).scaleb(e - 1)) for e in exps.tolist()]).reshape(shape)
     # widened by a float64 ulp: the bounds themselves are rounded to float64
     lo = np.nextafter(values - half, -np.inf)
@@ -141,8 +145,9 @@ def _infer(texts: list[str]) -> Precision:
         what = f"mixed: {int(sig.min())} to {int(sig.max())} significant digits"
     with np.errstate(divide="ignore"):
         rel = np.abs(values) / (2 * half)
-    bits = np.log2(np.maximum(rel[values != 0], 1.0)) if (values != 0).any() else np.zeros(1)
-    return Precision(FIXED, what, lo, hi, round(float(min(53.0, np.median(bits))), 2))
+    number_bits = np.minimum(53.0, np.log2(np.maximum(rel, 1.0)))  # a printed 0 leaves none
+    bits = number_bits[values != 0] if (values != 0).any() else np.zeros(1)
+    return Precision(FIXED, what, lo, hi, round(float(np.median(bits)), 2)), number_bits
 
 
 def inside(x: np.ndarray, p: Precision) -> np.ndarray:
@@ -152,7 +157,8 @@ def inside(x: np.ndarray, p: Precision) -> np.ndarray:
 
 
 def bits_note(p: Precision) -> str:
-    return (f"printed as {p.description}: each number leaves about {p.bits:g} bits of the value"
+    return (f"printed as {p.description}: each number leaves about {p.bits:g} bits of the value, "
+            f"a query's numbers about {p.query_bits:g} bits together"
             if p.mode == FIXED else f"printed as {p.description}: exact to the bit")
 
 

@@ -91,7 +91,7 @@ def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: l
     set) that this machine offers, selected by ``patterns``; with none in the DB, every platform
     available here. Static int8 platforms keep the calibration kind their label names."""
     from hspi_onnx.labels import Platform, select
-    from hspi_onnx.run.adapter import resolve_platform, selected_variants
+    from hspi_onnx.run.adapter import registry, selected_variants
 
     probes = replay_probes(suspect, model)
     labels: list[str] = []
@@ -107,18 +107,40 @@ def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: l
         out.plan = selected_variants(model, default_kind(model), patterns)
         return out
     chosen = {str(p) for p in select([Platform.parse(lab) for lab in labels], patterns)} if patterns else set(labels)
+    adapters = registry()
+    offered: dict[tuple, dict[str, tuple]] = {}  # (runtime, calibration kind) -> label -> (adapter, platform)
     for label in labels:
         if label not in chosen:
             continue
-        kind = Platform.parse(label).knob.get("calib") or default_kind(model)
-        try:
-            out.plan.append(resolve_platform(label, model, kind))
-        except HspiError as exc:
-            out.missing[label] = str(exc)
+        plat = Platform.parse(label)
+        key = (plat.runtime, plat.knob.get("calib") or default_kind(model))
+        if key not in offered:  # only the runtimes the DB names are asked (each import costs seconds)
+            a = adapters.get(plat.runtime)
+            ok = a is not None and a.available().ok
+            offered[key] = {str(p): (a, p) for p in (a.variants(model, key[1]) + a.extra_variants(model, key[1])
+                                                     if ok else [])}
+        if label in offered[key]:
+            out.plan.append(offered[key][label])
+        else:
+            out.missing[label] = _why_not(label)
     if not out.plan:
         raise HspiError(f"none of the DB's {len(chosen)} platforms of {model.name} runs on this machine "
                         f"(e.g. {next(iter(out.missing.items()))[1]})")
     return out
+
+
+def _why_not(label: str) -> str:
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.run.adapter import registry
+
+    runtime = Platform.parse(label).runtime
+    adapter = registry().get(runtime)
+    if adapter is None:
+        return f"no adapter for runtime {runtime!r} here"
+    status = adapter.available()
+    if not status.ok:
+        return f"runtime {runtime} is unavailable here: {status.reason}"
+    return f"not offered here (this machine's {runtime} is {adapter.version}, its devices and ISA may differ)"
 
 
 def replayed_suspect(suspect: Suspect, plan: ReplayPlan) -> Suspect:
