@@ -6,8 +6,9 @@
     each value rounded to K significant decimal digits and read back as float64 (a JSON API
     printing ``%.{K-1}e``).
 ``softmax``
-    probabilities over the last axis, computed in float64 and returned as float32.
-``topK`` (K = 1, 5)
+    probabilities over the last axis, computed in float64 and returned as float32; a suspect
+    may hold only the top k of them, with their indices.
+``topK`` (K = 1, 5; a suspect may hold any K up to 4096)
     the K largest values over the last axis with their indices, largest first.
 ``argmax``
     the index of the largest value only.
@@ -41,9 +42,18 @@ class View:
     index: np.ndarray | None = None
 
 
+MAX_K = 4096
+
+
+def top_k(form: str) -> int | None:
+    """K of a ``topK`` form (any K from 1 to :data:`MAX_K`), else None."""
+    m = re.fullmatch(r"top([1-9]\d{0,3})", form) if isinstance(form, str) else None
+    return int(m.group(1)) if m and int(m.group(1)) <= MAX_K else None
+
+
 def check_form(form: str) -> str:
-    if form not in FORMS:
-        raise HspiError(f"unknown output form {form!r}; forms: {', '.join(FORMS)}")
+    if form not in FORMS and top_k(form) is None:
+        raise HspiError(f"unknown output form {form!r}; forms: {', '.join(FORMS)} (topK for any K up to {MAX_K})")
     return form
 
 
@@ -92,12 +102,14 @@ def degrade(outputs: np.ndarray, form: str, k: int | None = None) -> View:
     m = re.fullmatch(r"round(\d)", form)
     if m:
         return View(round_significant(rows, int(m.group(1))))
-    if form == "softmax":
+    if form == "softmax" and k is None:
         return View(softmax(rows))
     if form == "argmax":
         return View(None, top_indices(rows, 1))
     if form == "logprobs":
         rows = log_softmax(rows)
+    elif form == "softmax":  # the top k probabilities
+        rows = softmax(rows)
     else:
         k = int(form[3:])
     k = 5 if k is None else k

@@ -25,7 +25,7 @@ from hspi_onnx.db.dataset import Group, outputs_at
 from hspi_onnx.db.index import DigestIndex, IndexGroup, load_index
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
-from hspi_onnx.learn.forms import View, degrade
+from hspi_onnx.learn.forms import View, degrade, top_k
 from hspi_onnx.learn.targets import NOT_APPLICABLE, attribute_values
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
 
@@ -252,7 +252,8 @@ def _fits(values: np.ndarray, shape, form: str) -> bool:
     if form == "raw":
         return tuple(values.shape[1:]) == tuple(shape)
     width = _width(values.shape[1:])
-    return width == _width(shape) or (form in ("top1", "top5", "logprobs") and width <= _width(shape))
+    partial = form in ("logprobs", "softmax") or top_k(form) is not None  # top-k of the values
+    return width == _width(shape) or (partial and width <= _width(shape))
 
 
 # -- evidence ---------------------------------------------------------------------------------
@@ -343,8 +344,12 @@ def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[tuple
         log_sum = np.log(np.exp(spread).sum(axis=1, keepdims=True))
         if form == "softmax":
             p = np.exp(lp)
-            return [(View(p), 0.0), (View(p.astype(np.float32)), 0.0),
-                    (View(p), p * EPS32 * (8 + 2 * np.abs(spread)))]
+            slack = p * EPS32 * (8 + 2 * np.abs(spread))
+            if k is None:
+                return [(View(p), 0.0), (View(p.astype(np.float32)), 0.0), (View(p), slack)]
+            idx = top_indices(p, min(k, p.shape[1]))  # the top k probabilities, with their indices
+            top, sl = np.take_along_axis(p, idx, axis=1), np.take_along_axis(slack, idx, axis=1)
+            return [(View(top, idx), 0.0), (View(top.astype(np.float32), idx), 0.0), (View(top, idx), sl)]
         idx = top_indices(lp, min(k or 5, lp.shape[1]))
         at = lambda x: np.take_along_axis(np.broadcast_to(x, lp.shape), idx, axis=1)  # noqa: E731
         slack = at(8 * EPS32 * (np.abs(rows) + np.abs(rows.max(axis=1, keepdims=True)) + np.abs(log_sum)))
@@ -380,7 +385,10 @@ def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[s
     outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
     view = suspect.view()
     k = None if view.index is None else view.index.shape[1]
-    fixed = suspect.printed is not None and suspect.printed.mode == FIXED and view.values is not None
+    # fixed digits stand for intervals; printed softmax values (any printing) are the service's
+    # own arithmetic, tried in float64 and float32
+    fixed = (suspect.printed is not None and view.values is not None
+             and (suspect.printed.mode == FIXED or suspect.form == "softmax"))
     per_query: list[set[str]] = [set() for _ in range(len(suspect))]
     dist = []
     for label, arr in outs.items():
@@ -465,7 +473,7 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
             _, nearest = compare_db(db, res, suspect)
     else:
         per_query, nearest = compare_db(db, res, suspect)
-        if fixed:
+        if fixed or (suspect.printed is not None and suspect.form == "softmax"):
             kind = f"printed values ({bits_note(suspect.printed)})"
         else:
             kind = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"
@@ -518,7 +526,7 @@ def decide(ev: Evidence) -> Verdict:
             if s.dtype not in ev.db_dtypes:
                 lines.append(f"the outputs are {s.dtype}, a dtype no DB platform returned "
                              f"({', '.join(ev.db_dtypes)}): a server that casts its outputs hides exact identity")
-        elif s.form == "softmax":
+        elif s.form == "softmax" and exact.kind.startswith("none"):
             lines.append("softmax outputs are not compared value for value (a server recomputes them its own way)")
         else:
             lines.append(f"no DB platform is excluded by the {s.form} outputs" if exact.common
@@ -526,7 +534,8 @@ def decide(ev: Evidence) -> Verdict:
                               "as built")
         plat = stats.targets.get("platform") if stats else None
         # the classifier may name a DB class only where the outputs exclude none of the DB's platforms
-        if plat is not None and plat.confident and (s.form == "softmax" or (not s.bitwise and exact.common)):
+        uncompared = s.form == "softmax" and exact.kind.startswith("none")
+        if plat is not None and plat.confident and (uncompared or (not s.bitwise and exact.common)):
             status, platforms, strength = LIKELY, plat.best[0].split(" | "), "strong"
             lines.append(f"the classifier gives class {plat.best[0][:80]}... p={plat.best[1]:.4f}")
         elif not s.bitwise and exact.common:

@@ -34,7 +34,7 @@ import numpy as np
 
 from hspi_onnx import oip
 from hspi_onnx.match import printed
-from hspi_onnx.learn.forms import FORMS, INDEXED, View, degrade
+from hspi_onnx.learn.forms import FORMS, INDEXED, MAX_K, View, degrade, top_k
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import OUTPUT_MEMBERS, read_outputs, row_digests
 from hspi_onnx.safenpz import read_npz
@@ -107,8 +107,8 @@ def _fail(path: Path, msg: str):
 
 
 def _check_form(path: Path, form) -> str:
-    if not isinstance(form, str) or form not in FORMS:
-        _fail(path, f"unknown output form {str(form)[:40]!r}; forms: {', '.join(FORMS)}")
+    if not isinstance(form, str) or (form not in FORMS and top_k(form) is None):
+        _fail(path, f"unknown output form {str(form)[:40]!r}; forms: {', '.join(FORMS)} (topK for any K up to {MAX_K})")
     return form
 
 
@@ -155,7 +155,7 @@ def _check_outputs(path: Path, outputs: dict[str, np.ndarray], index: np.ndarray
 
 def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | None, n: int, form: str) -> None:
     needs_values = form != "argmax"
-    needs_index = form in INDEXED
+    needs_index = form in INDEXED or top_k(form) is not None
     if needs_values and values is None:
         _fail(path, f"form {form} needs output values")
     if needs_index and index is None:
@@ -171,7 +171,7 @@ def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | Non
             _fail(path, f"indices must be integers of shape ({n}, k)")
         if (index < 0).any():
             _fail(path, "indices must be non-negative")
-        k = {"argmax": 1, "top1": 1, "top5": 5}.get(form)
+        k = 1 if form == "argmax" else top_k(form)
         if k is not None and index.shape[1] != k:
             _fail(path, f"form {form} takes {k} indices per query, the file has {index.shape[1]}")
         if values is not None and values.reshape(n, -1).shape[1] != index.shape[1]:
@@ -574,7 +574,7 @@ def _plain(path: Path, doc: dict) -> Suspect:
             if vals and v.size != vals[0].size:
                 _fail(path, f"query {k}: {v.size} values, query 0 has {vals[0].size}")
             vals.append(_cast(path, v, dtype))
-        if form in INDEXED:
+        if form in INDEXED or top_k(form) is not None or (form == "softmax" and "index" in q):
             i = _numbers(path, q.get("index"), f"query {k} index", integer=True)
             if idx and i.size != idx[0].size:
                 _fail(path, f"query {k}: {i.size} indices, query 0 has {idx[0].size}")
