@@ -5,8 +5,9 @@ exported from tests/corpus.py), a DB over a set of CPU platforms is built; then 
 realistic printing format and for every DB platform as the served one, its outputs on 16
 probes are printed the way a service would (Python's and numpy's own formatters), read back by
 `load_suspect`, and matched. Printed per format: in how many cases the true platform is called
-consistent, how many equivalence classes remain on average (of the DB's), and the bits each
-printed query carries (bits per printed number, median, times numbers per query).
+consistent, how many equivalence classes remain on average (of the DB's; the others are ruled
+out), and the bits each printed query carries (median over queries of the bits its numbers
+leave together).
 
     python bench/degraded_formats.py [--models digits lm twohead] [-n 32] [--platforms GLOB ...]
 """
@@ -77,6 +78,12 @@ FORMATS = {
     "top3 log-probabilities, %.6g (float32 arithmetic)": ("logprobs", lambda r: [f"{_lp32(r)[i]:.6g}"
                                                                                   for i in _top(r, 3)],
                                                           lambda r: _top(r, 3)),
+    "top3 logits, %.3g": ("top3", lambda r: [f"{r[i]:.3g}" for i in _top(r, 3)], lambda r: _top(r, 3)),
+    "top2 softmax probabilities, %.4f": ("softmax", lambda r: [f"{_sm64(r)[i]:.4f}" for i in _top(r, 2)],
+                                         lambda r: _top(r, 2)),
+    "softmax in float32, float32 shortest repr": ("softmax", lambda r: [np.format_float_positional(v, unique=True)
+                                                                        for v in _sm32(r)], lambda r: None),
+    "KServe JSON, raw FP32 data at %.4f": ("kserve", lambda r: [f"{v:.4f}" for v in r], lambda r: None),
 }
 
 
@@ -89,6 +96,12 @@ def _model(name: str, root: Path):
 
 
 def _write(path: Path, probes: str, form: str, rows: np.ndarray, values, index) -> None:
+    if form == "kserve":  # KServe v2 responses, one per probe, the server printing its floats
+        path.write_text("\n".join(
+            '{"model_name": "m", "id": "%d", "parameters": {"probe_set": "%s"}, "outputs": [{"name": "", '
+            '"datatype": "FP32", "shape": [1, %d], "data": [%s]}]}' % (pid, probes, len(r), ", ".join(values(r)))
+            for pid, r in enumerate(rows)) + "\n")
+        return
     queries = []
     for pid, r in enumerate(rows):
         q = '{"probe_id": %d, "values": [%s]' % (pid, ", ".join(values(r)))
@@ -137,7 +150,7 @@ def main() -> None:
                     common = rep.evidence.exact.common
                     hits += label in common
                     remain += len({classes[p] for p in common})
-                    per_query = s.printed.bits * (s.values.size // len(s)) if s.printed else float("nan")
+                    per_query = s.printed.query_bits if s.printed else float("nan")
                     bits += per_query
                     cases += 1
                 rows.append((name, fname, hits, cases, remain / cases, n_classes, bits / cases,

@@ -10,7 +10,9 @@ process each, as a user runs it:
 1. ``hspi match log.npz --db DB --replay --model MODEL --json -q`` on an empty DB: every
    platform available here (the default matrix, no opt-in variants) runs over the inputs and is
    cached as a DB group; the match follows;
-2. the same command again: everything cached, matching only.
+2. the same command again: everything cached, matching only;
+3. ``--draws - 1`` more served platforms drawn at random, each answering the same inputs,
+   matched against the cached replay (identified exactly, the served platform named?).
 
 Printed per model: platforms run, the two wall times, the verdict, and whether it names the
 platform that answered (exactly, among its bit-identical equivalents).
@@ -43,16 +45,10 @@ def hspi(args: list[str]) -> tuple[float, dict]:
     return seconds, json.loads(proc.stdout)
 
 
-def one_model(name: str, n: int, seed: int, root: Path) -> dict:
-    model = resolve_model(name)
-    kind = TRAFFIC_KIND.get(model.primary.kind, "noise")
-    traffic = generate(model, kind, n=n, seed=1000 + seed)  # another seed and kind than any DB probe set
-    plan = selected_variants(model, "noise" if kind == "images" else kind, None)
-    rng = np.random.default_rng(seed)
-    adapter, hidden = plan[int(rng.integers(len(plan)))]
-    alone = ProbeSet("traffic", "replay", 0, "probe", traffic.inputs, np.arange(n))
+def write_log(log: Path, model, traffic, adapter, hidden) -> None:
+    """The file a user of the service on ``hidden`` would hold: the inputs and the raw outputs."""
+    alone = ProbeSet("traffic", "replay", 0, "probe", traffic.inputs, np.arange(len(traffic)))
     outputs = execute(adapter, model, hidden, alone.bind(model)).outputs
-    log = root / f"{name}.npz"
     out = next(iter(outputs.values()))
     if len(traffic.inputs) == 1 and out.dtype.kind == "f":  # the plain file a user would write
         np.savez(log, inputs=traffic.primary, outputs=out)
@@ -62,12 +58,30 @@ def one_model(name: str, n: int, seed: int, root: Path) -> dict:
 
         save_npz(log, {"input_names": list(traffic.inputs), "dtype": dtype_name(out)}, outputs=to_storage(out),
                  **{f"input_{i}": v for i, v in enumerate(traffic.inputs.values())})
+
+
+def one_model(name: str, n: int, seed: int, draws: int, root: Path) -> dict:
+    model = resolve_model(name)
+    kind = TRAFFIC_KIND.get(model.primary.kind, "noise")
+    traffic = generate(model, kind, n=n, seed=1000 + seed)  # another seed and kind than any DB probe set
+    plan = selected_variants(model, "noise" if kind == "images" else kind, None)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(plan))[:max(1, draws)]
+    adapter, hidden = plan[int(order[0])]
+    log = root / f"{name}.npz"
+    write_log(log, model, traffic, adapter, hidden)
     db = root / f"{name}-db"
     args = ["match", str(log), "--db", str(db), "--replay", "--model", name, "--json", "-q"]
     first, rep = hspi(args)
     second, again = hspi(args)
     verdict = rep["verdict"]
-    return {"model": name, "inputs": n, "platforms_run": len(rep["replay"]["build"]["built"]),
+    named = []  # more served platforms, drawn at random, matched against the cached replay
+    for k in order[1:]:
+        write_log(log, model, traffic, *plan[int(k)])
+        _, other = hspi(args)
+        named.append(other["verdict"]["status"] == "identified (exact)"
+                     and str(plan[int(k)][1]) in other["verdict"]["platforms"])
+    return {"more_draws_identified": f"{sum(named)}/{len(named)}","model": name, "inputs": n, "platforms_run": len(rep["replay"]["build"]["built"]),
             "failed": len(rep["replay"]["build"]["failed"]), "replay_s": round(first, 1),
             "cached_s": round(second, 1), "status": verdict["status"], "named": len(verdict["platforms"]),
             "hidden": str(hidden), "hidden_named": str(hidden) in verdict["platforms"],
@@ -79,18 +93,21 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resnet", "lm"])
     ap.add_argument("-n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", type=int, default=5, help="served platforms drawn (the first is timed)")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            row = one_model(name, args.n, args.seed, Path(tmp))
+            row = one_model(name, args.n, args.seed, args.draws, Path(tmp))
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print(f"{'model':<8} {'inputs':>6} {'platforms':>9} {'replay s':>9} {'cached s':>9}  verdict / hidden platform named")
+    print(f"{'model':<8} {'inputs':>6} {'platforms':>9} {'replay s':>9} {'cached s':>9}  verdict / served platform "
+          "named / more draws identified")
     for r in rows:
         print(f"{r['model']:<8} {r['inputs']:>6} {r['platforms_run']:>9} {r['replay_s']:>9} {r['cached_s']:>9}  "
-              f"{r['status']} ({r['named']} platform(s)) / {'yes' if r['hidden_named'] else 'NO'}")
+              f"{r['status']} ({r['named']} platform(s)) / {'yes' if r['hidden_named'] else 'NO'} / "
+              f"{r['more_draws_identified']}")
 
 
 if __name__ == "__main__":

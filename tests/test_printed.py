@@ -170,3 +170,15 @@ def test_kserve_json_printed_with_fixed_digits_is_matched_as_intervals(env, fmt)
     assert rep.verdict.status not in (IDENTIFIED, "unknown platform")
     assert rep.evidence.exact.kind.startswith("printed values")
     assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [env["true"]], rep.verdict.evidence
+
+
+def test_decimal_budget_is_shared_across_json_lines():
+    """Parsing stops once a file's decimal numbers exceed the budget (memory is bounded before
+    the parser finishes), counted over every line of a JSON Lines file together."""
+    from hspi_onnx.match.printed import loads
+
+    budget = [4]
+    assert loads("[1.5, 2.5]", budget) == [1.5, 2.5] and budget == [2]
+    with pytest.raises(ValueError, match="decimal numbers"):
+        loads("[1.5, 2.5, 3.5]", budget)
+    assert loads("[1, 2, 3, 4, 5, 6]", [0]) == [1, 2, 3, 4, 5, 6]  # integers cost nothing

@@ -26,7 +26,7 @@ FLOAT32_REPR, FLOAT64_REPR, FIXED = "float32 shortest repr", "float64 repr", "fi
 class PrintedFloat(float):
     """A JSON float that remembers how it was printed."""
 
-    text: str
+    __slots__ = ("text",)  # no per-number __dict__: a 16 MiB suspect holds millions of them
 
     def __new__(cls, text: str) -> "PrintedFloat":
         obj = super().__new__(cls, text)
@@ -34,9 +34,21 @@ class PrintedFloat(float):
         return obj
 
 
-def loads(text: str, **kw):
-    """``json.loads`` whose floats are :class:`PrintedFloat` (ints stay ints)."""
-    return json.loads(text, parse_float=PrintedFloat, **kw)
+MAX_FLOATS = 1 << 22  # about 0.5 GB of PrintedFloats: bounded before the parser finishes
+
+
+def loads(text: str, budget: list[int] | None = None, **kw):
+    """``json.loads`` whose floats are :class:`PrintedFloat` (ints stay ints); ValueError once
+    more floats than ``budget[0]`` (shared by several calls: decremented) have been read."""
+    left = budget if budget is not None else [MAX_FLOATS]
+
+    def parse(t: str) -> PrintedFloat:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ValueError(f"more than {MAX_FLOATS} decimal numbers")
+        return PrintedFloat(t)
+
+    return json.loads(text, parse_float=parse, **kw)
 
 
 def text_of(v) -> str:

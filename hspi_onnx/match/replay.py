@@ -114,11 +114,13 @@ def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: l
             continue
         plat = Platform.parse(label)
         key = (plat.runtime, plat.knob.get("calib") or default_kind(model))
+        a = adapters.get(plat.runtime)
+        ok = a is not None and a.available().ok
         if key not in offered:  # only the runtimes the DB names are asked (each import costs seconds)
-            a = adapters.get(plat.runtime)
-            ok = a is not None and a.available().ok
-            offered[key] = {str(p): (a, p) for p in (a.variants(model, key[1]) + a.extra_variants(model, key[1])
-                                                     if ok else [])}
+            offered[key] = {str(p): (a, p) for p in (a.variants(model, key[1]) if ok else [])}
+        if label not in offered[key] and ok and key + ("extra",) not in offered:  # opt-in variants: asked last,
+            offered[key + ("extra",)] = {}  # torch.compile's check alone takes seconds
+            offered[key].update({str(p): (a, p) for p in a.extra_variants(model, key[1])})
         if label in offered[key]:
             out.plan.append(offered[key][label])
         else:

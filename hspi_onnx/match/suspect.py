@@ -250,14 +250,14 @@ def _reject_constant(name: str) -> float:
     return float(name.replace("Infinity", "inf"))
 
 
-def _parse_json(path: Path, text: str):
+def _parse_json(path: Path, text: str, budget: list[int] | None = None):
     try:
-        return printed.loads(text, parse_constant=_reject_constant)
+        return printed.loads(text, budget, parse_constant=_reject_constant)
     except RecursionError:
         _fail(path, "JSON is nested too deeply")
     except ValueError as exc:
         msg = str(exc).split(":")[0][:80]
-        _fail(path, f"is not valid JSON ({msg})")
+        _fail(path, f"holds {msg}" if "decimal numbers" in msg else f"is not valid JSON ({msg})")
 
 
 def _load_json(path: Path) -> Suspect:
@@ -278,7 +278,8 @@ def _load_json(path: Path) -> Suspect:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if len(lines) < 2:
             _parse_json(path, text)  # raises with the parser's message
-        docs = [_parse_json(path, ln) for ln in lines]  # JSON Lines
+        budget = [printed.MAX_FLOATS]  # for the whole file
+        docs = [_parse_json(path, ln, budget) for ln in lines]  # JSON Lines
     if len(docs) == 1 and isinstance(docs[0], list):
         docs = docs[0]
     if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("format") == PLAIN_FORMAT:
