@@ -46,18 +46,46 @@ def env(tmp_path_factory, zoo):
         "top5.json": write_plain(root / "t.json", probes.name, "digits", "top5", ids, degrade(outs, "top5")).read_bytes(),
         "argmax.json": write_plain(root / "a.json", probes.name, None, "argmax", ids, degrade(outs, "argmax")).read_bytes(),
         "lp.jsonl": write_logprobs(root / "lp.jsonl", probes.sha256, ids, outs, k=3).read_bytes(),
+        "log.jsonl": _kserve_log(probes, model, ids, outs),
+        "inputs.npz": _npz_with_inputs(root / "i.npz", probes, ids, outs),
     }
     return {"root": root, "db": db, "index": load_index(db), "seeds": seeds, "probes": probes, "model": model,
             "tried": []}
 
 
+def _kserve_log(probes, model, ids, outs) -> bytes:
+    """A payload log: KServe v2 requests (the probes' inputs) and their responses, by id."""
+    x = probes.inputs[model.inputs[0].name][ids]
+    reqs, resps = [], []
+    for k in range(0, len(ids), 2):
+        reqs.append(json.dumps({"id": f"r{k}", "inputs": [{"name": model.inputs[0].name, "datatype": "FP32",
+                                                          "shape": list(x[k:k + 2].shape), "data": x[k:k + 2].ravel().tolist()}]}))
+        resps.append(json.dumps({"id": f"r{k}", "parameters": {"probe_set": probes.sha256,
+                                                               "probe_ids": [int(i) for i in ids[k:k + 2]]},
+                                 "outputs": [{"name": "logits", "datatype": "FP32", "shape": list(outs[k:k + 2].shape),
+                                              "data": outs[k:k + 2].astype(np.float64).ravel().tolist()}]}))
+    return ("\n".join(reqs[::-1] + resps) + "\n").encode()
+
+
+def _npz_with_inputs(path, probes, ids, outs) -> bytes:
+    from hspi_onnx.safenpz import save_npz
+
+    x = next(iter(probes.inputs.values()))[ids]
+    return save_npz(path, {"probes_sha256": probes.sha256}, ids=ids, outputs=outs, inputs=x).read_bytes()
+
+
 def check(env, data: bytes, name: str = "s.bin") -> None:
-    """Load and match ``data``: success or HspiError, nothing else."""
+    """Load and match ``data`` (and bind its inputs, if any, for a replay): success or
+    HspiError, nothing else."""
+    from hspi_onnx.match.replay import replay_probes
+
     path = env["root"] / name
     path.write_bytes(data)
     env["tried"].append(name)
     try:
         s = load_suspect(path)
+        if s.inputs:
+            replay_probes(s, env["model"])
         match(s, env["db"], index=env["index"])
     except HspiError as exc:
         assert str(exc) and "\n" not in str(exc)
@@ -92,7 +120,8 @@ def mutated_files(env, data):
 
 
 KEYS = ["format", "probe_set", "queries", "outputs", "data", "shape", "datatype", "parameters", "probe_ids",
-        "form", "values", "index", "probe_id", "id", "model_name", "model", "dtype", "name", "output"]
+        "form", "values", "index", "probe_id", "id", "model_name", "model", "dtype", "name", "output", "inputs",
+        "request", "response", "prompt", "tokens", "top"]
 LEAVES = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
           | st.sampled_from(["hspi-suspect/1", "FP32", "BF16", "INT8", "raw", "top5", "argmax", "round4", "softmax",
                              "float32", "logits", "noise-s0-n24", "digits", "3"]) | st.text(max_size=8))
@@ -115,12 +144,14 @@ DTYPES = ["float16", "float32", "float64", "int64", "int32", "uint8", "uint16", 
 @settings(**SETTINGS)
 @given(data=st.data())
 def structured_npz(env, data):
-    names = data.draw(st.sets(st.sampled_from(["ids", "outputs", "digests", "index", "meta", "extra"]), max_size=6))
+    names = data.draw(st.sets(st.sampled_from(["ids", "outputs", "digests", "index", "meta", "extra", "inputs",
+                                               "input_0", "input_1"]), max_size=7))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name in sorted(names):
             if name == "meta" and data.draw(st.booleans()):
-                meta = data.draw(st.dictionaries(st.sampled_from(["probes_sha256", "probes_name", "model_sha256", "dtype", "form"]),
+                meta = data.draw(st.dictionaries(st.sampled_from(["probes_sha256", "probes_name", "model_sha256", "dtype", "form",
+                                                                  "input_names"]),
                                                  st.sampled_from([env["probes"].sha256, env["model"].sha256, "float32",
                                                                   "bfloat16", "raw", "top5", "x", "noise-s0-n24"]) | LEAVES))
                 arr = np.frombuffer(json.dumps(meta).encode(), np.uint8)
@@ -225,7 +256,7 @@ def test_huge_kserve_shape_is_refused(env, tmp_path):
     (b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "round4", "queries": [{"probe_id": 0, "values": [nan, 1]}]}', "valid JSON"),
     (b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "raw", "dtype": "float16", "queries": [{"probe_id": 0, "values": [1e6]}]}', "overflow float16"),
     (b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "argmax", "queries": [{"probe_id": 1, "index": [2]}, {"probe_id": 1, "index": [3]}]}', "duplicate probe ids"),
-    (b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "top9", "queries": []}', "unknown output form"),
+    (b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "top0", "queries": []}', "unknown output form"),
     (b'{"format": "hspi-suspect/1", "form": "argmax", "queries": [{"probe_id": 1, "index": [2]}]}', "probe set"),
     (b"", "empty"),
     (b'{"format": "hspi-logprobs/1", "parameters": {"probe_set": "p", "probe_ids": [0]}, "tokens": [{"top": [[1, 0.5]]}]}', "above 0"),

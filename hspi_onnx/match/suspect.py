@@ -233,7 +233,12 @@ def _npz_inputs(path: Path, arrays: dict, meta: dict) -> dict[str, np.ndarray] |
     if (not isinstance(names, list) or len(names) != len(members) or len(set(map(str, names))) != len(names)
             or not all(isinstance(x, str) for x in names)):
         _fail(path, f"meta.input_names must name each of its {len(members)} input arrays once")
-    return {_check_output_name(path, nm): arrays[m] for nm, m in zip(names, members)}
+    inputs = {_check_output_name(path, nm): arrays[m] for nm, m in zip(names, members)}
+    if any(x.ndim < 1 or x.dtype.kind not in "biuf" for x in inputs.values()):
+        _fail(path, "inputs must be numeric arrays with one row per query")
+    if len({len(x) for x in inputs.values()}) != 1:
+        _fail(path, "inputs differ in their number of rows")
+    return inputs
 
 
 def _check_inputs(path: Path, inputs: dict[str, np.ndarray], n: int) -> None:
