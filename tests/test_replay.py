@@ -107,3 +107,16 @@ def test_lm_prompts_with_logprobs_are_replayed(tmp_path, zoo, capsys):
     assert rep["suspect"]["form"] == "logprobs" and rep["suspect"]["queries"] == 8
     assert rep["verdict"]["status"] == "consistent (degraded outputs)"
     assert [("/int8/" in p) for p in rep["verdict"]["platforms"]] == [True], rep["verdict"]
+
+
+def test_input_counts_that_are_no_multiple_of_the_batch_repeat(zoo):
+    """10 inputs at bs=8: the last batch wraps around to the first probes. On a platform whose
+    output depends on its batch-mates (ONNX Runtime int8 dynamic), the determinism check must
+    compare each probe with the batch its output was stored from, or every replay of an odd
+    count reads as 'not repeatable'."""
+    model = zoo["digits"]
+    adapter, platform = resolve_platform("onnxruntime/*/int8/bs=8,opt=all,quant=dynamic,threads=1", model, "noise")
+    ps = generate(model, n=10, seed=4)
+    result = execute(adapter, model, platform, ps, repeat=16)
+    assert result.repeats is True
+    assert result.batch_independent is False  # the check that does see its batch dependence

@@ -86,9 +86,10 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
     n = len(probes)
     bs = int(platform.knob.get("bs", "1"))
     results: dict[str, list] = {name: [None] * n for name in model.output_names}
+    owner = np.full(n, -1)  # the batch each probe's stored output came from (the last one wraps around)
     with adapter.prepare(model, platform) as session:
         t0 = time.perf_counter()
-        for idx in batches(n, bs):
+        for b, idx in enumerate(batches(n, bs)):
             out = session.run(probes.batch(idx))
             _check_outputs(platform, model, out, len(idx))
             fresh = 0
@@ -96,6 +97,7 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
                 if results[model.output_names[0]][i] is None:
                     for name, arr in out.items():
                         results[name][i] = arr[j]
+                    owner[i] = b
                     fresh += 1
             if on_batch:
                 on_batch(fresh)
@@ -103,11 +105,12 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
         repeats = None
         if repeat > 0:
             repeats = True
-            for idx in batches(n, bs)[: -(-min(repeat, n) // bs)]:
+            for b, idx in enumerate(batches(n, bs)[: -(-min(repeat, n) // bs)]):
                 again = session.run(probes.batch(idx))
+                mine = owner[idx] == b  # wrapped-around probes were stored from another batch
                 for name, arr in again.items():
-                    before = np.stack([results[name][i] for i in idx])
-                    repeats &= arr.dtype == before.dtype and arr.tobytes() == before.tobytes()
+                    before = np.stack([results[name][i] for i in idx[mine]])
+                    repeats &= arr.dtype == before.dtype and arr[mine].tobytes() == before.tobytes()
         alone = None
         if repeat > 0 and bs > 1:
             copies = session.run(probes.batch(np.zeros(bs, dtype=np.int64)))
