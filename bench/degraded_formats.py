@@ -81,7 +81,7 @@ FORMATS = {
     "top3 logits, %.3g": ("top3", lambda r: [f"{r[i]:.3g}" for i in _top(r, 3)], lambda r: _top(r, 3)),
     "top2 softmax probabilities, %.4f": ("softmax", lambda r: [f"{_sm64(r)[i]:.4f}" for i in _top(r, 2)],
                                          lambda r: _top(r, 2)),
-    "softmax in float32, float32 shortest repr": ("softmax", lambda r: [np.format_float_positional(v, unique=True)
+    "softmax in float32, float32 shortest repr": ("softmax", lambda r: [np.format_float_positional(v, unique=True, trim="-")
                                                                         for v in _sm32(r)], lambda r: None),
     "KServe JSON, raw FP32 data at %.4f": ("kserve", lambda r: [f"{v:.4f}" for v in r], lambda r: None),
 }

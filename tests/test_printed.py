@@ -75,7 +75,7 @@ FORMATS = {  # name: (form, per-query JSON body from the true platform's logits 
     "top2 softmax probabilities, 4 decimals": ("softmax", lambda r: (
         "[" + ", ".join(f"{np.exp(log_softmax(r))[i]:.4f}" for i in _top(r, 2)) + "]", _top(r, 2))),
     "softmax in float32, float32 shortest repr (not fixed)": ("softmax", lambda r: (
-        "[" + ", ".join(np.format_float_positional(v, unique=True) for v in
+        "[" + ", ".join(np.format_float_positional(v, unique=True, trim="-") for v in
                         (lambda e: e / e.sum(dtype=np.float32))(np.exp(r.astype(np.float32) - r.astype(np.float32).max()))) + "]",
         None)),
 }

@@ -39,7 +39,8 @@ def summary(form: str = "raw", n: int = 4, dtype: str = "float32") -> SuspectSum
 
 def evidence(per_query: list[set[str]], form: str = "raw", dtype: str = "float32", stats=None, nearest=None,
              db=DB, db_dtypes=("float32",)) -> Evidence:
-    kind = "digest" if form == "raw" else "degraded values"
+    kind = ("digest" if form == "raw" else "none (softmax is recomputed by the server)" if form == "softmax"
+            else "degraded values")
     return Evidence(summary(form, len(per_query), dtype), "/db", list(db), list(db_dtypes),
                     summarise(per_query, kind), nearest, stats)
 
@@ -176,9 +177,20 @@ def test_degraded_platform_class_just_below_confident_is_consistent_with_all():
 
 
 def test_softmax_is_likely_from_the_classifier_alone():
+    """Binary softmax outputs (an .npz) are not compared value for value: the classifier decides."""
     st = stats(platform=platform_post(PTBF16, 0.95))
     v = decide(evidence([set(), set()], form="softmax", stats=st))
     assert (v.status, v.platforms, v.strength) == (LIKELY, [PTBF16], "strong")
+
+
+def test_printed_softmax_that_no_platform_reproduces_is_unknown_despite_the_classifier():
+    """Printed softmax values are compared (as the service's float64 or float32 arithmetic): when
+    they exclude every DB platform, a confident classifier may not name one of them."""
+    st = stats(platform=platform_post(PTBF16, 0.95))
+    ev = evidence([set(), set()], form="softmax", stats=st)
+    ev.exact.kind = "printed values (printed as 6 decimals: ...)"
+    v = decide(ev)
+    assert v.status == UNKNOWN and v.platforms == []
 
 
 def test_consistent_outranks_a_confident_classifier():
