@@ -23,7 +23,7 @@ from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.outputs import RunResult, dtype_name, to_storage
 from hspi_onnx.labels import Platform
-from hspi_onnx.inputs.probes import ProbeSet
+from hspi_onnx.inputs.probes import ProbeSet, calibration_kind
 from hspi_onnx.db.store import COLUMNS, ReferenceDB, arrow_schema
 
 REPEAT_SAMPLE = 16
@@ -101,7 +101,7 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
     db.require_writable()
     probes = probes.bind(model)
     if plan is None:
-        plan = selected_variants(model, probes.kind, patterns, extra)
+        plan = selected_variants(model, calibration_kind(model, probes.kind), patterns, extra)
     todo = [(a, p) for a, p in plan if not db.existing_shards(model.sha256, probes.sha256, str(p))]
     pending = {str(p) for _, p in todo}
     if todo:

@@ -32,6 +32,7 @@ from hspi_onnx.safenpz import read_npz, save_npz
 KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text"),
          "mask": ("mask",), "segments": ("segments",), "positions": ("positions",)}
 PROBE_KINDS = tuple(dict.fromkeys(k for ks in KINDS.values() for k in ks))
+CRAFTED_KINDS = ("border", "replay")  # inputs made elsewhere than generate(): read from files only
 SPLITS = ("probe", "calib")
 DEFAULT_DIM = 16
 DEFAULT_IMAGE_SIDE = 32
@@ -40,6 +41,12 @@ MAX_INPUTS = 16
 
 def default_kind(model: ModelInfo) -> str:
     return KINDS[model.primary.kind][0]
+
+
+def calibration_kind(model: ModelInfo, kind: str) -> str:
+    """The probe kind static quantization calibrates on for probes of ``kind``: the kind itself
+    when it can be generated, else (border, replay: inputs from elsewhere) the model's default."""
+    return kind if kind in KINDS[model.primary.kind] else default_kind(model)
 
 
 @dataclass
@@ -51,6 +58,7 @@ class ProbeSet:
     inputs: dict[str, np.ndarray]  # input name -> (n, *shape); "" for an unnamed single input
     ids: np.ndarray  # (n,) int64
     dims: dict[str, int] = field(default_factory=dict)  # sizes given to dynamic axes, by symbol
+    provenance: dict = field(default_factory=dict)  # how a crafted set was made (border probes)
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -75,7 +83,7 @@ class ProbeSet:
         """The probes at positions ``idx``, still named and hashed as this whole set: what a
         client that asks a service only some probes of a DB's set refers to."""
         part = ProbeSet(self.name, self.kind, self.seed, self.split, self.batch(idx), self.ids[idx].copy(),
-                        dict(self.dims))
+                        dict(self.dims), self.provenance)
         part.__dict__["sha256"] = self.sha256
         return part
 
@@ -84,7 +92,8 @@ class ProbeSet:
         return {"name": self.name, "kind": self.kind, "seed": self.seed, "split": self.split,
                 "n": len(self), "shape": list(first.shape[1:]), "dtype": str(first.dtype),
                 "inputs": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype)} for k, v in self.inputs.items()},
-                "input_names": list(self.inputs), "dims": dict(self.dims), "sha256": self.sha256}
+                "input_names": list(self.inputs), "dims": dict(self.dims), "sha256": self.sha256,
+                **({"provenance": self.provenance} if self.provenance else {})}
 
     def save(self, path: str | Path) -> Path:
         if len(self.inputs) == 1:
@@ -97,7 +106,7 @@ class ProbeSet:
         earlier version holds one unnamed array, which goes to a single-input model's input."""
         if list(self.inputs) == [""] and len(model.inputs) == 1:
             bound = ProbeSet(self.name, self.kind, self.seed, self.split, {model.inputs[0].name: self.primary},
-                             self.ids, dict(self.dims))
+                             self.ids, dict(self.dims), self.provenance)
             bound.__dict__["sha256"] = self.sha256  # the legacy hash does not name the input
         else:
             bound = self
@@ -320,10 +329,11 @@ def load_probes(path: str | Path) -> ProbeSet:
             raise BadProbesError(f"probe set {str(path)!r} holds input {nm[:40]!r} of unsupported type or size")
     if ids.dtype != np.int64 or ids.ndim != 1 or len(np.unique(ids)) != len(ids):
         raise BadProbesError(f"probe set {str(path)!r} has missing, malformed or duplicate ids")
-    if str(kind) not in PROBE_KINDS or split not in SPLITS:
+    if str(kind) not in PROBE_KINDS + CRAFTED_KINDS or split not in SPLITS:
         raise BadProbesError(f"probe set {str(path)!r} names an unknown kind or split")
+    provenance = meta.get("provenance", {})
     probes = ProbeSet(str(name), str(kind), seed, str(split), {k: np.ascontiguousarray(v) for k, v in inputs.items()},
-                      ids, dims)
+                      ids, dims, provenance if isinstance(provenance, dict) else {})
     if probes.sha256 != want:
         raise BadProbesError(f"probe set {str(path)!r} fails its content hash (altered or corrupt)")
     return probes

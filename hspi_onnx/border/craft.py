@@ -1,0 +1,314 @@
+"""Crafting border probes: white-box PGD to a decision boundary, then bisection on the real runtimes.
+
+For label-only services every platform returns the same label on random probes. Near a
+decision boundary the two top logits are almost equal, and the low bits that tell platforms
+apart decide the label. The recipe:
+
+1. **The classes.** The DB's equivalence classes of the model (platforms bit-identical on its
+   probes), one representative each that this machine can run (bs=1 preferred), each opened
+   once as a real runtime session.
+2. **PGD** (white box, the model in PyTorch at fp32 through :func:`build_torch_module`): from a
+   seeded noise probe, signed-gradient steps on the margin between the two top logits until
+   the label flips. The last step crosses the boundary: a segment ``[x_a, x_b]`` whose ends
+   have different labels (the gradient cannot say where each platform's boundary lies: its
+   low bits are not the reference's).
+3. **Bisection on the real runtimes.** Along the segment each representative's label is
+   bisected to the float32 resolution of the points, in a few dozen runtime calls: each class
+   gets the bracket where its own label flips. Classes whose brackets do not overlap are
+   separated by the points between them: the ends of every bracket are the candidates.
+4. **Verification.** Every representative labels every candidate twice; a candidate is kept
+   when its labels split the classes, the same way both times, and only if it separates a
+   pair that no kept probe separates yet.
+
+The border set is a probe set (kind ``border``) whose meta record carries its provenance: per
+probe the seed, the segment's labels, the classes on each side; the method; the runtime
+versions it was crafted on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from hspi_onnx.errors import HspiError
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.inputs.probes import ProbeSet, generate
+
+BORDER_KIND = "border"
+MAX_BISECT = 60  # halvings of the segment: float32 points stop changing well before
+
+
+@dataclass
+class Rep:
+    """One equivalence class, run through one of its platforms."""
+
+    key: str  # the class key (its platforms joined by " | ")
+    label: str  # the platform that runs it
+    bs: int
+    session: object = None
+    calls: int = 0
+
+    def labels(self, model: ModelInfo, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Top-1 label of the model's first output for each row of ``feeds``, run in batches of
+        ``bs`` exactly as a build runs them (the last batch wraps around)."""
+        from hspi_onnx.run.runner import batches
+
+        n = len(next(iter(feeds.values())))
+        out = np.empty(n, dtype=np.int64)
+        for idx in batches(n, self.bs):
+            got = self.session.run({k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()})
+            self.calls += 1
+            first = np.asarray(got[model.output_names[0]], np.float64).reshape(len(idx), -1)
+            out[idx] = np.argsort(-first, axis=1, kind="stable")[:, 0]
+        return out
+
+
+@dataclass
+class BorderResult:
+    probes: ProbeSet
+    classes: list[str]  # class keys, in the order of the label vectors
+    labels: np.ndarray  # (n probes, n classes): each representative's label on each kept probe
+    separated: set = field(default_factory=set)  # pairs (i, j) of class indices some probe separates
+    seeds_tried: int = 0
+    candidates: int = 0
+    runtime_calls: int = 0
+    seconds: float = 0.0
+    unrunnable: dict[str, str] = field(default_factory=dict)  # class key -> why no member runs here
+
+    @property
+    def pairs(self) -> int:
+        c = len(self.classes)
+        return c * (c - 1) // 2
+
+    def as_dict(self) -> dict:
+        return {"probes": len(self.probes), "sha256": self.probes.sha256, "classes": len(self.classes),
+                "pairs": self.pairs, "separated_pairs": len(self.separated),
+                "separable_fraction": round(len(self.separated) / self.pairs, 4) if self.pairs else None,
+                "seeds_tried": self.seeds_tried, "candidates": self.candidates,
+                "runtime_calls": self.runtime_calls, "seconds": round(self.seconds, 1),
+                "unrunnable_classes": self.unrunnable}
+
+
+def class_representatives(db, model: ModelInfo) -> tuple[list[Rep], dict[str, str]]:
+    """One runnable platform per equivalence class of ``model`` in the DB (bs=1 and fewest
+    threads first), and the classes with no member this machine runs."""
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.run.adapter import registry
+
+    groups = [g for g in load_groups(db) if g.model_sha256 == model.sha256]
+    if not groups:
+        raise HspiError(f"the DB holds no outputs of {model.name}: build it first (hspi db build)")
+    group = max(groups, key=lambda g: len(g.platforms))
+    members: dict[str, list[str]] = {}
+    for label, key in group.classes().items():
+        members.setdefault(key, []).append(label)
+    adapters = registry()
+    offered: dict[tuple, set] = {}
+    reps, unrunnable = [], {}
+    for key, labels in sorted(members.items()):
+        def cost(label: str) -> tuple:
+            knob = Platform.parse(label).knob
+            return int(knob.get("bs", "1")), int(knob.get("threads", "1")), label
+        chosen = None
+        for label in sorted(labels, key=cost):
+            plat = Platform.parse(label)
+            a = adapters.get(plat.runtime)
+            if a is None or not a.available().ok:
+                continue
+            kind = plat.knob.get("calib") or group_kind(db, group)
+            if (plat.runtime, kind) not in offered:
+                offered[(plat.runtime, kind)] = {str(p) for p in a.variants(model, kind)}
+            if label in offered[(plat.runtime, kind)]:
+                chosen = Rep(key, label, int(plat.knob.get("bs", "1")))
+                break
+        if chosen is None:
+            unrunnable[key] = "no member of the class runs on this machine"
+        else:
+            reps.append(chosen)
+    return reps, unrunnable
+
+
+def group_kind(db, group) -> str:
+    meta = db.manifest()["probe_sets"].get(group.probes_sha256, {})
+    return str(meta.get("kind", "noise"))
+
+
+@contextlib.contextmanager
+def open_sessions(model: ModelInfo, reps: list[Rep]):
+    """Every representative's runtime session, open together in this process."""
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.run.adapter import registry
+
+    adapters = registry()
+    with contextlib.ExitStack() as stack:
+        for rep in reps:
+            plat = Platform.parse(rep.label)
+            rep.session = stack.enter_context(adapters[plat.runtime].prepare(model, plat))
+        yield reps
+
+
+class Reference:
+    """The model at fp32 in PyTorch, for gradients with respect to its primary input."""
+
+    def __init__(self, model: ModelInfo) -> None:
+        from hspi_onnx.graph.torch_module import build_torch_module, has_module
+
+        self.model = model
+        self.module = build_torch_module(model, "module" if has_module(model) else "onnx", "fp32").eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def margin_step(self, feeds: dict[str, np.ndarray], top2: tuple[int, int]):
+        """(the first output's row, the gradient of logit[top1] - logit[top2] w.r.t. the primary input)."""
+        import torch
+
+        args = []
+        primary = self.model.primary.name
+        for spec in self.model.inputs:
+            t = torch.from_numpy(np.ascontiguousarray(feeds[spec.name]))
+            if spec.name == primary:
+                t = t.to(torch.float32).requires_grad_(True)
+                x = t
+            args.append(t)
+        out = self.module(*args)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        row = out.reshape(1, -1)
+        margin = row[0, top2[0]] - row[0, top2[1]]
+        margin.backward()
+        return row.detach().numpy()[0].astype(np.float64), x.grad.detach().numpy()
+
+
+def pgd_segment(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray], steps: int, step: float):
+    """(x_a, x_b): the last two PGD iterates, on either side of the reference's boundary between
+    its two top labels; None when ``steps`` do not flip the label."""
+    spec = model.primary
+    x = feeds[spec.name].astype(np.float32)
+    row, _ = ref.margin_step(feeds, (0, 1))
+    order = np.argsort(-row, kind="stable")
+    top2 = (int(order[0]), int(order[1]))
+    size = step * (spec.high - spec.low)
+    for _ in range(steps):
+        row, grad = ref.margin_step({**feeds, spec.name: x}, top2)
+        if row[top2[0]] < row[top2[1]]:
+            return None  # already past: handled by the caller's previous iterate
+        nxt = np.clip(x - size * np.sign(grad), spec.low, spec.high).astype(np.float32)
+        after, _ = ref.margin_step({**feeds, spec.name: nxt}, top2)
+        if int(np.argmax(after)) != top2[0]:
+            return x, nxt
+        if np.array_equal(nxt, x):
+            return None
+        x = nxt
+    return None
+
+
+def _point(xa: np.ndarray, xb: np.ndarray, t: float) -> np.ndarray:
+    return (xa.astype(np.float64) + t * (xb.astype(np.float64) - xa.astype(np.float64))).astype(np.float32)
+
+
+def flip_bracket(rep: Rep, model: ModelInfo, feeds: dict, xa: np.ndarray, xb: np.ndarray) -> tuple[float, float] | None:
+    """(lo, hi): adjacent points of the segment (float32 resolution) where ``rep``'s label
+    changes; None when its labels at both ends agree."""
+    name = model.primary.name
+
+    def label(t: float) -> int:
+        return int(rep.labels(model, {**feeds, name: _point(xa, xb, t)})[0])
+
+    lo, hi = 0.0, 1.0
+    at_lo, at_hi = label(lo), label(hi)
+    if at_lo == at_hi:
+        return None
+    for _ in range(MAX_BISECT):
+        mid = (lo + hi) / 2
+        p_mid = _point(xa, xb, mid)
+        if np.array_equal(p_mid, _point(xa, xb, lo)) or np.array_equal(p_mid, _point(xa, xb, hi)):
+            break
+        if label(mid) == at_lo:
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
+          step: float = 0.002, redundancy: int = 3,
+          on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
+    """Border probes for ``model`` separating the DB's equivalence classes: a candidate is kept
+    when it splits some class pair that fewer than ``redundancy`` kept probes split (so that a
+    random sample of the set still separates most pairs); seeds are tried until every pair is
+    split that often, ``target`` probes are kept or ``max_seeds`` run out."""
+    if model.primary.kind not in ("image", "tensor"):
+        raise HspiError(f"{model.name} takes {model.primary.kind} inputs: border probes by gradient need a float "
+                        "input (token inputs need a discrete search, not built yet)")
+    from hspi_onnx.db.build import tool_versions
+
+    t0 = time.perf_counter()
+    reps, unrunnable = class_representatives(db, model)
+    if len(reps) < 2:
+        raise HspiError(f"border probes separate classes: this machine runs {len(reps)} of the DB's classes of "
+                        f"{model.name}")
+    ref = Reference(model)
+    keys = [r.key for r in reps]
+    pairs_all = set(itertools.combinations(range(len(reps)), 2))
+    kept_inputs: list[dict[str, np.ndarray]] = []
+    kept_labels: list[np.ndarray] = []
+    provenance: list[dict] = []
+    separated: set = set()
+    cover: dict = {}  # pair -> how many kept probes split it
+    tried = candidates = 0
+    with open_sessions(model, reps):
+        for s in range(seed, seed + max_seeds):
+            if len(kept_inputs) >= target or all(cover.get(p, 0) >= redundancy for p in pairs_all):
+                break
+            tried += 1
+            start = generate(model, "noise", n=1, seed=s).inputs
+            seg = pgd_segment(ref, model, start, steps, step)
+            if seg is None:
+                continue
+            xa, xb = seg
+            points = []
+            for rep in reps:
+                br = flip_bracket(rep, model, start, xa, xb)
+                if br is not None:
+                    points += [br[0], br[1]]
+            for t in sorted(set(points)):
+                feeds = {**start, model.primary.name: _point(xa, xb, t)}
+                candidates += 1
+                first = np.array([r.labels(model, feeds)[0] for r in reps])
+                if len(set(first.tolist())) < 2:
+                    continue
+                again = np.array([r.labels(model, feeds)[0] for r in reps])
+                if not np.array_equal(first, again):
+                    continue  # not repeatable
+                split = {(i, j) for i, j in pairs_all if first[i] != first[j]}
+                new = split - separated
+                if not any(cover.get(pair, 0) < redundancy for pair in split):
+                    continue  # every pair it splits is split often enough already
+                separated |= new
+                for pair in split:
+                    cover[pair] = cover.get(pair, 0) + 1
+                kept_inputs.append(feeds)
+                kept_labels.append(first)
+                provenance.append({"seed": s, "t": t, "labels": [int(v) for v in first],
+                                   "new_pairs": len(new), "pairs": len(split)})
+                on_progress({"kept": len(kept_inputs), "separated": len(separated), "pairs": len(pairs_all),
+                             "seeds": tried})
+                if len(kept_inputs) >= target:
+                    break
+    if not kept_inputs:
+        raise HspiError(f"no border probe separated any of the {len(reps)} classes in {tried} seeds "
+                        "(try more --seeds or a larger --steps)")
+    inputs = {name: np.concatenate([f[name] for f in kept_inputs]) for name in model.input_names}
+    ids = np.arange(len(kept_inputs), dtype=np.int64)
+    probes = ProbeSet("border", BORDER_KIND, seed, "probe", inputs, ids)
+    probes.name = f"border-{model.name}-{probes.sha256[:8]}"
+    probes.provenance = {"method": "pgd-margin+runtime-bisection", "reference": "pytorch fp32",
+                         "classes": keys, "representatives": [r.label for r in reps], "probes": provenance,
+                         "versions": tool_versions(), "steps": steps, "step": step}
+    return BorderResult(probes, keys, np.stack(kept_labels), separated, tried, candidates,
+                        sum(r.calls for r in reps), time.perf_counter() - t0, unrunnable)

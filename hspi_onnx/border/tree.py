@@ -1,0 +1,47 @@
+"""Asking border probes adaptively: each next probe is the one whose answer best splits the
+classes still consistent with the answers so far (a decision tree, grown greedily).
+
+``table`` is (probes, classes): the top-1 label each class returns on each border probe, as
+the DB built on the border set holds it. Labels either agree or not, so the decision is exact:
+a class stays consistent while every answer equals its label.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def split_score(column: np.ndarray) -> float:
+    """Entropy (bits) of a probe's labels over the classes alive: the information its answer
+    carries about which of them the service is."""
+    _, counts = np.unique(column, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def next_probe(table: np.ndarray, alive: np.ndarray, asked: set[int]) -> int | None:
+    """The probe to ask next (None when no probe splits the classes alive)."""
+    best, best_score = None, 0.0
+    for k in range(len(table)):
+        if k in asked:
+            continue
+        score = split_score(table[k, alive])
+        if score > best_score + 1e-12:
+            best, best_score = k, score
+    return best
+
+
+def identify(table: np.ndarray, answer: Callable[[int], int], max_queries: int) -> tuple[np.ndarray, list[int]]:
+    """(classes consistent with every answer, the probes asked in order), asking at most
+    ``max_queries`` probes through ``answer(probe index) -> label``."""
+    alive = np.ones(table.shape[1], dtype=bool)
+    asked: list[int] = []
+    while len(asked) < max_queries and alive.sum() > 1:
+        k = next_probe(table, alive, set(asked))
+        if k is None:
+            break
+        asked.append(k)
+        alive &= table[k] == answer(k)
+    return alive, asked
