@@ -1,0 +1,76 @@
+"""Border probes on the real runtimes: crafted against the DB's classes, they make the platforms
+disagree on the top-1 label, repeatably across processes, so a label-only suspect tells them
+apart where random probes cannot."""
+
+import numpy as np
+import pytest
+
+from hspi_onnx.border.craft import BORDER_KIND, craft
+from hspi_onnx.border.tree import identify, next_probe
+from hspi_onnx.db.build import build
+from hspi_onnx.db.dataset import load_groups
+from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.inputs.probes import generate, load_probes
+from hspi_onnx.learn.forms import degrade
+from hspi_onnx.match.identify import CONSISTENT, match
+from hspi_onnx.match.suspect import load_suspect, write_plain
+
+PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+             "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1", "onnxref/*/fp32/*"]
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory, zoo):
+    root = tmp_path_factory.mktemp("border")
+    model = zoo["digits"]
+    db = ReferenceDB(root / "db", create=True)
+    build(db, model, generate(model, n=16), PLATFORMS)
+    result = craft(db, model, target=8, max_seeds=12, steps=150)
+    path = result.probes.save(root / "border.npz")
+    return root, model, db, result, path
+
+
+def test_border_probes_split_classes_and_keep_their_provenance(crafted):
+    root, model, db, result, path = crafted
+    assert len(result.classes) >= 3 and result.separated  # fp32 / fp16 / int8 at least
+    assert all(len(set(row.tolist())) > 1 for row in result.labels)  # every kept probe splits the classes
+    loaded = load_probes(path)
+    assert loaded.kind == BORDER_KIND and loaded.sha256 == result.probes.sha256
+    prov = loaded.provenance
+    assert prov["method"].startswith("pgd") and len(prov["probes"]) == len(loaded)
+    assert prov["classes"] == result.classes and "onnxruntime" in prov["versions"]
+
+
+def test_labels_hold_in_the_db_built_on_the_border_set(crafted):
+    """The build runs in worker processes, batch as the DB does: every representative returns
+    the labels the crafting saw, and random probes give every platform the same labels."""
+    root, model, db, result, path = crafted
+    build(db, model, load_probes(path), PLATFORMS)
+    groups = {g.probes_name: g for g in load_groups(db)}
+    border = groups[result.probes.name]
+    reps = result.probes.provenance["representatives"]
+    for j, label in enumerate(reps):
+        got = degrade(border.outputs[label], "argmax").index[:, 0]
+        assert got.tolist() == result.labels[:, j].tolist(), label
+    noise = next(g for name, g in groups.items() if name != result.probes.name)
+    tops = {tuple(degrade(noise.outputs[p], "argmax").index[:, 0]) for p in noise.platforms}
+    assert len(tops) == 1  # no signal in random probes' labels
+
+
+def test_label_only_suspect_excludes_other_classes(crafted):
+    root, model, db, result, path = crafted
+    border = next(g for g in load_groups(db) if g.probes_name == result.probes.name)
+    fp16 = next(p for p in border.platforms if "/fp16/" in p)
+    write_plain(root / "labels.json", result.probes.sha256, None, "argmax", border.ids,
+                degrade(border.outputs[fp16], "argmax"))
+    rep = match(load_suspect(root / "labels.json"), db)
+    assert rep.verdict.status == CONSISTENT and fp16 in rep.verdict.platforms
+    assert len(rep.evidence.exact.ruled_out) >= 1
+
+
+def test_adaptive_questions_halve_what_remains():
+    table = np.array([[0, 0, 1, 1], [0, 1, 0, 1], [5, 5, 5, 5], [0, 0, 0, 1]])
+    assert next_probe(table, np.ones(4, bool), set()) in (0, 1)  # 1 bit each; probe 2 tells nothing
+    for truth in range(4):
+        alive, asked = identify(table, lambda k: int(table[k, truth]), 4)
+        assert alive.tolist() == [i == truth for i in range(4)] and len(asked) == 2
