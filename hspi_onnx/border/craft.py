@@ -184,23 +184,37 @@ class Reference:
         return row.detach().numpy()[0].astype(np.float64), x.grad.detach().numpy()
 
 
-def pgd_segment(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray], steps: int, step: float):
+def pgd_segment(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray], steps: int, step: float,
+                spread: float = 0.01):
     """(x_a, x_b): the last two PGD iterates, on either side of the reference's boundary between
-    its two top labels; None when ``steps`` do not flip the label."""
+    its two top labels; None when ``steps`` do not flip the label. Each signed-gradient step is
+    sized by the linear estimate of the margin it removes (1.5 times what the margin needs,
+    at most ``step`` of the input range), so a model with wide margins gets there in a few dozen
+    steps and a near one does not jump far past the boundary."""
     spec = model.primary
     x = feeds[spec.name].astype(np.float32)
     row, _ = ref.margin_step(feeds, (0, 1))
     order = np.argsort(-row, kind="stable")
     top2 = (int(order[0]), int(order[1]))
-    size = step * (spec.high - spec.low)
+    most = step * (spec.high - spec.low)
     for _ in range(steps):
         row, grad = ref.margin_step({**feeds, spec.name: x}, top2)
-        if row[top2[0]] < row[top2[1]]:
-            return None  # already past: handled by the caller's previous iterate
+        margin = row[top2[0]] - row[top2[1]]
+        if margin < 0:
+            return None
+        slope = float(np.abs(grad).sum())
+        size = most if slope == 0 else min(most, 1.5 * margin / slope + 1e-7 * (spec.high - spec.low))
         nxt = np.clip(x - size * np.sign(grad), spec.low, spec.high).astype(np.float32)
         after, _ = ref.margin_step({**feeds, spec.name: nxt}, top2)
         if int(np.argmax(after)) != top2[0]:
-            return x, nxt
+            # widen the crossing to where the reference margin is +-spread of the top logit:
+            # platforms' boundaries lie that far apart (fp16, int8), not a float32 step
+            delta = spread * max(abs(row[top2[0]]), 1e-3)
+            half = delta / slope if slope else size
+            wide = (np.clip(x + half * np.sign(grad), spec.low, spec.high).astype(np.float32),
+                    np.clip(x - half * np.sign(grad), spec.low, spec.high).astype(np.float32))
+            ends = [int(np.argmax(ref.margin_step({**feeds, spec.name: w}, top2)[0])) for w in wide]
+            return wide if ends[0] != ends[1] else (x, nxt)  # the estimate is linear: keep a true crossing
         if np.array_equal(nxt, x):
             return None
         x = nxt
@@ -236,7 +250,7 @@ def flip_bracket(rep: Rep, model: ModelInfo, feeds: dict, xa: np.ndarray, xb: np
 
 
 def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
-          step: float = 0.002, redundancy: int = 3,
+          step: float = 0.01, redundancy: int = 3,
           on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
     """Border probes for ``model`` separating the DB's equivalence classes: a candidate is kept
     when it splits some class pair that fewer than ``redundancy`` kept probes split (so that a
