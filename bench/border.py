@@ -124,6 +124,19 @@ def main() -> None:
                           "runtime_calls": made["runtime_calls"], "db_s": round(t_db, 1),
                           "border_db_s": round(t_border_db, 1)}))
         sep = separable(border_labels, classes)
+        plats = sorted(border_labels)
+        table = np.stack([border_labels[p] for p in plats], axis=1)
+        needed = []
+        for p in sorted(sep):
+            _, asked = identify(table, lambda k: int(border_labels[p][k]), len(table))
+            for m in range(1, len(asked) + 1):  # the fewest questions after which only p's class remains
+                a2, _ = identify(table, lambda k: int(border_labels[p][k]), m)
+                if {classes[plats[i]] for i in np.flatnonzero(a2)} == {classes[p]}:
+                    needed.append(m)
+                    break
+        if needed:
+            print(f"adaptive questions until one class remains (separable platforms): mean {np.mean(needed):.1f}, "
+                  f"max {max(needed)}")
         sep_classes = {classes[p] for p in sep}
         print(f"platforms the whole border set separates from every other class: {len(sep)} of {len(border_labels)} "
               f"({len(sep_classes)} of {len(set(classes.values()))} classes)")
