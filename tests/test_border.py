@@ -74,3 +74,37 @@ def test_adaptive_questions_halve_what_remains():
     for truth in range(4):
         alive, asked = identify(table, lambda k: int(table[k, truth]), 4)
         assert alive.tolist() == [i == truth for i in range(4)] and len(asked) == 2
+
+
+def test_label_only_service_is_asked_adaptively_and_matched(crafted, tmp_path):
+    """`hspi serve --labels-only` (INT64 labels over KServe v2) on a hidden platform; `hspi query
+    --adaptive DB` asks border probes one at a time until no probe splits the platforms left;
+    `hspi match` on those labels names a set that holds the served platform, in fewer questions
+    than the set has probes."""
+    import json
+
+    from hspi_onnx.cli import main
+    from hspi_onnx.serve.process import ServerProcess
+
+    root, model, db, result, path = crafted
+    build(db, model, load_probes(path), PLATFORMS)  # (resumed when the test above built it)
+    served = "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"
+    server = ServerProcess("digits", served, extra=("--labels-only",)).wait()
+    try:
+        out = tmp_path / "labels.jsonl"
+        try:
+            main(["query", server.url, "-m", "digits", "--probes", str(path), "-o", str(out),
+                  "--adaptive", str(db.root), "--max-queries", "8", "-q"])
+        except SystemExit as exc:
+            assert not exc.code
+    finally:
+        server.stop()
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert 1 <= len(lines) <= min(8, len(result.probes))
+    assert all(o["datatype"] == "INT64" for ln in lines for o in ln["outputs"])
+    s = load_suspect(out)
+    assert s.form == "argmax" and len(s) == len(lines)
+    rep = match(s, db)
+    assert rep.verdict.status == CONSISTENT
+    assert any("/int8/" in p and "quant=dynamic" in p for p in rep.verdict.platforms)
+    assert not any("/fp16/" in p for p in rep.verdict.platforms)

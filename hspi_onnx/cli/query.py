@@ -25,6 +25,8 @@ EndpointOpt = Annotated[str, typer.Option("--endpoint", metavar="NAME", help="op
 TopLogprobsOpt = Annotated[int, typer.Option("--top-logprobs", metavar="K", min=1, max=20, help="openai: log-probabilities asked per token.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", metavar="T", min=1, max=256, help="openai: tokens generated per probe (the first is what hspi match compares).")]
 TokenIdsOpt = Annotated[bool, typer.Option("--token-ids/--no-token-ids", help="openai: ask for tokens as ids (vLLM's return_tokens_as_token_ids); off for servers refusing unknown fields (chat then reads one-byte tokens' bytes).")]
+AdaptiveOpt = Annotated[Optional[Path], typer.Option("--adaptive", metavar="DB", help="Ask one probe at a time (KServe v2), each the one whose labels in DB (built on this probe set, e.g. border probes) best split the platforms still consistent with the answers; stops when none splits them.", show_default=False)]
+MaxQueriesOpt = Annotated[int, typer.Option("--max-queries", metavar="N", min=1, help="With --adaptive: at most N probes asked.")]
 OutputsOpt = Annotated[Optional[list[str]], typer.Option("--output-name", metavar="NAME", help="Ask only for this output; repeatable (default: every output).", show_default=False)]
 
 
@@ -47,10 +49,13 @@ def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: Protoco
           rate: RateOpt = None, retries: RetriesOpt = 3, timeout: TimeoutOpt = 30.0,
           auth_env: AuthEnvOpt = None, binary: BinaryOpt = False, output_name: OutputsOpt = None,
           endpoint: EndpointOpt = "completions", top_logprobs: TopLogprobsOpt = 5, max_tokens: MaxTokensOpt = 1,
-          token_ids: TokenIdsOpt = True, quiet: QuietOpt = False) -> None:
+          token_ids: TokenIdsOpt = True, adaptive_db: AdaptiveOpt = None, max_queries: MaxQueriesOpt = 16,
+          quiet: QuietOpt = False) -> None:
     """Send every probe of a probe set to a live endpoint; write its answers as a suspect file
     (JSON Lines: KServe v2 responses, or per-token top-k log-probabilities for openai) that hspi
-    match and hspi verify read. Answers already in the file are not asked again."""
+    match and hspi verify read. Answers already in the file are not asked again. With
+    --adaptive DB, one probe at a time, each chosen to split the DB platforms still consistent
+    with the labels answered so far."""
     from hspi_onnx.inputs.probes import load_probes
     from hspi_onnx.query import QueryOptions
     from hspi_onnx.query import query as run_query
@@ -59,6 +64,9 @@ def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: Protoco
                         authorization(auth_env), binary, output_name or None, endpoint=endpoint,
                         top_logprobs=top_logprobs, max_tokens=max_tokens, token_ids=token_ids)
     probe_set = load_probes(probes)
+    if adaptive_db is not None:
+        _adaptive(probe_set, output, opts, adaptive_db, max_queries, quiet)
+        return
     with progress(quiet) as bar:
         task = bar.add_task("query", total=len(probe_set))
         summary = run_query(probe_set, output, opts,
@@ -67,3 +75,36 @@ def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: Protoco
     console(stderr=True).print(
         f"{summary.path}: {summary.asked} probes answered in {summary.requests} requests"
         + (f", {summary.before} already there" if summary.before else ""), highlight=False)
+
+
+def _adaptive(probe_set, output: Path, opts, db_path: Path, max_queries: int, quiet: bool) -> None:
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.learn.forms import degrade
+    from hspi_onnx.query.client import query_adaptive
+
+    import numpy as np
+
+    groups = [g for g in load_groups(ReferenceDB(db_path)) if g.probes_sha256 == probe_set.sha256]
+    if not groups:
+        raise HspiError(f"the DB holds no outputs on probe set {probe_set.name}: build it on them first "
+                        f"(hspi db build MODEL --db {db_path} --probes FILE)")
+    g = max(groups, key=lambda x: len(x.platforms))
+    pos = {int(p): k for k, p in enumerate(g.ids)}
+    missing = [int(p) for p in probe_set.ids if int(p) not in pos]
+    if missing:
+        raise HspiError(f"the DB lacks probe {missing[0]} of {probe_set.name} ({len(missing)} missing)")
+    rows = [pos[int(p)] for p in probe_set.ids]
+    platforms = g.platforms
+    table = np.stack([degrade(g.outputs[p], "argmax").index[rows, 0] for p in platforms], axis=1)
+    with progress(quiet) as bar:
+        task = bar.add_task("adaptive questions", total=max_queries)
+        result = query_adaptive(probe_set, output, opts, platforms, table, max_queries,
+                                on_answer=lambda asked, alive: bar.update(
+                                    task, completed=asked, description=f"{alive} platforms consistent"))
+    err = console(stderr=True)
+    err.print(f"{result.summary.path}: asked {len(result.asked)} probes ({result.summary.before} read back); "
+              f"{len(result.consistent)} of {len(platforms)} DB platforms consistent with every label", highlight=False)
+    for p in result.consistent[:12]:
+        err.print(f"  {p}", highlight=False, soft_wrap=True)

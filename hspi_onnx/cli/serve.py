@@ -15,6 +15,7 @@ def serve(model: ModelArg,
           host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
           name: Annotated[str, typer.Option("--name", metavar="NAME", help="Model name clients use (default: the model's name).", show_default=False)] = "",
           reveal_platform: Annotated[bool, typer.Option("--reveal-platform", help="Also answer GET /hspi/v1/platform with the platform's label and this host's facts, so that `hspi db build --remote URL` can build reference rows here (not a black box then).")] = False,
+          labels_only: Annotated[bool, typer.Option("--labels-only", help="KServe v2 answers only the top-1 label of the first output (INT64 tensor 'label'), as a label-only service does.")] = False,
           in_process: InProcessOpt = False) -> None:
     """Serve MODEL on one platform until interrupted: KServe v2 REST under /v2 (JSON and binary
     tensors, as tritonclient speaks it) and, for a byte-level language model, OpenAI-compatible
@@ -28,7 +29,7 @@ def serve(model: ModelArg,
 
     info = resolve_model(model)
     adapter, plat = resolve_platform(platform, info, default_kind(info))
-    service = Service(info, adapter, plat, name=name or None, in_process=in_process)
+    service = Service(info, adapter, plat, name=name or None, in_process=in_process, labels_only=labels_only)
 
     def listening(addr: str, bound: int) -> None:
         print(f"serving {service.name} on http://{addr}:{bound} (KServe v2 at /v2, OpenAI at /v1)", flush=True)

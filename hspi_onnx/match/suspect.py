@@ -53,6 +53,7 @@ LOGPROBS_FORMAT = "hspi-logprobs/1"
 MAX_TOP = 1 << 12  # log-probabilities per token
 MAX_INPUTS = 16
 FLOAT_DTYPES = {oip.DATATYPES[t] for t in oip.FLOAT_DATATYPES}
+LABEL_DATATYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 
 
 @dataclass
@@ -344,7 +345,8 @@ def _tensor(path: Path, k: int, o: dict, state: dict, what: str = "response",
     an output (a float datatype; ``texts`` collects its numbers as printed) or, with ``what``
     "request", an input of any numeric datatype."""
     name = _check_output_name(path, o.get("name", ""))
-    allowed = oip.FLOAT_DATATYPES if what == "response" else tuple(t for t in oip.DATATYPES if t != "BOOL")
+    allowed = (oip.FLOAT_DATATYPES if what == "response" else LABEL_DATATYPES if what == "label"
+               else tuple(t for t in oip.DATATYPES if t != "BOOL"))
     dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in allowed else None
     if dt is None:
         _fail(path, f"{what} {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(allowed)}")
@@ -431,7 +433,10 @@ def _kserve(path: Path, docs: list) -> Suspect:
             outs = [o for o in outs if o.get("name") == params["output"]]
             if len(outs) != 1:
                 _fail(path, f"response {k}: parameters.output names no single output of the response")
-        got = [_tensor(path, k, o, state, texts=texts) for o in outs]
+        labels = all(o.get("datatype") in LABEL_DATATYPES for o in outs)  # a label-only service
+        if state.setdefault("labels", labels) != labels:
+            _fail(path, f"response {k}: labels and values mixed across responses")
+        got = [_tensor(path, k, o, state, what="label" if labels else "response", texts=texts) for o in outs]
         names = [g[0] for g in got]
         if len(set(names)) != len(names):
             _fail(path, f"response {k}: two outputs of one name")
@@ -458,8 +463,16 @@ def _kserve(path: Path, docs: list) -> Suspect:
             rows.setdefault(name, []).append(values)
     ids_arr = _check_ids(path, np.array(ids, dtype=np.int64))
     outputs = {name: np.concatenate(parts) for name, parts in rows.items()}
-    _check_outputs(path, outputs, None, len(ids_arr), "raw")
     inputs = {name: np.concatenate(parts) for name, parts in feeds.items()} if log else None
+    if state.get("labels"):  # top-1 labels only: form argmax
+        if len(outputs) != 1 or next(iter(outputs.values())).reshape(len(ids_arr), -1).shape[1] != 1:
+            _fail(path, "a label-only response holds one integer tensor, one label per row")
+        index = next(iter(outputs.values())).reshape(len(ids_arr), 1).astype(np.int64)
+        _check_values(path, None, index, len(ids_arr), "argmax")
+        if inputs is not None:
+            _check_inputs(path, inputs, len(ids_arr))
+        return Suspect(str(path), "kserve", probes, model, "argmax", ids_arr, {}, index, "", None, inputs)
+    _check_outputs(path, outputs, None, len(ids_arr), "raw")
     if inputs is not None:
         _check_inputs(path, inputs, len(ids_arr))
     first = next(iter(outputs))

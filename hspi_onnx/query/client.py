@@ -88,6 +88,64 @@ def query(probes, out: str | Path, opts: QueryOptions,
     return QuerySummary(str(out), len(ids), len(ids) - len(todo), len(todo), len(batches))
 
 
+@dataclass
+class AdaptiveResult:
+    summary: QuerySummary
+    asked: list[int]  # probe ids, in the order asked (answers resumed from the file first)
+    answers: list[int]  # the label each gave
+    consistent: list[str]  # DB platforms whose labels equal every answer
+
+
+def query_adaptive(probes, out: str | Path, opts: QueryOptions, platforms: list[str], table: np.ndarray,
+                   max_queries: int, on_answer: Callable[[int, int], None] = lambda asked, alive: None
+                   ) -> AdaptiveResult:
+    """Ask a label-only KServe v2 service one probe at a time, each time the probe whose DB labels
+    (``table``: probes of ``probes`` x ``platforms``) best split the platforms still consistent
+    with the answers (:mod:`hspi_onnx.border.tree`); stop when no probe splits them or after
+    ``max_queries``. Answers are appended to ``out`` as by :func:`query` (and read back from it
+    when it already holds some)."""
+    from hspi_onnx.border.tree import next_probe
+
+    if opts.protocol != "kserve-v2":
+        raise QueryError("adaptive questions are asked over KServe v2 (a label per request)")
+    base, model = kserve.split_url(opts.url, opts.model)
+    ids = [int(i) for i in probes.ids]
+    row_of = {pid: k for k, pid in enumerate(ids)}
+    alive = np.ones(len(platforms), dtype=bool)
+    asked: list[int] = []
+    labels: list[int] = []
+    requests = 0
+    with Transport(base, opts.timeout, opts.retries, opts.rate, opts.authorization, opts.max_body,
+                   opts.backoff, 1) as transport:
+        answers = AnswerFile(out, probes.sha256, transport.shown, model)
+        try:
+            done = answers.open()
+            for pid in sorted(done, key=lambda p: list(answers.docs).index(p)):
+                if pid not in row_of:
+                    raise QueryError(f"{out} answers probe {pid}, which is not in {probes.name}")
+                doc, r = answers.docs[pid]
+                asked.append(pid)
+                labels.append(kserve.label_of(doc, r))
+                alive &= table[row_of[pid]] == labels[-1]
+            before = len(asked)
+            ask = _kserve_asker(transport, model, probes, ids, opts)
+            while len(asked) < max_queries:
+                k = next_probe(table, alive, {row_of[p] for p in asked})
+                if k is None:
+                    break
+                doc = ask([k])[0]
+                requests += 1
+                answers.append(doc, f"answer for probe {ids[k]}")
+                asked.append(ids[k])
+                labels.append(kserve.label_of(doc))
+                alive &= table[k] == labels[-1]
+                on_answer(len(asked), int(alive.sum()))
+        finally:
+            answers.close()
+    summary = QuerySummary(str(out), len(ids), before, len(asked) - before, requests)
+    return AdaptiveResult(summary, asked, labels, [p for p, a in zip(platforms, alive) if a])
+
+
 def _ours(probes, pids: list[int], reply, opts: QueryOptions) -> dict:
     """The parameters an answer line carries: the probe set and ids, and what the request met."""
     return {"probe_set": probes.sha256, "probe_ids": pids, KEY: {

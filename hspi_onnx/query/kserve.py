@@ -145,6 +145,20 @@ def binary_outputs(reply: Reply, where: str, rows: int, names: list[str]) -> dic
     return {n: out[n] for n in names}
 
 
+LABEL_DATATYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+
+
+def label_of(doc: dict, row: int = 0) -> int:
+    """The top-1 label of one answered row: an integer output's value, else the argmax of the
+    first output (ties to the lower index, as the matcher takes it)."""
+    out = doc["outputs"]
+    labels = [o for o in out if o["datatype"] in LABEL_DATATYPES]
+    if labels:
+        return int(labels[0]["data"][row])
+    first = np.asarray(out[0]["data"], np.float64).reshape(out[0]["shape"][0], -1)[row]
+    return int(np.argsort(-first, kind="stable")[0])
+
+
 def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[str] | None) -> dict:
     """The answer to one request as a suspect-file response (without our parameters): every output
     a float tensor of ``len(probe_ids)`` rows, ``data`` flat and printed with round-trip precision."""
@@ -165,9 +179,10 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
         raise QueryError(f"{where}: an output tensor without a name")
     name, dt, shape = o["name"], o.get("datatype"), o.get("shape")
     what = f"{where}: output {name[:40]!r}"
-    if dt not in oip.FLOAT_DATATYPES:
-        raise QueryError(f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs can be matched "
-                         "(pick outputs with --output)")
+    label = dt in LABEL_DATATYPES  # a label-only service's answer: one class index per row
+    if dt not in oip.FLOAT_DATATYPES and not label:
+        raise QueryError(f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs or integer labels "
+                         "can be matched (pick outputs with --output)")
     if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise QueryError(f"{what} has no valid shape")
     if shape[0] != len(probe_ids):
@@ -187,6 +202,11 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
         values = _flat(o.get("data"), what)
     if values.size != count:
         raise QueryError(f"{what} holds {values.size} values, its shape {shape} declares {count}")
+    if label:
+        if count != len(probe_ids) or not np.isfinite(values).all() or (values != np.round(values)).any() \
+                or (values < 0).any():
+            raise QueryError(f"{what}: an integer output must hold one non-negative label per probe")
+        return {"name": name, "datatype": dt, "shape": shape, "data": [int(v) for v in values]}
     # NaN and Inf are kept (written as JSON's NaN / Infinity): an overflow is evidence of precision
     # float64 printed by repr reads back as the same double, so casting to dt restores the bits
     return {"name": name, "datatype": dt, "shape": shape, "data": oip.json_values(values)}

@@ -28,6 +28,7 @@ class AnswerFile:
         self.origin = {"probe_set": probe_set, "url": url, "model": model}
         self.sign = signature or kserve_signature
         self.signature = None  # the first answer's
+        self.docs: dict[int, tuple[dict, int]] = {}  # probe id -> (answer read back, its row)
         self.fh = None
 
     def open(self) -> set[int]:
@@ -60,6 +61,8 @@ class AnswerFile:
                 raise QueryError(f"{where} holds answers for {field.replace('_', ' ')} {str(have)[:80]!r}, not "
                                  f"{self.origin[field][:80]!r}; resume only continues the same query (use another -o)")
         self.check(doc, where)
+        for row, pid in enumerate(ids):
+            self.docs[pid] = (doc, row)
         return ids
 
     def check(self, doc: dict, where: str) -> None:

@@ -24,8 +24,10 @@ def metadata(service) -> dict:
     return {"name": service.name, "versions": [VERSION], "platform": "onnx",
             "inputs": [{"name": s.name, "datatype": datatype(s.dtype), "shape": _shape(s.shape, s.fixed_batch)}
                        for s in model.inputs],
-            "outputs": [{"name": o.name, "datatype": datatype(o.dtype), "shape": _shape(o.shape, model.fixed_batch)}
-                        for o in model.outputs]}
+            "outputs": ([{"name": service.output_names[0], "datatype": "INT64", "shape": [model.fixed_batch or -1]}]
+                        if service.labels_only else
+                        [{"name": o.name, "datatype": datatype(o.dtype), "shape": _shape(o.shape, model.fixed_batch)}
+                         for o in model.outputs])}
 
 
 def router(service, read_body) -> APIRouter:
@@ -68,8 +70,8 @@ def router(service, read_body) -> APIRouter:
             raise BadRequest("compressed requests are not accepted")
         doc, binary = parse_header(await read_body(request), request.headers.get("inference-header-content-length"))
         inputs = decode_inputs(doc, binary, service.model.inputs)
-        wanted = requested_outputs(doc, service.model.output_names)
-        outputs = await run_in_threadpool(service.infer, inputs)
+        wanted = requested_outputs(doc, service.output_names)
+        outputs = await run_in_threadpool(service.answer, inputs)
         header = {"model_name": service.name, "model_version": VERSION}
         if isinstance(doc.get("id"), str):
             header["id"] = doc["id"]

@@ -41,16 +41,20 @@ class InferenceFailed(HspiError):
     status = 500
 
 
+LABEL_OUTPUT = "label"
+
+
 class Service:
     """The served model and platform, and the runner that executes requests one at a time."""
 
     def __init__(self, model, adapter, platform, name: str | None = None, in_process: bool = False,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, labels_only: bool = False) -> None:
         from hspi_onnx.inputs.probes import default_kind
         from hspi_onnx.run.runner import Runner
 
         self.model, self.adapter, self.platform = model, adapter, platform
         self.name = name or model.name
+        self.labels_only = labels_only  # answer the top-1 label of the first output, nothing else
         self.kind = default_kind(model)
         self.runner = Runner(in_process=in_process, timeout=timeout)
         self._lock = threading.Lock()
@@ -88,6 +92,20 @@ class Service:
                 LOG.error("inference failed: %s", exc)
                 raise InferenceFailed(f"inference failed: the runtime raised {exc.kind or 'an error'}")
         return result.outputs
+
+    @property
+    def output_names(self) -> list[str]:
+        return [LABEL_OUTPUT] if self.labels_only else self.model.output_names
+
+    def answer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What a client receives: every output, or with ``labels_only`` the top-1 label of the
+        first output per row (INT64; ties to the lower index, as the matcher takes argmax)."""
+        outputs = self.infer(inputs)
+        if not self.labels_only:
+            return outputs
+        first = np.asarray(outputs[self.model.output_names[0]], np.float64)
+        rows = first.reshape(len(first), -1)
+        return {LABEL_OUTPUT: np.argsort(-rows, axis=1, kind="stable")[:, 0].astype(np.int64)}
 
     def close(self) -> None:
         self.runner.close()
