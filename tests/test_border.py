@@ -108,3 +108,17 @@ def test_label_only_service_is_asked_adaptively_and_matched(crafted, tmp_path):
     assert rep.verdict.status == CONSISTENT
     assert any("/int8/" in p and "quant=dynamic" in p for p in rep.verdict.platforms)
     assert not any("/fp16/" in p for p in rep.verdict.platforms)
+
+
+def test_lm_prompts_by_token_substitution_split_classes(tmp_path, zoo):
+    """Token inputs have no gradient to follow: greedy single-token substitutions bring the two
+    top next-token logits together, and the real runtimes then disagree on the next token."""
+    model = zoo["lm"]
+    db = ReferenceDB(tmp_path / "db", create=True)
+    build(db, model, generate(model, n=8), ["onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+                                            "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+                                            "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"])
+    result = craft(db, model, target=4, max_seeds=4, steps=30)
+    assert result.probes.provenance["method"] == "greedy-token-substitution"
+    assert result.separated and all(len(set(row.tolist())) > 1 for row in result.labels)
+    assert result.probes.primary.dtype == np.int64 and result.probes.primary.max() < 256

@@ -249,35 +249,93 @@ def flip_bracket(rep: Rep, model: ModelInfo, feeds: dict, xa: np.ndarray, xb: np
     return lo, hi
 
 
-def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
-          step: float = 0.01, redundancy: int = 3,
-          on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
-    """Border probes for ``model`` separating the DB's equivalence classes: a candidate is kept
-    when it splits some class pair that fewer than ``redundancy`` kept probes split (so that a
-    random sample of the set still separates most pairs); seeds are tried until every pair is
-    split that often, ``target`` probes are kept or ``max_seeds`` run out."""
-    if model.primary.kind not in ("image", "tensor"):
-        raise HspiError(f"{model.name} takes {model.primary.kind} inputs: border probes by gradient need a float "
-                        "input (token inputs need a discrete search, not built yet)")
-    from hspi_onnx.db.build import tool_versions
+class Keeper:
+    """The border set being gathered: a candidate is kept when every representative labels it
+    the same way twice, the labels split the classes, and it splits some class pair that fewer
+    than ``redundancy`` kept probes split (so that a random sample of the set still separates
+    most pairs)."""
 
-    t0 = time.perf_counter()
+    def __init__(self, model: ModelInfo, reps: list[Rep], redundancy: int) -> None:
+        self.model, self.reps, self.redundancy = model, reps, redundancy
+        self.pairs = set(itertools.combinations(range(len(reps)), 2))
+        self.inputs: list[dict[str, np.ndarray]] = []
+        self.labels: list[np.ndarray] = []
+        self.provenance: list[dict] = []
+        self.separated: set = set()
+        self.cover: dict = {}  # pair -> how many kept probes split it
+        self.candidates = 0
+
+    @property
+    def done(self) -> bool:
+        return all(self.cover.get(p, 0) >= self.redundancy for p in self.pairs)
+
+    def consider(self, feeds: dict[str, np.ndarray], origin: dict) -> bool:
+        self.candidates += 1
+        first = np.array([r.labels(self.model, feeds)[0] for r in self.reps])
+        if len(set(first.tolist())) < 2:
+            return False
+        again = np.array([r.labels(self.model, feeds)[0] for r in self.reps])
+        if not np.array_equal(first, again):
+            return False  # not repeatable
+        split = {(i, j) for i, j in self.pairs if first[i] != first[j]}
+        if not any(self.cover.get(pair, 0) < self.redundancy for pair in split):
+            return False  # every pair it splits is split often enough already
+        new = split - self.separated
+        self.separated |= new
+        for pair in split:
+            self.cover[pair] = self.cover.get(pair, 0) + 1
+        self.inputs.append(feeds)
+        self.labels.append(first)
+        self.provenance.append({**origin, "labels": [int(v) for v in first], "new_pairs": len(new),
+                                "pairs": len(split)})
+        return True
+
+
+def _setup(db, model: ModelInfo) -> tuple[list[Rep], dict[str, str]]:
     reps, unrunnable = class_representatives(db, model)
     if len(reps) < 2:
         raise HspiError(f"border probes separate classes: this machine runs {len(reps)} of the DB's classes of "
                         f"{model.name}")
+    return reps, unrunnable
+
+
+def _result(model: ModelInfo, keeper: Keeper, seed: int, tried: int, t0: float, unrunnable: dict,
+            method: str, **params) -> BorderResult:
+    from hspi_onnx.db.build import tool_versions
+
+    if not keeper.inputs:
+        raise HspiError(f"no border probe separated any of the {len(keeper.reps)} classes in {tried} seeds "
+                        "(try more --seeds or a larger --steps)")
+    inputs = {name: np.concatenate([f[name] for f in keeper.inputs]) for name in model.input_names}
+    ids = np.arange(len(keeper.inputs), dtype=np.int64)
+    probes = ProbeSet("border", BORDER_KIND, seed, "probe", inputs, ids)
+    probes.name = f"border-{model.name}-{probes.sha256[:8]}"
+    reps = keeper.reps
+    probes.provenance = {"method": method, "reference": "pytorch fp32", "classes": [r.key for r in reps],
+                         "representatives": [r.label for r in reps], "probes": keeper.provenance,
+                         "versions": tool_versions(), **params}
+    return BorderResult(probes, [r.key for r in reps], np.stack(keeper.labels), keeper.separated, tried,
+                        keeper.candidates, sum(r.calls for r in reps), time.perf_counter() - t0, unrunnable)
+
+
+def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
+          step: float = 0.01, redundancy: int = 3,
+          on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
+    """Border probes for ``model`` separating the DB's equivalence classes (see :class:`Keeper`);
+    seeds are tried until every pair is split ``redundancy`` times, ``target`` probes are kept or
+    ``max_seeds`` run out. Token inputs go to :func:`craft_tokens`."""
+    if model.primary.kind == "tokens":
+        return craft_tokens(db, model, target, max_seeds, seed, steps, redundancy, on_progress)
+    if model.primary.kind not in ("image", "tensor"):
+        raise HspiError(f"{model.name} takes {model.primary.kind} inputs: no border search for them")
+    t0 = time.perf_counter()
+    reps, unrunnable = _setup(db, model)
     ref = Reference(model)
-    keys = [r.key for r in reps]
-    pairs_all = set(itertools.combinations(range(len(reps)), 2))
-    kept_inputs: list[dict[str, np.ndarray]] = []
-    kept_labels: list[np.ndarray] = []
-    provenance: list[dict] = []
-    separated: set = set()
-    cover: dict = {}  # pair -> how many kept probes split it
-    tried = candidates = 0
+    keeper = Keeper(model, reps, redundancy)
+    tried = 0
     with open_sessions(model, reps):
         for s in range(seed, seed + max_seeds):
-            if len(kept_inputs) >= target or all(cover.get(p, 0) >= redundancy for p in pairs_all):
+            if len(keeper.inputs) >= target or keeper.done:
                 break
             tried += 1
             start = generate(model, "noise", n=1, seed=s).inputs
@@ -291,38 +349,68 @@ def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: in
                 if br is not None:
                     points += [br[0], br[1]]
             for t in sorted(set(points)):
-                feeds = {**start, model.primary.name: _point(xa, xb, t)}
-                candidates += 1
-                first = np.array([r.labels(model, feeds)[0] for r in reps])
-                if len(set(first.tolist())) < 2:
-                    continue
-                again = np.array([r.labels(model, feeds)[0] for r in reps])
-                if not np.array_equal(first, again):
-                    continue  # not repeatable
-                split = {(i, j) for i, j in pairs_all if first[i] != first[j]}
-                new = split - separated
-                if not any(cover.get(pair, 0) < redundancy for pair in split):
-                    continue  # every pair it splits is split often enough already
-                separated |= new
-                for pair in split:
-                    cover[pair] = cover.get(pair, 0) + 1
-                kept_inputs.append(feeds)
-                kept_labels.append(first)
-                provenance.append({"seed": s, "t": t, "labels": [int(v) for v in first],
-                                   "new_pairs": len(new), "pairs": len(split)})
-                on_progress({"kept": len(kept_inputs), "separated": len(separated), "pairs": len(pairs_all),
-                             "seeds": tried})
-                if len(kept_inputs) >= target:
+                if keeper.consider({**start, model.primary.name: _point(xa, xb, t)}, {"seed": s, "t": t}):
+                    on_progress({"kept": len(keeper.inputs), "separated": len(keeper.separated),
+                                 "pairs": len(keeper.pairs), "seeds": tried})
+                if len(keeper.inputs) >= target:
                     break
-    if not kept_inputs:
-        raise HspiError(f"no border probe separated any of the {len(reps)} classes in {tried} seeds "
-                        "(try more --seeds or a larger --steps)")
-    inputs = {name: np.concatenate([f[name] for f in kept_inputs]) for name in model.input_names}
-    ids = np.arange(len(kept_inputs), dtype=np.int64)
-    probes = ProbeSet("border", BORDER_KIND, seed, "probe", inputs, ids)
-    probes.name = f"border-{model.name}-{probes.sha256[:8]}"
-    probes.provenance = {"method": "pgd-margin+runtime-bisection", "reference": "pytorch fp32",
-                         "classes": keys, "representatives": [r.label for r in reps], "probes": provenance,
-                         "versions": tool_versions(), "steps": steps, "step": step}
-    return BorderResult(probes, keys, np.stack(kept_labels), separated, tried, candidates,
-                        sum(r.calls for r in reps), time.perf_counter() - t0, unrunnable)
+    return _result(model, keeper, seed, tried, t0, unrunnable, "pgd-margin+runtime-bisection", steps=steps, step=step)
+
+
+def token_margins(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The reference's margin between its two top next-token logits, per row of ``feeds``."""
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in model.inputs]
+    with torch.inference_mode():
+        out = ref.module(*args)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    rows = out.reshape(len(args[0]), -1).double().numpy()
+    top = np.sort(rows, axis=1)[:, -2:]
+    return top[:, 1] - top[:, 0]
+
+
+def craft_tokens(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, rounds: int = 200,
+                 redundancy: int = 3, on_progress: Callable[[dict], None] = lambda d: None,
+                 near: int = 8) -> BorderResult:
+    """Border prompts for a model of token ids: from a seeded random prompt, greedy single-token
+    substitutions (every vocabulary entry at one position per round, scored in one batch on the
+    reference) drive the margin between the two top next-token logits down; the ``near`` prompts
+    of smallest margin met on the way are the candidates the real runtimes label (:class:`Keeper`)."""
+    t0 = time.perf_counter()
+    reps, unrunnable = _setup(db, model)
+    ref = Reference(model)
+    keeper = Keeper(model, reps, redundancy)
+    spec = model.primary
+    tried = 0
+    with open_sessions(model, reps):
+        for s in range(seed, seed + max_seeds):
+            if len(keeper.inputs) >= target or keeper.done:
+                break
+            tried += 1
+            rng = np.random.default_rng([s, 16])
+            feeds = generate(model, "tokens", n=1, seed=s).inputs
+            x = feeds[spec.name][0].copy()
+            best = float(token_margins(ref, model, feeds)[0])
+            seen: dict[bytes, float] = {x.tobytes(): best}
+            for _ in range(rounds):
+                pos = tuple(int(rng.integers(d)) for d in x.shape)
+                trial = np.repeat(x[None], spec.vocab, axis=0)
+                trial[(slice(None), *pos)] = np.arange(spec.vocab, dtype=x.dtype)
+                m = token_margins(ref, model, {**{k: np.repeat(v, spec.vocab, axis=0) for k, v in feeds.items()},
+                                               spec.name: trial})
+                for k in np.argsort(m)[:near]:
+                    seen.setdefault(trial[k].tobytes(), float(m[k]))
+                k = int(np.argmin(m))
+                if m[k] < best:
+                    best, x = float(m[k]), trial[k].copy()
+                if best == 0.0:
+                    break
+            for raw, margin in sorted(seen.items(), key=lambda kv: kv[1])[:near]:
+                prompt = np.frombuffer(raw, dtype=x.dtype).reshape(1, *x.shape)
+                if keeper.consider({**feeds, spec.name: prompt.copy()}, {"seed": s, "margin": margin}):
+                    on_progress({"kept": len(keeper.inputs), "separated": len(keeper.separated),
+                                 "pairs": len(keeper.pairs), "seeds": tried})
+                if len(keeper.inputs) >= target:
+                    break
+    return _result(model, keeper, seed, tried, t0, unrunnable, "greedy-token-substitution", rounds=rounds, near=near)

@@ -42,11 +42,12 @@ def border(model: ModelArg,
            n: Annotated[int, typer.Option("-n", metavar="N", min=1, help="At most this many border probes (fewer once every class pair is separated by 3).")] = 64,
            seeds: Annotated[int, typer.Option("--seeds", metavar="N", min=1, help="At most this many starting points (noise probes) to push to the boundary.")] = 200,
            seed: SeedOpt = 0,
-           steps: Annotated[int, typer.Option("--steps", metavar="N", min=1, help="PGD steps per starting point.")] = 200,
+           steps: Annotated[int, typer.Option("--steps", metavar="N", min=1, help="PGD steps per starting point (token inputs: substitution rounds).")] = 200,
            quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Craft border probes for MODEL: inputs on which the DB's equivalence classes return
-    different top-1 labels (PGD on the model to the boundary, then bisection on the real runtimes),
-    for label-only services. Build the DB on them with `hspi db build MODEL --probes PATH`."""
+    different top-1 labels (PGD on the model to the boundary, then bisection on the real runtimes;
+    token inputs: greedy token substitutions towards a next-token tie), for label-only services.
+    Build the DB on them with `hspi db build MODEL --probes PATH`."""
     from hspi_onnx.border.craft import craft
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.inputs.model import resolve_model
