@@ -318,16 +318,11 @@ def _result(model: ModelInfo, keeper: Keeper, seed: int, tried: int, t0: float, 
                         keeper.candidates, sum(r.calls for r in reps), time.perf_counter() - t0, unrunnable)
 
 
-def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
-          step: float = 0.01, redundancy: int = 3,
-          on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
-    """Border probes for ``model`` separating the DB's equivalence classes (see :class:`Keeper`);
-    seeds are tried until every pair is split ``redundancy`` times, ``target`` probes are kept or
-    ``max_seeds`` run out. Token inputs go to :func:`craft_tokens`."""
-    if model.primary.kind == "tokens":
-        return craft_tokens(db, model, target, max_seeds, seed, steps, redundancy, on_progress)
-    if model.primary.kind not in ("image", "tensor"):
-        raise HspiError(f"{model.name} takes {model.primary.kind} inputs: no border search for them")
+def _search(db, model: ModelInfo, target: int, max_seeds: int, seed: int, redundancy: int, on_progress,
+            candidates, method: str, **params) -> BorderResult:
+    """The loop both searches share: per seed, ``candidates(ref, reps, seed)`` yields
+    (feeds, origin) pairs that :class:`Keeper` judges, until the set is full or every pair is
+    split ``redundancy`` times."""
     t0 = time.perf_counter()
     reps, unrunnable = _setup(db, model)
     ref = Reference(model)
@@ -338,23 +333,42 @@ def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: in
             if len(keeper.inputs) >= target or keeper.done:
                 break
             tried += 1
-            start = generate(model, "noise", n=1, seed=s).inputs
-            seg = pgd_segment(ref, model, start, steps, step)
-            if seg is None:
-                continue
-            xa, xb = seg
-            points = []
-            for rep in reps:
-                br = flip_bracket(rep, model, start, xa, xb)
-                if br is not None:
-                    points += [br[0], br[1]]
-            for t in sorted(set(points)):
-                if keeper.consider({**start, model.primary.name: _point(xa, xb, t)}, {"seed": s, "t": t}):
+            for feeds, origin in candidates(ref, reps, s):
+                if keeper.consider(feeds, origin):
                     on_progress({"kept": len(keeper.inputs), "separated": len(keeper.separated),
                                  "pairs": len(keeper.pairs), "seeds": tried})
                 if len(keeper.inputs) >= target:
                     break
-    return _result(model, keeper, seed, tried, t0, unrunnable, "pgd-margin+runtime-bisection", steps=steps, step=step)
+    return _result(model, keeper, seed, tried, t0, unrunnable, method, **params)
+
+
+def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
+          step: float = 0.01, redundancy: int = 3,
+          on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
+    """Border probes for ``model`` separating the DB's equivalence classes (see :class:`Keeper`);
+    seeds are tried until every pair is split ``redundancy`` times, ``target`` probes are kept or
+    ``max_seeds`` run out. Token inputs go to :func:`craft_tokens`."""
+    if model.primary.kind == "tokens":
+        return craft_tokens(db, model, target, max_seeds, seed, steps, redundancy, on_progress)
+    if model.primary.kind not in ("image", "tensor"):
+        raise HspiError(f"{model.name} takes {model.primary.kind} inputs: no border search for them")
+
+    def candidates(ref, reps, s):
+        start = generate(model, "noise", n=1, seed=s).inputs
+        seg = pgd_segment(ref, model, start, steps, step)
+        if seg is None:
+            return
+        xa, xb = seg
+        points = []
+        for rep in reps:
+            br = flip_bracket(rep, model, start, xa, xb)
+            if br is not None:
+                points += [br[0], br[1]]
+        for t in sorted(set(points)):
+            yield {**start, model.primary.name: _point(xa, xb, t)}, {"seed": s, "t": t}
+
+    return _search(db, model, target, max_seeds, seed, redundancy, on_progress, candidates,
+                   "pgd-margin+runtime-bisection", steps=steps, step=step)
 
 
 def token_margins(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -377,40 +391,30 @@ def craft_tokens(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, s
     substitutions (every vocabulary entry at one position per round, scored in one batch on the
     reference) drive the margin between the two top next-token logits down; the ``near`` prompts
     of smallest margin met on the way are the candidates the real runtimes label (:class:`Keeper`)."""
-    t0 = time.perf_counter()
-    reps, unrunnable = _setup(db, model)
-    ref = Reference(model)
-    keeper = Keeper(model, reps, redundancy)
     spec = model.primary
-    tried = 0
-    with open_sessions(model, reps):
-        for s in range(seed, seed + max_seeds):
-            if len(keeper.inputs) >= target or keeper.done:
+
+    def candidates(ref, reps, s):
+        rng = np.random.default_rng([s, 16])
+        feeds = generate(model, "tokens", n=1, seed=s).inputs
+        x = feeds[spec.name][0].copy()
+        best = float(token_margins(ref, model, feeds)[0])
+        seen: dict[bytes, float] = {x.tobytes(): best}
+        for _ in range(rounds):
+            pos = tuple(int(rng.integers(d)) for d in x.shape)
+            trial = np.repeat(x[None], spec.vocab, axis=0)
+            trial[(slice(None), *pos)] = np.arange(spec.vocab, dtype=x.dtype)
+            m = token_margins(ref, model, {**{k: np.repeat(v, spec.vocab, axis=0) for k, v in feeds.items()},
+                                           spec.name: trial})
+            for k in np.argsort(m)[:near]:
+                seen.setdefault(trial[k].tobytes(), float(m[k]))
+            k = int(np.argmin(m))
+            if m[k] < best:
+                best, x = float(m[k]), trial[k].copy()
+            if best == 0.0:
                 break
-            tried += 1
-            rng = np.random.default_rng([s, 16])
-            feeds = generate(model, "tokens", n=1, seed=s).inputs
-            x = feeds[spec.name][0].copy()
-            best = float(token_margins(ref, model, feeds)[0])
-            seen: dict[bytes, float] = {x.tobytes(): best}
-            for _ in range(rounds):
-                pos = tuple(int(rng.integers(d)) for d in x.shape)
-                trial = np.repeat(x[None], spec.vocab, axis=0)
-                trial[(slice(None), *pos)] = np.arange(spec.vocab, dtype=x.dtype)
-                m = token_margins(ref, model, {**{k: np.repeat(v, spec.vocab, axis=0) for k, v in feeds.items()},
-                                               spec.name: trial})
-                for k in np.argsort(m)[:near]:
-                    seen.setdefault(trial[k].tobytes(), float(m[k]))
-                k = int(np.argmin(m))
-                if m[k] < best:
-                    best, x = float(m[k]), trial[k].copy()
-                if best == 0.0:
-                    break
-            for raw, margin in sorted(seen.items(), key=lambda kv: kv[1])[:near]:
-                prompt = np.frombuffer(raw, dtype=x.dtype).reshape(1, *x.shape)
-                if keeper.consider({**feeds, spec.name: prompt.copy()}, {"seed": s, "margin": margin}):
-                    on_progress({"kept": len(keeper.inputs), "separated": len(keeper.separated),
-                                 "pairs": len(keeper.pairs), "seeds": tried})
-                if len(keeper.inputs) >= target:
-                    break
-    return _result(model, keeper, seed, tried, t0, unrunnable, "greedy-token-substitution", rounds=rounds, near=near)
+        for raw, margin in sorted(seen.items(), key=lambda kv: kv[1])[:near]:
+            prompt = np.frombuffer(raw, dtype=x.dtype).reshape(1, *x.shape)
+            yield {**feeds, spec.name: prompt.copy()}, {"seed": s, "margin": margin}
+
+    return _search(db, model, target, max_seeds, seed, redundancy, on_progress, candidates,
+                   "greedy-token-substitution", rounds=rounds, near=near)
