@@ -38,6 +38,8 @@ import numpy as np
 from hspi_onnx.errors import HspiError
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.inputs.probes import ProbeSet, generate
+from hspi_onnx.learn.forms import top_indices
+from hspi_onnx.run.runner import batches
 
 BORDER_KIND = "border"
 MAX_BISECT = 60  # halvings of the segment: float32 points stop changing well before
@@ -56,15 +58,13 @@ class Rep:
     def labels(self, model: ModelInfo, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Top-1 label of the model's first output for each row of ``feeds``, run in batches of
         ``bs`` exactly as a build runs them (the last batch wraps around)."""
-        from hspi_onnx.run.runner import batches
-
         n = len(next(iter(feeds.values())))
         out = np.empty(n, dtype=np.int64)
         for idx in batches(n, self.bs):
             got = self.session.run({k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()})
             self.calls += 1
             first = np.asarray(got[model.output_names[0]], np.float64).reshape(len(idx), -1)
-            out[idx] = np.argsort(-first, axis=1, kind="stable")[:, 0]
+            out[idx] = top_indices(first, 1)[:, 0]
         return out
 
 

@@ -53,7 +53,6 @@ LOGPROBS_FORMAT = "hspi-logprobs/1"
 MAX_TOP = 1 << 12  # log-probabilities per token
 MAX_INPUTS = 16
 FLOAT_DTYPES = {oip.DATATYPES[t] for t in oip.FLOAT_DATATYPES}
-LABEL_DATATYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 
 
 @dataclass
@@ -345,7 +344,7 @@ def _tensor(path: Path, k: int, o: dict, state: dict, what: str = "response",
     an output (a float datatype; ``texts`` collects its numbers as printed) or, with ``what``
     "request", an input of any numeric datatype."""
     name = _check_output_name(path, o.get("name", ""))
-    allowed = (oip.FLOAT_DATATYPES if what == "response" else LABEL_DATATYPES if what == "label"
+    allowed = (oip.FLOAT_DATATYPES if what == "response" else oip.LABEL_DATATYPES if what == "label"
                else tuple(t for t in oip.DATATYPES if t != "BOOL"))
     dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in allowed else None
     if dt is None:
@@ -433,7 +432,7 @@ def _kserve(path: Path, docs: list) -> Suspect:
             outs = [o for o in outs if o.get("name") == params["output"]]
             if len(outs) != 1:
                 _fail(path, f"response {k}: parameters.output names no single output of the response")
-        labels = all(o.get("datatype") in LABEL_DATATYPES for o in outs)  # a label-only service
+        labels = all(o.get("datatype") in oip.LABEL_DATATYPES for o in outs)  # a label-only service
         if state.setdefault("labels", labels) != labels:
             _fail(path, f"response {k}: labels and values mixed across responses")
         got = [_tensor(path, k, o, state, what="label" if labels else "response", texts=texts) for o in outs]

@@ -145,18 +145,17 @@ def binary_outputs(reply: Reply, where: str, rows: int, names: list[str]) -> dic
     return {n: out[n] for n in names}
 
 
-LABEL_DATATYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
-
-
 def label_of(doc: dict, row: int = 0) -> int:
     """The top-1 label of one answered row: an integer output's value, else the argmax of the
     first output (ties to the lower index, as the matcher takes it)."""
     out = doc["outputs"]
-    labels = [o for o in out if o["datatype"] in LABEL_DATATYPES]
+    from hspi_onnx.learn.forms import top_indices
+
+    labels = [o for o in out if o["datatype"] in oip.LABEL_DATATYPES]
     if labels:
         return int(labels[0]["data"][row])
-    first = np.asarray(out[0]["data"], np.float64).reshape(out[0]["shape"][0], -1)[row]
-    return int(np.argsort(-first, kind="stable")[0])
+    first = np.asarray(out[0]["data"], np.float64).reshape(out[0]["shape"][0], -1)[row:row + 1]
+    return int(top_indices(first, 1)[0, 0])
 
 
 def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[str] | None) -> dict:
@@ -179,7 +178,7 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
         raise QueryError(f"{where}: an output tensor without a name")
     name, dt, shape = o["name"], o.get("datatype"), o.get("shape")
     what = f"{where}: output {name[:40]!r}"
-    label = dt in LABEL_DATATYPES  # a label-only service's answer: one class index per row
+    label = dt in oip.LABEL_DATATYPES  # a label-only service's answer: one class index per row
     if dt not in oip.FLOAT_DATATYPES and not label:
         raise QueryError(f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs or integer labels "
                          "can be matched (pick outputs with --output)")

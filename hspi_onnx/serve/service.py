@@ -103,9 +103,10 @@ class Service:
         outputs = self.infer(inputs)
         if not self.labels_only:
             return outputs
+        from hspi_onnx.learn.forms import top_indices
+
         first = np.asarray(outputs[self.model.output_names[0]], np.float64)
-        rows = first.reshape(len(first), -1)
-        return {LABEL_OUTPUT: np.argsort(-rows, axis=1, kind="stable")[:, 0].astype(np.int64)}
+        return {LABEL_OUTPUT: top_indices(first.reshape(len(first), -1), 1)[:, 0].astype(np.int64)}
 
     def close(self) -> None:
         self.runner.close()
