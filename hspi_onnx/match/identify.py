@@ -27,6 +27,7 @@ from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 from hspi_onnx.learn.forms import View, degrade, top_k
 from hspi_onnx.learn.targets import NOT_APPLICABLE, attribute_values
+from hspi_onnx.match.printed import FIXED, bits_note
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
 
 CONFIDENT = 0.9  # calibrated probability above which a classifier answer counts as confident
@@ -376,19 +377,20 @@ def _within_print(view: View, candidates: list, precision) -> np.ndarray:
     return ok
 
 
-def compare_db(db: ReferenceDB, res: Resolved, suspect: Suspect) -> tuple[list[set[str]], list[Nearest]]:
-    """(per query the platforms whose degraded outputs equal the suspect's, the nearest platforms),
-    on the compared output. Numbers printed with fixed digits are compared as the intervals they
-    stand for (:mod:`hspi_onnx.match.printed`)."""
-    from hspi_onnx.match.printed import FIXED
+def by_print(suspect: Suspect) -> bool:
+    """Are the suspect's values compared as printed numbers? Fixed digits stand for intervals;
+    printed softmax values (any printing) are the service's own arithmetic, tried in float64 and
+    float32 (:mod:`hspi_onnx.match.printed`)."""
+    return (suspect.printed is not None and suspect.values is not None
+            and (suspect.printed.mode == FIXED or suspect.form == "softmax"))
 
-    outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
+
+def compare_db(outs: dict[str, np.ndarray], suspect: Suspect) -> tuple[list[set[str]], list[Nearest]]:
+    """(per query the platforms whose degraded outputs equal the suspect's, the nearest platforms),
+    given every DB platform's compared output on the suspect's probes (``outs``)."""
     view = suspect.view()
     k = None if view.index is None else view.index.shape[1]
-    # fixed digits stand for intervals; printed softmax values (any printing) are the service's
-    # own arithmetic, tried in float64 and float32
-    fixed = (suspect.printed is not None and view.values is not None
-             and (suspect.printed.mode == FIXED or suspect.form == "softmax"))
+    fixed = by_print(suspect)
     per_query: list[set[str]] = [set() for _ in range(len(suspect))]
     dist = []
     for label, arr in outs.items():
@@ -451,35 +453,33 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
     index = index or load_index(db)
     res = resolved or resolve(index, suspect)
     j = res.group.output_index(res.compared)
-    from hspi_onnx.match.printed import FIXED, bits_note
-
     fixed = suspect.printed is not None and suspect.printed.mode == FIXED
     compared = list(dict.fromkeys(res.outputs.values()))
     summary = SuspectSummary(suspect.path, suspect.source, suspect.form, len(suspect), res.group.probes_name,
                              res.group.model_name, suspect.dtype, compared[:1] if fixed else compared,
                              suspect.printed.description if fixed else "")
     nearest = None
+    outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
     text_nan = suspect.source != "npz" and any(np.isnan(np.asarray(v, np.float64)).any() for v in suspect.outputs.values())
     if suspect.form == "raw" and fixed:  # printed with fewer digits than the dtype holds: intervals
-        per_query, nearest = compare_db(db, res, suspect)
+        per_query, nearest = compare_db(outs, suspect)
         exact = summarise(per_query, f"printed values ({bits_note(suspect.printed)})")
     elif suspect.form == "raw" and text_nan:
         exact = summarise(exact_values(db, res, suspect), "values (a printed NaN matches any NaN)")
         if not exact.common:
-            _, nearest = compare_db(db, res, suspect)
+            _, nearest = compare_db(outs, suspect)
     elif suspect.form == "raw":
         exact = summarise(exact_raw(index, res, suspect), "digest")
         if not exact.common:
-            _, nearest = compare_db(db, res, suspect)
+            _, nearest = compare_db(outs, suspect)
     else:
-        per_query, nearest = compare_db(db, res, suspect)
-        if fixed or (suspect.printed is not None and suspect.form == "softmax"):
+        per_query, nearest = compare_db(outs, suspect)
+        if by_print(suspect):
             kind = f"printed values ({bits_note(suspect.printed)})"
         else:
             kind = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"
         exact = summarise(per_query, kind)
-    rule_out_classes(exact, outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids,
-                                       res.compared), suspect.ids)
+    rule_out_classes(exact, outs, suspect.ids)
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
     manifest = db.manifest()
     flagged = {e["platform"] for e in manifest.get("batch_dependent", [])
