@@ -52,6 +52,8 @@ class Rep:
     key: str  # the class key (its platforms joined by " | ")
     label: str  # the platform that runs it
     bs: int
+    adapter: object = None
+    platform: object = None
     session: object = None
     calls: int = 0
 
@@ -98,8 +100,9 @@ def class_representatives(db, model: ModelInfo) -> tuple[list[Rep], dict[str, st
     """One runnable platform per equivalence class of ``model`` in the DB (bs=1 and fewest
     threads first), and the classes with no member this machine runs."""
     from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.inputs.probes import default_kind
     from hspi_onnx.labels import Platform
-    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.adapter import Offered
 
     groups = [g for g in load_groups(db) if g.model_sha256 == model.sha256]
     if not groups:
@@ -108,48 +111,30 @@ def class_representatives(db, model: ModelInfo) -> tuple[list[Rep], dict[str, st
     members: dict[str, list[str]] = {}
     for label, key in group.classes().items():
         members.setdefault(key, []).append(label)
-    adapters = registry()
-    offered: dict[tuple, set] = {}
+    offered = Offered(model, default_kind(model))
+
+    def cost(label: str) -> tuple:
+        knob = Platform.parse(label).knob
+        return int(knob.get("bs", "1")), int(knob.get("threads", "1")), label
+
     reps, unrunnable = [], {}
     for key, labels in sorted(members.items()):
-        def cost(label: str) -> tuple:
-            knob = Platform.parse(label).knob
-            return int(knob.get("bs", "1")), int(knob.get("threads", "1")), label
-        chosen = None
-        for label in sorted(labels, key=cost):
-            plat = Platform.parse(label)
-            a = adapters.get(plat.runtime)
-            if a is None or not a.available().ok:
-                continue
-            kind = plat.knob.get("calib") or group_kind(db, group)
-            if (plat.runtime, kind) not in offered:
-                offered[(plat.runtime, kind)] = {str(p) for p in a.variants(model, kind)}
-            if label in offered[(plat.runtime, kind)]:
-                chosen = Rep(key, label, int(plat.knob.get("bs", "1")))
-                break
-        if chosen is None:
+        runnable = next(((label, pair) for label in sorted(labels, key=cost)
+                         if (pair := offered.get(label)) is not None), None)
+        if runnable is None:
             unrunnable[key] = "no member of the class runs on this machine"
         else:
-            reps.append(chosen)
+            label, (adapter, platform) = runnable
+            reps.append(Rep(key, label, int(platform.knob.get("bs", "1")), adapter, platform))
     return reps, unrunnable
-
-
-def group_kind(db, group) -> str:
-    meta = db.manifest()["probe_sets"].get(group.probes_sha256, {})
-    return str(meta.get("kind", "noise"))
 
 
 @contextlib.contextmanager
 def open_sessions(model: ModelInfo, reps: list[Rep]):
     """Every representative's runtime session, open together in this process."""
-    from hspi_onnx.labels import Platform
-    from hspi_onnx.run.adapter import registry
-
-    adapters = registry()
     with contextlib.ExitStack() as stack:
         for rep in reps:
-            plat = Platform.parse(rep.label)
-            rep.session = stack.enter_context(adapters[plat.runtime].prepare(model, plat))
+            rep.session = stack.enter_context(rep.adapter.prepare(model, rep.platform))
         yield reps
 
 

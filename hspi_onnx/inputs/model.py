@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hspi_onnx.errors import BadModelError
+from hspi_onnx.errors import BadModelError, HspiError
 from hspi_onnx.inputs.onnxfile import load_onnx, sha256_file
 
 INPUT_META_KEY = "hspi.input"  # one input (the zoo's models)
@@ -271,6 +271,20 @@ def open_model(path: str | Path) -> ModelInfo:
     meta = {p.key: p.value for p in model.metadata_props}
     return ModelInfo(path=path, sha256=sha256_file(path), inputs=infer_inputs(model),
                      outputs=infer_outputs(model), zoo=meta.get(ZOO_META_KEY), metadata=meta)
+
+
+def model_at_hand(entry: dict, sha256: str) -> ModelInfo | None:
+    """The model a DB manifest's ``models`` entry describes, opened from its recorded path or
+    re-exported from the zoo, when its content still hashes to ``sha256``; else None."""
+    for opener, ref in ((open_model, entry.get("path")), (resolve_model, entry.get("zoo"))):
+        if ref and (opener is resolve_model or Path(ref).is_file()):
+            try:
+                info = opener(ref)
+            except HspiError:
+                continue
+            if info.sha256 == sha256:
+                return info
+    return None
 
 
 def resolve_model(ref: str | Path) -> ModelInfo:

@@ -28,21 +28,14 @@ def _cache_path(model_sha: str, probes_sha: str) -> Path:
 
 def recover_inputs(manifest: dict, model_sha: str, probes_sha: str):
     """(ModelInfo, ProbeSet) matching the DB's hashes, or raise HspiError saying why not."""
-    from hspi_onnx.inputs.model import open_model, resolve_model
+    from hspi_onnx.inputs.model import model_at_hand
     from hspi_onnx.inputs.probes import generate
 
     m = manifest["models"].get(model_sha)
     p = manifest["probe_sets"].get(probes_sha)
     if m is None or p is None:
         raise HspiError("the manifest does not describe this model or probe set")
-    info = None
-    for opener, ref in ((open_model, m.get("path")), (resolve_model, m.get("zoo"))):
-        if info is None and ref and (opener is resolve_model or Path(ref).is_file()):
-            try:
-                got = opener(ref)
-            except HspiError:
-                continue
-            info = got if got.sha256 == model_sha else None
+    info = model_at_hand(m, model_sha)
     if info is None:
         raise HspiError(f"model {m.get('name')!r} with sha256 {model_sha[:12]} is not at hand")
     try:

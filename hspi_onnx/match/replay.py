@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import BadProbesError, HspiError
@@ -33,7 +32,6 @@ class ReplayPlan:
     missing: dict[str, str] = field(default_factory=dict)  # DB platforms this machine cannot run, with why
     from_db: bool = True  # candidates are the DB's platforms of the model (else: all available here)
     summary: object = None  # the BuildSummary of running them
-
 
     def as_dict(self) -> dict:
         return {"model": self.model.name, "model_sha256": self.model.sha256, "probe_set": self.probes.name,
@@ -60,7 +58,7 @@ def replay_probes(suspect: Suspect, model: ModelInfo) -> ProbeSet:
 def resolve_replay_model(db: ReferenceDB, suspect: Suspect, model: str | None) -> ModelInfo:
     """The model to replay: ``model`` (a zoo name or an ONNX file) when given, else the one the
     suspect names or the DB's only model, found where the DB's manifest says it is."""
-    from hspi_onnx.inputs.model import open_model, resolve_model
+    from hspi_onnx.inputs.model import model_at_hand, resolve_model
 
     if model:
         return resolve_model(model)
@@ -75,14 +73,9 @@ def resolve_replay_model(db: ReferenceDB, suspect: Suspect, model: str | None) -
         raise HspiError("name the model to replay with --model (a zoo name or an ONNX file): "
                         + ("the suspect names none and the DB holds " + (f"{len(models)} models" if models else "none")))
     sha, m = next(iter(wanted.items()))
-    for opener, ref in ((open_model, m.get("path")), (resolve_model, m.get("zoo"))):
-        if ref and (opener is resolve_model or Path(ref).is_file()):
-            try:
-                info = opener(ref)
-            except HspiError:
-                continue
-            if info.sha256 == sha:
-                return info
+    info = model_at_hand(m, sha)
+    if info is not None:
+        return info
     raise HspiError(f"model {m.get('name')!r} (sha256 {sha[:12]}) of the DB is not at hand: give it with --model")
 
 
@@ -91,7 +84,7 @@ def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: l
     set) that this machine offers, selected by ``patterns``; with none in the DB, every platform
     available here. Static int8 platforms keep the calibration kind their label names."""
     from hspi_onnx.labels import Platform, select
-    from hspi_onnx.run.adapter import registry, selected_variants
+    from hspi_onnx.run.adapter import Offered, selected_variants
 
     probes = replay_probes(suspect, model)
     labels: list[str] = []
@@ -107,42 +100,19 @@ def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: l
         out.plan = selected_variants(model, default_kind(model), patterns)
         return out
     chosen = {str(p) for p in select([Platform.parse(lab) for lab in labels], patterns)} if patterns else set(labels)
-    adapters = registry()
-    offered: dict[tuple, dict[str, tuple]] = {}  # (runtime, calibration kind) -> label -> (adapter, platform)
+    offered = Offered(model, default_kind(model))
     for label in labels:
         if label not in chosen:
             continue
-        plat = Platform.parse(label)
-        key = (plat.runtime, plat.knob.get("calib") or default_kind(model))
-        a = adapters.get(plat.runtime)
-        ok = a is not None and a.available().ok
-        if key not in offered:  # only the runtimes the DB names are asked (each import costs seconds)
-            offered[key] = {str(p): (a, p) for p in (a.variants(model, key[1]) if ok else [])}
-        if label not in offered[key] and ok and key + ("extra",) not in offered:  # opt-in variants: asked last,
-            offered[key + ("extra",)] = {}  # torch.compile's check alone takes seconds
-            offered[key].update({str(p): (a, p) for p in a.extra_variants(model, key[1])})
-        if label in offered[key]:
-            out.plan.append(offered[key][label])
+        pair = offered.get(label)
+        if pair is not None:
+            out.plan.append(pair)
         else:
-            out.missing[label] = _why_not(label)
+            out.missing[label] = offered.why_not(label)
     if not out.plan:
         raise HspiError(f"none of the DB's {len(chosen)} platforms of {model.name} runs on this machine "
                         f"(e.g. {next(iter(out.missing.items()))[1]})")
     return out
-
-
-def _why_not(label: str) -> str:
-    from hspi_onnx.labels import Platform
-    from hspi_onnx.run.adapter import registry
-
-    runtime = Platform.parse(label).runtime
-    adapter = registry().get(runtime)
-    if adapter is None:
-        return f"no adapter for runtime {runtime!r} here"
-    status = adapter.available()
-    if not status.ok:
-        return f"runtime {runtime} is unavailable here: {status.reason}"
-    return f"not offered here (this machine's {runtime} is {adapter.version}, its devices and ISA may differ)"
 
 
 def replayed_suspect(suspect: Suspect, plan: ReplayPlan) -> Suspect:

@@ -183,6 +183,43 @@ def _explain_unavailable(patterns: list[str]) -> None:
             raise UnknownPlatformError(f"runtime {runtime} is unavailable: {adapter.available().reason}")
 
 
+class Offered:
+    """Which DB labels this machine runs for ``model``: each runtime a label names is asked once
+    per calibration kind (the label's ``calib`` knob, else ``default_kind``), the opt-in variants
+    only for a label the regular ones lack (torch.compile's check alone takes seconds); runtimes
+    no label names are never imported."""
+
+    def __init__(self, model: ModelInfo, default_kind: str) -> None:
+        self.model, self.default_kind = model, default_kind
+        self.adapters = registry()
+        self._offered: dict[tuple, dict[str, tuple[Adapter, Platform]]] = {}
+        self._extra_asked: set[tuple] = set()
+
+    def get(self, label: str) -> tuple[Adapter, Platform] | None:
+        """(adapter, platform) of ``label`` when this machine offers it, else None."""
+        plat = Platform.parse(label)
+        adapter = self.adapters.get(plat.runtime)
+        if adapter is None or not adapter.available().ok:
+            return None
+        key = (plat.runtime, plat.knob.get("calib") or self.default_kind)
+        if key not in self._offered:
+            self._offered[key] = {str(p): (adapter, p) for p in adapter.variants(self.model, key[1])}
+        if label not in self._offered[key] and key not in self._extra_asked:
+            self._extra_asked.add(key)
+            self._offered[key].update({str(p): (adapter, p) for p in adapter.extra_variants(self.model, key[1])})
+        return self._offered[key].get(label)
+
+    def why_not(self, label: str) -> str:
+        runtime = Platform.parse(label).runtime
+        adapter = self.adapters.get(runtime)
+        if adapter is None:
+            return f"no adapter for runtime {runtime!r} here"
+        status = adapter.available()
+        if not status.ok:
+            return f"runtime {runtime} is unavailable here: {status.reason}"
+        return f"not offered here (this machine's {runtime} is {adapter.version}, its devices and ISA may differ)"
+
+
 def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:
     """The adapter and platform for an exact label, or for a glob that selects exactly one;
     otherwise an error naming close matches."""
