@@ -119,8 +119,8 @@ def query_adaptive(probes, out: str | Path, opts: QueryOptions, platforms: list[
                    opts.backoff, 1) as transport:
         answers = AnswerFile(out, probes.sha256, transport.shown, model)
         try:
-            done = answers.open()
-            for pid in sorted(done, key=lambda p: list(answers.docs).index(p)):
+            answers.open()
+            for pid in answers.docs:  # the answers already in the file, in its order
                 if pid not in row_of:
                     raise QueryError(f"{out} answers probe {pid}, which is not in {probes.name}")
                 doc, r = answers.docs[pid]
