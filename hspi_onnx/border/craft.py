@@ -37,11 +37,10 @@ import numpy as np
 
 from hspi_onnx.errors import HspiError
 from hspi_onnx.inputs.model import ModelInfo
-from hspi_onnx.inputs.probes import ProbeSet, generate
+from hspi_onnx.inputs.probes import BORDER_KIND, ProbeSet, generate
 from hspi_onnx.learn.forms import top_indices
 from hspi_onnx.run.runner import batches
 
-BORDER_KIND = "border"
 MAX_BISECT = 60  # halvings of the segment: float32 points stop changing well before
 
 

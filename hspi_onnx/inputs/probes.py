@@ -32,7 +32,8 @@ from hspi_onnx.safenpz import read_npz, save_npz
 KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text"),
          "mask": ("mask",), "segments": ("segments",), "positions": ("positions",)}
 PROBE_KINDS = tuple(dict.fromkeys(k for ks in KINDS.values() for k in ks))
-CRAFTED_KINDS = ("border", "replay")  # inputs made elsewhere than generate(): read from files only
+BORDER_KIND, REPLAY_KIND = "border", "replay"
+CRAFTED_KINDS = (BORDER_KIND, REPLAY_KIND)  # inputs made elsewhere than generate(): read from files only
 SPLITS = ("probe", "calib")
 DEFAULT_DIM = 16
 DEFAULT_IMAGE_SIDE = 32

@@ -162,17 +162,11 @@ def _infer(texts: list[str]) -> tuple[Precision, np.ndarray]:
     return Precision(FIXED, what, lo, hi, round(float(np.median(bits)), 2)), number_bits
 
 
-def inside(x: np.ndarray, p: Precision) -> np.ndarray:
-    """Per row: does every value of ``x`` (float64, the printed values' shape) print as the suspect's?"""
-    n = len(x)
-    return ((x >= p.lo) & (x <= p.hi)).reshape(n, -1).all(axis=1)
-
-
 def bits_note(p: Precision) -> str:
     return (f"printed as {p.description}: each number leaves about {p.bits:g} bits of the value, "
             f"a query's numbers about {p.query_bits:g} bits together"
             if p.mode == FIXED else f"printed as {p.description}: exact to the bit")
 
 
-__all__ = ["FIXED", "FLOAT32_REPR", "FLOAT64_REPR", "Precision", "PrintedFloat", "bits_note", "exact_in", "infer", "inside",
+__all__ = ["FIXED", "FLOAT32_REPR", "FLOAT64_REPR", "Precision", "PrintedFloat", "bits_note", "exact_in", "infer",
            "loads", "text_of"]

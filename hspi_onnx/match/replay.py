@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import BadProbesError, HspiError
 from hspi_onnx.inputs.model import ModelInfo
-from hspi_onnx.inputs.probes import ProbeSet, default_kind
+from hspi_onnx.inputs.probes import REPLAY_KIND, ProbeSet, default_kind
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
-
-REPLAY_KIND = "replay"
 
 
 @dataclass
