@@ -82,17 +82,41 @@ ISA_CAPS = [("avx512", "avx512", "AVX512_CORE"), ("avx2", "avx2", "AVX2")]
 _RANK = {name: i for i, (name, _) in enumerate(_X86_LEVELS)}
 
 
+def _caps_below(isa: str) -> list[tuple[str, str, str]]:
+    if isa not in _RANK:
+        return []
+    return [cap for cap in ISA_CAPS if _RANK[cap[0]] > _RANK[isa]]
+
+
+def node_isa_cap() -> str | None:
+    """The instruction-set cap this machine was started under (``HSPI_ISA_CAP=avx2``): every
+    runtime with a cap switch (oneDNN's, ATen's) runs capped and labels its device so, as a
+    machine with that CPU would; runtimes without one (ONNX Runtime's MLAS) keep the host's ISA.
+    A cap at or above the host's level changes nothing."""
+    value = os.environ.get("HSPI_ISA_CAP", "").strip().lower()
+    if not value:
+        return None
+    if value not in _RANK:
+        from hspi_onnx.errors import HspiError
+
+        raise HspiError(f"HSPI_ISA_CAP={value!r} is no instruction-set level; one of {', '.join(_RANK)}")
+    return value if any(cap[0] == value for cap in _caps_below(cpu_facts()["isa"])) else None
+
+
+def capped_cpu_device() -> str:
+    """Device segment of runtimes that honour an instruction-set cap (:func:`node_isa_cap`)."""
+    return cpu_device(node_isa_cap())
+
+
 def isa_cap_for(device: str) -> tuple[str, str, str] | None:
     """The cap (isa, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) a capped device label stands for."""
-    return next((cap for cap in isa_caps() if device == cpu_device(cap[0])), None)
+    return next((cap for cap in _caps_below(cpu_facts()["isa"]) if device == cpu_device(cap[0])), None)
 
 
 def isa_caps() -> list[tuple[str, str, str]]:
-    """The caps below this CPU's level (none on ARM or unknown CPUs)."""
-    host = cpu_facts()["isa"]
-    if host not in _RANK:
-        return []
-    return [cap for cap in ISA_CAPS if _RANK[cap[0]] > _RANK[host]]
+    """The caps below this machine's level (its cap's, when started under one; none on ARM or
+    unknown CPUs): what the opt-in capped variants emulate."""
+    return _caps_below(node_isa_cap() or cpu_facts()["isa"])
 
 
 @functools.lru_cache(maxsize=1)

@@ -89,6 +89,9 @@ class RunResult:
     # whether the first probe, in a batch of copies of itself, gives the bits it gave among other
     # probes (None: bs = 1 or not checked); False: the platform's output depends on what shares its batch
     batch_independent: bool | None = None
+    # the same platform on another machine over the first probes (distributed builds):
+    # {"host": that machine's facts, "probes": how many, "differing": how many gave other bits}
+    cross_check: dict | None = None
 
     @property
     def output_names(self) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes, named_outputs
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.host import cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
+from hspi_onnx.host import capped_cpu_device, cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.graph.torch_module import build_torch_module, has_module, to_numpy, torch_dtype
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
@@ -114,7 +114,7 @@ class PyTorchAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         srcs = ("module", "onnx") if has_module(model) else ("onnx",)
         layouts = ("nchw", "nhwc") if any(i.kind == "image" for i in model.inputs) else ("plain",)
-        out = self.grid(cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
+        out = self.grid(capped_cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
                         src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
         if not cuda_unavailable():
             import torch
@@ -134,7 +134,7 @@ class PyTorchAdapter(Adapter):
         out = [p for isa, _, _ in isa_caps()
                for p in self.grid(cpu_device(isa), [(p, {"mode": "eager"}) for p in PRECISIONS], **fixed)]
         if not compile_unavailable():
-            out += self.grid(cpu_device(), [(p, {"mode": "compile"}) for p in PRECISIONS], **fixed)
+            out += self.grid(capped_cpu_device(), [(p, {"mode": "compile"}) for p in PRECISIONS], **fixed)
         return out
 
     def limitations(self) -> dict[str, str]:

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper
 
 from hspi_onnx.cli import main
 
-HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn", "fastapi", "uvicorn", "httpx", "kserve")
+HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn", "fastapi", "uvicorn", "httpx", "kserve",
+         "ray")
 
 
 def hspi(*args):

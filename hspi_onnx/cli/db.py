@@ -15,6 +15,8 @@ from .common import (DbOpt, DimOpt, ExtraOpt, InProcessOpt, JsonOpt, KindOpt, Mo
 
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
 RemoteOpt = Annotated[Optional[list[str]], typer.Option("--remote", metavar="URL", help="Build the platform that `hspi serve MODEL -p PLATFORM --reveal-platform` serves at URL, on that machine's hardware (repeatable).", show_default=False)]
+RayOpt = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Build over a Ray cluster (HOST:PORT, ray://HOST:PORT or auto): every node runs the platforms it offers; needs the [ray] extra (docs/scale.md).", show_default=False)]
+CrossCheckOpt = Annotated[int, typer.Option("--cross-check", metavar="N", min=0, help="With --ray: run each platform that a second node offers there too, on its first N probes, and flag differing bits (0: never).")]
 AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="With --remote: environment variable holding the Authorization header's value.", show_default=False)]
 EXIT_PARTIAL = 3
 
@@ -23,10 +25,12 @@ EXIT_PARTIAL = 3
 def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: ProbesOpt = None,
           kind: KindOpt = None, n: NProbesOpt = 64, seed: SeedOpt = 0, dim: DimOpt = None,
           extra: ExtraOpt = False, in_process: InProcessOpt = False, remote: RemoteOpt = None,
-          auth_env: AuthEnvOpt = None, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+          auth_env: AuthEnvOpt = None, ray: RayOpt = None, cross_check: CrossCheckOpt = 8,
+          quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Run every selected platform over the probes into DB, each in a worker process of its
     runtime family (resumable; a platform that fails or crashes is recorded; exit 3 if partial).
-    With --remote, the platform another machine serves (hspi serve --reveal-platform) instead."""
+    With --remote, the platform another machine serves (hspi serve --reveal-platform) instead;
+    with --ray, the platforms every node of a Ray cluster offers, each on a node that offers it."""
     from contextlib import ExitStack
 
     from hspi_onnx.db.store import ReferenceDB
@@ -37,11 +41,27 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
     probe_set = load_probe_arg(info, probes, kind, n, seed, dim)
     ref = ReferenceDB(db, create=True)
     out = console(stderr=True)
-    if remote and (platforms or in_process or extra):
-        raise HspiError("--remote builds the platform the remote server serves: drop -p, --in-process and --extra-variants")
+    if remote and (platforms or in_process or extra or ray):
+        raise HspiError("--remote builds the platform the remote server serves: drop -p, --in-process, "
+                        "--extra-variants and --ray")
+    if ray and in_process:
+        raise HspiError("--ray runs platforms on the cluster's nodes: drop --in-process")
+    cluster = None
     with ExitStack() as stack:
         summaries = []
-        if remote:
+        if ray:
+            from hspi_onnx.run.cluster import RayRunner
+
+            cluster = stack.enter_context(RayRunner(ray, cross_check, on_note=lambda line: out.print(
+                line, highlight=False, soft_wrap=True)))
+            plan = cluster.plan(info, probe_set, platforms, extra)
+            if not (quiet or as_json):
+                for node in cluster.report()["nodes"]:
+                    if not node.get("error"):
+                        out.print(f"node {node['node'][:12]} ({node['address']}, {node['isa']}): "
+                                  f"{node['platforms']} platforms", highlight=False)
+            summaries.append(build_with_bars(ref, info, probe_set, None, extra, cluster, quiet, as_json, out, plan))
+        elif remote:
             from hspi_onnx.cli.query import authorization
             from hspi_onnx.query.remote import RemoteRunner
 
@@ -54,7 +74,8 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
             runner = stack.enter_context(Runner(in_process=in_process))
             summaries.append(build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, None))
     if as_json:
-        emit_json(summaries[0].as_dict() if len(summaries) == 1 else [s.as_dict() for s in summaries])
+        docs = [s.as_dict() | (cluster.report() if cluster else {}) for s in summaries]
+        emit_json(docs[0] if len(docs) == 1 else docs)
     else:
         for summary in summaries:
             console().print(f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
@@ -71,19 +92,19 @@ def build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_js
 
     with progress(quiet or as_json) as bar:
         overall = bar.add_task("all platforms", total=None)
-        current = {"task": None}
+        running: dict[str, int] = {}  # a bar per platform running (several at once on a cluster)
 
         def on_event(kind: str, data: dict) -> None:
             if kind == "plan":
                 bar.update(overall, total=data["total"])
             elif kind == "start":
-                current["task"] = bar.add_task(short_label(data["platform"]), total=data["n"])
-            elif kind == "advance" and current["task"] is not None:
-                bar.advance(current["task"], data["k"])
+                where = f" @{data['node'][:8]}" if data.get("node") else ""
+                running[data["platform"]] = bar.add_task(short_label(data["platform"]) + where, total=data["n"])
+            elif kind == "advance" and running:
+                bar.advance(list(running.values())[-1], data["k"])
             elif kind in ("built", "failed", "skipped"):
-                if current["task"] is not None:
-                    bar.remove_task(current["task"])
-                    current["task"] = None
+                if data["platform"] in running:
+                    bar.remove_task(running.pop(data["platform"]))
                 bar.advance(overall)
                 if kind == "failed" and not quiet:
                     out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)

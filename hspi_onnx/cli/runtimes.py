@@ -59,3 +59,15 @@ def variants(model: ModelArg, platforms: PlatformsOpt = None, kind: KindOpt = No
     else:
         for p in labels:
             print(p)
+
+
+@app.command("resources")
+def resources() -> None:
+    """This machine's Ray custom resources, as JSON for `ray start --resources`: one per
+    available runtime family and device kind, which distributed builds (hspi db build --ray)
+    hold while a platform runs."""
+    import json
+
+    from hspi_onnx.run.cluster import node_resources
+
+    print(json.dumps(node_resources(), sort_keys=True))

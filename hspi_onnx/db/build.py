@@ -15,7 +15,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from hspi_onnx.run.adapter import registry, selected_variants
 from hspi_onnx.run.runner import Runner, failure_reason
@@ -87,6 +87,25 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
     return pa.Table.from_pydict(cols, schema=arrow_schema())
 
 
+def outcomes(runner, jobs: list[tuple], model: ModelInfo, probes: ProbeSet, repeat: int,
+             on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
+    """(adapter, platform, RunResult or the exception it failed with) for each job, as each
+    finishes: a runner with ``stream`` runs them its own way (a cluster, in parallel), any other
+    one after another, announcing each ("start") and its batches ("advance")."""
+    if hasattr(runner, "stream"):
+        yield from runner.stream(jobs, model, probes, repeat, on_event)
+        return
+    for adapter, plat in jobs:
+        on_event("start", {"platform": str(plat), "n": len(probes)})
+        try:
+            result = runner.run(adapter, model, plat, probes, repeat=repeat,
+                                on_batch=lambda k: on_event("advance", {"k": k}))
+        except Exception as exc:
+            yield adapter, plat, exc
+        else:
+            yield adapter, plat, result
+
+
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
           on_event: Callable[[str, dict], None] = lambda kind, data: None,
           repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: Runner | None = None,
@@ -126,23 +145,20 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
 
     db.update(register)
     on_event("plan", {"total": len(plan)})
-    for adapter, plat in plan:
+    for _, plat in plan:
+        if str(plat) not in pending:
+            summary.skipped.append(str(plat))
+            on_event("skipped", {"platform": str(plat)})
+    for adapter, plat, outcome in outcomes(runner, todo, model, probes, repeat_sample, on_event):
         label = str(plat)
-        if label not in pending:
-            summary.skipped.append(label)
-            on_event("skipped", {"platform": label})
-            continue
-        on_event("start", {"platform": label, "n": len(probes)})
-        try:
-            result = runner.run(adapter, model, plat, probes, repeat=repeat_sample,
-                                on_batch=lambda k: on_event("advance", {"k": k}))
-            deterministic = bool(result.repeats)
-        except Exception as exc:  # failure isolation: record and go on
-            reason = failure_reason(exc)
+        if isinstance(outcome, BaseException):  # failure isolation: record and go on
+            reason = failure_reason(outcome)
             summary.failed[label] = reason
             db.update(lambda m: m["failures"].append(entry(label, reason) | {"at": _now()}))
             on_event("failed", {"platform": label, "reason": reason})
             continue
+        result = outcome
+        deterministic = bool(result.repeats)
         db.write_shard(db.shard_path(model.sha256, probes.sha256, label, run_id),
                        shard_table(result, plat, run_id, deterministic))
         summary.built.append(label)
@@ -150,6 +166,13 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
             summary.nondeterministic.append(label)
             db.update(lambda m: m["nondeterministic"].append(
                 entry(label, "second run differed on the repeat sample")))
+        cross = result.cross_check
+        if cross and cross["differing"]:
+            if deterministic:
+                summary.nondeterministic.append(label)
+            db.update(lambda m: m["nondeterministic"].append(entry(
+                label, f"another machine ({cross['where']}) gave other bits on {cross['differing']} of the first "
+                       f"{cross['probes']} probes")))
         if result.batch_independent is False:
             summary.batch_dependent.append(label)
             db.update(lambda m: m.setdefault("batch_dependent", []).append(

@@ -91,3 +91,14 @@ def load_onnx(path: str | os.PathLike):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadModelError(f"ONNX checker rejects {str(path)!r}: {first}")
     return model
+
+
+def external_data_files(path: str | os.PathLike) -> list[str]:
+    """The external-data files an ONNX file reads, relative to its directory, after
+    :func:`load_onnx` has checked them: what must travel with it to another machine."""
+    import onnx
+
+    load_onnx(path)
+    model = onnx.load_model_from_string(Path(path).read_bytes())  # the references, data not loaded
+    return sorted({info["location"] for info in ({e.key: e.value for e in t.external_data}
+                                                 for t in _external_entries(model))})

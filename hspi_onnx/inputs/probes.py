@@ -102,6 +102,22 @@ class ProbeSet:
         arrays = {f"input_{i}": v for i, v in enumerate(self.inputs.values())}
         return save_npz(path, self.meta(), ids=self.ids, **arrays)
 
+    def to_wire(self) -> tuple[dict, list[np.ndarray]]:
+        """A JSON header and the arrays (ids first) for another process (:mod:`hspi_onnx.run.wire`)."""
+        return ({"sha256": self.sha256, "name": self.name, "kind": self.kind, "seed": self.seed, "split": self.split,
+                 "names": list(self.inputs), "dims": dict(self.dims)}, [self.ids, *self.inputs.values()])
+
+    @classmethod
+    def from_wire(cls, header: dict, arrays: list[np.ndarray]) -> "ProbeSet":
+        """The probe set :meth:`to_wire` described, under the same sha256."""
+        names = list(header["names"])
+        if len(arrays) != len(names) + 1:
+            raise BadProbesError(f"probe set {header.get('name')!r}: {len(arrays)} arrays for {len(names)} inputs")
+        probes = cls(str(header["name"]), str(header["kind"]), int(header["seed"]), str(header["split"]),
+                     dict(zip(names, arrays[1:])), arrays[0], {str(k): int(v) for k, v in dict(header["dims"]).items()})
+        probes.__dict__["sha256"] = str(header["sha256"])
+        return probes
+
     def bind(self, model: ModelInfo) -> "ProbeSet":
         """This probe set with its inputs named as ``model``'s, checked to fit it: a file of an
         earlier version holds one unnamed array, which goes to a single-input model's input."""

@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.metadata as md
 import itertools
+import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Iterable, Protocol
@@ -47,6 +48,13 @@ def named_outputs(model: ModelInfo, values) -> dict[str, np.ndarray]:
     return {o.name: np.asarray(v) for o, v in zip(model.outputs, values)}
 
 
+def runtimes_allowed() -> set[str] | None:
+    """The runtime families this machine offers when ``HSPI_RUNTIMES`` names them (comma-separated;
+    e.g. a cluster node started without OpenVINO); None: every available one."""
+    value = os.environ.get("HSPI_RUNTIMES", "").strip()
+    return {v.strip() for v in value.split(",") if v.strip()} if value else None
+
+
 @dataclass(frozen=True)
 class Availability:
     ok: bool
@@ -66,6 +74,9 @@ class Adapter:
 
     @functools.cached_property
     def _availability(self) -> Availability:
+        chosen = runtimes_allowed()
+        if chosen is not None and self.name not in chosen:
+            return Availability(False, f"left out by HSPI_RUNTIMES={','.join(sorted(chosen))}")
         for mod in self.requires:
             try:
                 importlib.import_module(mod)

@@ -250,14 +250,13 @@ class Runner:
         label = str(platform)
         try:
             worker.start()
+            described, arrays = probes.to_wire()
             header = {"op": "run", "platform": label, "repeat": int(repeat), "model": model.to_wire(),
-                      "probes": {"sha256": probes.sha256, "name": probes.name, "kind": probes.kind,
-                                 "seed": probes.seed, "split": probes.split, "names": list(probes.inputs),
-                                 "dims": probes.dims}}
-            arrays = []
+                      "probes": described}
             if probes.sha256 != worker.last_probes:
                 header["probes"]["attached"] = True
-                arrays = [probes.ids, *probes.inputs.values()]
+            else:
+                arrays = []
             wire.send(worker.proc.stdin.fileno(), header, arrays)
             worker.last_probes = probes.sha256  # the worker keeps the last probe set it was sent
             deadline = time.monotonic() + self.timeout

@@ -62,11 +62,12 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def recv(fd: int, deadline: float | None = None) -> tuple[dict, list[np.ndarray]]:
-    (length,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
+def _parse(read) -> tuple[dict, list[np.ndarray]]:
+    """One frame from ``read(n)`` (exactly n bytes or an error)."""
+    (length,) = struct.unpack("<Q", read(8))
     if length > MAX_HEADER:
         raise HspiError(f"frame header of {length} bytes, over the limit")
-    header = json.loads(_read_exact(fd, length, deadline).decode())
+    header = json.loads(read(length).decode())
     arrays = []
     total = 0
     for spec in header.pop("arrays", []):
@@ -76,6 +77,32 @@ def recv(fd: int, deadline: float | None = None) -> tuple[dict, list[np.ndarray]
             raise HspiError("frame payload over the limit")
         name = str(spec["dtype"])
         storage = STORAGE.get(name, name)
-        raw = np.frombuffer(_read_exact(fd, nbytes, deadline), dtype=storage).reshape(spec["shape"])
+        raw = np.frombuffer(read(nbytes), dtype=storage).reshape(spec["shape"])
         arrays.append(from_storage(raw, name))
+    return header, arrays
+
+
+def recv(fd: int, deadline: float | None = None) -> tuple[dict, list[np.ndarray]]:
+    return _parse(lambda n: _read_exact(fd, n, deadline))
+
+
+def pack(header: dict, arrays: list[np.ndarray] = ()) -> bytes:
+    """One frame as bytes (what :func:`send` writes), e.g. to hand to another machine."""
+    return b"".join(bytes(part) for part in encode(header, arrays))
+
+
+def unpack(data: bytes) -> tuple[dict, list[np.ndarray]]:
+    """The frame :func:`pack` made; anything else, or trailing bytes, is an error."""
+    view, pos = memoryview(data), 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > len(view):
+            raise HspiError("truncated frame")
+        pos += n
+        return view[pos - n:pos].tobytes()
+
+    header, arrays = _parse(read)
+    if pos != len(view):
+        raise HspiError(f"{len(view) - pos} bytes after the frame")
     return header, arrays

@@ -72,11 +72,8 @@ def _serve(family: str, fd_in: int, fd_out: int) -> None:
                     raise HspiError(f"model {m['path']} changed while the build ran")
                 models[m["sha256"]] = model
             p = req["probes"]
-            if p.get("attached"):
-                ids, inputs = arrays[0], arrays[1:]
-                probe_sets = {}  # keep one probe set: a build uses one at a time
-                probe_sets[p["sha256"]] = ProbeSet(p["name"], p["kind"], int(p["seed"]), p["split"],
-                                                   dict(zip(p["names"], inputs)), ids, dict(p["dims"]))
+            if p.get("attached"):  # keep one probe set: a build uses one at a time
+                probe_sets = {p["sha256"]: ProbeSet.from_wire(p, arrays)}
             probes = probe_sets[p["sha256"]]
             platform = Platform.parse(req["platform"])
             adapter = registry()[platform.runtime]

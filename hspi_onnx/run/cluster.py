@@ -1,0 +1,509 @@
+"""Distributed builds on a Ray cluster: ``hspi db build MODEL --db DB --ray ADDRESS``.
+
+The driver (this process) connects to the cluster and asks every node which platforms it
+offers for the model: each node enumerates its own variants, so its labels carry its device and
+ISA, and a node started without a runtime (``HSPI_RUNTIMES``) or under an instruction-set cap
+(``HSPI_ISA_CAP``) offers what it really runs. Each platform then goes to a node that offers it
+(those few nodes offer first), pulled as nodes free up: at most one job per node and device kind
+at a time, or as many as the node's ``hspi:<device kind>`` resource says, and the job asks Ray for
+the node's custom resources of its runtime family and device kind (``hspi runtimes resources``
+prints them for ``ray start --resources``), so that several builds sharing a cluster never
+overload a node. A platform that a second node also offers runs again there on its first
+probes: the two machines' bits must agree, and a disagreement is recorded as ``db merge`` does.
+
+On a node the model's files and the probe set arrive as bytes; the model is written to the
+node's cache under its sha256 and checked; the platform runs in the node's long-lived
+:class:`~hspi_onnx.run.runner.Runner` (a worker process per runtime family, so a crashing
+runtime fails its platform, not the node). Outputs come back as an Arrow IPC stream of the raw
+output bytes; :func:`hspi_onnx.db.build.build` commits them as it commits a local run's
+(manifest first, atomic shards, resume). A node lost mid-build loses its running jobs: each is
+retried on another node that offers it, or recorded as failed; rerunning the command completes
+the DB.
+
+Ray itself moves task arguments and results with its own serializer (cloudpickle): a Ray
+cluster is one trust domain, as Ray's documentation says. What this module sends through it is
+bytes and JSON only (ONNX files, :mod:`hspi_onnx.run.wire` frames, Arrow IPC), read on the
+other side by the same checked readers as files on disk. Ray is imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from hspi_onnx.errors import HspiError
+from hspi_onnx.labels import Platform
+from hspi_onnx.outputs import STORAGE, RunResult, from_storage, to_storage
+
+CROSS_CHECK_PROBES = 8  # one batch of the largest default batch size
+DISCOVERY_TIMEOUT_S = 300.0
+MAX_TRIES = 3  # runs of one job lost with their node before it is recorded as failed
+POLL_S = 2.0
+RESOURCE_PREFIX = "hspi:"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise HspiError("--ray needs Ray: pip install 'hspi-onnx[ray]'") from None
+    return ray
+
+
+def device_kind(device: str) -> str:
+    """``cpu`` or ``cuda`` (the device segment's first field)."""
+    return device.split(":", 1)[0]
+
+
+def node_resources() -> dict[str, float]:
+    """Custom resources for ``ray start --resources`` on this machine: one per available runtime
+    family (a job holds one) and per device kind (one CPU job at a time; one per GPU)."""
+    from hspi_onnx.host import gpu_names
+    from hspi_onnx.run.adapter import registry
+
+    out = {f"{RESOURCE_PREFIX}{name}": 1.0 for name, a in registry().items() if a.available().ok}
+    out[f"{RESOURCE_PREFIX}cpu"] = 1.0
+    if gpu_names():
+        out[f"{RESOURCE_PREFIX}cuda"] = float(len(gpu_names()))
+    return out
+
+
+# ---- on a node ------------------------------------------------------------------------------
+
+_RUNNER = None
+
+
+def _runner():
+    """The node's Runner, kept for the life of this Ray worker process (warm runtime workers)."""
+    global _RUNNER
+    if _RUNNER is None:
+        import atexit
+
+        from hspi_onnx.run.runner import Runner
+
+        _RUNNER = Runner()
+        atexit.register(_RUNNER.close)
+    return _RUNNER
+
+
+def _node_model(described: dict, files: dict[str, bytes]):
+    """The model on this node: its files written under the node's cache (by sha256) and the
+    main file's bytes checked against the sha256 the driver read."""
+    from hspi_onnx.cache import atomic_write_bytes, cache_dir
+    from hspi_onnx.inputs.model import ModelInfo
+    from hspi_onnx.inputs.onnxfile import sha256_file
+
+    sha = str(described["sha256"])
+    main = Path(described["path"]).name
+    root = cache_dir("cluster", sha)
+    for rel, data in files.items():
+        target = (root / rel).resolve()
+        if root.resolve() not in target.parents:
+            raise HspiError(f"model file {rel!r} would land outside the node's cache")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.stat().st_size != len(data):
+            atomic_write_bytes(target, data)
+    if sha256_file(root / main) != sha:
+        atomic_write_bytes(root / main, files[main])
+        if sha256_file(root / main) != sha:
+            raise HspiError(f"model bytes received do not hash to {sha[:12]}")
+    return ModelInfo.from_wire({**described, "path": str(root / main)})
+
+
+def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patterns: list[str] | None,
+                extra: bool) -> str:
+    """Ray task: what this node offers for the model, as JSON (platform labels, host facts,
+    versions, unavailable runtimes)."""
+    import ray
+
+    from hspi_onnx import __version__
+    from hspi_onnx.db.build import tool_versions
+    from hspi_onnx.errors import UnknownPlatformError
+    from hspi_onnx.host import cpu_facts
+    from hspi_onnx.run.adapter import registry, selected_variants
+
+    doc = {"node": ray.get_runtime_context().get_node_id(), "hspi": __version__, "host": cpu_facts(),
+           "pid": os.getpid()}
+    try:
+        model = _node_model(described, files)
+        try:
+            chosen = selected_variants(model, probe_kind, patterns, extra)
+        except UnknownPlatformError:
+            chosen = []
+        doc |= {"platforms": [str(p) for _, p in chosen], "versions": tool_versions(),
+                "unavailable": {n: a.available().reason for n, a in registry().items() if not a.available().ok}}
+    except Exception as exc:  # reported per node; the build goes on with the others
+        doc["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+    return json.dumps(doc)
+
+
+def node_run(described: dict, files: dict[str, bytes], probes_frame: bytes, label: str, repeat: int) -> bytes:
+    """Ray task: one platform over the probe set on this node, as Arrow IPC bytes (a platform
+    that fails or crashes comes back as an error record, not an exception)."""
+    import ray
+
+    from hspi_onnx.inputs.probes import ProbeSet, calibration_kind
+    from hspi_onnx.run import wire
+    from hspi_onnx.run.adapter import Offered
+    from hspi_onnx.run.runner import failure_reason
+
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        model = _node_model(described, files)
+        probes = ProbeSet.from_wire(*wire.unpack(probes_frame))
+        found = Offered(model, calibration_kind(model, probes.kind)).get(label)
+        if found is None:
+            raise HspiError(f"{label} is not offered on node {node[:12]}")
+        result = _runner().run(found[0], model, found[1], probes, repeat=repeat)
+    except Exception as exc:
+        return result_stream(None, node, failure_reason(exc))
+    return result_stream(result, node)
+
+
+# ---- results as Arrow IPC -------------------------------------------------------------------
+
+def result_stream(result: RunResult | None, node: str, error: str | None = None) -> bytes:
+    """A run's outputs as an Arrow IPC stream: probe ids, one fixed-width binary column per
+    output (each row the raw bytes of its values), the rest in the schema's metadata."""
+    import pyarrow as pa
+
+    meta: dict = {"node": node, "error": error}
+    cols = {}
+    if result is not None:
+        meta |= {"platform": result.platform, "seconds": result.seconds, "host": result.host,
+                 "repeats": result.repeats, "batch_independent": result.batch_independent, "outputs": []}
+        n = len(result.ids)
+        cols["probe_id"] = pa.array(np.asarray(result.ids, dtype=np.int64))
+        for i, (name, values) in enumerate(result.outputs.items()):
+            stored = to_storage(values)
+            width = stored.nbytes // n if n else 0
+            meta["outputs"].append({"name": name, "dtype": str(values.dtype), "shape": list(values.shape[1:])})
+            cols[f"output_{i}"] = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(width), n, [None, pa.py_buffer(stored.tobytes())])
+    table = pa.table(cols).replace_schema_metadata({"hspi": json.dumps(meta)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_result(blob: bytes, model, probes) -> tuple[dict, RunResult | None]:
+    """(metadata, RunResult or None for an error record) from :func:`result_stream`'s bytes,
+    checked against the model's outputs and the probe ids."""
+    import pyarrow as pa
+
+    try:
+        table = pa.ipc.open_stream(blob).read_all()
+        meta = json.loads(table.schema.metadata[b"hspi"])
+    except (pa.ArrowException, KeyError, TypeError, ValueError) as exc:
+        raise HspiError(f"a node sent an unreadable result ({type(exc).__name__}: {exc})") from None
+    if meta.get("error"):
+        return meta, None
+    ids = table.column("probe_id").to_numpy()
+    if not np.array_equal(ids, probes.ids):
+        raise HspiError(f"{meta.get('platform')}: the node returned other probe ids")
+    outputs = {}
+    specs = meta["outputs"]
+    if [s["name"] for s in specs] != model.output_names:
+        raise HspiError(f"{meta.get('platform')}: the node returned outputs {[s['name'] for s in specs]}")
+    for i, spec in enumerate(specs):
+        col = table.column(f"output_{i}").combine_chunks()
+        shape = tuple(int(x) for x in spec["shape"])
+        storage = np.dtype(STORAGE.get(spec["dtype"], spec["dtype"]))
+        count = len(ids) * int(np.prod(shape, dtype=np.int64))
+        width = col.type.byte_width
+        if width != storage.itemsize * count // max(len(ids), 1):
+            raise HspiError(f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit {shape}")
+        raw = np.frombuffer(col.buffers()[1], dtype=storage, count=count, offset=col.offset * width)
+        outputs[spec["name"]] = from_storage(raw.reshape((len(ids), *shape)).copy(), spec["dtype"])
+    result = RunResult(str(meta["platform"]), model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
+                       outputs, float(meta["seconds"]), dict(meta["host"], ray_node=meta["node"]),
+                       repeats=meta["repeats"], batch_independent=meta["batch_independent"])
+    return meta, result
+
+
+# ---- the driver -----------------------------------------------------------------------------
+
+@dataclass
+class Node:
+    id: str
+    address: str
+    resources: dict
+    facts: dict = field(default_factory=dict)
+    offers: set[str] = field(default_factory=set)
+    error: str = ""
+    alive: bool = True
+
+    @property
+    def short(self) -> str:
+        return self.id[:12]
+
+    def capacity(self, kind: str) -> int:
+        return max(1, int(self.resources.get(f"{RESOURCE_PREFIX}{kind}", 1)))
+
+    def describe(self) -> dict:
+        return {"node": self.id, "address": self.address, "alive": self.alive, "platforms": len(self.offers),
+                "isa": self.facts.get("host", {}).get("isa"), "cpu": self.facts.get("host", {}).get("cpu_model"),
+                "hspi": self.facts.get("hspi"), "unavailable": self.facts.get("unavailable", {}),
+                "custom_resources": sorted(k for k in self.resources if k.startswith(RESOURCE_PREFIX)),
+                **({"error": self.error} if self.error else {})}
+
+
+@dataclass
+class Job:
+    adapter: object
+    platform: Platform
+    cross: bool = False  # a second node's run of the first probes
+    avoid: str = ""  # the node the main run went to (a cross-check runs elsewhere)
+    tries: int = 0
+    node: str = ""
+
+    @property
+    def label(self) -> str:
+        return str(self.platform)
+
+
+class RayRunner:
+    """Runs a build's platforms over a Ray cluster (``address``: ``HOST:PORT``, ``ray://...`` or
+    ``auto``); :meth:`plan` asks the nodes what they offer, :meth:`stream` runs the jobs."""
+
+    def __init__(self, address: str, cross_check: int = CROSS_CHECK_PROBES,
+                 on_note: Callable[[str], None] = lambda line: None) -> None:
+        self.ray = import_ray()
+        self.cross_check, self.on_note = int(cross_check), on_note
+        self.nodes: dict[str, Node] = {}
+        self.lost: list[str] = []
+        self.cross_checked: dict[str, dict] = {}
+        self._model_ref = None
+        try:
+            self.ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="hspi-onnx")
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+            raise HspiError(f"cannot join the Ray cluster at {address!r}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        self._tasks = {fn.__name__: self.ray.remote(fn) for fn in (node_offers, node_run)}
+
+    def close(self) -> None:
+        if self.ray.is_initialized():
+            self.ray.shutdown()
+
+    def __enter__(self) -> "RayRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def prestart(self, *args) -> None:
+        pass
+
+    # -- nodes and plan
+
+    def _alive_nodes(self) -> dict[str, dict]:
+        return {n["NodeID"]: n for n in self.ray.nodes() if n.get("Alive")}
+
+    def _on_node(self, node_id: str, soft: bool = False):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(node_id, soft=soft)
+
+    def _ship_model(self, model) -> tuple[dict, object]:
+        from hspi_onnx.inputs.onnxfile import external_data_files
+
+        if self._model_ref is None or self._model_ref[0] != model.sha256:
+            files = {model.path.name: model.path.read_bytes()}
+            for rel in external_data_files(model.path):
+                files[rel] = (model.path.parent / rel).read_bytes()
+            if model.weights_path().is_file():  # a zoo module's weights (pytorch src=module)
+                files[model.weights_path().name] = model.weights_path().read_bytes()
+            self._model_ref = (model.sha256, self.ray.put(files))
+        return model.to_wire(), self._model_ref[1]
+
+    def plan(self, model, probes, patterns: list[str] | None, extra: bool) -> list[tuple[None, Platform]]:
+        """Every platform some node offers (matching ``patterns``), after asking each node."""
+        from hspi_onnx.inputs.probes import calibration_kind
+
+        described, files = self._ship_model(model)
+        kind = calibration_kind(model, probes.bind(model).kind)
+        asked = {}
+        for node_id, info in self._alive_nodes().items():
+            self.nodes[node_id] = Node(node_id, str(info.get("NodeManagerAddress", "")), dict(info.get("Resources", {})))
+            ref = self._tasks["node_offers"].options(num_cpus=0, max_retries=0,
+                                                     scheduling_strategy=self._on_node(node_id)).remote(
+                described, files, kind, patterns, extra)
+            asked[ref] = node_id
+        if not asked:
+            raise HspiError("the Ray cluster has no live node")
+        ready, late = self.ray.wait(list(asked), num_returns=len(asked), timeout=DISCOVERY_TIMEOUT_S)
+        for ref in late:
+            node = self.nodes[asked[ref]]
+            node.error, node.alive = f"did not answer within {DISCOVERY_TIMEOUT_S:.0f} s", False
+            self.ray.cancel(ref, force=True)
+        for ref in ready:
+            node = self.nodes[asked[ref]]
+            try:
+                node.facts = json.loads(self.ray.get(ref))
+            except Exception as exc:
+                node.error, node.alive = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", False
+                continue
+            from hspi_onnx import __version__
+
+            if node.facts.get("error"):
+                node.error, node.alive = node.facts["error"], False
+            elif node.facts.get("hspi") != __version__:
+                node.error, node.alive = f"runs hspi-onnx {node.facts.get('hspi')}, the driver {__version__}", False
+            else:
+                node.offers = set(node.facts.get("platforms", []))
+        for node in self.nodes.values():
+            if node.error:
+                self.on_note(f"node {node.short} ({node.address}) left out: {node.error}")
+        labels: dict[str, Platform] = {}
+        for node in sorted(self.nodes.values(), key=lambda n: n.id):
+            for label in node.facts.get("platforms", []) if node.alive else []:
+                labels.setdefault(label, Platform.parse(label))
+        if not labels:
+            shown = "; ".join(f"{n.short}: {n.error or 'no platform matches'}" for n in self.nodes.values())
+            raise HspiError(f"no node of the cluster offers a platform to build ({shown})")
+        return [(None, p) for p in labels.values()]
+
+    def report(self) -> dict:
+        return {"nodes": [n.describe() for n in self.nodes.values()], "nodes_lost": self.lost,
+                "cross_checked": self.cross_checked}
+
+    # -- running
+
+    def run(self, adapter, model, platform, probes, repeat: int = 0, on_batch=None) -> RunResult:
+        for _, _, outcome in self.stream([(adapter, platform)], model, probes, repeat, lambda *a: None):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        raise HspiError(f"{platform}: no outcome")
+
+    def _offering(self, job: Job) -> list[Node]:
+        return [n for n in self.nodes.values() if n.alive and job.label in n.offers and n.id != job.avoid]
+
+    def _refresh(self) -> None:
+        alive = self._alive_nodes()
+        for node in self.nodes.values():
+            if node.alive and node.id not in alive:
+                node.alive = False
+                self.lost.append(node.id)
+                self.on_note(f"node {node.short} ({node.address}) was lost")
+
+    def stream(self, jobs: list[tuple], model, probes, repeat: int,
+               on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
+        """(adapter, platform, RunResult or exception) per job as each finishes, its cross-check
+        (if a second node offers it) included."""
+        from hspi_onnx.run import wire
+        from hspi_onnx.run.runner import PlatformCrashed, PlatformFailed
+
+        ray = self.ray
+        probes = probes.bind(model)
+        described, files = self._ship_model(model)
+        frames = {False: ray.put(wire.pack(*probes.to_wire()))}
+        n_cross = min(self.cross_check, len(probes))
+        sample = probes.sample(np.arange(n_cross)) if n_cross else None
+        if sample is not None:
+            frames[True] = ray.put(wire.pack(*sample.to_wire()))
+        offered_by = {str(p): sum(1 for n in self.nodes.values() if str(p) in n.offers) for _, p in jobs}
+        queue = sorted((Job(a, p) for a, p in jobs), key=lambda j: offered_by[j.label])  # stable
+        parts = {job.label: {"left": 1} for job in queue}  # outcomes per label, runs still to come
+        busy: Counter = Counter()
+        inflight: dict = {}
+
+        def done(job: Job, outcome) -> list[tuple]:
+            """Record a run's outcome (None: a cross-check dropped); the main outcome once none is left."""
+            part = parts[job.label]
+            part["cross" if job.cross else "main"] = outcome
+            part["cross_node" if job.cross else "main_node"] = job.node
+            part["left"] -= 1
+            if part["left"]:
+                return []
+            del parts[job.label]
+            main, cross = part.get("main"), part.get("cross")
+            if isinstance(main, RunResult) and isinstance(cross, RunResult):
+                self._compare(job.label, part["cross_node"], cross, main)
+            return [(job.adapter, job.platform, main)]
+
+        def submit(job: Job, node: Node) -> None:
+            kind = device_kind(job.platform.device)
+            wants = {f"{RESOURCE_PREFIX}{r}": 1.0 for r in (job.platform.runtime, kind)
+                     if f"{RESOURCE_PREFIX}{r}" in node.resources}
+            ref = self._tasks["node_run"].options(num_cpus=0, max_retries=0, resources=wants,
+                                                  scheduling_strategy=self._on_node(node.id)).remote(
+                described, files, frames[job.cross], job.label, 0 if job.cross else repeat)
+            job.node, job.tries = node.id, job.tries + 1
+            busy[(node.id, kind)] += 1
+            inflight[ref] = job
+            if job.cross:
+                return
+            on_event("start", {"platform": job.label, "n": len(probes), "node": node.id})
+            second = Job(job.adapter, job.platform, cross=True, avoid=node.id)
+            if sample is not None and job.tries == 1 and self._offering(second):
+                parts[job.label]["left"] += 1
+                queue.insert(0, second)
+
+        def dispatch() -> None:
+            for job in list(queue):
+                kind = device_kind(job.platform.device)
+                free = [n for n in self._offering(job) if busy[(n.id, kind)] < n.capacity(kind)]
+                if free:
+                    queue.remove(job)
+                    submit(job, min(free, key=lambda n: (busy[(n.id, kind)], n.id)))
+
+        while queue or inflight:
+            dispatch()
+            if not inflight:  # what is queued has no live node left
+                for job in list(queue):
+                    queue.remove(job)
+                    yield from done(job, None if job.cross else PlatformCrashed(
+                        f"no live node offers {job.label}" + (f" (nodes lost: {', '.join(i[:12] for i in self.lost)})"
+                                                              if self.lost else "")))
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+            if not ready:
+                self._refresh()
+                continue
+            job = inflight.pop(ready[0])
+            busy[(job.node, device_kind(job.platform.device))] -= 1
+            try:
+                blob = ray.get(ready[0])
+            except Exception as exc:  # the node, or its Ray worker, died under the job
+                self._refresh()
+                where = self.nodes[job.node].short
+                if job.tries < MAX_TRIES and self._offering(job):
+                    self.on_note(f"{job.label}: lost on node {where} ({type(exc).__name__}); run again elsewhere")
+                    queue.insert(0, job)
+                    continue
+                yield from done(job, None if job.cross else PlatformCrashed(
+                    f"{job.label}: lost with node {where} ({type(exc).__name__}), no other live node offers it"))
+                continue
+            try:
+                meta, result = read_result(blob, model, sample if job.cross else probes)
+            except HspiError as exc:
+                meta, result = {"error": str(exc)}, None
+            if job.cross:
+                yield from done(job, result)
+            else:
+                yield from done(job, result if result is not None else PlatformFailed(str(meta["error"])))
+
+    def _compare(self, label: str, node: str, cross: RunResult, main: RunResult) -> None:
+        """A second node's bits on the first probes against the main run's."""
+        n = len(cross.ids)
+        differing = np.zeros(n, dtype=bool)
+        for name, values in cross.outputs.items():
+            mine = main.outputs[name][:n]
+            if values.dtype != mine.dtype:
+                differing[:] = True
+            else:
+                differing |= np.array([a.tobytes() != b.tobytes() for a, b in zip(values, mine)])
+        record = {"probes": n, "differing": int(differing.sum()),
+                  "where": f"node {node[:12]}, {cross.host.get('cpu_model', '?')}",
+                  "nodes": [main.host.get("ray_node"), node]}
+        main.cross_check = record
+        self.cross_checked[label] = record
