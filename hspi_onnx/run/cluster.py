@@ -75,6 +75,21 @@ def node_resources() -> dict[str, float]:
     return out
 
 
+def _reachable(address: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT address must take a TCP connection (Ray itself would wait for it forever)."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise HspiError(f"--ray {address!r}: give HOST:PORT of the head node's GCS, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise HspiError(f"cannot join the Ray cluster at {address!r}: {exc.strerror or exc}") from None
+
+
 # ---- on a node ------------------------------------------------------------------------------
 
 _RUNNER = None
@@ -282,6 +297,7 @@ class RayRunner:
         self.lost: list[str] = []
         self.cross_checked: dict[str, dict] = {}
         self._model_ref = None
+        _reachable(address)
         try:
             self.ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="hspi-onnx")
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
