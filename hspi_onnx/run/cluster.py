@@ -276,7 +276,7 @@ class Job:
     adapter: object
     platform: Platform
     cross: bool = False  # a second node's run of the first probes
-    avoid: str = ""  # the node the main run went to (a cross-check runs elsewhere)
+    avoid: set[str] = field(default_factory=set)  # nodes not to use: the main run's (for a cross-check), lost ones
     tries: int = 0
     node: str = ""
 
@@ -401,12 +401,13 @@ class RayRunner:
         raise HspiError(f"{platform}: no outcome")
 
     def _offering(self, job: Job) -> list[Node]:
-        return [n for n in self.nodes.values() if n.alive and job.label in n.offers and n.id != job.avoid]
+        return [n for n in self.nodes.values() if n.alive and job.label in n.offers and n.id not in job.avoid]
 
-    def _refresh(self) -> None:
+    def _refresh(self, dead: str = "") -> None:
+        """Mark the nodes Ray no longer lists alive (and ``dead``, which a task saw die) lost."""
         alive = self._alive_nodes()
         for node in self.nodes.values():
-            if node.alive and node.id not in alive:
+            if node.alive and (node.id not in alive or node.id == dead):
                 node.alive = False
                 self.lost.append(node.id)
                 self.on_note(f"node {node.short} ({node.address}) was lost")
@@ -459,7 +460,7 @@ class RayRunner:
             if job.cross:
                 return
             on_event("start", {"platform": job.label, "n": len(probes), "node": node.id})
-            second = Job(job.adapter, job.platform, cross=True, avoid=node.id)
+            second = Job(job.adapter, job.platform, cross=True, avoid={node.id})
             if sample is not None and job.tries == 1 and self._offering(second):
                 parts[job.label]["left"] += 1
                 queue.insert(0, second)
@@ -490,7 +491,9 @@ class RayRunner:
             try:
                 blob = ray.get(ready[0])
             except Exception as exc:  # the node, or its Ray worker, died under the job
-                self._refresh()
+                died = type(exc).__name__ in ("NodeDiedError", "TaskUnschedulableError")
+                self._refresh(job.node if died else "")
+                job.avoid.add(job.node)  # a Ray worker that died may die again there
                 where = self.nodes[job.node].short
                 if job.tries < MAX_TRIES and self._offering(job):
                     self.on_note(f"{job.label}: lost on node {where} ({type(exc).__name__}); run again elsewhere")
