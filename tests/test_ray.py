@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -27,78 +23,12 @@ from hspi_onnx.db.store import ReferenceDB  # noqa: E402
 from hspi_onnx.host import isa_caps  # noqa: E402
 from hspi_onnx.inputs.model import resolve_model  # noqa: E402
 from hspi_onnx.inputs.probes import generate  # noqa: E402
+from hspi_onnx.run.ray_local import LocalCluster  # noqa: E402
 
-BIN = Path(sys.executable).parent
 PATTERNS = ["onnxruntime/*/fp32/bs=8,opt=all,*", "pytorch/*/fp32/*src=onnx,threads=1", "openvino/*/fp32/*",
             "onnxref/*/fp32/*"]
 CAP = "avx2" if any(c[0] == "avx2" for c in isa_caps()) else ""
 WORKER_ENV = {"HSPI_RUNTIMES": "onnxruntime,pytorch", **({"HSPI_ISA_CAP": CAP} if CAP else {})}
-FAST_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-              "RAY_health_check_timeout_ms": "1000"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _resources(env: dict) -> str:
-    return subprocess.run([str(BIN / "hspi"), "runtimes", "resources"], env=env, capture_output=True, text=True,
-                          check=True, timeout=300).stdout.strip()
-
-
-class LocalCluster:
-    """`ray start --head` and worker nodes as process groups of their own (killed whole)."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.temp = tempfile.mkdtemp(prefix="hspiray-", dir="/tmp")  # unix socket paths must stay short
-        self.procs: list[subprocess.Popen] = []
-        self.base = {**os.environ, **FAST_DEATH}
-
-    def _start(self, args: list[str], env: dict) -> subprocess.Popen:
-        log = open(Path(self.temp) / f"node{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([str(BIN / "ray"), "start", "--num-cpus", "1", "--object-store-memory", "100000000",
-                                 "--disable-usage-stats", "--block", *args], env=env, stdout=log, stderr=log,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def head(self) -> None:
-        self._start(["--head", "--port", str(self.port), "--include-dashboard", "false", "--temp-dir", self.temp,
-                     "--resources", _resources(self.base)], self.base)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Ray head node did not start")
-                time.sleep(0.2)
-
-    def worker(self) -> subprocess.Popen:
-        env = {**self.base, **WORKER_ENV}
-        return self._start(["--address", self.address, "--resources", _resources(env)], env)
-
-    def wait_nodes(self, n: int) -> None:
-        code = ("import ray,time,sys\nray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
-                "t=time.monotonic()\nwhile sum(x['Alive'] for x in ray.nodes()) != int(sys.argv[2]):\n"
-                "    assert time.monotonic()-t < 120, ray.nodes()\n    time.sleep(0.3)\n")
-        subprocess.run([sys.executable, "-c", code, self.address, str(n)], check=True, timeout=180)
-
-    def kill(self, proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            self.kill(proc)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +36,7 @@ def cluster():
     c = LocalCluster()
     try:
         c.head()
-        c.worker()
+        c.worker(WORKER_ENV)
         c.wait_nodes(2)
         yield c
     finally:
@@ -196,7 +126,7 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
     assert any("run again elsewhere" in line for line in notes), notes
 
     # 2. the worker dies after the first platform is in: its own platforms fail, the head's go on
-    cluster.worker()
+    cluster.worker(WORKER_ENV)
     cluster.wait_nodes(2)
     victim = cluster.procs[-1]
 
@@ -215,7 +145,7 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
         assert first.failed  # the capped platforms only the worker offered
 
     # 3. rerun with the worker back: the DB is complete, bit for bit what the local builds give
-    cluster.worker()
+    cluster.worker(WORKER_ENV)
     cluster.wait_nodes(2)
     with RayRunner(cluster.address) as runner:
         second = build(db, model, probes, None, runner=runner, plan=runner.plan(model, probes, PATTERNS, False))

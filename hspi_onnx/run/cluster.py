@@ -235,7 +235,8 @@ def read_result(blob: bytes, model, probes) -> tuple[dict, RunResult | None]:
         count = len(ids) * int(np.prod(shape, dtype=np.int64))
         width = col.type.byte_width
         if width != storage.itemsize * count // max(len(ids), 1):
-            raise HspiError(f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit {shape}")
+            raise HspiError(f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit "
+                            f"{spec['dtype']} {shape} ({len(ids)} probes, {len(col)} rows)")
         raw = np.frombuffer(col.buffers()[1], dtype=storage, count=count, offset=col.offset * width)
         outputs[spec["name"]] = from_storage(raw.reshape((len(ids), *shape)).copy(), spec["dtype"])
     result = RunResult(str(meta["platform"]), model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
@@ -424,7 +425,13 @@ class RayRunner:
         described, files = self._ship_model(model)
         frames = {False: ray.put(wire.pack(*probes.to_wire()))}
         n_cross = min(self.cross_check, len(probes))
-        sample = probes.sample(np.arange(n_cross)) if n_cross else None
+        sample = None
+        if n_cross:  # a probe set of its own (its own hash: workers keep probe sets by hash)
+            from hspi_onnx.inputs.probes import ProbeSet
+
+            first = np.arange(n_cross)
+            sample = ProbeSet(probes.name, probes.kind, probes.seed, probes.split, probes.batch(first),
+                              probes.ids[first].copy(), dict(probes.dims))
         if sample is not None:
             frames[True] = ray.put(wire.pack(*sample.to_wire()))
         offered_by = {str(p): sum(1 for n in self.nodes.values() if str(p) in n.offers) for _, p in jobs}

@@ -142,7 +142,7 @@ class Worker:
         self.family, self.env = family, dict(env)
         self.proc: subprocess.Popen | None = None
         self.stderr = None
-        self.last_probes: str | None = None
+        self.last_probes: tuple | None = None
         self.ready = False
 
     @property
@@ -253,12 +253,13 @@ class Runner:
             described, arrays = probes.to_wire()
             header = {"op": "run", "platform": label, "repeat": int(repeat), "model": model.to_wire(),
                       "probes": described}
-            if probes.sha256 != worker.last_probes:
+            sent = (probes.sha256, len(probes), probes.ids.tobytes())  # a sample keeps its set's hash
+            if sent != worker.last_probes:
                 header["probes"]["attached"] = True
             else:
                 arrays = []
             wire.send(worker.proc.stdin.fileno(), header, arrays)
-            worker.last_probes = probes.sha256  # the worker keeps the last probe set it was sent
+            worker.last_probes = sent  # the worker keeps the last probe set it was sent
             deadline = time.monotonic() + self.timeout
             while True:
                 reply, out = wire.recv(worker.proc.stdout.fileno(), deadline)
