@@ -215,10 +215,15 @@ def read_result(blob: bytes, model, probes) -> tuple[dict, RunResult | None]:
     import pyarrow as pa
 
     try:
-        table = pa.ipc.open_stream(blob).read_all()
-        meta = json.loads(table.schema.metadata[b"hspi"])
-    except (pa.ArrowException, KeyError, TypeError, ValueError) as exc:
-        raise HspiError(f"a node sent an unreadable result ({type(exc).__name__}: {exc})") from None
+        return _decode(pa.ipc.open_stream(blob).read_all(), model, probes)
+    except HspiError:
+        raise
+    except (pa.ArrowException, OSError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise HspiError(f"a node sent an unreadable result ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _decode(table, model, probes) -> tuple[dict, RunResult | None]:
+    meta = json.loads(table.schema.metadata[b"hspi"])
     if meta.get("error"):
         return meta, None
     ids = table.column("probe_id").to_numpy()

@@ -1,0 +1,91 @@
+"""What one machine offers (HSPI_RUNTIMES, HSPI_ISA_CAP) and the bytes a cluster node sends
+back (Arrow IPC runs, wire frames): no Ray needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from hspi_onnx.errors import HspiError
+from hspi_onnx.host import cpu_facts, isa_caps
+from hspi_onnx.inputs.model import resolve_model
+from hspi_onnx.inputs.probes import ProbeSet, generate
+from hspi_onnx.outputs import RunResult
+from hspi_onnx.run import wire
+from hspi_onnx.run.cluster import read_result, result_stream
+
+
+def _variants(env: dict, *patterns: str) -> list[str]:
+    args = [a for p in patterns for a in ("-p", p)]
+    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits", *args],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_hspi_runtimes_leaves_the_other_families_out():
+    labels = _variants({"HSPI_RUNTIMES": "onnxref"})
+    assert labels and {lab.split("@")[0] for lab in labels} == {"onnxref"}
+    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "resources"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HSPI_RUNTIMES": "onnxref,pytorch"})
+    assert json.loads(proc.stdout) == {"hspi:cpu": 1.0, "hspi:onnxref": 1.0, "hspi:pytorch": 1.0}
+
+
+@pytest.mark.skipif(not any(c[0] == "avx2" for c in isa_caps()), reason="the CPU is not above AVX2")
+def test_isa_cap_relabels_the_runtimes_that_honour_it():
+    pattern = ["pytorch/*/fp32/*bs=1*src=onnx,threads=1", "onnxruntime/*/fp32/bs=1,opt=all,threads=1"]
+    plain, capped = _variants({}, *pattern), _variants({"HSPI_ISA_CAP": "avx2"}, *pattern)
+    host = cpu_facts()["isa"]
+    assert all(f"/cpu:{host}:" in lab for lab in plain)
+    assert all(f"/cpu:avx2:" in lab for lab in capped if lab.startswith("pytorch"))
+    assert all(f"/cpu:{host}:" in lab for lab in capped if lab.startswith("onnxruntime"))  # MLAS has no switch
+    bad = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "HSPI_ISA_CAP": "avx9000"})
+    assert bad.returncode == 2 and "HSPI_ISA_CAP" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _result(model, probes) -> RunResult:
+    n = len(probes)
+    rng = np.random.default_rng(0)
+    outputs = {model.output_names[0]: rng.standard_normal((n, 10)).astype(ml_dtypes.bfloat16)}
+    return RunResult("x@1/cpu:avx2:y/bf16/bs=1", model.sha256, model.name, probes.name, probes.sha256,
+                     probes.ids.copy(), outputs, 1.5, {"cpu_model": "y"}, repeats=True)
+
+
+def test_a_nodes_run_comes_back_exactly_and_bad_bytes_are_refused():
+    model = resolve_model("digits")
+    probes = generate(model, n=12).bind(model)
+    sent = _result(model, probes)
+    meta, got = read_result(result_stream(sent, "node-a"), model, probes)
+    name = model.output_names[0]
+    assert got.outputs[name].dtype == sent.outputs[name].dtype
+    assert got.outputs[name].tobytes() == sent.outputs[name].tobytes()
+    assert got.host["ray_node"] == "node-a" and got.repeats is True
+    meta, none = read_result(result_stream(None, "node-a", "PlatformFailed: boom"), model, probes)
+    assert none is None and meta["error"] == "PlatformFailed: boom"
+    blob = result_stream(sent, "node-a")
+    for bad in (blob[:len(blob) // 2], b"\x00" * 64, blob[:40] + b"\xff" * 40 + blob[80:]):
+        with pytest.raises(HspiError):
+            read_result(bad, model, probes)
+    other = generate(model, n=12, seed=1).bind(model)
+    other.ids = other.ids + 100
+    with pytest.raises(HspiError, match="probe ids"):
+        read_result(blob, model, other)
+
+
+def test_probe_sets_cross_as_one_frame_under_their_hash():
+    model = resolve_model("digits")
+    probes = generate(model, n=5).bind(model)
+    back = ProbeSet.from_wire(*wire.unpack(wire.pack(*probes.to_wire())))
+    assert back.sha256 == probes.sha256 and back.ids.tolist() == probes.ids.tolist()
+    assert all(back.inputs[k].tobytes() == v.tobytes() for k, v in probes.inputs.items())
+    frame = wire.pack(*probes.to_wire())
+    for bad in (frame[:-1], frame + b"x", b""):
+        with pytest.raises(HspiError):
+            wire.unpack(bad)
