@@ -12,7 +12,7 @@ import shutil
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -126,5 +126,21 @@ def load_probe_arg(model, probes_path, kind, n, seed, dims=None):
 
 def short_label(label: str) -> str:
     """runtime/precision/knobs: the version and device are the same for every row of one machine."""
-    runtime, _device, precision, knobs = label.split("/")
-    return f"{runtime.split('@')[0]}/{precision}/{knobs}"
+    return label_shortener([label])(label)
+
+
+def label_shortener(labels) -> Callable[[str], str]:
+    """Labels as short as they stay distinct among ``labels``: the device only where several
+    devices appear (a DB built over several machines), the version only where one runtime
+    appears in several versions."""
+    parts = [lab.split("/") for lab in labels]
+    devices = {p[1] for p in parts}
+    runtimes = {p[0] for p in parts}
+    versions = len(runtimes) > len({r.split("@")[0] for r in runtimes})
+
+    def short(label: str) -> str:
+        runtime, device, precision, knobs = label.split("/")
+        head = [runtime if versions else runtime.split("@")[0]] + ([device] if len(devices) > 1 else [])
+        return "/".join(head + [precision, knobs])
+
+    return short

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 from hspi_onnx.errors import HspiError
 
 from .common import (DbOpt, DimOpt, ExtraOpt, InProcessOpt, JsonOpt, KindOpt, ModelArg, NProbesOpt, PlatformsOpt,
-                     ProbesOpt, QuietOpt, SeedOpt, console, emit_json, load_probe_arg, progress, short_label)
+                     ProbesOpt, QuietOpt, SeedOpt, console, emit_json, label_shortener, load_probe_arg, progress,
+                     short_label)
 
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
 RemoteOpt = Annotated[Optional[list[str]], typer.Option("--remote", metavar="URL", help="Build the platform that `hspi serve MODEL -p PLATFORM --reveal-platform` serves at URL, on that machine's hardware (repeatable).", show_default=False)]
@@ -58,7 +59,8 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
             if not (quiet or as_json):
                 for node in cluster.report()["nodes"]:
                     if not node.get("error"):
-                        out.print(f"node {node['node'][:12]} ({node['address']}, {node['isa']}): "
+                        cap = f", capped at {node['isa_cap']}" if node.get("isa_cap") else ""
+                        out.print(f"node {node['node'][:12]} ({node['address']}, {node['isa']}{cap}): "
                                   f"{node['platforms']} platforms", highlight=False)
             summaries.append(build_with_bars(ref, info, probe_set, None, extra, cluster, quiet, as_json, out, plan))
         elif remote:
@@ -195,12 +197,13 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
                       f"{len(g['classes'])} classes, {g['n_probes']} probes", show_lines=True)
         table.add_column("platforms", overflow="fold")
         table.add_column("closest class (fraction of probes that separate)")
+        short = label_shortener([lab for c in g["classes"] for lab in c["platforms"]])
         for c in g["classes"]:
             sep = g["separation"][c["id"]]
             others = [(s, j) for j, s in enumerate(sep) if j != c["id"]]
             near = f"{min(others)[1]} ({min(others)[0]:.2f})" if others else "-"
             flag = " [red](not repeatable)[/red]" if c["nondeterministic"] else ""
-            table.add_row(str(c["id"]), str(len(c["platforms"])), "\n".join(map(short_label, c["platforms"])) + flag, near)
+            table.add_row(str(c["id"]), str(len(c["platforms"])), "\n".join(map(short, c["platforms"])) + flag, near)
         out.print(table)
 
 

@@ -144,6 +144,8 @@ def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patte
     from hspi_onnx.host import cpu_facts
     from hspi_onnx.run.adapter import registry, selected_variants
 
+    from hspi_onnx.host import node_isa_cap
+
     doc = {"node": ray.get_runtime_context().get_node_id(), "hspi": __version__, "host": cpu_facts(),
            "pid": os.getpid()}
     try:
@@ -152,7 +154,7 @@ def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patte
             chosen = selected_variants(model, probe_kind, patterns, extra)
         except UnknownPlatformError:
             chosen = []
-        doc |= {"platforms": [str(p) for _, p in chosen], "versions": tool_versions(),
+        doc |= {"platforms": [str(p) for _, p in chosen], "versions": tool_versions(), "isa_cap": node_isa_cap(),
                 "unavailable": {n: a.available().reason for n, a in registry().items() if not a.available().ok}}
     except Exception as exc:  # reported per node; the build goes on with the others
         doc["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
@@ -271,7 +273,8 @@ class Node:
 
     def describe(self) -> dict:
         return {"node": self.id, "address": self.address, "alive": self.alive, "platforms": len(self.offers),
-                "isa": self.facts.get("host", {}).get("isa"), "cpu": self.facts.get("host", {}).get("cpu_model"),
+                "isa": self.facts.get("host", {}).get("isa"), "isa_cap": self.facts.get("isa_cap"),
+                "cpu": self.facts.get("host", {}).get("cpu_model"),
                 "hspi": self.facts.get("hspi"), "unavailable": self.facts.get("unavailable", {}),
                 "custom_resources": sorted(k for k in self.resources if k.startswith(RESOURCE_PREFIX)),
                 **({"error": self.error} if self.error else {})}
@@ -471,7 +474,7 @@ class RayRunner:
             inflight[ref] = job
             if job.cross:
                 return
-            on_event("start", {"platform": job.label, "n": len(probes), "node": node.id})
+            on_event("start", {"platform": job.label, "n": None, "node": node.id})  # no batch progress from nodes
             second = Job(job.adapter, job.platform, cross=True, avoid={node.id})
             if sample is not None and job.tries == 1 and self._offering(second):
                 parts[job.label]["left"] += 1
