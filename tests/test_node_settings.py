@@ -89,3 +89,42 @@ def test_probe_sets_cross_as_one_frame_under_their_hash():
     for bad in (frame[:-1], frame + b"x", b""):
         with pytest.raises(HspiError):
             wire.unpack(bad)
+
+
+class _TwoMachines:
+    """A runner whose stream gives each platform's run from this machine, cross-checked against a
+    second run of it whose bits are changed on one probe (as a machine that disagrees would)."""
+
+    def prestart(self, *args) -> None:
+        pass
+
+    def stream(self, jobs, model, probes, repeat, on_event):
+        from hspi_onnx.run.cluster import cross_compare
+        from hspi_onnx.run.runner import Runner
+
+        with Runner(in_process=True) as runner:
+            for adapter, plat in jobs:
+                main = runner.run(adapter, model, plat, probes, repeat=repeat)
+                other = runner.run(adapter, model, plat, probes.sample(np.arange(4)))
+                name = model.output_names[0]
+                other.outputs[name] = other.outputs[name].copy()
+                other.outputs[name].view(np.uint8)[2, 0] ^= 1  # one bit of probe 2
+                record = cross_compare(main, other, "other-node-id")
+                assert record["differing"] == 1 and record["probes"] == 4
+                yield adapter, plat, main
+
+
+def test_a_platform_two_machines_disagree_on_is_flagged_as_merge_flags_it(tmp_path):
+    from hspi_onnx.db.build import build
+    from hspi_onnx.db.report import classes
+    from hspi_onnx.db.store import ReferenceDB
+
+    db = ReferenceDB(tmp_path / "db", create=True)
+    model = resolve_model("digits")
+    summary = build(db, model, generate(model, n=8), ["onnxref/*/fp32/bs=1"], runner=_TwoMachines())
+    assert summary.built and summary.nondeterministic == summary.built
+    entries = db.manifest()["nondeterministic"]
+    assert entries and all("another machine (node other-node" in e["reason"] and "1 of the first 4" in e["reason"]
+                           for e in entries)
+    groups = classes(db)
+    assert any(c["nondeterministic"] for g in groups for c in g["classes"])

@@ -41,7 +41,9 @@ def _platforms_by_group(con) -> dict:
 
 def classes(db: ReferenceDB) -> list[dict]:
     """Per (model, probe set): platforms grouped by bit-identical outputs on every probe, and
-    for each pair of classes the fraction of probes whose outputs differ."""
+    for each pair of classes the fraction of probes whose outputs differ. A platform is marked
+    not repeatable where its runs in the DB differ or the manifest records it so (its repeat
+    sample, or another machine, gave other bits)."""
     con = db.connect()
     data = con.execute("""
         SELECT model_name, model_sha256, probes_name, probes_sha256, platform, probe_id, output_name,
@@ -56,6 +58,10 @@ def classes(db: ReferenceDB) -> list[dict]:
         g["outputs"].add(out)
         if ndig > 1:
             g["unstable"].add(plat)
+    for e in db.manifest().get("nondeterministic", []):  # a repeat or another machine that gave other bits
+        g = groups.get((e.get("model_sha256"), e.get("probes_sha256")))
+        if g is not None and e.get("platform") in g["rows"]:
+            g["unstable"].add(e["platform"])
     out = []
     for g in groups.values():
         platforms = sorted(g["rows"])

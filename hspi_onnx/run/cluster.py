@@ -459,7 +459,7 @@ class RayRunner:
             del parts[job.label]
             main, cross = part.get("main"), part.get("cross")
             if isinstance(main, RunResult) and isinstance(cross, RunResult):
-                self._compare(job.label, part["cross_node"], cross, main)
+                self.cross_checked[job.label] = cross_compare(main, cross, part["cross_node"])
             return [(job.adapter, job.platform, main)]
 
         def submit(job: Job, node: Node) -> None:
@@ -526,18 +526,20 @@ class RayRunner:
             else:
                 yield from done(job, result if result is not None else PlatformFailed(str(meta["error"])))
 
-    def _compare(self, label: str, node: str, cross: RunResult, main: RunResult) -> None:
-        """A second node's bits on the first probes against the main run's."""
-        n = len(cross.ids)
-        differing = np.zeros(n, dtype=bool)
-        for name, values in cross.outputs.items():
-            mine = main.outputs[name][:n]
-            if values.dtype != mine.dtype:
-                differing[:] = True
-            else:
-                differing |= np.array([a.tobytes() != b.tobytes() for a, b in zip(values, mine)])
-        record = {"probes": n, "differing": int(differing.sum()),
-                  "where": f"node {node[:12]}, {cross.host.get('cpu_model', '?')}",
-                  "nodes": [main.host.get("ray_node"), node]}
-        main.cross_check = record
-        self.cross_checked[label] = record
+
+def cross_compare(main: RunResult, cross: RunResult, node: str) -> dict:
+    """A second node's bits on the first probes against the main run's, recorded on the main
+    run (``cross_check``) for the build to flag."""
+    n = len(cross.ids)
+    differing = np.zeros(n, dtype=bool)
+    for name, values in cross.outputs.items():
+        mine = main.outputs[name][:n]
+        if values.dtype != mine.dtype or values.shape != mine.shape:
+            differing[:] = True
+        else:
+            differing |= np.array([a.tobytes() != b.tobytes() for a, b in zip(values, mine)])
+    record = {"probes": n, "differing": int(differing.sum()),
+              "where": f"node {node[:12]}, {cross.host.get('cpu_model', '?')}",
+              "nodes": [main.host.get("ray_node"), node]}
+    main.cross_check = record
+    return record
