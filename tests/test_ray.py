@@ -153,6 +153,15 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
     assert _rows(db.root) == _rows(local_db)
 
 
+def test_ray_client_address_builds_the_same(cluster, local_db, tmp_path):
+    db = tmp_path / "db"
+    proc = _hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.client_address, "-q",
+                 "-p", PATTERNS[3])
+    assert proc.returncode == 0, proc.stderr
+    got, want = _rows(db), _rows(local_db)
+    assert got and got == {k: v for k, v in want.items() if k[0] in {p for p, _, _ in got}}
+
+
 def test_bad_address_is_one_line_and_local_builds_never_import_ray(tmp_path):
     proc = _hspi("db", "build", "digits", "--db", tmp_path / "db", "-n", 4, "--ray", "127.0.0.1:1")
     assert proc.returncode == 2 and "Ray cluster" in proc.stderr and "Traceback" not in proc.stderr

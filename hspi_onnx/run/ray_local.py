@@ -41,6 +41,8 @@ class LocalCluster:
     def __init__(self, object_store_bytes: int = 100_000_000) -> None:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = _free_port()
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"  # Ray client, served by the head
         self.temp = tempfile.mkdtemp(prefix="hspiray-", dir="/tmp")  # unix socket paths must stay short
         self.procs: list[subprocess.Popen] = []
         self.base = {**os.environ, **FAST_DEATH}
@@ -59,7 +61,8 @@ class LocalCluster:
     def head(self, env: dict | None = None, cpus: int = 1, cores: set[int] | None = None) -> subprocess.Popen:
         """The head node (``cores``: the CPU cores its processes may use, as a machine of its own)."""
         env = {**self.base, **(env or {})}
-        proc = self._start(["--head", "--port", str(self.port), "--include-dashboard", "false",
+        proc = self._start(["--head", "--port", str(self.port), "--ray-client-server-port", str(self.client_port),
+                            "--include-dashboard", "false",
                             "--temp-dir", self.temp, "--resources", resources(env)], env, cpus, cores)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
