@@ -18,7 +18,7 @@ from hspi_onnx.inputs.model import resolve_model
 from hspi_onnx.inputs.probes import ProbeSet, generate
 from hspi_onnx.outputs import RunResult
 from hspi_onnx.run import wire
-from hspi_onnx.run.cluster import read_result, result_stream
+from hspi_onnx.run.arrow_runs import read_result, result_stream
 
 
 def _variants(env: dict, *patterns: str) -> list[str]:
@@ -43,7 +43,7 @@ def test_isa_cap_relabels_the_runtimes_that_honour_it():
     plain, capped = _variants({}, *pattern), _variants({"HSPI_ISA_CAP": "avx2"}, *pattern)
     host = cpu_facts()["isa"]
     assert all(f"/cpu:{host}:" in lab for lab in plain)
-    assert all(f"/cpu:avx2:" in lab for lab in capped if lab.startswith("pytorch"))
+    assert all("/cpu:avx2:" in lab for lab in capped if lab.startswith("pytorch"))
     assert all(f"/cpu:{host}:" in lab for lab in capped if lab.startswith("onnxruntime"))  # MLAS has no switch
     bad = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits"],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HSPI_ISA_CAP": "avx9000"})

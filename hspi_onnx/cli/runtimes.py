@@ -68,6 +68,6 @@ def resources() -> None:
     hold while a platform runs."""
     import json
 
-    from hspi_onnx.run.cluster import node_resources
+    from hspi_onnx.run.cluster_node import node_resources
 
     print(json.dumps(node_resources(), sort_keys=True))

@@ -1,52 +1,48 @@
 """Distributed builds on a Ray cluster: ``hspi db build MODEL --db DB --ray ADDRESS``.
 
 The driver (this process) connects to the cluster and asks every node which platforms it
-offers for the model: each node enumerates its own variants, so its labels carry its device and
-ISA, and a node started without a runtime (``HSPI_RUNTIMES``) or under an instruction-set cap
-(``HSPI_ISA_CAP``) offers what it really runs. Each platform then goes to a node that offers it
-(those few nodes offer first), pulled as nodes free up: at most one job per node and device kind
-at a time, or as many as the node's ``hspi:<device kind>`` resource says, and the job asks Ray for
-the node's custom resources of its runtime family and device kind (``hspi runtimes resources``
-prints them for ``ray start --resources``), so that several builds sharing a cluster never
-overload a node. A platform that a second node also offers runs again there on its first
-probes: the two machines' bits must agree, and a disagreement is recorded as ``db merge`` does.
+offers for the model (:func:`hspi_onnx.run.cluster_node.node_offers`): each node enumerates its
+own variants, so its labels carry its device and ISA, and a node started without a runtime
+(``HSPI_RUNTIMES``) or under an instruction-set cap (``HSPI_ISA_CAP``) offers what it really
+runs. Each platform then goes to a node that offers it (those few nodes offer first), pulled as
+nodes free up: at most one job per node and device kind at a time, or as many as the node's
+``hspi:<device kind>`` resource says, and the job asks Ray for the node's custom resources of its
+runtime family and device kind (``hspi runtimes resources`` prints them for ``ray start
+--resources``), so that several builds sharing a cluster never overload a node. A platform that a
+second node also offers runs again there on its first probes: the two machines' bits must
+agree, and a disagreement is recorded as ``db merge`` records one.
 
-On a node the model's files and the probe set arrive as bytes; the model is written to the
-node's cache under its sha256 and checked; the platform runs in the node's long-lived
-:class:`~hspi_onnx.run.runner.Runner` (a worker process per runtime family, so a crashing
-runtime fails its platform, not the node). Outputs come back as an Arrow IPC stream of the raw
-output bytes; :func:`hspi_onnx.db.build.build` commits them as it commits a local run's
-(manifest first, atomic shards, resume). A node lost mid-build loses its running jobs: each is
-retried on another node that offers it, or recorded as failed; rerunning the command completes
-the DB.
+Runs come back as Arrow IPC (:mod:`hspi_onnx.run.arrow_runs`);
+:func:`hspi_onnx.db.build.build` commits them as it commits a local run's (manifest first,
+atomic shards, resume). A node lost mid-build loses its running jobs: each runs again on another
+node that offers it, or is recorded as failed; rerunning the command completes the DB.
 
 Ray itself moves task arguments and results with its own serializer (cloudpickle): a Ray
 cluster is one trust domain, as Ray's documentation says. What this module sends through it is
 bytes and JSON only (ONNX files, :mod:`hspi_onnx.run.wire` frames, Arrow IPC), read on the
-other side by the same checked readers as files on disk. Ray is imported only here.
+other side by the same checked readers as files on disk. Ray is imported only here, and only
+when a build asks for it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from hspi_onnx.errors import HspiError
 from hspi_onnx.labels import Platform
-from hspi_onnx.outputs import STORAGE, RunResult, from_storage, to_storage
+from hspi_onnx.outputs import RunResult
+from hspi_onnx.run.arrow_runs import read_result
+from hspi_onnx.run.cluster_node import RESOURCE_PREFIX, node_offers, node_run
 
 CROSS_CHECK_PROBES = 8  # one batch of the largest default batch size
 DISCOVERY_TIMEOUT_S = 300.0
 MAX_TRIES = 3  # runs of one job lost with their node before it is recorded as failed
 POLL_S = 2.0
-RESOURCE_PREFIX = "hspi:"
 
 
 def import_ray():
@@ -62,19 +58,6 @@ def device_kind(device: str) -> str:
     return device.split(":", 1)[0]
 
 
-def node_resources() -> dict[str, float]:
-    """Custom resources for ``ray start --resources`` on this machine: one per available runtime
-    family (a job holds one) and per device kind (one CPU job at a time; one per GPU)."""
-    from hspi_onnx.host import gpu_names
-    from hspi_onnx.run.adapter import registry
-
-    out = {f"{RESOURCE_PREFIX}{name}": 1.0 for name, a in registry().items() if a.available().ok}
-    out[f"{RESOURCE_PREFIX}cpu"] = 1.0
-    if gpu_names():
-        out[f"{RESOURCE_PREFIX}cuda"] = float(len(gpu_names()))
-    return out
-
-
 def _reachable(address: str, timeout: float = 10.0) -> None:
     """A HOST:PORT address must take a TCP connection (Ray itself would wait for it forever)."""
     import socket
@@ -88,168 +71,6 @@ def _reachable(address: str, timeout: float = 10.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise HspiError(f"cannot join the Ray cluster at {address!r}: {exc.strerror or exc}") from None
-
-
-# ---- on a node ------------------------------------------------------------------------------
-
-_RUNNER = None
-
-
-def _runner():
-    """The node's Runner, kept for the life of this Ray worker process (warm runtime workers)."""
-    global _RUNNER
-    if _RUNNER is None:
-        import atexit
-
-        from hspi_onnx.run.runner import Runner
-
-        _RUNNER = Runner()
-        atexit.register(_RUNNER.close)
-    return _RUNNER
-
-
-def _node_model(described: dict, files: dict[str, bytes]):
-    """The model on this node: its files written under the node's cache (by sha256) and the
-    main file's bytes checked against the sha256 the driver read."""
-    from hspi_onnx.cache import atomic_write_bytes, cache_dir
-    from hspi_onnx.inputs.model import ModelInfo
-    from hspi_onnx.inputs.onnxfile import sha256_file
-
-    sha = str(described["sha256"])
-    main = Path(described["path"]).name
-    root = cache_dir("cluster", sha)
-    for rel, data in files.items():
-        target = (root / rel).resolve()
-        if root.resolve() not in target.parents:
-            raise HspiError(f"model file {rel!r} would land outside the node's cache")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.is_file() or target.stat().st_size != len(data):
-            atomic_write_bytes(target, data)
-    if sha256_file(root / main) != sha:
-        atomic_write_bytes(root / main, files[main])
-        if sha256_file(root / main) != sha:
-            raise HspiError(f"model bytes received do not hash to {sha[:12]}")
-    return ModelInfo.from_wire({**described, "path": str(root / main)})
-
-
-def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patterns: list[str] | None,
-                extra: bool) -> str:
-    """Ray task: what this node offers for the model, as JSON (platform labels, host facts,
-    versions, unavailable runtimes)."""
-    import ray
-
-    from hspi_onnx import __version__
-    from hspi_onnx.db.build import tool_versions
-    from hspi_onnx.errors import UnknownPlatformError
-    from hspi_onnx.host import cpu_facts
-    from hspi_onnx.run.adapter import registry, selected_variants
-
-    from hspi_onnx.host import node_isa_cap
-
-    doc = {"node": ray.get_runtime_context().get_node_id(), "hspi": __version__, "host": cpu_facts(),
-           "pid": os.getpid()}
-    try:
-        model = _node_model(described, files)
-        try:
-            chosen = selected_variants(model, probe_kind, patterns, extra)
-        except UnknownPlatformError:
-            chosen = []
-        doc |= {"platforms": [str(p) for _, p in chosen], "versions": tool_versions(), "isa_cap": node_isa_cap(),
-                "unavailable": {n: a.available().reason for n, a in registry().items() if not a.available().ok}}
-    except Exception as exc:  # reported per node; the build goes on with the others
-        doc["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
-    return json.dumps(doc)
-
-
-def node_run(described: dict, files: dict[str, bytes], probes_frame: bytes, label: str, repeat: int) -> bytes:
-    """Ray task: one platform over the probe set on this node, as Arrow IPC bytes (a platform
-    that fails or crashes comes back as an error record, not an exception)."""
-    import ray
-
-    from hspi_onnx.inputs.probes import ProbeSet, calibration_kind
-    from hspi_onnx.run import wire
-    from hspi_onnx.run.adapter import Offered
-    from hspi_onnx.run.runner import failure_reason
-
-    node = ray.get_runtime_context().get_node_id()
-    try:
-        model = _node_model(described, files)
-        probes = ProbeSet.from_wire(*wire.unpack(probes_frame))
-        found = Offered(model, calibration_kind(model, probes.kind)).get(label)
-        if found is None:
-            raise HspiError(f"{label} is not offered on node {node[:12]}")
-        result = _runner().run(found[0], model, found[1], probes, repeat=repeat)
-    except Exception as exc:
-        return result_stream(None, node, failure_reason(exc))
-    return result_stream(result, node)
-
-
-# ---- results as Arrow IPC -------------------------------------------------------------------
-
-def result_stream(result: RunResult | None, node: str, error: str | None = None) -> bytes:
-    """A run's outputs as an Arrow IPC stream: probe ids, one fixed-width binary column per
-    output (each row the raw bytes of its values), the rest in the schema's metadata."""
-    import pyarrow as pa
-
-    meta: dict = {"node": node, "error": error}
-    cols = {}
-    if result is not None:
-        meta |= {"platform": result.platform, "seconds": result.seconds, "host": result.host,
-                 "repeats": result.repeats, "batch_independent": result.batch_independent, "outputs": []}
-        n = len(result.ids)
-        cols["probe_id"] = pa.array(np.asarray(result.ids, dtype=np.int64))
-        for i, (name, values) in enumerate(result.outputs.items()):
-            stored = to_storage(values)
-            width = stored.nbytes // n if n else 0
-            meta["outputs"].append({"name": name, "dtype": str(values.dtype), "shape": list(values.shape[1:])})
-            cols[f"output_{i}"] = pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(width), n, [None, pa.py_buffer(stored.tobytes())])
-    table = pa.table(cols).replace_schema_metadata({"hspi": json.dumps(meta)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def read_result(blob: bytes, model, probes) -> tuple[dict, RunResult | None]:
-    """(metadata, RunResult or None for an error record) from :func:`result_stream`'s bytes,
-    checked against the model's outputs and the probe ids."""
-    import pyarrow as pa
-
-    try:
-        return _decode(pa.ipc.open_stream(blob).read_all(), model, probes)
-    except HspiError:
-        raise
-    except (pa.ArrowException, OSError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise HspiError(f"a node sent an unreadable result ({type(exc).__name__}: {str(exc)[:200]})") from None
-
-
-def _decode(table, model, probes) -> tuple[dict, RunResult | None]:
-    meta = json.loads(table.schema.metadata[b"hspi"])
-    if meta.get("error"):
-        return meta, None
-    ids = table.column("probe_id").to_numpy()
-    if not np.array_equal(ids, probes.ids):
-        raise HspiError(f"{meta.get('platform')}: the node returned other probe ids")
-    outputs = {}
-    specs = meta["outputs"]
-    if [s["name"] for s in specs] != model.output_names:
-        raise HspiError(f"{meta.get('platform')}: the node returned outputs {[s['name'] for s in specs]}")
-    for i, spec in enumerate(specs):
-        col = table.column(f"output_{i}").combine_chunks()
-        shape = tuple(int(x) for x in spec["shape"])
-        storage = np.dtype(STORAGE.get(spec["dtype"], spec["dtype"]))
-        count = len(ids) * int(np.prod(shape, dtype=np.int64))
-        width = col.type.byte_width
-        if width != storage.itemsize * count // max(len(ids), 1):
-            raise HspiError(f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit "
-                            f"{spec['dtype']} {shape} ({len(ids)} probes, {len(col)} rows)")
-        raw = np.frombuffer(col.buffers()[1], dtype=storage, count=count, offset=col.offset * width)
-        outputs[spec["name"]] = from_storage(raw.reshape((len(ids), *shape)).copy(), spec["dtype"])
-    result = RunResult(str(meta["platform"]), model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
-                       outputs, float(meta["seconds"]), dict(meta["host"], ray_node=meta["node"]),
-                       repeats=meta["repeats"], batch_independent=meta["batch_independent"])
-    return meta, result
 
 
 # ---- the driver -----------------------------------------------------------------------------
