@@ -17,7 +17,7 @@ from .common import (DbOpt, DimOpt, ExtraOpt, InProcessOpt, JsonOpt, KindOpt, Mo
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
 RemoteOpt = Annotated[Optional[list[str]], typer.Option("--remote", metavar="URL", help="Build the platform that `hspi serve MODEL -p PLATFORM --reveal-platform` serves at URL, on that machine's hardware (repeatable).", show_default=False)]
 RayOpt = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Build over a Ray cluster (HOST:PORT, ray://HOST:PORT or auto): every node runs the platforms it offers; needs the [ray] extra (docs/scale.md).", show_default=False)]
-CrossCheckOpt = Annotated[int, typer.Option("--cross-check", metavar="N", min=0, help="With --ray: run each platform that a second node offers there too, on its first N probes, and flag differing bits (0: never).")]
+CrossCheckOpt = Annotated[int, typer.Option("--cross-check", metavar="N", min=0, help="With --ray: run each platform that a second node offers there too, on its first N probes (whole batches), and flag differing bits (0: never).")]
 AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="With --remote: environment variable holding the Authorization header's value.", show_default=False)]
 EXIT_PARTIAL = 3
 

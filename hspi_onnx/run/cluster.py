@@ -106,6 +106,7 @@ class Job:
     adapter: object
     platform: Platform
     cross: bool = False  # a second node's run of the first probes
+    probes: int = 0  # how many of the build's probes it runs (the first ones)
     avoid: set[str] = field(default_factory=set)  # nodes not to use: the main run's (for a cross-check), lost ones
     tries: int = 0
     node: str = ""
@@ -252,19 +253,25 @@ class RayRunner:
         ray = self.ray
         probes = probes.bind(model)
         described, files = self._ship_model(model)
-        frames = {False: ray.put(wire.pack(*probes.to_wire()))}
-        n_cross = min(self.cross_check, len(probes))
-        sample = None
-        if n_cross:  # a probe set of its own (its own hash: workers keep probe sets by hash)
-            from hspi_onnx.inputs.probes import ProbeSet
+        frames = {len(probes): ray.put(wire.pack(*probes.to_wire()))}
+        samples = {len(probes): probes}
 
-            first = np.arange(n_cross)
-            sample = ProbeSet(probes.name, probes.kind, probes.seed, probes.split, probes.batch(first),
-                              probes.ids[first].copy(), dict(probes.dims))
-        if sample is not None:
-            frames[True] = ray.put(wire.pack(*sample.to_wire()))
+        def first_probes(plat: Platform) -> int:
+            """How many probes a cross-check runs: ``cross_check`` rounded up to whole batches of
+            the platform (so each meets the batch-mates it met in the main run), at most all."""
+            bs = int(plat.knob.get("bs", "1"))
+            m = min(len(probes), -(-self.cross_check // bs) * bs)
+            if m not in frames:  # a probe set of its own (its own hash: workers keep probe sets by hash)
+                from hspi_onnx.inputs.probes import ProbeSet
+
+                first = np.arange(m)
+                samples[m] = ProbeSet(probes.name, probes.kind, probes.seed, probes.split, probes.batch(first),
+                                      probes.ids[first].copy(), dict(probes.dims))
+                frames[m] = ray.put(wire.pack(*samples[m].to_wire()))
+            return m
+
         offered_by = {str(p): sum(1 for n in self.nodes.values() if str(p) in n.offers) for _, p in jobs}
-        queue = sorted((Job(a, p) for a, p in jobs), key=lambda j: offered_by[j.label])  # stable
+        queue = sorted((Job(a, p, probes=len(probes)) for a, p in jobs), key=lambda j: offered_by[j.label])  # stable
         parts = {job.label: {"left": 1} for job in queue}  # outcomes per label, runs still to come
         busy: Counter = Counter()
         inflight: dict = {}
@@ -289,7 +296,7 @@ class RayRunner:
                      if f"{RESOURCE_PREFIX}{r}" in node.resources}
             ref = self._tasks["node_run"].options(num_cpus=0, max_retries=0, resources=wants,
                                                   scheduling_strategy=self._on_node(node.id)).remote(
-                described, files, frames[job.cross], job.label, 0 if job.cross else repeat)
+                described, files, frames[job.probes], job.label, 0 if job.cross else repeat)
             job.node, job.tries = node.id, job.tries + 1
             busy[(node.id, kind)] += 1
             inflight[ref] = job
@@ -297,7 +304,8 @@ class RayRunner:
                 return
             on_event("start", {"platform": job.label, "n": None, "node": node.id})  # no batch progress from nodes
             second = Job(job.adapter, job.platform, cross=True, avoid={node.id})
-            if sample is not None and job.tries == 1 and self._offering(second):
+            if self.cross_check > 0 and job.tries == 1 and self._offering(second):
+                second.probes = first_probes(job.platform)
                 parts[job.label]["left"] += 1
                 queue.insert(0, second)
 
@@ -339,7 +347,7 @@ class RayRunner:
                     f"{job.label}: lost with node {where} ({type(exc).__name__}), no other live node offers it"))
                 continue
             try:
-                meta, result = read_result(blob, model, sample if job.cross else probes)
+                meta, result = read_result(blob, model, samples[job.probes])
             except HspiError as exc:
                 meta, result = {"error": str(exc)}, None
             if job.cross:
