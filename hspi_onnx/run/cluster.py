@@ -27,6 +27,7 @@ when a build asks for it.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -43,6 +44,7 @@ CROSS_CHECK_PROBES = 8  # one batch of the largest default batch size
 DISCOVERY_TIMEOUT_S = 300.0
 MAX_TRIES = 3  # runs of one job lost with their node before it is recorded as failed
 POLL_S = 2.0
+CLIENT_TRIES = 3  # a Ray client server sometimes fails to start a client's session (seen once in a fresh clone)
 
 
 def import_ray():
@@ -129,11 +131,19 @@ class RayRunner:
         self.cross_checked: dict[str, dict] = {}
         self._model_ref = None
         _reachable(address)
-        try:
-            self.ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="hspi-onnx")
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-            raise HspiError(f"cannot join the Ray cluster at {address!r}: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        for attempt in range(CLIENT_TRIES if address.startswith("ray://") else 1):
+            try:
+                self.ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="hspi-onnx")
+                break
+            except ConnectionAbortedError:  # the client server's per-client server failed to start
+                if attempt + 1 == CLIENT_TRIES:
+                    raise HspiError(f"cannot join the Ray cluster at {address!r}: its client server failed to "
+                                    f"start a session {CLIENT_TRIES} times") from None
+                self.ray.shutdown()
+                time.sleep(2.0)
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+                raise HspiError(f"cannot join the Ray cluster at {address!r}: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         self._tasks = {fn.__name__: self.ray.remote(fn) for fn in (node_offers, node_run)}
 
     def close(self) -> None:
