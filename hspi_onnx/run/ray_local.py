@@ -11,6 +11,7 @@ health checks than Ray's defaults).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,8 +95,11 @@ class LocalCluster:
         proc.wait(timeout=30)
 
     def stop(self) -> None:
+        """Kill every node; their session directory goes too unless ``HSPI_KEEP_RAY_LOGS`` is set."""
         for proc in self.procs:
             self.kill(proc)
+        if not os.environ.get("HSPI_KEEP_RAY_LOGS"):
+            shutil.rmtree(self.temp, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self
