@@ -90,7 +90,7 @@ class RunResult:
     # probes (None: bs = 1 or not checked); False: the platform's output depends on what shares its batch
     batch_independent: bool | None = None
     # the same platform on another machine over the first probes (distributed builds):
-    # {"host": that machine's facts, "probes": how many, "differing": how many gave other bits}
+    # {"probes": how many, "differing": how many gave other bits, "where": that machine, "nodes": both}
     cross_check: dict | None = None
 
     @property

@@ -24,7 +24,7 @@ import numpy as np
 
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.host import cpu_device, isa_cap_for, isa_caps, node_isa_cap
+from hspi_onnx.host import capped_cpu_device, cpu_device, isa_cap_for, isa_caps, node_isa_cap
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 
@@ -73,7 +73,7 @@ class OpenVinoAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         ok = [(p, {}) for p, reason in supported_precisions().items() if not reason]
         if node_isa_cap():  # capped, as the opt-in capped variants: fp32 only (see below)
-            return self.grid(cpu_device(node_isa_cap()), [("fp32", {})], bs=batch_sizes(model), threads=THREADS)
+            return self.grid(capped_cpu_device(), [("fp32", {})], bs=batch_sizes(model), threads=THREADS)
         return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:

@@ -94,11 +94,15 @@ def load_onnx(path: str | os.PathLike):
 
 
 def external_data_files(path: str | os.PathLike) -> list[str]:
-    """The external-data files an ONNX file reads, relative to its directory, after
-    :func:`load_onnx` has checked them: what must travel with it to another machine."""
+    """The external-data files an ONNX file (one :func:`load_onnx` accepted) reads, relative to
+    its directory and checked to stay inside it: what must travel with it to another machine."""
     import onnx
 
-    load_onnx(path)
-    model = onnx.load_model_from_string(Path(path).read_bytes())  # the references, data not loaded
+    path = Path(path)
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())  # the references, data not loaded
+    except Exception as exc:  # protobuf raises several types on garbage
+        raise BadModelError(f"{str(path)!r} is not a valid ONNX file ({type(exc).__name__})")
+    _check_external(model, path.parent)
     return sorted({info["location"] for info in ({e.key: e.value for e in t.external_data}
                                                  for t in _external_entries(model))})

@@ -69,7 +69,7 @@ def _decode(table, model, probes) -> tuple[dict, RunResult | None]:
         storage = np.dtype(STORAGE.get(spec["dtype"], spec["dtype"]))
         count = len(ids) * int(np.prod(shape, dtype=np.int64))
         width = col.type.byte_width
-        if width != storage.itemsize * count // max(len(ids), 1):
+        if width != storage.itemsize * int(np.prod(shape, dtype=np.int64)) or len(col) != len(ids):
             raise HspiError(f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit "
                             f"{spec['dtype']} {shape} ({len(ids)} probes, {len(col)} rows)")
         raw = np.frombuffer(col.buffers()[1], dtype=storage, count=count, offset=col.offset * width)

@@ -120,7 +120,8 @@ class Job:
 
 class RayRunner:
     """Runs a build's platforms over a Ray cluster (``address``: ``HOST:PORT``, ``ray://...`` or
-    ``auto``); :meth:`plan` asks the nodes what they offer, :meth:`stream` runs the jobs."""
+    ``auto``); :meth:`plan` asks the nodes what they offer, :meth:`stream` runs the jobs (what
+    :func:`hspi_onnx.db.build.build` calls instead of a runner's ``run``)."""
 
     def __init__(self, address: str, cross_check: int = CROSS_CHECK_PROBES,
                  on_note: Callable[[str], None] = lambda line: None) -> None:
@@ -233,13 +234,6 @@ class RayRunner:
                 "cross_checked": self.cross_checked}
 
     # -- running
-
-    def run(self, adapter, model, platform, probes, repeat: int = 0, on_batch=None) -> RunResult:
-        for _, _, outcome in self.stream([(adapter, platform)], model, probes, repeat, lambda *a: None):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
-        raise HspiError(f"{platform}: no outcome")
 
     def _offering(self, job: Job) -> list[Node]:
         return [n for n in self.nodes.values() if n.alive and job.label in n.offers and n.id not in job.avoid]

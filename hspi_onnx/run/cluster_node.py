@@ -35,6 +35,7 @@ def node_resources() -> dict[str, float]:
 
 
 _RUNNER = None
+_MODELS: dict = {}  # sha256 -> ModelInfo, once its files are written and checked in this process
 
 
 def _runner():
@@ -58,6 +59,8 @@ def _node_model(described: dict, files: dict[str, bytes]):
     from hspi_onnx.inputs.onnxfile import sha256_file
 
     sha = str(described["sha256"])
+    if sha in _MODELS:
+        return _MODELS[sha]
     main = Path(described["path"]).name
     root = cache_dir("cluster", sha)
     for rel, data in files.items():
@@ -71,7 +74,8 @@ def _node_model(described: dict, files: dict[str, bytes]):
         atomic_write_bytes(root / main, files[main])
         if sha256_file(root / main) != sha:
             raise HspiError(f"model bytes received do not hash to {sha[:12]}")
-    return ModelInfo.from_wire({**described, "path": str(root / main)})
+    _MODELS[sha] = ModelInfo.from_wire({**described, "path": str(root / main)})
+    return _MODELS[sha]
 
 
 def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patterns: list[str] | None,
@@ -83,10 +87,8 @@ def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patte
     from hspi_onnx import __version__
     from hspi_onnx.db.build import tool_versions
     from hspi_onnx.errors import UnknownPlatformError
-    from hspi_onnx.host import cpu_facts
+    from hspi_onnx.host import cpu_facts, node_isa_cap
     from hspi_onnx.run.adapter import registry, selected_variants
-
-    from hspi_onnx.host import node_isa_cap
 
     doc = {"node": ray.get_runtime_context().get_node_id(), "hspi": __version__, "host": cpu_facts(),
            "pid": os.getpid()}
