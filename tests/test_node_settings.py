@@ -128,3 +128,27 @@ def test_a_platform_two_machines_disagree_on_is_flagged_as_merge_flags_it(tmp_pa
                            for e in entries)
     groups = classes(db)
     assert any(c["nondeterministic"] for g in groups for c in g["classes"])
+
+
+def test_external_data_that_travels_with_a_model_is_what_onnx_saved_and_stays_inside(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hspi_onnx.errors import BadModelError
+    from hspi_onnx.inputs.onnxfile import external_data_files
+
+    w = numpy_helper.from_array(np.ones((16, 16), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
+                    size_threshold=0)  # onnx's own writer
+    assert external_data_files(tmp_path / "m.onnx") == ["w.bin"]
+    proto = onnx.load_model(tmp_path / "m.onnx", load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../../etc/passwd"
+    (tmp_path / "bad.onnx").write_bytes(proto.SerializeToString())
+    with pytest.raises(BadModelError, match="outside"):
+        external_data_files(tmp_path / "bad.onnx")
