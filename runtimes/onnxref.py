@@ -3,8 +3,13 @@
 A platform of its own — numpy's kernels and the reference implementations accumulate in
 their own order — in fp32 (the model as given) and fp64 (every float tensor of the graph
 widened to double: initializers, inputs, outputs, intermediate types, Cast targets and
-constants). Knob: batch size. There is no thread knob: the evaluator runs one operator at a
-time and numpy's BLAS calls are not configured per run.
+constants). Knob: batch size. Measured knobs (numpy's state in the process that runs it,
+:func:`hspi_onnx.run.kernels.numpy_state`): ``blas``, the BLAS library, its version and the
+kernel it selected for this CPU (``OPENBLAS_CORETYPE`` changes it, and the bits with it), and
+``numpy``, numpy's version and SIMD dispatch level (its own loops: exp, sums). Pinned: one BLAS
+thread (:attr:`OnnxReferenceAdapter.pins`), set through threadpoolctl for the session's life:
+with OpenBLAS's Haswell kernel one thread and two gave other bits, and a Ray worker starts with
+``OMP_NUM_THREADS=1`` where a shell has none (docs/equivalence-cpu.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import numpy as np
 
 from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
+from hspi_onnx.run.kernels import LabelMismatch, numpy_state
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import cpu_device
 from hspi_onnx.inputs.model import ModelInfo
@@ -37,9 +43,20 @@ class OnnxReferenceAdapter(Adapter):
     distribution = "onnx"
     requires = ("onnx.reference",)
     summary = "ONNX reference evaluator (numpy), fp32 and fp64"
+    labelled = ("blas", "numpy")
+    pins = {"blas_threads": 1}
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
-        return self.grid(cpu_device(), [(p, {}) for p in PRECISIONS], bs=batch_sizes(model))
+        state = numpy_state()
+        measured = {k: state[k] for k in self.labelled}
+        return self.grid(cpu_device(), [(p, measured) for p in PRECISIONS], bs=batch_sizes(model))
+
+    def measure(self, platform: Platform, session) -> dict[str, str]:
+        state = numpy_state()
+        if state["blas"] != "none" and state["blas_threads"] != str(self.pins["blas_threads"]):
+            raise LabelMismatch(f"{platform}: numpy's BLAS runs {state['blas_threads']} threads, the adapter pins "
+                                f"{self.pins['blas_threads']}")
+        return state
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
@@ -56,4 +73,7 @@ class OnnxReferenceAdapter(Adapter):
         except Exception as exc:  # the evaluator raises plain exceptions for unsupported ops
             raise UnsupportedError(f"the ONNX reference evaluator cannot load {model.name}: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
-        yield _RefSession(evaluator, model, dtype)
+        import threadpoolctl
+
+        with threadpoolctl.threadpool_limits(limits=int(self.pins["blas_threads"]), user_api="blas"):
+            yield _RefSession(evaluator, model, dtype)

@@ -4,6 +4,12 @@ Precisions: fp32 (the model as given), fp16 (weights and compute converted, inpu
 outputs kept fp32), int8 with dynamic quantization, int8 with static QDQ quantization
 calibrated on the calibration split of the probe kind. Knobs: graph optimization level,
 batch size, intra-op threads.
+
+ONNX Runtime's CPU kernels (MLAS) dispatch on the CPU's instruction set with no switch to
+lower it, so the device segment's ISA and CPU model stand for them; no environment variable of
+the knob survey moved its bits (docs/equivalence-cpu.md). Pinned in every session
+(:attr:`OnnxRuntimeAdapter.pins`): sequential execution, one inter-op thread, no spinning,
+denormals kept (``session.set_denormal_as_zero`` = 0, which flushing would change).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class OnnxRuntimeAdapter(Adapter):
     name = "onnxruntime"
     requires = ("onnxruntime",)
     summary = "ONNX Runtime: CPU execution provider; CUDA and TensorRT providers with onnxruntime-gpu"
+    pins = {"session.set_denormal_as_zero": "0", "session.intra_op.allow_spinning": "0", "inter_op_threads": 1}
 
     @functools.cached_property
     def distribution(self) -> str:  # labels carry the version of whichever build is installed
@@ -93,9 +100,11 @@ class OnnxRuntimeAdapter(Adapter):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[platform.knob["opt"]]
         opts.intra_op_num_threads = int(platform.knob.get("threads", 1))
-        opts.inter_op_num_threads = 1
+        opts.inter_op_num_threads = int(self.pins["inter_op_threads"])
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        for key, value in self.pins.items():
+            if key.startswith("session."):
+                opts.add_session_config_entry(key, str(value))
         opts.log_severity_level = 3
         data = prepared_graph(model, recipe_of(platform))
         providers = ["CPUExecutionProvider"]
@@ -115,6 +124,12 @@ class OnnxRuntimeAdapter(Adapter):
         except Exception as exc:
             raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {first_line(exc)}")
         yield _OrtSession(sess, model)
+
+    def measure(self, platform: Platform, session) -> dict[str, str]:
+        opts = session.sess.get_session_options()
+        return {"intra_op_threads": str(opts.intra_op_num_threads), "inter_op_threads": str(opts.inter_op_num_threads),
+                "providers": ",".join(session.sess.get_providers()),
+                **{k: str(opts.get_session_config_entry(k)) for k in self.pins if k.startswith("session.")}}
 
 
 def recipe_of(platform: Platform) -> Recipe:

@@ -22,7 +22,10 @@ import re
 
 import numpy as np
 
+import functools
+
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
+from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, token
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import capped_cpu_device, cpu_device, isa_cap_for, isa_caps, node_isa_cap
 from hspi_onnx.inputs.model import ModelInfo
@@ -37,11 +40,47 @@ def _core():
     return ov.Core()
 
 
+# x86 instruction sets (as compiled_isa names them) on which oneDNN has no bf16 kernels: under
+# ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 CPU the plugin still reports BF16 but returned no outputs
+_NO_BF16 = {"sse41", "avx", "avx2", "avx2-vnni", "avx512-core", "avx512-core-vnni"}
+
+
 def supported_precisions() -> dict[str, str]:
     """precision -> "" when the CPU supports it, else the reason it does not."""
     caps = set(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    return {p: "" if cap in caps else f"the CPU plugin does not report {cap} (capabilities: {', '.join(sorted(caps))})"
-            for p, (_, cap) in HINTS.items()}
+    out = {p: "" if cap in caps else f"the CPU plugin does not report {cap} (capabilities: {', '.join(sorted(caps))})"
+           for p, (_, cap) in HINTS.items()}
+    if not out["bf16"] and process_isa() in _NO_BF16:
+        out["bf16"] = f"OpenVINO compiles for {process_isa()} in this process (ONEDNN_MAX_CPU_ISA), which has no bf16 kernels"
+    return out
+
+
+def _value(prop) -> str:
+    """A compiled model's property as a token (an element type by its short name: f32, bf16)."""
+    name = getattr(prop, "get_type_name", None)
+    return token(name() if callable(name) else str(prop).rsplit(".", 1)[-1])
+
+
+def compiled_isa(compiled) -> str:
+    """The instruction set a compiled model runs, from its ``RUNTIME_REQUIREMENTS`` (``isa=...``)."""
+    try:
+        text = str(compiled.get_property("RUNTIME_REQUIREMENTS"))
+    except Exception:  # an older OpenVINO without the property
+        return "unknown"
+    fields = dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+    return onednn_isa_token(fields.get("isa", "unknown"))
+
+
+@functools.lru_cache(maxsize=1)
+def process_isa() -> str:
+    """The ISA a model compiled in this process runs (a one-node model, compiled once)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 8], np.float32, name="x")
+    tiny = ov.Model([ops.relu(x)], [x], "isa-probe")
+    return compiled_isa(_core().compile_model(tiny, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
 
 
 class _OvSession:
@@ -60,6 +99,13 @@ class OpenVinoAdapter(Adapter):
     distribution = "openvino"
     requires = ("openvino",)
     summary = "OpenVINO, CPU plugin (inference precision hint f32 / bf16 / f16)"
+    labelled = ("onednn",)
+    pins = {"CPU_DENORMALS_OPTIMIZATION": False, "EXECUTION_MODE_HINT": "PERFORMANCE", "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1}
+
+    def _isa(self, device: str) -> dict[str, str]:
+        cap = isa_cap_for(device)
+        return {"onednn": token(cap[2].replace("_", "-")) if cap else process_isa()}
 
     def check(self) -> Availability:
         try:
@@ -71,16 +117,18 @@ class OpenVinoAdapter(Adapter):
         return Availability(True)
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
-        ok = [(p, {}) for p, reason in supported_precisions().items() if not reason]
         if node_isa_cap():  # capped, as the opt-in capped variants: fp32 only (see below)
-            return self.grid(capped_cpu_device(), [("fp32", {})], bs=batch_sizes(model), threads=THREADS)
+            device = capped_cpu_device()
+            return self.grid(device, [("fp32", self._isa(device))], bs=batch_sizes(model), threads=THREADS)
+        ok = [(p, self._isa(cpu_device())) for p, reason in supported_precisions().items() if not reason]
         return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
         # so capped variants are fp32 only
         return [p for isa, _, _ in isa_caps()
-                for p in self.grid(cpu_device(isa), [("fp32", {})], bs=batch_sizes(model)[-1:], threads=(1,))]
+                for p in self.grid(cpu_device(isa), [("fp32", self._isa(cpu_device(isa)))],
+                                   bs=batch_sizes(model)[-1:], threads=(1,))]
 
     def environment(self, platform: Platform) -> dict[str, str]:
         cap = isa_cap_for(platform.device)
@@ -88,6 +136,21 @@ class OpenVinoAdapter(Adapter):
 
     def limitations(self) -> dict[str, str]:
         return {p: r for p, r in supported_precisions().items() if r}
+
+    def measure(self, platform: Platform, session) -> dict[str, str]:
+        compiled = session.compiled
+        hint = _value(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        want = HINTS[platform.precision][0]
+        if hint != want:  # OpenVINO chose another precision than the label's
+            raise LabelMismatch(f"{platform}: OpenVINO compiled it with inference precision {hint}, not {want}")
+        state = {"onednn": compiled_isa(compiled), "inference_precision": hint}
+        for name in ("EXECUTION_MODE_HINT", "CPU_DENORMALS_OPTIMIZATION", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
+                     "DYNAMIC_QUANTIZATION_GROUP_SIZE", "KV_CACHE_PRECISION"):
+            try:
+                state[name.lower()] = _value(compiled.get_property(name))
+            except Exception:  # a property this OpenVINO lacks
+                pass
+        return state
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
@@ -97,9 +160,8 @@ class OpenVinoAdapter(Adapter):
         if reason:
             raise UnsupportedError(f"OpenVINO cannot run {platform.precision} here: {reason}")
         core = _core()
-        config = {"INFERENCE_PRECISION_HINT": HINTS[platform.precision][0],
-                  "INFERENCE_NUM_THREADS": int(platform.knob["threads"]),
-                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        config = {**self.pins, "INFERENCE_PRECISION_HINT": HINTS[platform.precision][0],
+                  "INFERENCE_NUM_THREADS": int(platform.knob["threads"])}
         try:
             ov_model = core.read_model(str(model.path))
         except Exception as exc:  # the ONNX frontend raises plain errors, e.g. for unconverted ops

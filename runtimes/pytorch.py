@@ -4,16 +4,27 @@ Zoo models run from their own torch modules (``src=module``); any ONNX file, zoo
 included, can also run through the ONNX-to-PyTorch converter (``src=onnx``). Precisions
 fp32, bf16 and fp16 (weights and compute; outputs are returned in that dtype); channels-last
 memory format on or off for image models; batch size; intra-op threads.
+
+Measured knobs of CPU labels (:func:`cpu_kernels`, read from the process that runs them): ``aten``,
+ATen's vectorisation level (``torch.backends.cpu.get_cpu_capability()``, which
+``ATEN_CPU_CAPABILITY`` lowers); ``onednn``, the instruction-set limit oneDNN runs under
+(``ONEDNN_MAX_CPU_ISA``, ``default`` when none); ``mkl``, MKL's conditional-numerical-
+reproducibility branch (``MKL_CBWR``, read back from MKL; ``off`` by default, ``none`` without
+MKL). Each of the three changed bits on this project's CPUs (docs/equivalence-cpu.md). Pinned in
+prepare (:attr:`PyTorchAdapter.pins`): denormals not flushed, float32 matmul precision
+``highest``, oneDNN enabled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import numpy as np
 
 from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes, named_outputs
+from hspi_onnx.run.kernels import onednn_limit, token
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import capped_cpu_device, cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.graph.torch_module import build_torch_module, has_module, to_numpy, torch_dtype
@@ -51,6 +62,63 @@ def cuda_unavailable() -> str:
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
     return ""
+
+
+# MKL's conditional-numerical-reproducibility branches (mkl_service.h), as label tokens
+_CBWR = {1: "off", 2: "auto", 3: "compatible", 4: "sse2", 6: "ssse3", 7: "sse4-1", 8: "sse4-2", 9: "avx",
+         10: "avx2", 11: "avx512-mic", 12: "avx512", 13: "avx512-mic-e1", 14: "avx512-e1"}
+_CBWR_STRICT = 0x10000
+
+
+@functools.lru_cache(maxsize=1)
+def mkl_branch() -> str:
+    """MKL's reproducibility branch in this process, read back from the MKL inside torch
+    (``mkl_cbwr_get(MKL_CBWR_ALL)``); ``none`` when torch has no MKL. MKL reads ``MKL_CBWR`` once."""
+    import ctypes
+    import os
+
+    import torch
+
+    if not torch.backends.mkl.is_available():
+        return "none"
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        get = getattr(lib, "mkl_serv_cbwr_get", None) or lib.mkl_cbwr_get
+    except (OSError, AttributeError):  # another build: what MKL was told, as the best we can read
+        value = os.environ.get("MKL_CBWR", "")
+        return f"env-{token(value)}" if value else "off"
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    code = int(get(-1))
+    name = _CBWR.get(code & ~_CBWR_STRICT, f"code{code & ~_CBWR_STRICT}")
+    return name + ("-strict" if code & _CBWR_STRICT else "")
+
+
+def cpu_kernels(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The measured knobs of a CPU platform: in this process, or (``env``: the variables a
+    platform's worker is started with, e.g. an instruction-set cap) as that worker will measure
+    them, which :func:`hspi_onnx.run.kernels.check` confirms there before it runs."""
+    import torch
+
+    env = env or {}
+    aten = env.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability()
+    return {"aten": token(aten), "onednn": onednn_limit({**os.environ, **env}), "mkl": mkl_branch()}
+
+
+@contextlib.contextmanager
+def pinned_cpu_settings(pins: dict):
+    """The CPU settings the adapter fixes (``PyTorchAdapter.pins``), restored after."""
+    import torch
+
+    saved = (torch.get_float32_matmul_precision(), torch.backends.mkldnn.enabled)
+    torch.set_flush_denormal(bool(pins["flush_denormal"]))
+    torch.set_float32_matmul_precision(pins["float32_matmul_precision"])
+    torch.backends.mkldnn.enabled = bool(pins["mkldnn"])
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.mkldnn.enabled = saved[1]
 
 
 @contextlib.contextmanager
@@ -110,11 +178,17 @@ class PyTorchAdapter(Adapter):
     distribution = "torch"
     requires = ("torch",)
     summary = "PyTorch eager on the CPU (zoo modules, or any ONNX through the converter)"
+    labelled = ("aten", "mkl", "onednn")
+    pins = {"flush_denormal": False, "float32_matmul_precision": "highest", "mkldnn": True}
+
+    def _kernels(self, device: str) -> dict[str, str]:
+        return cpu_kernels(self.environment(self.platform(device, "fp32")))
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         srcs = ("module", "onnx") if has_module(model) else ("onnx",)
         layouts = ("nchw", "nhwc") if any(i.kind == "image" for i in model.inputs) else ("plain",)
-        out = self.grid(capped_cpu_device(), [(p, {"mode": "eager"}) for p in PRECISIONS],
+        device = capped_cpu_device()
+        out = self.grid(device, [(p, {"mode": "eager", **self._kernels(device)}) for p in PRECISIONS],
                         src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
         if not cuda_unavailable():
             import torch
@@ -132,10 +206,21 @@ class PyTorchAdapter(Adapter):
         layout = "nchw" if any(i.kind == "image" for i in model.inputs) else "plain"
         fixed = dict(src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))
         out = [p for isa, _, _ in isa_caps()
-               for p in self.grid(cpu_device(isa), [(p, {"mode": "eager"}) for p in PRECISIONS], **fixed)]
+               for p in self.grid(cpu_device(isa), [(p, {"mode": "eager", **self._kernels(cpu_device(isa))})
+                                                    for p in PRECISIONS], **fixed)]
         if not compile_unavailable():
-            out += self.grid(capped_cpu_device(), [(p, {"mode": "compile"}) for p in PRECISIONS], **fixed)
+            device = capped_cpu_device()
+            out += self.grid(device, [(p, {"mode": "compile", **self._kernels(device)}) for p in PRECISIONS], **fixed)
         return out
+
+    def measure(self, platform: Platform, session) -> dict[str, str]:
+        import torch
+
+        if platform.device_kind != "cpu":
+            return {}
+        return cpu_kernels() | {"threads": str(torch.get_num_threads()),
+                                "float32_matmul_precision": torch.get_float32_matmul_precision(),
+                                "mkldnn_enabled": str(torch.backends.mkldnn.enabled).lower()}
 
     def limitations(self) -> dict[str, str]:
         out = {"cuda": cuda_unavailable()}
@@ -167,7 +252,7 @@ class PyTorchAdapter(Adapter):
             return
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
-        with torch_threads(int(knobs["threads"])):
+        with torch_threads(int(knobs["threads"])), pinned_cpu_settings(self.pins):
             if knobs.get("mode") == "compile":
                 reason = compile_unavailable()
                 if reason:

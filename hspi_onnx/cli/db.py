@@ -271,3 +271,7 @@ def merge(sources: Annotated[list[Path], typer.Argument(help="Reference DBs to m
     for c in report["conflicts"]:
         con.print(f"[red]non-deterministic[/red] {c['platform']}: runs {', '.join(c['runs'])} differ on "
                   f"{c['probes_differing']} probes", highlight=False, soft_wrap=True)
+    from hspi_onnx.run.kernels import describe_difference
+
+    for d in report["differences"]:
+        con.print(f"[yellow]measured state[/yellow] {describe_difference(d)}", highlight=False, soft_wrap=True)

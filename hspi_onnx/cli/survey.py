@@ -1,22 +1,37 @@
-"""``hspi survey``: the main job on embedded defaults."""
+"""``hspi survey``: the main job on embedded defaults; ``hspi survey knobs``: the knob survey."""
 
 from __future__ import annotations
 
 import typer
 
+from enum import Enum
 from typing import Annotated, Optional
 
 from .common import (InProcessOpt, JsonOpt, KindOpt, NProbesOpt, PlatformsOpt, QuietOpt, SeedOpt, console, emit_json,
                      progress, short_label)
 
 
-def survey(models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Zoo name or ONNX path; repeatable. Default: the whole zoo.", show_default=False)] = None,
+class What(str, Enum):
+    classes = "classes"
+    knobs = "knobs"
+
+
+def survey(what: Annotated[What, typer.Argument(help="classes: bit-identical platforms of the zoo (default); knobs: which environment variables and settings move each family's bits, and whether its label moves with them.")] = What.classes,
+           models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Zoo name or ONNX path; repeatable. Default: the whole zoo.", show_default=False)] = None,
            platforms: PlatformsOpt = None, n: NProbesOpt = 32, kind: KindOpt = None, seed: SeedOpt = 0,
            passes: Annotated[int, typer.Option("--passes", min=1, help="Passes, each with fresh worker processes; platforms that differ between passes are flagged.")] = 2,
            in_process: InProcessOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Export the zoo, run every available CPU platform on a probe set in fresh processes, and
     print which platforms are bit-identical (equivalence classes), whether each repeats itself,
-    and its error against a float64 reference."""
+    and its error against a float64 reference.
+
+    ``hspi survey knobs`` runs one base platform per family and precision (``-p`` picks others)
+    in fresh processes under each environment variable known to steer kernels and each setting
+    the adapter pins, and prints whether the bits changed and whether the label did; a row where
+    the bits changed and the label did not is a bug (exit 1)."""
+    if what is What.knobs:
+        _knobs(models or ["digits"], platforms, n, seed, quiet, as_json)
+        return
     from hspi_onnx.models import ZOO
     from hspi_onnx.run.survey import survey as run_survey
 
@@ -64,3 +79,60 @@ def _print(report: dict) -> None:
     flagged = sum(len(m["not_repeating"]) for m in report["models"])
     out.print(f"{total} platform runs on {len(report['models'])} models; "
               f"{flagged} not repeatable across {report['passes']} fresh processes.")
+
+
+def _knobs(models: list[str], platforms, n: int, seed: int, quiet: bool, as_json: bool) -> None:
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.run.adapter import selected_variants
+    from hspi_onnx.run.knobs import survey_knobs
+
+    reports = []
+    with progress(quiet or as_json) as bar:
+        for ref in models:
+            bases = None
+            if platforms:
+                info = resolve_model(ref)
+                chosen = selected_variants(info, generate(info, n=1).kind, platforms)
+                bases = [(a.name, str(p)) for a, p in chosen]
+            task = bar.add_task(f"knobs on {ref}", total=None)
+
+            def on_event(event: dict, task=task) -> None:
+                if event["event"] == "plan":
+                    bar.update(task, total=event["total"])
+                else:
+                    bar.advance(task)
+
+            reports.append(survey_knobs(ref, n=n, seed=seed, bases=bases, on_event=on_event))
+    if as_json:
+        emit_json({"models": reports})
+    else:
+        for report in reports:
+            _print_knobs(report)
+    if any(r["bugs"] for r in reports):
+        raise typer.Exit(1)
+
+
+def _print_knobs(report: dict) -> None:
+    from rich.table import Table
+
+    out = console()
+    colour = {"BUG": "[red]BUG[/red]", "labelled": "[green]labelled[/green]", "pinned": "[green]pinned[/green]"}
+    for base in report["bases"]:
+        table = Table("knob", "bits changed", "label changed", "verdict",
+                      title=f"{report['model']} on {short_label(base['base'])} ({report['n']} probes)", show_lines=False)
+        table.add_column("label change / error", overflow="fold")
+        if base["error"] or not base["repeats"]:
+            out.print(f"[red]baseline {base['base']}: {base['error'] or 'not repeatable in two fresh processes'}[/red]",
+                      highlight=False, soft_wrap=True)
+            continue
+        for r in report["rows"]:
+            if r["base"] != base["base"]:
+                continue
+            yes = lambda v: "" if v is None else ("yes" if v else "no")
+            table.add_row(f"{r['knob']}={r['value']}" + (" (pin)" if r["kind"] == "setting" else ""),
+                          yes(r["bits_changed"]), yes(r["label_changed"]), colour.get(r["verdict"], r["verdict"]),
+                          r.get("label_diff") or r.get("error", ""))
+        out.print(table)
+    out.print(f"{len(report['rows'])} variations on {len(report['bases'])} base platforms; "
+              f"{report['bugs']} where the bits changed and the label did not.")

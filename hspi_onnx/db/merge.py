@@ -4,7 +4,9 @@ Shards are copied (never overwritten: their names carry the run id), manifests a
 (models, probe sets, platforms and runs by key; failures and non-repeatable entries
 concatenated). When one platform label has several runs whose outputs differ on some probe,
 the platform is recorded as non-deterministic with the runs and the number of probes that
-differ; both shards stay.
+differ; both shards stay. Where the sources were built on machines whose measured state differs
+(a BLAS kernel, an ISA limit, the device), the report says so: those platforms carry different
+labels and do not meet.
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ def merge(sources: list[Path], target: Path) -> dict:
                 m["nondeterministic"].append(entry)
 
     out.update(record)
+    from hspi_onnx.run.kernels import differences
+
+    labels = {str(s.root): list(s.manifest()["platforms"]) for s in srcs}
     return {"target": str(out.root), "sources": [str(s.root) for s in srcs], "shards_copied": copied,
-            "shards_identical": identical, "conflicts": conflicts}
+            "shards_identical": identical, "conflicts": conflicts, "differences": differences(labels)}
 
 
 def find_conflicts(db: ReferenceDB) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections import defaultdict
 
 import numpy as np
@@ -83,8 +85,38 @@ def classes(db: ReferenceDB) -> list[dict]:
     return out
 
 
+def measured_state_problems(label: str, hosts: set[str]) -> list[str]:
+    """What is wrong between a shard's label and the kernel state its run measured (recorded in
+    the rows' host facts): a measured knob the label lacks (a DB built before labels carried
+    measured state), or a value the run did not measure."""
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.run.adapter import registry
+
+    if len(hosts) != 1:
+        return ["rows of one run record several hosts"]
+    try:
+        host = json.loads(next(iter(hosts)))
+    except ValueError:
+        return ["host facts are not JSON"]
+    plat = Platform.parse(label)
+    adapter = registry().get(plat.runtime)
+    names = adapter.labelled_for(plat) if adapter is not None else ()
+    measured = host.get("kernels", {}) if isinstance(host, dict) else {}
+    out = []
+    missing = [k for k in names if k not in plat.knob]
+    if missing:
+        out.append(f"label lacks the measured knobs {', '.join(missing)} (built before labels carried measured "
+                   f"kernel state: rebuild it)")
+    wrong = [f"{k}={plat.knob[k]} but the run measured {measured.get(k, 'nothing')}" for k in names
+             if k in plat.knob and measured.get(k) != plat.knob[k]]
+    if wrong:
+        out.append(f"label says {'; '.join(wrong)}")
+    return out
+
+
 def verify(db: ReferenceDB) -> dict:
-    """Schema, manifest vs shards, digests recomputed from the stored bytes."""
+    """Schema, manifest vs shards, digests recomputed from the stored bytes, the measured kernel
+    state each run recorded against its label."""
     import pyarrow.parquet as pq
 
     problems: list[str] = []
@@ -132,6 +164,7 @@ def verify(db: ReferenceDB) -> dict:
         bad = sum(digest(t, s, o) != g.hex() for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
         if bad:
             problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
+        problems += [f"{rel}: {p}" for p in measured_state_problems(plat, set(d["host"]))]
     unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
     return {"ok": not problems, "problems": problems, "schema": manifest["schema"], "shards": len(db.shards()), "rows": rows,
             "unfinished_runs": unfinished,

@@ -68,6 +68,11 @@ class Adapter:
     distribution: str = ""  # the pip distribution whose version labels carry
     requires: tuple[str, ...] = ()  # modules that must import for the adapter to work
     summary: str = ""
+    # measured facts (:meth:`measure`) that change bits: knobs of every CPU label, checked before a run
+    labelled: tuple[str, ...] = ()
+    # settings the adapter fixes in prepare() whatever the runtime's default (docs/labels.md); the
+    # knob survey overrides them one at a time in a process of its own to show what they would move
+    pins: dict = {}
 
     def version(self) -> str:
         return _dist_version(self.distribution)
@@ -105,6 +110,17 @@ class Adapter:
         cap); platforms with the same answer share a worker process of their own
         (:mod:`hspi_onnx.run.runner`), also under ``--in-process``."""
         return {}
+
+    def measure(self, platform: Platform, session: Session) -> dict[str, str]:
+        """The state of this process that decides the platform's kernels, read from the runtime
+        after ``prepare`` loaded it (``session`` is what prepare gave): the :attr:`labelled` facts,
+        which must equal the label's knobs of those names (:func:`hspi_onnx.run.kernels.check`),
+        and any others worth recording beside the outputs (thread counts, pinned settings)."""
+        return {}
+
+    def labelled_for(self, platform: Platform) -> tuple[str, ...]:
+        """The measured facts ``platform``'s label carries (CPU platforms: :attr:`labelled`)."""
+        return self.labelled if platform.device_kind == "cpu" else ()
 
     def limitations(self) -> dict[str, str]:
         """What this adapter offers elsewhere but not on this machine (e.g. a precision), with why."""
@@ -228,7 +244,8 @@ class Offered:
         status = adapter.available()
         if not status.ok:
             return f"runtime {runtime} is unavailable here: {status.reason}"
-        return f"not offered here (this machine's {runtime} is {adapter.version}, its devices and ISA may differ)"
+        return (f"not offered here (this machine's {runtime} is {adapter.version()}; its devices, ISA or "
+                f"measured kernels may differ)")
 
 
 def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:

@@ -130,6 +130,7 @@ class RayRunner:
         self.nodes: dict[str, Node] = {}
         self.lost: list[str] = []
         self.cross_checked: dict[str, dict] = {}
+        self.differences: list[dict] = []  # measured state the nodes differ in (run/kernels.differences)
         self._model_ref = None
         _reachable(address)
         for attempt in range(CLIENT_TRIES if address.startswith("ray://") else 1):
@@ -227,11 +228,16 @@ class RayRunner:
         if not labels:
             shown = "; ".join(f"{n.short}: {n.error or 'no platform matches'}" for n in self.nodes.values())
             raise HspiError(f"no node of the cluster offers a platform to build ({shown})")
+        from hspi_onnx.run.kernels import describe_difference, differences
+
+        self.differences = differences({n.short: n.facts.get("platforms", []) for n in self.nodes.values() if n.alive})
+        for d in self.differences:
+            self.on_note(f"nodes differ in measured state: {describe_difference(d)}")
         return [(None, p) for p in labels.values()]
 
     def report(self) -> dict:
         return {"nodes": [n.describe() for n in self.nodes.values()], "nodes_lost": self.lost,
-                "cross_checked": self.cross_checked}
+                "cross_checked": self.cross_checked, "differences": self.differences}
 
     # -- running
 

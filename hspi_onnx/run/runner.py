@@ -35,7 +35,7 @@ from hspi_onnx.errors import HspiError
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.outputs import RunResult
 from hspi_onnx.run.adapter import Adapter, require
-from hspi_onnx.run import wire
+from hspi_onnx.run import kernels, wire
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("HSPI_PLATFORM_TIMEOUT", 3600))
 START_TIMEOUT_S = 120.0
@@ -88,6 +88,8 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
     results: dict[str, list] = {name: [None] * n for name in model.output_names}
     owner = np.full(n, -1)  # the batch each probe's stored output came from (the last one wraps around)
     with adapter.prepare(model, platform) as session:
+        state = adapter.measure(platform, session)
+        kernels.check(platform, state, adapter.labelled_for(platform))
         t0 = time.perf_counter()
         for b, idx in enumerate(batches(n, bs)):
             out = session.run(probes.batch(idx))
@@ -117,7 +119,8 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
             alone = all(arr[0].tobytes() == results[name][0].tobytes() for name, arr in copies.items())
     outputs = {name: np.stack(rows) for name, rows in results.items()}
     return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
-                     probes.ids.copy(), outputs, seconds, cpu_facts(), repeats=repeats, batch_independent=alone)
+                     probes.ids.copy(), outputs, seconds, cpu_facts() | ({"kernels": state} if state else {}),
+                     repeats=repeats, batch_independent=alone)
 
 
 def _signal_name(code: int) -> str:
