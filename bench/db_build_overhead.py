@@ -50,7 +50,7 @@ def main() -> None:
     plan = selected_variants(model, probes.kind, args.platforms or ["onnxruntime/*/fp32"])
     bare_loop(model, generate(model, n=2), plan)  # warm caches and libraries
     patterns = args.platforms or ["onnxruntime/*/fp32"]
-    bare, built, local, sizes = [], [], [], []
+    bare, built, local, sizes, breakdowns = [], [], [], [], {}
 
     def timed_build(in_process: bool) -> float:
         with tempfile.TemporaryDirectory() as tmp:
@@ -58,9 +58,12 @@ def main() -> None:
             t0 = time.perf_counter()
             with Runner(in_process=in_process) as runner:
                 summary = build(db, model, probes, patterns, runner=runner)
+                waited = runner.waited_for_workers
             seconds = time.perf_counter() - t0
             assert len(summary.built) == len(plan) and not summary.failed, summary.failed
             sizes.append((sum(p.stat().st_size for p in db.shards()), db.manifest_path.stat().st_size))
+        if seconds <= min(built + local + [seconds]):
+            breakdowns[in_process] = (seconds, dict(summary.timings, worker_start=waited))
         return seconds
 
     for r in range(args.rounds):  # alternate, so drift hits every side
@@ -80,6 +83,19 @@ def main() -> None:
           + (f" (in-process build: {min(local) / min(bare):.2f})" if local else ""))
     print(f"bytes on disk per output value: {shard_bytes / values:.2f} in shards "
           f"(+{manifest_bytes / values:.2f} manifest) vs 4.00 raw float32")
+    for in_process, (total, t) in sorted(breakdowns.items()):
+        rest = t["run"] - t["compute"] - t["prepare"] - t["checks"] - t["worker_start"]
+        print(f"where the {'in-process' if in_process else 'worker'} build's {total:.2f} s went:")
+        for name, value in [("batches (what the bare loop runs)", t["compute"]),
+                            ("prepare (sessions, measured state)", t["prepare"]),
+                            ("determinism checks (repeat sample, batch of copies)", t["checks"]),
+                            ("waiting for worker processes to start", t["worker_start"]),
+                            ("pipes, probe and output transfer, progress", rest),
+                            ("digests and the Arrow table", t["digests"]), ("Parquet write, fsync, rename", t["write"]),
+                            ("manifest updates", t["manifest"]),
+                            ("planning, listing variants, the rest", total - t["run"] - t["digests"] - t["write"]
+                             - t["manifest"])]:
+            print(f"  {name:<55} {value:6.2f} s  {100 * value / total:5.1f} %")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,9 @@ class RunResult:
     # the same platform on another machine over the first probes (distributed builds):
     # {"probes": how many, "differing": how many gave other bits, "where": that machine, "nodes": both}
     cross_check: dict | None = None
+    # where the run's wall time went, in seconds (not stored): "prepare" (loading the model on the
+    # runtime, measuring its state), "checks" (the repeat sample and the batch-of-copies check)
+    phases: dict = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:

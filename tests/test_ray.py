@@ -92,6 +92,10 @@ def test_two_node_build_equals_local_builds_and_names_each_nodes_device(cluster,
         capped = {lab for lab in ran if lab.startswith("pytorch") and f"/cpu:{CAP}:" in lab}
         assert capped and all(ran[lab] == worker["node"] for lab in capped)
         assert any(lab.startswith("pytorch") and f"/cpu:{head['isa']}:" in lab for lab in ran)
+        # the nodes differ in measured state, and the build says so: PyTorch's device and ISA knobs
+        facts = {d["fact"] for d in report["differences"] if d["runtime"] == "pytorch"}
+        assert {"device", "aten", "onednn"} <= facts, report["differences"]
+        assert "nodes differ in measured state: pytorch" in proc.stderr + proc.stdout
     # platforms both nodes offer (ONNX Runtime) were run again on the other node and agreed
     checked = report["cross_checked"]
     assert checked and all(c["differing"] == 0 and len(set(c["nodes"])) == 2 for c in checked.values())

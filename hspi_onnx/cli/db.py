@@ -209,7 +209,8 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
 
 @app.command("verify")
 def verify(db: DbOpt, as_json: JsonOpt = False) -> None:
-    """Check schema, manifest vs shards and every digest; exit 1 on any problem."""
+    """Check schema, manifest vs shards, every digest and the measured kernel state each run
+    recorded against its label; exit 1 on any problem."""
     from hspi_onnx.db.report import verify as db_verify
     from hspi_onnx.db.store import ReferenceDB
 
@@ -220,6 +221,11 @@ def verify(db: DbOpt, as_json: JsonOpt = False) -> None:
         out = console()
         for p in report["problems"]:
             out.print(f"[red]problem[/red] {p}", highlight=False, soft_wrap=True)
+        if report["unmeasured"]:
+            knobs = sorted({k for missing in report["unmeasured"].values() for k in missing})
+            out.print(f"[yellow]note[/yellow] {len(report['unmeasured'])} platforms were built before labels carried "
+                      f"measured kernel state ({', '.join(knobs)}): their labels do not say which kernels ran; "
+                      f"rebuild them to compare with new builds", highlight=False, soft_wrap=True)
         out.print(f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['rows']} rows checked"
                   + (f"; unfinished runs: {', '.join(report['unfinished_runs'])}" if report.get("unfinished_runs") else ""))
     if not report["ok"]:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -38,6 +39,11 @@ class BuildSummary:
     failed: dict[str, str] = field(default_factory=dict)
     nondeterministic: list[str] = field(default_factory=list)
     batch_dependent: list[str] = field(default_factory=list)  # a probe's output depends on its batch-mates
+    # seconds by phase (bench/db_build_overhead.py): "run" (waiting for the runner), of which "compute"
+    # (the batches), "prepare" and "checks" (repeat sample, batch of copies); then "digests" (hashing
+    # and the Arrow table), "write" (Parquet, fsync, rename), "manifest" (updates under the lock)
+    timings: dict = field(default_factory=lambda: dict.fromkeys(
+        ("run", "compute", "prepare", "checks", "digests", "write", "manifest"), 0.0))
 
     @property
     def partial(self) -> bool:
@@ -143,46 +149,64 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
         return {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
                 "platform": label, "reason": reason}
 
-    db.update(register)
+    timings = summary.timings
+
+    def update(change) -> None:
+        t0 = time.perf_counter()
+        db.update(change)
+        timings["manifest"] += time.perf_counter() - t0
+
+    update(register)
     on_event("plan", {"total": len(plan)})
     for _, plat in plan:
         if str(plat) not in pending:
             summary.skipped.append(str(plat))
             on_event("skipped", {"platform": str(plat)})
+    t_wait = time.perf_counter()
     for adapter, plat, outcome in outcomes(runner, todo, model, probes, repeat_sample, on_event):
+        timings["run"] += time.perf_counter() - t_wait
         label = str(plat)
         if isinstance(outcome, BaseException):  # failure isolation: record and go on
             reason = failure_reason(outcome)
             summary.failed[label] = reason
-            db.update(lambda m: m["failures"].append(entry(label, reason) | {"at": _now()}))
+            update(lambda m: m["failures"].append(entry(label, reason) | {"at": _now()}))
             on_event("failed", {"platform": label, "reason": reason})
+            t_wait = time.perf_counter()
             continue
         result = outcome
         deterministic = bool(result.repeats)
-        db.write_shard(db.shard_path(model.sha256, probes.sha256, label, run_id),
-                       shard_table(result, plat, run_id, deterministic))
+        timings["compute"] += result.seconds
+        for phase in ("prepare", "checks"):
+            timings[phase] += float(result.phases.get(phase, 0.0))
+        t0 = time.perf_counter()
+        table = shard_table(result, plat, run_id, deterministic)
+        t1 = time.perf_counter()
+        db.write_shard(db.shard_path(model.sha256, probes.sha256, label, run_id), table)
+        timings["digests"] += t1 - t0
+        timings["write"] += time.perf_counter() - t1
         summary.built.append(label)
         if not deterministic:
             summary.nondeterministic.append(label)
-            db.update(lambda m: m["nondeterministic"].append(
+            update(lambda m: m["nondeterministic"].append(
                 entry(label, "second run differed on the repeat sample")))
         cross = result.cross_check
         if cross and cross["differing"]:
             if deterministic:
                 summary.nondeterministic.append(label)
-            db.update(lambda m: m["nondeterministic"].append(entry(
+            update(lambda m: m["nondeterministic"].append(entry(
                 label, f"another machine ({cross['where']}) gave other bits on {cross['differing']} of the first "
                        f"{cross['probes']} probes")))
         if result.batch_independent is False:
             summary.batch_dependent.append(label)
-            db.update(lambda m: m.setdefault("batch_dependent", []).append(
+            update(lambda m: m.setdefault("batch_dependent", []).append(
                 entry(label, "the first probe alone in its batch (padded with copies) gave other bits")))
         on_event("built", {"platform": label, "deterministic": deterministic})
+        t_wait = time.perf_counter()
 
     def finish(m: dict) -> None:
         m["runs"][run_id] |= {"finished": _now(), "built": len(summary.built), "skipped": len(summary.skipped),
                               "failed": len(summary.failed)}
 
-    db.update(finish)
+    update(finish)
     return summary
 

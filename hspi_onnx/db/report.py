@@ -85,10 +85,20 @@ def classes(db: ReferenceDB) -> list[dict]:
     return out
 
 
+def unmeasured_knobs(label: str) -> list[str]:
+    """The measured knobs ``label``'s adapter puts in labels today that ``label`` lacks: a DB built
+    before labels carried measured kernel state (its outputs stay valid; its labels say less)."""
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.run.adapter import registry
+
+    plat = Platform.parse(label)
+    adapter = registry().get(plat.runtime)
+    return [k for k in (adapter.labelled_for(plat) if adapter is not None else ()) if k not in plat.knob]
+
+
 def measured_state_problems(label: str, hosts: set[str]) -> list[str]:
     """What is wrong between a shard's label and the kernel state its run measured (recorded in
-    the rows' host facts): a measured knob the label lacks (a DB built before labels carried
-    measured state), or a value the run did not measure."""
+    the rows' host facts): a measured knob whose value the run did not measure."""
     from hspi_onnx.labels import Platform
     from hspi_onnx.run.adapter import registry
 
@@ -102,16 +112,9 @@ def measured_state_problems(label: str, hosts: set[str]) -> list[str]:
     adapter = registry().get(plat.runtime)
     names = adapter.labelled_for(plat) if adapter is not None else ()
     measured = host.get("kernels", {}) if isinstance(host, dict) else {}
-    out = []
-    missing = [k for k in names if k not in plat.knob]
-    if missing:
-        out.append(f"label lacks the measured knobs {', '.join(missing)} (built before labels carried measured "
-                   f"kernel state: rebuild it)")
     wrong = [f"{k}={plat.knob[k]} but the run measured {measured.get(k, 'nothing')}" for k in names
              if k in plat.knob and measured.get(k) != plat.knob[k]]
-    if wrong:
-        out.append(f"label says {'; '.join(wrong)}")
-    return out
+    return [f"label says {'; '.join(wrong)}"] if wrong else []
 
 
 def verify(db: ReferenceDB) -> dict:
@@ -166,6 +169,7 @@ def verify(db: ReferenceDB) -> dict:
             problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
         problems += [f"{rel}: {p}" for p in measured_state_problems(plat, set(d["host"]))]
     unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
-    return {"ok": not problems, "problems": problems, "schema": manifest["schema"], "shards": len(db.shards()), "rows": rows,
+    unmeasured = {label: missing for label in manifest["platforms"] if (missing := unmeasured_knobs(label))}
+    return {"ok": not problems, "unmeasured": unmeasured, "problems": problems, "schema": manifest["schema"], "shards": len(db.shards()), "rows": rows,
             "unfinished_runs": unfinished,
             "stale_temporaries": len(list((db.root / "shards").glob("*/*/.*.tmp")))}

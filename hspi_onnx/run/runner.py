@@ -87,6 +87,7 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
     bs = int(platform.knob.get("bs", "1"))
     results: dict[str, list] = {name: [None] * n for name in model.output_names}
     owner = np.full(n, -1)  # the batch each probe's stored output came from (the last one wraps around)
+    t_prepare = time.perf_counter()
     with adapter.prepare(model, platform) as session:
         state = adapter.measure(platform, session)
         kernels.check(platform, state, adapter.labelled_for(platform))
@@ -104,6 +105,7 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
             if on_batch:
                 on_batch(fresh)
         seconds = time.perf_counter() - t0
+        t_checks = time.perf_counter()
         repeats = None
         if repeat > 0:
             repeats = True
@@ -117,10 +119,12 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
         if repeat > 0 and bs > 1:
             copies = session.run(probes.batch(np.zeros(bs, dtype=np.int64)))
             alone = all(arr[0].tobytes() == results[name][0].tobytes() for name, arr in copies.items())
+        checks = time.perf_counter() - t_checks
     outputs = {name: np.stack(rows) for name, rows in results.items()}
     return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
                      probes.ids.copy(), outputs, seconds, cpu_facts() | ({"kernels": state} if state else {}),
-                     repeats=repeats, batch_independent=alone)
+                     repeats=repeats, batch_independent=alone,
+                     phases={"prepare": t0 - t_prepare, "checks": checks})
 
 
 def _signal_name(code: int) -> str:
@@ -210,6 +214,7 @@ class Runner:
     def __init__(self, in_process: bool = False, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.in_process, self.timeout = in_process, timeout
         self.workers: dict[tuple, Worker] = {}
+        self.waited_for_workers = 0.0  # seconds spent waiting for workers to start (bench breakdown)
 
     def __enter__(self) -> "Runner":
         return self
@@ -252,7 +257,9 @@ class Runner:
     def _remote(self, worker: Worker, model, platform, probes, repeat, on_batch) -> RunResult:
         label = str(platform)
         try:
+            t0 = time.monotonic()
             worker.start()
+            self.waited_for_workers += time.monotonic() - t0
             described, arrays = probes.to_wire()
             header = {"op": "run", "platform": label, "repeat": int(repeat), "model": model.to_wire(),
                       "probes": described}
@@ -274,7 +281,7 @@ class Runner:
                     outputs = dict(zip(reply["names"], out))
                     return RunResult(label, model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
                                      outputs, float(reply["seconds"]), reply["host"], repeats=reply["repeats"],
-                                     batch_independent=reply.get("batch_independent"))
+                                     batch_independent=reply.get("batch_independent"), phases=reply.get("phases", {}))
                 elif event == "error":
                     raise PlatformFailed(reply["message"], reply.get("type", ""))
                 else:
