@@ -145,8 +145,8 @@ def describe_exit(code: int) -> str:
 class Worker:
     """One long-lived worker process for one runtime family and environment."""
 
-    def __init__(self, family: str, env: dict[str, str]) -> None:
-        self.family, self.env = family, dict(env)
+    def __init__(self, family: str, env: dict[str, str], entry_point: str = "") -> None:
+        self.family, self.env, self.entry_point = family, dict(env), entry_point
         self.proc: subprocess.Popen | None = None
         self.stderr = None
         self.last_probes: tuple | None = None
@@ -162,7 +162,7 @@ class Worker:
             self.stderr.close()
         self.stderr = tempfile.TemporaryFile(prefix="hspi-worker-")
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.worker", self.family],
+        self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.worker", self.family, self.entry_point],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      env=env, close_fds=True)
         self.last_probes = None
@@ -195,17 +195,30 @@ class Worker:
             for pipe in (self.proc.stdin, self.proc.stdout):
                 pipe.close()
 
-    def close(self) -> None:
+    def ask_to_exit(self) -> None:
+        """Tell the worker to exit (it unloads its runtime on its own time: :meth:`close` waits)."""
         if self.alive:
             try:
                 wire.send(self.proc.stdin.fileno(), {"op": "exit"})
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.ask_to_exit()
+        if self.proc is not None:
+            try:
                 self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
         self.kill()
         if self.stderr is not None:
             self.stderr.close()
             self.stderr = None
+
+
+def _reap(workers: list[Worker]) -> None:
+    for w in workers:
+        w.close()
 
 
 class Runner:
@@ -222,10 +235,20 @@ class Runner:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
-        for w in self.workers.values():
-            w.close()
+    def close(self, wait: bool = False) -> None:
+        """Ask every worker to exit. Unloading a runtime takes a worker tens of milliseconds that
+        nothing here waits on: they are reaped by a background thread (``wait``: here), which
+        kills any that has not exited within 10 s."""
+        workers = list(self.workers.values())
         self.workers.clear()
+        for w in workers:
+            w.ask_to_exit()
+        if wait:
+            _reap(workers)
+        elif workers:
+            import threading
+
+            threading.Thread(target=_reap, args=(workers,), name="hspi-reap-workers", daemon=True).start()
 
     def _worker(self, adapter: Adapter, platform) -> Worker | None:
         """The worker that runs ``platform`` (None: this process does)."""
@@ -234,7 +257,7 @@ class Runner:
             return None
         key = (adapter.name, tuple(sorted(env.items())))
         if key not in self.workers:
-            self.workers[key] = Worker(adapter.name, env)
+            self.workers[key] = Worker(adapter.name, env, adapter.entry_point)
         return self.workers[key]
 
     def prestart(self, adapter: Adapter, platform) -> None:

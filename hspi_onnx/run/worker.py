@@ -34,20 +34,22 @@ class _Progress:
             self.pending, self.last = 0, now
 
 
-def _serve(family: str, fd_in: int, fd_out: int) -> None:
+def _serve(family: str, fd_in: int, fd_out: int, entry_point: str = "") -> None:
     from hspi_onnx.errors import HspiError
     from hspi_onnx.inputs.model import ModelInfo, open_model, resolve_model
     from hspi_onnx.inputs.onnxfile import sha256_file
     from hspi_onnx.inputs.probes import ProbeSet
     from hspi_onnx.labels import Platform
     from hspi_onnx.run import wire
-    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.adapter import load_adapter
     from hspi_onnx.run.runner import execute
 
     models: dict[str, object] = {}
     probe_sets: dict[str, ProbeSet] = {}
+    adapters = {}
     try:  # load the family's runtime now: a worker is started ahead of its first platform
-        registry()[family].available()
+        adapters[family] = load_adapter(family, entry_point)
+        adapters[family].available()
     except Exception:  # the request will say what is wrong
         pass
     wire.send(fd_out, {"event": "ready", "pid": os.getpid()})
@@ -75,7 +77,7 @@ def _serve(family: str, fd_in: int, fd_out: int) -> None:
                 probe_sets = {p["sha256"]: ProbeSet.from_wire(p, arrays)}
             probes = probe_sets[p["sha256"]]
             platform = Platform.parse(req["platform"])
-            adapter = registry()[platform.runtime]
+            adapter = adapters.get(platform.runtime) or load_adapter(platform.runtime)
             result = execute(adapter, model, platform, probes, int(req["repeat"]), on_batch=_Progress(fd_out))
             wire.send(fd_out, {"event": "result", "names": result.output_names, "seconds": result.seconds,
                                "repeats": result.repeats, "batch_independent": result.batch_independent,
@@ -92,7 +94,7 @@ def main() -> int:
     fd_out = os.dup(1)
     os.dup2(2, 1)  # anything printed goes to stderr, not into the frames
     sys.stdout = sys.stderr
-    _serve(sys.argv[1] if len(sys.argv) > 1 else "", 0, fd_out)
+    _serve(sys.argv[1] if len(sys.argv) > 1 else "", 0, fd_out, sys.argv[2] if len(sys.argv) > 2 else "")
     return 0
 
 
