@@ -97,11 +97,14 @@ def outcomes(runner, jobs: list[tuple], model: ModelInfo, probes: ProbeSet, repe
              on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
     """(adapter, platform, RunResult or the exception it failed with) for each job, as each
     finishes: a runner with ``stream`` runs them its own way (a cluster, in parallel), any other
-    one after another, announcing each ("start") and its batches ("advance")."""
+    one after another, announcing each ("start") and its batches ("advance"); the worker of the
+    next platform is started as the one before it begins, so a new family's start-up overlaps it."""
     if hasattr(runner, "stream"):
         yield from runner.stream(jobs, model, probes, repeat, on_event)
         return
-    for adapter, plat in jobs:
+    for k, (adapter, plat) in enumerate(jobs):
+        if k + 1 < len(jobs):  # the next family's worker starts while this platform runs
+            runner.prestart(*jobs[k + 1])
         on_event("start", {"platform": str(plat), "n": len(probes)})
         try:
             result = runner.run(adapter, model, plat, probes, repeat=repeat,
