@@ -170,3 +170,17 @@ def test_db_verify_notes_an_old_db_without_failing_it(tmp_path):
     report = verify(db)
     assert report["ok"] and report["unmeasured"] and all(
         set(m) == {"aten", "mkl", "onednn"} for lab, m in report["unmeasured"].items() if lab.startswith("pytorch"))
+
+
+@pytest.mark.slow
+def test_survey_knobs_command_prints_verdicts_and_fails_on_none():
+    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "survey", "knobs", "-m", "digits", "-n", "8",
+                           "-p", "onnxref/*/fp32/*bs=8*", "--knob", "OPENBLAS_NUM_THREADS", "--knob", "blas_threads",
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (report,) = json.loads(proc.stdout)["models"]
+    assert report["bugs"] == 0 and [b["repeats"] for b in report["bases"]] == [True]
+    rows = {r["knob"]: r for r in report["rows"]}
+    assert set(rows) == {"OPENBLAS_NUM_THREADS", "blas_threads"}
+    assert rows["OPENBLAS_NUM_THREADS"]["verdict"] == "no effect"  # the adapter pins BLAS threads
+    assert rows["blas_threads"]["kind"] == "setting" and rows["blas_threads"]["verdict"] in ("pinned", "no effect")

@@ -20,7 +20,9 @@ def survey(what: Annotated[What, typer.Argument(help="classes: bit-identical pla
            models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Zoo name or ONNX path; repeatable. Default: the whole zoo.", show_default=False)] = None,
            platforms: PlatformsOpt = None, n: NProbesOpt = 32, kind: KindOpt = None, seed: SeedOpt = 0,
            passes: Annotated[int, typer.Option("--passes", min=1, help="Passes, each with fresh worker processes; platforms that differ between passes are flagged.")] = 2,
-           in_process: InProcessOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+           in_process: InProcessOpt = False,
+           knob: Annotated[Optional[list[str]], typer.Option("--knob", help="knobs: vary only this environment variable or pinned setting (e.g. OPENBLAS_CORETYPE); repeatable. Default: every one.", show_default=False)] = None,
+           quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Export the zoo, run every available CPU platform on a probe set in fresh processes, and
     print which platforms are bit-identical (equivalence classes), whether each repeats itself,
     and its error against a float64 reference.
@@ -30,7 +32,7 @@ def survey(what: Annotated[What, typer.Argument(help="classes: bit-identical pla
     the adapter pins, and prints whether the bits changed and whether the label did; a row where
     the bits changed and the label did not is a bug (exit 1)."""
     if what is What.knobs:
-        _knobs(models or ["digits"], platforms, n, seed, quiet, as_json)
+        _knobs(models or ["digits"], platforms, n, seed, knob, quiet, as_json)
         return
     from hspi_onnx.models import ZOO
     from hspi_onnx.run.survey import survey as run_survey
@@ -81,7 +83,8 @@ def _print(report: dict) -> None:
               f"{flagged} not repeatable across {report['passes']} fresh processes.")
 
 
-def _knobs(models: list[str], platforms, n: int, seed: int, quiet: bool, as_json: bool) -> None:
+def _knobs(models: list[str], platforms, n: int, seed: int, only: list[str] | None, quiet: bool,
+           as_json: bool) -> None:
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import generate
     from hspi_onnx.run.adapter import selected_variants
@@ -103,7 +106,7 @@ def _knobs(models: list[str], platforms, n: int, seed: int, quiet: bool, as_json
                 else:
                     bar.advance(task)
 
-            reports.append(survey_knobs(ref, n=n, seed=seed, bases=bases, on_event=on_event))
+            reports.append(survey_knobs(ref, n=n, seed=seed, bases=bases, on_event=on_event, only=only))
     if as_json:
         emit_json({"models": reports})
     else:

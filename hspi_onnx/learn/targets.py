@@ -21,7 +21,10 @@ def attribute_values(label: str, knob_names: list[str]) -> dict[str, str]:
 
 
 def target_table(labels: list[str]) -> dict[str, dict[str, str]]:
-    """target -> {label -> value} for every attribute that takes at least two values."""
+    """target -> {label -> value} for every attribute that takes at least two values and is not a
+    renaming of another; a knob constant within each runtime (a measured knob only one runtime
+    has, e.g. ``blas`` of the ONNX reference: it only says "this is the ONNX reference") says
+    nothing the runtime target does not, and is no target either."""
     knob_names = sorted({k for lab in labels for k, _ in Platform.parse(lab).knobs})
     per_label = {lab: attribute_values(lab, knob_names) for lab in labels}
     targets: dict[str, dict[str, str]] = {}
@@ -29,10 +32,17 @@ def target_table(labels: list[str]) -> dict[str, dict[str, str]]:
     for name in ["runtime", "precision", "device", "version", *knob_names]:
         values = {lab: per_label[lab][name] for lab in labels}
         partition = _partition(values)
+        if name in knob_names and "runtime" in targets and _coarser(partition, seen[0]):
+            continue
         if len(set(values.values())) > 1 and partition not in seen:  # a renaming of another target adds nothing
             targets[name] = values
             seen.append(partition)
     return targets
+
+
+def _coarser(partition: set, other: set) -> bool:
+    """Whether every block of ``other`` lies inside one block of ``partition`` (equal counts)."""
+    return all(any(block <= mine for mine in partition) for block in other)
 
 
 def _partition(values: dict[str, str]) -> set:

@@ -166,8 +166,10 @@ def verdict(variation: Variation, base: dict, got: dict) -> str:
 
 
 def survey_knobs(model_ref: str, n: int = 16, seed: int = 0, bases: list[tuple[str, str]] | None = None,
-                 on_event: Callable[[dict], None] = lambda e: None, jobs: int = 2) -> dict:
-    """Every variation on every base platform, each in a fresh process; rows with verdicts."""
+                 on_event: Callable[[dict], None] = lambda e: None, jobs: int = 2,
+                 only: list[str] | None = None) -> dict:
+    """Every variation (``only``: those of these variable or setting names) on every base platform,
+    each in a fresh process; rows with verdicts."""
     from hspi_onnx.host import cpu_facts
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import generate
@@ -179,7 +181,7 @@ def survey_knobs(model_ref: str, n: int = 16, seed: int = 0, bases: list[tuple[s
     work = []
     for family, label in bases:
         work += [(family, label, None), (family, label, None)]
-        work += [(family, label, v) for v in envs + setting_variations(family)]
+        work += [(family, label, v) for v in envs + setting_variations(family) if not only or v.key in only]
     on_event({"event": "plan", "total": len(work)})
 
     def one(item):
