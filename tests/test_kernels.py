@@ -184,3 +184,18 @@ def test_survey_knobs_command_prints_verdicts_and_fails_on_none():
     assert set(rows) == {"OPENBLAS_NUM_THREADS", "blas_threads"}
     assert rows["OPENBLAS_NUM_THREADS"]["verdict"] == "no effect"  # the adapter pins BLAS threads
     assert rows["blas_threads"]["kind"] == "setting" and rows["blas_threads"]["verdict"] in ("pinned", "no effect")
+
+
+def test_openvino_reads_back_the_precision_it_compiled_and_the_isa():
+    """OpenVINO picks bf16 by itself on CPUs with AVX512_BF16 or AMX when no hint is set: the
+    adapter sets the hint, reads it back from the compiled model and stores it with the ISA."""
+    from hspi_onnx.run.runner import execute
+
+    if not registry()["openvino"].available().ok:
+        pytest.skip(registry()["openvino"].available().reason)
+    model = resolve_model("digits")
+    probes = generate(model, n=2)
+    for adapter, plat in selected_variants(model, probes.kind, ["openvino/*/*/bs=1,*threads=1"]):
+        state = execute(adapter, model, plat, probes).host["kernels"]
+        assert state["inference_precision"] == {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[plat.precision]
+        assert state["onednn"] == plat.knob["onednn"] and state["cpu_denormals_optimization"] == "false"
