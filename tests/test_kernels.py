@@ -75,6 +75,12 @@ def test_labels_differ_exactly_when_the_bits_do_across_blas_kernels(tmp_path):
     (lb, _), = builds["b"].items()
     assert la != lb and Platform.parse(la).knob["blas"] != Platform.parse(lb).knob["blas"]
     assert kernels.differences({"a": [la], "b": [lb]})[0]["fact"] == "blas"
+    # the second kernel's build into the first one's DB: a platform of its own, and it says why
+    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "db", "build", "digits", "--db", str(tmp_path / "a"),
+                           "-n", "16", "-q", "-p", ONNXREF], env=second, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "differ in measured state: onnxref blas differs" in proc.stderr, proc.stderr
+    assert sorted(_build(tmp_path / "a", first)) == sorted([la, lb])  # nothing left to build, both kept
 
 
 def test_a_worker_whose_kernels_differ_from_the_label_is_refused(tmp_path, monkeypatch):

@@ -110,6 +110,8 @@ def build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_js
                 bar.advance(overall)
                 if kind == "failed" and not quiet:
                     out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)
+            elif kind == "note":
+                out.print(f"[yellow]note[/yellow] {data['line']}", highlight=False, soft_wrap=True)
 
         return run_build(ref, info, probe_set, platforms, on_event, extra=extra, runner=runner, plan=plan)
 

@@ -42,6 +42,9 @@ class BuildSummary:
     # seconds by phase (bench/db_build_overhead.py): "run" (waiting for the runner), of which "compute"
     # (the batches), "prepare" and "checks" (repeat sample, batch of copies); then "digests" (hashing
     # and the Arrow table), "write" (Parquet, fsync, rename), "manifest" (updates under the lock)
+    # where this build's platforms differ in measured state from the same runtimes' earlier runs
+    # of this model in the DB (run/kernels.differences): different labels, so they never mix
+    differences: list = field(default_factory=list)
     timings: dict = field(default_factory=lambda: dict.fromkeys(
         ("run", "compute", "prepare", "checks", "digests", "write", "manifest"), 0.0))
 
@@ -52,7 +55,7 @@ class BuildSummary:
     def as_dict(self) -> dict:
         return {"run_id": self.run_id, "planned": self.planned, "built": self.built, "skipped": self.skipped,
                 "failed": self.failed, "nondeterministic": self.nondeterministic,
-                "batch_dependent": self.batch_dependent, "partial": self.partial}
+                "batch_dependent": self.batch_dependent, "partial": self.partial, "differences": self.differences}
 
 
 def _now() -> str:
@@ -93,6 +96,24 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
     return pa.Table.from_pydict(cols, schema=arrow_schema())
 
 
+def _state_differences(db: ReferenceDB, model: ModelInfo, plan: list[tuple]) -> list[dict]:
+    """Measured-state differences between the plan and the DB's platforms of the same model."""
+    from hspi_onnx.run.kernels import differences
+
+    try:
+        manifest = db.manifest()
+    except Exception:  # a new or unreadable DB: the build itself says what is wrong
+        return []
+    planned = {str(p) for _, p in plan}
+    runs = [r for r in manifest.get("runs", {}).values() if r.get("model_sha256") == model.sha256]
+    earlier = {label for r in runs for label in r.get("platforms", [])}
+    runtimes = {p.runtime for _, p in plan}
+    earlier = [lab for lab in earlier if lab.split("@", 1)[0] in runtimes]
+    if not earlier:
+        return []
+    return differences({"DB": sorted(earlier), "this build": sorted(planned)})
+
+
 def outcomes(runner, jobs: list[tuple], model: ModelInfo, probes: ProbeSet, repeat: int,
              on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
     """(adapter, platform, RunResult or the exception it failed with) for each job, as each
@@ -131,11 +152,17 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
     if plan is None:
         plan = selected_variants(model, calibration_kind(model, probes.kind), patterns, extra)
     todo = [(a, p) for a, p in plan if not db.existing_shards(model.sha256, probes.sha256, str(p))]
+    summary_differences = _state_differences(db, model, plan)
     pending = {str(p) for _, p in todo}
     if todo:
         runner.prestart(*todo[0])  # its start-up overlaps with registering the run
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    summary = BuildSummary(run_id, planned=len(plan))
+    summary = BuildSummary(run_id, planned=len(plan), differences=summary_differences)
+    from hspi_onnx.run.kernels import describe_difference
+
+    for d in summary.differences:
+        on_event("note", {"line": "this build and the DB's earlier runs differ in measured state: "
+                                  + describe_difference(d)})
     db.clean_stale_temporaries()
 
     def register(m: dict) -> None:

@@ -121,34 +121,47 @@ def check(platform, measured: dict[str, str], labelled: tuple[str, ...]) -> None
                         f"its outputs would be stored under a label that does not determine them")
 
 
-def measured_knobs(label: str) -> tuple[str, dict[str, str]]:
-    """(runtime, {measured knob: value}) of a label, by what its runtime's adapter measures."""
+def split_label(label: str) -> tuple[tuple, dict[str, str]]:
+    """(what was asked: runtime, version, precision and the knobs that are not measured;
+    what was measured: the measured knobs and the device) of a label, by its runtime's adapter."""
     from hspi_onnx.labels import Platform
     from hspi_onnx.run.adapter import registry
 
     plat = Platform.parse(label)
     adapter = registry().get(plat.runtime)
-    names = adapter.labelled_for(plat) if adapter is not None else ()
-    return plat.runtime, {k: plat.knob[k] for k in names if k in plat.knob} | {"device": plat.device}
+    names = set(adapter.labelled_for(plat)) if adapter is not None else set()
+    asked = (plat.runtime, plat.version, plat.precision, tuple((k, v) for k, v in plat.knobs if k not in names))
+    return asked, {k: v for k, v in plat.knobs if k in names} | {"device": plat.device}
 
 
 def differences(groups: dict[str, list[str]]) -> list[dict]:
-    """Where groups of labels (each machine's, node's or DB's) differ in measured state: per runtime
-    and fact (a measured knob, or the device), the values each group has, when they differ.
-    Such platforms are different labels and stay apart; this says why they did not meet."""
-    seen: dict[tuple[str, str], dict[str, set[str]]] = {}
+    """Where groups of labels (each machine's, node's or DB's) ran the same platform setting with
+    other measured state: per runtime and fact (a measured knob, or the device), the values each
+    group has. Such platforms carry different labels and stay apart; this says why they did not
+    meet. Groups that share a measured state for a setting (one also ran an extra cap) meet there
+    and differ in nothing."""
+    by_asked: dict[tuple, dict[str, set]] = {}
     for group, labels in groups.items():
         for label in labels:
-            runtime, facts = measured_knobs(label)
-            for fact, value in facts.items():
-                seen.setdefault((runtime, fact), {}).setdefault(group, set()).add(value)
+            asked, measured = split_label(label)
+            by_asked.setdefault(asked, {}).setdefault(group, set()).add(tuple(sorted(measured.items())))
+    seen: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for asked, by_group in by_asked.items():
+        if len(by_group) < 2 or set.intersection(*by_group.values()):
+            continue  # one group only, or a measured state they share: the setting meets itself
+        facts = {fact for states in by_group.values() for state in states for fact, _ in state}
+        for fact in facts:
+            values = {g: {dict(state).get(fact, "-") for state in states} for g, states in by_group.items()}
+            if len({frozenset(v) for v in values.values()}) > 1:
+                for g, v in values.items():
+                    seen.setdefault((asked[0], fact), {}).setdefault(g, set()).update(v)
     out = []
     for (runtime, fact), by_group in sorted(seen.items()):
-        if len(by_group) > 1 and len({frozenset(v) for v in by_group.values()}) > 1:
-            out.append({"runtime": runtime, "fact": fact, "values": {g: sorted(v) for g, v in sorted(by_group.items())}})
+        out.append({"runtime": runtime, "fact": fact, "values": {g: sorted(v) for g, v in sorted(by_group.items())}})
     return out
 
 
 def describe_difference(d: dict) -> str:
     shown = "; ".join(f"{g}: {', '.join(v)}" for g, v in d["values"].items())
-    return f"{d['runtime']} {d['fact']} differs ({shown}): their platforms are different labels and stay apart"
+    return (f"{d['runtime']} {d['fact']} differs ({shown}) for the same settings: their platforms are different "
+            f"labels and stay apart")
