@@ -110,7 +110,9 @@ def test_knob_survey_rows_on_real_runtimes():
                  if c.lower() not in ref)
     rows = {v.name: verdict(v, base, run_child("lm", 8, 0, ref, v))
             for v in (Variation("env", "OPENBLAS_CORETYPE", other), Variation("env", "OMP_NUM_THREADS", 1))}
-    assert rows[f"OPENBLAS_CORETYPE={other}"] in ("labelled", "label only")
+    # labelled where OpenBLAS takes the kernel (every x86 CPU here); never bits without the label
+    assert rows[f"OPENBLAS_CORETYPE={other}"] in (("labelled", "label only") if X86 else ("labelled", "label only",
+                                                                                          "no effect"))
     assert rows["OMP_NUM_THREADS=1"] == "no effect"
     torch_base = str(selected_variants(model, probes.kind, ["pytorch/*/fp32/*bs=8*src=module*threads=1"])[0][1])
     if Platform.parse(torch_base).knob["mkl"] == "none":
@@ -204,4 +206,5 @@ def test_openvino_reads_back_the_precision_it_compiled_and_the_isa():
     for adapter, plat in selected_variants(model, probes.kind, ["openvino/*/*/bs=1,*threads=1"]):
         state = execute(adapter, model, plat, probes).host["kernels"]
         assert state["inference_precision"] == {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[plat.precision]
-        assert state["onednn"] == plat.knob["onednn"] and state["cpu_denormals_optimization"] == "false"
+        assert state["onednn"] == plat.knob["onednn"]
+        assert state.get("cpu_denormals_optimization", "false") == "false"  # pinned (absent: not reported)
