@@ -33,7 +33,7 @@ from hspi_onnx.border.tree import identify
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.labels import Platform
-from hspi_onnx.learn.forms import degrade
+from hspi_onnx.forms import degrade
 
 NS = (1, 4, 16)
 

@@ -27,7 +27,7 @@ import numpy as np
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.labels import Platform
-from hspi_onnx.learn.forms import degrade
+from hspi_onnx.forms import degrade
 
 
 def scratch_venv(root: Path, ort: str) -> Path:

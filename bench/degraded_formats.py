@@ -30,7 +30,7 @@ from hspi_onnx.db.dataset import load_groups  # noqa: E402
 from hspi_onnx.db.store import ReferenceDB  # noqa: E402
 from hspi_onnx.inputs.model import open_model, resolve_model  # noqa: E402
 from hspi_onnx.inputs.probes import generate  # noqa: E402
-from hspi_onnx.learn.forms import log_softmax  # noqa: E402
+from hspi_onnx.forms import log_softmax  # noqa: E402
 from hspi_onnx.match.identify import match  # noqa: E402
 from hspi_onnx.match.suspect import load_suspect  # noqa: E402
 

@@ -11,7 +11,7 @@ from hspi_onnx.db.build import build
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.inputs.probes import generate, load_probes
-from hspi_onnx.learn.forms import degrade
+from hspi_onnx.forms import degrade
 from hspi_onnx.match.identify import CONSISTENT, match
 from hspi_onnx.match.suspect import load_suspect, write_plain
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hspi_onnx.db.build import build
-from hspi_onnx.learn.forms import degrade
+from hspi_onnx.forms import degrade
 from hspi_onnx.db.index import load_index
 from hspi_onnx.errors import HspiError
 from hspi_onnx.match.identify import match

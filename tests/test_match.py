@@ -11,7 +11,7 @@ from hspi_onnx.run.adapter import registry
 from hspi_onnx.learn.classify import CatBoostParams, train
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.build import build
-from hspi_onnx.learn.forms import degrade
+from hspi_onnx.forms import degrade
 from hspi_onnx.db.index import load_index
 from hspi_onnx.learn.examples import build_examples
 from hspi_onnx.run.runner import execute

@@ -12,7 +12,7 @@ from hspi_onnx.db.build import build
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.inputs.probes import generate
-from hspi_onnx.learn.forms import log_softmax
+from hspi_onnx.forms import log_softmax
 from hspi_onnx.match.identify import CONSISTENT, match
 from hspi_onnx.match.printed import FIXED, FLOAT32_REPR, FLOAT64_REPR, infer
 from hspi_onnx.match.suspect import load_suspect
@@ -122,7 +122,7 @@ def test_fp16_overflow_to_inf_is_evidence(tmp_path):
     from hspi_onnx.inputs.model import open_model
     from hspi_onnx.match.identify import IDENTIFIED
     from hspi_onnx.match.suspect import write_kserve, write_plain
-    from hspi_onnx.learn.forms import degrade
+    from hspi_onnx.forms import degrade
 
     w = np.full((4, 3), 30000.0, np.float32) * np.array([1.0, 0.5, 0.01], np.float32)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "overflow",

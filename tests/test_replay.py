@@ -11,7 +11,7 @@ from hspi_onnx.cli import main
 from hspi_onnx.db.build import build
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.inputs.probes import ProbeSet, generate
-from hspi_onnx.learn.forms import log_softmax
+from hspi_onnx.forms import log_softmax
 from hspi_onnx.run.adapter import resolve_platform
 from hspi_onnx.run.runner import execute
 

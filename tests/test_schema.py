@@ -147,7 +147,7 @@ def test_match_compares_and_names_the_outputs_the_suspect_holds(encoder, tmp_pat
 
 
 def _view(values):
-    from hspi_onnx.learn.forms import View
+    from hspi_onnx.forms import View
 
     return View(values, None)
 

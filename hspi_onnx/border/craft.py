@@ -38,7 +38,7 @@ import numpy as np
 from hspi_onnx.errors import HspiError
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.inputs.probes import BORDER_KIND, ProbeSet, generate
-from hspi_onnx.learn.forms import top_indices
+from hspi_onnx.forms import top_indices
 from hspi_onnx.run.runner import batches
 
 MAX_BISECT = 60  # halvings of the segment: float32 points stop changing well before
@@ -285,7 +285,7 @@ def _setup(db, model: ModelInfo) -> tuple[list[Rep], dict[str, str]]:
 
 def _result(model: ModelInfo, keeper: Keeper, seed: int, tried: int, t0: float, unrunnable: dict,
             method: str, **params) -> BorderResult:
-    from hspi_onnx.db.build import tool_versions
+    from hspi_onnx.run.adapter import tool_versions
 
     if not keeper.inputs:
         raise HspiError(f"no border probe separated any of the {len(keeper.reps)} classes in {tried} seeds "

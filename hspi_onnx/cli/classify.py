@@ -102,7 +102,7 @@ def eval_cmd(db: DbOpt,
     from hspi_onnx.errors import HspiError
     from hspi_onnx.learn.classify import CatBoostParams
     from hspi_onnx.learn.evaluate import METHODS, N_QUERIES, PROTOCOLS, EvalConfig, evaluate
-    from hspi_onnx.learn.forms import DEGRADED
+    from hspi_onnx.forms import DEGRADED
 
     if "raw" in (values(forms) or ()):
         raise HspiError("raw is not a degraded form (the split protocol covers it)")

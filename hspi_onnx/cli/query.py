@@ -81,7 +81,7 @@ def _adaptive(probe_set, output: Path, opts, db_path: Path, max_queries: int, qu
     from hspi_onnx.db.dataset import load_groups
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.errors import HspiError
-    from hspi_onnx.learn.forms import degrade
+    from hspi_onnx.forms import degrade
     from hspi_onnx.query.client import query_adaptive
 
     import numpy as np

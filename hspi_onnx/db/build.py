@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from hspi_onnx.run.adapter import registry, selected_variants
+from hspi_onnx.run.adapter import selected_variants, tool_versions
 from hspi_onnx.run.runner import Runner, failure_reason
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.model import ModelInfo
@@ -60,15 +60,6 @@ class BuildSummary:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def tool_versions() -> dict:
-    from hspi_onnx import __version__
-
-    versions = {"hspi-onnx": __version__}
-    for name, adapter in registry().items():
-        versions[adapter.distribution or name] = adapter.version()
-    return versions
 
 
 def shard_table(result: RunResult, platform: Platform, run_id: str, deterministic: bool):

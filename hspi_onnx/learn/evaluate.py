@@ -25,7 +25,7 @@ import numpy as np
 
 from hspi_onnx.learn.baseline import fit_svm_bits, group_bits
 from hspi_onnx.learn.classify import CatBoostParams, combine, fit_target, subsample
-from hspi_onnx.learn.forms import DEGRADED
+from hspi_onnx.forms import DEGRADED
 from hspi_onnx.learn.examples import PLATFORM, Examples, draw_groups
 from hspi_onnx.learn.results import CaseTiming, EvalRecord, EvalReport
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from hspi_onnx.db.dataset import Group
 from hspi_onnx.learn.targets import target_table
-from hspi_onnx.learn.forms import degrade
+from hspi_onnx.forms import degrade
 from hspi_onnx.learn.features import NAMES, ieee_bits, row_features
 from hspi_onnx.learn.reference import reference_for
 

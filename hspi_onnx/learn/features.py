@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hspi_onnx.learn.forms import View, round_significant, top_indices
+from hspi_onnx.forms import View, round_significant, top_indices
 
 MANTISSA_BITS = 23
 VALUE_FEATURES = [

@@ -25,7 +25,7 @@ from hspi_onnx.db.dataset import Group, outputs_at
 from hspi_onnx.db.index import DigestIndex, IndexGroup, load_index
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
-from hspi_onnx.learn.forms import View, degrade, top_k
+from hspi_onnx.forms import View, degrade, top_k
 from hspi_onnx.learn.targets import NOT_APPLICABLE, attribute_values
 from hspi_onnx.match.printed import FIXED, bits_note
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
@@ -336,7 +336,7 @@ def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[tuple
     softmax and log-softmax computed in float64 (exact, or cast to float32), or in float32
     arithmetic, whose result may lie anywhere within a few float32 roundings of each step
     (bounded, since frameworks order the steps differently)."""
-    from hspi_onnx.learn.forms import log_softmax, top_indices
+    from hspi_onnx.forms import log_softmax, top_indices
 
     rows = np.asarray(arr).reshape(len(arr), -1).astype(np.float64)
     spread = rows - rows.max(axis=1, keepdims=True)

@@ -34,7 +34,7 @@ import numpy as np
 
 from hspi_onnx import oip
 from hspi_onnx.match import printed
-from hspi_onnx.learn.forms import FORMS, INDEXED, MAX_K, View, degrade, top_k
+from hspi_onnx.forms import FORMS, INDEXED, MAX_K, View, degrade, top_k
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import OUTPUT_MEMBERS, read_outputs, row_digests
 from hspi_onnx.safenpz import read_npz

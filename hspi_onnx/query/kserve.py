@@ -149,7 +149,7 @@ def label_of(doc: dict, row: int = 0) -> int:
     """The top-1 label of one answered row: an integer output's value, else the argmax of the
     first output (ties to the lower index, as the matcher takes it)."""
     out = doc["outputs"]
-    from hspi_onnx.learn.forms import top_indices
+    from hspi_onnx.forms import top_indices
 
     labels = [o for o in out if o["datatype"] in oip.LABEL_DATATYPES]
     if labels:

@@ -177,6 +177,16 @@ def registry() -> dict[str, Adapter]:
     return found
 
 
+def tool_versions() -> dict:
+    """hspi-onnx's version and every registered runtime's, as builds and nodes record them."""
+    from hspi_onnx import __version__
+
+    versions = {"hspi-onnx": __version__}
+    for name, adapter in registry().items():
+        versions[adapter.distribution or name] = adapter.version()
+    return versions
+
+
 def load_adapter(name: str, entry_point: str = "") -> Adapter:
     """The adapter registered as ``name``; with its entry point's ``module:Class`` (what a worker
     is started with) it is imported directly, without reading every installed distribution's

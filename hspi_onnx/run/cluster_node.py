@@ -85,7 +85,7 @@ def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patte
     import ray
 
     from hspi_onnx import __version__
-    from hspi_onnx.db.build import tool_versions
+    from hspi_onnx.run.adapter import tool_versions
     from hspi_onnx.errors import UnknownPlatformError
     from hspi_onnx.host import cpu_facts, node_isa_cap
     from hspi_onnx.run.adapter import registry, selected_variants

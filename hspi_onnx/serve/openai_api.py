@@ -15,7 +15,7 @@ decoded as latin-1 (one character per byte); ``logprobs.token_ids`` (not in Open
 gives the byte values, chat's ``bytes`` fields give them as OpenAI does, and
 ``return_tokens_as_token_ids`` (vLLM's extension) renders every token as ``token_id:N``.
 Log-probabilities are the log-softmax of the raw logits computed in float64
-(:func:`hspi_onnx.learn.forms.log_softmax`), so a client can check them against the
+(:func:`hspi_onnx.forms.log_softmax`), so a client can check them against the
 platform's outputs exactly.
 """
 
@@ -27,7 +27,7 @@ import uuid
 import numpy as np
 from fastapi import APIRouter, Request
 
-from hspi_onnx.learn.forms import log_softmax
+from hspi_onnx.forms import log_softmax
 from hspi_onnx.serve.service import BadRequest
 
 MAX_TOKENS = 256

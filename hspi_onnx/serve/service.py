@@ -103,7 +103,7 @@ class Service:
         outputs = self.infer(inputs)
         if not self.labels_only:
             return outputs
-        from hspi_onnx.learn.forms import top_indices
+        from hspi_onnx.forms import top_indices
 
         first = np.asarray(outputs[self.model.output_names[0]], np.float64)
         return {LABEL_OUTPUT: top_indices(first.reshape(len(first), -1), 1)[:, 0].astype(np.int64)}
