@@ -99,7 +99,7 @@ class _TwoMachines:
         pass
 
     def stream(self, jobs, model, probes, repeat, on_event):
-        from hspi_onnx.run.cluster import cross_compare
+        from hspi_onnx.run.schedule import cross_compare
         from hspi_onnx.run.runner import Runner
 
         with Runner(in_process=True) as runner:

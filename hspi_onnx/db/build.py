@@ -16,9 +16,10 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 from hspi_onnx.run.adapter import selected_variants, tool_versions
+from hspi_onnx.run.contract import PlatformRunner
 from hspi_onnx.run.runner import Runner, failure_reason
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.model import ModelInfo
@@ -105,31 +106,9 @@ def _state_differences(db: ReferenceDB, model: ModelInfo, plan: list[tuple]) -> 
     return differences({"DB": sorted(earlier), "this build": sorted(planned)})
 
 
-def outcomes(runner, jobs: list[tuple], model: ModelInfo, probes: ProbeSet, repeat: int,
-             on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
-    """(adapter, platform, RunResult or the exception it failed with) for each job, as each
-    finishes: a runner with ``stream`` runs them its own way (a cluster, in parallel), any other
-    one after another, announcing each ("start") and its batches ("advance"); the worker of the
-    next platform is started as the one before it begins, so a new family's start-up overlaps it."""
-    if hasattr(runner, "stream"):
-        yield from runner.stream(jobs, model, probes, repeat, on_event)
-        return
-    for k, (adapter, plat) in enumerate(jobs):
-        if k + 1 < len(jobs):  # the next family's worker starts while this platform runs
-            runner.prestart(*jobs[k + 1])
-        on_event("start", {"platform": str(plat), "n": len(probes)})
-        try:
-            result = runner.run(adapter, model, plat, probes, repeat=repeat,
-                                on_batch=lambda k: on_event("advance", {"k": k}))
-        except Exception as exc:
-            yield adapter, plat, exc
-        else:
-            yield adapter, plat, result
-
-
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
           on_event: Callable[[str, dict], None] = lambda kind, data: None,
-          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: Runner | None = None,
+          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: PlatformRunner | None = None,
           plan: list[tuple] | None = None) -> BuildSummary:
     """Every selected platform of ``model`` over ``probes`` into ``db``, each in a worker
     process of its runtime family (``runner``: one to share, e.g. in-process; default: a new one).
@@ -184,7 +163,7 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
             summary.skipped.append(str(plat))
             on_event("skipped", {"platform": str(plat)})
     t_wait = time.perf_counter()
-    for adapter, plat, outcome in outcomes(runner, todo, model, probes, repeat_sample, on_event):
+    for adapter, plat, outcome in runner.stream(todo, model, probes, repeat_sample, on_event):
         timings["run"] += time.perf_counter() - t_wait
         label = str(plat)
         if isinstance(outcome, BaseException):  # failure isolation: record and go on

@@ -21,6 +21,7 @@ import numpy as np
 
 from hspi_onnx.labels import Platform
 from hspi_onnx.outputs import RunResult
+from hspi_onnx.run.contract import Sequential
 
 from . import kserve
 from .transport import QueryError, Transport
@@ -28,7 +29,9 @@ from .transport import QueryError, Transport
 ROWS_PER_REQUEST = 64  # rounded up to whole batches of the platform
 
 
-class RemoteRunner:
+class RemoteRunner(Sequential):
+    """The runner contract (:mod:`hspi_onnx.run.contract`) over a remote ``hspi serve``."""
+
     def __init__(self, url: str, authorization: str | None = None, timeout: float = 600.0, retries: int = 3) -> None:
         self.transport = Transport(url.rstrip("/"), timeout, retries, None, authorization)
         self.url = self.transport.shown

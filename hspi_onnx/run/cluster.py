@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -39,11 +38,10 @@ from hspi_onnx.labels import Platform
 from hspi_onnx.outputs import RunResult
 from hspi_onnx.run.arrow_runs import read_result
 from hspi_onnx.run.cluster_node import RESOURCE_PREFIX, node_offers, node_run
+from hspi_onnx.run.schedule import MAX_TRIES, POLL_S, Job, Lost, Scheduler, device_kind
 
 CROSS_CHECK_PROBES = 8  # one batch of the largest default batch size
 DISCOVERY_TIMEOUT_S = 300.0
-MAX_TRIES = 3  # runs of one job lost with their node before it is recorded as failed
-POLL_S = 2.0
 CLIENT_TRIES = 3  # a Ray client server sometimes fails to start a client's session (seen once in a fresh clone)
 
 
@@ -53,11 +51,6 @@ def import_ray():
     except ImportError:
         raise HspiError("--ray needs Ray: pip install 'hspi-onnx[ray]'") from None
     return ray
-
-
-def device_kind(device: str) -> str:
-    """``cpu`` or ``cuda`` (the device segment's first field)."""
-    return device.split(":", 1)[0]
 
 
 def _reachable(address: str, timeout: float = 10.0) -> None:
@@ -103,25 +96,11 @@ class Node:
                 **({"error": self.error} if self.error else {})}
 
 
-@dataclass
-class Job:
-    adapter: object
-    platform: Platform
-    cross: bool = False  # a second node's run of the first probes
-    probes: int = 0  # how many of the build's probes it runs (the first ones)
-    avoid: set[str] = field(default_factory=set)  # nodes not to use: the main run's (for a cross-check), lost ones
-    tries: int = 0
-    node: str = ""
-
-    @property
-    def label(self) -> str:
-        return str(self.platform)
-
-
 class RayRunner:
     """Runs a build's platforms over a Ray cluster (``address``: ``HOST:PORT``, ``ray://...`` or
-    ``auto``); :meth:`plan` asks the nodes what they offer, :meth:`stream` runs the jobs (what
-    :func:`hspi_onnx.db.build.build` calls instead of a runner's ``run``)."""
+    ``auto``): the runner contract (:mod:`hspi_onnx.run.contract`) and the scheduler's backend
+    (:mod:`hspi_onnx.run.schedule`); :meth:`plan` asks the nodes what they offer, :meth:`stream`
+    runs the jobs."""
 
     def __init__(self, address: str, cross_check: int = CROSS_CHECK_PROBES,
                  on_note: Callable[[str], None] = lambda line: None) -> None:
@@ -132,6 +111,7 @@ class RayRunner:
         self.cross_checked: dict[str, dict] = {}
         self.differences: list[dict] = []  # measured state the nodes differ in (run/kernels.differences)
         self._model_ref = None
+        self._streaming: dict = {}  # the probes, model and frames of the stream being run
         _reachable(address)
         for attempt in range(CLIENT_TRIES if address.startswith("ray://") else 1):
             try:
@@ -241,10 +221,7 @@ class RayRunner:
 
     # -- running
 
-    def _offering(self, job: Job) -> list[Node]:
-        return [n for n in self.nodes.values() if n.alive and job.label in n.offers and n.id not in job.avoid]
-
-    def _refresh(self, dead: str = "") -> None:
+    def refresh(self, dead: str = "") -> None:
         """Mark the nodes Ray no longer lists alive (and ``dead``, which a task saw die) lost."""
         alive = self._alive_nodes()
         for node in self.nodes.values():
@@ -253,132 +230,61 @@ class RayRunner:
                 self.lost.append(node.id)
                 self.on_note(f"node {node.short} ({node.address}) was lost")
 
+    def note(self, line: str) -> None:
+        self.on_note(line)
+
+    # the scheduler's backend (:class:`hspi_onnx.run.schedule.Backend`): one stream's probes and model
+
+    def submit(self, job: Job, node: Node, repeat: int):
+        from hspi_onnx.run import wire
+
+        st = self._streaming
+        if job.probes not in st["frames"]:  # a cross-check's first probes: a probe set of its own hash
+            from hspi_onnx.inputs.probes import ProbeSet
+
+            probes, first = st["probes"], np.arange(job.probes)
+            st["samples"][job.probes] = ProbeSet(probes.name, probes.kind, probes.seed, probes.split,
+                                                 probes.batch(first), probes.ids[first].copy(), dict(probes.dims))
+            st["frames"][job.probes] = self.ray.put(wire.pack(*st["samples"][job.probes].to_wire()))
+        kind = device_kind(job.platform.device)
+        wants = {f"{RESOURCE_PREFIX}{r}": 1.0 for r in (job.platform.runtime, kind)
+                 if f"{RESOURCE_PREFIX}{r}" in node.resources}
+        return self._tasks["node_run"].options(num_cpus=0, max_retries=0, resources=wants,
+                                               scheduling_strategy=self._on_node(node.id)).remote(
+            st["described"], st["files"], st["frames"][job.probes], job.label, repeat)
+
+    def wait(self, handles: list, timeout: float):
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
+        return ready[0] if ready else None
+
+    def result(self, handle, job: Job):
+        from hspi_onnx.run.runner import PlatformFailed
+
+        try:
+            blob = self.ray.get(handle)
+        except Exception as exc:  # the node, or its Ray worker, died under the job
+            raise Lost(type(exc).__name__, type(exc).__name__ in ("NodeDiedError", "TaskUnschedulableError"))
+        try:
+            meta, result = read_result(blob, self._streaming["model"], self._streaming["samples"][job.probes])
+        except HspiError as exc:
+            meta, result = {"error": str(exc)}, None
+        return result if result is not None else PlatformFailed(str(meta["error"]))
+
     def stream(self, jobs: list[tuple], model, probes, repeat: int,
                on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
         """(adapter, platform, RunResult or exception) per job as each finishes, its cross-check
-        (if a second node offers it) included."""
+        (if a second node offers it) included: :class:`hspi_onnx.run.schedule.Scheduler` over
+        this cluster's nodes."""
         from hspi_onnx.run import wire
-        from hspi_onnx.run.runner import PlatformCrashed, PlatformFailed
 
-        ray = self.ray
         probes = probes.bind(model)
         described, files = self._ship_model(model)
-        frames = {len(probes): ray.put(wire.pack(*probes.to_wire()))}
-        samples = {len(probes): probes}
-
-        def first_probes(plat: Platform) -> int:
-            """How many probes a cross-check runs: ``cross_check`` rounded up to whole batches of
-            the platform (so each meets the batch-mates it met in the main run), at most all."""
-            bs = int(plat.knob.get("bs", "1"))
-            m = min(len(probes), -(-self.cross_check // bs) * bs)
-            if m not in frames:  # a probe set of its own (its own hash: workers keep probe sets by hash)
-                from hspi_onnx.inputs.probes import ProbeSet
-
-                first = np.arange(m)
-                samples[m] = ProbeSet(probes.name, probes.kind, probes.seed, probes.split, probes.batch(first),
-                                      probes.ids[first].copy(), dict(probes.dims))
-                frames[m] = ray.put(wire.pack(*samples[m].to_wire()))
-            return m
-
-        offered_by = {str(p): sum(1 for n in self.nodes.values() if str(p) in n.offers) for _, p in jobs}
-        queue = sorted((Job(a, p, probes=len(probes)) for a, p in jobs), key=lambda j: offered_by[j.label])  # stable
-        parts = {job.label: {"left": 1} for job in queue}  # outcomes per label, runs still to come
-        busy: Counter = Counter()
-        inflight: dict = {}
-
-        def done(job: Job, outcome) -> list[tuple]:
-            """Record a run's outcome (None: a cross-check dropped); the main outcome once none is left."""
-            part = parts[job.label]
-            part["cross" if job.cross else "main"] = outcome
-            part["cross_node" if job.cross else "main_node"] = job.node
-            part["left"] -= 1
-            if part["left"]:
-                return []
-            del parts[job.label]
-            main, cross = part.get("main"), part.get("cross")
-            if isinstance(main, RunResult) and isinstance(cross, RunResult):
-                self.cross_checked[job.label] = cross_compare(main, cross, part["cross_node"])
-            return [(job.adapter, job.platform, main)]
-
-        def submit(job: Job, node: Node) -> None:
-            kind = device_kind(job.platform.device)
-            wants = {f"{RESOURCE_PREFIX}{r}": 1.0 for r in (job.platform.runtime, kind)
-                     if f"{RESOURCE_PREFIX}{r}" in node.resources}
-            ref = self._tasks["node_run"].options(num_cpus=0, max_retries=0, resources=wants,
-                                                  scheduling_strategy=self._on_node(node.id)).remote(
-                described, files, frames[job.probes], job.label, 0 if job.cross else repeat)
-            job.node, job.tries = node.id, job.tries + 1
-            busy[(node.id, kind)] += 1
-            inflight[ref] = job
-            if job.cross:
-                return
-            on_event("start", {"platform": job.label, "n": None, "node": node.id})  # no batch progress from nodes
-            second = Job(job.adapter, job.platform, cross=True, avoid={node.id})
-            if self.cross_check > 0 and job.tries == 1 and self._offering(second):
-                second.probes = first_probes(job.platform)
-                parts[job.label]["left"] += 1
-                queue.insert(0, second)
-
-        def dispatch() -> None:
-            for job in list(queue):
-                kind = device_kind(job.platform.device)
-                free = [n for n in self._offering(job) if busy[(n.id, kind)] < n.capacity(kind)]
-                if free:
-                    queue.remove(job)
-                    submit(job, min(free, key=lambda n: (busy[(n.id, kind)], n.id)))
-
-        while queue or inflight:
-            dispatch()
-            if not inflight:  # what is queued has no live node left
-                for job in list(queue):
-                    queue.remove(job)
-                    yield from done(job, None if job.cross else PlatformCrashed(
-                        f"no live node offers {job.label}" + (f" (nodes lost: {', '.join(i[:12] for i in self.lost)})"
-                                                              if self.lost else "")))
-                continue
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-            if not ready:
-                self._refresh()
-                continue
-            job = inflight.pop(ready[0])
-            busy[(job.node, device_kind(job.platform.device))] -= 1
-            try:
-                blob = ray.get(ready[0])
-            except Exception as exc:  # the node, or its Ray worker, died under the job
-                died = type(exc).__name__ in ("NodeDiedError", "TaskUnschedulableError")
-                self._refresh(job.node if died else "")
-                job.avoid.add(job.node)  # a Ray worker that died may die again there
-                where = self.nodes[job.node].short
-                if job.tries < MAX_TRIES and self._offering(job):
-                    self.on_note(f"{job.label}: lost on node {where} ({type(exc).__name__}); run again elsewhere")
-                    queue.insert(0, job)
-                    continue
-                yield from done(job, None if job.cross else PlatformCrashed(
-                    f"{job.label}: lost with node {where} ({type(exc).__name__}), no other live node offers it"))
-                continue
-            try:
-                meta, result = read_result(blob, model, samples[job.probes])
-            except HspiError as exc:
-                meta, result = {"error": str(exc)}, None
-            if job.cross:
-                yield from done(job, result)
-            else:
-                yield from done(job, result if result is not None else PlatformFailed(str(meta["error"])))
-
-
-def cross_compare(main: RunResult, cross: RunResult, node: str) -> dict:
-    """A second node's bits on the first probes against the main run's, recorded on the main
-    run (``cross_check``) for the build to flag."""
-    n = len(cross.ids)
-    differing = np.zeros(n, dtype=bool)
-    for name, values in cross.outputs.items():
-        mine = main.outputs[name][:n]
-        if values.dtype != mine.dtype or values.shape != mine.shape:
-            differing[:] = True
-        else:
-            differing |= np.array([a.tobytes() != b.tobytes() for a, b in zip(values, mine)])
-    record = {"probes": n, "differing": int(differing.sum()),
-              "where": f"node {node[:12]}, {cross.host.get('cpu_model', '?')}",
-              "nodes": [main.host.get("ray_node"), node]}
-    main.cross_check = record
-    return record
+        self._streaming = {"model": model, "probes": probes, "described": described, "files": files,
+                           "frames": {len(probes): self.ray.put(wire.pack(*probes.to_wire()))},
+                           "samples": {len(probes): probes}}
+        scheduler = Scheduler(self, self.cross_check, MAX_TRIES, POLL_S)
+        try:
+            yield from scheduler.stream(jobs, len(probes), repeat, on_event)
+        finally:
+            self.cross_checked.update(scheduler.cross_checked)
+            self._streaming = {}

@@ -36,6 +36,7 @@ from hspi_onnx.host import cpu_facts
 from hspi_onnx.outputs import RunResult
 from hspi_onnx.run.adapter import Adapter, require
 from hspi_onnx.run import kernels, wire
+from hspi_onnx.run.contract import Sequential
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("HSPI_PLATFORM_TIMEOUT", 3600))
 START_TIMEOUT_S = 120.0
@@ -221,8 +222,9 @@ def _reap(workers: list[Worker]) -> None:
         w.close()
 
 
-class Runner:
-    """Runs platforms: in worker processes (default) or, ``in_process``, here."""
+class Runner(Sequential):
+    """Runs platforms: in worker processes (default) or, ``in_process``, here; implements the
+    runner contract (:mod:`hspi_onnx.run.contract`) with ``run`` and a sequential ``stream``."""
 
     def __init__(self, in_process: bool = False, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.in_process, self.timeout = in_process, timeout
