@@ -198,7 +198,7 @@ def test_openai_chat_and_token_id_prompts_give_the_completions_logprobs(servers)
 
 
 def test_query_openai_then_match_names_the_platform(servers, tmp_path):
-    """hspi query --protocol openai (token-id completions in batches, and chat) against the LM
+    """hspi query --wire openai (token-id completions in batches, and chat) against the LM
     served on one platform; hspi match on the per-token top-k logprobs keeps the served platform
     and excludes the other precisions."""
     from hspi_onnx.db.build import build

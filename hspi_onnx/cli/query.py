@@ -12,7 +12,7 @@ from .common import QuietOpt, console, progress
 UrlArg = Annotated[str, typer.Argument(metavar="URL", help="The server's base URL (http://HOST:PORT), or URL/v2/models/NAME.", show_default=False)]
 QueryProbesOpt = Annotated[Path, typer.Option("--probes", metavar="FILE", help="Probe-set .npz (hspi probes make).", show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Suspect file to write (JSON Lines); an existing one of the same query is resumed.", show_default=False)]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", metavar="NAME", help="Wire protocol: kserve-v2 (Open Inference Protocol, REST) or openai (OpenAI-compatible completions of a language model; the probes' token ids are the prompts).")]
+WireOpt = Annotated[str, typer.Option("--wire", metavar="NAME", help="Wire protocol: kserve-v2 (Open Inference Protocol, REST) or openai (OpenAI-compatible completions of a language model; the probes' token ids are the prompts).")]
 ServedModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", help="The model's name on the server (default: from URL/v2/models/NAME; openai: the server's only model).", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch", metavar="B", min=1, help="Probes per request.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", metavar="C", min=1, help="Requests in flight at once.")]
@@ -44,7 +44,7 @@ def authorization(var: str | None) -> str | None:
     return value if " " in value else f"Bearer {value}"
 
 
-def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: ProtocolOpt = "kserve-v2",
+def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, wire: WireOpt = "kserve-v2",
           model: ServedModelOpt = None, batch: BatchOpt = 1, concurrency: ConcurrencyOpt = 1,
           rate: RateOpt = None, retries: RetriesOpt = 3, timeout: TimeoutOpt = 30.0,
           auth_env: AuthEnvOpt = None, binary: BinaryOpt = False, output_name: OutputsOpt = None,
@@ -60,7 +60,7 @@ def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, protocol: Protoco
     from hspi_onnx.query import QueryOptions
     from hspi_onnx.query import query as run_query
 
-    opts = QueryOptions(url, model, protocol, batch, concurrency, rate, retries, timeout,
+    opts = QueryOptions(url, model, wire, batch, concurrency, rate, retries, timeout,
                         authorization(auth_env), binary, output_name or None, endpoint=endpoint,
                         top_logprobs=top_logprobs, max_tokens=max_tokens, token_ids=token_ids)
     probe_set = load_probes(probes)

@@ -14,7 +14,7 @@ Three formats (docs/formats.md):
     a plain form for degraded outputs: rounded values, softmax probabilities, top-k values and
     indices, or argmax labels, one entry per query.
 ``.jsonl`` of ``"format": "hspi-logprobs/1"`` lines
-    what ``hspi query --protocol openai`` writes: per probe, the generated tokens with their
+    what ``hspi query --wire openai`` writes: per probe, the generated tokens with their
     top-k log-probabilities and token ids (form ``logprobs``); the first token, the only one
     whose input is the probe itself, is what is matched.
 
