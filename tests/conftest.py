@@ -1,5 +1,7 @@
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -10,6 +12,17 @@ _OWN_CACHE = None if os.environ.get("HSPI_CACHE") else tempfile.mkdtemp(prefix="
 if _OWN_CACHE:
     os.environ["HSPI_CACHE"] = _OWN_CACHE
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+CLI_TIMEOUT_S = 600.0
+
+
+def hspi(*args, env: dict | None = None, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """The command line in a fresh process (``python -m hspi_onnx.cli ARGS``), output captured as
+    text, never longer than ``timeout`` seconds; ``env``: the whole environment (default: this
+    process's). The one way tests run the CLI in a process of its own: `from conftest import hspi`."""
+    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

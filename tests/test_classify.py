@@ -1,11 +1,10 @@
 """Classifier and evaluation on a tiny real DB (digits CNN, five CPU platforms)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import hspi
 
 from hspi_onnx.learn.classify import load_classifier
 from hspi_onnx.db.dataset import load_groups
@@ -24,10 +23,6 @@ PLATFORMS = [
     "pytorch/*/fp32/bs=1,layout=nchw,src=module,threads=1",
     "pytorch/*/bf16/bs=1,layout=nchw,src=module,threads=1",
 ]
-
-
-def hspi(*args):
-    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import hspi
 from onnx import TensorProto, helper
 
 from hspi_onnx.cli import main
 
 HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn", "fastapi", "uvicorn", "httpx", "kserve",
          "ray")
-
-
-def hspi(*args):
-    """Run the CLI in a fresh process: (exit code, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_help_imports_no_runtime():
@@ -30,7 +24,7 @@ def test_help_imports_no_runtime():
         "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -91,9 +85,11 @@ def test_missing_or_corrupt_onnx_exits_2(capsys, tmp_path, content):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    code, _, err = hspi("--debug", "probes", "make", tmp_path / "none.onnx", "-o", tmp_path / "p.npz")
+    r = hspi("--debug", "probes", "make", tmp_path / "none.onnx", "-o", tmp_path / "p.npz")
+    code, err = r.returncode, r.stderr
     assert code != 0 and "Traceback" in err and "BadModelError" in err
-    code, _, err = hspi("probes", "make", tmp_path / "none.onnx", "-o", tmp_path / "p.npz")
+    r = hspi("probes", "make", tmp_path / "none.onnx", "-o", tmp_path / "p.npz")
+    code, err = r.returncode, r.stderr
     assert code == 2 and "Traceback" not in err
 
 

@@ -107,7 +107,7 @@ def test_vit_fp16_graph_is_valid_and_runs_without_the_crashing_fusion(exported, 
     feeds = corpus.numpy_inputs("vit", BATCH)
     np.save(tmp_path / "io.npy", feeds["pixel_values"])
     proc = subprocess.run([sys.executable, "-c", _ORT_FP16, str(tmp_path / "vit16.onnx"), str(tmp_path / "io.npy"),
-                           "MatmulTransposeFusion"], capture_output=True, text=True)
+                           "MatmulTransposeFusion"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-500:]
     assert_close([np.load(tmp_path / "io.npy")], onnxruntime_outputs(exported["vit"], feeds), rtol=5e-3)
 
@@ -177,7 +177,7 @@ def test_build_stores_every_output_of_a_three_input_model(exported, tmp_path):
     patterns = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "pytorch/*/fp32/bs=1,mode=eager,threads=1"]
     cmd = [sys.executable, "-m", "hspi_onnx.cli", "db", "build", str(exported["bert"]), "--db", str(tmp_path / "db"),
            "-n", "4", "-q", "--json"]
-    proc = subprocess.run(cmd + [a for p in patterns for a in ("-p", p)], capture_output=True, text=True)
+    proc = subprocess.run(cmd + [a for p in patterns for a in ("-p", p)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["planned"] == len(report["built"]) == 2 and not report["failed"]

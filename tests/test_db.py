@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import hspi as hspi_run
 
 from hspi_onnx.db.build import build, shard_table
 from hspi_onnx.db.report import classes, info, verify
@@ -183,8 +184,7 @@ def test_merge_unions_and_flags_disagreeing_labels(tmp_path, zoo, capsys):
     assert verify(c)["ok"] and len(c.existing_shards(conflict["model_sha256"], probes.sha256, label)) == 2
     assert any(e["platform"] == label and "merge" in e["reason"] for e in c.manifest()["nondeterministic"])
     assert any(label in cl["nondeterministic"] for g in classes(c) for cl in g["classes"])
-    again = json.loads(subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "db", "merge", str(a.root),
-                                       "-o", str(c.root), "--json"], capture_output=True, text=True).stdout)
+    again = json.loads(hspi_run("db", "merge", a.root, "-o", c.root, "--json").stdout)
     assert again["shards_copied"] == 0 and again["shards_identical"] == 2
 
 

@@ -1,14 +1,12 @@
 """`hspi demo --quick` end to end: build, train, evaluate, two black boxes over HTTP (hspi serve,
 hspi query; KServe v2 with any model, OpenAI-compatible completions with the LM), match, verify."""
 
-import subprocess
-import sys
+from conftest import hspi
 
 
 def test_quick_demo_names_the_hidden_platform(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "demo", "--quick", "-n", "40", "--seed", "3",
-                        "-o", str(out), "-q"], capture_output=True, text=True)
+    r = hspi("demo", "--quick", "-n", "40", "--seed", "3", "-o", out, "-q", timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("matcher named it") == 2
     assert r.stdout.count("true claim -> CONSISTENT, false claim -> INCONSISTENT") == 2

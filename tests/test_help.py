@@ -5,6 +5,7 @@ short flag across every command, no type column for flags.
 Regenerate after a deliberate change: HSPI_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_help.py
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -29,17 +30,35 @@ def _commands(cmd=None, path=()):
 COMMANDS = [path for path, _ in _commands()]
 
 
-def _help(path) -> str:
+# Every command's help, rendered in one fresh process (as `hspi CMD --help` prints it there).
+_RENDER = """
+import contextlib, io, json, sys
+from hspi_onnx.cli import main
+out = {}
+for path in json.loads(sys.argv[1]):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main([*path, "--help"])
+        except SystemExit as exc:
+            assert not exc.code, (path, exc.code)
+    out[" ".join(path)] = buf.getvalue()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, str]:
     env = {**os.environ, "COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
-    out = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *path, "--help"], capture_output=True, text=True,
-                         env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _RENDER, json.dumps([list(p) for p in COMMANDS])],
+                         capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    return out.stdout
+    return json.loads(out.stdout)
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "hspi")
-def test_help_matches_its_snapshot(path):
-    text = _help(path)
+def test_help_matches_its_snapshot(path, helps):
+    text = helps[" ".join(path)]
     snap = SNAPSHOTS / (("_".join(path) or "hspi") + ".txt")
     if os.environ.get("HSPI_UPDATE_SNAPSHOTS"):
         snap.write_text(text)

@@ -4,13 +4,12 @@ never an allocation the file merely declares."""
 import io
 import json
 import os
-import subprocess
-import sys
 import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import hspi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -291,7 +290,6 @@ def test_mismatches_against_the_db(env, tmp_path):
 def test_cli_prints_one_line_and_exits_2(env, tmp_path):
     path = tmp_path / "bad.json"
     path.write_bytes(b"\x00\x01garbage")
-    r = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "match", str(path), "--db", str(env["db"].root)],
-                       capture_output=True, text=True, env={**os.environ})
+    r = hspi("match", path, "--db", env["db"].root)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -1,11 +1,10 @@
 """hspi match / verify on a small real DB (digits CNN, CPU platforms of both runtimes)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import hspi
 
 from hspi_onnx.run.adapter import registry
 from hspi_onnx.learn.classify import CatBoostParams, train
@@ -33,10 +32,6 @@ IN_DB = [
 ]
 HELD_OUT = "pytorch/*/bf16/bs=8,layout=nhwc,src=onnx,threads=1"  # not built into the DB
 N = 64
-
-
-def hspi(*args):
-    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import hspi
 
 PLUGIN = Path(__file__).parent / "plugin_example"
 
@@ -16,18 +17,13 @@ PLUGIN = Path(__file__).parent / "plugin_example"
 def plugin_env(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(PLUGIN)], capture_output=True, text=True)
+                        "--target", str(target), str(PLUGIN)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
 
-def hspi(env, *args):
-    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env)
-
-
 def test_plugin_is_listed(plugin_env):
-    r = hspi(plugin_env, "runtimes", "list", "--model", "digits", "--json")
+    r = hspi("runtimes", "list", "--model", "digits", "--json", env=plugin_env)
     assert r.returncode == 0, r.stderr
     rows = {row["runtime"]: row for row in json.loads(r.stdout)}
     assert rows["ortdaz"]["available"] and rows["ortdaz"]["variants"] == 4
@@ -35,7 +31,8 @@ def test_plugin_is_listed(plugin_env):
 
 
 def test_plugin_builds_a_shard(plugin_env, tmp_path):
-    r = hspi(plugin_env, "db", "build", "digits", "--db", tmp_path / "db", "-p", "ortdaz/*/fp32/bs=1,daz=on", "-n", "8", "--json", "-q")
+    r = hspi("db", "build", "digits", "--db", tmp_path / "db", "-p", "ortdaz/*/fp32/bs=1,daz=on", "-n", "8", "--json", "-q",
+             env=plugin_env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert len(report["built"]) == 1 and report["built"][0].startswith("ortdaz@")
@@ -44,6 +41,5 @@ def test_plugin_builds_a_shard(plugin_env, tmp_path):
 
 
 def test_plugin_is_absent_without_its_install():
-    r = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "list", "--model", "digits", "--json"],
-                       capture_output=True, text=True)
+    r = hspi("runtimes", "list", "--model", "digits", "--json")
     assert "ortdaz" not in {row["runtime"] for row in json.loads(r.stdout)}

@@ -18,6 +18,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from conftest import hspi  # noqa: E402
+
 from hspi_onnx.db.build import build  # noqa: E402
 from hspi_onnx.db.store import ReferenceDB  # noqa: E402
 from hspi_onnx.host import isa_caps  # noqa: E402
@@ -51,11 +53,6 @@ def _rows(db: Path) -> dict:
     return {(p, i, o): (d, v, g) for p, i, o, d, v, g in rows}
 
 
-def _hspi(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})})
-
-
 @pytest.fixture(scope="module")
 def local_db(tmp_path_factory) -> Path:
     """What the cluster must reproduce: the same platforms built here, the worker node's under
@@ -63,16 +60,16 @@ def local_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("local") / "db"
     base = ["db", "build", "digits", "--db", db, "-n", 16, "-q"]
     for pattern in PATTERNS:
-        proc = _hspi(*base, "-p", pattern)
+        proc = hspi(*base, "-p", pattern)
         assert proc.returncode == 0, proc.stderr
-    proc = _hspi(*base, "-p", PATTERNS[1], env=WORKER_ENV)  # the capped platforms of the worker node
+    proc = hspi(*base, "-p", PATTERNS[1], env={**os.environ, **WORKER_ENV})  # the capped platforms of the worker node
     assert proc.returncode == 0, proc.stderr
     return db
 
 
 def test_two_node_build_equals_local_builds_and_names_each_nodes_device(cluster, local_db, tmp_path):
     db = tmp_path / "db"
-    proc = _hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.address, "--json",
+    proc = hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.address, "--json",
                  *[a for p in PATTERNS for a in ("-p", p)])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -159,7 +156,7 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
 
 def test_ray_client_address_builds_the_same(cluster, local_db, tmp_path):
     db = tmp_path / "db"
-    proc = _hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.client_address, "-q",
+    proc = hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.client_address, "-q",
                  "-p", PATTERNS[3])
     assert proc.returncode == 0, proc.stderr
     got, want = _rows(db), _rows(local_db)
@@ -167,7 +164,7 @@ def test_ray_client_address_builds_the_same(cluster, local_db, tmp_path):
 
 
 def test_bad_address_is_one_line_and_local_builds_never_import_ray(tmp_path):
-    proc = _hspi("db", "build", "digits", "--db", tmp_path / "db", "-n", 4, "--ray", "127.0.0.1:1")
+    proc = hspi("db", "build", "digits", "--db", tmp_path / "db", "-n", 4, "--ray", "127.0.0.1:1")
     assert proc.returncode == 2 and "Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
     code = ("import sys\nfrom hspi_onnx.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    assert e.code == 0, e.code\nprint('ray' in sys.modules)\n")

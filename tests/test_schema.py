@@ -100,7 +100,7 @@ def encoder(tmp_path_factory):
 
 
 def test_every_output_is_stored_and_named(encoder):
-    db, model = encoder["db"], encoder["model"]
+    db = encoder["db"]
     assert verify(db)["ok"]
     (g,) = classes(db)
     assert g["outputs"] == ["hidden", "pooled"]

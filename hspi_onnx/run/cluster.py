@@ -35,7 +35,6 @@ import numpy as np
 
 from hspi_onnx.errors import HspiError
 from hspi_onnx.labels import Platform
-from hspi_onnx.outputs import RunResult
 from hspi_onnx.run.arrow_runs import read_result
 from hspi_onnx.run.cluster_node import RESOURCE_PREFIX, node_offers, node_run
 from hspi_onnx.run.schedule import MAX_TRIES, POLL_S, Job, Lost, Scheduler, device_kind
