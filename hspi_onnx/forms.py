@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hspi_onnx.choices import Form
 from hspi_onnx.errors import HspiError
 
-FORMS = ("raw", "round3", "round4", "round5", "round6", "round7", "softmax", "top1", "top5", "argmax", "logprobs")
+FORMS = tuple(f.value for f in Form)  # raw, round3..7, softmax, top1, top5, argmax, logprobs
 DEGRADED = FORMS[1:10]  # what evaluation covers by default
 INDEXED = ("top1", "top5", "argmax", "logprobs")  # forms that carry indices
 

@@ -16,30 +16,15 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-
-class Form(str, Enum):
-    raw = "raw"
-    round3 = "round3"
-    round4 = "round4"
-    round5 = "round5"
-    round6 = "round6"
-    round7 = "round7"
-    softmax = "softmax"
-    top1 = "top1"
-    top5 = "top5"
-    argmax = "argmax"
+from hspi_onnx import choices
+from hspi_onnx.choices import cli_choices
 
 
-class Method(str, Enum):
-    catboost = "catboost"
-    svm_bits = "svm-bits"
-
-
-class Protocol(str, Enum):
-    split = "split"
-    loro = "loro"
-    lomo = "lomo"
-    degraded = "degraded"
+# choices built from the library's enums (hspi_onnx/choices.py): the forms a classifier learns
+# from (every form but the LM's logprobs), the methods, the evaluation protocols
+Form = cli_choices("Form", [f for f in choices.Form if f is not choices.Form.LOGPROBS])
+Method = cli_choices("Method", choices.Method)
+Protocol = cli_choices("Protocol", choices.EvalProtocol)
 
 
 class ProbeKind(str, Enum):

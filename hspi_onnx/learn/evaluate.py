@@ -25,13 +25,14 @@ import numpy as np
 
 from hspi_onnx.learn.baseline import fit_svm_bits, group_bits
 from hspi_onnx.learn.classify import CatBoostParams, combine, fit_target, subsample
+from hspi_onnx.choices import EvalProtocol, Method
 from hspi_onnx.forms import DEGRADED
 from hspi_onnx.learn.examples import PLATFORM, Examples, draw_groups
 from hspi_onnx.learn.results import CaseTiming, EvalRecord, EvalReport
 
 N_QUERIES = (1, 2, 4, 8, 16, 32)
-METHODS = ("catboost", "svm-bits")
-PROTOCOLS = ("split", "loro", "lomo", "degraded")
+METHODS = tuple(m.value for m in Method)
+PROTOCOLS = tuple(p.value for p in EvalProtocol)
 
 
 @dataclass

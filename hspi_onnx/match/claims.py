@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from hspi_onnx.learn.targets import attribute_values
 from hspi_onnx.errors import HspiError
 from hspi_onnx.match.identify import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED, MatchReport
+from hspi_onnx.choices import ClaimVerdict
 from hspi_onnx.labels import Platform
 
-VERDICT_CONSISTENT = "CONSISTENT"
-VERDICT_INCONSISTENT = "INCONSISTENT"
-VERDICT_INCONCLUSIVE = "INCONCLUSIVE"
-EXIT_CODES = {VERDICT_CONSISTENT: 0, VERDICT_INCONSISTENT: 1, VERDICT_INCONCLUSIVE: 3}
+VERDICT_CONSISTENT, VERDICT_INCONSISTENT, VERDICT_INCONCLUSIVE = ClaimVerdict  # hspi_onnx/choices.py
+EXIT_CODES = {v: v.exit_code for v in ClaimVerdict}
 
 
 def parse_claim(text: str) -> dict[str, str]:
@@ -61,7 +60,7 @@ def satisfies(label: str, claim: dict[str, str]) -> bool:
 
 @dataclass
 class ClaimResult:
-    verdict: str  # CONSISTENT, INCONSISTENT, INCONCLUSIVE
+    verdict: ClaimVerdict
     claim: dict[str, str]
     evidence: list[str]
 

@@ -27,18 +27,15 @@ from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 from hspi_onnx.forms import View, degrade, top_k
 from hspi_onnx.learn.targets import NOT_APPLICABLE, attribute_values
+from hspi_onnx.choices import Status, Strength
 from hspi_onnx.match.printed import FIXED, bits_note
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
 
 CONFIDENT = 0.9  # calibrated probability above which a classifier answer counts as confident
 NEAREST = 5
 
-IDENTIFIED = "identified (exact)"
-MIXED = "several platforms (exact)"
-CONSISTENT = "consistent (degraded outputs)"
-LIKELY = "likely (statistical)"
-UNKNOWN = "unknown platform"
-STATUSES = (IDENTIFIED, MIXED, CONSISTENT, LIKELY, UNKNOWN)
+IDENTIFIED, MIXED, CONSISTENT, LIKELY, UNKNOWN = Status  # the verdict statuses (hspi_onnx/choices.py)
+STATUSES = tuple(Status)
 
 
 @dataclass
@@ -132,9 +129,9 @@ class Evidence:
 
 @dataclass
 class Verdict:
-    status: str
+    status: Status
     platforms: list[str]
-    strength: str  # conclusive, strong, weak
+    strength: Strength
     evidence: list[str]
     attributes: dict[str, str]  # what every named platform shares
     undetermined: dict[str, str] = field(default_factory=dict)  # targets no method can tell here, with why
@@ -506,20 +503,20 @@ def decide(ev: Evidence) -> Verdict:
         status, platforms = IDENTIFIED, list(exact.common)
         lines.append(f"all {n} outputs are bit-identical to those of {len(platforms)} DB platform(s) "
                      f"(digest lookup on {', '.join(s.outputs)}); platforms outside the DB could produce the same bits")
-        strength = "conclusive" if n >= 2 else "strong"
+        strength = Strength.CONCLUSIVE if n >= 2 else Strength.STRONG
     elif s.bitwise and exact.matched_queries == n:
         status, platforms = MIXED, list(exact.matched)
         lines.append(f"every output matches some DB platform exactly but no platform matches all {n}: "
                      "the service answers from several platforms")
-        strength = "conclusive"
+        strength = Strength.CONCLUSIVE
     elif not s.bitwise and exact.common and len(exact.common) < len(ev.db_platforms):
         status, platforms = CONSISTENT, list(exact.common)
         what = f"{s.form} outputs" if not s.printed else f"outputs as printed ({s.printed})"
         lines.append(f"{len(platforms)} of {len(ev.db_platforms)} DB platforms reproduce all {n} {what} "
                      f"of {s.outputs[0]}; the others are excluded")
-        strength = "strong" if len(platforms) <= 3 else "weak"
+        strength = Strength.STRONG if len(platforms) <= 3 else Strength.WEAK
     else:
-        status, platforms, strength = UNKNOWN, [], "weak"
+        status, platforms, strength = UNKNOWN, [], Strength.WEAK
         if s.bitwise:
             lines.append(f"{exact.matched_queries} of {n} outputs match a DB platform exactly: "
                          "this platform is not in the DB as built")
@@ -536,11 +533,11 @@ def decide(ev: Evidence) -> Verdict:
         # the classifier may name a DB class only where the outputs exclude none of the DB's platforms
         uncompared = s.form == "softmax" and exact.kind.startswith("none")
         if plat is not None and plat.confident and (uncompared or (not s.bitwise and exact.common)):
-            status, platforms, strength = LIKELY, plat.best[0].split(" | "), "strong"
+            status, platforms, strength = LIKELY, plat.best[0].split(" | "), Strength.STRONG
             lines.append(f"the classifier gives class {plat.best[0][:80]}... p={plat.best[1]:.4f}")
         elif not s.bitwise and exact.common:
             # every DB platform fits: the platform may well be in the DB; the outputs cannot tell which
-            status, platforms, strength = CONSISTENT, list(exact.common), "weak"
+            status, platforms, strength = CONSISTENT, list(exact.common), Strength.WEAK
     if stats is not None and status == IDENTIFIED:
         names = _attribute_names(platforms)
         shared = common_attributes(platforms)
