@@ -659,3 +659,21 @@ def test_degraded_outputs_no_platform_reproduces_are_not_made_likely_by_the_clas
     assert (v.status, v.platforms) == (UNKNOWN, [])
     v = decide(evidence([set(DB), set(DB)], form="top5", stats=st))  # none excluded: the classifier decides
     assert (v.status, v.platforms) == (LIKELY, [ORT32])
+
+
+def test_a_verdict_names_a_platform_or_its_bs1_sibling_when_the_platform_is_batch_dependent():
+    """What `hspi demo` asks of a verdict (hspi_onnx.match.identify.names_platform)."""
+    from types import SimpleNamespace
+
+    from hspi_onnx.match.identify import names_platform
+
+    bs8, bs1 = PT32, PT32_BS1
+
+    def report(named, batch_dependent=()):
+        return SimpleNamespace(verdict=SimpleNamespace(platforms=list(named)),
+                               evidence=SimpleNamespace(batch_dependent=list(batch_dependent)))
+
+    assert names_platform(report([bs8]), bs8) == (True, None)
+    assert names_platform(report([bs1], [bs8]), bs8) == (True, bs1)  # served alone: computes what bs=1 computes
+    assert names_platform(report([bs1]), bs8) == (False, None)  # not batch-dependent: bs=1 is another platform
+    assert names_platform(report([]), bs8) == (False, None)

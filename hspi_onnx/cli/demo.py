@@ -25,8 +25,7 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
     from hspi_onnx.demo import (DemoConfig, build_db, evaluate_for_plots, language_models, new_seed, play_black_box,
                                 train_classifier)
     from hspi_onnx.match.claims import parse_claim, verify
-
-    from hspi_onnx.labels import Platform
+    from hspi_onnx.match.identify import names_platform
 
     from .common import short_label
     from .match import print_match, print_verify, run_match
@@ -96,13 +95,9 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
             res = verify(match_report, parse_claim(claim), platforms)
             print_verify(res)
             results.append(res.verdict)
-        found = box.label in match_report.verdict.platforms
+        found, sibling = names_platform(match_report, box.label)
         con.print(f"   reveal: the hidden platform was {box.label}", highlight=False, soft_wrap=True)
-        sibling = str(Platform.parse(box.label).with_knobs(bs="1"))
-        if not found and box.label in match_report.evidence.batch_dependent and sibling in match_report.verdict.platforms:
-            # measured at build: this platform's output depends on what shares its batch; each request
-            # ran alone, its batch padded with copies, which computes what its bs=1 sibling computes
-            found = True
+        if sibling:
             con.print(f"   its outputs depend on what shares its batch (recorded at build): served one request at a time "
                       f"it computes what {short_label(sibling)} computes, which the matcher named", highlight=False)
         con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report.verdict.status}); "

@@ -558,7 +558,7 @@ def decide(ev: Evidence) -> Verdict:
     if exact.classes > 1:
         lines.append(f"the outputs rule out {len(exact.ruled_out)} of the {exact.classes} equivalence classes "
                      f"(platforms bit-identical on these {n} probes); {exact.classes_left} left")
-    siblings = {_bs1(p) for p in ev.batch_dependent}
+    siblings = {bs1_sibling(p) for p in ev.batch_dependent}
     if ev.batch_dependent and (status != IDENTIFIED or siblings & set(platforms)):
         lines.append(f"{len(ev.batch_dependent)} DB platform(s) compute a probe differently depending on what shares "
                      "its batch (checked at build): a service running them on other batches matches other platforms "
@@ -568,10 +568,24 @@ def decide(ev: Evidence) -> Verdict:
     return Verdict(status, platforms, strength, lines, common_attributes(platforms), undetermined)
 
 
-def _bs1(label: str) -> str:
+def bs1_sibling(label: str) -> str:
+    """The platform that differs from ``label`` only in running batches of 1."""
     from hspi_onnx.labels import Platform
 
     return str(Platform.parse(label).with_knobs(bs="1"))
+
+
+def names_platform(report: "MatchReport", label: str) -> tuple[bool, str | None]:
+    """Whether ``report``'s verdict names the platform ``label``: (named, the sibling named in its
+    stead). A platform whose outputs depend on what shares its batch (measured at build) that
+    serves one request at a time, its batch padded with copies, computes what its bs=1 sibling
+    computes: a verdict naming that sibling names it."""
+    if label in report.verdict.platforms:
+        return True, None
+    sibling = bs1_sibling(label)
+    if label in report.evidence.batch_dependent and sibling in report.verdict.platforms:
+        return True, sibling
+    return False, None
 
 
 def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
