@@ -127,3 +127,18 @@ def test_lm_prompts_by_token_substitution_split_classes(tmp_path, zoo):
     assert result.probes.provenance["method"] == "greedy-token-substitution"
     assert result.separated and all(len(set(row.tolist())) > 1 for row in result.labels)
     assert result.probes.primary.dtype == np.int64 and result.probes.primary.max() < 256
+
+
+def test_label_table_of_a_border_set_and_of_a_set_the_db_lacks(crafted):
+    """What `hspi query --adaptive DB` asks from (hspi_onnx.border.tree.label_table)."""
+    from hspi_onnx.border.tree import label_table
+    from hspi_onnx.errors import HspiError
+
+    root, model, db, result, path = crafted
+    probes = load_probes(path)
+    build(db, model, probes, PLATFORMS)
+    platforms, table = label_table(db, probes)
+    assert table.shape == (len(probes), len(platforms)) and set(platforms) <= set(db.manifest()["platforms"])
+    assert ((0 <= table) & (table < 10)).all()  # digit labels
+    with pytest.raises(HspiError, match="holds no outputs on probe set"):
+        label_table(db, generate(model, n=4, seed=99))

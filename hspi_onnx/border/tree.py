@@ -45,3 +45,25 @@ def identify(table: np.ndarray, answer: Callable[[int], int], max_queries: int) 
         asked.append(k)
         alive &= table[k] == answer(k)
     return alive, asked
+
+
+def label_table(db, probes) -> tuple[list[str], np.ndarray]:
+    """(platforms, table) of the DB's platforms on ``probes`` (a border probe set the DB was
+    built on): ``table[k, j]`` is the top-1 label platform ``j`` returns on probe ``k``, from the
+    DB group on that probe set that holds the most platforms."""
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.forms import degrade
+
+    groups = [g for g in load_groups(db) if g.probes_sha256 == probes.sha256]
+    if not groups:
+        raise HspiError(f"the DB holds no outputs on probe set {probes.name}: build it on them first "
+                        f"(hspi db build MODEL --db {db.root} --probes FILE)")
+    g = max(groups, key=lambda x: len(x.platforms))
+    pos = {int(p): k for k, p in enumerate(g.ids)}
+    missing = [int(p) for p in probes.ids if int(p) not in pos]
+    if missing:
+        raise HspiError(f"the DB lacks probe {missing[0]} of {probes.name} ({len(missing)} missing)")
+    rows = [pos[int(p)] for p in probes.ids]
+    platforms = list(g.platforms)
+    return platforms, np.stack([degrade(g.outputs[p], "argmax").index[rows, 0] for p in platforms], axis=1)

@@ -78,26 +78,11 @@ def query(url: UrlArg, probes: QueryProbesOpt, output: OutOpt, wire: WireOpt = "
 
 
 def _adaptive(probe_set, output: Path, opts, db_path: Path, max_queries: int, quiet: bool) -> None:
-    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.border.tree import label_table
     from hspi_onnx.db.store import ReferenceDB
-    from hspi_onnx.errors import HspiError
-    from hspi_onnx.forms import degrade
     from hspi_onnx.query.client import query_adaptive
 
-    import numpy as np
-
-    groups = [g for g in load_groups(ReferenceDB(db_path)) if g.probes_sha256 == probe_set.sha256]
-    if not groups:
-        raise HspiError(f"the DB holds no outputs on probe set {probe_set.name}: build it on them first "
-                        f"(hspi db build MODEL --db {db_path} --probes FILE)")
-    g = max(groups, key=lambda x: len(x.platforms))
-    pos = {int(p): k for k, p in enumerate(g.ids)}
-    missing = [int(p) for p in probe_set.ids if int(p) not in pos]
-    if missing:
-        raise HspiError(f"the DB lacks probe {missing[0]} of {probe_set.name} ({len(missing)} missing)")
-    rows = [pos[int(p)] for p in probe_set.ids]
-    platforms = g.platforms
-    table = np.stack([degrade(g.outputs[p], "argmax").index[rows, 0] for p in platforms], axis=1)
+    platforms, table = label_table(ReferenceDB(db_path), probe_set)
     with progress(quiet) as bar:
         task = bar.add_task("adaptive questions", total=max_queries)
         result = query_adaptive(probe_set, output, opts, platforms, table, max_queries,
