@@ -61,26 +61,22 @@ def build_db(cfg: DemoConfig, on_event) -> tuple:
 
 
 def train_classifier(db, cfg: DemoConfig, on_platform, on_target):
-    from hspi_onnx.learn.classify import CatBoostParams, load_classifier, train
-    from hspi_onnx.db.dataset import load_groups
-    from hspi_onnx.learn.examples import build_examples
     from hspi_onnx.db.store import db_digest
+    from hspi_onnx.learn.classify import load_classifier
+    from hspi_onnx.learn.training import fit_and_save
 
     path = cfg.out / "classifier"
-    digest = db_digest(db)
     try:
         clf = load_classifier(path)
-        if clf.meta.get("db_digest") == digest:
+        if clf.meta.get("db_digest") == db_digest(db):
             return clf, path, False
     except HspiError:
         pass
-    groups = load_groups(db)
-    ex = build_examples(groups, "raw", db.manifest(), on_platform=on_platform)
-    params = CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform, seed=0)
-    clf = train(ex, None, params, on_target=on_target)
-    clf.meta |= {"db": str(db.root), "db_digest": digest, "method": "catboost", "params": vars(params)}
-    clf.save(path)
-    return clf, path, True
+    stage = {"name": ""}
+    fit_and_save(db, path, iterations=cfg.iterations, rows_per_platform=cfg.rows_per_platform, seed=0,
+                 on_stage=lambda name, total: stage.update(name=name),
+                 on_step=lambda: on_platform() if stage["name"].startswith("features") else on_target("", 0.0))
+    return load_classifier(path), path, True
 
 
 def evaluate_for_plots(db, cfg: DemoConfig, on_step):

@@ -143,3 +143,30 @@ def test_protocol_cases_hold_out_probes_runtimes_and_models():
     assert all(x.startswith("pytorch") for x in lab[loro.test]) and not any(x.startswith("pytorch") for x in lab[loro.train])
     lomo = got[("lomo", "a", "raw")]
     assert set(m[lomo.test]) == {"a"} and set(m[lomo.train]) == {"b"}
+
+
+def test_fit_and_save_is_what_train_runs(tiny_db, tmp_path):
+    """hspi_onnx.learn.training.fit_and_save: both methods, the stages it announces, what it saves."""
+    from hspi_onnx.learn.classify import load_classifier
+    from hspi_onnx.learn.training import fit_and_save
+
+    stages, steps = [], []
+    report = fit_and_save(tiny_db, tmp_path / "clf", iterations=5, rows_per_platform=20,
+                          on_stage=lambda name, total: stages.append((name, total)), on_step=lambda: steps.append(1))
+    assert [s[0] for s in stages] == ["features (raw)", "training"] and len(steps) == sum(t for _, t in stages)
+    clf = load_classifier(tmp_path / "clf")
+    assert set(clf.targets) == set(report["targets"]) and clf.meta["method"] == report["method"] == "catboost"
+    svm = fit_and_save(tiny_db, tmp_path / "svm", method="svm-bits", queries=2)
+    assert svm["method"] == "svm-bits" and set(svm["targets"]) and (tmp_path / "svm").is_dir()
+
+
+def test_unpredictable_names_held_out_values_training_never_saw():
+    from types import SimpleNamespace
+
+    from hspi_onnx.learn.results import unpredictable
+
+    rec = lambda **kw: SimpleNamespace(**({"protocol": "loro", "holdout": "pytorch", "target": "runtime",
+                                           "unseen_values": [], "method": "catboost", "n": 1} | kw))
+    report = SimpleNamespace(queries=[1, 8], records=[rec(unseen_values=["pytorch"]), rec(n=8, unseen_values=["x"]),
+                                                      rec(method="svm-bits", unseen_values=["y"]), rec()])
+    assert unpredictable(report) == ["loro-pytorch runtime: pytorch"]

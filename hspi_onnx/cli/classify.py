@@ -25,51 +25,22 @@ def train(db: DbOpt,
           seed: SeedArg = 0, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Train one classifier per target (the platform's equivalence class and each attribute)
     on every probe of the DB, and save it (CatBoost native format + JSON; no pickle)."""
-    import time
-
-    from hspi_onnx.learn.classify import CatBoostParams
-    from hspi_onnx.db.store import db_digest
-    from hspi_onnx.learn.classify import train as fit
-    from hspi_onnx.db.dataset import load_groups
-    from hspi_onnx.learn.examples import build_examples
     from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.learn.training import fit_and_save
 
-    form, method = form.value, method.value
-    t0 = time.perf_counter()
-    ref = ReferenceDB(db)
-    groups = load_groups(ref, models or None, output_name)
     err = console(stderr=True)
     with progress(quiet or as_json) as bar:
-        task = bar.add_task(f"features ({form})", total=sum(len(g.outputs) for g in groups))
-        ex = build_examples(groups, form, ref.manifest(), warn=lambda m: err.print(f"warning: {m}"),
-                            on_platform=lambda: bar.advance(task))
-        t_features = time.perf_counter() - t0
-        names = list(ex.targets(targets or None))
-        task = bar.add_task("training", total=len(names))
-        timings: dict[str, float] = {}
+        task = {}
 
-        def done(name: str, seconds: float) -> None:
-            timings[name] = round(seconds, 2)
-            bar.advance(task)
+        def on_stage(name: str, total: int) -> None:
+            task["id"] = bar.add_task(name, total=total)
 
-        if method == "catboost":
-            params = CatBoostParams(iterations=iterations, seed=seed, max_rows_per_unit=rows_per_platform)
-            clf = fit(ex, targets or None, params, on_target=done)
-            clf.meta |= {"db": str(ref.root), "db_digest": db_digest(ref), "probes": int(len(set(zip(ex.model, ex.probe)))),
-                         "method": "catboost", "params": vars(params), "output": output_name}
-            clf.save(output)
-            classes = {t: len(m.classes) for t, m in clf.targets.items()}
-        else:
-            from hspi_onnx.learn.baseline import save_svm_bits, train_svm_bits
-
-            bundle = train_svm_bits(ex, targets or None, queries, seed, on_target=done)
-            bundle["meta"] |= {"db": str(ref.root), "db_digest": db_digest(ref)}
-            save_svm_bits(bundle, output)
-            classes = {t: len(m.classes) for t, m in bundle["targets"].items()}
-    seconds = time.perf_counter() - t0
-    report = {"output": str(output), "method": method, "form": form, "rows": len(ex),
-              "platforms": len(set(ex.label.tolist())), "targets": classes, "train_seconds": timings,
-              "feature_seconds": round(t_features, 2), "seconds": round(seconds, 2)}
+        report = fit_and_save(ReferenceDB(db), output, form.value, method.value, queries=queries, models=models,
+                              targets=targets, output_name=output_name, iterations=iterations,
+                              rows_per_platform=rows_per_platform, seed=seed, on_stage=on_stage,
+                              on_step=lambda: bar.advance(task["id"]), warn=lambda m: err.print(f"warning: {m}"))
+    method, form, classes, timings = report["method"], report["form"], report["targets"], report["train_seconds"]
+    seconds, t_features = report["seconds"], report["feature_seconds"]
     if as_json:
         emit_json(report)
         return
@@ -143,7 +114,7 @@ def eval_cmd(db: DbOpt,
 def print_report(report) -> None:
     from rich.table import Table
 
-    from hspi_onnx.learn.results import losses, table_rows
+    from hspi_onnx.learn.results import losses, table_rows, unpredictable
 
     out = console()
     queries = report.queries
@@ -157,8 +128,7 @@ def print_report(report) -> None:
     lost = losses(report)
     out.print(f"ours loses to svm-bits in {len(lost)} of {len(rows) * len(queries)} cells"
               + (": " + "; ".join(lost[:12]) + (" …" if len(lost) > 12 else "") if lost else ""), soft_wrap=True)
-    unseen = [f"{r.protocol}-{r.holdout} {r.target}: {', '.join(r.unseen_values)}"
-              for r in report.records if r.unseen_values and r.method == "catboost" and r.n == queries[0]]
+    unseen = unpredictable(report)
     if unseen:
         out.print("not predictable (values the training side lacks): " + "; ".join(unseen), soft_wrap=True)
     out.print(f"{report.seconds:.0f} s in all; plots: {len(report.plots)}")

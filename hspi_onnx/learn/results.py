@@ -129,6 +129,14 @@ def losses(report: EvalReport, margin: float = 0.0) -> list[str]:
     return out
 
 
+def unpredictable(report: EvalReport) -> list[str]:
+    """Held-out targets whose test values the training side never saw (ours, at the first n):
+    "protocol-holdout target: values"; no classifier can predict them."""
+    first = report.queries[0] if report.queries else None
+    return [f"{r.protocol}-{r.holdout} {r.target}: {', '.join(r.unseen_values)}"
+            for r in report.records if r.unseen_values and r.method == "catboost" and r.n == first]
+
+
 def markdown(report: EvalReport) -> str:
     head = ["protocol", "target", *[f"n={n}" for n in report.queries], "ceiling", "majority", "test groups per n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
