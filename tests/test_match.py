@@ -187,3 +187,24 @@ def test_db_index_command(setup):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["outputs"] >= len(IN_DB) * N and report["groups"] == 1
+
+
+def test_match_suspect_builds_a_missing_index_and_names_its_classifier(setup, tmp_path):
+    """hspi_onnx.match.session.match_suspect: what `hspi match` runs."""
+    import shutil
+
+    from hspi_onnx.match.session import match_suspect
+
+    db = ReferenceDB(shutil.copytree(setup["db"].root, tmp_path / "db"))
+    shutil.rmtree(db.root / "index", ignore_errors=True)
+    label, result = rerun(setup, IN_DB[0])
+    suspect = suspect_of(setup, tmp_path / "s.npz", result.first[:2], result.ids[:2])
+    calls = []
+    rep = match_suspect(suspect, db, setup["root"] / "clf", on_index=lambda n: calls.append(n),
+                        on_shard=lambda: calls.append("shard"))
+    assert calls[0] == len(db.shards()) and calls.count("shard") == len(db.shards())
+    assert rep.verdict.status == IDENTIFIED and label in rep.verdict.platforms
+    assert rep.evidence.stats.path == str(setup["root"] / "clf")
+    calls.clear()
+    again = match_suspect(suspect, db)  # the index is there now: nothing rebuilt, no classifier
+    assert not calls and again.verdict.platforms == rep.verdict.platforms and again.evidence.stats is None

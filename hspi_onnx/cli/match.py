@@ -17,11 +17,9 @@ ReplayModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="MODEL
 def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool, replay: bool = False,
               model: str | None = None, platforms: list[str] | None = None):
     """(the match report, the DB platforms of the suspect's model, the replay plan or None)."""
-    from hspi_onnx.db.index import load_index
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.errors import HspiError
-    from hspi_onnx.learn.classify import load_classifier
-    from hspi_onnx.match.identify import match
+    from hspi_onnx.match.session import match_suspect
     from hspi_onnx.match.suspect import load_suspect
 
     if (model or platforms) and not replay:
@@ -30,18 +28,12 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
     plan = None
     if replay:
         suspect, plan = _replay(suspect, db, model, platforms, quiet)
-    ref = ReferenceDB(db)
     err = console(stderr=True)
-    try:
-        index = load_index(ref, rebuild=False)
-    except HspiError:
-        with progress(quiet) as bar:
-            task = bar.add_task("digest index", total=len(ref.shards()))
-            index = load_index(ref, on_shard=lambda: bar.advance(task))
-    clf = load_classifier(classifier) if classifier else None
-    report = match(suspect, ref, clf, warn=lambda m: err.print(f"warning: {m}"), index=index)
-    if classifier and report.evidence.stats is not None:
-        report.evidence.stats.path = str(classifier)
+    with progress(quiet) as bar:
+        task = {}
+        report = match_suspect(suspect, ReferenceDB(db), classifier, warn=lambda m: err.print(f"warning: {m}"),
+                               on_index=lambda n: task.update(id=bar.add_task("digest index", total=n)),
+                               on_shard=lambda: bar.advance(task["id"]))
     return report, report.evidence.db_platforms, plan
 
 
