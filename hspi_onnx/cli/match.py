@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,11 +30,15 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
     if replay:
         suspect, plan = _replay(suspect, db, model, platforms, quiet)
     err = console(stderr=True)
-    with progress(quiet) as bar:
-        task = {}
+    with ExitStack() as stack:  # a bar only while a missing or stale digest index is built
+        bar = {}
+
+        def on_index(shards: int) -> None:
+            bar["bar"] = stack.enter_context(progress(quiet))
+            bar["task"] = bar["bar"].add_task("digest index", total=shards)
+
         report = match_suspect(suspect, ReferenceDB(db), classifier, warn=lambda m: err.print(f"warning: {m}"),
-                               on_index=lambda n: task.update(id=bar.add_task("digest index", total=n)),
-                               on_shard=lambda: bar.advance(task["id"]))
+                               on_index=on_index, on_shard=lambda: bar["bar"].advance(bar["task"]))
     return report, report.evidence.db_platforms, plan
 
 
