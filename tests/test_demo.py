@@ -4,6 +4,10 @@ hspi query; KServe v2 with any model, OpenAI-compatible completions with the LM)
 from conftest import hspi
 
 
+import pytest
+
+
+@pytest.mark.slow
 def test_quick_demo_names_the_hidden_platform(tmp_path):
     out = tmp_path / "demo"
     r = hspi("demo", "--quick", "-n", "40", "--seed", "3", "-o", out, "-q", timeout=900)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import hspi
 
+pytestmark = pytest.mark.slow  # pip installs the plugin into a directory of its own
+
 PLUGIN = Path(__file__).parent / "plugin_example"
 
 

@@ -71,6 +71,7 @@ def _without_latency(line: bytes) -> dict:
     return doc
 
 
+@pytest.mark.slow
 def test_a_query_resumes_after_the_server_is_killed_and_restarted(tmp_path, started):
     probes = generate(resolve_model("digits"), n=N).save(tmp_path / "p.npz")
     port = free_port()  # fixed up front: the restarted server must have the same URL

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a real 2-node cluster: about 80 s for the module
 
 from conftest import hspi  # noqa: E402
 
