@@ -165,8 +165,10 @@ def test_unpredictable_names_held_out_values_training_never_saw():
 
     from hspi_onnx.learn.results import unpredictable
 
-    rec = lambda **kw: SimpleNamespace(**({"protocol": "loro", "holdout": "pytorch", "target": "runtime",
-                                           "unseen_values": [], "method": "catboost", "n": 1} | kw))
+    def rec(**kw):
+        return SimpleNamespace(**({"protocol": "loro", "holdout": "pytorch", "target": "runtime", "unseen_values": [],
+                                   "method": "catboost", "n": 1} | kw))
+
     report = SimpleNamespace(queries=[1, 8], records=[rec(unseen_values=["pytorch"]), rec(n=8, unseen_values=["x"]),
                                                       rec(method="svm-bits", unseen_values=["y"]), rec()])
     assert unpredictable(report) == ["loro-pytorch runtime: pytorch"]

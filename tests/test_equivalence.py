@@ -44,5 +44,5 @@ def test_resnet_fp32_equivalence_classes(zoo):
         frozenset(_ort(["all"], [1, 8], [1, 2])),
     }
     # PyTorch eager: threads 1 vs 2 never matter; batch size, layout and source always do.
-    expected |= {frozenset(_torch(l, s, b)) for l in ("nchw", "nhwc") for s in ("module", "onnx") for b in (1, 8)}
+    expected |= {frozenset(_torch(lay, s, b)) for lay in ("nchw", "nhwc") for s in ("module", "onnx") for b in (1, 8)}
     assert _partition(zoo) == expected

@@ -121,6 +121,9 @@ def _print_knobs(report: dict) -> None:
 
     out = console()
     colour = {"BUG": "[red]BUG[/red]", "labelled": "[green]labelled[/green]", "pinned": "[green]pinned[/green]"}
+    def yes(value) -> str:
+        return "" if value is None else ("yes" if value else "no")
+
     for base in report["bases"]:
         table = Table("knob", "bits changed", "label changed", "verdict",
                       title=f"{report['model']} on {short_label(base['base'])} ({report['n']} probes)", show_lines=False)
@@ -132,7 +135,6 @@ def _print_knobs(report: dict) -> None:
         for r in report["rows"]:
             if r["base"] != base["base"]:
                 continue
-            yes = lambda v: "" if v is None else ("yes" if v else "no")
             table.add_row(f"{r['knob']}={r['value']}" + (" (pin)" if r["kind"] == "setting" else ""),
                           yes(r["bits_changed"]), yes(r["label_changed"]), colour.get(r["verdict"], r["verdict"]),
                           r.get("label_diff") or r.get("error", ""))
