@@ -88,7 +88,7 @@ def evaluate_for_plots(db, cfg: DemoConfig, on_step):
                       params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform))
     report = evaluate(db, ecfg, None, on_step)
     plots = write_plots(report, cfg.out / "plots")
-    (cfg.out / "eval.json").write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), "utf-8")
+    (cfg.out / "eval.json").write_text(json.dumps(report.as_dict(), indent=1, sort_keys=True), "utf-8")
     return report, plots
 
 

@@ -222,7 +222,7 @@ def test_report_confident_targets_and_json():
     ev = _identified_with_classifier()
     report = MatchReport(ev, decide(ev))
     assert report.confident_targets() == {"precision": "fp32", "runtime": "onnxruntime"}
-    d = json.loads(json.dumps(report.to_dict()))
+    d = json.loads(json.dumps(report.as_dict()))
     assert d["verdict"]["status"] == IDENTIFIED and d["verdict"]["platforms"] == [ORT32, ORT32_T4]
     assert d["db"] == {"path": "/db", "platforms": 6, "dtypes": ["float32"]}
     assert d["exact"]["common"] == [ORT32, ORT32_T4] and d["exact"]["matched_queries"] == 2
@@ -239,7 +239,7 @@ def test_report_without_classifier_and_with_nearest():
     ev = evidence([set()], nearest=[Nearest(PT32, 2.0)])
     report = MatchReport(ev, decide(ev))
     assert report.confident_targets() == {}
-    d = json.loads(json.dumps(report.to_dict()))
+    d = json.loads(json.dumps(report.as_dict()))
     assert d["nearest"] == [{"platform": PT32, "distance": 2.0}] and "classifier" not in d
     assert d["verdict"]["status"] == UNKNOWN and d["verdict"]["undetermined"] == {}
 
@@ -266,7 +266,7 @@ def test_claim_consistent_with_an_identified_platform():
     r = verify(report_of(evidence([{ORT32, ORT32_T4}, {ORT32, ORT32_T4}])), {"threads": "4"}, DB)
     assert (r.verdict, r.exit_code) == (VERDICT_CONSISTENT, 0)
     assert r.evidence == [f"1 platform(s) bit-identical with the suspect satisfy the claim, e.g. {ORT32_T4}"]
-    assert r.to_dict() == {"verdict": "CONSISTENT", "claim": {"threads": "4"}, "evidence": r.evidence, "exit_code": 0}
+    assert r.as_dict() == {"verdict": "CONSISTENT", "claim": {"threads": "4"}, "evidence": r.evidence, "exit_code": 0}
 
 
 def test_claim_inconsistent_when_db_holds_claimed_platforms_but_none_is_identified():

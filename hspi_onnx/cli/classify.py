@@ -104,9 +104,9 @@ def eval_cmd(db: DbOpt,
 
         report.plots = [str(p) for p in write_plots(report, plots)]
     if output:
-        output.write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), "utf-8")
+        output.write_text(json.dumps(report.as_dict(), indent=1, sort_keys=True), "utf-8")
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(report.as_dict())
         return
     print_report(report)
 

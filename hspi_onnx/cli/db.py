@@ -69,7 +69,7 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
 
             for url in remote:
                 runner = stack.enter_context(RemoteRunner(url, authorization(auth_env)))
-                label, _ = runner.describe(info)
+                label, _ = runner.served(info)
                 summaries.append(build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out,
                                                   [(None, label)]))
         else:

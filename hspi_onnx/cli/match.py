@@ -72,7 +72,7 @@ def match_cmd(suspect: SuspectArg, db: DbOpt, classifier: ClassifierOpt = None, 
     With --replay, on the inputs the suspect carries instead of a DB probe set."""
     report, _, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
     if as_json:
-        emit_json(_with_replay(report.to_dict(), plan))
+        emit_json(_with_replay(report.as_dict(), plan))
     else:
         print_match(report)
 
@@ -87,7 +87,7 @@ def verify_cmd(suspect: SuspectArg, db: DbOpt, claim: ClaimOpt, classifier: Clas
     report, platforms_, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
     result = verify(report, wanted, platforms_)
     if as_json:
-        emit_json({**result.to_dict(), "match": _with_replay(report.to_dict(), plan)})
+        emit_json({**result.as_dict(), "match": _with_replay(report.as_dict(), plan)})
     else:
         print_match(report)
         print_verify(result)

@@ -65,7 +65,7 @@ class EvalReport:
     def queries(self) -> list[int]:
         return sorted({r.n for r in self.records})
 
-    def to_dict(self) -> dict:
+    def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod

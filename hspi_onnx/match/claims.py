@@ -68,7 +68,7 @@ class ClaimResult:
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
 
-    def to_dict(self) -> dict:
+    def as_dict(self) -> dict:
         return {"verdict": self.verdict, "claim": self.claim, "evidence": self.evidence, "exit_code": self.exit_code}
 
 

@@ -36,7 +36,7 @@ class RemoteRunner(Sequential):
         self.transport = Transport(url.rstrip("/"), timeout, retries, None, authorization)
         self.url = self.transport.shown
 
-    def describe(self, model) -> tuple[Platform, dict]:
+    def served(self, model) -> tuple[Platform, dict]:
         """(the platform served, the remote facts), after checking it serves ``model``."""
         where = f"GET {self.url}/hspi/v1/platform"
         reply = self.transport.request("GET", "/hspi/v1/platform")
@@ -59,7 +59,7 @@ class RemoteRunner(Sequential):
         pass
 
     def run(self, adapter, model, platform: Platform, probes, repeat: int = 0, on_batch=None) -> RunResult:
-        served, facts = self.describe(model)
+        served, facts = self.served(model)
         if str(served) != str(platform):
             raise QueryError(f"{self.url} now serves {served}, not {platform}")
         probes = probes.bind(model)

@@ -86,7 +86,7 @@ class Node:
     def capacity(self, kind: str) -> int:
         return max(1, int(self.resources.get(f"{RESOURCE_PREFIX}{kind}", 1)))
 
-    def describe(self) -> dict:
+    def as_dict(self) -> dict:
         return {"node": self.id, "address": self.address, "alive": self.alive, "platforms": len(self.offers),
                 "isa": self.facts.get("host", {}).get("isa"), "isa_cap": self.facts.get("isa_cap"),
                 "cpu": self.facts.get("host", {}).get("cpu_model"),
@@ -215,7 +215,7 @@ class RayRunner:
         return [(None, p) for p in labels.values()]
 
     def report(self) -> dict:
-        return {"nodes": [n.describe() for n in self.nodes.values()], "nodes_lost": self.lost,
+        return {"nodes": [n.as_dict() for n in self.nodes.values()], "nodes_lost": self.lost,
                 "cross_checked": self.cross_checked, "differences": self.differences}
 
     # -- running

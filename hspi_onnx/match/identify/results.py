@@ -123,7 +123,7 @@ class MatchReport:
         """Classifier targets (not the platform class) that are confident and not undetermined."""
         return confident(self.evidence.stats, self.verdict.undetermined)
 
-    def to_dict(self) -> dict:
+    def as_dict(self) -> dict:
         ev = self.evidence
         out = {"suspect": asdict(ev.suspect), "db": {"path": ev.db_path, "platforms": len(ev.db_platforms),
                                                     "dtypes": ev.db_dtypes},
