@@ -1,0 +1,101 @@
+"""Convolutions, pools, Gemm."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from hspi_onnx.errors import UnsupportedError
+
+# --------------------------------------------------------------------------- conv and pools
+
+
+def _same_pads(auto_pad: str, size: list[int], kernel: list[int], strides: list[int], dilations: list[int],
+               pads: list[int]) -> list[int]:
+    """ONNX pads [begin..., end...] after auto_pad (NOTSET keeps ``pads``, VALID is no padding)."""
+    nd = len(kernel)
+    if auto_pad in ("NOTSET", ""):
+        return pads
+    if auto_pad == "VALID":
+        return [0] * (2 * nd)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise UnsupportedError(f"auto_pad={auto_pad} is not covered")
+    begin, end = [], []
+    for n, k, s, d in zip(size, kernel, strides, dilations):
+        total = max(0, (math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else big)
+        end.append(big if auto_pad == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _torch_pad(begin: list[int], end: list[int]) -> list[int]:
+    """ONNX begin/end pads of the trailing axes as F.pad's (last axis first) list."""
+    return [p for i in reversed(range(len(begin))) for p in (begin[i], end[i])]
+
+
+def _conv(ctx, x, w, b=None, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+          strides=None):
+    nd = w.dim() - 2
+    if nd not in (1, 2, 3):
+        raise UnsupportedError(f"Conv over {nd} spatial axes is not covered")
+    strides = list(strides or [1] * nd)
+    dilations = list(dilations or [1] * nd)
+    pads = _same_pads(auto_pad, list(x.shape[2:]), list(w.shape[2:]), strides, dilations,
+                      list(pads or [0] * (2 * nd)))
+    begin, end = pads[:nd], pads[nd:]
+    if begin != end:
+        x = F.pad(x, _torch_pad(begin, end))
+        begin = [0] * nd
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    return fn(x, w, b, strides, begin, dilations, int(group))
+
+
+def _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad):
+    k = list(kernel_shape)
+    nd = len(k)
+    if nd not in (1, 2, 3):
+        raise UnsupportedError(f"pooling over {nd} spatial axes is not covered")
+    strides = list(strides or [1] * nd)
+    dilations = list(dilations or [1] * nd)
+    pads = _same_pads(auto_pad, list(x.shape[2:]), k, strides, dilations, list(pads or [0] * (2 * nd)))
+    return k, nd, strides, dilations, pads[:nd], pads[nd:]
+
+
+def _max_pool(ctx, x, kernel_shape, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0,
+              storage_order=0, _n=1):
+    if _n > 1:
+        raise UnsupportedError("MaxPool's Indices output is not covered")
+    k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
+    fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
+    if begin != end or any(2 * p > kk for p, kk in zip(begin, k)):  # torch's limits on padding
+        x = F.pad(x, _torch_pad(begin, end), value=-math.inf)
+        begin = [0] * nd
+    return fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode))
+
+
+def _avg_pool(ctx, x, kernel_shape, strides=None, pads=None, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0,
+              dilations=None):
+    k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
+    if any(d != 1 for d in dilations):
+        raise UnsupportedError("AveragePool with dilations is not covered")
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    if begin == end and all(2 * p <= kk for p, kk in zip(begin, k)):
+        return fn(x, k, strides, begin, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+    # asymmetric pads: the window sums over the padded input divided by the count of what it covers
+    tp = _torch_pad(begin, end)
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+    count = F.pad(ones, tp, value=1.0 if count_include_pad else 0.0)
+    num = fn(F.pad(x, tp), k, strides, 0, ceil_mode=bool(ceil_mode), count_include_pad=True)
+    den = fn(count, k, strides, 0, ceil_mode=bool(ceil_mode), count_include_pad=True)
+    return num / den
+
+
+def _gemm(ctx, a_, b_, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
+    a_ = a_.t() if transA else a_
+    b_ = b_.t() if transB else b_
+    y = torch.matmul(a_, b_)
+    y = y * alpha if alpha != 1.0 else y
+    return y if c is None else y + (c * beta if beta != 1.0 else c)

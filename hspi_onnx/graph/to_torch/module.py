@@ -1,0 +1,142 @@
+"""The interpreter: an ONNX graph as a torch module, run node by node."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from hspi_onnx.errors import UnsupportedError
+
+from .common import _attr, _saturate
+from .ops import _MULTI_OUTPUT, COVERED_OPS, OPS
+
+
+def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    array = np.array(array, copy=True)
+    if array.dtype == np.float16 or array.dtype.name == "bfloat16":
+        array = array.astype(np.float32)
+    t = torch.from_numpy(array)
+    return _saturate(t, dtype) if t.is_floating_point() else t
+
+
+def _ops_of(graph) -> set[str]:
+    """Every op type in a graph and its subgraphs."""
+    ops = set()
+    for node in graph.node:
+        ops.add(node.op_type)
+        for a in node.attribute:
+            if a.type == a.GRAPH:
+                ops |= _ops_of(a.g)
+            for g in a.graphs:
+                ops |= _ops_of(g)
+    return ops
+
+
+class _Graph:
+    """A compiled (sub)graph: its nodes and the names of its outputs."""
+
+    def __init__(self, nodes: list, outputs: list[str]) -> None:
+        self.nodes, self.outputs = nodes, outputs
+
+
+class OnnxModule(nn.Module):
+    """An ONNX graph as a torch module computing in ``dtype``.
+
+    ``forward(*inputs)`` takes the graph inputs in :attr:`input_names` order (float tensors are
+    cast to ``dtype``) and returns a tuple of the graph outputs in :attr:`output_names` order.
+    """
+
+    def __init__(self, model, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        graph = model.graph
+        self.opset = 1
+        for imp in model.opset_import:
+            if imp.domain not in ("", "ai.onnx"):
+                raise UnsupportedError(f"ONNX domain {imp.domain!r} is not covered by the PyTorch converter")
+            self.opset = int(imp.version)
+        missing = sorted(_ops_of(graph) - set(COVERED_OPS))
+        if missing:
+            raise UnsupportedError(f"the ONNX-to-PyTorch converter does not cover: {', '.join(missing)}")
+        self.dtype = dtype
+        self._names: dict[str, str] = {}
+        self._count = 0
+        self.graph = self._compile(graph)
+        self.input_names = [i.name for i in graph.input if i.name not in self._names]
+        self.output_names = [o.name for o in graph.output]
+
+    def _compile(self, graph) -> _Graph:
+        from onnx import numpy_helper
+
+        for init in graph.initializer:
+            self._add_const(init.name, numpy_helper.to_array(init))
+        nodes = []
+        for node in graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                raise UnsupportedError(f"ONNX domain {node.domain!r} is not covered by the PyTorch converter")
+            attrs = _attr(node)
+            if node.op_type == "Constant":
+                self._add_const(node.output[0], self._constant(attrs))
+                continue
+            if node.op_type == "If":
+                attrs = {"then_branch": self._compile(attrs["then_branch"]),
+                         "else_branch": self._compile(attrs["else_branch"])}
+            elif node.op_type in _MULTI_OUTPUT:
+                attrs["_n"] = len(node.output)
+            nodes.append((node.op_type, list(node.input), list(node.output), attrs))
+        return _Graph(nodes, [o.name for o in graph.output])
+
+    @staticmethod
+    def _constant(attrs: dict) -> np.ndarray:
+        value = attrs.get("value")
+        if value is None:
+            for key in ("value_float", "value_floats", "value_int", "value_ints"):
+                if key in attrs:
+                    value = np.asarray(attrs[key], np.float32 if "float" in key else np.int64)
+        if value is None:
+            raise UnsupportedError("Constant without a numeric value is not covered")
+        return value
+
+    def _add_const(self, name: str, array: np.ndarray) -> None:
+        attr = f"c{self._count}"
+        self._count += 1
+        self.register_buffer(attr, _tensor(array, self.dtype), persistent=False)
+        self._names[name] = attr
+
+    def _run(self, graph: _Graph, env: dict) -> list:
+        for op, ins, outs, attrs in graph.nodes:
+            args = [env[i] if i else None for i in ins]
+            while args and args[-1] is None:
+                args.pop()
+            if op == "If":
+                branch = attrs["then_branch"] if bool(args[0].reshape(-1)[0]) else attrs["else_branch"]
+                result = self._run(branch, dict(env))
+            else:
+                result = OPS[op](self, *args, **attrs)
+            if isinstance(result, (list, tuple)):
+                env.update((n, v) for n, v in zip(outs, result) if n)
+            else:
+                env[outs[0]] = result
+        return [env[o] for o in graph.outputs]
+
+    def forward(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(inputs) > len(self.input_names):
+            raise TypeError(f"the graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
+                            f"got {len(inputs)}")
+        feeds = dict(zip(self.input_names, inputs))
+        for name, value in named.items():
+            if name not in self.input_names or name in feeds:
+                raise TypeError(f"unexpected or repeated graph input {name!r}")
+            feeds[name] = value
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise TypeError(f"missing graph inputs: {', '.join(missing)}")
+        env = {name: getattr(self, attr) for name, attr in self._names.items()}
+        for name, x in feeds.items():
+            x = torch.as_tensor(x)
+            env[name] = x.to(self.dtype) if x.is_floating_point() else x
+        return tuple(self._run(self.graph, env))
+
+
+def convert(model, dtype: torch.dtype = torch.float32) -> OnnxModule:
+    return OnnxModule(model, dtype).eval()

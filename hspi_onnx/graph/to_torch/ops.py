@@ -1,0 +1,115 @@
+"""The op table: ONNX op type (default domain) -> the function that runs it, and what the
+interpreter covers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .conv_pool import _avg_pool, _conv, _gemm, _max_pool
+from .elementwise import (
+    REDUCERS,
+    _arg,
+    _batch_norm,
+    _binary,
+    _cast,
+    _clip,
+    _cumsum,
+    _div,
+    _hardmax,
+    _instance_norm,
+    _is_inf,
+    _layer_norm,
+    _mean,
+    _mod,
+    _pow,
+    _prelu,
+    _reduce,
+    _softmax,
+    _unary,
+    _variadic,
+)
+from .recurrent import _rnn
+from .shapes import (
+    _constant_of_shape,
+    _einsum,
+    _expand,
+    _flatten,
+    _gather,
+    _gather_elements,
+    _gather_nd,
+    _nonzero,
+    _one_hot,
+    _pad,
+    _range,
+    _reshape,
+    _scatter_elements,
+    _scatter_nd,
+    _shape,
+    _size,
+    _slice,
+    _split,
+    _squeeze,
+    _tile,
+    _topk,
+    _trilu,
+    _unsqueeze,
+)
+
+OPS = {
+    "Abs": _unary(torch.abs), "Ceil": _unary(torch.ceil), "Erf": _unary(torch.erf),
+    "Exp": _unary(torch.exp), "Floor": _unary(torch.floor), "Log": _unary(torch.log),
+    "Neg": _unary(torch.neg), "Not": _unary(torch.logical_not), "Reciprocal": _unary(torch.reciprocal),
+    "Relu": _unary(torch.relu), "Sigmoid": _unary(torch.sigmoid), "Sqrt": _unary(torch.sqrt),
+    "Tanh": _unary(torch.tanh), "HardSwish": _unary(F.hardswish), "Identity": _unary(lambda x: x),
+    "Sin": _unary(torch.sin), "Cos": _unary(torch.cos), "Tan": _unary(torch.tan),
+    "Asin": _unary(torch.asin), "Acos": _unary(torch.acos), "Atan": _unary(torch.atan),
+    "Sinh": _unary(torch.sinh), "Cosh": _unary(torch.cosh), "Sign": _unary(torch.sign),
+    "Round": _unary(torch.round),  # half to even, as ONNX
+    "Softplus": _unary(lambda x: torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))),
+    "Softsign": _unary(F.softsign), "Mish": _unary(F.mish),
+    "IsNaN": _unary(torch.isnan), "IsInf": _is_inf,
+    "Elu": lambda ctx, x, alpha=1.0: F.elu(x, alpha),
+    "Selu": lambda ctx, x, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875:
+        gamma * torch.where(x > 0, x, alpha * torch.expm1(x)),
+    "Celu": lambda ctx, x, alpha=1.0: F.celu(x, alpha),
+    "ThresholdedRelu": lambda ctx, x, alpha=1.0: torch.where(x > alpha, x, torch.zeros_like(x)),
+    "PRelu": _prelu,
+    "Dropout": lambda ctx, x, *rest, _n=1, **a: [x, torch.ones_like(x, dtype=torch.bool)][:_n],
+    "Add": _binary(torch.add), "Sub": _binary(torch.sub), "Mul": _binary(torch.mul), "Div": _div,
+    "Mod": _mod, "Pow": _pow,
+    "Equal": _binary(torch.eq), "Less": _binary(torch.lt), "Greater": _binary(torch.gt),
+    "LessOrEqual": _binary(torch.le), "GreaterOrEqual": _binary(torch.ge),
+    "And": _binary(torch.logical_and), "Or": _binary(torch.logical_or), "Xor": _binary(torch.logical_xor),
+    "Max": _variadic(torch.maximum), "Min": _variadic(torch.minimum), "Sum": _variadic(torch.add),
+    "Mean": _mean,
+    "Where": lambda ctx, c, a, b: torch.where(c.bool(), a, b),
+    "MatMul": _binary(torch.matmul), "Gemm": _gemm, "Einsum": _einsum,
+    "Conv": _conv, "MaxPool": _max_pool, "AveragePool": _avg_pool,
+    "GlobalAveragePool": lambda ctx, x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
+    "GlobalMaxPool": lambda ctx, x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),
+    "BatchNormalization": _batch_norm, "InstanceNormalization": _instance_norm,
+    "LayerNormalization": _layer_norm,
+    "Softmax": _softmax(torch.softmax), "LogSoftmax": _softmax(torch.log_softmax), "Hardmax": _hardmax,
+    "LeakyRelu": lambda ctx, x, alpha=0.01: F.leaky_relu(x, alpha),
+    "HardSigmoid": lambda ctx, x, alpha=0.2, beta=0.5: torch.clamp(alpha * x + beta, 0, 1),
+    "Gelu": lambda ctx, x, approximate="none": F.gelu(x, approximate=approximate),
+    "Clip": _clip,
+    "Flatten": _flatten,
+    "Reshape": _reshape, "Transpose": lambda ctx, x, perm=None: x.permute(*(perm or reversed(range(x.dim())))),
+    "Shape": _shape, "Size": _size,
+    "Slice": _slice, "Gather": _gather, "GatherElements": _gather_elements, "GatherND": _gather_nd,
+    "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd, "Split": _split,
+    "Concat": lambda ctx, *xs, axis: torch.cat(xs, dim=axis),
+    "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Cast": _cast,
+    "CastLike": lambda ctx, x, like, saturate=1: x.to(like.dtype), "Expand": _expand,
+    "ConstantOfShape": _constant_of_shape, "Pad": _pad, "OneHot": _one_hot, "NonZero": _nonzero,
+    "TopK": _topk,
+    "Range": _range, "Trilu": _trilu, "Tile": _tile,
+    "ArgMax": _arg(torch.argmax), "ArgMin": _arg(torch.argmin), "CumSum": _cumsum,
+    "RNN": _rnn("RNN"), "GRU": _rnn("GRU"), "LSTM": _rnn("LSTM"),
+    **{name: _reduce(fn) for name, fn in REDUCERS.items()},
+}
+# ops the interpreter runs itself (constants are folded into buffers, If runs a subgraph)
+COVERED_OPS = sorted(set(OPS) | {"Constant", "If"})
+_MULTI_OUTPUT = {"Split", "MaxPool", "LayerNormalization", "BatchNormalization", "Dropout", "RNN", "GRU", "LSTM"}

@@ -1,0 +1,232 @@
+"""Shapes, indexing, gathers and scatters, padding, ranges, top-k, einsum."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hspi_onnx.errors import UnsupportedError
+
+from .common import _axis, _ints, _saturate
+from .conv_pool import _torch_pad
+
+# --------------------------------------------------------------------------- shapes and indexing
+
+
+def _reshape(ctx, x, shape, allowzero=0):
+    dims = _ints(shape)
+    if not allowzero:
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return x.reshape(dims)
+
+
+def _slice(ctx, x, starts, ends, axes=None, steps=None):
+    starts, ends = _ints(starts), _ints(ends)
+    axes = _ints(axes) if axes is not None else list(range(len(starts)))
+    steps = _ints(steps) if steps is not None else [1] * len(starts)
+    index: list = [slice(None)] * x.dim()
+    flips = []
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        ax = _axis(ax, x.dim())
+        n = x.shape[ax]
+        s = s + n if s < 0 else s
+        e = e + n if e < 0 else e
+        if st > 0:
+            index[ax] = slice(max(0, min(n, s)), max(0, min(n, e)), st)
+        elif st < 0:
+            s, e = max(-1, min(n - 1, s)), max(-1, min(n - 1, e))
+            idx = torch.arange(s, e, st, device=x.device)
+            index[ax] = slice(None)
+            flips.append((ax, idx))
+        else:
+            raise UnsupportedError("Slice with a zero step is invalid")
+    x = x[tuple(index)]
+    for ax, idx in flips:
+        x = x.index_select(ax, idx)
+    return x
+
+
+def _gather(ctx, x, idx, axis=0):
+    axis = _axis(axis, x.dim())
+    flat = idx.reshape(-1).long()
+    flat = torch.where(flat < 0, flat + x.shape[axis], flat)
+    out = x.index_select(axis, flat)
+    return out.reshape(list(x.shape[:axis]) + list(idx.shape) + list(x.shape[axis + 1:]))
+
+
+def _gather_elements(ctx, x, idx, axis=0):
+    axis = _axis(axis, x.dim())
+    idx = idx.long()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+    return torch.gather(x, axis, idx)
+
+
+def _gather_nd(ctx, x, idx, batch_dims=0):
+    b = int(batch_dims)
+    idx = idx.long()
+    k = idx.shape[-1]
+    batch_shape = list(x.shape[:b])
+    nb = int(np.prod(batch_shape, dtype=np.int64)) if b else 1
+    xs = x.reshape([nb] + list(x.shape[b:]))
+    ids = idx.reshape([nb, -1, k])
+    ids = torch.where(ids < 0, ids + torch.tensor(list(x.shape[b:b + k]), device=x.device), ids)
+    rows = torch.arange(nb, device=x.device).view(nb, 1).expand(nb, ids.shape[1])
+    out = xs[(rows,) + tuple(ids[..., j] for j in range(k))]
+    return out.reshape(list(idx.shape[:-1]) + list(x.shape[b + k:]))
+
+
+def _scatter_elements(ctx, x, idx, upd, axis=0, reduction="none"):
+    axis = _axis(axis, x.dim())
+    idx = idx.long()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+    if reduction == "none":
+        return x.scatter(axis, idx, upd)
+    reduce = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}.get(reduction)
+    if reduce is None:
+        raise UnsupportedError(f"ScatterElements reduction={reduction} is not covered")
+    return x.scatter_reduce(axis, idx, upd, reduce, include_self=True)
+
+
+def _scatter_nd(ctx, x, idx, upd, reduction="none"):
+    idx = idx.long()
+    k = idx.shape[-1]
+    ids = idx.reshape(-1, k)
+    ids = torch.where(ids < 0, ids + torch.tensor(list(x.shape[:k]), device=x.device), ids)
+    u = upd.reshape([ids.shape[0]] + list(x.shape[k:]))
+    out = x.clone()
+    key = tuple(ids[:, j] for j in range(k))
+    if reduction == "none":
+        out[key] = u
+    elif reduction == "add":
+        out.index_put_(key, u, accumulate=True)
+    else:
+        raise UnsupportedError(f"ScatterND reduction={reduction} is not covered")
+    return out
+
+
+def _split(ctx, x, split=None, axis=0, num_outputs=None, _n=1):
+    axis = _axis(axis, x.dim())
+    if split is not None:
+        sizes = _ints(split) if isinstance(split, torch.Tensor) else list(split)
+        return list(torch.split(x, sizes, dim=axis))
+    parts = num_outputs or _n
+    return list(torch.split(x, math.ceil(x.shape[axis] / parts), dim=axis))
+
+
+def _expand(ctx, x, shape):
+    dims = _ints(shape)
+    target = torch.broadcast_shapes(tuple(x.shape), tuple(dims))
+    return x.expand(target)
+
+
+def _constant_of_shape(ctx, shape, value=None):
+    v = torch.from_numpy(np.asarray(value if value is not None else np.zeros(1, np.float32)).copy())
+    v = _saturate(v, ctx.dtype) if v.is_floating_point() else v
+    return v.reshape(-1)[0].to(shape.device).expand(_ints(shape)).clone()
+
+
+def _unsqueeze(ctx, x, axes=None, **a):
+    ax = _ints(axes) if isinstance(axes, torch.Tensor) else list(axes if axes is not None else a["axes"])
+    rank = x.dim() + len(ax)
+    for i in sorted(_axis(i, rank) for i in ax):
+        x = x.unsqueeze(i)
+    return x
+
+
+def _squeeze(ctx, x, axes=None, **a):
+    ax = _ints(axes) if isinstance(axes, torch.Tensor) else (list(axes) if axes is not None else a.get("axes"))
+    if ax is None:
+        return x.squeeze()
+    for i in sorted((_axis(i, x.dim()) for i in ax), reverse=True):
+        x = x.squeeze(i)
+    return x
+
+
+def _flatten(ctx, x, axis=1):
+    axis = _axis(axis, x.dim())
+    return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64)))
+
+
+def _pad_index(n: int, begin: int, end: int, mode: str, device) -> torch.Tensor:
+    """Source positions along one axis of length ``n`` padded by ``begin``/``end`` in ``mode``."""
+    i = torch.arange(-begin, n + end, device=device)
+    if mode == "edge":
+        return i.clamp(0, n - 1)
+    if mode == "wrap":
+        return torch.remainder(i, n)
+    if n == 1:  # reflect
+        return torch.zeros_like(i)
+    m = torch.remainder(i, 2 * (n - 1))
+    return torch.where(m < n, m, 2 * (n - 1) - m)
+
+
+def _pad(ctx, x, pads, constant_value=None, axes=None, mode="constant", **a):
+    if not isinstance(pads, torch.Tensor):  # opset < 11: pads and value are attributes
+        constant_value = a.get("value", 0.0)
+    pads = _ints(pads)
+    axes = [_axis(i, x.dim()) for i in (_ints(axes) if axes is not None else range(x.dim()))]
+    n = len(axes)
+    begin, end = [0] * x.dim(), [0] * x.dim()
+    for j, ax in enumerate(axes):
+        begin[ax], end[ax] = pads[j], pads[n + j]
+    if mode == "constant":
+        value = 0.0 if constant_value is None else (
+            constant_value.item() if isinstance(constant_value, torch.Tensor) else float(constant_value))
+        return F.pad(x, _torch_pad(begin, end), value=value)
+    if mode not in ("reflect", "edge", "wrap"):
+        raise UnsupportedError(f"Pad mode={mode} is not covered")
+    for ax in range(x.dim()):
+        if begin[ax] or end[ax]:
+            if mode == "reflect" and max(begin[ax], end[ax]) >= x.shape[ax]:
+                raise UnsupportedError("Pad mode=reflect with pads as long as the axis is not covered")
+            x = x.index_select(ax, _pad_index(x.shape[ax], begin[ax], end[ax], mode, x.device))
+    return x
+
+
+def _tile(ctx, x, reps):
+    return x.repeat(*_ints(reps))
+
+
+def _trilu(ctx, x, k=None, upper=1):
+    return (torch.triu if upper else torch.tril)(x, int(k.item()) if k is not None else 0)
+
+
+def _range(ctx, s, e, d):
+    n = max(int(math.ceil((e.item() - s.item()) / d.item())), 0)
+    return s + torch.arange(n, device=s.device).to(s.dtype) * d
+
+
+def _shape(ctx, x, start=0, end=None):
+    return torch.tensor(list(x.shape)[start:end], dtype=torch.int64, device=x.device)
+
+
+def _size(ctx, x):
+    return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
+
+
+def _one_hot(ctx, indices, depth, values, axis=-1):
+    d = int(depth.reshape(-1)[0].item())
+    idx = indices.long()
+    idx = torch.where(idx < 0, idx + d, idx)
+    valid = (idx >= 0) & (idx < d)
+    hot = F.one_hot(torch.where(valid, idx, 0), d) * valid.unsqueeze(-1)
+    out = torch.where(hot.bool(), values[1], values[0])
+    axis = _axis(axis, indices.dim() + 1)
+    return out.movedim(-1, axis)
+
+
+def _nonzero(ctx, x):
+    return torch.nonzero(x).t().contiguous()
+
+
+def _topk(ctx, x, k, axis=-1, largest=1, sorted=1):
+    values, indices = torch.topk(x, int(k.reshape(-1)[0].item()), dim=_axis(axis, x.dim()), largest=bool(largest),
+                                 sorted=True)
+    return [values, indices]
+
+
+def _einsum(ctx, *xs, equation):
+    return torch.einsum(equation.replace(" ", ""), *xs)
