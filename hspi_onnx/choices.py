@@ -8,6 +8,7 @@ module imports only the standard library).
 from __future__ import annotations
 
 import enum
+from typing import cast
 
 try:
     from enum import StrEnum
@@ -82,4 +83,4 @@ class ClaimVerdict(StrEnum):
 def cli_choices(name: str, members) -> type[enum.Enum]:
     """An enum whose member names are its values (what typer shows as choices: ``<raw|round3|...>``)
     for a subset of one of the enums above."""
-    return enum.Enum(name, {str(m): str(m) for m in members}, type=str)
+    return cast(type[enum.Enum], enum.Enum(name, {str(m): str(m) for m in members}, type=str))

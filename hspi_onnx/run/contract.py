@@ -51,7 +51,14 @@ class SingleRunner(Protocol):
 class Sequential:
     """``stream`` for a :class:`SingleRunner`: the jobs in order, each announced ("start"), its
     batches passed on ("advance"), the next job's worker started as the one before it begins (a
-    new runtime family's start-up then overlaps that platform)."""
+    new runtime family's start-up then overlaps that platform). Subclasses implement ``run``."""
+
+    def run(self, adapter, model, platform, probes, repeat: int = 0,
+            on_batch: Callable[[int], None] | None = None):
+        raise NotImplementedError
+
+    def prestart(self, adapter, platform) -> None:
+        """Nothing to start ahead by default."""
 
     def stream(self, jobs: list[tuple], model, probes, repeat: int, on_event: OnEvent) -> Iterator[Outcome]:
         for k, (adapter, plat) in enumerate(jobs):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Mapping
 
 from hspi_onnx.errors import HspiError
 
@@ -42,9 +43,9 @@ def numpy_simd() -> str:
     import numpy as np
 
     try:
-        from numpy._core import _multiarray_umath as umath
+        from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
     except ImportError:  # numpy 1.x
-        from numpy.core import _multiarray_umath as umath
+        from numpy.core import _multiarray_umath as umath  # type: ignore[no-redef]
     on = getattr(umath, "__cpu_features__", {})
     enabled = [t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)]
     baseline = list(getattr(umath, "__cpu_baseline__", []))
@@ -73,12 +74,12 @@ def numpy_state() -> dict[str, str]:
             "numpy": numpy_simd()}
 
 
-def onednn_limit(env: dict | None = None) -> str:
+def onednn_limit(env: Mapping[str, str] | None = None) -> str:
     """oneDNN's instruction-set limit for a process started with ``env`` (this one's by default):
     ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``), ``default`` when unset; oneDNN
     reads it once, when it first runs."""
-    env = os.environ if env is None else env
-    value = env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or ""
+    source: Mapping[str, str] = os.environ if env is None else env
+    value = source.get("ONEDNN_MAX_CPU_ISA") or source.get("DNNL_MAX_CPU_ISA") or ""
     return token(value.replace("_", "-")) if value.strip() else "default"
 
 

@@ -74,16 +74,16 @@ def env_variations() -> list[Variation]:
 
 def _numpy_top_target() -> str:
     try:
-        from numpy._core import _multiarray_umath as umath
+        from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
     except ImportError:
-        from numpy.core import _multiarray_umath as umath
+        from numpy.core import _multiarray_umath as umath  # type: ignore[no-redef]
     on = getattr(umath, "__cpu_features__", {})
     enabled = [t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)]
     return enabled[-1] if enabled else ""
 
 
 # Settings the adapters pin, each varied to a value the runtime accepts.
-SETTINGS = {
+SETTINGS: dict[str, list[tuple[str, object]]] = {
     "onnxruntime": [("session.set_denormal_as_zero", "1"), ("session.intra_op.allow_spinning", "1"),
                     ("inter_op_threads", 2)],
     "openvino": [("CPU_DENORMALS_OPTIMIZATION", True), ("EXECUTION_MODE_HINT", "ACCURACY"),
@@ -178,7 +178,7 @@ def survey_knobs(model_ref: str, n: int = 16, seed: int = 0, bases: list[tuple[s
     probes = generate(model, n=n, seed=seed)
     bases = bases if bases is not None else default_bases(model, probes.kind)
     envs = env_variations()
-    work = []
+    work: list[tuple[str, str, Variation | None]] = []
     for family, label in bases:
         work += [(family, label, None), (family, label, None)]
         work += [(family, label, v) for v in envs + setting_variations(family) if not only or v.key in only]

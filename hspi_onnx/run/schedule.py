@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class Scheduler:
         backend = self.backend
         offered_by = {str(p): sum(1 for nd in backend.nodes.values() if str(p) in nd.offers) for _, p in jobs}
         queue = sorted((Job(a, p, probes=n) for a, p in jobs), key=lambda j: offered_by[j.label])  # stable
-        parts = {job.label: {"left": 1} for job in queue}  # outcomes per label, runs still to come
+        parts: dict[str, dict[str, Any]] = {job.label: {"left": 1} for job in queue}  # outcomes per label, runs still to come
         busy: Counter = Counter()
         inflight: dict = {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from hspi_onnx.choices import Status, Strength
 from hspi_onnx.db.index import IndexGroup
@@ -125,7 +126,7 @@ class MatchReport:
 
     def as_dict(self) -> dict:
         ev = self.evidence
-        out = {"suspect": asdict(ev.suspect), "db": {"path": ev.db_path, "platforms": len(ev.db_platforms),
+        out: dict[str, Any] = {"suspect": asdict(ev.suspect), "db": {"path": ev.db_path, "platforms": len(ev.db_platforms),
                                                     "dtypes": ev.db_dtypes},
                "exact": asdict(ev.exact), "verdict": asdict(self.verdict)}
         if ev.batch_dependent:
