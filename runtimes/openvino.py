@@ -25,7 +25,7 @@ import numpy as np
 import functools
 
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
-from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, token
+from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, onednn_limit, token
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import capped_cpu_device, cpu_device, isa_cap_for, isa_caps, node_isa_cap
 from hspi_onnx.inputs.model import ModelInfo
@@ -105,7 +105,7 @@ class OpenVinoAdapter(Adapter):
 
     def _isa(self, device: str) -> dict[str, str]:
         cap = isa_cap_for(device)
-        return {"onednn": token(cap[2].replace("_", "-")) if cap else process_isa()}
+        return {"onednn": onednn_limit({"ONEDNN_MAX_CPU_ISA": cap[2]}) if cap else process_isa()}
 
     def check(self) -> Availability:
         try:

@@ -96,14 +96,10 @@ def _state_differences(db: ReferenceDB, model: ModelInfo, plan: list[tuple]) -> 
         manifest = db.manifest()
     except Exception:  # a new or unreadable DB: the build itself says what is wrong
         return []
-    planned = {str(p) for _, p in plan}
-    runs = [r for r in manifest.get("runs", {}).values() if r.get("model_sha256") == model.sha256]
-    earlier = {label for r in runs for label in r.get("platforms", [])}
-    runtimes = {p.runtime for _, p in plan}
-    earlier = [lab for lab in earlier if lab.split("@", 1)[0] in runtimes]
-    if not earlier:
-        return []
-    return differences({"DB": sorted(earlier), "this build": sorted(planned)})
+    earlier = {label for r in manifest.get("runs", {}).values() if r.get("model_sha256") == model.sha256
+               for label in r.get("platforms", [])}
+    # only labels of one setting are compared (kernels.differences), so other runtimes never pair
+    return differences({"DB": sorted(earlier), "this build": sorted(str(p) for _, p in plan)}) if earlier else []
 
 
 def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,

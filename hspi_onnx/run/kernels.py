@@ -37,18 +37,23 @@ def token(text: str) -> str:
     return t[:60] or "unknown"
 
 
-def numpy_simd() -> str:
-    """numpy's version and the highest of its dispatch targets this process enabled (its own
-    loops, e.g. exp or sums, pick SIMD kernels by CPU; ``NPY_DISABLE_CPU_FEATURES`` removes some)."""
-    import numpy as np
-
+def numpy_dispatch() -> tuple[list[str], list[str]]:
+    """(numpy's SIMD dispatch targets this process enabled, lowest first; its baseline): its own
+    loops, e.g. exp or sums, pick kernels by CPU, and ``NPY_DISABLE_CPU_FEATURES`` removes some."""
     try:
         from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
     except ImportError:  # numpy 1.x
         from numpy.core import _multiarray_umath as umath  # type: ignore[no-redef]
     on = getattr(umath, "__cpu_features__", {})
-    enabled = [t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)]
-    baseline = list(getattr(umath, "__cpu_baseline__", []))
+    return ([t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)],
+            list(getattr(umath, "__cpu_baseline__", [])))
+
+
+def numpy_simd() -> str:
+    """numpy's version and the highest SIMD target it dispatches to in this process."""
+    import numpy as np
+
+    enabled, baseline = numpy_dispatch()
     top = (enabled or baseline or ["none"])[-1]
     return f"{token(np.__version__)}-{token(top.replace('_', '-'))}"
 

@@ -36,7 +36,6 @@ class Variation:
     kind: str  # "env": an environment variable at process start; "setting": an adapter pin overridden
     key: str
     value: object
-    families: tuple[str, ...] = ()  # settings: the one family whose adapter pins it; env: every family
 
     @property
     def name(self) -> str:
@@ -53,7 +52,7 @@ def _x86() -> bool:
 def env_variations() -> list[Variation]:
     """Environment variables that steer kernels in some library a runtime loads, with values
     that differ from this machine's state (on x86; on Arm the ISA limits are left out)."""
-    from hspi_onnx.run.kernels import numpy_state
+    from hspi_onnx.run.kernels import numpy_dispatch, numpy_state
 
     state = numpy_state()
     current = state["blas"].rsplit("-", 1)[-1]
@@ -66,20 +65,10 @@ def env_variations() -> list[Variation]:
                 Variation("env", "MKL_ENABLE_INSTRUCTIONS", "AVX2")]
     out += [Variation("env", "MKL_CBWR", "COMPATIBLE"), Variation("env", "MKL_CBWR", "AUTO"),
             Variation("env", "ONEDNN_DEFAULT_FPMATH_MODE", "BF16")]
-    top = _numpy_top_target()
-    if top:
-        out.append(Variation("env", "NPY_DISABLE_CPU_FEATURES", top))
+    enabled, _ = numpy_dispatch()
+    if enabled:  # numpy's highest SIMD target, disabled
+        out.append(Variation("env", "NPY_DISABLE_CPU_FEATURES", enabled[-1]))
     return out
-
-
-def _numpy_top_target() -> str:
-    try:
-        from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
-    except ImportError:
-        from numpy.core import _multiarray_umath as umath  # type: ignore[no-redef]
-    on = getattr(umath, "__cpu_features__", {})
-    enabled = [t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)]
-    return enabled[-1] if enabled else ""
 
 
 # Settings the adapters pin, each varied to a value the runtime accepts.
@@ -94,7 +83,7 @@ SETTINGS: dict[str, list[tuple[str, object]]] = {
 
 
 def setting_variations(family: str) -> list[Variation]:
-    return [Variation("setting", k, v, (family,)) for k, v in SETTINGS.get(family, [])]
+    return [Variation("setting", k, v) for k, v in SETTINGS.get(family, [])]
 
 
 def default_bases(model, probe_kind: str) -> list[tuple[str, str]]:
@@ -119,13 +108,10 @@ def default_bases(model, probe_kind: str) -> list[tuple[str, str]]:
 
 def _requested(label: str) -> dict:
     """What a child process is asked for: the label less its measured knobs (it measures its own)."""
-    from hspi_onnx.labels import Platform
-    from hspi_onnx.run.adapter import registry
+    from hspi_onnx.run.kernels import split_label
 
-    plat = Platform.parse(label)
-    labelled = set(registry()[plat.runtime].labelled_for(plat))
-    return {"runtime": plat.runtime, "precision": plat.precision, "device": plat.device,
-            "knobs": {k: v for k, v in plat.knob.items() if k not in labelled}}
+    (runtime, _, precision, knobs), measured = split_label(label)
+    return {"runtime": runtime, "precision": precision, "device": measured["device"], "knobs": dict(knobs)}
 
 
 def run_child(model_ref: str, n: int, seed: int, label: str, variation: Variation | None) -> dict:
@@ -251,16 +237,15 @@ def _child() -> int:
     adapter = registry()[req["runtime"]]
     if req["pins"]:
         adapter.pins = {**adapter.pins, **req["pins"]}
-    want = req["knobs"]
+    want = {key: req[key] for key in ("runtime", "precision", "device", "knobs")}
 
     def matching(plats):
-        return [p for p in plats if p.device == req["device"] and p.precision == req["precision"]
-                and all(p.knob.get(k) == v for k, v in want.items())
-                and set(p.knob) - set(adapter.labelled_for(p)) == set(want)]
+        return [p for p in plats if _requested(str(p)) == want]
 
     found = matching(adapter.variants(model, probes.kind)) or matching(adapter.extra_variants(model, probes.kind))
     if len(found) != 1:
-        print(json.dumps({"error": f"{len(found)} platforms here match {req['runtime']} {req['precision']} {want}"}))
+        print(json.dumps({"error": f"{len(found)} platforms here match {req['runtime']} {req['precision']} "
+                                   f"{req['knobs']}"}))
         return 0
     try:
         result = execute(adapter, model, found[0], probes)
