@@ -21,10 +21,11 @@ demo: $(STAMP)
 survey: $(STAMP)
 	$(BIN)/hspi survey
 
-# Lint (ruff) and type checks (mypy on the typed modules; both configured in pyproject.toml), then
+# Lint and format check (ruff) and type checks (mypy on the typed modules; both configured in pyproject.toml), then
 # the test suite; pytest's exit code 5 (no tests collected) counts as a failure.
 test: $(STAMP)
 	$(BIN)/ruff check hspi_onnx runtimes models tests bench
+	$(BIN)/ruff format --check hspi_onnx runtimes models tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

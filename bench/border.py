@@ -32,8 +32,8 @@ import numpy as np
 from hspi_onnx.border.tree import identify
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.labels import Platform
 from hspi_onnx.forms import degrade
+from hspi_onnx.labels import Platform
 
 NS = (1, 4, 16)
 
@@ -45,8 +45,15 @@ def hspi(*args: str) -> dict | None:
     return json.loads(proc.stdout) if "--json" in args else None
 
 
-def accuracy(labels: dict[str, np.ndarray], classes: dict[str, str], rng, trials: int, n: int,
-             adaptive: bool = False, only: set[str] | None = None) -> dict:
+def accuracy(
+    labels: dict[str, np.ndarray],
+    classes: dict[str, str],
+    rng,
+    trials: int,
+    n: int,
+    adaptive: bool = False,
+    only: set[str] | None = None,
+) -> dict:
     """Mean strict / expected accuracy for the platform class and precision, every platform in
     turn as the service (``only``: just those), matched against every DB platform's labels."""
     plats = sorted(labels)
@@ -71,15 +78,20 @@ def accuracy(labels: dict[str, np.ndarray], classes: dict[str, str], rng, trials
             out["prec_strict"] += bool(cons) and len(right) == len(cons)
             out["prec_expected"] += len(right) / len(cons) if cons else 0.0
             count += 1
-    return {k: round(v / max(count, 1), 3) for k, v in out.items()} | {"platforms": count // (1 if adaptive else trials)}
+    return {k: round(v / max(count, 1), 3) for k, v in out.items()} | {
+        "platforms": count // (1 if adaptive else trials)
+    }
 
 
 def separable(labels: dict[str, np.ndarray], classes: dict[str, str]) -> set[str]:
     """Platforms that the whole border set tells from every platform of another class."""
     plats = sorted(labels)
     table = np.stack([labels[p] for p in plats], axis=1)
-    return {p for p in plats
-            if {classes[plats[i]] for i in np.flatnonzero((table == labels[p][:, None]).all(axis=0))} == {classes[p]}}
+    return {
+        p
+        for p in plats
+        if {classes[plats[i]] for i in np.flatnonzero((table == labels[p][:, None]).all(axis=0))} == {classes[p]}
+    }
 
 
 def main() -> None:
@@ -101,8 +113,20 @@ def main() -> None:
         if made_path.is_file():
             made = json.loads(made_path.read_text())
         else:
-            made = hspi("probes", "border", args.model, "--db", str(db), "-o", str(border), "-n", str(args.target),
-                        "--seeds", str(args.seeds), "--json")
+            made = hspi(
+                "probes",
+                "border",
+                args.model,
+                "--db",
+                str(db),
+                "-o",
+                str(border),
+                "-n",
+                str(args.target),
+                "--seeds",
+                str(args.seeds),
+                "--json",
+            )
             made["craft_s"] = round(time.perf_counter() - t0, 1)
             made_path.write_text(json.dumps(made))
         t_craft = made["craft_s"]
@@ -117,12 +141,24 @@ def main() -> None:
         rng = np.random.default_rng(0)
         argmax = lambda g: {p: degrade(g.outputs[p], "argmax").index[:, 0] for p in g.platforms if p in classes}  # noqa: E731
         rand_labels, border_labels = argmax(noise), argmax(bgroup)
-        print(json.dumps({"model": args.model, "platforms": len(classes), "classes": made["classes"],
-                          "border_probes": made["probes"], "pairs": made["pairs"],
-                          "separated_pairs": made["separated_pairs"], "separable_fraction": made["separable_fraction"],
-                          "craft_s": round(t_craft, 1), "craft_s_per_pair": round(t_craft / made["pairs"], 3),
-                          "runtime_calls": made["runtime_calls"], "db_s": round(t_db, 1),
-                          "border_db_s": round(t_border_db, 1)}))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "platforms": len(classes),
+                    "classes": made["classes"],
+                    "border_probes": made["probes"],
+                    "pairs": made["pairs"],
+                    "separated_pairs": made["separated_pairs"],
+                    "separable_fraction": made["separable_fraction"],
+                    "craft_s": round(t_craft, 1),
+                    "craft_s_per_pair": round(t_craft / made["pairs"], 3),
+                    "runtime_calls": made["runtime_calls"],
+                    "db_s": round(t_db, 1),
+                    "border_db_s": round(t_border_db, 1),
+                }
+            )
+        )
         sep = separable(border_labels, classes)
         plats = sorted(border_labels)
         table = np.stack([border_labels[p] for p in plats], axis=1)
@@ -135,22 +171,34 @@ def main() -> None:
                     needed.append(m)
                     break
         if needed:
-            print(f"adaptive questions until one class remains (separable platforms): mean {np.mean(needed):.1f}, "
-                  f"max {max(needed)}")
+            print(
+                f"adaptive questions until one class remains (separable platforms): mean {np.mean(needed):.1f}, "
+                f"max {max(needed)}"
+            )
         sep_classes = {classes[p] for p in sep}
-        print(f"platforms the whole border set separates from every other class: {len(sep)} of {len(border_labels)} "
-              f"({len(sep_classes)} of {len(set(classes.values()))} classes)")
+        print(
+            f"platforms the whole border set separates from every other class: {len(sep)} of {len(border_labels)} "
+            f"({len(sep_classes)} of {len(set(classes.values()))} classes)"
+        )
         print()
-        print("| probes | asked | platforms | n | class strict | class expected | precision strict | precision expected |")
+        print(
+            "| probes | asked | platforms | n | class strict | class expected | precision strict | precision expected |"
+        )
         print("|---|---|---|---:|---:|---:|---:|---:|")
-        for name, labels, adaptive in (("random (argmax baseline)", rand_labels, False),
-                                       ("border", border_labels, False), ("border", border_labels, True)):
+        for name, labels, adaptive in (
+            ("random (argmax baseline)", rand_labels, False),
+            ("border", border_labels, False),
+            ("border", border_labels, True),
+        ):
             for only in (None, sep):
                 for n in NS:
                     a = accuracy(labels, classes, rng, args.trials, n, adaptive, only)
-                    print(f"| {name} | {'adaptive' if adaptive else 'at random'} | "
-                          f"{'all' if only is None else 'separable'} ({a['platforms']}) | {n} | {a['class_strict']:.3f} | "
-                          f"{a['class_expected']:.3f} | {a['prec_strict']:.3f} | {a['prec_expected']:.3f} |", flush=True)
+                    print(
+                        f"| {name} | {'adaptive' if adaptive else 'at random'} | "
+                        f"{'all' if only is None else 'separable'} ({a['platforms']}) | {n} | {a['class_strict']:.3f} | "
+                        f"{a['class_expected']:.3f} | {a['prec_strict']:.3f} | {a['prec_expected']:.3f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

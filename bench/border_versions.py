@@ -26,8 +26,8 @@ import numpy as np
 
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.labels import Platform
 from hspi_onnx.forms import degrade
+from hspi_onnx.labels import Platform
 
 
 def scratch_venv(root: Path, ort: str) -> Path:
@@ -35,8 +35,12 @@ def scratch_venv(root: Path, ort: str) -> Path:
     if not py.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", f"onnxruntime=={ort}"], check=True)
-        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        site = subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         ours = sysconfig.get_paths()["purelib"]  # after the scratch packages: its onnxruntime wins
         Path(site, "hspi_main_env.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
     return py
@@ -56,15 +60,34 @@ def main() -> None:
     work = args.workdir
     py = scratch_venv(work / f"venv-ort{args.ort}", args.ort)
     other = work / f"db-ort{args.ort}"
-    version = subprocess.run([str(py), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(py), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ours = ReferenceDB(work / "db")
     names = {g.probes_name: g for g in load_groups(ours)}
     noise_name = next(n for n in names if not n.startswith("border"))
     noise_n, noise_seed = ours.manifest()["probe_sets"][names[noise_name].probes_sha256]["n"], 0
     for probes in (["-n", str(noise_n), "--seed", str(noise_seed)], ["--probes", str(work / "border.npz")]):
-        subprocess.run([str(py), "-m", "hspi_onnx.cli", "db", "build", args.model, "--db", str(other), "-q",
-                        "-p", "onnxruntime/*", *probes], check=True)
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "hspi_onnx.cli",
+                "db",
+                "build",
+                args.model,
+                "--db",
+                str(other),
+                "-q",
+                "-p",
+                "onnxruntime/*",
+                *probes,
+            ],
+            check=True,
+        )
     theirs = {g.probes_name: g for g in load_groups(ReferenceDB(other))}
     rows = []
     border_name = next(n for n in names if n.startswith("border"))
@@ -76,22 +99,36 @@ def main() -> None:
             continue
         l1 = degrade(a_b.outputs[p1], "argmax").index[:, 0]
         l2 = degrade(b_b.outputs[p2], "argmax").index[:, 0]
-        rows.append({"platform": key(p2),
-                     "noise_identical": bool(np.array_equal(a_n.outputs[p1].view(np.uint8), b_n.outputs[p2].view(np.uint8))),
-                     "border_identical": bool(np.array_equal(a_b.outputs[p1].view(np.uint8), b_b.outputs[p2].view(np.uint8))),
-                     "same_labels": float((l1 == l2).mean())})
+        rows.append(
+            {
+                "platform": key(p2),
+                "noise_identical": bool(np.array_equal(a_n.outputs[p1].view(np.uint8), b_n.outputs[p2].view(np.uint8))),
+                "border_identical": bool(
+                    np.array_equal(a_b.outputs[p1].view(np.uint8), b_b.outputs[p2].view(np.uint8))
+                ),
+                "same_labels": float((l1 == l2).mean()),
+            }
+        )
     classes2 = b_n.classes()
     labels2 = {p: tuple(degrade(b_b.outputs[p], "argmax").index[:, 0]) for p in b_b.platforms}
     keys2 = sorted(set(classes2.values()))
-    sep = sum(1 for i, c in enumerate(keys2) for d in keys2[i + 1:]
-              if all(labels2[p] != labels2[q] for p in c.split(" | ") for q in d.split(" | ")))
+    sep = sum(
+        1
+        for i, c in enumerate(keys2)
+        for d in keys2[i + 1 :]
+        if all(labels2[p] != labels2[q] for p in c.split(" | ") for q in d.split(" | "))
+    )
     pairs = len(keys2) * (len(keys2) - 1) // 2
-    summary = {"ours": ours.manifest()["runs"][next(iter(ours.manifest()["runs"]))]["versions"].get("onnxruntime"),
-               "other": version, "platforms_compared": len(rows),
-               "noise_identical": sum(r["noise_identical"] for r in rows),
-               "border_identical": sum(r["border_identical"] for r in rows),
-               "mean_same_labels": round(float(np.mean([r["same_labels"] for r in rows])), 4) if rows else None,
-               "other_classes": len(keys2), "other_pairs_separated": f"{sep}/{pairs}"}
+    summary = {
+        "ours": ours.manifest()["runs"][next(iter(ours.manifest()["runs"]))]["versions"].get("onnxruntime"),
+        "other": version,
+        "platforms_compared": len(rows),
+        "noise_identical": sum(r["noise_identical"] for r in rows),
+        "border_identical": sum(r["border_identical"] for r in rows),
+        "mean_same_labels": round(float(np.mean([r["same_labels"] for r in rows])), 4) if rows else None,
+        "other_classes": len(keys2),
+        "other_pairs_separated": f"{sep}/{pairs}",
+    }
     for r in rows:
         print(json.dumps(r))
     print(json.dumps(summary))

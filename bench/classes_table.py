@@ -16,8 +16,13 @@ from hspi_onnx.labels import Platform
 
 def describe(labels: list[str]) -> tuple[str, str, str]:
     ps = [Platform.parse(lab) for lab in labels]
-    head = sorted({f"{p.runtime} {p.precision}" + (f" ({p.device.split(':')[1]})" if p.device.split(":")[1] not in ("amx",) else "")
-                   for p in ps})
+    head = sorted(
+        {
+            f"{p.runtime} {p.precision}"
+            + (f" ({p.device.split(':')[1]})" if p.device.split(":")[1] not in ("amx",) else "")
+            for p in ps
+        }
+    )
     knobs = sorted({k for p in ps for k, _ in p.knobs})
     fixed, varies = [], []
     for k in knobs:
@@ -29,8 +34,10 @@ def describe(labels: list[str]) -> tuple[str, str, str]:
 def main(path: str) -> None:
     for group in json.load(open(path, encoding="utf-8")):
         classes = group["classes"]
-        print(f"**{group['model']}** on {group['probes']}: {group['n_platforms']} platforms, "
-              f"{len(classes)} classes, {group['n_probes']} probes\n")
+        print(
+            f"**{group['model']}** on {group['probes']}: {group['n_platforms']} platforms, "
+            f"{len(classes)} classes, {group['n_probes']} probes\n"
+        )
         print("| size | runtime, precision | shared knobs | collapse together (vary inside the class) |")
         print("|---:|---|---|---|")
         for c in sorted(classes, key=lambda c: (-len(c["platforms"]), c["platforms"][0])):

@@ -27,19 +27,37 @@ import corpus  # noqa: E402  (tests/corpus.py: the corpus lives with the tests)
 
 # (model, regex over "LABEL REASON", cause): failures explained in docs/corpus.md
 KNOWN = [
-    ("vit", r"^onnxruntime@\S+/fp16/\S*opt=all.*SIGSEGV",
-     "ORT bug microsoft/onnxruntime#28392: after ORT wraps the fp16 MatMul in Casts, MatmulTransposeFusion "
-     "swaps Transpose->Cast into nodes without a schema and NchwcTransformer dereferences it"),
-    ("gru", r"^openvino@.*GatherElements node '/GatherElements'",
-     "OpenVINO bug: its EliminateSliceBeforeGatherElements pass drops the Slice (axis 2) feeding "
-     "GatherElements (axis 1) without checking the axes"),
+    (
+        "vit",
+        r"^onnxruntime@\S+/fp16/\S*opt=all.*SIGSEGV",
+        "ORT bug microsoft/onnxruntime#28392: after ORT wraps the fp16 MatMul in Casts, MatmulTransposeFusion "
+        "swaps Transpose->Cast into nodes without a schema and NchwcTransformer dereferences it",
+    ),
+    (
+        "gru",
+        r"^openvino@.*GatherElements node '/GatherElements'",
+        "OpenVINO bug: its EliminateSliceBeforeGatherElements pass drops the Slice (axis 2) feeding "
+        "GatherElements (axis 1) without checking the axes",
+    ),
 ]
 SPLIT_KNOBS = ("bs", "threads")  # knobs a failure group spans rather than names
 
 
 def build_command(path: Path, db: Path, n: int) -> list[str]:
-    return [sys.executable, "-m", "hspi_onnx.cli", "db", "build", str(path), "--db", str(db), "-n", str(n), "-q",
-            "--json"]
+    return [
+        sys.executable,
+        "-m",
+        "hspi_onnx.cli",
+        "db",
+        "build",
+        str(path),
+        "--db",
+        str(db),
+        "-n",
+        str(n),
+        "-q",
+        "--json",
+    ]
 
 
 def io_summary(path: Path) -> tuple[str, str]:
@@ -49,8 +67,11 @@ def io_summary(path: Path) -> tuple[str, str]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
-    inputs = [f"{i.name}: {helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)}"
-              for i in graph.input if i.name not in inits]
+    inputs = [
+        f"{i.name}: {helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)}"
+        for i in graph.input
+        if i.name not in inits
+    ]
     return ", ".join(inputs), ", ".join(o.name for o in graph.output)
 
 
@@ -66,8 +87,9 @@ def group_failures(model: str, failed: dict[str, str]) -> list[tuple[int, str, s
         text = reason.replace(f" for {label}", "").replace(label, "<platform>")
         key = f"{plat.runtime} {plat.precision}{' ' + knobs if knobs else ''}: {text}"
         groups[key] += 1
-        causes[key] = next((cause for m, pattern, cause in KNOWN
-                            if m == model and re.search(pattern, f"{label} {reason}")), "")
+        causes[key] = next(
+            (cause for m, pattern, cause in KNOWN if m == model and re.search(pattern, f"{label} {reason}")), ""
+        )
     return [(count, key, causes[key]) for key, count in sorted(groups.items())]
 
 
@@ -92,8 +114,10 @@ def run(outdir: Path, names: list[str], n: int) -> int:
             continue
         report = json.loads(proc.stdout)
         inputs, outputs = io_summary(path)
-        print(f"| {name} | {cell(inputs)} | {cell(outputs)} | {report['planned']} | "
-              f"{len(report['built']) + len(report['skipped'])} | {len(report['failed'])} | {wall:.0f} |")
+        print(
+            f"| {name} | {cell(inputs)} | {cell(outputs)} | {report['planned']} | "
+            f"{len(report['built']) + len(report['skipped'])} | {len(report['failed'])} | {wall:.0f} |"
+        )
         for count, key, cause in group_failures(name, report["failed"]):
             unexplained += count if not cause else 0
             notes.append(f"- {name}: {count} x {cell(key)} — {cause or '**UNEXPLAINED**'}")

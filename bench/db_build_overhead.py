@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.run.adapter import selected_variants
 from hspi_onnx.db.build import build
-from hspi_onnx.run.runner import Runner, batches
+from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.inputs.model import resolve_model
 from hspi_onnx.inputs.probes import generate
-from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.run.adapter import selected_variants
+from hspi_onnx.run.runner import Runner, batches
 
 
 def bare_loop(model, probes, plan) -> float:
@@ -79,22 +79,28 @@ def main() -> None:
     print(f"hspi db build (worker processes) : {min(built):.2f} s (best of {args.rounds})")
     if local:
         print(f"hspi db build (--in-process)     : {min(local):.2f} s (best of {args.rounds})")
-    print(f"ratio build / bare: {min(built) / min(bare):.2f}"
-          + (f" (in-process build: {min(local) / min(bare):.2f})" if local else ""))
-    print(f"bytes on disk per output value: {shard_bytes / values:.2f} in shards "
-          f"(+{manifest_bytes / values:.2f} manifest) vs 4.00 raw float32")
+    print(
+        f"ratio build / bare: {min(built) / min(bare):.2f}"
+        + (f" (in-process build: {min(local) / min(bare):.2f})" if local else "")
+    )
+    print(
+        f"bytes on disk per output value: {shard_bytes / values:.2f} in shards "
+        f"(+{manifest_bytes / values:.2f} manifest) vs 4.00 raw float32"
+    )
     for in_process, (total, t) in sorted(breakdowns.items()):
         rest = t["run"] - t["compute"] - t["prepare"] - t["checks"] - t["worker_start"]
         print(f"where the {'in-process' if in_process else 'worker'} build's {total:.2f} s went:")
-        for name, value in [("batches (what the bare loop runs)", t["compute"]),
-                            ("prepare (sessions, measured state)", t["prepare"]),
-                            ("determinism checks (repeat sample, batch of copies)", t["checks"]),
-                            ("waiting for worker processes to start", t["worker_start"]),
-                            ("pipes, probe and output transfer, progress", rest),
-                            ("digests and the Arrow table", t["digests"]), ("Parquet write, fsync, rename", t["write"]),
-                            ("manifest updates", t["manifest"]),
-                            ("planning, listing variants, the rest", total - t["run"] - t["digests"] - t["write"]
-                             - t["manifest"])]:
+        for name, value in [
+            ("batches (what the bare loop runs)", t["compute"]),
+            ("prepare (sessions, measured state)", t["prepare"]),
+            ("determinism checks (repeat sample, batch of copies)", t["checks"]),
+            ("waiting for worker processes to start", t["worker_start"]),
+            ("pipes, probe and output transfer, progress", rest),
+            ("digests and the Arrow table", t["digests"]),
+            ("Parquet write, fsync, rename", t["write"]),
+            ("manifest updates", t["manifest"]),
+            ("planning, listing variants, the rest", total - t["run"] - t["digests"] - t["write"] - t["manifest"]),
+        ]:
             print(f"  {name:<55} {value:6.2f} s  {100 * value / total:5.1f} %")
 
 

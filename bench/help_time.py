@@ -17,8 +17,10 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *args], capture_output=True, check=True)
             times.append(time.perf_counter() - t0)
-        print(f"hspi {' '.join(args)}: median {statistics.median(times):.2f} s over 5 runs "
-              f"(min {min(times):.2f}, max {max(times):.2f})")
+        print(
+            f"hspi {' '.join(args)}: median {statistics.median(times):.2f} s over 5 runs "
+            f"(min {min(times):.2f}, max {max(times):.2f})"
+        )
 
 
 if __name__ == "__main__":

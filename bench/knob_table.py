@@ -8,8 +8,16 @@ changed?).
 import json
 import sys
 
-SHORT = {"no effect": "-", "labelled": "**labelled**", "label only": "label only", "pinned": "pinned",
-         "not offered": "not offered", "refused": "refused", "error": "error", "BUG": "**BUG**"}
+SHORT = {
+    "no effect": "-",
+    "labelled": "**labelled**",
+    "label only": "label only",
+    "pinned": "pinned",
+    "not offered": "not offered",
+    "refused": "refused",
+    "error": "error",
+    "BUG": "**BUG**",
+}
 
 
 def column(label: str) -> str:
@@ -46,9 +54,11 @@ def main(path: str) -> None:
         print(f"| {shown} | " + " | ".join(cells) + " |")
     bugs = sum(m["bugs"] for m in models)
     host = models[0]["host"]
-    print(f"\n{sum(len(m['rows']) for m in models)} variations, {bugs} where the bits changed and the label did not; "
-          f"{host['cpu_model']} ({host['isa']}, {host['cores']} cores), {host['os']}, Python {host['python']}; "
-          f"{models[0]['n']} probes per run.")
+    print(
+        f"\n{sum(len(m['rows']) for m in models)} variations, {bugs} where the bits changed and the label did not; "
+        f"{host['cpu_model']} ({host['isa']}, {host['cores']} cores), {host['os']}, Python {host['python']}; "
+        f"{models[0]['n']} probes per run."
+    )
     for m in models:
         for b in m["bases"]:
             if b["error"] or not b["repeats"]:

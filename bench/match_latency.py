@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.run.adapter import selected_variants
 from hspi_onnx.db.build import build
 from hspi_onnx.db.index import build_index, load_index
-from hspi_onnx.run.runner import Runner
-from hspi_onnx.match.identify import match
-from hspi_onnx.inputs.model import resolve_model
-from hspi_onnx.outputs import from_storage, to_storage
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.inputs.model import resolve_model
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.match.identify import match
 from hspi_onnx.match.suspect import load_suspect, write_npz
+from hspi_onnx.outputs import from_storage, to_storage
+from hspi_onnx.run.adapter import selected_variants
+from hspi_onnx.run.runner import Runner
 
 PROBES = 1000
 QUERIES = 256
@@ -43,7 +43,10 @@ def build_db(root: Path, plan: list[tuple[str, list[str] | None]]) -> ReferenceD
         probes = generate(info, n=PROBES)
         t0 = time.perf_counter()
         s = build(db, info, probes, patterns)
-        print(f"  {root.name}: {name} {len(s.built)} built, {len(s.skipped)} reused ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"  {root.name}: {name} {len(s.built)} built, {len(s.skipped)} reused ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     return db
 
 
@@ -70,7 +73,7 @@ def main() -> None:
     small = build_db(args.work / "db-30x1000", [("resnet", thirty)])
     large = build_db(args.work / "db-10x", [("resnet", None), ("mobilenet", None), ("digits", None)])
 
-    (adapter, plat), = selected_variants(resnet, probes.kind, [thirty[0]])
+    ((adapter, plat),) = selected_variants(resnet, probes.kind, [thirty[0]])
     with Runner() as runner:
         result = runner.run(adapter, resnet, plat, probes)
     first = result.first

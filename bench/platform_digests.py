@@ -19,10 +19,10 @@ import sys
 
 
 def write(out: str, patterns: list[str], n: int) -> None:
-    from hspi_onnx.run.adapter import selected_variants
-    from hspi_onnx.run.runner import Runner
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.run.adapter import selected_variants
+    from hspi_onnx.run.runner import Runner
 
     digests, versions = {}, set()
     for name in ("resnet", "lm"):
@@ -33,7 +33,9 @@ def write(out: str, patterns: list[str], n: int) -> None:
                 result = runner.run(adapter, info, plat, probes)
             runtime, rest = str(plat).split("/", 1)
             versions.add(runtime)
-            digests[f"{name} {plat.runtime}/{rest}"] = hashlib.sha256(b"".join(v.tobytes() for v in result.outputs.values())).hexdigest()
+            digests[f"{name} {plat.runtime}/{rest}"] = hashlib.sha256(
+                b"".join(v.tobytes() for v in result.outputs.values())
+            ).hexdigest()
     with open(out, "w", encoding="utf-8") as f:
         json.dump({"runtimes": sorted(versions), "n": n, "digests": digests}, f, indent=1, sort_keys=True)
     print(f"{len(digests)} platforms ({', '.join(sorted(versions))}), {n} probes per model -> {out}")

@@ -29,7 +29,7 @@ def _quantize(info, kind: str, workdir: Path, opset: int | None, **options) -> b
     src, dst = workdir / "src.onnx", workdir / "quant.onnx"
     onnx.save(info.load() if opset is None else version_converter.convert_version(info.load(), opset), src)
     calib = generate(info, kind, n=32, split="calib").primary
-    feeds = iter([{info.primary.name: calib[i:i + 8]} for i in range(0, 32, 8)])
+    feeds = iter([{info.primary.name: calib[i : i + 8]} for i in range(0, 32, 8)])
 
     class Reader:
         def get_next(self):
@@ -44,17 +44,31 @@ def _fp8_graph(info, kind: str, workdir: Path) -> bytes:
     is refused for float types)."""
     from onnxruntime import quantization as q
 
-    return _quantize(info, kind, workdir, 19, activation_type=q.QuantType.QFLOAT8E4M3FN,
-                     weight_type=q.QuantType.QFLOAT8E4M3FN, calibrate_method=q.CalibrationMethod.Distribution)
+    return _quantize(
+        info,
+        kind,
+        workdir,
+        19,
+        activation_type=q.QuantType.QFLOAT8E4M3FN,
+        weight_type=q.QuantType.QFLOAT8E4M3FN,
+        calibrate_method=q.CalibrationMethod.Distribution,
+    )
 
 
 def _sym_every_op(info, kind: str, workdir: Path) -> bytes:
     """Symmetric int8 on every op's inputs and outputs: the recipe qdq-sym replaced."""
     from onnxruntime import quantization as q
 
-    return _quantize(info, kind, workdir, None, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                     calibrate_method=q.CalibrationMethod.MinMax,
-                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    return _quantize(
+        info,
+        kind,
+        workdir,
+        None,
+        activation_type=q.QuantType.QInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
 
 
 def main() -> None:
@@ -66,10 +80,10 @@ def main() -> None:
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
 
-    from hspi_onnx.inputs.model import resolve_model
-    from hspi_onnx.inputs.probes import default_kind, generate
     from hspi_onnx.graph.lowprec import to_half
     from hspi_onnx.graph.prepared import Recipe, prepared_graph
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import default_kind, generate
     from hspi_onnx.runtimes.tensorrt import TensorRtAdapter, network_graph
 
     trt = TensorRtAdapter()
@@ -86,16 +100,30 @@ def main() -> None:
         ref = ort_run(info.load().SerializeToString())
         graphs = {
             "fp16": ("onnxruntime", lambda: ort_run(to_half(info.load(), "fp16").SerializeToString())),
-            "bf16": ("onnx.reference", lambda: ReferenceEvaluator(to_half(info.load(), "bf16")).run(None, {info.primary.name: x})[0]),
-            "int8 Q/DQ, uint8 activations (ORT CPU's)": ("onnxruntime", lambda: ort_run(prepared_graph(
-                info, Recipe("int8", "qdq", kind)))),
-            "int8 Q/DQ symmetric (TensorRT's)": ("onnxruntime", lambda: ort_run(network_graph(
-                info, trt.platform("cuda:cpu-check", "int8", quant="qdq-sym", calib=kind, bs=8)))),
+            "bf16": (
+                "onnx.reference",
+                lambda: ReferenceEvaluator(to_half(info.load(), "bf16")).run(None, {info.primary.name: x})[0],
+            ),
+            "int8 Q/DQ, uint8 activations (ORT CPU's)": (
+                "onnxruntime",
+                lambda: ort_run(prepared_graph(info, Recipe("int8", "qdq", kind))),
+            ),
+            "int8 Q/DQ symmetric (TensorRT's)": (
+                "onnxruntime",
+                lambda: ort_run(
+                    network_graph(info, trt.platform("cuda:cpu-check", "int8", quant="qdq-sym", calib=kind, bs=8))
+                ),
+            ),
         }
         with tempfile.TemporaryDirectory() as tmp:
             graphs["int8 Q/DQ symmetric, every op (rejected recipe)"] = (
-                "onnxruntime", lambda: ort_run(_sym_every_op(info, kind, Path(tmp))))
-            graphs["fp8 E4M3 Q/DQ (ORT quantizer)"] = ("onnxruntime", lambda: ort_run(_fp8_graph(info, kind, Path(tmp))))
+                "onnxruntime",
+                lambda: ort_run(_sym_every_op(info, kind, Path(tmp))),
+            )
+            graphs["fp8 E4M3 Q/DQ (ORT quantizer)"] = (
+                "onnxruntime",
+                lambda: ort_run(_fp8_graph(info, kind, Path(tmp))),
+            )
             for label, (evaluator, run) in graphs.items():
                 try:
                     out = run()

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from hspi_onnx.inputs.model import resolve_model
 from hspi_onnx.inputs.probes import default_kind, generate, load_probes
 from hspi_onnx.query import QueryOptions, query
@@ -68,15 +67,19 @@ def main() -> None:
         bare = time.perf_counter() - t0
         rows.append(("bare platform loop (`runner.execute`, in-process)", None, len(probes), bare))
 
-    print(f"\nmodel {MODEL}, platform {plat}, {len(probes)} probes; {os.cpu_count()} CPUs, "
-          f"{host_platform.processor() or host_platform.machine()}; query via hspi_onnx.query.query in-process; "
-          "bare-loop time includes session creation\n")
+    print(
+        f"\nmodel {MODEL}, platform {plat}, {len(probes)} probes; {os.cpu_count()} CPUs, "
+        f"{host_platform.processor() or host_platform.machine()}; query via hspi_onnx.query.query in-process; "
+        "bare-loop time includes session creation\n"
+    )
     print("| run | requests | probes | seconds | requests/s | probes/s | time / bare loop |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for what, requests, n, seconds in rows:
         rps = f"{requests / seconds:.0f}" if requests else "-"
-        print(f"| {what} | {requests if requests else '-'} | {n} | {seconds:.3f} | {rps} | {n / seconds:.0f} | "
-              f"{seconds / bare:.1f}x |")
+        print(
+            f"| {what} | {requests if requests else '-'} | {n} | {seconds:.3f} | {rps} | {n / seconds:.0f} | "
+            f"{seconds / bare:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -30,14 +30,21 @@ from hspi_onnx.run.ray_local import LocalCluster
 
 def rows(db: Path) -> dict:
     con = ReferenceDB(db).connect()
-    return {(p, i, o): (d, v) for p, i, o, d, v in
-            con.execute("SELECT platform, probe_id, output_name, dtype, output FROM outputs").fetchall()}
+    return {
+        (p, i, o): (d, v)
+        for p, i, o, d, v in con.execute(
+            "SELECT platform, probe_id, output_name, dtype, output FROM outputs"
+        ).fetchall()
+    }
 
 
 def timed_build(args: list[str], db: Path) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "db", "build", *args, "--db", str(db), "-q"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hspi_onnx.cli", "db", "build", *args, "--db", str(db), "-q"],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"build failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -63,10 +70,12 @@ def main() -> None:
 
     half = max(1, cores // 2)
     pinned = [set(range(half)), set(range(half, cores)) or {0}]
-    for name, layout, cross in (("ray 1 node", [(cores, None)], 0),
-                                ("ray 2 nodes pinned", [(half, pinned[0]), (half, pinned[1])], 0),
-                                ("ray 2 nodes pinned, cc", [(half, pinned[0]), (half, pinned[1])], 8),
-                                ("ray 2 nodes shared", [(half, None), (half, None)], 0)):
+    for name, layout, cross in (
+        ("ray 1 node", [(cores, None)], 0),
+        ("ray 2 nodes pinned", [(half, pinned[0]), (half, pinned[1])], 0),
+        ("ray 2 nodes pinned, cc", [(half, pinned[0]), (half, pinned[1])], 8),
+        ("ray 2 nodes shared", [(half, None), (half, None)], 0),
+    ):
         with LocalCluster() as cluster:
             cluster.head(cpus=layout[0][0], cores=layout[0][1])
             for cpus, pin in layout[1:]:

@@ -56,8 +56,12 @@ def write_log(log: Path, model, traffic, adapter, hidden) -> None:
         from hspi_onnx.outputs import dtype_name, to_storage
         from hspi_onnx.safenpz import save_npz
 
-        save_npz(log, {"input_names": list(traffic.inputs), "dtype": dtype_name(out)}, outputs=to_storage(out),
-                 **{f"input_{i}": v for i, v in enumerate(traffic.inputs.values())})
+        save_npz(
+            log,
+            {"input_names": list(traffic.inputs), "dtype": dtype_name(out)},
+            outputs=to_storage(out),
+            **{f"input_{i}": v for i, v in enumerate(traffic.inputs.values())},
+        )
 
 
 def one_model(name: str, n: int, seed: int, draws: int, root: Path) -> dict:
@@ -66,7 +70,7 @@ def one_model(name: str, n: int, seed: int, draws: int, root: Path) -> dict:
     traffic = generate(model, kind, n=n, seed=1000 + seed)  # another seed and kind than any DB probe set
     plan = selected_variants(model, "noise" if kind == "images" else kind, None)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(plan))[:max(1, draws)]
+    order = rng.permutation(len(plan))[: max(1, draws)]
     adapter, hidden = plan[int(order[0])]
     log = root / f"{name}.npz"
     write_log(log, model, traffic, adapter, hidden)
@@ -79,13 +83,23 @@ def one_model(name: str, n: int, seed: int, draws: int, root: Path) -> dict:
     for k in order[1:]:
         write_log(log, model, traffic, *plan[int(k)])
         _, other = hspi(args)
-        named.append(other["verdict"]["status"] == "identified (exact)"
-                     and str(plan[int(k)][1]) in other["verdict"]["platforms"])
-    return {"more_draws_identified": f"{sum(named)}/{len(named)}","model": name, "inputs": n, "platforms_run": len(rep["replay"]["build"]["built"]),
-            "failed": len(rep["replay"]["build"]["failed"]), "replay_s": round(first, 1),
-            "cached_s": round(second, 1), "status": verdict["status"], "named": len(verdict["platforms"]),
-            "hidden": str(hidden), "hidden_named": str(hidden) in verdict["platforms"],
-            "same_verdict_cached": again["verdict"] == verdict}
+        named.append(
+            other["verdict"]["status"] == "identified (exact)" and str(plan[int(k)][1]) in other["verdict"]["platforms"]
+        )
+    return {
+        "more_draws_identified": f"{sum(named)}/{len(named)}",
+        "model": name,
+        "inputs": n,
+        "platforms_run": len(rep["replay"]["build"]["built"]),
+        "failed": len(rep["replay"]["build"]["failed"]),
+        "replay_s": round(first, 1),
+        "cached_s": round(second, 1),
+        "status": verdict["status"],
+        "named": len(verdict["platforms"]),
+        "hidden": str(hidden),
+        "hidden_named": str(hidden) in verdict["platforms"],
+        "same_verdict_cached": again["verdict"] == verdict,
+    }
 
 
 def main() -> None:
@@ -102,12 +116,16 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print(f"{'model':<8} {'inputs':>6} {'platforms':>9} {'replay s':>9} {'cached s':>9}  verdict / served platform "
-          "named / more draws identified")
+    print(
+        f"{'model':<8} {'inputs':>6} {'platforms':>9} {'replay s':>9} {'cached s':>9}  verdict / served platform "
+        "named / more draws identified"
+    )
     for r in rows:
-        print(f"{r['model']:<8} {r['inputs']:>6} {r['platforms_run']:>9} {r['replay_s']:>9} {r['cached_s']:>9}  "
-              f"{r['status']} ({r['named']} platform(s)) / {'yes' if r['hidden_named'] else 'NO'} / "
-              f"{r['more_draws_identified']}")
+        print(
+            f"{r['model']:<8} {r['inputs']:>6} {r['platforms_run']:>9} {r['replay_s']:>9} {r['cached_s']:>9}  "
+            f"{r['status']} ({r['named']} platform(s)) / {'yes' if r['hidden_named'] else 'NO'} / "
+            f"{r['more_draws_identified']}"
+        )
 
 
 if __name__ == "__main__":

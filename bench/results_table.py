@@ -16,16 +16,19 @@ def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: results_table.py REPORT.json [REPORT.json ...]")
     merged = EvalReport.merged([EvalReport.from_dict(json.load(open(p, encoding="utf-8"))) for p in sys.argv[1:]])
-    print(f"DB {merged.db} (digest {merged.db_digest}): {merged.platforms} platforms, models "
-          f"{', '.join(merged.models)}; train probes {merged.train_probes}, test probes {merged.test_probes}; "
-          f"cells read 'ours / svm-bits' in % of query groups; {merged.seconds:.0f} s of eval.\n")
+    print(
+        f"DB {merged.db} (digest {merged.db_digest}): {merged.platforms} platforms, models "
+        f"{', '.join(merged.models)}; train probes {merged.train_probes}, test probes {merged.test_probes}; "
+        f"cells read 'ours / svm-bits' in % of query groups; {merged.seconds:.0f} s of eval.\n"
+    )
     print(markdown(merged))
     lost = losses(merged)
     print(f"\nsvm-bits beats ours in {len(lost)} cells" + (":\n" if lost else "."))
     for line in lost:
         print(f"- {line}")
-    unseen = sorted({(r.protocol, r.holdout, r.target, ", ".join(r.unseen_values))
-                     for r in merged.records if r.unseen_values})
+    unseen = sorted(
+        {(r.protocol, r.holdout, r.target, ", ".join(r.unseen_values)) for r in merged.records if r.unseen_values}
+    )
     if unseen:
         print("\nNot predictable (values the training side never saw):\n")
         for protocol, holdout, target, values in unseen:

@@ -27,10 +27,17 @@ def build(root: Path, rows: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     high = np.sort(rng.integers(0, 2**63, size=rows, dtype=np.int64).view(np.uint64) << np.uint64(1))
     root.mkdir(parents=True, exist_ok=True)
-    arrays = {"digest": ("S16", ()), "platform": (np.int32, ()), "probe": (np.int64, ()), "group": (np.int32, ()),
-              "output": (np.int32, ())}
-    maps = {k: np.lib.format.open_memmap(root / f"{k}.npy", mode="w+", dtype=dt, shape=(rows,))
-            for k, (dt, _) in arrays.items()}
+    arrays = {
+        "digest": ("S16", ()),
+        "platform": (np.int32, ()),
+        "probe": (np.int64, ()),
+        "group": (np.int32, ()),
+        "output": (np.int32, ()),
+    }
+    maps = {
+        k: np.lib.format.open_memmap(root / f"{k}.npy", mode="w+", dtype=dt, shape=(rows,))
+        for k, (dt, _) in arrays.items()
+    }
     for start in range(0, rows, CHUNK):
         stop = min(rows, start + CHUNK)
         n = stop - start
@@ -58,23 +65,34 @@ def main() -> None:
     if not (args.dir / "output.npy").is_file():
         build(args.dir, args.rows, args.seed)
     t_build = time.perf_counter() - t0
-    arrays = {k: np.load(args.dir / f"{k}.npy", mmap_mode="r") for k in ("digest", "platform", "probe", "group", "output")}
+    arrays = {
+        k: np.load(args.dir / f"{k}.npy", mmap_mode="r") for k in ("digest", "platform", "probe", "group", "output")
+    }
     rows = len(arrays["digest"])
     size = sum((args.dir / f"{k}.npy").stat().st_size for k in arrays)
     groups = [IndexGroup("m", "m", "p", "p", ["out"], [[1000]], [["float32"]], [], []) for _ in range(20)]
     index = DigestIndex([f"p{i}" for i in range(1000)], groups, **arrays)
     rng = np.random.default_rng(args.seed + 1)
     pick = rng.integers(0, rows, size=args.lookups)
-    present = [(arrays["digest"][i:i + 1].view(np.uint8).tobytes().hex(), int(arrays["group"][i]), int(arrays["probe"][i])) for i in pick]
+    present = [
+        (arrays["digest"][i : i + 1].view(np.uint8).tobytes().hex(), int(arrays["group"][i]), int(arrays["probe"][i]))
+        for i in pick
+    ]
     absent = [(rng.bytes(16).hex(), 0, 0) for _ in range(args.lookups)]
     results = {}
-    for name, keys in (("present, first pass", present), ("absent, first pass", absent),
-                       ("present, warm", present), ("absent, warm", absent)):
+    for name, keys in (
+        ("present, first pass", present),
+        ("absent, first pass", absent),
+        ("present, warm", present),
+        ("absent, warm", absent),
+    ):
         t = time.perf_counter()
         hits = sum(1 for d, g, p in keys if index.lookup(g, p, d))
         results[name] = (1e6 * (time.perf_counter() - t) / len(keys), hits)
-    print(f"rows {rows:,}; index {size / 2**30:.2f} GiB on disk ({size / rows:.0f} bytes per row); "
-          f"built in {t_build:.0f} s")
+    print(
+        f"rows {rows:,}; index {size / 2**30:.2f} GiB on disk ({size / rows:.0f} bytes per row); "
+        f"built in {t_build:.0f} s"
+    )
     for name, (us, hits) in results.items():
         print(f"lookup, {name}: {us:.1f} us each ({hits}/{args.lookups} found)")
 

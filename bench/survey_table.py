@@ -1,7 +1,7 @@
 """Render `hspi survey --json` or `hspi db classes --json` as markdown tables (docs/).
 
-    hspi survey --json -q > survey.json && python bench/survey_table.py survey.json
-    hspi db classes --db refdb --json > classes.json && python bench/survey_table.py classes.json
+hspi survey --json -q > survey.json && python bench/survey_table.py survey.json
+hspi db classes --db refdb --json > classes.json && python bench/survey_table.py classes.json
 """
 
 import json
@@ -35,8 +35,10 @@ def knobs_summary(labels: list[str]) -> str:
 
 def db_classes(groups: list[dict]) -> None:
     for g in groups:
-        print(f"### {g['model']} on {g['probes']}: {g['n_platforms']} platforms, {len(g['classes'])} classes, "
-              f"{g['n_probes']} probes\n")
+        print(
+            f"### {g['model']} on {g['probes']}: {g['n_platforms']} platforms, {len(g['classes'])} classes, "
+            f"{g['n_probes']} probes\n"
+        )
         print("| class | size | nearest class: fraction of probes that separate | platforms |")
         print("|---:|---:|---|---|")
         for c in g["classes"]:
@@ -56,13 +58,17 @@ def main(path: str) -> None:
         rt = defaultdict(int)
         for p in m["platforms"]:
             rt[p["platform"].split("@")[0]] += 1
-        print(f"### {m['model']}: {m['n_platforms']} platforms, {m['n_classes']} classes "
-              f"({', '.join(f'{k} {v}' for k, v in sorted(rt.items()))}), probes {m['probes']}\n")
+        print(
+            f"### {m['model']}: {m['n_platforms']} platforms, {m['n_classes']} classes "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(rt.items()))}), probes {m['probes']}\n"
+        )
         print("| class | size | max rel. error vs fp64 | repeats | platforms |")
         print("|---:|---:|---:|---|---|")
         for c in m["classes"]:
-            print(f"| {c['id']} | {len(c['platforms'])} | {c['rel_err']:.1e} | "
-                  f"{'yes' if c['repeats'] else 'NO'} | {knobs_summary(c['platforms'])} |")
+            print(
+                f"| {c['id']} | {len(c['platforms'])} | {c['rel_err']:.1e} | "
+                f"{'yes' if c['repeats'] else 'NO'} | {knobs_summary(c['platforms'])} |"
+            )
         if m["failed"]:
             print(f"\nfailed: {', '.join(f['platform'] for f in m['failed'])}")
         print()

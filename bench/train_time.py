@@ -42,15 +42,34 @@ def main() -> None:
             shutil.copy(p, target / p.name)
         for rows in args.rows_per_platform or [250]:
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "train", "--db", str(db), "-o",
-                                   str(Path(tmp) / f"clf{rows}"), "--rows-per-platform", str(rows), "--json", "-q"],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "hspi_onnx.cli",
+                    "train",
+                    "--db",
+                    str(db),
+                    "-o",
+                    str(Path(tmp) / f"clf{rows}"),
+                    "--rows-per-platform",
+                    str(rows),
+                    "--json",
+                    "-q",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             wall = time.perf_counter() - t0
             r = json.loads(proc.stdout)
-            print(f"{len(chosen)} platforms x {r['rows'] // len(chosen)} probes, {rows} training rows per platform: "
-                  f"hspi train {wall:.1f} s wall (features {r['feature_seconds']} s, "
-                  f"targets {sum(r['train_seconds'].values()):.1f} s: "
-                  + ", ".join(f"{t} {s}" for t, s in r["train_seconds"].items()) + ")")
+            print(
+                f"{len(chosen)} platforms x {r['rows'] // len(chosen)} probes, {rows} training rows per platform: "
+                f"hspi train {wall:.1f} s wall (features {r['feature_seconds']} s, "
+                f"targets {sum(r['train_seconds'].values()):.1f} s: "
+                + ", ".join(f"{t} {s}" for t, s in r["train_seconds"].items())
+                + ")"
+            )
 
 
 if __name__ == "__main__":

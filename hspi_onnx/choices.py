@@ -13,6 +13,7 @@ from typing import cast
 try:
     from enum import StrEnum
 except ImportError:  # Python 3.10
+
     class StrEnum(str, enum.Enum):  # type: ignore[no-redef]
         def __str__(self) -> str:
             return str.__str__(self)

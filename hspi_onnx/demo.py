@@ -35,27 +35,41 @@ class DemoConfig:
     platforms: dict[str, list[str]] | None = None  # model -> platform globs (default: every platform)
 
     @classmethod
-    def quick(cls, out: Path, seed: int | None = None) -> "DemoConfig":
+    def quick(cls, out: Path, seed: int | None = None) -> DemoConfig:
         # the LM on a few ONNX Runtime platforms only: enough for the OpenAI black box
-        return cls(out, models=("digits", "lm"), probes=120, queries=16, seed=seed, rows_per_platform=60,
-                   iterations=60, eval_queries=(1, 8), eval_groups=10,
-                   platforms={"lm": ["onnxruntime/*/*/bs=1,opt=all,*threads=1"]})
+        return cls(
+            out,
+            models=("digits", "lm"),
+            probes=120,
+            queries=16,
+            seed=seed,
+            rows_per_platform=60,
+            iterations=60,
+            eval_queries=(1, 8),
+            eval_groups=10,
+            platforms={"lm": ["onnxruntime/*/*/bs=1,opt=all,*threads=1"]},
+        )
 
 
 def build_db(cfg: DemoConfig, on_event) -> tuple:
     """The reference DB under ``cfg.out/db`` (resumable: finished shards are kept)."""
     from hspi_onnx.db.build import build
+    from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import generate
-    from hspi_onnx.db.store import ReferenceDB
 
     db = ReferenceDB(cfg.out / "db", create=True)
     built = []
     for name in cfg.models:
         info = resolve_model(name)
         probes = generate(info, None, n=cfg.probes, seed=0)
-        summary = build(db, info, probes, (cfg.platforms or {}).get(name),
-                        on_event=lambda kind, data, m=name: on_event(m, kind, data))
+        summary = build(
+            db,
+            info,
+            probes,
+            (cfg.platforms or {}).get(name),
+            on_event=lambda kind, data, m=name: on_event(m, kind, data),
+        )
         built.append((info, probes, summary))
     return db, built
 
@@ -73,9 +87,15 @@ def train_classifier(db, cfg: DemoConfig, on_platform, on_target):
     except HspiError:
         pass
     stage = {"name": ""}
-    fit_and_save(db, path, iterations=cfg.iterations, rows_per_platform=cfg.rows_per_platform, seed=0,
-                 on_stage=lambda name, total: stage.update(name=name),
-                 on_step=lambda: on_platform() if stage["name"].startswith("features") else on_target("", 0.0))
+    fit_and_save(
+        db,
+        path,
+        iterations=cfg.iterations,
+        rows_per_platform=cfg.rows_per_platform,
+        seed=0,
+        on_stage=lambda name, total: stage.update(name=name),
+        on_step=lambda: on_platform() if stage["name"].startswith("features") else on_target("", 0.0),
+    )
     return load_classifier(path), path, True
 
 
@@ -84,8 +104,12 @@ def evaluate_for_plots(db, cfg: DemoConfig, on_step):
     from hspi_onnx.learn.evaluate import EvalConfig, evaluate
     from hspi_onnx.learn.plots import write_plots
 
-    ecfg = EvalConfig(queries=cfg.eval_queries, protocols=("split",), max_groups_per_unit=cfg.eval_groups,
-                      params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform))
+    ecfg = EvalConfig(
+        queries=cfg.eval_queries,
+        protocols=("split",),
+        max_groups_per_unit=cfg.eval_groups,
+        params=CatBoostParams(iterations=cfg.iterations, max_rows_per_unit=cfg.rows_per_platform),
+    )
     report = evaluate(db, ecfg, None, on_step)
     plots = write_plots(report, cfg.out / "plots")
     (cfg.out / "eval.json").write_text(json.dumps(report.as_dict(), indent=1, sort_keys=True), "utf-8")
@@ -124,8 +148,10 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator, protoco
         raise HspiError("no language model was built to answer over the OpenAI-compatible endpoint")
     info, probes, _ = choices[int(rng.integers(len(choices)))]
     manifest = db.manifest()
-    labels = sorted({r for run in manifest["runs"].values() if run["model_sha256"] == info.sha256
-                     for r in run["platforms"]} - {f["platform"] for f in manifest["failures"]})
+    labels = sorted(
+        {r for run in manifest["runs"].values() if run["model_sha256"] == info.sha256 for r in run["platforms"]}
+        - {f["platform"] for f in manifest["failures"]}
+    )
     if not labels:
         raise HspiError(f"the DB holds no platform of {info.name} to play the black box")
     label = labels[int(rng.integers(len(labels)))]
@@ -135,14 +161,25 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator, protoco
     path.unlink(missing_ok=True)
     with ServerProcess(str(info.path), label) as server:
         # one probe per request, as an auditor who cannot know the service's batching would send them
-        query(probes.sample(pick), path, QueryOptions(server.url, model=info.name, protocol=protocol, batch=1,
-                                                      concurrency=2, top_logprobs=5))
+        query(
+            probes.sample(pick),
+            path,
+            QueryOptions(server.url, model=info.name, protocol=protocol, batch=1, concurrency=2, top_logprobs=5),
+        )
     # a false claim the DB can refute: a precision this runtime has in the DB, but not this one
-    others = sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}
-                    - {plat.precision})
+    others = sorted(
+        {Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == plat.runtime}
+        - {plat.precision}
+    )
     false_precision = others[int(rng.integers(len(others)))] if others else "fp64"
-    return BlackBox(label, path, f"runtime={plat.runtime},precision={plat.precision}",
-                    f"runtime={plat.runtime},precision={false_precision}", info.name, protocol)
+    return BlackBox(
+        label,
+        path,
+        f"runtime={plat.runtime},precision={plat.precision}",
+        f"runtime={plat.runtime},precision={false_precision}",
+        info.name,
+        protocol,
+    )
 
 
 def new_seed() -> int:

@@ -35,7 +35,7 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model or _pyplatform.processor() or _pyplatform.machine(), flags
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dist_version(distribution: str) -> str | None:
     """The installed version of a Python distribution, or None; reading metadata is slow, so once."""
     import importlib.metadata as md
@@ -130,8 +130,9 @@ def gpu_names() -> tuple[str, ...]:
     if not smi:
         return ()
     try:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return ()
     return tuple(line.strip() for line in out.stdout.splitlines() if line.strip()) if out.returncode == 0 else ()

@@ -52,7 +52,7 @@ class Platform:
         object.__setattr__(self, "knobs", knobs)
 
     @classmethod
-    def make(cls, runtime: str, version: str, device: str, precision: str, **knobs) -> "Platform":
+    def make(cls, runtime: str, version: str, device: str, precision: str, **knobs) -> Platform:
         return cls(runtime, version, device, precision, tuple((k, str(v)) for k, v in knobs.items()))
 
     @property
@@ -63,7 +63,7 @@ class Platform:
     def device_kind(self) -> str:
         return self.device.split(":", 1)[0]
 
-    def with_knobs(self, **knobs) -> "Platform":
+    def with_knobs(self, **knobs) -> Platform:
         merged = {**self.knob, **{k: str(v) for k, v in knobs.items()}}
         return replace(self, knobs=tuple(merged.items()))
 
@@ -74,12 +74,10 @@ class Platform:
         return f"{self.runtime}@{self.version}/{self.device}/{self.precision}/{self.knob_string()}"
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         parts = text.strip().split("/")
         if len(parts) != 4 or "@" not in parts[0]:
-            raise BadLabelError(
-                f"platform label {text!r} must read runtime@version/device/precision/knobs"
-            )
+            raise BadLabelError(f"platform label {text!r} must read runtime@version/device/precision/knobs")
         runtime, version = parts[0].split("@", 1)
         knobs: list[tuple[str, str]] = []
         if parts[3] != "-":
@@ -121,8 +119,7 @@ def matches(platform: Platform, pattern: str) -> bool:
         return False
     segs += ["*"] * (4 - len(segs))
     rt, dev, prec, knobs = segs
-    if not _segment_matches(rt, f"{platform.runtime}@{platform.version}",
-                            platform.runtime if "@" not in rt else ""):
+    if not _segment_matches(rt, f"{platform.runtime}@{platform.version}", platform.runtime if "@" not in rt else ""):
         return False
     if not _segment_matches(dev, platform.device, platform.device_kind if ":" not in dev else ""):
         return False

@@ -7,9 +7,21 @@ import sys
 
 import numpy as np
 
-DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-             "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-             "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}
+DATATYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BF16": "bfloat16",
+}
 FLOAT_DATATYPES = ("FP16", "FP32", "FP64", "BF16")  # the ones whose outputs can be matched
 LABEL_DATATYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")  # a label per row
 _NAMES = {v: k for k, v in DATATYPES.items()}

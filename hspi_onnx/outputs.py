@@ -117,9 +117,14 @@ class RunResult:
 
     def meta(self) -> dict:
         return {
-            "format": RUN_FORMAT, "platform": self.platform, "model_sha256": self.model_sha256,
-            "model_name": self.model_name, "probes_name": self.probes_name,
-            "probes_sha256": self.probes_sha256, "seconds": round(self.seconds, 6), "host": self.host,
+            "format": RUN_FORMAT,
+            "platform": self.platform,
+            "model_sha256": self.model_sha256,
+            "model_name": self.model_name,
+            "probes_name": self.probes_name,
+            "probes_sha256": self.probes_sha256,
+            "seconds": round(self.seconds, 6),
+            "host": self.host,
             "outputs": [{"name": k, "dtype": dtype_name(v), "shape": list(v.shape)} for k, v in self.outputs.items()],
         }
 
@@ -186,8 +191,9 @@ def read_outputs(arrays: dict[str, np.ndarray], meta: dict, fail) -> tuple[dict[
 def load_run(path: str | Path) -> RunResult:
     """Read a file written by :meth:`RunResult.save` (or an ``hspi-run/1`` file); digests are
     recomputed and checked."""
-    arrays, meta = read_npz(path, {"ids"}, "output file", optional=frozenset({"outputs", "digests"}),
-                            pattern=OUTPUT_MEMBERS)
+    arrays, meta = read_npz(
+        path, {"ids"}, "output file", optional=frozenset({"outputs", "digests"}), pattern=OUTPUT_MEMBERS
+    )
 
     def fail(msg: str):
         raise HspiError(f"output file {str(path)!r} {msg}")
@@ -198,9 +204,15 @@ def load_run(path: str | Path) -> RunResult:
     ids = arrays["ids"]
     try:
         result = RunResult(
-            str(meta["platform"]), str(meta["model_sha256"]), str(meta["model_name"]),
-            str(meta["probes_name"]), str(meta["probes_sha256"]), ids, outputs,
-            float(meta.get("seconds", 0.0)), dict(meta.get("host", {})),
+            str(meta["platform"]),
+            str(meta["model_sha256"]),
+            str(meta["model_name"]),
+            str(meta["probes_name"]),
+            str(meta["probes_sha256"]),
+            ids,
+            outputs,
+            float(meta.get("seconds", 0.0)),
+            dict(meta.get("host", {})),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise HspiError(f"output file {str(path)!r} is malformed ({type(exc).__name__})")

@@ -26,9 +26,22 @@ MAX_ARRAY_BYTES = 1 << 29  # all arrays of one file together, once decompressed
 MAX_META_BYTES = 1 << 16
 MAX_MEMBERS = 64
 # What a malformed file can raise anywhere in zipfile / zlib / numpy's header parser.
-READ_ERRORS = (ValueError, OSError, EOFError, KeyError, IndexError, TypeError, OverflowError,
-               NotImplementedError, RuntimeError, SyntaxError, RecursionError, UnicodeError,
-               zipfile.BadZipFile, zlib.error)
+READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    IndexError,
+    TypeError,
+    OverflowError,
+    NotImplementedError,
+    RuntimeError,
+    SyntaxError,
+    RecursionError,
+    UnicodeError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 def save_npz(path: str | Path, meta: dict, **arrays: np.ndarray) -> Path:
@@ -67,9 +80,15 @@ def _read_member(zf: zipfile.ZipFile, name: str, budget: int, fail) -> np.ndarra
     return arr.reshape(shape, order="F" if fortran else "C").copy()
 
 
-def read_npz(path: str | Path, keys: set[str], what: str, error: type[HspiError] = HspiError,
-             optional: frozenset[str] = frozenset(), pattern: str | None = None,
-             meta_required: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+def read_npz(
+    path: str | Path,
+    keys: set[str],
+    what: str,
+    error: type[HspiError] = HspiError,
+    optional: frozenset[str] = frozenset(),
+    pattern: str | None = None,
+    meta_required: bool = True,
+) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays other than meta, meta as a dict) of a file holding ``keys`` + meta (+ ``optional``,
     + any member whose whole name matches the regular expression ``pattern``); without
     ``meta_required`` a file of plain ``np.savez`` arrays reads with an empty meta record."""

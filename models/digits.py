@@ -11,8 +11,10 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
 
@@ -45,7 +47,7 @@ def build(seed: int, epochs: int = 40):
         for _ in range(epochs):
             perm = torch.randperm(len(xt), generator=gen)
             for i in range(0, len(xt), 64):
-                idx = perm[i:i + 64]
+                idx = perm[i : i + 64]
                 opt.zero_grad()
                 nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
                 opt.step()

@@ -88,9 +88,12 @@ def export_model(name: str, out: Path, seed: int = SEED) -> Path:
         _export(module, x, onnx_buf, spec)
     model = onnx.load_model_from_string(onnx_buf.getvalue())
     props = {
-        "hspi.zoo": name, "hspi.zoo_version": str(ZOO_VERSION), "hspi.seed": str(seed),
+        "hspi.zoo": name,
+        "hspi.zoo_version": str(ZOO_VERSION),
+        "hspi.seed": str(seed),
         "hspi.input": json.dumps(spec, sort_keys=True),
-        "hspi.weights_sha256": hashlib.sha256(weights_bytes).hexdigest(), **meta,
+        "hspi.weights_sha256": hashlib.sha256(weights_bytes).hexdigest(),
+        **meta,
     }
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
@@ -109,8 +112,14 @@ def _export(module, x, buf, spec: dict) -> None:
     import torch
 
     torch.onnx.export(
-        module, (x,), buf, input_names=[spec["name"]], output_names=["logits"],
-        opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        module,
+        (x,),
+        buf,
+        input_names=[spec["name"]],
+        output_names=["logits"],
+        opset_version=OPSET,
+        dynamo=False,
+        do_constant_folding=True,
         dynamic_axes={spec["name"]: {0: "batch"}, "logits": {0: "batch"}},
     )
 

@@ -10,8 +10,10 @@ from .common import build_cnn, conv_bn
 
 def separable(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
-        *conv_bn(cin, cin, 3, stride, groups=cin), nn.ReLU6(),
-        *conv_bn(cin, cout, 1), nn.Hardswish(),
+        *conv_bn(cin, cin, 3, stride, groups=cin),
+        nn.ReLU6(),
+        *conv_bn(cin, cout, 1),
+        nn.Hardswish(),
     )
 
 
@@ -31,5 +33,6 @@ class MobileNetS(nn.Module):
 
 def build(seed: int):
     return build_cnn(MobileNetS, seed)
+
 
 Model = MobileNetS  # the architecture, for loading saved weights

@@ -12,10 +12,7 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(*conv_bn(cin, cout, 3, stride), nn.ReLU(), *conv_bn(cout, cout, 3))
-        self.skip = (
-            nn.Sequential(*conv_bn(cin, cout, 1, stride)) if stride != 1 or cin != cout
-            else nn.Identity()
-        )
+        self.skip = nn.Sequential(*conv_bn(cin, cout, 1, stride)) if stride != 1 or cin != cout else nn.Identity()
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,5 +37,6 @@ class ResNetS(nn.Module):
 
 def build(seed: int):
     return build_cnn(ResNetS, seed)
+
 
 Model = ResNetS  # the architecture, for loading saved weights

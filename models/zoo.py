@@ -16,15 +16,28 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
-        ZooEntry("resnet", "resnet", "ResNet-style CNN: conv, batch norm, residual blocks, "
-                 "global pool, linear head; 3x32x32 -> 10", "image"),
-        ZooEntry("mobilenet", "mobilenet", "MobileNet-style CNN: depthwise-separable convs, "
-                 "ReLU6 and hard-swish; 3x32x32 -> 10", "image"),
-        ZooEntry("digits", "digits", "CNN trained at build time on scikit-learn's digits "
-                 "(real data); 1x8x8 -> 10", "image"),
-        ZooEntry("lm", "lm", "decoder-only transformer LM: byte vocabulary 256, causal "
-                 "attention, layer norm, GELU MLP, tied head; 32 tokens -> next-token logits",
-                 "tokens"),
+        ZooEntry(
+            "resnet",
+            "resnet",
+            "ResNet-style CNN: conv, batch norm, residual blocks, global pool, linear head; 3x32x32 -> 10",
+            "image",
+        ),
+        ZooEntry(
+            "mobilenet",
+            "mobilenet",
+            "MobileNet-style CNN: depthwise-separable convs, ReLU6 and hard-swish; 3x32x32 -> 10",
+            "image",
+        ),
+        ZooEntry(
+            "digits", "digits", "CNN trained at build time on scikit-learn's digits (real data); 1x8x8 -> 10", "image"
+        ),
+        ZooEntry(
+            "lm",
+            "lm",
+            "decoder-only transformer LM: byte vocabulary 256, causal "
+            "attention, layer norm, GELU MLP, tied head; 32 tokens -> next-token logits",
+            "tokens",
+        ),
     ]
 }
 

@@ -18,13 +18,13 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
-from hspi_onnx.run.kernels import LabelMismatch, numpy_state
 from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.graph.float64 import to_float64
 from hspi_onnx.host import cpu_device
 from hspi_onnx.inputs.model import ModelInfo
-from hspi_onnx.graph.float64 import to_float64
 from hspi_onnx.labels import Platform
+from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
+from hspi_onnx.run.kernels import LabelMismatch, numpy_state
 
 PRECISIONS = ("fp32", "fp64")
 
@@ -54,8 +54,10 @@ class OnnxReferenceAdapter(Adapter):
     def measure(self, platform: Platform, session) -> dict[str, str]:
         state = numpy_state()
         if state["blas"] != "none" and state["blas_threads"] != str(self.pins["blas_threads"]):
-            raise LabelMismatch(f"{platform}: numpy's BLAS runs {state['blas_threads']} threads, the adapter pins "
-                                f"{self.pins['blas_threads']}")
+            raise LabelMismatch(
+                f"{platform}: numpy's BLAS runs {state['blas_threads']} threads, the adapter pins "
+                f"{self.pins['blas_threads']}"
+            )
         return state
 
     @contextlib.contextmanager
@@ -71,8 +73,10 @@ class OnnxReferenceAdapter(Adapter):
         try:
             evaluator = reference_evaluator(proto)
         except Exception as exc:  # the evaluator raises plain exceptions for unsupported ops
-            raise UnsupportedError(f"the ONNX reference evaluator cannot load {model.name}: "
-                                   f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
+            raise UnsupportedError(
+                f"the ONNX reference evaluator cannot load {model.name}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
+            )
         import threadpoolctl
 
         with threadpoolctl.threadpool_limits(limits=int(self.pins["blas_threads"]), user_api="blas"):

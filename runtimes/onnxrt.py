@@ -19,14 +19,13 @@ import functools
 
 import numpy as np
 
-from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.graph.prepared import Recipe, first_line, prepared_graph
 from hspi_onnx.host import cpu_device, dist_version, gpu_device, gpu_names
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
-
-from hspi_onnx.graph.prepared import Recipe, first_line, prepared_graph
+from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -54,14 +53,19 @@ class OnnxRuntimeAdapter(Adapter):
 
     def check(self) -> Availability:
         if dist_version("onnxruntime") and dist_version("onnxruntime-gpu"):
-            return Availability(False, "both onnxruntime and onnxruntime-gpu are installed and share one module; "
-                                       "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")
+            return Availability(
+                False,
+                "both onnxruntime and onnxruntime-gpu are installed and share one module; "
+                "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`",
+            )
         return Availability(True)
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         precisions = [
-            ("fp32", {}), ("fp16", {}),
-            ("int8", {"quant": "dynamic"}), ("int8", {"quant": "qdq", "calib": probe_kind}),
+            ("fp32", {}),
+            ("fp16", {}),
+            ("int8", {"quant": "dynamic"}),
+            ("int8", {"quant": "qdq", "calib": probe_kind}),
         ]
         out = self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=batch_sizes(model), threads=THREADS)
         for ep in self.gpu_providers():
@@ -83,7 +87,9 @@ class OnnxRuntimeAdapter(Adapter):
         out = {}
         for ep, provider in GPU_PROVIDERS.items():
             if provider not in have:
-                out[f"ep={ep}"] = f"this onnxruntime build has no {provider} (install the [gpu] extra's onnxruntime-gpu)"
+                out[f"ep={ep}"] = (
+                    f"this onnxruntime build has no {provider} (install the [gpu] extra's onnxruntime-gpu)"
+                )
             elif not gpu_names():
                 out[f"ep={ep}"] = "no NVIDIA GPU (nvidia-smi lists none)"
         return out
@@ -114,8 +120,13 @@ class OnnxRuntimeAdapter(Adapter):
             if GPU_PROVIDERS[ep] not in ort.get_available_providers():
                 raise UnsupportedError(f"onnxruntime has no {GPU_PROVIDERS[ep]} here")
             if ep == "tensorrt":
-                trt = {"trt_fp16_enable": platform.precision == "fp16", "trt_engine_cache_enable": True,
-                       "trt_engine_cache_path": str(cache_dir("prepared", "onnxruntime-trt", platform.version, model.sha256[:16]))}
+                trt = {
+                    "trt_fp16_enable": platform.precision == "fp16",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(
+                        cache_dir("prepared", "onnxruntime-trt", platform.version, model.sha256[:16])
+                    ),
+                }
                 providers = [(GPU_PROVIDERS[ep], trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
             else:
                 providers = [(GPU_PROVIDERS[ep], {"cudnn_conv_algo_search": "DEFAULT"}), "CPUExecutionProvider"]
@@ -127,9 +138,12 @@ class OnnxRuntimeAdapter(Adapter):
 
     def measure(self, platform: Platform, session) -> dict[str, str]:
         opts = session.sess.get_session_options()
-        return {"intra_op_threads": str(opts.intra_op_num_threads), "inter_op_threads": str(opts.inter_op_num_threads),
-                "providers": ",".join(session.sess.get_providers()),
-                **{k: str(opts.get_session_config_entry(k)) for k in self.pins if k.startswith("session.")}}
+        return {
+            "intra_op_threads": str(opts.intra_op_num_threads),
+            "inter_op_threads": str(opts.inter_op_num_threads),
+            "providers": ",".join(session.sess.get_providers()),
+            **{k: str(opts.get_session_config_entry(k)) for k in self.pins if k.startswith("session.")},
+        }
 
 
 def recipe_of(platform: Platform) -> Recipe:

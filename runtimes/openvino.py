@@ -18,18 +18,17 @@ would meet the same failure (e.g. the corpus's ``gru``, `docs/corpus.md`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 
 import numpy as np
 
-import functools
-
-from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
-from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, onednn_limit, token
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.host import capped_cpu_device, cpu_device, isa_cap_for, isa_caps, node_isa_cap
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
+from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
+from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, onednn_limit, token
 
 HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
 
@@ -48,10 +47,14 @@ _NO_BF16 = {"sse41", "avx", "avx2", "avx2-vnni", "avx512-core", "avx512-core-vnn
 def supported_precisions() -> dict[str, str]:
     """precision -> "" when the CPU supports it, else the reason it does not."""
     caps = set(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    out = {p: "" if cap in caps else f"the CPU plugin does not report {cap} (capabilities: {', '.join(sorted(caps))})"
-           for p, (_, cap) in HINTS.items()}
+    out = {
+        p: "" if cap in caps else f"the CPU plugin does not report {cap} (capabilities: {', '.join(sorted(caps))})"
+        for p, (_, cap) in HINTS.items()
+    }
     if not out["bf16"] and process_isa() in _NO_BF16:
-        out["bf16"] = f"OpenVINO compiles for {process_isa()} in this process (ONEDNN_MAX_CPU_ISA), which has no bf16 kernels"
+        out["bf16"] = (
+            f"OpenVINO compiles for {process_isa()} in this process (ONEDNN_MAX_CPU_ISA), which has no bf16 kernels"
+        )
     return out
 
 
@@ -75,8 +78,9 @@ def compiled_isa(compiled) -> str:
 def process_isa() -> str:
     """The ISA a model compiled in this process runs (a one-node model, compiled once)."""
     import numpy as np
-    import openvino as ov
     import openvino.opset13 as ops
+
+    import openvino as ov
 
     x = ops.parameter([1, 8], np.float32, name="x")
     tiny = ov.Model([ops.relu(x)], [x], "isa-probe")
@@ -90,8 +94,9 @@ class _OvSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
-        return named_outputs(self.model, [np.array(result[self.compiled.output(name)], copy=True)
-                                          for name in self.model.output_names])
+        return named_outputs(
+            self.model, [np.array(result[self.compiled.output(name)], copy=True) for name in self.model.output_names]
+        )
 
 
 class OpenVinoAdapter(Adapter):
@@ -100,8 +105,12 @@ class OpenVinoAdapter(Adapter):
     requires = ("openvino",)
     summary = "OpenVINO, CPU plugin (inference precision hint f32 / bf16 / f16)"
     labelled = ("onednn",)
-    pins = {"CPU_DENORMALS_OPTIMIZATION": False, "EXECUTION_MODE_HINT": "PERFORMANCE", "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1}
+    pins = {
+        "CPU_DENORMALS_OPTIMIZATION": False,
+        "EXECUTION_MODE_HINT": "PERFORMANCE",
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
 
     def _isa(self, device: str) -> dict[str, str]:
         cap = isa_cap_for(device)
@@ -126,9 +135,13 @@ class OpenVinoAdapter(Adapter):
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
         # so capped variants are fp32 only
-        return [p for isa, _, _ in isa_caps()
-                for p in self.grid(cpu_device(isa), [("fp32", self._isa(cpu_device(isa)))],
-                                   bs=batch_sizes(model)[-1:], threads=(1,))]
+        return [
+            p
+            for isa, _, _ in isa_caps()
+            for p in self.grid(
+                cpu_device(isa), [("fp32", self._isa(cpu_device(isa)))], bs=batch_sizes(model)[-1:], threads=(1,)
+            )
+        ]
 
     def environment(self, platform: Platform) -> dict[str, str]:
         cap = isa_cap_for(platform.device)
@@ -144,8 +157,14 @@ class OpenVinoAdapter(Adapter):
         if hint != want:  # OpenVINO chose another precision than the label's
             raise LabelMismatch(f"{platform}: OpenVINO compiled it with inference precision {hint}, not {want}")
         state = {"onednn": compiled_isa(compiled), "inference_precision": hint}
-        for name in ("EXECUTION_MODE_HINT", "CPU_DENORMALS_OPTIMIZATION", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
-                     "DYNAMIC_QUANTIZATION_GROUP_SIZE", "KV_CACHE_PRECISION"):
+        for name in (
+            "EXECUTION_MODE_HINT",
+            "CPU_DENORMALS_OPTIMIZATION",
+            "INFERENCE_NUM_THREADS",
+            "NUM_STREAMS",
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE",
+            "KV_CACHE_PRECISION",
+        ):
             try:
                 state[name.lower()] = _value(compiled.get_property(name))
             except Exception:  # a property this OpenVINO lacks
@@ -160,8 +179,11 @@ class OpenVinoAdapter(Adapter):
         if reason:
             raise UnsupportedError(f"OpenVINO cannot run {platform.precision} here: {reason}")
         core = _core()
-        config = {**self.pins, "INFERENCE_PRECISION_HINT": HINTS[platform.precision][0],
-                  "INFERENCE_NUM_THREADS": int(platform.knob["threads"])}
+        config = {
+            **self.pins,
+            "INFERENCE_PRECISION_HINT": HINTS[platform.precision][0],
+            "INFERENCE_NUM_THREADS": int(platform.knob["threads"]),
+        }
         try:
             ov_model = core.read_model(str(model.path))
         except Exception as exc:  # the ONNX frontend raises plain errors, e.g. for unconverted ops
@@ -192,4 +214,4 @@ def error_message(exc: Exception, limit: int = 400) -> str:
         node = _NODE.match(line)
         lines.append(f"{node[2]} node {node[3]!r} ({node[1]}):" if node else line)
     text = " ".join(lines) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,13 +23,13 @@ import os
 
 import numpy as np
 
-from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes, named_outputs
-from hspi_onnx.run.kernels import onednn_limit, token
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.host import capped_cpu_device, cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.graph.torch_module import build_torch_module, has_module, to_numpy, torch_dtype
+from hspi_onnx.host import capped_cpu_device, cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
+from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes, named_outputs
+from hspi_onnx.run.kernels import onednn_limit, token
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -65,8 +65,21 @@ def cuda_unavailable() -> str:
 
 
 # MKL's conditional-numerical-reproducibility branches (mkl_service.h), as label tokens
-_CBWR = {1: "off", 2: "auto", 3: "compatible", 4: "sse2", 6: "ssse3", 7: "sse4-1", 8: "sse4-2", 9: "avx",
-         10: "avx2", 11: "avx512-mic", 12: "avx512", 13: "avx512-mic-e1", 14: "avx512-e1"}
+_CBWR = {
+    1: "off",
+    2: "auto",
+    3: "compatible",
+    4: "sse2",
+    6: "ssse3",
+    7: "sse4-1",
+    8: "sse4-2",
+    9: "avx",
+    10: "avx2",
+    11: "avx512-mic",
+    12: "avx512",
+    13: "avx512-mic-e1",
+    14: "avx512-e1",
+}
 _CBWR_STRICT = 0x10000
 
 
@@ -132,8 +145,7 @@ def cuda_flags(tf32: bool, benchmark: bool):
     try:
         yield
     finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = saved
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) = saved
 
 
 class _TorchSession:
@@ -188,15 +200,27 @@ class PyTorchAdapter(Adapter):
         srcs = ("module", "onnx") if has_module(model) else ("onnx",)
         layouts = ("nchw", "nhwc") if any(i.kind == "image" for i in model.inputs) else ("plain",)
         device = capped_cpu_device()
-        out = self.grid(device, [(p, {"mode": "eager", **self._kernels(device)}) for p in PRECISIONS],
-                        src=srcs, layout=layouts, bs=batch_sizes(model), threads=THREADS)
+        out = self.grid(
+            device,
+            [(p, {"mode": "eager", **self._kernels(device)}) for p in PRECISIONS],
+            src=srcs,
+            layout=layouts,
+            bs=batch_sizes(model),
+            threads=THREADS,
+        )
         if not cuda_unavailable():
             import torch
 
             precisions = [("fp32", {"tf32": "off"}), ("fp32", {"tf32": "on"}), ("fp16", {})]
             precisions += [("bf16", {})] if torch.cuda.is_bf16_supported() else []
-            out += self.grid(gpu_device(), [(p, {"mode": "eager", **k}) for p, k in precisions],
-                             src=srcs, layout=layouts, bs=batch_sizes(model), cudnn=("fixed", "benchmark"))
+            out += self.grid(
+                gpu_device(),
+                [(p, {"mode": "eager", **k}) for p, k in precisions],
+                src=srcs,
+                layout=layouts,
+                bs=batch_sizes(model),
+                cudnn=("fixed", "benchmark"),
+            )
         return out
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
@@ -205,9 +229,13 @@ class PyTorchAdapter(Adapter):
         src = "module" if has_module(model) else "onnx"
         layout = "nchw" if any(i.kind == "image" for i in model.inputs) else "plain"
         fixed = dict(src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))
-        out = [p for isa, _, _ in isa_caps()
-               for p in self.grid(cpu_device(isa), [(p, {"mode": "eager", **self._kernels(cpu_device(isa))})
-                                                    for p in PRECISIONS], **fixed)]
+        out = [
+            p
+            for isa, _, _ in isa_caps()
+            for p in self.grid(
+                cpu_device(isa), [(p, {"mode": "eager", **self._kernels(cpu_device(isa))}) for p in PRECISIONS], **fixed
+            )
+        ]
         if not compile_unavailable():
             device = capped_cpu_device()
             out += self.grid(device, [(p, {"mode": "compile", **self._kernels(device)}) for p in PRECISIONS], **fixed)
@@ -218,9 +246,11 @@ class PyTorchAdapter(Adapter):
 
         if platform.device_kind != "cpu":
             return {}
-        return cpu_kernels() | {"threads": str(torch.get_num_threads()),
-                                "float32_matmul_precision": torch.get_float32_matmul_precision(),
-                                "mkldnn_enabled": str(torch.backends.mkldnn.enabled).lower()}
+        return cpu_kernels() | {
+            "threads": str(torch.get_num_threads()),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "mkldnn_enabled": str(torch.backends.mkldnn.enabled).lower(),
+        }
 
     def limitations(self) -> dict[str, str]:
         out = {"cuda": cuda_unavailable()}

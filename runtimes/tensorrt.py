@@ -26,14 +26,14 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import Adapter, Availability, batch_sizes, named_outputs
 from hspi_onnx.cache import atomic_write_bytes, cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.host import gpu_device, gpu_names
-from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.graph.lowprec import HALF_PRECISIONS
 from hspi_onnx.graph.prepared import Recipe, prepared_graph
+from hspi_onnx.host import gpu_device, gpu_names
+from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
+from hspi_onnx.run.adapter import Adapter, Availability, batch_sizes, named_outputs
 
 WORKSPACE = 1 << 30
 ENGINE_FORMAT = "st1"  # strongly typed engines; part of the cache key
@@ -47,7 +47,11 @@ def network_graph(model: ModelInfo, platform: Platform) -> bytes:
         return model.load().SerializeToString()
     if platform.precision not in (*HALF_PRECISIONS, "int8"):
         raise UnsupportedError(f"tensorrt adapter has no precision {platform.precision!r}")
-    recipe = Recipe("int8", "qdq-sym", platform.knob["calib"]) if platform.precision == "int8" else Recipe(platform.precision)
+    recipe = (
+        Recipe("int8", "qdq-sym", platform.knob["calib"])
+        if platform.precision == "int8"
+        else Recipe(platform.precision)
+    )
     return prepared_graph(model, recipe)
 
 
@@ -59,8 +63,9 @@ def _logger():
 
 class _TrtSession:
     def __init__(self, engine, model: ModelInfo) -> None:
-        import tensorrt as trt
         import torch
+
+        import tensorrt as trt
 
         self.torch, self.model = torch, model
         self.engine, self.context = engine, engine.create_execution_context()
@@ -79,8 +84,9 @@ class _TrtSession:
             keep.append(x)
         outs = {}
         for name in self.outputs:  # TensorRT wants every output bound
-            buf = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=_torch_dtype(self.dtypes[name]),
-                              device="cuda")
+            buf = torch.empty(
+                tuple(self.context.get_tensor_shape(name)), dtype=_torch_dtype(self.dtypes[name]), device="cuda"
+            )
             self.context.set_tensor_address(name, buf.data_ptr())
             outs[name] = buf
         stream = torch.cuda.current_stream()
@@ -93,9 +99,14 @@ class _TrtSession:
 def _torch_dtype(dtype: np.dtype):
     import torch
 
-    return {np.dtype("float32"): torch.float32, np.dtype("float16"): torch.float16,
-            np.dtype("int32"): torch.int32, np.dtype("int64"): torch.int64, np.dtype("int8"): torch.int8,
-            np.dtype("bool"): torch.bool}[np.dtype(dtype)]
+    return {
+        np.dtype("float32"): torch.float32,
+        np.dtype("float16"): torch.float16,
+        np.dtype("int32"): torch.int32,
+        np.dtype("int64"): torch.int64,
+        np.dtype("int8"): torch.int8,
+        np.dtype("bool"): torch.bool,
+    }[np.dtype(dtype)]
 
 
 class TensorRtAdapter(Adapter):
@@ -166,8 +177,10 @@ class TensorRtAdapter(Adapter):
         for i in range(network.num_inputs):
             t = network.get_input(i)
             if any(int(d) < 0 for d in tuple(t.shape)[1:]):
-                raise UnsupportedError(f"input {t.name!r} of {model.name} has a dynamic axis besides the batch; "
-                                       "engines here are built for static shapes")
+                raise UnsupportedError(
+                    f"input {t.name!r} of {model.name} has a dynamic axis besides the batch; "
+                    "engines here are built for static shapes"
+                )
             shape = (bs, *[int(d) for d in tuple(t.shape)[1:]])
             profile.set_shape(t.name, shape, shape, shape)
         config.add_optimization_profile(profile)

@@ -21,8 +21,13 @@ def hspi(*args, env: dict | None = None, timeout: float = CLI_TIMEOUT_S) -> subp
     """The command line in a fresh process (``python -m hspi_onnx.cli ARGS``), output captured as
     text, never longer than ``timeout`` seconds; ``env``: the whole environment (default: this
     process's). The one way tests run the CLI in a process of its own: `from conftest import hspi`."""
-    return subprocess.run([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "hspi_onnx.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="session")

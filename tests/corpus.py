@@ -16,9 +16,9 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,11 +38,16 @@ class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )
         self.classifier = nn.Linear(32, 10)
@@ -55,15 +60,17 @@ class TinyViT(nn.Module):
     """ViT-style encoder: patch embedding, class token, learned positions, pre-norm
     nn.TransformerEncoderLayer blocks (batch_first), final LayerNorm, linear head."""
 
-    def __init__(self, image: int = 32, patch: int = 8, d: int = 64, heads: int = 4, depth: int = 2,
-                 classes: int = 10) -> None:
+    def __init__(
+        self, image: int = 32, patch: int = 8, d: int = 64, heads: int = 4, depth: int = 2, classes: int = 10
+    ) -> None:
         super().__init__()
         self.patch_embed = nn.Conv2d(3, d, kernel_size=patch, stride=patch)
         n = (image // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, classes)
@@ -122,8 +129,9 @@ class TinyBert(nn.Module):
     """BERT-style encoder: word + position + token-type embeddings, LayerNorm, encoder layers
     with an additive attention mask; outputs last_hidden_state (B, T, H) and pooler_output (B, H)."""
 
-    def __init__(self, vocab: int = 1000, max_positions: int = 64, types: int = 2, d: int = 64, heads: int = 4,
-                 layers: int = 2) -> None:
+    def __init__(
+        self, vocab: int = 1000, max_positions: int = 64, types: int = 2, d: int = 64, heads: int = 4, layers: int = 2
+    ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab, d, padding_idx=0)
         self.position_embeddings = nn.Embedding(max_positions, d)
@@ -150,8 +158,9 @@ class TinySentenceEncoder(nn.Module):
     token_type_ids, which it takes from its buffer as transformers' BertEmbeddings does), masked
     mean pooling and L2 normalisation -> sentence_embedding."""
 
-    def __init__(self, vocab: int = 1000, max_positions: int = 512, d: int = 48, heads: int = 4,
-                 layers: int = 2) -> None:
+    def __init__(
+        self, vocab: int = 1000, max_positions: int = 512, d: int = 48, heads: int = 4, layers: int = 2
+    ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab, d, padding_idx=0)
         self.position_embeddings = nn.Embedding(max_positions, d)
@@ -329,23 +338,62 @@ class Entry:
     dynamic_sequence: bool = False
 
 
-CORPUS: dict[str, Entry] = {e.name: e for e in [
-    Entry("cnn", "conv/bn/relu/pool CNN, 3x32x32 -> 10 logits", SmallCNN, _images, ("logits",)),
-    Entry("vit", "ViT-style encoder (nn.TransformerEncoderLayer, pre-norm), 3x32x32 -> 10 logits",
-          TinyViT, _images, ("logits",)),
-    Entry("bert", "BERT-style encoder, 3 int64 inputs, dynamic sequence axis -> last_hidden_state, "
-          "pooler_output", TinyBert, _bert_inputs, ("last_hidden_state", "pooler_output"), True),
-    Entry("sbert", "sentence-transformers style encoder: mean pooling + L2 normalise -> sentence_embedding",
-          TinySentenceEncoder, _sbert_inputs, ("sentence_embedding",)),
-    Entry("gpt", "GPT-style byte decoder, context 32, causal attention, tied head -> next-token logits",
-          TinyGPT, lambda b: {"input_ids": torch.randint(0, 256, (b, 32), generator=_gen())}, ("logits",)),
-    Entry("lstm", "2-layer nn.LSTM classifier over float features (seq 12 x 8) -> 5 logits", LstmClassifier,
-          lambda b: {"features": torch.randn(b, 12, 8, generator=_gen())}, ("logits",)),
-    Entry("gru", "embedding + bidirectional nn.GRU over token ids (seq 20) -> 4 logits", GruClassifier,
-          _gru_inputs, ("logits",)),
-    Entry("twohead", "MLP with two outputs: logits and a normalised embedding", TwoHead,
-          lambda b: {"features": torch.randn(b, 20, generator=_gen())}, ("logits", "embedding")),
-]}
+CORPUS: dict[str, Entry] = {
+    e.name: e
+    for e in [
+        Entry("cnn", "conv/bn/relu/pool CNN, 3x32x32 -> 10 logits", SmallCNN, _images, ("logits",)),
+        Entry(
+            "vit",
+            "ViT-style encoder (nn.TransformerEncoderLayer, pre-norm), 3x32x32 -> 10 logits",
+            TinyViT,
+            _images,
+            ("logits",),
+        ),
+        Entry(
+            "bert",
+            "BERT-style encoder, 3 int64 inputs, dynamic sequence axis -> last_hidden_state, pooler_output",
+            TinyBert,
+            _bert_inputs,
+            ("last_hidden_state", "pooler_output"),
+            True,
+        ),
+        Entry(
+            "sbert",
+            "sentence-transformers style encoder: mean pooling + L2 normalise -> sentence_embedding",
+            TinySentenceEncoder,
+            _sbert_inputs,
+            ("sentence_embedding",),
+        ),
+        Entry(
+            "gpt",
+            "GPT-style byte decoder, context 32, causal attention, tied head -> next-token logits",
+            TinyGPT,
+            lambda b: {"input_ids": torch.randint(0, 256, (b, 32), generator=_gen())},
+            ("logits",),
+        ),
+        Entry(
+            "lstm",
+            "2-layer nn.LSTM classifier over float features (seq 12 x 8) -> 5 logits",
+            LstmClassifier,
+            lambda b: {"features": torch.randn(b, 12, 8, generator=_gen())},
+            ("logits",),
+        ),
+        Entry(
+            "gru",
+            "embedding + bidirectional nn.GRU over token ids (seq 20) -> 4 logits",
+            GruClassifier,
+            _gru_inputs,
+            ("logits",),
+        ),
+        Entry(
+            "twohead",
+            "MLP with two outputs: logits and a normalised embedding",
+            TwoHead,
+            lambda b: {"features": torch.randn(b, 20, generator=_gen())},
+            ("logits", "embedding"),
+        ),
+    ]
+}
 
 
 def build(name: str, batch: int = 8, seed: int = SEED) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -372,9 +420,17 @@ def export(name: str, path, seed: int = SEED) -> Path:
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(inputs.values()), buf, input_names=list(inputs),
-                          output_names=list(entry.outputs), dynamic_axes=dynamic_axes, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            tuple(inputs.values()),
+            buf,
+            input_names=list(inputs),
+            output_names=list(entry.outputs),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     model = onnx.load_model_from_string(buf.getvalue())
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)

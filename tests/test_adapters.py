@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from hspi_onnx.run.adapter import available_variants, registry, resolve_platform, selected_variants
 from hspi_onnx.errors import UnknownPlatformError
-from hspi_onnx.run.runner import execute
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.graph.float64 import torch_float64
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.run.adapter import available_variants, registry, resolve_platform, selected_variants
+from hspi_onnx.run.runner import execute
 
 
 def test_builtin_adapters_come_through_entry_points():
@@ -53,28 +53,47 @@ def test_precisions_fall_in_their_error_bands(zoo, name):
     seen = set()
     for adapter, p in available_variants(info, probes.kind):
         k = p.knob
-        if k["bs"] != "8" or k.get("threads", "1") != "1" or k.get("opt", "all") != "all" or k.get("layout", "nchw") == "nhwc":
+        if (
+            k["bs"] != "8"
+            or k.get("threads", "1") != "1"
+            or k.get("opt", "all") != "all"
+            or k.get("layout", "nchw") == "nhwc"
+        ):
             continue
         res = execute(adapter, info, p, probes)
         lo, hi = BANDS[p.precision]
         err = _rel_err(res.first, ref)
         assert lo <= err <= hi, f"{p}: relative error {err:.2e} outside [{lo}, {hi}]"
         want_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}.get(p.precision, "float32")
-        assert res.dtypes()[info.output_names[0]] == (want_dtype if adapter.name in ("pytorch", "onnxref") else "float32")
+        assert res.dtypes()[info.output_names[0]] == (
+            want_dtype if adapter.name in ("pytorch", "onnxref") else "float32"
+        )
         seen.add((adapter.name, p.precision))
     from hspi_onnx.runtimes.openvino import supported_precisions
 
     ov = {("openvino", p) for p, reason in supported_precisions().items() if not reason}
     # ORT fp32/fp16/int8, PyTorch fp32/bf16/fp16, OpenVINO's precisions on this CPU
-    assert seen == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
-                    ("pytorch", "fp32"), ("pytorch", "bf16"), ("pytorch", "fp16"),
-                    ("onnxref", "fp32"), ("onnxref", "fp64")} | ov
+    assert (
+        seen
+        == {
+            ("onnxruntime", "fp32"),
+            ("onnxruntime", "fp16"),
+            ("onnxruntime", "int8"),
+            ("pytorch", "fp32"),
+            ("pytorch", "bf16"),
+            ("pytorch", "fp16"),
+            ("onnxref", "fp32"),
+            ("onnxref", "fp64"),
+        }
+        | ov
+    )
 
 
 def test_converter_runs_every_zoo_export_like_its_module(zoo):
+    import torch
+
     from hspi_onnx.graph.to_torch import convert
     from hspi_onnx.graph.torch_module import build_torch_module
-    import torch
 
     for name, info in zoo.items():
         x = torch.from_numpy(generate(info, n=4).primary)
@@ -90,10 +109,18 @@ def _tiny_onnx(path, op="Relu"):
     from onnx import TensorProto, helper
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.linspace(-1, 1, 12).tolist())
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node(op, ["h"], ["y0"]),
-             helper.make_node("Softmax", ["y0"], ["y"], axis=-1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [w])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node(op, ["h"], ["y0"]),
+        helper.make_node("Softmax", ["y0"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.save(model, path)
     return path
@@ -108,7 +135,12 @@ def test_user_onnx_runs_on_both_runtimes(tmp_path):
     probes = generate(info, n=5)
     outs = {}
     for adapter, p in available_variants(info, probes.kind):
-        if p.precision == "fp32" and p.knob["bs"] == "1" and p.knob.get("threads", "1") == "1" and p.knob.get("opt", "all") == "all":
+        if (
+            p.precision == "fp32"
+            and p.knob["bs"] == "1"
+            and p.knob.get("threads", "1") == "1"
+            and p.knob.get("opt", "all") == "all"
+        ):
             assert p.knob.get("src", "onnx") == "onnx"
             outs[adapter.name] = execute(adapter, info, p, probes).outputs["y"]
     assert set(outs) == {"onnxruntime", "pytorch", "openvino", "onnxref"}
@@ -128,8 +160,9 @@ def test_converter_names_uncovered_ops(tmp_path):
 
 def test_resolve_platform_lists_close_matches(zoo):
     with pytest.raises(UnknownPlatformError, match="close matches"):
-        label = next(str(p) for _, p in available_variants(zoo["digits"], "noise")
-                     if "opt=disabled" in str(p)).replace("opt=disabled", "opt=disable")
+        label = next(str(p) for _, p in available_variants(zoo["digits"], "noise") if "opt=disabled" in str(p)).replace(
+            "opt=disabled", "opt=disable"
+        )
         resolve_platform(label, zoo["digits"], "noise")
     with pytest.raises(UnknownPlatformError, match="no adapter for runtime 'mxnet'"):
         resolve_platform("mxnet@1/cuda:h100/fp16/-", zoo["digits"], "noise")

@@ -15,8 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. "base": the modules at the package root (errors, labels, host, cache, safenpz,
 # outputs, forms, oip); "models": the zoo (models/, installed as hspi_onnx.models); demo.py
 # plays every stage below the commands.
-STAGES = ["base", "models", "inputs", "graph", "run", "db", "learn", "border", "match", "serve", "query",
-          "demo", "cli"]
+STAGES = ["base", "models", "inputs", "graph", "run", "db", "learn", "border", "match", "serve", "query", "demo", "cli"]
 PACKAGES = {"inputs", "graph", "run", "db", "learn", "border", "match", "serve", "query", "cli"}
 ADAPTERS_MAY_USE = {"base", "models", "inputs", "graph", "run"}
 

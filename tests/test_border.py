@@ -10,13 +10,17 @@ from hspi_onnx.border.tree import identify, next_probe
 from hspi_onnx.db.build import build
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.inputs.probes import generate, load_probes
 from hspi_onnx.forms import degrade
+from hspi_onnx.inputs.probes import generate, load_probes
 from hspi_onnx.match.identify import CONSISTENT, match
 from hspi_onnx.match.suspect import load_suspect, write_plain
 
-PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-             "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1", "onnxref/*/fp32/*"]
+PLATFORMS = [
+    "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+    "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+    "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+    "onnxref/*/fp32/*",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,9 @@ def test_label_only_suspect_excludes_other_classes(crafted):
     root, model, db, result, path = crafted
     border = next(g for g in load_groups(db) if g.probes_name == result.probes.name)
     fp16 = next(p for p in border.platforms if "/fp16/" in p)
-    write_plain(root / "labels.json", result.probes.sha256, None, "argmax", border.ids,
-                degrade(border.outputs[fp16], "argmax"))
+    write_plain(
+        root / "labels.json", result.probes.sha256, None, "argmax", border.ids, degrade(border.outputs[fp16], "argmax")
+    )
     rep = match(load_suspect(root / "labels.json"), db)
     assert rep.verdict.status == CONSISTENT and fp16 in rep.verdict.platforms
     assert len(rep.evidence.exact.ruled_out) >= 1
@@ -92,10 +97,26 @@ def test_label_only_service_is_asked_adaptively_and_matched(crafted, tmp_path):
     server = ServerProcess("digits", served, extra=("--labels-only",)).wait()
     try:
         out = tmp_path / "labels.jsonl"
+
         def ask() -> str:
             try:
-                main(["query", server.url, "-m", "digits", "--probes", str(path), "-o", str(out),
-                      "--adaptive", str(db.root), "--max-queries", "8", "-q"])
+                main(
+                    [
+                        "query",
+                        server.url,
+                        "-m",
+                        "digits",
+                        "--probes",
+                        str(path),
+                        "-o",
+                        str(out),
+                        "--adaptive",
+                        str(db.root),
+                        "--max-queries",
+                        "8",
+                        "-q",
+                    ]
+                )
             except SystemExit as exc:
                 assert not exc.code
             return out.read_text()
@@ -120,9 +141,16 @@ def test_lm_prompts_by_token_substitution_split_classes(tmp_path, zoo):
     top next-token logits together, and the real runtimes then disagree on the next token."""
     model = zoo["lm"]
     db = ReferenceDB(tmp_path / "db", create=True)
-    build(db, model, generate(model, n=8), ["onnxruntime/*/fp32/bs=1,opt=all,threads=1",
-                                            "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-                                            "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"])
+    build(
+        db,
+        model,
+        generate(model, n=8),
+        [
+            "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+            "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+            "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+        ],
+    )
     result = craft(db, model, target=4, max_seeds=4, steps=30)
     assert result.probes.provenance["method"] == "greedy-token-substitution"
     assert result.separated and all(len(set(row.tolist())) > 1 for row in result.labels)

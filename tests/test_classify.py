@@ -4,17 +4,16 @@ import json
 
 import numpy as np
 import pytest
-from conftest import hspi
 
-from hspi_onnx.learn.classify import load_classifier
-from hspi_onnx.db.dataset import load_groups
+from conftest import hspi
 from hspi_onnx.db.build import build
-from hspi_onnx.errors import HspiError
-from hspi_onnx.learn.evaluate import ceiling, held_out_mask
-from hspi_onnx.learn.examples import draw_groups
-from hspi_onnx.learn.examples import Examples, build_examples
-from hspi_onnx.inputs.probes import generate
+from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.errors import HspiError
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.learn.classify import load_classifier
+from hspi_onnx.learn.evaluate import ceiling, held_out_mask
+from hspi_onnx.learn.examples import Examples, build_examples, draw_groups
 
 PLATFORMS = [
     "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
@@ -57,9 +56,16 @@ def test_no_probe_lands_in_both_train_and_test(examples):
 
 
 def test_ceiling_counts_bit_identical_platforms_once():
-    ex = Examples("raw", np.zeros((4, 1)), np.zeros((4, 1), np.uint8), np.array(["a", "b", "c", "d"], dtype=object),
-                  np.array(["k1", "k1", "k2", "k3"], dtype=object), np.array(["m"] * 4, dtype=object),
-                  np.zeros(4, int), np.arange(4))
+    ex = Examples(
+        "raw",
+        np.zeros((4, 1)),
+        np.zeros((4, 1), np.uint8),
+        np.array(["a", "b", "c", "d"], dtype=object),
+        np.array(["k1", "k1", "k2", "k3"], dtype=object),
+        np.array(["m"] * 4, dtype=object),
+        np.zeros(4, int),
+        np.arange(4),
+    )
     y = np.array(["x", "y", "x", "y"], dtype=object)  # a and b are identical but differ in y
     assert ceiling(ex, np.ones(4, bool), y) == 0.75
 
@@ -83,12 +89,28 @@ def test_train_saves_native_models_and_predicts(tiny_db, examples, tmp_path):
     with pytest.raises(HspiError):
         load_classifier(out)
     bad = hspi("train", "--db", tiny_db.root, "-o", out, "--form", "rounded")
-    assert bad.returncode == 2 and "Invalid value for '--form'" in bad.stderr and "'rounded' is not one of" in bad.stderr
+    assert (
+        bad.returncode == 2 and "Invalid value for '--form'" in bad.stderr and "'rounded' is not one of" in bad.stderr
+    )
 
 
 def test_svm_bits_baseline_trains_without_pickle(tiny_db, tmp_path):
     out = tmp_path / "svm"
-    proc = hspi("train", "--db", tiny_db.root, "-o", out, "--method", "svm-bits", "--queries", "2", "-t", "precision", "--json", "-q")
+    proc = hspi(
+        "train",
+        "--db",
+        tiny_db.root,
+        "-o",
+        out,
+        "--method",
+        "svm-bits",
+        "--queries",
+        "2",
+        "-t",
+        "precision",
+        "--json",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     with np.load(out / "svm-bits-precision.npz", allow_pickle=False) as z:
         assert z["coef"].shape == (6, 2 * 320)  # 4 precisions -> 6 one-vs-one machines
@@ -96,17 +118,47 @@ def test_svm_bits_baseline_trains_without_pickle(tiny_db, tmp_path):
 
 def test_eval_end_to_end_beats_chance(tiny_db, tmp_path):
     plots = tmp_path / "plots"
-    proc = hspi("eval", "--db", tiny_db.root, "--json", "-q", "--protocol", "split", "--protocol", "loro", "--protocol", "degraded",
-                "--form", "round3", "--form", "argmax", "--queries", "1", "--queries", "4", "-t", "precision", "-t", "runtime",
-                "--iterations", "60", "--plots", plots)
+    proc = hspi(
+        "eval",
+        "--db",
+        tiny_db.root,
+        "--json",
+        "-q",
+        "--protocol",
+        "split",
+        "--protocol",
+        "loro",
+        "--protocol",
+        "degraded",
+        "--form",
+        "round3",
+        "--form",
+        "argmax",
+        "--queries",
+        "1",
+        "--queries",
+        "4",
+        "-t",
+        "precision",
+        "-t",
+        "runtime",
+        "--iterations",
+        "60",
+        "--plots",
+        plots,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     recs = report["records"]
     assert report["test_probes"] == {"digits": 29} and report["train_probes"] == {"digits": 67}
 
     def acc(method, protocol="split", form="raw", target="precision", n=4, holdout="-"):
-        (r,) = [r for r in recs if (r["method"], r["protocol"], r["form"], r["target"], r["n"], r["holdout"])
-                == (method, protocol, form, target, n, holdout)]
+        (r,) = [
+            r
+            for r in recs
+            if (r["method"], r["protocol"], r["form"], r["target"], r["n"], r["holdout"])
+            == (method, protocol, form, target, n, holdout)
+        ]
         return r
 
     ours = acc("catboost")
@@ -130,17 +182,24 @@ def test_protocol_cases_hold_out_probes_runtimes_and_models():
     rows = [(m, lab, p) for m in ("a", "b") for lab in labels for p in range(10)]
     m, lab, p = (np.array(col, dtype=object) for col in zip(*rows))
     unit = np.array([hash((a, b)) % 1000 for a, b, _ in rows])
-    ex = Examples("raw", np.zeros((len(rows), 1)), np.zeros((len(rows), 1), np.uint8), lab, lab, m,
-                  p.astype(int), unit)
+    ex = Examples("raw", np.zeros((len(rows), 1)), np.zeros((len(rows), 1), np.uint8), lab, lab, m, p.astype(int), unit)
     got = {(c.protocol, c.holdout, c.form): c for c in cases(ex, EvalConfig(forms=("top1",)))}
-    assert set(got) == {("split", "-", "raw"), ("loro", "onnxruntime", "raw"), ("loro", "pytorch", "raw"),
-                        ("lomo", "a", "raw"), ("lomo", "b", "raw"), ("degraded", "-", "top1")}
+    assert set(got) == {
+        ("split", "-", "raw"),
+        ("loro", "onnxruntime", "raw"),
+        ("loro", "pytorch", "raw"),
+        ("lomo", "a", "raw"),
+        ("lomo", "b", "raw"),
+        ("degraded", "-", "top1"),
+    }
     for c in got.values():
         assert not (c.train & c.test).any()
         train_probes = set(zip(m[c.train], p[c.train]))
         assert not train_probes & set(zip(m[c.test], p[c.test]))
     loro = got[("loro", "pytorch", "raw")]
-    assert all(x.startswith("pytorch") for x in lab[loro.test]) and not any(x.startswith("pytorch") for x in lab[loro.train])
+    assert all(x.startswith("pytorch") for x in lab[loro.test]) and not any(
+        x.startswith("pytorch") for x in lab[loro.train]
+    )
     lomo = got[("lomo", "a", "raw")]
     assert set(m[lomo.test]) == {"a"} and set(m[lomo.train]) == {"b"}
 
@@ -151,8 +210,14 @@ def test_fit_and_save_is_what_train_runs(tiny_db, tmp_path):
     from hspi_onnx.learn.training import fit_and_save
 
     stages, steps = [], []
-    report = fit_and_save(tiny_db, tmp_path / "clf", iterations=5, rows_per_platform=20,
-                          on_stage=lambda name, total: stages.append((name, total)), on_step=lambda: steps.append(1))
+    report = fit_and_save(
+        tiny_db,
+        tmp_path / "clf",
+        iterations=5,
+        rows_per_platform=20,
+        on_stage=lambda name, total: stages.append((name, total)),
+        on_step=lambda: steps.append(1),
+    )
     assert [s[0] for s in stages] == ["features (raw)", "training"] and len(steps) == sum(t for _, t in stages)
     clf = load_classifier(tmp_path / "clf")
     assert set(clf.targets) == set(report["targets"]) and clf.meta["method"] == report["method"] == "catboost"
@@ -166,9 +231,27 @@ def test_unpredictable_names_held_out_values_training_never_saw():
     from hspi_onnx.learn.results import unpredictable
 
     def rec(**kw):
-        return SimpleNamespace(**({"protocol": "loro", "holdout": "pytorch", "target": "runtime", "unseen_values": [],
-                                   "method": "catboost", "n": 1} | kw))
+        return SimpleNamespace(
+            **(
+                {
+                    "protocol": "loro",
+                    "holdout": "pytorch",
+                    "target": "runtime",
+                    "unseen_values": [],
+                    "method": "catboost",
+                    "n": 1,
+                }
+                | kw
+            )
+        )
 
-    report = SimpleNamespace(queries=[1, 8], records=[rec(unseen_values=["pytorch"]), rec(n=8, unseen_values=["x"]),
-                                                      rec(method="svm-bits", unseen_values=["y"]), rec()])
+    report = SimpleNamespace(
+        queries=[1, 8],
+        records=[
+            rec(unseen_values=["pytorch"]),
+            rec(n=8, unseen_values=["x"]),
+            rec(method="svm-bits", unseen_values=["y"]),
+            rec(),
+        ],
+    )
     assert unpredictable(report) == ["loro-pytorch runtime: pytorch"]

@@ -6,13 +6,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hspi
 from onnx import TensorProto, helper
 
+from conftest import hspi
 from hspi_onnx.cli import main
 
-HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "numpy", "sklearn", "fastapi", "uvicorn", "httpx", "kserve",
-         "ray")
+HEAVY = (
+    "torch",
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "onnx",
+    "numpy",
+    "sklearn",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "kserve",
+    "ray",
+)
 
 
 def test_help_imports_no_runtime():
@@ -50,9 +62,13 @@ def _external_model(tmp_path: Path, location: str) -> Path:
     t.data_location = TensorProto.EXTERNAL
     t.external_data.add(key="location", value=location)
     t.external_data.add(key="length", value="8")
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2])], [t])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2])],
+        [t],
+    )
     path = tmp_path / "m" / "model.onnx"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(helper.make_model(graph, ir_version=9).SerializeToString())
@@ -99,8 +115,19 @@ def test_run_writes_lossless_outputs(capsys, tmp_path, zoo):
     probes = tmp_path / "p.npz"
     assert _call(capsys, "probes", "make", "lm", "--kind", "text", "-n", "5", "-o", probes)[0] == 0
     out = tmp_path / "o.npz"
-    code, stdout, _ = _call(capsys, "run", "lm", "-p", "pytorch/*/bf16/bs=1,src=module,threads=1",
-                            "--probes", probes, "-o", out, "--json", "-q")
+    code, stdout, _ = _call(
+        capsys,
+        "run",
+        "lm",
+        "-p",
+        "pytorch/*/bf16/bs=1,src=module,threads=1",
+        "--probes",
+        probes,
+        "-o",
+        out,
+        "--json",
+        "-q",
+    )
     assert code == 0
     summary = json.loads(stdout)
     res = load_run(out)

@@ -17,7 +17,6 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import corpus  # noqa: E402  (tests/corpus.py)
-
 from hspi_onnx.graph.lowprec import typed_left  # noqa: E402
 
 RTOL = 1e-4
@@ -106,8 +105,19 @@ def test_vit_fp16_graph_is_valid_and_runs_without_the_crashing_fusion(exported, 
     onnx.save(half, tmp_path / "vit16.onnx")
     feeds = corpus.numpy_inputs("vit", BATCH)
     np.save(tmp_path / "io.npy", feeds["pixel_values"])
-    proc = subprocess.run([sys.executable, "-c", _ORT_FP16, str(tmp_path / "vit16.onnx"), str(tmp_path / "io.npy"),
-                           "MatmulTransposeFusion"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _ORT_FP16,
+            str(tmp_path / "vit16.onnx"),
+            str(tmp_path / "io.npy"),
+            "MatmulTransposeFusion",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-500:]
     assert_close([np.load(tmp_path / "io.npy")], onnxruntime_outputs(exported["vit"], feeds), rtol=5e-3)
 
@@ -143,20 +153,34 @@ def test_float64_covers_loop_bodies():
 
     third = np.float32(1 / 3)
     body = helper.make_graph(
-        [helper.make_node("Constant", [], ["step"], value=numpy_helper.from_array(np.array(third), "step")),
-         helper.make_node("Add", ["acc_in", "step"], ["sum"]),
-         helper.make_node("Cast", ["sum"], ["acc_out"], to=T.FLOAT),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Identity", ["acc_out"], ["scan"])],
-        "body", [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("cond_in", T.BOOL, []),
-                 helper.make_tensor_value_info("acc_in", T.FLOAT, [])],
-        [helper.make_tensor_value_info("cond_out", T.BOOL, []), helper.make_tensor_value_info("acc_out", T.FLOAT, []),
-         helper.make_tensor_value_info("scan", T.FLOAT, [])])
+        [
+            helper.make_node("Constant", [], ["step"], value=numpy_helper.from_array(np.array(third), "step")),
+            helper.make_node("Add", ["acc_in", "step"], ["sum"]),
+            helper.make_node("Cast", ["sum"], ["acc_out"], to=T.FLOAT),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["acc_out"], ["scan"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", T.INT64, []),
+            helper.make_tensor_value_info("cond_in", T.BOOL, []),
+            helper.make_tensor_value_info("acc_in", T.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", T.BOOL, []),
+            helper.make_tensor_value_info("acc_out", T.FLOAT, []),
+            helper.make_tensor_value_info("scan", T.FLOAT, []),
+        ],
+    )
     graph = helper.make_graph(
-        [helper.make_node("Constant", [], ["go"], value=numpy_helper.from_array(np.array(True), "go")),
-         helper.make_node("Loop", ["n", "go", "x"], ["y", "steps"], body=body)], "loop",
+        [
+            helper.make_node("Constant", [], ["go"], value=numpy_helper.from_array(np.array(True), "go")),
+            helper.make_node("Loop", ["n", "go", "x"], ["y", "steps"], body=body),
+        ],
+        "loop",
         [helper.make_tensor_value_info("n", T.INT64, []), helper.make_tensor_value_info("x", T.FLOAT, [])],
-        [helper.make_tensor_value_info("y", T.FLOAT, []), helper.make_tensor_value_info("steps", T.FLOAT, [None])])
+        [helper.make_tensor_value_info("y", T.FLOAT, []), helper.make_tensor_value_info("steps", T.FLOAT, [None])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     wide = to_float64(proto)
     onnx.checker.check_model(wide, full_check=True)
@@ -175,15 +199,30 @@ def test_build_stores_every_output_of_a_three_input_model(exported, tmp_path):
     from hspi_onnx.db.store import ReferenceDB
 
     patterns = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "pytorch/*/fp32/bs=1,mode=eager,threads=1"]
-    cmd = [sys.executable, "-m", "hspi_onnx.cli", "db", "build", str(exported["bert"]), "--db", str(tmp_path / "db"),
-           "-n", "4", "-q", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hspi_onnx.cli",
+        "db",
+        "build",
+        str(exported["bert"]),
+        "--db",
+        str(tmp_path / "db"),
+        "-n",
+        "4",
+        "-q",
+        "--json",
+    ]
     proc = subprocess.run(cmd + [a for p in patterns for a in ("-p", p)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["planned"] == len(report["built"]) == 2 and not report["failed"]
     db = ReferenceDB(tmp_path / "db")
-    rows = db.connect().execute(
-        "SELECT runtime, output_name, probe_id, dtype, shape, output FROM outputs ORDER BY 1, 2, 3").fetchall()
+    rows = (
+        db.connect()
+        .execute("SELECT runtime, output_name, probe_id, dtype, shape, output FROM outputs ORDER BY 1, 2, 3")
+        .fetchall()
+    )
     arrays: dict = {}
     for runtime, name, probe, dtype, shape, raw in rows:
         arrays.setdefault((runtime, name), []).append(np.frombuffer(raw, dtype=dtype).reshape(shape))
@@ -219,9 +258,12 @@ def test_openvino_names_the_operator_it_cannot_convert(openvino_adapter, tmp_pat
     from onnx import TensorProto as T
     from onnx import helper
 
-    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="hspi.test")], "g",
-                              [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 3])],
-                              [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Mystery", ["x"], ["y"], domain="hspi.test")],
+        "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 3])],
+    )
     path = tmp_path / "mystery.onnx"
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("hspi.test", 1)]
     onnx.save(helper.make_model(graph, opset_imports=opsets), path)
@@ -244,8 +286,9 @@ def test_openvino_gru(openvino_adapter, exported):
         with openvino_adapter.prepare(model, platform) as session:
             got = session.run(feeds)
     except UnsupportedError as exc:
-        assert ("GatherElements node '/GatherElements' (opset6): "
-                "Shapes [?,20,48] and [?,1,24] are not consistent") in str(exc)
+        assert (
+            "GatherElements node '/GatherElements' (opset6): Shapes [?,20,48] and [?,1,24] are not consistent"
+        ) in str(exc)
         assert "Exception from src/" not in str(exc)
     else:
         assert_close([got["logits"]], onnxruntime_outputs(exported["gru"], feeds))

@@ -9,19 +9,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import hspi as hspi_run
 
+from conftest import hspi as hspi_run
 from hspi_onnx.db.build import build, shard_table
 from hspi_onnx.db.report import classes, info, verify
-from hspi_onnx.outputs import RunResult, from_storage
-from hspi_onnx.labels import Platform
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.labels import Platform
+from hspi_onnx.outputs import RunResult, from_storage
 
 
 def hspi(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "hspi_onnx.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hspi_onnx.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16, np.int8])
@@ -65,7 +70,9 @@ def test_failed_platform_is_recorded_and_build_goes_on(tmp_path):
     from test_adapters import _tiny_onnx
 
     model = _tiny_onnx(tmp_path / "shrink.onnx", op="Shrink")  # ORT runs it; the torch converter cannot
-    proc = hspi("db", "build", model, "--db", tmp_path / "db", "-n", "4", "-p", "*/*/fp32/bs=1,threads=1", "--json", "-q")
+    proc = hspi(
+        "db", "build", model, "--db", tmp_path / "db", "-n", "4", "-p", "*/*/fp32/bs=1,threads=1", "--json", "-q"
+    )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err
     summary = json.loads(out)
@@ -101,8 +108,10 @@ def test_sigkill_mid_build_then_resume(tmp_path, zoo):
 
 def test_concurrent_builds_both_land(tmp_path, zoo):
     db_dir = tmp_path / "db"
-    procs = [hspi("db", "build", "digits", "--db", db_dir, "-n", "8", "-p", g, "-q", "--json")
-             for g in ("onnxruntime/*/fp16", "onnxruntime/*/fp32")]
+    procs = [
+        hspi("db", "build", "digits", "--db", db_dir, "-n", "8", "-p", g, "-q", "--json")
+        for g in ("onnxruntime/*/fp16", "onnxruntime/*/fp32")
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     assert [len(json.loads(o[0])["built"]) for o in outs] == [16, 16]
@@ -119,8 +128,9 @@ def test_verify_catches_corruption(tmp_path, zoo):
     table = pq.read_table(a)
     outputs = table.column("output").to_pylist()
     outputs[2] = bytes([outputs[2][0] ^ 1]) + outputs[2][1:]  # one flipped bit
-    pq.write_table(table.set_column(table.schema.get_field_index("output"), "output",
-                                    pa.array(outputs, pa.binary())), a)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("output"), "output", pa.array(outputs, pa.binary())), a
+    )
     b.write_bytes(b.read_bytes()[:100])  # truncated
     report = verify(db)
     assert not report["ok"]
@@ -137,8 +147,16 @@ def test_sql_over_shards(tmp_path, zoo, capsys):
     db = ReferenceDB(tmp_path / "db", create=True)
     build(db, zoo["digits"], generate(zoo["digits"], n=4), ["onnxruntime/*/fp32/bs=1,opt=all"])
     with pytest.raises(SystemExit) as exc:
-        main(["db", "sql", "SELECT platform, count(*) AS n FROM outputs GROUP BY platform ORDER BY platform",
-              "--db", str(db.root), "--json"])
+        main(
+            [
+                "db",
+                "sql",
+                "SELECT platform, count(*) AS n FROM outputs GROUP BY platform ORDER BY platform",
+                "--db",
+                str(db.root),
+                "--json",
+            ]
+        )
     assert exc.value.code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["n"] for r in rows] == [4, 4]
@@ -157,8 +175,11 @@ def _rewrite_outputs(path, change):
     outputs = [change(i, o) for i, o in enumerate(d["output"])]
     digests = [bytes.fromhex(digest(t, s, o)) for t, s, o in zip(d["dtype"], d["shape"], outputs)]
     for name, values in (("output", outputs), ("digest", digests)):
-        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name),
-                                 pa.array(values, table.schema.field(name).type))
+        table = table.set_column(
+            table.schema.get_field_index(name),
+            table.schema.field(name),
+            pa.array(values, table.schema.field(name).type),
+        )
     pq.write_table(table, path)
 
 
@@ -203,15 +224,33 @@ def test_batch_dependent_platforms_are_recorded_and_explained(tmp_path, zoo):
     probes = generate(model, n=12)
     int8 = "onnxruntime/*/int8/bs=8,opt=all,quant=dynamic,threads=1"
     db = ReferenceDB(tmp_path / "db", create=True)
-    summary = build(db, model, probes, [int8, "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
-                                        "onnxruntime/*/fp32/bs=8,opt=all,threads=1"])
+    summary = build(
+        db,
+        model,
+        probes,
+        [int8, "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1", "onnxruntime/*/fp32/bs=8,opt=all,threads=1"],
+    )
     assert len(summary.built) == 3 and [short.split("/")[2:] for short in summary.batch_dependent] == [
-        ["int8", "bs=8,opt=all,quant=dynamic,threads=1"]]
+        ["int8", "bs=8,opt=all,quant=dynamic,threads=1"]
+    ]
     assert [e["platform"] for e in db.manifest()["batch_dependent"]] == summary.batch_dependent
     adapter, plat = resolve_platform(int8, model, probes.kind)
-    alone = [execute(adapter, model, plat, ProbeSet("one", probes.kind, 0, "probe", {k: v[i:i + 1] for k, v in
-                                                                                      probes.inputs.items()},
-                                                    probes.ids[i:i + 1])).first[0] for i in range(len(probes))]
+    alone = [
+        execute(
+            adapter,
+            model,
+            plat,
+            ProbeSet(
+                "one",
+                probes.kind,
+                0,
+                "probe",
+                {k: v[i : i + 1] for k, v in probes.inputs.items()},
+                probes.ids[i : i + 1],
+            ),
+        ).first[0]
+        for i in range(len(probes))
+    ]
     write_npz(tmp_path / "s.npz", probes.sha256, model.sha256, probes.ids, np.stack(alone))
     rep = match(load_suspect(tmp_path / "s.npz"), db)
     assert rep.verdict.platforms == [str(plat.with_knobs(bs="1"))]

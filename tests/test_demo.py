@@ -1,10 +1,9 @@
 """`hspi demo --quick` end to end: build, train, evaluate, two black boxes over HTTP (hspi serve,
 hspi query; KServe v2 with any model, OpenAI-compatible completions with the LM), match, verify."""
 
-from conftest import hspi
-
-
 import pytest
+
+from conftest import hspi
 
 
 @pytest.mark.slow

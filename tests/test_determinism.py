@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from conftest import hspi
 
+from conftest import hspi
 from hspi_onnx.run.survey import summarize
 
 # The default CPU matrix per model, from the adapters' grids (docs/labels.md):

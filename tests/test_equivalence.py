@@ -6,10 +6,10 @@ Recorded on an AVX2 CPU (AMD EPYC) with ONNX Runtime 1.31 and PyTorch 2.13 by
 
 import pytest
 
-from hspi_onnx.run.adapter import available_variants
-from hspi_onnx.run.runner import execute
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.probes import generate
+from hspi_onnx.run.adapter import available_variants
+from hspi_onnx.run.runner import execute
 
 
 def _partition(zoo):

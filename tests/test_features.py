@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from hspi_onnx.forms import FORMS, View, degrade, round_significant, softmax, top_indices
-from hspi_onnx.learn.features import NAMES, REFERENCE_FEATURES, ieee_bits, reference_features, row_features, value_features
+from hspi_onnx.learn.features import (
+    NAMES,
+    REFERENCE_FEATURES,
+    ieee_bits,
+    reference_features,
+    row_features,
+    value_features,
+)
 
 RNG = np.random.default_rng(0)
 

@@ -50,8 +50,13 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def helps() -> dict[str, str]:
     env = {**os.environ, "COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
-    out = subprocess.run([sys.executable, "-c", _RENDER, json.dumps([list(p) for p in COMMANDS])],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _RENDER, json.dumps([list(p) for p in COMMANDS])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

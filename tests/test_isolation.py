@@ -17,7 +17,7 @@ TORCH = "pytorch/*/fp32/bs=1,layout=nchw,src=module,threads=1"
 
 # Loaded by every Python started with this directory on PYTHONPATH (the workers): it makes ONNX
 # Runtime's inference fail the way HSPI_TEST_FAULT says, inside the real runtime call.
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import os
 fault = os.environ.get("HSPI_TEST_FAULT", "")
 if fault:
@@ -46,7 +46,7 @@ if fault:
         return real_run(self, *args, **kwargs)
 
     onnxruntime.InferenceSession.run = _faulty
-'''
+"""
 
 
 @pytest.fixture
@@ -63,14 +63,14 @@ def fault(tmp_path, monkeypatch):
 def digits(zoo):
     info = zoo["digits"]
     probes = generate(info, n=8)
-    (a, p), = selected_variants(info, probes.kind, [ORT])
+    ((a, p),) = selected_variants(info, probes.kind, [ORT])
     return info, probes, a, p
 
 
 def test_a_worker_run_equals_the_in_process_run(zoo):
     info = zoo["digits"]
     probes = generate(info, n=12)
-    (a, p), = selected_variants(info, probes.kind, [ORT])
+    ((a, p),) = selected_variants(info, probes.kind, [ORT])
     here = execute(a, info, p, probes, repeat=4)
     with Runner() as runner:
         worker = runner.run(a, info, p, probes, repeat=4)
@@ -86,7 +86,7 @@ def test_a_worker_run_equals_the_in_process_run(zoo):
 def test_a_worker_is_sent_each_probe_set_it_no_longer_holds(zoo):
     info = zoo["digits"]
     a_set, b_set = generate(info, n=4, seed=1), generate(info, n=4, seed=2)
-    (a, p), = selected_variants(info, a_set.kind, [ORT])
+    ((a, p),) = selected_variants(info, a_set.kind, [ORT])
     with Runner() as runner:
         first, _, again = (runner.run(a, info, p, s) for s in (a_set, b_set, a_set))  # A, B, A
     assert again.first.tobytes() == first.first.tobytes()
@@ -114,8 +114,9 @@ def test_the_cli_build_goes_on_past_a_segfault_and_exits_3(digits, tmp_path, fau
     assert "SIGSEGV" in out.out + out.err and "1 built" in out.out + out.err
 
 
-@pytest.mark.parametrize("kind,words", [("abort", "killed by SIGABRT"),
-                                        ("kill", "killed by SIGKILL) (the kernel's OOM killer")])
+@pytest.mark.parametrize(
+    "kind,words", [("abort", "killed by SIGABRT"), ("kill", "killed by SIGKILL) (the kernel's OOM killer")]
+)
 def test_abort_and_kill_are_named(digits, fault, kind, words):
     info, probes, a, p = digits
     fault(kind)
@@ -160,7 +161,8 @@ def test_isa_capped_variants_run_in_a_worker_with_their_switch(zoo, tmp_path):
     env = adapter.environment(plat)
     assert env["ONEDNN_MAX_CPU_ISA"] and env["ATEN_CPU_CAPABILITY"] == isa
     assert not selected_variants(info, probes.kind, ["pytorch/*"]) or all(
-        str(p).split("/")[1] != plat.device for _, p in selected_variants(info, probes.kind, ["pytorch/*"]))
+        str(p).split("/")[1] != plat.device for _, p in selected_variants(info, probes.kind, ["pytorch/*"])
+    )
     db = ReferenceDB(tmp_path / "db", create=True)
     summary = build(db, info, probes, [str(plat)], extra=True)
     assert summary.built == [str(plat)] and not summary.nondeterministic

@@ -11,8 +11,8 @@ from onnx import TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.graph.lowprec import to_half
+from hspi_onnx.inputs.probes import generate
 from hspi_onnx.runtimes.tensorrt import TensorRtAdapter, network_graph
 
 
@@ -23,8 +23,9 @@ def _run(data, info, x):
 
 def _elem_types(model) -> set[int]:
     g = model.graph
-    return {v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]} | \
-        {t.data_type for t in g.initializer}
+    return {v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]} | {
+        t.data_type for t in g.initializer
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,9 @@ def test_half_graphs_are_valid_typed_and_close_to_fp32(zoo, probes, name):
         onnx.checker.check_model(half, full_check=True)  # includes topological order
         types = _elem_types(half)
         assert half_type in types and ({TensorProto.FLOAT16, TensorProto.BFLOAT16} - {half_type}).isdisjoint(types)
-        assert [i.type.tensor_type.elem_type for i in half.graph.input] == \
-            [i.type.tensor_type.elem_type for i in fp32.graph.input]  # inputs and outputs kept
+        assert [i.type.tensor_type.elem_type for i in half.graph.input] == [
+            i.type.tensor_type.elem_type for i in fp32.graph.input
+        ]  # inputs and outputs kept
         out = ReferenceEvaluator(half).run(None, {info.primary.name: x})[0]
         assert out.dtype == np.float32 and out.shape == ref.shape
         err[precision] = float(np.abs(out - ref).max()) / scale
@@ -73,9 +75,11 @@ def test_bf16_conversion_refuses_what_it_cannot_retype():
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])
-    nodes = [helper.make_node("EyeLike", ["x"], ["e"], dtype=TensorProto.FLOAT16),
-             helper.make_node("Cast", ["e"], ["c"], to=TensorProto.FLOAT),
-             helper.make_node("Add", ["x", "c"], ["y"])]
+    nodes = [
+        helper.make_node("EyeLike", ["x"], ["e"], dtype=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["e"], ["c"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "c"], ["y"]),
+    ]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     with pytest.raises(UnsupportedError, match="EyeLike"):
@@ -124,12 +128,19 @@ def test_nodes_are_ordered_by_what_subgraphs_read(precision):
     c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
     w = numpy_helper.from_array(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), "w")
-    branch = {op: helper.make_graph([helper.make_node(op, ["x", "w"], [op])], op, [],
-                                    [helper.make_tensor_value_info(op, TensorProto.FLOAT, [2, 3])])
-              for op in ("Add", "Sub")}
+    branch = {
+        op: helper.make_graph(
+            [helper.make_node(op, ["x", "w"], [op])],
+            op,
+            [],
+            [helper.make_tensor_value_info(op, TensorProto.FLOAT, [2, 3])],
+        )
+        for op in ("Add", "Sub")
+    }
     node = helper.make_node("If", ["c"], ["y"], then_branch=branch["Add"], else_branch=branch["Sub"])
-    model = helper.make_model(helper.make_graph([node], "g", [x, c], [y], [w]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x, c], [y], [w]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 9
     half = to_half(model, precision)
     onnx.checker.check_model(half, full_check=True)

@@ -4,22 +4,22 @@ import json
 
 import numpy as np
 import pytest
-from conftest import hspi
 
-from hspi_onnx.run.adapter import registry
-from hspi_onnx.learn.classify import CatBoostParams, train
-from hspi_onnx.db.dataset import load_groups
+from conftest import hspi
 from hspi_onnx.db.build import build
-from hspi_onnx.forms import degrade
+from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.index import load_index
-from hspi_onnx.learn.examples import build_examples
-from hspi_onnx.run.runner import execute
-from hspi_onnx.match.identify import CONSISTENT, IDENTIFIED, UNKNOWN, match
-from hspi_onnx.labels import Platform
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.match.suspect import load_suspect, write_kserve, write_npz, write_plain
+from hspi_onnx.forms import degrade
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.labels import Platform
+from hspi_onnx.learn.classify import CatBoostParams, train
+from hspi_onnx.learn.examples import build_examples
 from hspi_onnx.match.claims import parse_claim, verify
+from hspi_onnx.match.identify import CONSISTENT, IDENTIFIED, UNKNOWN, match
+from hspi_onnx.match.suspect import load_suspect, write_kserve, write_npz, write_plain
+from hspi_onnx.run.adapter import registry
+from hspi_onnx.run.runner import execute
 
 IN_DB = [
     "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
@@ -46,14 +46,13 @@ def setup(tmp_path_factory, zoo):
     clf = train(ex, None, CatBoostParams(iterations=60, max_rows_per_unit=N))
     clf.meta["db_digest"] = "test"
     clf.save(root / "clf")
-    return {"root": root, "db": db, "model": model, "probes": probes, "clf": clf,
-            "labels": sorted(summary.built)}
+    return {"root": root, "db": db, "model": model, "probes": probes, "clf": clf, "labels": sorted(summary.built)}
 
 
 def rerun(setup, pattern):
     from hspi_onnx.run.adapter import selected_variants
 
-    (adapter, plat), = selected_variants(setup["model"], setup["probes"].kind, [pattern])
+    ((adapter, plat),) = selected_variants(setup["model"], setup["probes"].kind, [pattern])
     return str(plat), execute(adapter, setup["model"], plat, setup["probes"])
 
 
@@ -68,7 +67,9 @@ def test_every_platform_is_identified_from_one_query(setup, tmp_path):
     for pattern in IN_DB:
         label, result = rerun(setup, pattern)  # a fresh run, not the DB's bytes
         q = int(np.random.default_rng(len(label)).integers(N))
-        rep = match(suspect_of(setup, tmp_path / "s.npz", result.first[q:q + 1], result.ids[q:q + 1]), db, index=index)
+        rep = match(
+            suspect_of(setup, tmp_path / "s.npz", result.first[q : q + 1], result.ids[q : q + 1]), db, index=index
+        )
         v = rep.verdict
         assert v.status == IDENTIFIED and label in v.platforms, (label, v)
         # everything named is bit-identical on that probe, and the whole class is named
@@ -81,8 +82,7 @@ def test_every_platform_is_identified_from_one_query(setup, tmp_path):
 def test_held_out_platform_is_unknown_with_correct_confident_attributes(setup, tmp_path):
     label, result = rerun(setup, HELD_OUT)
     assert label not in setup["labels"]
-    rep = match(suspect_of(setup, tmp_path / "h.npz", result.first[:16], result.ids[:16]), setup["db"],
-                setup["clf"])
+    rep = match(suspect_of(setup, tmp_path / "h.npz", result.first[:16], result.ids[:16]), setup["db"], setup["clf"])
     v = rep.verdict
     if v.status == IDENTIFIED:  # bit-identical to DB platforms on this CPU: then they must really be
         group = load_groups(setup["db"])[0]
@@ -135,7 +135,9 @@ def test_verify_verdicts_and_exit_codes(setup, tmp_path):
     unknown = hspi("verify", path, "--db", db, "--claim", "precision=fp8")
     assert unknown.returncode == 3 and "INCONCLUSIVE" in unknown.stdout
     typo = hspi("verify", path, "--db", db, "--claim", "precison=fp16")
-    assert typo.returncode == 2 and typo.stderr.startswith("error: unknown claim key") and "Traceback" not in typo.stderr
+    assert (
+        typo.returncode == 2 and typo.stderr.startswith("error: unknown claim key") and "Traceback" not in typo.stderr
+    )
     m = hspi("match", path, "--db", db, "--classifier", setup["root"] / "clf", "--json")
     assert m.returncode == 0, m.stderr
     assert json.loads(m.stdout)["verdict"]["status"] == IDENTIFIED
@@ -200,8 +202,9 @@ def test_match_suspect_builds_a_missing_index_and_names_its_classifier(setup, tm
     label, result = rerun(setup, IN_DB[0])
     suspect = suspect_of(setup, tmp_path / "s.npz", result.first[:2], result.ids[:2])
     calls = []
-    rep = match_suspect(suspect, db, setup["root"] / "clf", on_index=lambda n: calls.append(n),
-                        on_shard=lambda: calls.append("shard"))
+    rep = match_suspect(
+        suspect, db, setup["root"] / "clf", on_index=lambda n: calls.append(n), on_shard=lambda: calls.append("shard")
+    )
     assert calls[0] == len(db.shards()) and calls.count("shard") == len(db.shards())
     assert rep.verdict.status == IDENTIFIED and label in rep.verdict.platforms
     assert rep.evidence.stats.path == str(setup["root"] / "clf")

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from hspi_onnx.run.adapter import registry, selected_variants
-from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.build import build
-from hspi_onnx.run.runner import execute
-from hspi_onnx.inputs.probes import generate
-from hspi_onnx.graph.float64 import torch_float64
+from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.graph.float64 import torch_float64
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.run.adapter import registry, selected_variants
+from hspi_onnx.run.runner import execute
 
 CASES = {
     "openvino": ("openvino/*/fp32/bs=8,threads=1", 1e-6),
@@ -30,7 +30,7 @@ def test_adapter_builds_a_deterministic_shard(runtime, zoo, tmp_path):
     assert len(summary.built) == 1 and not summary.failed and not summary.nondeterministic
     (label,) = summary.built
     out = load_groups(db)[0].outputs[label]
-    (a, p), = selected_variants(info, probes.kind, [pattern])
+    ((a, p),) = selected_variants(info, probes.kind, [pattern])
     again = execute(a, info, p, probes).first  # a second session: bit-identical
     assert again.tobytes() == out.tobytes()
     ref = torch_float64(info, probes.inputs)[info.output_names[0]]
@@ -40,7 +40,7 @@ def test_adapter_builds_a_deterministic_shard(runtime, zoo, tmp_path):
 def test_reference_evaluator_fp64_tracks_the_float64_module(zoo):
     info = zoo["lm"]
     probes = generate(info, n=8)
-    (a, p), = selected_variants(info, probes.kind, ["onnxref/*/fp64/bs=8"])
+    ((a, p),) = selected_variants(info, probes.kind, ["onnxref/*/fp64/bs=8"])
     out = execute(a, info, p, probes).first
     assert out.dtype == np.float64
     ref = torch_float64(info, probes.inputs)[info.output_names[0]]

@@ -23,8 +23,13 @@ from hspi_onnx.run.arrow_runs import read_result, result_stream
 
 def _variants(env: dict, *patterns: str) -> list[str]:
     args = [a for p in patterns for a in ("-p", p)]
-    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits", *args],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
 
@@ -32,8 +37,13 @@ def _variants(env: dict, *patterns: str) -> list[str]:
 def test_hspi_runtimes_leaves_the_other_families_out():
     labels = _variants({"HSPI_RUNTIMES": "onnxref"})
     assert labels and {lab.split("@")[0] for lab in labels} == {"onnxref"}
-    proc = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "resources"], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "HSPI_RUNTIMES": "onnxref,pytorch"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "hspi_onnx.cli", "runtimes", "resources"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HSPI_RUNTIMES": "onnxref,pytorch"},
+    )
     assert json.loads(proc.stdout) == {"hspi:cpu": 1.0, "hspi:onnxref": 1.0, "hspi:pytorch": 1.0}
 
 
@@ -45,8 +55,13 @@ def test_isa_cap_relabels_the_runtimes_that_honour_it():
     assert all(f"/cpu:{host}:" in lab for lab in plain)
     assert all("/cpu:avx2:" in lab for lab in capped if lab.startswith("pytorch"))
     assert all(f"/cpu:{host}:" in lab for lab in capped if lab.startswith("onnxruntime"))  # MLAS has no switch
-    bad = subprocess.run([sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "HSPI_ISA_CAP": "avx9000"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "hspi_onnx.cli", "runtimes", "variants", "digits"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HSPI_ISA_CAP": "avx9000"},
+    )
     assert bad.returncode == 2 and "HSPI_ISA_CAP" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -54,8 +69,18 @@ def _result(model, probes) -> RunResult:
     n = len(probes)
     rng = np.random.default_rng(0)
     outputs = {model.output_names[0]: rng.standard_normal((n, 10)).astype(ml_dtypes.bfloat16)}
-    return RunResult("x@1/cpu:avx2:y/bf16/bs=1", model.sha256, model.name, probes.name, probes.sha256,
-                     probes.ids.copy(), outputs, 1.5, {"cpu_model": "y"}, repeats=True)
+    return RunResult(
+        "x@1/cpu:avx2:y/bf16/bs=1",
+        model.sha256,
+        model.name,
+        probes.name,
+        probes.sha256,
+        probes.ids.copy(),
+        outputs,
+        1.5,
+        {"cpu_model": "y"},
+        repeats=True,
+    )
 
 
 def test_a_nodes_run_comes_back_exactly_and_bad_bytes_are_refused():
@@ -70,7 +95,7 @@ def test_a_nodes_run_comes_back_exactly_and_bad_bytes_are_refused():
     meta, none = read_result(result_stream(None, "node-a", "PlatformFailed: boom"), model, probes)
     assert none is None and meta["error"] == "PlatformFailed: boom"
     blob = result_stream(sent, "node-a")
-    for bad in (blob[:len(blob) // 2], b"\x00" * 64, blob[:40] + b"\xff" * 40 + blob[80:]):
+    for bad in (blob[: len(blob) // 2], b"\x00" * 64, blob[:40] + b"\xff" * 40 + blob[80:]):
         with pytest.raises(HspiError):
             read_result(bad, model, probes)
     other = generate(model, n=12, seed=1).bind(model)
@@ -99,8 +124,8 @@ class _TwoMachines:
         pass
 
     def stream(self, jobs, model, probes, repeat, on_event):
-        from hspi_onnx.run.schedule import cross_compare
         from hspi_onnx.run.runner import Runner
+        from hspi_onnx.run.schedule import cross_compare
 
         with Runner(in_process=True) as runner:
             for adapter, plat in jobs:
@@ -124,8 +149,9 @@ def test_a_platform_two_machines_disagree_on_is_flagged_as_merge_flags_it(tmp_pa
     summary = build(db, model, generate(model, n=8), ["onnxref/*/fp32/bs=1"], runner=_TwoMachines())
     assert summary.built and summary.nondeterministic == summary.built
     entries = db.manifest()["nondeterministic"]
-    assert entries and all("another machine (node other-node" in e["reason"] and "1 of the first 4" in e["reason"]
-                           for e in entries)
+    assert entries and all(
+        "another machine (node other-node" in e["reason"] and "1 of the first 4" in e["reason"] for e in entries
+    )
     groups = classes(db)
     assert any(c["nondeterministic"] for g in groups for c in g["classes"])
 
@@ -138,12 +164,17 @@ def test_external_data_that_travels_with_a_model_is_what_onnx_saved_and_stays_in
     from hspi_onnx.inputs.onnxfile import external_data_files
 
     w = numpy_helper.from_array(np.ones((16, 16), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
-                    size_threshold=0)  # onnx's own writer
+    onnx.save_model(
+        model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0
+    )  # onnx's own writer
     assert external_data_files(tmp_path / "m.onnx") == ["w.bin"]
     proto = onnx.load_model(tmp_path / "m.onnx", load_external_data=False)
     for entry in proto.graph.initializer[0].external_data:

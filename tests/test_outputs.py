@@ -32,8 +32,15 @@ def test_digest_depends_on_dtype_and_bytes():
 
 
 def test_altered_outputs_fail_their_digests(tmp_path):
-    res = RunResult("x@1/cpu/fp32/-", "m", "m", "p", "p", np.arange(2),
-                    {"a": np.ones((2, 3), np.float32), "b": np.zeros((2, 1), np.float16)})
+    res = RunResult(
+        "x@1/cpu/fp32/-",
+        "m",
+        "m",
+        "p",
+        "p",
+        np.arange(2),
+        {"a": np.ones((2, 3), np.float32), "b": np.zeros((2, 1), np.float16)},
+    )
     path = res.save(tmp_path / "o.npz")
     with np.load(path) as npz:
         parts = {k: npz[k] for k in npz.files}

@@ -24,14 +24,17 @@ def test_knob_order_does_not_matter():
     assert a == b and str(a) == "onnxruntime@1.2/cpu:avx2:x/fp32/bs=8,opt=all"
 
 
-@pytest.mark.parametrize("bad", [
-    "onnxruntime/cpu/fp32/-",  # no version
-    "onnxruntime@1/cpu/fp32",  # three segments
-    "onnxruntime@1/cpu/fp32/opt",  # knob without value
-    "onnxruntime@1/cpu/fp32/opt=all,bs=8",  # not sorted: not canonical
-    "Onnxruntime@1/cpu/fp32/-",  # upper case runtime
-    "onnxruntime@1/cpu/fp32/bs=1,bs=2",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "onnxruntime/cpu/fp32/-",  # no version
+        "onnxruntime@1/cpu/fp32",  # three segments
+        "onnxruntime@1/cpu/fp32/opt",  # knob without value
+        "onnxruntime@1/cpu/fp32/opt=all,bs=8",  # not sorted: not canonical
+        "Onnxruntime@1/cpu/fp32/-",  # upper case runtime
+        "onnxruntime@1/cpu/fp32/bs=1,bs=2",
+    ],
+)
 def test_bad_labels_are_refused(bad):
     with pytest.raises(BadLabelError):
         Platform.parse(bad)
@@ -40,12 +43,22 @@ def test_bad_labels_are_refused(bad):
 P = Platform.make("onnxruntime", "1.31.1", "cpu:avx2:amd-epyc", "fp16", bs=8, opt="all", threads=1)
 
 
-@pytest.mark.parametrize("pattern,hit", [
-    ("onnxruntime/*/fp16/*", True), ("onnxruntime", True), ("onnxruntime/cpu", True),
-    ("onnxruntime@1.31.1/cpu:avx2:*/fp16", True), ("onnxruntime@1.30*", False),
-    ("*/*/fp32/*", False), ("onnxruntime/*/*/opt=all", True), ("onnxruntime/*/*/opt=all,bs=1", False),
-    ("onnxruntime/*/*/bs=8,*", True), ("pytorch", False), ("onnxruntime/gpu", False),
-])
+@pytest.mark.parametrize(
+    "pattern,hit",
+    [
+        ("onnxruntime/*/fp16/*", True),
+        ("onnxruntime", True),
+        ("onnxruntime/cpu", True),
+        ("onnxruntime@1.31.1/cpu:avx2:*/fp16", True),
+        ("onnxruntime@1.30*", False),
+        ("*/*/fp32/*", False),
+        ("onnxruntime/*/*/opt=all", True),
+        ("onnxruntime/*/*/opt=all,bs=1", False),
+        ("onnxruntime/*/*/bs=8,*", True),
+        ("pytorch", False),
+        ("onnxruntime/gpu", False),
+    ],
+)
 def test_globs(pattern, hit):
     assert matches(P, pattern) is hit
 

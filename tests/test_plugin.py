@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import hspi
 
 pytestmark = pytest.mark.slow  # pip installs the plugin into a directory of its own
@@ -18,8 +19,23 @@ PLUGIN = Path(__file__).parent / "plugin_example"
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(PLUGIN)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(PLUGIN),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
@@ -33,8 +49,20 @@ def test_plugin_is_listed(plugin_env):
 
 
 def test_plugin_builds_a_shard(plugin_env, tmp_path):
-    r = hspi("db", "build", "digits", "--db", tmp_path / "db", "-p", "ortdaz/*/fp32/bs=1,daz=on", "-n", "8", "--json", "-q",
-             env=plugin_env)
+    r = hspi(
+        "db",
+        "build",
+        "digits",
+        "--db",
+        tmp_path / "db",
+        "-p",
+        "ortdaz/*/fp32/bs=1,daz=on",
+        "-n",
+        "8",
+        "--json",
+        "-q",
+        env=plugin_env,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert len(report["built"]) == 1 and report["built"][0].startswith("ortdaz@")

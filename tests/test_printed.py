@@ -11,23 +11,29 @@ import pytest
 from hspi_onnx.db.build import build
 from hspi_onnx.db.dataset import load_groups
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.forms import log_softmax
+from hspi_onnx.inputs.probes import generate
 from hspi_onnx.match.identify import CONSISTENT, match
 from hspi_onnx.match.printed import FIXED, FLOAT32_REPR, FLOAT64_REPR, infer
 from hspi_onnx.match.suspect import load_suspect
 
-PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-             "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"]
+PLATFORMS = [
+    "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+    "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+    "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+]
 
 
-@pytest.mark.parametrize("fmt, mode, what", [
-    (lambda v: f"{v:.4g}", FIXED, None),
-    (lambda v: f"{v:.3f}", FIXED, "3 decimals"),
-    (lambda v: f"{v:.5e}", FIXED, "6 significant digits"),
-    (lambda v: np.format_float_positional(np.float32(v), unique=True), FLOAT32_REPR, FLOAT32_REPR),
-    (lambda v: repr(float(np.float32(v))), FLOAT64_REPR, FLOAT64_REPR),
-])
+@pytest.mark.parametrize(
+    "fmt, mode, what",
+    [
+        (lambda v: f"{v:.4g}", FIXED, None),
+        (lambda v: f"{v:.3f}", FIXED, "3 decimals"),
+        (lambda v: f"{v:.5e}", FIXED, "6 significant digits"),
+        (lambda v: np.format_float_positional(np.float32(v), unique=True), FLOAT32_REPR, FLOAT32_REPR),
+        (lambda v: repr(float(np.float32(v))), FLOAT64_REPR, FLOAT64_REPR),
+    ],
+)
 def test_precision_is_inferred_and_holds_the_value(fmt, mode, what):
     x = np.random.default_rng(1).normal(size=(6, 5)).astype(np.float32)
     p = infer([fmt(v) for v in x.ravel()], x.shape)
@@ -49,8 +55,10 @@ def env(tmp_path_factory, zoo):
 
 def _plain(env, name: str, form: str, queries: list[str]) -> str:
     path = env["root"] / name
-    path.write_text('{"format": "hspi-suspect/1", "probe_set": "%s", "form": "%s", "queries": [%s]}'
-                    % (env["probes"].sha256, form, ", ".join(queries)))
+    path.write_text(
+        '{"format": "hspi-suspect/1", "probe_set": "%s", "form": "%s", "queries": [%s]}'
+        % (env["probes"].sha256, form, ", ".join(queries))
+    )
     return str(path)
 
 
@@ -59,25 +67,55 @@ def _top(x: np.ndarray, k: int) -> np.ndarray:
 
 
 FORMATS = {  # name: (form, per-query JSON body from the true platform's logits row)
-    "top5 logits, 4 significant digits": ("top5", lambda r: (
-        "[" + ", ".join(f"{r[i]:.4g}" for i in _top(r, 5)) + "]", _top(r, 5))),
+    "top5 logits, 4 significant digits": (
+        "top5",
+        lambda r: ("[" + ", ".join(f"{r[i]:.4g}" for i in _top(r, 5)) + "]", _top(r, 5)),
+    ),
     "top1 logit, 3 decimals": ("top1", lambda r: (f"[{r[_top(r, 1)[0]]:.3f}]", _top(r, 1))),
-    "softmax, 6 decimals (float64 arithmetic)": ("softmax", lambda r: (
-        "[" + ", ".join(f"{v:.6f}" for v in np.exp(log_softmax(r))) + "]", None)),
-    "softmax, 4 significant digits, exponent form (float32 arithmetic)": ("softmax", lambda r: (
-        "[" + ", ".join(np.format_float_scientific(v, precision=3, unique=False) for v in
-                        (lambda e: e / e.sum(dtype=np.float32))(np.exp(r.astype(np.float32) - r.astype(np.float32).max()))) + "]",
-        None)),
-    "top3 log-probabilities, 5 decimals": ("logprobs", lambda r: (
-        "[" + ", ".join(f"{log_softmax(r)[i]:.5f}" for i in _top(r, 3)) + "]", _top(r, 3))),
-    "top3 logits (any k), 3 significant digits": ("top3", lambda r: (
-        "[" + ", ".join(f"{r[i]:.3g}" for i in _top(r, 3)) + "]", _top(r, 3))),
-    "top2 softmax probabilities, 4 decimals": ("softmax", lambda r: (
-        "[" + ", ".join(f"{np.exp(log_softmax(r))[i]:.4f}" for i in _top(r, 2)) + "]", _top(r, 2))),
-    "softmax in float32, float32 shortest repr (not fixed)": ("softmax", lambda r: (
-        "[" + ", ".join(np.format_float_positional(v, unique=True, trim="-") for v in
-                        (lambda e: e / e.sum(dtype=np.float32))(np.exp(r.astype(np.float32) - r.astype(np.float32).max()))) + "]",
-        None)),
+    "softmax, 6 decimals (float64 arithmetic)": (
+        "softmax",
+        lambda r: ("[" + ", ".join(f"{v:.6f}" for v in np.exp(log_softmax(r))) + "]", None),
+    ),
+    "softmax, 4 significant digits, exponent form (float32 arithmetic)": (
+        "softmax",
+        lambda r: (
+            "["
+            + ", ".join(
+                np.format_float_scientific(v, precision=3, unique=False)
+                for v in (lambda e: e / e.sum(dtype=np.float32))(
+                    np.exp(r.astype(np.float32) - r.astype(np.float32).max())
+                )
+            )
+            + "]",
+            None,
+        ),
+    ),
+    "top3 log-probabilities, 5 decimals": (
+        "logprobs",
+        lambda r: ("[" + ", ".join(f"{log_softmax(r)[i]:.5f}" for i in _top(r, 3)) + "]", _top(r, 3)),
+    ),
+    "top3 logits (any k), 3 significant digits": (
+        "top3",
+        lambda r: ("[" + ", ".join(f"{r[i]:.3g}" for i in _top(r, 3)) + "]", _top(r, 3)),
+    ),
+    "top2 softmax probabilities, 4 decimals": (
+        "softmax",
+        lambda r: ("[" + ", ".join(f"{np.exp(log_softmax(r))[i]:.4f}" for i in _top(r, 2)) + "]", _top(r, 2)),
+    ),
+    "softmax in float32, float32 shortest repr (not fixed)": (
+        "softmax",
+        lambda r: (
+            "["
+            + ", ".join(
+                np.format_float_positional(v, unique=True, trim="-")
+                for v in (lambda e: e / e.sum(dtype=np.float32))(
+                    np.exp(r.astype(np.float32) - r.astype(np.float32).max())
+                )
+            )
+            + "]",
+            None,
+        ),
+    ),
 }
 
 
@@ -106,8 +144,12 @@ def test_fine_printing_rules_out_other_precisions(env):
     queries = []
     for pid, row in enumerate(env["logits"][:16]):
         top = _top(row, 5)
-        queries.append(json.dumps({"probe_id": pid, "index": [int(i) for i in top]})[:-1]
-                       + ', "values": [' + ", ".join(f"{row[i]:.5g}" for i in top) + "]}")
+        queries.append(
+            json.dumps({"probe_id": pid, "index": [int(i) for i in top]})[:-1]
+            + ', "values": ['
+            + ", ".join(f"{row[i]:.5g}" for i in top)
+            + "]}"
+        )
     rep = match(load_suspect(_plain(env, "fine.json", "top5", queries)), env["db"])
     assert rep.verdict.status == CONSISTENT and rep.verdict.platforms == [env["true"]]
 
@@ -119,23 +161,34 @@ def test_fp16_overflow_to_inf_is_evidence(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
+    from hspi_onnx.forms import degrade
     from hspi_onnx.inputs.model import open_model
     from hspi_onnx.match.identify import IDENTIFIED
     from hspi_onnx.match.suspect import write_kserve, write_plain
-    from hspi_onnx.forms import degrade
 
     w = np.full((4, 3), 30000.0, np.float32) * np.array([1.0, 0.5, 0.01], np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "overflow",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "overflow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "overflow.onnx")
     model = open_model(tmp_path / "overflow.onnx")
     probes = generate(model, n=8)
     db = ReferenceDB(tmp_path / "db", create=True)
     # ONNX Runtime's CPU provider computes this fp16 graph's MatMul in fp32 (no fp16 kernel): no overflow
-    build(db, model, probes, ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-                              "pytorch/*/fp16/bs=1,layout=plain,mode=eager,src=onnx,threads=1"])
+    build(
+        db,
+        model,
+        probes,
+        [
+            "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+            "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+            "pytorch/*/fp16/bs=1,layout=plain,mode=eager,src=onnx,threads=1",
+        ],
+    )
     g = load_groups(db)[0]
     fp16 = next(p for p in g.platforms if p.startswith("pytorch"))
     out = g.outputs[fp16]
@@ -159,9 +212,11 @@ def test_kserve_json_printed_with_fixed_digits_is_matched_as_intervals(env, fmt)
     lines = []
     for pid, row in enumerate(env["logits"][:12]):
         data = "[" + ", ".join(fmt.format(v) for v in row) + "]"
-        lines.append('{"model_name": "m", "id": "%d", "parameters": {"probe_set": "%s"}, "outputs": '
-                     '[{"name": "logits", "datatype": "FP32", "shape": [1, %d], "data": %s}]}'
-                     % (pid, env["probes"].sha256, len(row), data))
+        lines.append(
+            '{"model_name": "m", "id": "%d", "parameters": {"probe_set": "%s"}, "outputs": '
+            '[{"name": "logits", "datatype": "FP32", "shape": [1, %d], "data": %s}]}'
+            % (pid, env["probes"].sha256, len(row), data)
+        )
     path = env["root"] / f"printed{len(fmt)}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     s = load_suspect(path)

@@ -59,20 +59,31 @@ def _encoder(path, vocab=50):
     rng = np.random.default_rng(0)
     emb = helper.make_tensor("emb", TensorProto.FLOAT, [vocab, 4], rng.normal(size=(vocab, 4)).ravel().tolist())
     typ = helper.make_tensor("typ", TensorProto.FLOAT, [2, 4], rng.normal(size=(2, 4)).ravel().tolist())
-    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
-             helper.make_node("Gather", ["typ", "token_type_ids"], ["t"]),
-             helper.make_node("Add", ["e", "t"], ["h"]),
-             helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-             helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
-             helper.make_node("Mul", ["h", "m3"], ["hidden"]),
-             helper.make_node("ReduceSum", ["hidden", "one"], ["pooled"], keepdims=0)]
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
+        helper.make_node("Gather", ["typ", "token_type_ids"], ["t"]),
+        helper.make_node("Add", ["e", "t"], ["h"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+        helper.make_node("Mul", ["h", "m3"], ["hidden"]),
+        helper.make_node("ReduceSum", ["hidden", "one"], ["pooled"], keepdims=0),
+    ]
     ints = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])  # noqa: E731
     graph = helper.make_graph(
-        nodes, "enc", [ints("input_ids"), ints("attention_mask"), ints("token_type_ids")],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "sequence", 4]),
-         helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4])],
-        [emb, typ, helper.make_tensor("axis", TensorProto.INT64, [1], [-1]),
-         helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+        nodes,
+        "enc",
+        [ints("input_ids"), ints("attention_mask"), ints("token_type_ids")],
+        [
+            helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "sequence", 4]),
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        [
+            emb,
+            typ,
+            helper.make_tensor("axis", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
     return path
 
@@ -82,7 +93,10 @@ def test_several_inputs_get_consistent_probes_of_their_own_kind(tmp_path):
 
     model = resolve_model(_encoder(tmp_path / "enc.onnx"))
     assert [(s.name, s.kind) for s in model.inputs] == [
-        ("input_ids", "tokens"), ("attention_mask", "mask"), ("token_type_ids", "segments")]
+        ("input_ids", "tokens"),
+        ("attention_mask", "mask"),
+        ("token_type_ids", "segments"),
+    ]
     assert model.inputs[0].vocab == 50 and model.output_names == ["hidden", "pooled"]
     probes = generate(model, n=32, seed=3, dims={"sequence": 12})
     ids, mask, types = (probes.inputs[k] for k in model.input_names)

@@ -38,8 +38,11 @@ class FaultHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        meta = {"name": "m", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
-                "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
+        meta = {
+            "name": "m",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+        }
         self._send(200, json.dumps(meta).encode())
 
     def _openai(self, req: dict, fault: str):
@@ -52,8 +55,14 @@ class FaultHandler(BaseHTTPRequestHandler):
             if fault == "positive":
                 top["token_id:0"] = 0.5
             logprobs = {"tokens": [next(iter(top))], "token_logprobs": [float(lp[0])], "top_logprobs": [top]}
-            choices.append({"index": i, "text": "x", "finish_reason": "length",
-                            **({} if fault == "nolp" else {"logprobs": logprobs})})
+            choices.append(
+                {
+                    "index": i,
+                    "text": "x",
+                    "finish_reason": "length",
+                    **({} if fault == "nolp" else {"logprobs": logprobs}),
+                }
+            )
         self._send(200, json.dumps({"id": "c", "object": "text_completion", "model": "m", "choices": choices}).encode())
 
     def do_POST(self):
@@ -67,8 +76,11 @@ class FaultHandler(BaseHTTPRequestHandler):
         if fault == "429":
             return self._send(429, b'{"error": "slow down"}', extra=[("Retry-After", "0")])
         if fault == "500html":
-            return self._send(500, b"<html><head><title>500 Internal Server Error</title></head>\n<body>oops</body></html>",
-                              "text/html")
+            return self._send(
+                500,
+                b"<html><head><title>500 Internal Server Error</title></head>\n<body>oops</body></html>",
+                "text/html",
+            )
         if fault == "hang":
             srv.release.wait(5)
             return
@@ -128,6 +140,7 @@ def probes(tmp_path_factory):
 @pytest.fixture
 def hspi():
     """``hspi`` in this process; a non-zero exit raises."""
+
     def run(args):
         try:
             main(args)
@@ -151,8 +164,9 @@ def _rows(path):
 def test_answers_read_back_bit_exact_with_metadata(fault_server, probes, tmp_path):
     _, ps, _ = probes
     json_out, bin_out = tmp_path / "json.jsonl", tmp_path / "bin.jsonl"
-    summary = query(ps, json_out, _opts(fault_server.url, batch=5, concurrency=3, rate=500,
-                                        authorization=f"Bearer {SECRET}"))
+    summary = query(
+        ps, json_out, _opts(fault_server.url, batch=5, concurrency=3, rate=500, authorization=f"Bearer {SECRET}")
+    )
     assert (summary.asked, summary.requests) == (16, 4)
     query(ps, bin_out, _opts(fault_server.url, batch=4, binary=True))
     ids, got = _rows(json_out)
@@ -186,19 +200,37 @@ def test_html_500_is_one_line_and_keeps_earlier_answers(fault_server, probes, tm
     fault_server.plan = ["ok", "500html"]
     out = tmp_path / "s.jsonl"
     with pytest.raises(SystemExit) as exc:
-        hspi(["query", fault_server.url, "--probes", str(path), "-o", str(out), "--model", "m",
-              "--batch", "4", "--retries", "0", "-q"])
+        hspi(
+            [
+                "query",
+                fault_server.url,
+                "--probes",
+                str(path),
+                "-o",
+                str(out),
+                "--model",
+                "m",
+                "--batch",
+                "4",
+                "--retries",
+                "0",
+                "-q",
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "HTTP 500 (an HTML page)" in err and err.startswith("error: ")
     assert load_suspect(out).ids.tolist() == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("fault, kw, message", [
-    ("hang", {"timeout": 0.3}, "no answer within 0.3 s"),
-    ("truncate", {}, "truncated"),
-    ("huge", {"max_body": 64 << 10}, "over the limit of 0.0625 MiB"),
-])
+@pytest.mark.parametrize(
+    "fault, kw, message",
+    [
+        ("hang", {"timeout": 0.3}, "no answer within 0.3 s"),
+        ("truncate", {}, "truncated"),
+        ("huge", {"max_body": 64 << 10}, "over the limit of 0.0625 MiB"),
+    ],
+)
 def test_faults_are_clear_errors(fault_server, probes, tmp_path, fault, kw, message):
     _, ps, _ = probes
     fault_server.plan = [fault]
@@ -271,12 +303,16 @@ def serve_kserve(model_path: str, port: int) -> None:
             feeds = {t.name: t.as_numpy() for t in payload.inputs}
             names = [o.name for o in self.session.get_outputs()]
             outs = self.session.run(names, feeds)
-            return InferResponse(payload.id, self.name,
-                                 [InferOutput(n, list(v.shape), "FP32", v) for n, v in zip(names, outs)],
-                                 use_binary_outputs=payload.use_binary_outputs)
+            return InferResponse(
+                payload.id,
+                self.name,
+                [InferOutput(n, list(v.shape), "FP32", v) for n, v in zip(names, outs)],
+                use_binary_outputs=payload.use_binary_outputs,
+            )
 
-    kserve.ModelServer(http_port=port, grpc_port=free_port(), enable_grpc=False, workers=1,
-                       enable_latency_logging=False).start([OnnxModel()])
+    kserve.ModelServer(
+        http_port=port, grpc_port=free_port(), enable_grpc=False, workers=1, enable_latency_logging=False
+    ).start([OnnxModel()])
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +322,9 @@ def kserve_url(probes):
 
     model = probes[0]
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, str(model.path), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, str(model.path), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):  # bounded: 60 s
@@ -319,8 +356,24 @@ def test_kserve_server_is_identified(kserve_url, probes, tmp_path, binary, hspi)
 
     model, ps, path = probes
     out = tmp_path / "suspect.jsonl"
-    hspi(["query", kserve_url, "--probes", str(path), "-o", str(out), "--model", "digits",
-          "--batch", "4", "--concurrency", "2", "-q"] + (["--binary"] if binary else []))
+    hspi(
+        [
+            "query",
+            kserve_url,
+            "--probes",
+            str(path),
+            "-o",
+            str(out),
+            "--model",
+            "digits",
+            "--batch",
+            "4",
+            "--concurrency",
+            "2",
+            "-q",
+        ]
+        + (["--binary"] if binary else [])
+    )
     headers = json.loads(out.read_text().splitlines()[0])["parameters"]["hspi_query"]["headers"]
     assert ("inference-header-content-length" in headers) == binary  # kserve answered in binary
     db = ReferenceDB(tmp_path / "db", create=True)
@@ -346,8 +399,10 @@ def test_kserve_traffic_log_is_replayed(kserve_url, probes, tmp_path, hspi, caps
     requests, responses = [], []
     for k in range(6):
         x = rng.beta(2, 5, size=(1 + k % 2, *spec.shape)).astype(np.float32)
-        body = {"id": f"req-{k}", "inputs": [{"name": spec.name, "shape": list(x.shape), "datatype": "FP32",
-                                              "data": x.ravel().tolist()}]}
+        body = {
+            "id": f"req-{k}",
+            "inputs": [{"name": spec.name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+        }
         resp = httpx.post(f"{kserve_url}/v2/models/digits/infer", json=body, timeout=30)
         resp.raise_for_status()
         requests.append(json.dumps(body))
@@ -373,8 +428,14 @@ def test_openai_protocol_faults_lose_nothing(fault_server, tmp_path):
     received before stay in the file and are not asked again."""
     from hspi_onnx.inputs.probes import ProbeSet
 
-    ps = ProbeSet("prompts", "tokens", 0, "probe", {"tokens": np.arange(48, dtype=np.int64).reshape(6, 8) % 256},
-                  np.arange(6, dtype=np.int64))
+    ps = ProbeSet(
+        "prompts",
+        "tokens",
+        0,
+        "probe",
+        {"tokens": np.arange(48, dtype=np.int64).reshape(6, 8) % 256},
+        np.arange(6, dtype=np.int64),
+    )
     out = tmp_path / "lp.jsonl"
     opts = QueryOptions(fault_server.url + "/v1", "m", "openai", batch=2, top_logprobs=3, backoff=0.01)
     fault_server.plan = ["ok", "429", "noids"]
@@ -393,4 +454,8 @@ def test_openai_protocol_faults_lose_nothing(fault_server, tmp_path):
     assert suspect.form == "logprobs" and suspect.ids.tolist() == list(range(6))
     assert suspect.index[0].tolist() == [0, 1, 2] and (suspect.values <= 0).all()
     with pytest.raises(QueryError, match="not one of token ids|holds float32"):
-        query(ProbeSet("x", "noise", 0, "probe", {"x": np.zeros((2, 3), np.float32)}, np.arange(2)), tmp_path / "f.jsonl", opts)
+        query(
+            ProbeSet("x", "noise", 0, "probe", {"x": np.zeros((2, 3), np.float32)}, np.arange(2)),
+            tmp_path / "f.jsonl",
+            opts,
+        )

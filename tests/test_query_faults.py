@@ -47,8 +47,26 @@ def started():
 
 
 def _query_argv(url: str, probes: Path, out: Path, rate: float | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "hspi_onnx.cli", "query", url, "-m", "digits", "--probes", str(probes),
-            "-o", str(out), "--batch", "1", "--retries", "0", "--timeout", "30", "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "hspi_onnx.cli",
+        "query",
+        url,
+        "-m",
+        "digits",
+        "--probes",
+        str(probes),
+        "-o",
+        str(out),
+        "--batch",
+        "1",
+        "--retries",
+        "0",
+        "--timeout",
+        "30",
+        "--quiet",
+    ]
     return argv + (["--rate", str(rate)] if rate else [])
 
 
@@ -119,7 +137,7 @@ def test_a_query_resumes_after_the_server_is_killed_and_restarted(tmp_path, star
     assert whole.returncode == 0, whole.stderr
 
     lines, ref_lines = _lines(out), _lines(fresh)
-    assert lines[:len(kept)] == kept  # nothing received before the kill was rewritten or lost
+    assert lines[: len(kept)] == kept  # nothing received before the kill was rewritten or lost
     assert len(lines) == len(ref_lines) == N
     assert [_without_latency(a) for a in lines] == [_without_latency(b) for b in ref_lines]
 

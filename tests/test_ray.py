@@ -20,7 +20,6 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a real 2-node cluster: about 80 s for the module
 
 from conftest import hspi  # noqa: E402
-
 from hspi_onnx.db.build import build  # noqa: E402
 from hspi_onnx.db.store import ReferenceDB  # noqa: E402
 from hspi_onnx.host import isa_caps  # noqa: E402
@@ -28,8 +27,12 @@ from hspi_onnx.inputs.model import resolve_model  # noqa: E402
 from hspi_onnx.inputs.probes import generate  # noqa: E402
 from hspi_onnx.run.ray_local import LocalCluster  # noqa: E402
 
-PATTERNS = ["onnxruntime/*/fp32/bs=8,opt=all,*", "pytorch/*/fp32/*src=onnx,threads=1", "openvino/*/fp32/*",
-            "onnxref/*/fp32/*"]
+PATTERNS = [
+    "onnxruntime/*/fp32/bs=8,opt=all,*",
+    "pytorch/*/fp32/*src=onnx,threads=1",
+    "openvino/*/fp32/*",
+    "onnxref/*/fp32/*",
+]
 CAP = "avx2" if any(c[0] == "avx2" for c in isa_caps()) else ""
 WORKER_ENV = {"HSPI_RUNTIMES": "onnxruntime,pytorch", **({"HSPI_ISA_CAP": CAP} if CAP else {})}
 
@@ -70,8 +73,19 @@ def local_db(tmp_path_factory) -> Path:
 
 def test_two_node_build_equals_local_builds_and_names_each_nodes_device(cluster, local_db, tmp_path):
     db = tmp_path / "db"
-    proc = hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.address, "--json",
-                 *[a for p in PATTERNS for a in ("-p", p)])
+    proc = hspi(
+        "db",
+        "build",
+        "digits",
+        "--db",
+        db,
+        "-n",
+        16,
+        "--ray",
+        cluster.address,
+        "--json",
+        *[a for p in PATTERNS for a in ("-p", p)],
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert not report["failed"] and len(report["nodes"]) == 2
@@ -82,8 +96,11 @@ def test_two_node_build_equals_local_builds_and_names_each_nodes_device(cluster,
     got, want = _rows(db), _rows(local_db)
     assert got.keys() == want.keys() and got == want  # bit for bit, every (platform, probe, output)
     con = ReferenceDB(db).connect()
-    ran = dict(con.execute("SELECT platform, any_value(json_extract_string(host, '$.ray_node')) FROM outputs "
-                           "GROUP BY platform").fetchall())
+    ran = dict(
+        con.execute(
+            "SELECT platform, any_value(json_extract_string(host, '$.ray_node')) FROM outputs GROUP BY platform"
+        ).fetchall()
+    )
     assert set(ran.values()) == set(by_node)  # both nodes ran platforms
     assert all(ran[lab] == head["node"] for lab in ran if lab.startswith(("openvino", "onnxref")))
     if CAP:  # the capped node's PyTorch platforms carry its capped device and ran there
@@ -157,8 +174,7 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
 
 def test_ray_client_address_builds_the_same(cluster, local_db, tmp_path):
     db = tmp_path / "db"
-    proc = hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.client_address, "-q",
-                 "-p", PATTERNS[3])
+    proc = hspi("db", "build", "digits", "--db", db, "-n", 16, "--ray", cluster.client_address, "-q", "-p", PATTERNS[3])
     assert proc.returncode == 0, proc.stderr
     got, want = _rows(db), _rows(local_db)
     assert got and got == {k: v for k, v in want.items() if k[0] in {p for p, _, _ in got}}
@@ -167,8 +183,28 @@ def test_ray_client_address_builds_the_same(cluster, local_db, tmp_path):
 def test_bad_address_is_one_line_and_local_builds_never_import_ray(tmp_path):
     proc = hspi("db", "build", "digits", "--db", tmp_path / "db", "-n", 4, "--ray", "127.0.0.1:1")
     assert proc.returncode == 2 and "Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
-    code = ("import sys\nfrom hspi_onnx.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    assert e.code == 0, e.code\nprint('ray' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code, "db", "build", "digits", "--db", str(tmp_path / "l"), "-n", "4",
-                          "-q", "-p", "onnxref/*/fp32/*"], capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys\nfrom hspi_onnx.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0, e.code\nprint('ray' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "db",
+            "build",
+            "digits",
+            "--db",
+            str(tmp_path / "l"),
+            "-n",
+            "4",
+            "-q",
+            "-p",
+            "onnxref/*/fp32/*",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr

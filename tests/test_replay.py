@@ -10,13 +10,16 @@ import pytest
 from hspi_onnx.cli import main
 from hspi_onnx.db.build import build
 from hspi_onnx.db.store import ReferenceDB
-from hspi_onnx.inputs.probes import ProbeSet, generate
 from hspi_onnx.forms import log_softmax
+from hspi_onnx.inputs.probes import ProbeSet, generate
 from hspi_onnx.run.adapter import resolve_platform
 from hspi_onnx.run.runner import execute
 
-DIGITS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-          "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"]
+DIGITS = [
+    "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+    "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+    "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+]
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -66,8 +69,9 @@ def test_npz_of_inputs_and_outputs_is_identified_exactly(digits, capsys):
     assert again["verdict"] == rep["verdict"]
     code, _, err = run_cli(["match", str(root / "log.npz"), "--db", str(db.root)], capsys)
     assert code == 2 and "--replay" in err
-    code, _, err = run_cli(["verify", str(root / "log.npz"), "--db", str(db.root), "--replay", "--claim",
-                            "precision=fp32", "-q"], capsys)
+    code, _, err = run_cli(
+        ["verify", str(root / "log.npz"), "--db", str(db.root), "--replay", "--claim", "precision=fp32", "-q"], capsys
+    )
     assert code == 1  # INCONSISTENT: the replayed fp32 platform gave other bits
 
 
@@ -88,8 +92,12 @@ def test_lm_prompts_with_logprobs_are_replayed(tmp_path, zoo, capsys):
     printed by json.dumps; replay over the LM's platforms keeps the served one."""
     model = zoo["lm"]
     db = ReferenceDB(tmp_path / "db", create=True)
-    build(db, model, generate(model, n=8), ["onnxruntime/*/fp32/bs=1,opt=all,threads=1",
-                                            "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"])
+    build(
+        db,
+        model,
+        generate(model, n=8),
+        ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"],
+    )
     spec = model.inputs[0]
     prompts = np.random.default_rng(3).integers(0, spec.vocab, size=(8, *spec.shape)).astype(spec.dtype)
     true = "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"
@@ -97,11 +105,20 @@ def test_lm_prompts_with_logprobs_are_replayed(tmp_path, zoo, capsys):
     lines = []
     for p, row in zip(prompts, log_softmax(logits.astype(np.float64))):
         top = np.argsort(-row, kind="stable")[:5]
-        lines.append(json.dumps({"format": "hspi-logprobs/1", "parameters": {}, "prompt": p.tolist(),
-                                 "tokens": [{"top": [[int(i), float(row[i])] for i in top]}]}))
+        lines.append(
+            json.dumps(
+                {
+                    "format": "hspi-logprobs/1",
+                    "parameters": {},
+                    "prompt": p.tolist(),
+                    "tokens": [{"top": [[int(i), float(row[i])] for i in top]}],
+                }
+            )
+        )
     (tmp_path / "chat.jsonl").write_text("\n".join(lines) + "\n")
-    code, out, err = run_cli(["match", str(tmp_path / "chat.jsonl"), "--db", str(db.root), "--replay", "--json",
-                              "--model", "lm"], capsys)
+    code, out, err = run_cli(
+        ["match", str(tmp_path / "chat.jsonl"), "--db", str(db.root), "--replay", "--json", "--model", "lm"], capsys
+    )
     assert code == 0, err
     rep = json.loads(out)
     assert rep["suspect"]["form"] == "logprobs" and rep["suspect"]["queries"] == 8

@@ -111,7 +111,7 @@ def test_a_platform_two_nodes_offer_is_cross_checked_on_whole_batches():
     nodes = {"n1": FakeNode("n1", {str(a)}), "n2": FakeNode("n2", {str(a)}, bits=1)}
     cluster = FakeCluster(nodes)
     out, sched, _ = run(cluster, [a], cross=3, n=16)
-    (_, _, main), = out
+    ((_, _, main),) = out
     main_run, cross_run = cluster.submitted
     assert not main_run[2] and cross_run[2] and cross_run[1] != main_run[1]
     assert cross_run[3] == 8 and cross_run[4] == 0  # 3 probes rounded up to a batch of 8; no repeat
@@ -148,7 +148,7 @@ def test_no_live_node_fails_every_job_naming_the_lost_nodes():
     a = plat(1)
     nodes = {"n1": FakeNode("n1", {str(a)}, alive=False)}
     cluster = FakeCluster(nodes, lost=["n1"])
-    (_, _, outcome), = run(cluster, [a])[0]
+    ((_, _, outcome),) = run(cluster, [a])[0]
     assert isinstance(outcome, PlatformCrashed) and "nodes lost: n1" in str(outcome)
 
 

@@ -52,8 +52,7 @@ def test_writing_into_a_schema_1_db_asks_for_an_upgrade_first(v1, zoo):
 def test_upgrade_rewrites_shards_and_keeps_every_digest(v1, zoo, capsys):
     from hspi_onnx.cli import main
 
-    before = sorted(map(tuple, v1.connect().execute(
-        "SELECT platform, probe_id, digest FROM outputs").fetchall()))
+    before = sorted(map(tuple, v1.connect().execute("SELECT platform, probe_id, digest FROM outputs").fetchall()))
     with pytest.raises(SystemExit) as exc:
         main(["db", "upgrade", "--db", str(v1.root), "--json"])
     assert exc.value.code == 0
@@ -76,19 +75,23 @@ def test_verify_says_why_a_db_cannot_be_read(tmp_path):
     (db_dir / "manifest.json").write_text(json.dumps(manifest))
     report = verify(ReferenceDB(db_dir))
     assert not report["ok"] and report["problems"] == [
-        f"manifest of {str(db_dir)!r} is schema version 99; this version reads 1, 2"]
+        f"manifest of {str(db_dir)!r} is schema version 99; this version reads 1, 2"
+    ]
 
 
 # -- several inputs and outputs -------------------------------------------------------------
-PLATFORMS = ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-             "pytorch/*/fp32/bs=1,src=onnx,threads=1", "onnxref/*/fp64/bs=1"]
+PLATFORMS = [
+    "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+    "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+    "pytorch/*/fp32/bs=1,src=onnx,threads=1",
+    "onnxref/*/fp64/bs=1",
+]
 
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
-    from test_probes import _encoder
-
     from hspi_onnx.inputs.model import resolve_model
+    from test_probes import _encoder
 
     root = tmp_path_factory.mktemp("enc")
     model = resolve_model(_encoder(root / "enc.onnx"))
@@ -104,8 +107,11 @@ def test_every_output_is_stored_and_named(encoder):
     assert verify(db)["ok"]
     (g,) = classes(db)
     assert g["outputs"] == ["hidden", "pooled"]
-    rows = db.connect().execute("SELECT output_name, count(*), any_value(shape) FROM outputs GROUP BY ALL "
-                                "ORDER BY output_name").fetchall()
+    rows = (
+        db.connect()
+        .execute("SELECT output_name, count(*), any_value(shape) FROM outputs GROUP BY ALL ORDER BY output_name")
+        .fetchall()
+    )
     assert [(r[0], r[1], list(r[2])) for r in rows] == [("hidden", 4 * 12, [6, 4]), ("pooled", 4 * 12, [4])]
     hidden, pooled = (load_groups(db, None, name)[0] for name in ("hidden", "pooled"))
     assert hidden.output_name == "hidden" and pooled.output_name == "pooled"
@@ -116,7 +122,7 @@ def test_every_output_is_stored_and_named(encoder):
 
 
 def _fresh(encoder, pattern):
-    (adapter, plat), = selected_variants(encoder["model"], encoder["probes"].kind, [pattern])
+    ((adapter, plat),) = selected_variants(encoder["model"], encoder["probes"].kind, [pattern])
     return str(plat), execute(adapter, encoder["model"], plat, encoder["probes"])
 
 
@@ -124,20 +130,32 @@ def test_match_compares_and_names_the_outputs_the_suspect_holds(encoder, tmp_pat
     db, probes, model = encoder["db"], encoder["probes"], encoder["model"]
     label, res = _fresh(encoder, PLATFORMS[1])
     ids = res.ids[:4]
-    both = load_suspect(write_npz(tmp_path / "both.npz", probes.sha256, model.sha256, ids,
-                                  {k: v[:4] for k, v in res.outputs.items()}))
+    both = load_suspect(
+        write_npz(tmp_path / "both.npz", probes.sha256, model.sha256, ids, {k: v[:4] for k, v in res.outputs.items()})
+    )
     rep = match(both, db)
     assert rep.verdict.status == IDENTIFIED and rep.verdict.platforms == [label]
     assert rep.evidence.suspect.outputs == ["hidden", "pooled"]
-    only = load_suspect(write_kserve(tmp_path / "pooled.jsonl", probes.sha256, "enc", ids,
-                                     {"pooled": res.outputs["pooled"][:4]}))
+    only = load_suspect(
+        write_kserve(tmp_path / "pooled.jsonl", probes.sha256, "enc", ids, {"pooled": res.outputs["pooled"][:4]})
+    )
     rep = match(only, db)
     assert rep.verdict.platforms == [label] and rep.evidence.suspect.outputs == ["pooled"]
     unnamed = load_suspect(write_npz(tmp_path / "u.npz", probes.sha256, None, ids, res.outputs["pooled"][:4]))
     rep = match(unnamed, db)  # an unnamed array: the output its shape fits
     assert rep.verdict.platforms == [label] and rep.evidence.suspect.outputs == ["pooled"]
-    wrong = load_suspect(write_plain(tmp_path / "w.json", probes.name, None, "raw", ids,
-                                     _view(res.outputs["pooled"][:4]), "float32", output="logits"))
+    wrong = load_suspect(
+        write_plain(
+            tmp_path / "w.json",
+            probes.name,
+            None,
+            "raw",
+            ids,
+            _view(res.outputs["pooled"][:4]),
+            "float32",
+            output="logits",
+        )
+    )
     with pytest.raises(BadSuspectError, match="'logits' is not an output of"):
         match(wrong, db)
     tampered = {k: v[:4].copy() for k, v in res.outputs.items()}
@@ -157,12 +175,35 @@ def test_probe_files_for_several_inputs_drive_the_cli(encoder, tmp_path, capsys)
 
     path = encoder["probes"].save(tmp_path / "p.npz")
     with pytest.raises(SystemExit) as exc:
-        main(["run", str(encoder["root"] / "enc.onnx"), "-p", PLATFORMS[0], "--probes", str(path),
-              "-o", str(tmp_path / "run.npz"), "-q"])
+        main(
+            [
+                "run",
+                str(encoder["root"] / "enc.onnx"),
+                "-p",
+                PLATFORMS[0],
+                "--probes",
+                str(path),
+                "-o",
+                str(tmp_path / "run.npz"),
+                "-q",
+            ]
+        )
     assert exc.value.code in (0, None)
     rep = match(load_suspect(tmp_path / "run.npz"), encoder["db"])
     assert rep.verdict.status == IDENTIFIED and rep.evidence.suspect.outputs == ["hidden", "pooled"]
     with pytest.raises(SystemExit) as exc:
-        main(["db", "build", str(encoder["root"] / "enc.onnx"), "--db", str(tmp_path / "d"), "-n", "2",
-              "--dim", "sequence=0", "-q"])
+        main(
+            [
+                "db",
+                "build",
+                str(encoder["root"] / "enc.onnx"),
+                "--db",
+                str(tmp_path / "d"),
+                "-n",
+                "2",
+                "--dim",
+                "sequence=0",
+                "-q",
+            ]
+        )
     assert exc.value.code == 2

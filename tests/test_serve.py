@@ -45,8 +45,9 @@ def _triton_infer(client, probes, binary: bool):
     inp = tritonclient_http.InferInput("input", list(probes.primary.shape), "FP32")
     inp.set_data_from_numpy(probes.primary)  # binary request data, tritonclient's default
     outputs = [tritonclient_http.InferRequestedOutput("logits", binary_data=binary)]
-    return client.infer("digits", [inp], outputs=outputs,
-                        parameters={"probe_set": probes.sha256, "probe_ids": probes.ids.tolist()})
+    return client.infer(
+        "digits", [inp], outputs=outputs, parameters={"probe_set": probes.sha256, "probe_ids": probes.ids.tolist()}
+    )
 
 
 def test_kserve_outputs_are_bit_identical_to_the_execution_layer(servers):
@@ -75,9 +76,12 @@ def test_a_json_response_log_is_a_suspect_file(servers, tmp_path):
     model = resolve_model("digits")
     probes = generate(model, n=3).bind(model)
     want, _ = _reference("digits", probes.inputs)
-    body = {"parameters": {"probe_set": probes.sha256, "probe_ids": probes.ids.tolist()},
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": list(probes.primary.shape),
-                        "data": probes.primary.tolist()}]}  # nested data
+    body = {
+        "parameters": {"probe_set": probes.sha256, "probe_ids": probes.ids.tolist()},
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": list(probes.primary.shape), "data": probes.primary.tolist()}
+        ],
+    }  # nested data
     r = httpx.post(servers["digits"].url + "/v2/models/digits/infer", json=body, timeout=30)
     assert r.status_code == 200 and "inference-header-content-length" not in r.headers
     path = tmp_path / "answers.json"
@@ -87,20 +91,37 @@ def test_a_json_response_log_is_a_suspect_file(servers, tmp_path):
     assert suspect.outputs["logits"].tobytes() == want["logits"].tobytes()
 
 
-BINARY_HEAD = (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], '
-               b'"parameters": {"binary_data_size": 256}}]}')
+BINARY_HEAD = (
+    b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], '
+    b'"parameters": {"binary_data_size": 256}}]}'
+)
 
 
-@pytest.mark.parametrize("body, headers, status, words", [
-    (b'{"inputs": [{"name": "input", "datatype": "INT64", "shape": [1, 1, 8, 8], "data": [0]}]}', {}, 400, "FP32"),
-    (b'{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [0]}]}', {}, 400, "no input named"),
-    (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 9], "data": ' + b"[0.5" + b", 0.5" * 71
-     + b"]}]}", {}, 400, "shape"),
-    (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": ["a"]}]}', {}, 400, "data"),
-    (BINARY_HEAD + b"\0" * 100, {"Inference-Header-Content-Length": str(len(BINARY_HEAD))}, 400, "binary_data_size"),
-    (b"[" * 100000, {}, 400, "JSON"),
-    (b"{" + b" " * (64 << 20), {}, 413, "over"),
-])
+@pytest.mark.parametrize(
+    "body, headers, status, words",
+    [
+        (b'{"inputs": [{"name": "input", "datatype": "INT64", "shape": [1, 1, 8, 8], "data": [0]}]}', {}, 400, "FP32"),
+        (b'{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [0]}]}', {}, 400, "no input named"),
+        (
+            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 9], "data": '
+            + b"[0.5"
+            + b", 0.5" * 71
+            + b"]}]}",
+            {},
+            400,
+            "shape",
+        ),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": ["a"]}]}', {}, 400, "data"),
+        (
+            BINARY_HEAD + b"\0" * 100,
+            {"Inference-Header-Content-Length": str(len(BINARY_HEAD))},
+            400,
+            "binary_data_size",
+        ),
+        (b"[" * 100000, {}, 400, "JSON"),
+        (b"{" + b" " * (64 << 20), {}, 413, "over"),
+    ],
+)
 def test_bad_requests_get_a_one_line_error(servers, body, headers, status, words):
     import httpx
 
@@ -158,15 +179,28 @@ def test_no_response_names_the_platform(servers):
     seen = []
     with httpx.Client(timeout=30) as http:
         url = servers["digits"].url
-        for path in ("/v2", "/v2/health/ready", "/v2/models/digits", "/v2/models/digits/ready", "/v2/models/x",
-                     "/v1/models", "/nowhere"):
+        for path in (
+            "/v2",
+            "/v2/health/ready",
+            "/v2/models/digits",
+            "/v2/models/digits/ready",
+            "/v2/models/x",
+            "/v1/models",
+            "/nowhere",
+        ):
             seen.append(http.get(url + path))
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.5] * 64}],
-                "parameters": {"binary_data_output": True}}
+        body = {
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.5] * 64}],
+            "parameters": {"binary_data_output": True},
+        }
         seen.append(http.post(url + "/v2/models/digits/infer", json=body))
         seen.append(http.post(url + "/v2/models/digits/infer", content=b"{}"))
-        seen.append(http.post(servers["lm"].url + "/v1/completions",
-                              json={"model": "lm", "prompt": "hi", "max_tokens": 1, "logprobs": 1}))
+        seen.append(
+            http.post(
+                servers["lm"].url + "/v1/completions",
+                json={"model": "lm", "prompt": "hi", "max_tokens": 1, "logprobs": 1},
+            )
+        )
     assert seen[-3].headers["inference-header-content-length"]
     for r in seen:
         text = (r.content + json.dumps(dict(r.headers)).encode()).decode("latin-1").lower()
@@ -178,16 +212,22 @@ def test_openai_chat_and_token_id_prompts_give_the_completions_logprobs(servers)
     return_tokens_as_token_ids) answer exactly as the string-prompt completion does."""
     client = openai.OpenAI(base_url=servers["lm"].url + "/v1", api_key="x", max_retries=0)
     done = client.completions.create(model="lm", prompt=PROMPT, max_tokens=2, logprobs=4)
-    chat = client.chat.completions.create(model="lm", messages=[{"role": "user", "content": PROMPT}],
-                                          max_tokens=2, logprobs=True, top_logprobs=4)
+    chat = client.chat.completions.create(
+        model="lm", messages=[{"role": "user", "content": PROMPT}], max_tokens=2, logprobs=True, top_logprobs=4
+    )
     ids = done.choices[0].logprobs.model_extra["token_ids"]
     content = chat.choices[0].logprobs.content
     assert [c.bytes for c in content] == [[i] for i in ids]
     assert [c.logprob for c in content] == done.choices[0].logprobs.token_logprobs
     for step, entry in enumerate(content):
         assert {chr(t.bytes[0]): t.logprob for t in entry.top_logprobs} == done.choices[0].logprobs.top_logprobs[step]
-    as_ids = client.completions.create(model="lm", prompt=[list(PROMPT.encode()), [0, 255, 7]], max_tokens=2,
-                                       logprobs=4, extra_body={"return_tokens_as_token_ids": True})
+    as_ids = client.completions.create(
+        model="lm",
+        prompt=[list(PROMPT.encode()), [0, 255, 7]],
+        max_tokens=2,
+        logprobs=4,
+        extra_body={"return_tokens_as_token_ids": True},
+    )
     assert len(as_ids.choices) == 2
     assert as_ids.choices[0].logprobs.tokens == [f"token_id:{i}" for i in ids]
     assert as_ids.choices[0].logprobs.token_logprobs == done.choices[0].logprobs.token_logprobs
@@ -215,8 +255,16 @@ def test_query_openai_then_match_names_the_platform(servers, tmp_path):
     lines = [[json.loads(ln)["tokens"] for ln in open(tmp_path / f)] for f in ("c.jsonl", "h.jsonl")]
     assert lines[0] == lines[1] and len(lines[0]) == 6
     db = ReferenceDB(tmp_path / "db", create=True)
-    build(db, model, probes, [PLATFORM, "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
-                              "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1"])
+    build(
+        db,
+        model,
+        probes,
+        [
+            PLATFORM,
+            "onnxruntime/*/fp16/bs=1,opt=all,threads=1",
+            "onnxruntime/*/int8/bs=1,opt=all,quant=dynamic,threads=1",
+        ],
+    )
     label = str(resolve_platform(PLATFORM, model, default_kind(model))[1])
     suspect = load_suspect(tmp_path / "h.jsonl")
     assert suspect.form == "logprobs" and suspect.index.shape == (6, 5)
@@ -244,14 +292,42 @@ def test_db_build_remote_equals_the_local_build(servers, tmp_path):
         return 0
 
     with ServerProcess("digits", platform, extra=("--reveal-platform",)) as server:
-        assert hspi("db", "build", "digits", "--db", str(tmp_path / "remote"), "--probes", str(probes),
-                    "--remote", server.url, "-q") == 0
-    assert hspi("db", "build", "digits", "--db", str(tmp_path / "local"), "--probes", str(probes),
-                "-p", platform, "-q") == 0
+        assert (
+            hspi(
+                "db",
+                "build",
+                "digits",
+                "--db",
+                str(tmp_path / "remote"),
+                "--probes",
+                str(probes),
+                "--remote",
+                server.url,
+                "-q",
+            )
+            == 0
+        )
+    assert (
+        hspi("db", "build", "digits", "--db", str(tmp_path / "local"), "--probes", str(probes), "-p", platform, "-q")
+        == 0
+    )
     (remote,), (local,) = load_groups(ReferenceDB(tmp_path / "remote")), load_groups(ReferenceDB(tmp_path / "local"))
     assert remote.platforms == local.platforms and len(remote.platforms) == 1
     label = remote.platforms[0]
     assert remote.outputs[label].dtype == np.float32
     assert remote.outputs[label].tobytes() == local.outputs[label].tobytes()
-    assert hspi("db", "build", "digits", "--db", str(tmp_path / "x"), "--probes", str(probes),
-                "--remote", servers["digits"].url, "-q") == 2
+    assert (
+        hspi(
+            "db",
+            "build",
+            "digits",
+            "--db",
+            str(tmp_path / "x"),
+            "--probes",
+            str(probes),
+            "--remote",
+            servers["digits"].url,
+            "-q",
+        )
+        == 2
+    )

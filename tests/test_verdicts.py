@@ -11,15 +11,36 @@ import numpy as np
 import pytest
 
 from hspi_onnx.errors import HspiError
-from hspi_onnx.learn.classify import (TEMPERATURES, CatBoostParams, Classifier, TargetModel, combine, fit_target,
-                                      fit_temperatures, train)
+from hspi_onnx.learn.classify import (
+    TEMPERATURES,
+    CatBoostParams,
+    Classifier,
+    TargetModel,
+    combine,
+    fit_target,
+    fit_temperatures,
+    train,
+)
 from hspi_onnx.learn.examples import Examples
 from hspi_onnx.learn.features import NAMES, STORAGE_FEATURES
-from hspi_onnx.match.claims import (VERDICT_CONSISTENT, VERDICT_INCONCLUSIVE, VERDICT_INCONSISTENT, parse_claim,
-                                    verify)
-from hspi_onnx.match.identify import (CONFIDENT, CONSISTENT, IDENTIFIED, LIKELY, MIXED, UNKNOWN, Evidence,
-                                      ExactEvidence, MatchReport, Nearest, StatEvidence, SuspectSummary,
-                                      TargetPosterior, decide, summarise)
+from hspi_onnx.match.claims import VERDICT_CONSISTENT, VERDICT_INCONCLUSIVE, VERDICT_INCONSISTENT, parse_claim, verify
+from hspi_onnx.match.identify import (
+    CONFIDENT,
+    CONSISTENT,
+    IDENTIFIED,
+    LIKELY,
+    MIXED,
+    UNKNOWN,
+    Evidence,
+    ExactEvidence,
+    MatchReport,
+    Nearest,
+    StatEvidence,
+    SuspectSummary,
+    TargetPosterior,
+    decide,
+    summarise,
+)
 
 CPU = "cpu:avx512vnni:amd-epyc"
 ORT16 = f"onnxruntime@1.32.0/{CPU}/fp16/bs=1,opt=all,threads=1"
@@ -37,12 +58,31 @@ def summary(form: str = "raw", n: int = 4, dtype: str = "float32") -> SuspectSum
     return SuspectSummary("suspect.json", "plain", form, n, "probes-a", "digits", dtype, ["logits"])
 
 
-def evidence(per_query: list[set[str]], form: str = "raw", dtype: str = "float32", stats=None, nearest=None,
-             db=DB, db_dtypes=("float32",)) -> Evidence:
-    kind = ("digest" if form == "raw" else "none (softmax is recomputed by the server)" if form == "softmax"
-            else "degraded values")
-    return Evidence(summary(form, len(per_query), dtype), "/db", list(db), list(db_dtypes),
-                    summarise(per_query, kind), nearest, stats)
+def evidence(
+    per_query: list[set[str]],
+    form: str = "raw",
+    dtype: str = "float32",
+    stats=None,
+    nearest=None,
+    db=DB,
+    db_dtypes=("float32",),
+) -> Evidence:
+    kind = (
+        "digest"
+        if form == "raw"
+        else "none (softmax is recomputed by the server)"
+        if form == "softmax"
+        else "degraded values"
+    )
+    return Evidence(
+        summary(form, len(per_query), dtype),
+        "/db",
+        list(db),
+        list(db_dtypes),
+        summarise(per_query, kind),
+        nearest,
+        stats,
+    )
 
 
 def post(*top, values=None) -> TargetPosterior:
@@ -60,19 +100,28 @@ def platform_post(klass: str, p: float) -> TargetPosterior:
 # -- decide: exact identity ------------------------------------------------------------------------
 def test_summarise_exact_lookups():
     assert summarise([{ORT32, PT32}, {ORT32}, set()], "digest") == ExactEvidence(
-        "digest", 3, 2, [], {ORT32: 2, PT32: 1}, [ORT32, PT32], [sorted([ORT32, PT32]), [ORT32], []])
+        "digest", 3, 2, [], {ORT32: 2, PT32: 1}, [ORT32, PT32], [sorted([ORT32, PT32]), [ORT32], []]
+    )
     assert summarise([{PT32, ORT32}, {ORT32, PT32}], "degraded values") == ExactEvidence(
-        "degraded values", 2, 2, [ORT32, PT32], {ORT32: 2, PT32: 2}, [ORT32, PT32], [[ORT32, PT32]] * 2)
+        "degraded values", 2, 2, [ORT32, PT32], {ORT32: 2, PT32: 2}, [ORT32, PT32], [[ORT32, PT32]] * 2
+    )
 
 
 def test_identified_from_one_query_is_strong():
     v = decide(evidence([{ORT32, ORT32_T4}]))
     assert (v.status, v.strength) == (IDENTIFIED, "strong")
     assert v.platforms == [ORT32, ORT32_T4]
-    assert v.evidence[0].startswith("all 1 outputs are bit-identical to those of 2 DB platform(s) "
-                                    "(digest lookup on logits)")
-    assert v.attributes == {"runtime": "onnxruntime", "version": "onnxruntime@1.32.0", "device": CPU,
-                            "precision": "fp32", "bs": "1", "opt": "all"}  # threads differs
+    assert v.evidence[0].startswith(
+        "all 1 outputs are bit-identical to those of 2 DB platform(s) (digest lookup on logits)"
+    )
+    assert v.attributes == {
+        "runtime": "onnxruntime",
+        "version": "onnxruntime@1.32.0",
+        "device": CPU,
+        "precision": "fp32",
+        "bs": "1",
+        "opt": "all",
+    }  # threads differs
     assert v.undetermined == {}
     assert NO_CLASSIFIER not in v.evidence  # only said of unknown platforms
 
@@ -80,8 +129,14 @@ def test_identified_from_one_query_is_strong():
 def test_identified_from_two_queries_is_conclusive():
     v = decide(evidence([{PT32, PT32_BS1}, {PT32}]))
     assert (v.status, v.strength, v.platforms) == (IDENTIFIED, "conclusive", [PT32])
-    assert v.attributes == {"runtime": "pytorch", "version": "pytorch@2.13.0", "device": CPU, "precision": "fp32",
-                            "bs": "8", "src": "onnx"}
+    assert v.attributes == {
+        "runtime": "pytorch",
+        "version": "pytorch@2.13.0",
+        "device": CPU,
+        "precision": "fp32",
+        "bs": "8",
+        "src": "onnx",
+    }
     assert len(v.evidence) == 1
 
 
@@ -89,16 +144,20 @@ def test_mixed_when_every_query_matches_but_no_platform_matches_all():
     v = decide(evidence([{ORT32}, {PT32}, {ORT32}, {PT32}]))
     assert (v.status, v.strength) == (MIXED, "conclusive")
     assert v.platforms == [ORT32, PT32]
-    assert v.evidence[0] == ("every output matches some DB platform exactly but no platform matches all 4: "
-                             "the service answers from several platforms")
+    assert v.evidence[0] == (
+        "every output matches some DB platform exactly but no platform matches all 4: "
+        "the service answers from several platforms"
+    )
     assert v.attributes == {"device": CPU, "precision": "fp32"}
 
 
 def test_one_unmatched_query_turns_mixed_into_unknown():
     v = decide(evidence([{ORT32}, {PT32}, set(), {ORT32}]))
     assert (v.status, v.strength, v.platforms) == (UNKNOWN, "weak", [])
-    assert v.evidence == ["3 of 4 outputs match a DB platform exactly: this platform is not in the DB as built",
-                          NO_CLASSIFIER]
+    assert v.evidence == [
+        "3 of 4 outputs match a DB platform exactly: this platform is not in the DB as built",
+        NO_CLASSIFIER,
+    ]
     assert v.attributes == {}
 
 
@@ -106,38 +165,47 @@ def test_raw_unknown_names_nearest_platform():
     near = [Nearest(PT32, 1.5), Nearest(ORT32, 3.25)]
     v = decide(evidence([set(), set()], nearest=near))
     assert v.status == UNKNOWN
-    assert v.evidence == ["0 of 2 outputs match a DB platform exactly: this platform is not in the DB as built",
-                          NO_CLASSIFIER, f"nearest DB platform: {PT32} (distance 1.5)"]
+    assert v.evidence == [
+        "0 of 2 outputs match a DB platform exactly: this platform is not in the DB as built",
+        NO_CLASSIFIER,
+        f"nearest DB platform: {PT32} (distance 1.5)",
+    ]
 
 
 def test_raw_unknown_with_a_dtype_no_db_platform_returned():
     v = decide(evidence([set(), set()], dtype="float16", db_dtypes=("float32", "bfloat16")))
     assert (v.status, v.platforms) == (UNKNOWN, [])
-    assert v.evidence[1] == ("the outputs are float16, a dtype no DB platform returned (float32, bfloat16): "
-                             "a server that casts its outputs hides exact identity")
+    assert v.evidence[1] == (
+        "the outputs are float16, a dtype no DB platform returned (float32, bfloat16): "
+        "a server that casts its outputs hides exact identity"
+    )
     same = decide(evidence([set(), set()], dtype="float32", db_dtypes=("float32", "bfloat16")))
     assert not any("a dtype no DB platform returned" in line for line in same.evidence)
 
 
 def test_raw_unknown_stays_unknown_with_a_confident_classifier():
-    st = stats(platform=platform_post(f"{ORT32} | {ORT32_T4}", 0.99),
-               precision=post(("fp32", 0.97), ("fp16", 0.03)))
+    st = stats(platform=platform_post(f"{ORT32} | {ORT32_T4}", 0.99), precision=post(("fp32", 0.97), ("fp16", 0.03)))
     v = decide(evidence([set(), {ORT32}], stats=st))
     assert (v.status, v.platforms, v.strength) == (UNKNOWN, [], "weak")
-    assert v.evidence == ["1 of 2 outputs match a DB platform exactly: this platform is not in the DB as built",
-                          "classifier, confident (p >= 0.90): precision=fp32"]
+    assert v.evidence == [
+        "1 of 2 outputs match a DB platform exactly: this platform is not in the DB as built",
+        "classifier, confident (p >= 0.90): precision=fp32",
+    ]
     assert NO_CLASSIFIER not in v.evidence
 
 
 # -- decide: degraded forms ------------------------------------------------------------------------
-@pytest.mark.parametrize("common, strength", [([ORT32, PT32], "strong"), ([ORT32, ORT32_T4, PT32], "strong"),
-                                              ([ORT32, ORT32_T4, PT32, PT32_BS1], "weak")])
+@pytest.mark.parametrize(
+    "common, strength",
+    [([ORT32, PT32], "strong"), ([ORT32, ORT32_T4, PT32], "strong"), ([ORT32, ORT32_T4, PT32, PT32_BS1], "weak")],
+)
 def test_consistent_when_degraded_outputs_exclude_some_platforms(common, strength):
     per_query = [set(common) | {ORT16}, set(common), set(common) | {PTBF16}]
     v = decide(evidence(per_query, form="round4"))
     assert (v.status, v.strength, v.platforms) == (CONSISTENT, strength, sorted(common))
-    assert v.evidence == [f"{len(common)} of 6 DB platforms reproduce all 3 round4 outputs of logits; "
-                          "the others are excluded"]  # no classifier line: only unknown platforms get it
+    assert v.evidence == [
+        f"{len(common)} of 6 DB platforms reproduce all 3 round4 outputs of logits; the others are excluded"
+    ]  # no classifier line: only unknown platforms get it
     assert v.attributes["device"] == CPU and v.attributes["precision"] == "fp32"
 
 
@@ -152,8 +220,10 @@ def test_degraded_outputs_that_exclude_no_platform_are_consistent_with_all():
 def test_degraded_outputs_no_platform_reproduces_are_unknown():
     v = decide(evidence([{ORT32}, {PT32}], form="round3"))
     assert (v.status, v.platforms) == (UNKNOWN, [])
-    assert v.evidence == ["no DB platform reproduces all 2 round3 outputs: this platform is not in the DB as built",
-                          NO_CLASSIFIER]
+    assert v.evidence == [
+        "no DB platform reproduces all 2 round3 outputs: this platform is not in the DB as built",
+        NO_CLASSIFIER,
+    ]
 
 
 @pytest.mark.parametrize("p", [CONFIDENT, 0.97])
@@ -163,9 +233,11 @@ def test_likely_when_degraded_and_the_platform_class_is_confident(p):
     v = decide(evidence([set(DB), set(DB), set(DB)], form="round5", stats=st))
     assert (v.status, v.strength) == (LIKELY, "strong")
     assert v.platforms == [ORT32, ORT32_T4]
-    assert v.evidence == ["no DB platform is excluded by the round5 outputs",
-                          f"the classifier gives class {klass[:80]}... p={p:.4f}",
-                          "classifier, confident (p >= 0.90): precision=fp32"]
+    assert v.evidence == [
+        "no DB platform is excluded by the round5 outputs",
+        f"the classifier gives class {klass[:80]}... p={p:.4f}",
+        "classifier, confident (p >= 0.90): precision=fp32",
+    ]
     assert v.attributes["precision"] == "fp32" and "threads" not in v.attributes
 
 
@@ -201,12 +273,14 @@ def test_consistent_outranks_a_confident_classifier():
 
 # -- decide: undetermined targets, reports -------------------------------------------------------
 def _identified_with_classifier() -> Evidence:
-    st = stats(platform=platform_post(f"{ORT32} | {ORT32_T4}", 0.99),
-               precision=post(("fp32", 0.97), ("fp16", 0.03)),
-               threads=post(("4", 0.95), ("1", 0.05)),
-               runtime=post(("onnxruntime", 0.99), ("pytorch", 0.01)),
-               src=post(("-", 0.99), ("onnx", 0.01)),
-               opt=post(("all", 0.6), ("-", 0.4)))
+    st = stats(
+        platform=platform_post(f"{ORT32} | {ORT32_T4}", 0.99),
+        precision=post(("fp32", 0.97), ("fp16", 0.03)),
+        threads=post(("4", 0.95), ("1", 0.05)),
+        runtime=post(("onnxruntime", 0.99), ("pytorch", 0.01)),
+        src=post(("-", 0.99), ("onnx", 0.01)),
+        opt=post(("all", 0.6), ("-", 0.4)),
+    )
     return evidence([{ORT32, ORT32_T4}, {ORT32, ORT32_T4}], stats=st)
 
 
@@ -227,8 +301,12 @@ def test_report_confident_targets_and_json():
     assert d["db"] == {"path": "/db", "platforms": 6, "dtypes": ["float32"]}
     assert d["exact"]["common"] == [ORT32, ORT32_T4] and d["exact"]["matched_queries"] == 2
     targets = d["classifier"]["targets"]
-    assert targets["threads"] == {"top": [["4", 0.95], ["1", 0.05]], "confident": False, "values": ["1", "4"],
-                                  "note": "undetermined: bit-identical DB platforms differ in it"}
+    assert targets["threads"] == {
+        "top": [["4", 0.95], ["1", 0.05]],
+        "confident": False,
+        "values": ["1", "4"],
+        "note": "undetermined: bit-identical DB platforms differ in it",
+    }
     assert targets["precision"]["confident"] is True and "note" not in targets["precision"]
     assert targets["platform"]["confident"] is True and "values" not in targets["platform"]
     assert targets["opt"]["confident"] is False
@@ -244,13 +322,17 @@ def test_report_without_classifier_and_with_nearest():
     assert d["verdict"]["status"] == UNKNOWN and d["verdict"]["undetermined"] == {}
 
 
-@pytest.mark.parametrize("ev", [
-    _identified_with_classifier(),
-    evidence([{ORT32}, {PT32}]),
-    evidence([set(), set()], dtype="float16", nearest=[Nearest(PT32, 1.0)]),
-    evidence([{ORT32, PT32}, {ORT32, PT32}], form="round4"),
-    evidence([set(DB)], form="round5", stats=stats(platform=platform_post(f"{ORT32} | {PT32}", 0.95))),
-], ids=["identified", "mixed", "unknown", "consistent", "likely"])
+@pytest.mark.parametrize(
+    "ev",
+    [
+        _identified_with_classifier(),
+        evidence([{ORT32}, {PT32}]),
+        evidence([set(), set()], dtype="float16", nearest=[Nearest(PT32, 1.0)]),
+        evidence([{ORT32, PT32}, {ORT32, PT32}], form="round4"),
+        evidence([set(DB)], form="round5", stats=stats(platform=platform_post(f"{ORT32} | {PT32}", 0.95))),
+    ],
+    ids=["identified", "mixed", "unknown", "consistent", "likely"],
+)
 def test_decide_does_not_mutate_its_evidence(ev):
     before = copy.deepcopy(ev)
     decide(ev)
@@ -285,12 +367,18 @@ def test_claim_on_mixed_outputs():
     assert rep.verdict.status == MIXED
     some = verify(rep, {"runtime": "pytorch"}, DB)
     assert (some.verdict, some.exit_code) == (VERDICT_INCONSISTENT, 1)
-    assert some.evidence == ["the outputs come from several platforms; 1 of 2 queries match only platforms that do "
-                             "not satisfy the claim (query 0 first)"]
+    assert some.evidence == [
+        "the outputs come from several platforms; 1 of 2 queries match only platforms that do "
+        "not satisfy the claim (query 0 first)"
+    ]
     every = verify(rep, {"precision": "fp32"}, DB)
-    assert (every.verdict, every.evidence) == (VERDICT_CONSISTENT, [
-        "the outputs come from several platforms, and every query matches one that satisfies the claim "
-        f"(2 such platforms, e.g. {ORT32})"])
+    assert (every.verdict, every.evidence) == (
+        VERDICT_CONSISTENT,
+        [
+            "the outputs come from several platforms, and every query matches one that satisfies the claim "
+            f"(2 such platforms, e.g. {ORT32})"
+        ],
+    )
     none = verify(rep, {"precision": "bf16"}, DB)
     assert none.verdict == VERDICT_INCONSISTENT
 
@@ -298,8 +386,10 @@ def test_claim_on_mixed_outputs():
 def test_claim_no_db_platform_satisfies_is_inconclusive_without_classifier():
     r = verify(report_of(evidence([{ORT32}, {ORT32}])), {"precision": "int8"}, DB)
     assert (r.verdict, r.exit_code) == (VERDICT_INCONCLUSIVE, 3)
-    assert r.evidence == ["the DB holds no platform satisfying the claim; exact evidence cannot judge it",
-                          "no classifier given: attributes cannot be judged statistically"]
+    assert r.evidence == [
+        "the DB holds no platform satisfying the claim; exact evidence cannot judge it",
+        "no classifier given: attributes cannot be judged statistically",
+    ]
 
 
 def test_claim_on_degraded_consistent_outputs():
@@ -310,16 +400,19 @@ def test_claim_on_degraded_consistent_outputs():
     assert ok.evidence == [f"1 platform(s) consistent with the suspect's round4 outputs satisfy the claim, e.g. {PT32}"]
     bad = verify(rep, {"precision": "bf16"}, DB)
     assert bad.verdict == VERDICT_INCONSISTENT
-    assert bad.evidence == ["the DB holds 1 platform(s) satisfying the claim and none is consistent with the "
-                            "suspect's round4 outputs"]
+    assert bad.evidence == [
+        "the DB holds 1 platform(s) satisfying the claim and none is consistent with the suspect's round4 outputs"
+    ]
 
 
 def test_claim_on_unknown_raw_outputs_without_classifier_is_inconclusive():
     r = verify(report_of(evidence([set(), set()])), {"runtime": "pytorch"}, DB)
     assert (r.verdict, r.exit_code) == (VERDICT_INCONCLUSIVE, 3)
-    assert r.evidence == ["none of the 3 DB platforms satisfying the claim reproduces the outputs "
-                          "(the suspect is not in the DB as built)",
-                          "no classifier given: attributes cannot be judged statistically"]
+    assert r.evidence == [
+        "none of the 3 DB platforms satisfying the claim reproduces the outputs "
+        "(the suspect is not in the DB as built)",
+        "no classifier given: attributes cannot be judged statistically",
+    ]
 
 
 def test_unknown_claim_key_raises():
@@ -363,8 +456,10 @@ def test_statistical_claim_with_a_value_the_classifier_never_saw():
     rep = unknown_with(precision=post(("fp16", 0.99), ("fp32", 0.01), values=PRECISIONS))
     r = verify(rep, {"precision": "int8"}, DB)
     assert r.verdict == VERDICT_INCONCLUSIVE
-    assert r.evidence == ["the DB holds no platform satisfying the claim",
-                          "precision=int8: a value the classifier never saw; it cannot judge it"]
+    assert r.evidence == [
+        "the DB holds no platform satisfying the claim",
+        "precision=int8: a value the classifier never saw; it cannot judge it",
+    ]
 
 
 def test_statistical_claim_on_a_target_the_classifier_lacks():
@@ -375,8 +470,10 @@ def test_statistical_claim_on_a_target_the_classifier_lacks():
 
 
 def test_statistical_claim_one_value_against_outweighs_one_in_favour():
-    rep = unknown_with(precision=post(("fp16", 0.99), ("fp32", 0.01), values=PRECISIONS),
-                       runtime=post(("pytorch", 0.97), ("onnxruntime", 0.03)))
+    rep = unknown_with(
+        precision=post(("fp16", 0.99), ("fp32", 0.01), values=PRECISIONS),
+        runtime=post(("pytorch", 0.97), ("onnxruntime", 0.03)),
+    )
     assert verify(rep, {"precision": "fp16", "runtime": "onnxruntime"}, DB).verdict == VERDICT_INCONSISTENT
     assert verify(rep, {"precision": "fp16", "runtime": "pytorch"}, DB).verdict == VERDICT_CONSISTENT
 
@@ -385,20 +482,25 @@ VERSIONS = ["onnxruntime@1.31.0", "onnxruntime@1.32.0", "pytorch@2.12.0", "pytor
 
 
 def test_statistical_version_claim_matches_runtime_at_version():
-    rep = unknown_with(version=post(("onnxruntime@1.32.0", 0.96), ("pytorch@2.13.0", 0.03),
-                                    ("onnxruntime@1.31.0", 0.01), values=VERSIONS))
+    rep = unknown_with(
+        version=post(
+            ("onnxruntime@1.32.0", 0.96), ("pytorch@2.13.0", 0.03), ("onnxruntime@1.31.0", 0.01), values=VERSIONS
+        )
+    )
     ok = verify(rep, {"version": "1.32.0"}, DB)
     assert ok.verdict == VERDICT_CONSISTENT
     assert ok.evidence[-1] == "version=onnxruntime@1.32.0: classifier agrees, p=0.960"
     bad = verify(rep, {"version": "2.13.0"}, DB)
     assert bad.verdict == VERDICT_INCONSISTENT
-    assert bad.evidence[-1] == ("version=pytorch@2.13.0: classifier says onnxruntime@1.32.0 (p=0.960); "
-                                "the claimed value has p=0.030")
+    assert bad.evidence[-1] == (
+        "version=pytorch@2.13.0: classifier says onnxruntime@1.32.0 (p=0.960); the claimed value has p=0.030"
+    )
 
 
 def test_statistical_version_claim_outside_the_top_three_is_inconsistent():
-    rep = unknown_with(version=post(("onnxruntime@1.32.0", 0.96), ("pytorch@2.13.0", 0.02),
-                                    ("pytorch@2.12.0", 0.015), values=VERSIONS))
+    rep = unknown_with(
+        version=post(("onnxruntime@1.32.0", 0.96), ("pytorch@2.13.0", 0.02), ("pytorch@2.12.0", 0.015), values=VERSIONS)
+    )
     assert verify(rep, {"version": "1.31.0"}, DB).verdict == VERDICT_INCONSISTENT
 
 
@@ -433,10 +535,17 @@ def test_parse_claim():
     assert parse_claim("bs=1,bs=1") == {"bs": "1"}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("precision", "not key=value"), ("=fp16", "not key=value"), ("precision=", "not key=value"),
-    ("bs=1,bs=8", "gives bs twice"), ("", "the claim is empty"), (" , ,", "the claim is empty"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("precision", "not key=value"),
+        ("=fp16", "not key=value"),
+        ("precision=", "not key=value"),
+        ("bs=1,bs=8", "gives bs twice"),
+        ("", "the claim is empty"),
+        (" , ,", "the claim is empty"),
+    ],
+)
 def test_parse_claim_errors(text, message):
     with pytest.raises(HspiError, match=message):
         parse_claim(text)
@@ -480,7 +589,7 @@ def groups_of(unit: np.ndarray, n: int) -> list[np.ndarray]:
     out = []
     for u in np.unique(unit):
         rows = np.flatnonzero(unit == u)
-        out += [rows[k * n:(k + 1) * n] for k in range(len(rows) // n)]
+        out += [rows[k * n : (k + 1) * n] for k in range(len(rows) // n)]
     return out
 
 
@@ -543,7 +652,7 @@ def test_posterior_of_n_queries_is_the_tempered_product():
     clf = Classifier("raw", {"t": tm})
     rows = np.array([[0.7, 0.3]] * 3)
     assert clf.posterior(rows[:1])["t"]["x"] == pytest.approx(0.7)
-    assert clf.posterior(rows)["t"]["x"] == pytest.approx(0.7 ** 3 / (0.7 ** 3 + 0.3 ** 3))
+    assert clf.posterior(rows)["t"]["x"] == pytest.approx(0.7**3 / (0.7**3 + 0.3**3))
     tm.temperatures = {3: 3.0}
     assert clf.posterior(rows)["t"]["x"] == pytest.approx(0.7)  # T = n undoes summing n copies
     tm.temperatures = {1: 1.0, 4: 4.0}  # interpolated in log n between fitted counts, linear beyond
@@ -558,8 +667,9 @@ def test_posterior_of_n_queries_is_the_tempered_product():
     assert combine(lp, groups).tolist() == [0, 0, 1, 0]
 
 
-def _fixed_units(p_true: float, confused_every: int, units: int = 50, per: int = 64, seed: int = 0,
-                 independent: bool = False):
+def _fixed_units(
+    p_true: float, confused_every: int, units: int = 50, per: int = 64, seed: int = 0, independent: bool = False
+):
     """Log-probabilities of two classes per row; unit k has class k % 2. Independent rows are
     drawn from a calibrated Gaussian model; dependent rows repeat one vector per unit, favouring
     the wrong class in every ``confused_every``-th unit."""
@@ -623,8 +733,16 @@ def examples(kind: str, seed: int, probes: int = 80) -> Examples:
     if kind == "sep":
         X[:, FREE[:4]] = unit[:, None]
     label = np.array(TRAIN_PLATFORMS, dtype=object)[unit]
-    return Examples("raw", X, np.zeros((rows, 320), np.uint8), label, label.copy(),
-                    np.array(["digits"] * rows, dtype=object), np.tile(np.arange(probes), 2), unit)
+    return Examples(
+        "raw",
+        X,
+        np.zeros((rows, 320), np.uint8),
+        label,
+        label.copy(),
+        np.array(["digits"] * rows, dtype=object),
+        np.tile(np.arange(probes), 2),
+        unit,
+    )
 
 
 def test_train_holds_out_probes_and_fits_temperatures():
@@ -648,7 +766,8 @@ def test_a_confident_classifier_contradicting_exact_identity_is_set_aside():
     rep = report_of(evidence([{ORT32, ORT32_T4}, {ORT32, ORT32_T4}], stats=st))
     assert rep.verdict.status == IDENTIFIED
     assert rep.verdict.undetermined == {
-        "precision": "contradicted by the exact evidence: every bit-identical DB platform has precision=fp32"}
+        "precision": "contradicted by the exact evidence: every bit-identical DB platform has precision=fp32"
+    }
     assert rep.confident_targets() == {"runtime": "onnxruntime"}
     assert verify(rep, {"precision": "fp32"}, DB).verdict == VERDICT_CONSISTENT
 
@@ -670,8 +789,10 @@ def test_a_verdict_names_a_platform_or_its_bs1_sibling_when_the_platform_is_batc
     bs8, bs1 = PT32, PT32_BS1
 
     def report(named, batch_dependent=()):
-        return SimpleNamespace(verdict=SimpleNamespace(platforms=list(named)),
-                               evidence=SimpleNamespace(batch_dependent=list(batch_dependent)))
+        return SimpleNamespace(
+            verdict=SimpleNamespace(platforms=list(named)),
+            evidence=SimpleNamespace(batch_dependent=list(batch_dependent)),
+        )
 
     assert names_platform(report([bs8]), bs8) == (True, None)
     assert names_platform(report([bs1], [bs8]), bs8) == (True, bs1)  # served alone: computes what bs=1 computes

@@ -2,8 +2,8 @@ import numpy as np
 import onnx
 import pytest
 
-from hspi_onnx.models import ZOO
 from hspi_onnx.inputs.onnxfile import sha256_file
+from hspi_onnx.models import ZOO
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -22,8 +22,8 @@ def test_onnxruntime_equals_the_module(zoo, name):
     import onnxruntime as ort
     import torch
 
-    from hspi_onnx.models.export import load_module
     from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.models.export import load_module
 
     info = zoo[name]
     module = load_module(name, info.weights_path(), info.metadata["hspi.weights_sha256"])

@@ -30,15 +30,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from hspi_onnx.errors import HspiError
+from hspi_onnx.forms import top_indices
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.inputs.probes import BORDER_KIND, ProbeSet, generate
-from hspi_onnx.forms import top_indices
 from hspi_onnx.run.runner import batches
 
 MAX_BISECT = 60  # halvings of the segment: float32 points stop changing well before
@@ -87,12 +87,19 @@ class BorderResult:
         return c * (c - 1) // 2
 
     def as_dict(self) -> dict:
-        return {"probes": len(self.probes), "sha256": self.probes.sha256, "classes": len(self.classes),
-                "pairs": self.pairs, "separated_pairs": len(self.separated),
-                "separable_fraction": round(len(self.separated) / self.pairs, 4) if self.pairs else None,
-                "seeds_tried": self.seeds_tried, "candidates": self.candidates,
-                "runtime_calls": self.runtime_calls, "seconds": round(self.seconds, 1),
-                "unrunnable_classes": self.unrunnable}
+        return {
+            "probes": len(self.probes),
+            "sha256": self.probes.sha256,
+            "classes": len(self.classes),
+            "pairs": self.pairs,
+            "separated_pairs": len(self.separated),
+            "separable_fraction": round(len(self.separated) / self.pairs, 4) if self.pairs else None,
+            "seeds_tried": self.seeds_tried,
+            "candidates": self.candidates,
+            "runtime_calls": self.runtime_calls,
+            "seconds": round(self.seconds, 1),
+            "unrunnable_classes": self.unrunnable,
+        }
 
 
 def class_representatives(db, model: ModelInfo) -> tuple[list[Rep], dict[str, str]]:
@@ -118,8 +125,9 @@ def class_representatives(db, model: ModelInfo) -> tuple[list[Rep], dict[str, st
 
     reps, unrunnable = [], {}
     for key, labels in sorted(members.items()):
-        runnable = next(((label, pair) for label in sorted(labels, key=cost)
-                         if (pair := offered.get(label)) is not None), None)
+        runnable = next(
+            ((label, pair) for label in sorted(labels, key=cost) if (pair := offered.get(label)) is not None), None
+        )
         if runnable is None:
             unrunnable[key] = "no member of the class runs on this machine"
         else:
@@ -168,8 +176,9 @@ class Reference:
         return row.detach().numpy()[0].astype(np.float64), x.grad.detach().numpy()
 
 
-def pgd_segment(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray], steps: int, step: float,
-                spread: float = 0.01):
+def pgd_segment(
+    ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray], steps: int, step: float, spread: float = 0.01
+):
     """(x_a, x_b): the last two PGD iterates, on either side of the reference's boundary between
     its two top labels; None when ``steps`` do not flip the label. Each signed-gradient step is
     sized by the linear estimate of the margin it removes (1.5 times what the margin needs,
@@ -195,8 +204,10 @@ def pgd_segment(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray], 
             # platforms' boundaries lie that far apart (fp16, int8), not a float32 step
             delta = spread * max(abs(row[top2[0]]), 1e-3)
             half = delta / slope if slope else size
-            wide = (np.clip(x + half * np.sign(grad), spec.low, spec.high).astype(np.float32),
-                    np.clip(x - half * np.sign(grad), spec.low, spec.high).astype(np.float32))
+            wide = (
+                np.clip(x + half * np.sign(grad), spec.low, spec.high).astype(np.float32),
+                np.clip(x - half * np.sign(grad), spec.low, spec.high).astype(np.float32),
+            )
             ends = [int(np.argmax(ref.margin_step({**feeds, spec.name: w}, top2)[0])) for w in wide]
             return wide if ends[0] != ends[1] else (x, nxt)  # the estimate is linear: keep a true crossing
         if np.array_equal(nxt, x):
@@ -270,40 +281,70 @@ class Keeper:
             self.cover[pair] = self.cover.get(pair, 0) + 1
         self.inputs.append(feeds)
         self.labels.append(first)
-        self.provenance.append({**origin, "labels": [int(v) for v in first], "new_pairs": len(new),
-                                "pairs": len(split)})
+        self.provenance.append(
+            {**origin, "labels": [int(v) for v in first], "new_pairs": len(new), "pairs": len(split)}
+        )
         return True
 
 
 def _setup(db, model: ModelInfo) -> tuple[list[Rep], dict[str, str]]:
     reps, unrunnable = class_representatives(db, model)
     if len(reps) < 2:
-        raise HspiError(f"border probes separate classes: this machine runs {len(reps)} of the DB's classes of "
-                        f"{model.name}")
+        raise HspiError(
+            f"border probes separate classes: this machine runs {len(reps)} of the DB's classes of {model.name}"
+        )
     return reps, unrunnable
 
 
-def _result(model: ModelInfo, keeper: Keeper, seed: int, tried: int, t0: float, unrunnable: dict,
-            method: str, **params) -> BorderResult:
+def _result(
+    model: ModelInfo, keeper: Keeper, seed: int, tried: int, t0: float, unrunnable: dict, method: str, **params
+) -> BorderResult:
     from hspi_onnx.run.adapter import tool_versions
 
     if not keeper.inputs:
-        raise HspiError(f"no border probe separated any of the {len(keeper.reps)} classes in {tried} seeds "
-                        "(try more --seeds or a larger --steps)")
+        raise HspiError(
+            f"no border probe separated any of the {len(keeper.reps)} classes in {tried} seeds "
+            "(try more --seeds or a larger --steps)"
+        )
     inputs = {name: np.concatenate([f[name] for f in keeper.inputs]) for name in model.input_names}
     ids = np.arange(len(keeper.inputs), dtype=np.int64)
     probes = ProbeSet("border", BORDER_KIND, seed, "probe", inputs, ids)
     probes.name = f"border-{model.name}-{probes.sha256[:8]}"
     reps = keeper.reps
-    probes.provenance = {"method": method, "reference": "pytorch fp32", "classes": [r.key for r in reps],
-                         "representatives": [r.label for r in reps], "probes": keeper.provenance,
-                         "versions": tool_versions(), **params}
-    return BorderResult(probes, [r.key for r in reps], np.stack(keeper.labels), keeper.separated, tried,
-                        keeper.candidates, sum(r.calls for r in reps), time.perf_counter() - t0, unrunnable)
+    probes.provenance = {
+        "method": method,
+        "reference": "pytorch fp32",
+        "classes": [r.key for r in reps],
+        "representatives": [r.label for r in reps],
+        "probes": keeper.provenance,
+        "versions": tool_versions(),
+        **params,
+    }
+    return BorderResult(
+        probes,
+        [r.key for r in reps],
+        np.stack(keeper.labels),
+        keeper.separated,
+        tried,
+        keeper.candidates,
+        sum(r.calls for r in reps),
+        time.perf_counter() - t0,
+        unrunnable,
+    )
 
 
-def _search(db, model: ModelInfo, target: int, max_seeds: int, seed: int, redundancy: int, on_progress,
-            candidates, method: str, **params) -> BorderResult:
+def _search(
+    db,
+    model: ModelInfo,
+    target: int,
+    max_seeds: int,
+    seed: int,
+    redundancy: int,
+    on_progress,
+    candidates,
+    method: str,
+    **params,
+) -> BorderResult:
     """The loop both searches share: per seed, ``candidates(ref, reps, seed)`` yields
     (feeds, origin) pairs that :class:`Keeper` judges, until the set is full or every pair is
     split ``redundancy`` times."""
@@ -319,16 +360,30 @@ def _search(db, model: ModelInfo, target: int, max_seeds: int, seed: int, redund
             tried += 1
             for feeds, origin in candidates(ref, reps, s):
                 if keeper.consider(feeds, origin):
-                    on_progress({"kept": len(keeper.inputs), "separated": len(keeper.separated),
-                                 "pairs": len(keeper.pairs), "seeds": tried})
+                    on_progress(
+                        {
+                            "kept": len(keeper.inputs),
+                            "separated": len(keeper.separated),
+                            "pairs": len(keeper.pairs),
+                            "seeds": tried,
+                        }
+                    )
                 if len(keeper.inputs) >= target:
                     break
     return _result(model, keeper, seed, tried, t0, unrunnable, method, **params)
 
 
-def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, steps: int = 200,
-          step: float = 0.01, redundancy: int = 3,
-          on_progress: Callable[[dict], None] = lambda d: None) -> BorderResult:
+def craft(
+    db,
+    model: ModelInfo,
+    target: int = 64,
+    max_seeds: int = 200,
+    seed: int = 0,
+    steps: int = 200,
+    step: float = 0.01,
+    redundancy: int = 3,
+    on_progress: Callable[[dict], None] = lambda d: None,
+) -> BorderResult:
     """Border probes for ``model`` separating the DB's equivalence classes (see :class:`Keeper`);
     seeds are tried until every pair is split ``redundancy`` times, ``target`` probes are kept or
     ``max_seeds`` run out. Token inputs go to :func:`craft_tokens`."""
@@ -351,8 +406,19 @@ def craft(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: in
         for t in sorted(set(points)):
             yield {**start, model.primary.name: _point(xa, xb, t)}, {"seed": s, "t": t}
 
-    return _search(db, model, target, max_seeds, seed, redundancy, on_progress, candidates,
-                   "pgd-margin+runtime-bisection", steps=steps, step=step)
+    return _search(
+        db,
+        model,
+        target,
+        max_seeds,
+        seed,
+        redundancy,
+        on_progress,
+        candidates,
+        "pgd-margin+runtime-bisection",
+        steps=steps,
+        step=step,
+    )
 
 
 def token_margins(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -368,9 +434,17 @@ def token_margins(ref: Reference, model: ModelInfo, feeds: dict[str, np.ndarray]
     return top[:, 1] - top[:, 0]
 
 
-def craft_tokens(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, seed: int = 0, rounds: int = 200,
-                 redundancy: int = 3, on_progress: Callable[[dict], None] = lambda d: None,
-                 near: int = 8) -> BorderResult:
+def craft_tokens(
+    db,
+    model: ModelInfo,
+    target: int = 64,
+    max_seeds: int = 200,
+    seed: int = 0,
+    rounds: int = 200,
+    redundancy: int = 3,
+    on_progress: Callable[[dict], None] = lambda d: None,
+    near: int = 8,
+) -> BorderResult:
     """Border prompts for a model of token ids: from a seeded random prompt, greedy single-token
     substitutions (every vocabulary entry at one position per round, scored in one batch on the
     reference) drive the margin between the two top next-token logits down; the ``near`` prompts
@@ -387,8 +461,9 @@ def craft_tokens(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, s
             pos = tuple(int(rng.integers(d)) for d in x.shape)
             trial = np.repeat(x[None], spec.vocab, axis=0)
             trial[(slice(None), *pos)] = np.arange(spec.vocab, dtype=x.dtype)
-            m = token_margins(ref, model, {**{k: np.repeat(v, spec.vocab, axis=0) for k, v in feeds.items()},
-                                           spec.name: trial})
+            m = token_margins(
+                ref, model, {**{k: np.repeat(v, spec.vocab, axis=0) for k, v in feeds.items()}, spec.name: trial}
+            )
             for k in np.argsort(m)[:near]:
                 seen.setdefault(trial[k].tobytes(), float(m[k]))
             k = int(np.argmin(m))
@@ -400,5 +475,16 @@ def craft_tokens(db, model: ModelInfo, target: int = 64, max_seeds: int = 200, s
             prompt = np.frombuffer(raw, dtype=x.dtype).reshape(1, *x.shape)
             yield {**feeds, spec.name: prompt.copy()}, {"seed": s, "margin": margin}
 
-    return _search(db, model, target, max_seeds, seed, redundancy, on_progress, candidates,
-                   "greedy-token-substitution", rounds=rounds, near=near)
+    return _search(
+        db,
+        model,
+        target,
+        max_seeds,
+        seed,
+        redundancy,
+        on_progress,
+        candidates,
+        "greedy-token-substitution",
+        rounds=rounds,
+        near=near,
+    )

@@ -8,7 +8,7 @@ a class stays consistent while every answer equals its label.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,8 +57,10 @@ def label_table(db, probes) -> tuple[list[str], np.ndarray]:
 
     groups = [g for g in load_groups(db) if g.probes_sha256 == probes.sha256]
     if not groups:
-        raise HspiError(f"the DB holds no outputs on probe set {probes.name}: build it on them first "
-                        f"(hspi db build MODEL --db {db.root} --probes FILE)")
+        raise HspiError(
+            f"the DB holds no outputs on probe set {probes.name}: build it on them first "
+            f"(hspi db build MODEL --db {db.root} --probes FILE)"
+        )
     g = max(groups, key=lambda x: len(x.platforms))
     pos = {int(p): k for k, p in enumerate(g.ids)}
     missing = [int(p) for p in probes.ids if int(p) not in pos]

@@ -10,10 +10,13 @@ import typer
 from . import classify, db, demo, match, models, probes, query, run, runtimes, serve, survey
 
 app = typer.Typer(
-    name="hspi", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="hspi",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: no type column, docstrings wrapped as paragraphs
     help="Hardware and software platform inference for ONNX models: run models on many "
-         "runtimes and settings, and tell platforms apart by the bits of their outputs.",
+    "runtimes and settings, and tell platforms apart by the bits of their outputs.",
 )
 app.add_typer(models.app, name="models")
 app.add_typer(probes.app, name="probes")
@@ -33,8 +36,9 @@ _STATE = {"debug": False}
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(
+    ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False
+) -> None:
     """Options for every command."""
     ctx.obj = {"debug": debug}
     _STATE["debug"] = debug

@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 
 from hspi_onnx import choices
 from hspi_onnx.choices import cli_choices
-
 
 # choices built from the library's enums (hspi_onnx/choices.py): the forms a classifier learns
 # from (every form but the LM's logprobs), the methods, the evaluation protocols
@@ -44,24 +44,107 @@ def values(items) -> list[str] | None:
     return None if items is None else [getattr(i, "value", i) for i in items]
 
 
-ModelArg = Annotated[str, typer.Argument(metavar="MODEL", help="Zoo model name (see `hspi models list`) or path to any ONNX file.", show_default=False)]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODEL", help="Zoo model name (see `hspi models list`) or path to any ONNX file.", show_default=False
+    ),
+]
 DbOpt = Annotated[Path, typer.Option("--db", metavar="DIR", help="Reference DB directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-PlatformsOpt = Annotated[Optional[list[str]], typer.Option("--platforms", "-p", metavar="GLOB", help="Platform glob(s), e.g. 'onnxruntime/*/fp16/*'; repeatable. Default: every available variant.", show_default=False)]
-ProbesOpt = Annotated[Optional[Path], typer.Option("--probes", metavar="FILE", help="Probe-set .npz (hspi probes make). Default: generate one.", show_default=False)]
-KindOpt = Annotated[Optional[ProbeKind], typer.Option("--kind", help="Probe kind when generating (default: noise for images and tensors, tokens for ids).", show_default=False)]
+PlatformsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platforms",
+        "-p",
+        metavar="GLOB",
+        help="Platform glob(s), e.g. 'onnxruntime/*/fp16/*'; repeatable. Default: every available variant.",
+        show_default=False,
+    ),
+]
+ProbesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--probes", metavar="FILE", help="Probe-set .npz (hspi probes make). Default: generate one.", show_default=False
+    ),
+]
+KindOpt = Annotated[
+    ProbeKind | None,
+    typer.Option(
+        "--kind",
+        help="Probe kind when generating (default: noise for images and tensors, tokens for ids).",
+        show_default=False,
+    ),
+]
 NProbesOpt = Annotated[int, typer.Option("-n", metavar="N", min=1, help="Number of probes to generate.")]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="INT", help="Seed when generating probes.")]
-DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", metavar="SYMBOL=SIZE", help="Size of a dynamic input axis by its symbol, e.g. sequence=32; repeatable (default 16).", show_default=False)]
-ExtraOpt = Annotated[bool, typer.Option("--extra-variants", help="Also the opt-in variants: instruction-set caps and torch.compile.")]
-InProcessOpt = Annotated[bool, typer.Option("--in-process", help="Run platforms in this process instead of worker processes (debugging: a crashing runtime takes the command with it).")]
-ModelsOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", metavar="MODEL", help="Only this model (name or sha256); repeatable.", show_default=False)]
-TargetsOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", metavar="TARGET", help="Only this target (platform, runtime, precision, a knob); repeatable.", show_default=False)]
-OutputNameOpt = Annotated[Optional[str], typer.Option("--output-name", metavar="NAME", help="The model output to learn from or compare (default: each model's first).", show_default=False)]
-ClassifierOpt = Annotated[Optional[Path], typer.Option("--classifier", "-c", metavar="DIR", help="Classifier directory (hspi train); needed for attributes of unknown platforms and degraded outputs.", show_default=False)]
-SuspectArg = Annotated[Path, typer.Argument(metavar="SUSPECT", help="Suspect outputs: .npz (hspi run), KServe v2 JSON/JSONL, or hspi-suspect/1 JSON.", show_default=False)]
-QueriesOpt = Annotated[Optional[list[int]], typer.Option("--queries", metavar="N", min=1, help="Query counts n; repeatable.", show_default=False)]
+DimOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dim",
+        metavar="SYMBOL=SIZE",
+        help="Size of a dynamic input axis by its symbol, e.g. sequence=32; repeatable (default 16).",
+        show_default=False,
+    ),
+]
+ExtraOpt = Annotated[
+    bool, typer.Option("--extra-variants", help="Also the opt-in variants: instruction-set caps and torch.compile.")
+]
+InProcessOpt = Annotated[
+    bool,
+    typer.Option(
+        "--in-process",
+        help="Run platforms in this process instead of worker processes (debugging: a crashing runtime takes the command with it).",
+    ),
+]
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model", "-m", metavar="MODEL", help="Only this model (name or sha256); repeatable.", show_default=False
+    ),
+]
+TargetsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        "-t",
+        metavar="TARGET",
+        help="Only this target (platform, runtime, precision, a knob); repeatable.",
+        show_default=False,
+    ),
+]
+OutputNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output-name",
+        metavar="NAME",
+        help="The model output to learn from or compare (default: each model's first).",
+        show_default=False,
+    ),
+]
+ClassifierOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--classifier",
+        "-c",
+        metavar="DIR",
+        help="Classifier directory (hspi train); needed for attributes of unknown platforms and degraded outputs.",
+        show_default=False,
+    ),
+]
+SuspectArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="SUSPECT",
+        help="Suspect outputs: .npz (hspi run), KServe v2 JSON/JSONL, or hspi-suspect/1 JSON.",
+        show_default=False,
+    ),
+]
+QueriesOpt = Annotated[
+    list[int] | None,
+    typer.Option("--queries", metavar="N", min=1, help="Query counts n; repeatable.", show_default=False),
+]
 
 
 def parse_dims(items: list[str] | None) -> dict[str, int]:
@@ -90,13 +173,25 @@ def emit_json(data) -> None:
 
 
 def progress(quiet: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console(stderr=True), disable=quiet, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        disable=quiet,
+        transient=False,
     )
 
 

@@ -3,31 +3,92 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from typing import Annotated, Optional
-
 from hspi_onnx.errors import HspiError
 
-from .common import (DbOpt, DimOpt, ExtraOpt, InProcessOpt, JsonOpt, KindOpt, ModelArg, NProbesOpt, PlatformsOpt,
-                     ProbesOpt, QuietOpt, SeedOpt, console, emit_json, label_shortener, load_probe_arg, progress,
-                     short_label)
+from .common import (
+    DbOpt,
+    DimOpt,
+    ExtraOpt,
+    InProcessOpt,
+    JsonOpt,
+    KindOpt,
+    ModelArg,
+    NProbesOpt,
+    PlatformsOpt,
+    ProbesOpt,
+    QuietOpt,
+    SeedOpt,
+    console,
+    emit_json,
+    label_shortener,
+    load_probe_arg,
+    progress,
+    short_label,
+)
 
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
-RemoteOpt = Annotated[Optional[list[str]], typer.Option("--remote", metavar="URL", help="Build the platform that `hspi serve MODEL -p PLATFORM --reveal-platform` serves at URL, on that machine's hardware (repeatable).", show_default=False)]
-RayOpt = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Build over a Ray cluster (HOST:PORT, ray://HOST:PORT or auto): every node runs the platforms it offers; needs the [ray] extra (docs/scale.md).", show_default=False)]
-CrossCheckOpt = Annotated[int, typer.Option("--cross-check", metavar="N", min=0, help="With --ray: run each platform that a second node offers there too, on its first N probes (whole batches), and flag differing bits (0: never).")]
-AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="With --remote: environment variable holding the Authorization header's value.", show_default=False)]
+RemoteOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--remote",
+        metavar="URL",
+        help="Build the platform that `hspi serve MODEL -p PLATFORM --reveal-platform` serves at URL, on that machine's hardware (repeatable).",
+        show_default=False,
+    ),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Build over a Ray cluster (HOST:PORT, ray://HOST:PORT or auto): every node runs the platforms it offers; needs the [ray] extra (docs/scale.md).",
+        show_default=False,
+    ),
+]
+CrossCheckOpt = Annotated[
+    int,
+    typer.Option(
+        "--cross-check",
+        metavar="N",
+        min=0,
+        help="With --ray: run each platform that a second node offers there too, on its first N probes (whole batches), and flag differing bits (0: never).",
+    ),
+]
+AuthEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--auth-env",
+        metavar="VAR",
+        help="With --remote: environment variable holding the Authorization header's value.",
+        show_default=False,
+    ),
+]
 EXIT_PARTIAL = 3
 
 
 @app.command("build")
-def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: ProbesOpt = None,
-          kind: KindOpt = None, n: NProbesOpt = 64, seed: SeedOpt = 0, dim: DimOpt = None,
-          extra: ExtraOpt = False, in_process: InProcessOpt = False, remote: RemoteOpt = None,
-          auth_env: AuthEnvOpt = None, ray: RayOpt = None, cross_check: CrossCheckOpt = 8,
-          quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+def build(
+    model: ModelArg,
+    db: DbOpt,
+    platforms: PlatformsOpt = None,
+    probes: ProbesOpt = None,
+    kind: KindOpt = None,
+    n: NProbesOpt = 64,
+    seed: SeedOpt = 0,
+    dim: DimOpt = None,
+    extra: ExtraOpt = False,
+    in_process: InProcessOpt = False,
+    remote: RemoteOpt = None,
+    auth_env: AuthEnvOpt = None,
+    ray: RayOpt = None,
+    cross_check: CrossCheckOpt = 8,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Run every selected platform over the probes into DB, each in a worker process of its
     runtime family (resumable; a platform that fails or crashes is recorded; exit 3 if partial).
     With --remote, the platform another machine serves (hspi serve --reveal-platform) instead;
@@ -43,8 +104,9 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
     ref = ReferenceDB(db, create=True)
     out = console(stderr=True)
     if remote and (platforms or in_process or extra or ray):
-        raise HspiError("--remote builds the platform the remote server serves: drop -p, --in-process, "
-                        "--extra-variants and --ray")
+        raise HspiError(
+            "--remote builds the platform the remote server serves: drop -p, --in-process, --extra-variants and --ray"
+        )
     if ray and in_process:
         raise HspiError("--ray runs platforms on the cluster's nodes: drop --in-process")
     cluster = None
@@ -53,15 +115,19 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
         if ray:
             from hspi_onnx.run.cluster import RayRunner
 
-            cluster = stack.enter_context(RayRunner(ray, cross_check, on_note=lambda line: out.print(
-                line, highlight=False, soft_wrap=True)))
+            cluster = stack.enter_context(
+                RayRunner(ray, cross_check, on_note=lambda line: out.print(line, highlight=False, soft_wrap=True))
+            )
             plan = cluster.plan(info, probe_set, platforms, extra)
             if not (quiet or as_json):
                 for node in cluster.report()["nodes"]:
                     if not node.get("error"):
                         cap = f", capped at {node['isa_cap']}" if node.get("isa_cap") else ""
-                        out.print(f"node {node['node'][:12]} ({node['address']}, {node['isa']}{cap}): "
-                                  f"{node['platforms']} platforms", highlight=False)
+                        out.print(
+                            f"node {node['node'][:12]} ({node['address']}, {node['isa']}{cap}): "
+                            f"{node['platforms']} platforms",
+                            highlight=False,
+                        )
             summaries.append(build_with_bars(ref, info, probe_set, None, extra, cluster, quiet, as_json, out, plan))
         elif remote:
             from hspi_onnx.cli.query import authorization
@@ -70,8 +136,9 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
             for url in remote:
                 runner = stack.enter_context(RemoteRunner(url, authorization(auth_env)))
                 label, _ = runner.served(info)
-                summaries.append(build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out,
-                                                  [(None, label)]))
+                summaries.append(
+                    build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out, [(None, label)])
+                )
         else:
             runner = stack.enter_context(Runner(in_process=in_process))
             summaries.append(build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, None))
@@ -80,8 +147,10 @@ def build(model: ModelArg, db: DbOpt, platforms: PlatformsOpt = None, probes: Pr
         emit_json(docs[0] if len(docs) == 1 else docs)
     else:
         for summary in summaries:
-            console().print(f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
-                            f"{len(summary.failed)} failed, {len(summary.nondeterministic)} not repeatable -> {db}")
+            console().print(
+                f"run {summary.run_id}: {len(summary.built)} built, {len(summary.skipped)} already there, "
+                f"{len(summary.failed)} failed, {len(summary.nondeterministic)} not repeatable -> {db}"
+            )
             if quiet:  # without bars the failures were not shown as they happened
                 for label, reason in summary.failed.items():
                     out.print(f"failed {label}: {reason}", highlight=False, soft_wrap=True)
@@ -109,7 +178,9 @@ def build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_js
                     bar.remove_task(running.pop(data["platform"]))
                 bar.advance(overall)
                 if kind == "failed" and not quiet:
-                    out.print(f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True)
+                    out.print(
+                        f"[red]failed[/red] {data['platform']}: {data['reason']}", highlight=False, soft_wrap=True
+                    )
             elif kind == "note":
                 out.print(f"[yellow]note[/yellow] {data['line']}", highlight=False, soft_wrap=True)
 
@@ -129,8 +200,10 @@ def upgrade(db: DbOpt, quiet: QuietOpt = False, as_json: JsonOpt = False) -> Non
     if as_json:
         emit_json(report)
     else:
-        console().print(f"{db}: schema {report['from']} -> {report['to']}, {report['shards_rewritten']} shards rewritten",
-                        highlight=False)
+        console().print(
+            f"{db}: schema {report['from']} -> {report['to']}, {report['shards_rewritten']} shards rewritten",
+            highlight=False,
+        )
 
 
 @app.command("index")
@@ -148,14 +221,21 @@ def index(db: DbOpt, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
         with ref.locked():
             build_index(ref, on_shard=lambda: bar.advance(task))
     idx = load_index(ref, rebuild=False)
-    report = {"db": str(db), "outputs": int(len(idx.digest)), "platforms": len(idx.platforms),
-              "groups": len(idx.groups), "seconds": round(time.perf_counter() - t0, 3)}
+    report = {
+        "db": str(db),
+        "outputs": int(len(idx.digest)),
+        "platforms": len(idx.platforms),
+        "groups": len(idx.groups),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     if as_json:
         emit_json(report)
     else:
-        console().print(f"indexed {report['outputs']} outputs of {report['platforms']} platforms in "
-                        f"{report['groups']} (model, probe set) groups in {report['seconds']} s -> {db}/index",
-                        highlight=False)
+        console().print(
+            f"indexed {report['outputs']} outputs of {report['platforms']} platforms in "
+            f"{report['groups']} (model, probe set) groups in {report['seconds']} s -> {db}/index",
+            highlight=False,
+        )
 
 
 @app.command("info")
@@ -170,15 +250,30 @@ def info(db: DbOpt, as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("model", "probe set", "outputs", "platforms", "rows", "output bytes",
-                  title=f"reference DB {db} (schema {report['schema']})")
+    table = Table(
+        "model",
+        "probe set",
+        "outputs",
+        "platforms",
+        "rows",
+        "output bytes",
+        title=f"reference DB {db} (schema {report['schema']})",
+    )
     for g in report["groups"]:
-        table.add_row(g["model"], g["probes"], ", ".join(g["outputs"]), str(g["platforms"]), str(g["rows"]),
-                      str(g["output_bytes"]))
+        table.add_row(
+            g["model"],
+            g["probes"],
+            ", ".join(g["outputs"]),
+            str(g["platforms"]),
+            str(g["rows"]),
+            str(g["output_bytes"]),
+        )
     out = console()
     out.print(table)
-    out.print(f"{report['shards']} shards, {report['bytes_on_disk']} bytes on disk, {report['runs']} build runs, "
-              f"{report['failures']} failures, {report['nondeterministic']} non-repeatable platform runs")
+    out.print(
+        f"{report['shards']} shards, {report['bytes_on_disk']} bytes on disk, {report['runs']} build runs, "
+        f"{report['failures']} failures, {report['nondeterministic']} non-repeatable platform runs"
+    )
 
 
 @app.command("classes")
@@ -195,8 +290,13 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
 
     out = console()
     for g in report:
-        table = Table("class", "size", title=f"{g['model']} on {g['probes']}: {g['n_platforms']} platforms, "
-                      f"{len(g['classes'])} classes, {g['n_probes']} probes", show_lines=True)
+        table = Table(
+            "class",
+            "size",
+            title=f"{g['model']} on {g['probes']}: {g['n_platforms']} platforms, "
+            f"{len(g['classes'])} classes, {g['n_probes']} probes",
+            show_lines=True,
+        )
         table.add_column("platforms", overflow="fold")
         table.add_column("closest class (fraction of probes that separate)")
         short = label_shortener([lab for c in g["classes"] for lab in c["platforms"]])
@@ -225,23 +325,37 @@ def verify(db: DbOpt, as_json: JsonOpt = False) -> None:
             out.print(f"[red]problem[/red] {p}", highlight=False, soft_wrap=True)
         if report["unmeasured"]:
             knobs = sorted({k for missing in report["unmeasured"].values() for k in missing})
-            out.print(f"[yellow]note[/yellow] {len(report['unmeasured'])} platforms were built before labels carried "
-                      f"measured kernel state ({', '.join(knobs)}): their labels do not say which kernels ran; "
-                      f"rebuild them to compare with new builds", highlight=False, soft_wrap=True)
-        out.print(f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['rows']} rows checked"
-                  + (f"; unfinished runs: {', '.join(report['unfinished_runs'])}" if report.get("unfinished_runs") else ""))
+            out.print(
+                f"[yellow]note[/yellow] {len(report['unmeasured'])} platforms were built before labels carried "
+                f"measured kernel state ({', '.join(knobs)}): their labels do not say which kernels ran; "
+                f"rebuild them to compare with new builds",
+                highlight=False,
+                soft_wrap=True,
+            )
+        out.print(
+            f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['rows']} rows checked"
+            + (f"; unfinished runs: {', '.join(report['unfinished_runs'])}" if report.get("unfinished_runs") else "")
+        )
     if not report["ok"]:
         raise typer.Exit(1)
 
 
 @app.command("sql")
-def sql(query: Annotated[str, typer.Argument(help="SQL over the view `outputs` (one row per probe, output and platform).", show_default=False)],
-        db: DbOpt, as_json: JsonOpt = False) -> None:
+def sql(
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over the view `outputs` (one row per probe, output and platform).", show_default=False
+        ),
+    ],
+    db: DbOpt,
+    as_json: JsonOpt = False,
+) -> None:
     """Run DuckDB SQL over the shards (view `outputs`; schema in docs/db.md)."""
     import duckdb
 
-    from hspi_onnx.errors import HspiError
     from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.errors import HspiError
 
     con = ReferenceDB(db).connect()
     try:
@@ -262,9 +376,14 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the view `outputs` (
 
 
 @app.command("merge")
-def merge(sources: Annotated[list[Path], typer.Argument(help="Reference DBs to merge.", show_default=False)],
-          out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Target DB (created, or merged into).", show_default=False)],
-          as_json: JsonOpt = False) -> None:
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Reference DBs to merge.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Option("-o", "--output", metavar="PATH", help="Target DB (created, or merged into).", show_default=False),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
     """Union of DBs built on different machines; a label whose runs disagree is reported as
     non-deterministic, never overwritten."""
     from hspi_onnx.db.merge import merge as run_merge
@@ -274,11 +393,17 @@ def merge(sources: Annotated[list[Path], typer.Argument(help="Reference DBs to m
         emit_json(report)
         return
     con = console()
-    con.print(f"merged {len(sources)} DBs into {out}: {report['shards_copied']} shards copied, "
-              f"{report['shards_identical']} already there, {len(report['conflicts'])} conflicting labels")
+    con.print(
+        f"merged {len(sources)} DBs into {out}: {report['shards_copied']} shards copied, "
+        f"{report['shards_identical']} already there, {len(report['conflicts'])} conflicting labels"
+    )
     for c in report["conflicts"]:
-        con.print(f"[red]non-deterministic[/red] {c['platform']}: runs {', '.join(c['runs'])} differ on "
-                  f"{c['probes_differing']} probes", highlight=False, soft_wrap=True)
+        con.print(
+            f"[red]non-deterministic[/red] {c['platform']}: runs {', '.join(c['runs'])} differ on "
+            f"{c['probes_differing']} probes",
+            highlight=False,
+            soft_wrap=True,
+        )
     from hspi_onnx.run.kernels import describe_difference
 
     for d in report["differences"]:

@@ -4,26 +4,48 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .common import QuietOpt, console, progress
 
 
-def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Directory for the DB, classifier, plots and suspect file.")] = Path("hspi-demo"),
-         quick: Annotated[bool, typer.Option("--quick", help="Smaller run: the digits model, the LM on 4 platforms, 120 probes.")] = False,
-         probes: Annotated[Optional[int], typer.Option("-n", min=1, help="Probes per model (default 300; 120 with --quick).", show_default=False)] = None,
-         seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the black box's choice (default: random, printed).", show_default=False)] = None,
-         quiet: QuietOpt = False) -> None:
+def demo(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", metavar="PATH", help="Directory for the DB, classifier, plots and suspect file."
+        ),
+    ] = Path("hspi-demo"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller run: the digits model, the LM on 4 platforms, 120 probes.")
+    ] = False,
+    probes: Annotated[
+        int | None,
+        typer.Option("-n", min=1, help="Probes per model (default 300; 120 with --quick).", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the black box's choice (default: random, printed).", show_default=False),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
     """End to end on this machine: build the default DB, train, evaluate (plots), run a
     platform chosen at random as a black box behind `hspi serve` (KServe v2 over localhost),
     query it with `hspi query`, match its answers, verify a true and a false claim; then the
     same with the language model behind the OpenAI-compatible endpoint."""
     import numpy as np
 
-    from hspi_onnx.demo import (DemoConfig, build_db, evaluate_for_plots, language_models, new_seed, play_black_box,
-                                train_classifier)
+    from hspi_onnx.demo import (
+        DemoConfig,
+        build_db,
+        evaluate_for_plots,
+        language_models,
+        new_seed,
+        play_black_box,
+        train_classifier,
+    )
     from hspi_onnx.match.claims import parse_claim, verify
     from hspi_onnx.match.identify import names_platform
 
@@ -39,8 +61,11 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
     con = console()
     timings = {}
 
-    con.print(f"[bold]1. reference DB[/bold]: {', '.join(cfg.models)} x every available CPU platform, "
-              f"{cfg.probes} probes -> {cfg.out / 'db'}", highlight=False)
+    con.print(
+        f"[bold]1. reference DB[/bold]: {', '.join(cfg.models)} x every available CPU platform, "
+        f"{cfg.probes} probes -> {cfg.out / 'db'}",
+        highlight=False,
+    )
     with progress(quiet) as bar:
         tasks: dict[str, int] = {}
 
@@ -52,16 +77,19 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
 
         db, built = build_db(cfg, on_event)
     for info, _, s in built:
-        con.print(f"   {info.name}: {len(s.built)} built, {len(s.skipped)} already there, {len(s.failed)} failed",
-                  highlight=False)
+        con.print(
+            f"   {info.name}: {len(s.built)} built, {len(s.skipped)} already there, {len(s.failed)} failed",
+            highlight=False,
+        )
     timings["db"] = time.perf_counter() - t0
 
     con.print("[bold]2. classifier[/bold] (CatBoost per target)", highlight=False)
     with progress(quiet) as bar:
         feat = bar.add_task("features", total=sum(len(s.built) + len(s.skipped) for _, _, s in built))
         tgt = bar.add_task("targets", total=None)
-        clf, clf_path, trained = train_classifier(db, cfg, lambda: bar.advance(feat),
-                                                  lambda name, sec: bar.advance(tgt))
+        clf, clf_path, trained = train_classifier(
+            db, cfg, lambda: bar.advance(feat), lambda name, sec: bar.advance(tgt)
+        )
     con.print(f"   {'trained' if trained else 'up to date'}: {len(clf.targets)} targets -> {clf_path}", highlight=False)
     timings["train"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -83,12 +111,17 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
         boxes.append(("5", "openai", "top-5 log-probabilities of the next token"))
     ok = True
     for step, protocol, what in boxes:
-        con.print(f"[bold]{step}. black box over {protocol}[/bold] (seed {seed}): hspi serve runs a hidden platform; "
-                  f"hspi query asks it {cfg.queries} probes over localhost", highlight=False)
+        con.print(
+            f"[bold]{step}. black box over {protocol}[/bold] (seed {seed}): hspi serve runs a hidden platform; "
+            f"hspi query asks it {cfg.queries} probes over localhost",
+            highlight=False,
+        )
         box = play_black_box(db, built, cfg, np.random.default_rng(seed), protocol)
         con.print(f"   {box.model}: its answers ({what}) -> {box.suspect}; server stopped", highlight=False)
         # the classifier was trained on raw outputs: the log-probabilities are matched on exact evidence
-        match_report, platforms, _ = run_match(box.suspect, db.root, clf_path if protocol == "kserve-v2" else None, True)
+        match_report, platforms, _ = run_match(
+            box.suspect, db.root, clf_path if protocol == "kserve-v2" else None, True
+        )
         print_match(match_report)
         results = []
         for claim in (box.true_claim, box.false_claim):
@@ -98,16 +131,29 @@ def demo(out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", hel
         found, sibling = names_platform(match_report, box.label)
         con.print(f"   reveal: the hidden platform was {box.label}", highlight=False, soft_wrap=True)
         if sibling:
-            con.print(f"   its outputs depend on what shares its batch (recorded at build): served one request at a time "
-                      f"it computes what {short_label(sibling)} computes, which the matcher named", highlight=False)
-        con.print(f"   matcher {'named it' if found else 'did NOT name it'} ({match_report.verdict.status}); "
-                  f"true claim -> {results[0]}, false claim -> {results[1]}", highlight=False)
+            con.print(
+                f"   its outputs depend on what shares its batch (recorded at build): served one request at a time "
+                f"it computes what {short_label(sibling)} computes, which the matcher named",
+                highlight=False,
+            )
+        con.print(
+            f"   matcher {'named it' if found else 'did NOT name it'} ({match_report.verdict.status}); "
+            f"true claim -> {results[0]}, false claim -> {results[1]}",
+            highlight=False,
+        )
         ok = ok and found and results == ["CONSISTENT", "INCONSISTENT"]
     timings["match"] = time.perf_counter() - t0 - sum(timings.values())
 
-    con.print(f"   DB {cfg.out / 'db'}, classifier {clf_path}, plots {cfg.out / 'plots'} ({len(plots)} PNG), "
-              f"eval report {cfg.out / 'eval.json'}", highlight=False)
-    con.print("   time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-              + f", total {time.perf_counter() - t0:.0f} s", highlight=False)
+    con.print(
+        f"   DB {cfg.out / 'db'}, classifier {clf_path}, plots {cfg.out / 'plots'} ({len(plots)} PNG), "
+        f"eval report {cfg.out / 'eval.json'}",
+        highlight=False,
+    )
+    con.print(
+        "   time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + f", total {time.perf_counter() - t0:.0f} s",
+        highlight=False,
+    )
     if not ok:
         raise typer.Exit(1)

@@ -4,19 +4,45 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .common import ClassifierOpt, DbOpt, JsonOpt, PlatformsOpt, QuietOpt, SuspectArg, console, emit_json, progress
 
-ClaimOpt = Annotated[str, typer.Option("--claim", help='What the provider claims, e.g. "precision=fp16,runtime=onnxruntime".', show_default=False)]
-ReplayOpt = Annotated[bool, typer.Option("--replay", help="Run the DB's platforms of the model (those this machine offers) on the inputs the suspect carries (.npz inputs, a KServe request/response log, prompts), cache them in the DB as a group of their own, and match against it.")]
-ReplayModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help="With --replay: the model (zoo name or ONNX file), when neither the suspect nor the DB names one.", show_default=False)]
+ClaimOpt = Annotated[
+    str,
+    typer.Option(
+        "--claim", help='What the provider claims, e.g. "precision=fp16,runtime=onnxruntime".', show_default=False
+    ),
+]
+ReplayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--replay",
+        help="Run the DB's platforms of the model (those this machine offers) on the inputs the suspect carries (.npz inputs, a KServe request/response log, prompts), cache them in the DB as a group of their own, and match against it.",
+    ),
+]
+ReplayModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        metavar="MODEL",
+        help="With --replay: the model (zoo name or ONNX file), when neither the suspect nor the DB names one.",
+        show_default=False,
+    ),
+]
 
 
-def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool, replay: bool = False,
-              model: str | None = None, platforms: list[str] | None = None):
+def run_match(
+    suspect_path: Path,
+    db: Path,
+    classifier: Path | None,
+    quiet: bool,
+    replay: bool = False,
+    model: str | None = None,
+    platforms: list[str] | None = None,
+):
     """(the match report, the DB platforms of the suspect's model, the replay plan or None)."""
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.errors import HspiError
@@ -37,8 +63,14 @@ def run_match(suspect_path: Path, db: Path, classifier: Path | None, quiet: bool
             bar["bar"] = stack.enter_context(progress(quiet))
             bar["task"] = bar["bar"].add_task("digest index", total=shards)
 
-        report = match_suspect(suspect, ReferenceDB(db), classifier, warn=lambda m: err.print(f"warning: {m}"),
-                               on_index=on_index, on_shard=lambda: bar["bar"].advance(bar["task"]))
+        report = match_suspect(
+            suspect,
+            ReferenceDB(db),
+            classifier,
+            warn=lambda m: err.print(f"warning: {m}"),
+            on_index=on_index,
+            on_shard=lambda: bar["bar"].advance(bar["task"]),
+        )
     return report, report.evidence.db_platforms, plan
 
 
@@ -55,19 +87,30 @@ def _replay(suspect, db: Path, model: str | None, platforms: list[str] | None, q
     plan = plan_replay(ref, suspect, info, platforms)
     err = console(stderr=True)
     with Runner() as runner:
-        summary = build_with_bars(ref, info, plan.probes, None, False, runner, quiet, quiet, err,
-                                  [(a, p) for a, p in plan.plan])
+        summary = build_with_bars(
+            ref, info, plan.probes, None, False, runner, quiet, quiet, err, [(a, p) for a, p in plan.plan]
+        )
     plan.summary = summary
     if not quiet:
-        err.print(f"replay {plan.probes.name}: {len(plan.probes)} inputs, {len(summary.built)} platform(s) run, "
-                  f"{len(summary.skipped)} cached, {len(summary.failed)} failed, {len(plan.missing)} of the DB's "
-                  "not available here", highlight=False)
+        err.print(
+            f"replay {plan.probes.name}: {len(plan.probes)} inputs, {len(summary.built)} platform(s) run, "
+            f"{len(summary.skipped)} cached, {len(summary.failed)} failed, {len(plan.missing)} of the DB's "
+            "not available here",
+            highlight=False,
+        )
     return replayed_suspect(suspect, plan), plan
 
 
-def match_cmd(suspect: SuspectArg, db: DbOpt, classifier: ClassifierOpt = None, replay: ReplayOpt = False,
-              model: ReplayModelOpt = None, platforms: PlatformsOpt = None,
-              quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+def match_cmd(
+    suspect: SuspectArg,
+    db: DbOpt,
+    classifier: ClassifierOpt = None,
+    replay: ReplayOpt = False,
+    model: ReplayModelOpt = None,
+    platforms: PlatformsOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Which platform produced SUSPECT: exact digest lookup first, the classifier second.
     With --replay, on the inputs the suspect carries instead of a DB probe set."""
     report, _, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
@@ -77,9 +120,17 @@ def match_cmd(suspect: SuspectArg, db: DbOpt, classifier: ClassifierOpt = None, 
         print_match(report)
 
 
-def verify_cmd(suspect: SuspectArg, db: DbOpt, claim: ClaimOpt, classifier: ClassifierOpt = None,
-               replay: ReplayOpt = False, model: ReplayModelOpt = None, platforms: PlatformsOpt = None,
-               quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+def verify_cmd(
+    suspect: SuspectArg,
+    db: DbOpt,
+    claim: ClaimOpt,
+    classifier: ClassifierOpt = None,
+    replay: ReplayOpt = False,
+    model: ReplayModelOpt = None,
+    platforms: PlatformsOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Is SUSPECT consistent with CLAIM? Exit 0 CONSISTENT, 1 INCONSISTENT, 3 INCONCLUSIVE."""
     from hspi_onnx.match.claims import parse_claim, verify
 
@@ -104,10 +155,17 @@ def print_match(report) -> None:
     out = console()
     ev, v = report.evidence, report.verdict
     s, ex = ev.suspect, ev.exact
-    out.print(f"suspect {s.path}: {s.queries} queries, {s.form} ({s.format}, {s.dtype}), model {s.model}, "
-              f"probe set {s.probe_set}, output {', '.join(s.outputs)}", highlight=False, soft_wrap=True)
-    out.print(f"exact ({ex.kind}): {ex.matched_queries}/{ex.queries} queries match DB platforms; "
-              f"{len(ex.common)} platform(s) match all", highlight=False)
+    out.print(
+        f"suspect {s.path}: {s.queries} queries, {s.form} ({s.format}, {s.dtype}), model {s.model}, "
+        f"probe set {s.probe_set}, output {', '.join(s.outputs)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"exact ({ex.kind}): {ex.matched_queries}/{ex.queries} queries match DB platforms; "
+        f"{len(ex.common)} platform(s) match all",
+        highlight=False,
+    )
     out.print(f"[bold]verdict: {v.status}[/bold] ({v.strength} evidence)", highlight=False)
     for p in v.platforms[:12]:
         out.print(f"  {p}", highlight=False, soft_wrap=True)
@@ -126,7 +184,9 @@ def print_match(report) -> None:
             note = v.undetermined.get(t) or ("" if post.confident else "not confident")
             out.print(f"  {t:<10} {tops}" + (f"   ({note})" if note else ""), highlight=False)
     if ex.ruled_out:
-        out.print(f"ruled out ({len(ex.ruled_out)} of {ex.classes} classes; --json lists every platform):", highlight=False)
+        out.print(
+            f"ruled out ({len(ex.ruled_out)} of {ex.classes} classes; --json lists every platform):", highlight=False
+        )
         for members in ex.ruled_out[:6]:
             more = f"  (+{len(members) - 1} bit-identical)" if len(members) > 1 else ""
             out.print(f"  {members[0]}{more}", highlight=False, soft_wrap=True)

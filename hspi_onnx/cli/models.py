@@ -30,10 +30,21 @@ def list_models(as_json: JsonOpt = False) -> None:
 
 
 @app.command("export")
-def export(name: Annotated[str, typer.Argument(help="Zoo model name.", show_default=False)],
-           out: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="Where to write the .onnx file (a folder: NAME.onnx inside it).", show_default=False)],
-           seed: Annotated[int, typer.Option("--seed", help="Seed the model is built from.")] = 0,
-           as_json: JsonOpt = False) -> None:
+def export(
+    name: Annotated[str, typer.Argument(help="Zoo model name.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="PATH",
+            help="Where to write the .onnx file (a folder: NAME.onnx inside it).",
+            show_default=False,
+        ),
+    ],
+    seed: Annotated[int, typer.Option("--seed", help="Seed the model is built from.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
     """Build a zoo model and export it to ONNX (opset 17, dynamic batch axis), with its
     weights as NAME.weights.npz beside it. The export is checked against ONNX Runtime."""
     from hspi_onnx.inputs.model import open_model

@@ -9,14 +9,43 @@ import typer
 from .common import InProcessOpt, ModelArg
 
 
-def serve(model: ModelArg,
-          platform: Annotated[str, typer.Option("--platform", "-p", help="The platform to serve: an exact label or a glob that selects one (see `hspi runtimes variants MODEL`). No response names it.", show_default=False)],
-          port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="TCP port; 0 takes a free one (printed).")] = 8000,
-          host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
-          name: Annotated[str, typer.Option("--name", metavar="NAME", help="Model name clients use (default: the model's name).", show_default=False)] = "",
-          reveal_platform: Annotated[bool, typer.Option("--reveal-platform", help="Also answer GET /hspi/v1/platform with the platform's label and this host's facts, so that `hspi db build --remote URL` can build reference rows here (not a black box then).")] = False,
-          labels_only: Annotated[bool, typer.Option("--labels-only", help="KServe v2 answers only the top-1 label of the first output (INT64 tensor 'label'), as a label-only service does.")] = False,
-          in_process: InProcessOpt = False) -> None:
+def serve(
+    model: ModelArg,
+    platform: Annotated[
+        str,
+        typer.Option(
+            "--platform",
+            "-p",
+            help="The platform to serve: an exact label or a glob that selects one (see `hspi runtimes variants MODEL`). No response names it.",
+            show_default=False,
+        ),
+    ],
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="TCP port; 0 takes a free one (printed).")
+    ] = 8000,
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", metavar="NAME", help="Model name clients use (default: the model's name).", show_default=False
+        ),
+    ] = "",
+    reveal_platform: Annotated[
+        bool,
+        typer.Option(
+            "--reveal-platform",
+            help="Also answer GET /hspi/v1/platform with the platform's label and this host's facts, so that `hspi db build --remote URL` can build reference rows here (not a black box then).",
+        ),
+    ] = False,
+    labels_only: Annotated[
+        bool,
+        typer.Option(
+            "--labels-only",
+            help="KServe v2 answers only the top-1 label of the first output (INT64 tensor 'label'), as a label-only service does.",
+        ),
+    ] = False,
+    in_process: InProcessOpt = False,
+) -> None:
     """Serve MODEL on one platform until interrupted: KServe v2 REST under /v2 (JSON and binary
     tensors, as tritonclient speaks it) and, for a byte-level language model, OpenAI-compatible
     /v1/completions with logprobs. Requests run in a worker process in the platform's batch

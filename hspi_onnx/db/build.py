@@ -15,18 +15,18 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
+from hspi_onnx.db.store import COLUMNS, ReferenceDB, arrow_schema
+from hspi_onnx.host import cpu_facts
+from hspi_onnx.inputs.model import ModelInfo
+from hspi_onnx.inputs.probes import ProbeSet, calibration_kind
+from hspi_onnx.labels import Platform
+from hspi_onnx.outputs import RunResult, dtype_name, to_storage
 from hspi_onnx.run.adapter import selected_variants, tool_versions
 from hspi_onnx.run.contract import PlatformRunner
 from hspi_onnx.run.runner import Runner, failure_reason
-from hspi_onnx.host import cpu_facts
-from hspi_onnx.inputs.model import ModelInfo
-from hspi_onnx.outputs import RunResult, dtype_name, to_storage
-from hspi_onnx.labels import Platform
-from hspi_onnx.inputs.probes import ProbeSet, calibration_kind
-from hspi_onnx.db.store import COLUMNS, ReferenceDB, arrow_schema
 
 REPEAT_SAMPLE = 16
 
@@ -46,17 +46,28 @@ class BuildSummary:
     # where this build's platforms differ in measured state from the same runtimes' earlier runs
     # of this model in the DB (run/kernels.differences): different labels, so they never mix
     differences: list = field(default_factory=list)
-    timings: dict = field(default_factory=lambda: dict.fromkeys(
-        ("run", "compute", "prepare", "checks", "digests", "write", "manifest"), 0.0))
+    timings: dict = field(
+        default_factory=lambda: dict.fromkeys(
+            ("run", "compute", "prepare", "checks", "digests", "write", "manifest"), 0.0
+        )
+    )
 
     @property
     def partial(self) -> bool:
         return bool(self.failed)
 
     def as_dict(self) -> dict:
-        return {"run_id": self.run_id, "planned": self.planned, "built": self.built, "skipped": self.skipped,
-                "failed": self.failed, "nondeterministic": self.nondeterministic,
-                "batch_dependent": self.batch_dependent, "partial": self.partial, "differences": self.differences}
+        return {
+            "run_id": self.run_id,
+            "planned": self.planned,
+            "built": self.built,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "nondeterministic": self.nondeterministic,
+            "batch_dependent": self.batch_dependent,
+            "partial": self.partial,
+            "differences": self.differences,
+        }
 
 
 def _now() -> str:
@@ -70,11 +81,21 @@ def shard_table(result: RunResult, platform: Platform, run_id: str, deterministi
     n = len(result.ids)
     host = json.dumps(result.host, sort_keys=True)
     cols: dict[str, list] = {c: [] for c, _ in COLUMNS}
-    fixed = {"model_sha256": result.model_sha256, "model_name": result.model_name,
-             "probes_sha256": result.probes_sha256, "probes_name": result.probes_name, "platform": str(platform),
-             "runtime": platform.runtime, "runtime_version": platform.version, "device": platform.device,
-             "precision": platform.precision, "knobs": platform.knob_string(), "run_id": run_id,
-             "deterministic": deterministic, "host": host}
+    fixed = {
+        "model_sha256": result.model_sha256,
+        "model_name": result.model_name,
+        "probes_sha256": result.probes_sha256,
+        "probes_name": result.probes_name,
+        "platform": str(platform),
+        "runtime": platform.runtime,
+        "runtime_version": platform.version,
+        "device": platform.device,
+        "precision": platform.precision,
+        "knobs": platform.knob_string(),
+        "run_id": run_id,
+        "deterministic": deterministic,
+        "host": host,
+    }
     digests = result.digests()
     for name, values in result.outputs.items():
         for k, v in fixed.items():
@@ -96,16 +117,27 @@ def _state_differences(db: ReferenceDB, model: ModelInfo, plan: list[tuple]) -> 
         manifest = db.manifest()
     except Exception:  # a new or unreadable DB: the build itself says what is wrong
         return []
-    earlier = {label for r in manifest.get("runs", {}).values() if r.get("model_sha256") == model.sha256
-               for label in r.get("platforms", [])}
+    earlier = {
+        label
+        for r in manifest.get("runs", {}).values()
+        if r.get("model_sha256") == model.sha256
+        for label in r.get("platforms", [])
+    }
     # only labels of one setting are compared (kernels.differences), so other runtimes never pair
     return differences({"DB": sorted(earlier), "this build": sorted(str(p) for _, p in plan)}) if earlier else []
 
 
-def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[str] | None,
-          on_event: Callable[[str, dict], None] = lambda kind, data: None,
-          repeat_sample: int = REPEAT_SAMPLE, extra: bool = False, runner: PlatformRunner | None = None,
-          plan: list[tuple] | None = None) -> BuildSummary:
+def build(
+    db: ReferenceDB,
+    model: ModelInfo,
+    probes: ProbeSet,
+    patterns: list[str] | None,
+    on_event: Callable[[str, dict], None] = lambda kind, data: None,
+    repeat_sample: int = REPEAT_SAMPLE,
+    extra: bool = False,
+    runner: PlatformRunner | None = None,
+    plan: list[tuple] | None = None,
+) -> BuildSummary:
     """Every selected platform of ``model`` over ``probes`` into ``db``, each in a worker
     process of its runtime family (``runner``: one to share, e.g. in-process; default: a new one).
     ``plan``, with a runner that can run it (e.g. :class:`hspi_onnx.query.remote.RemoteRunner`),
@@ -127,8 +159,9 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
     from hspi_onnx.run.kernels import describe_difference
 
     for d in summary.differences:
-        on_event("note", {"line": "this build and the DB's earlier runs differ in measured state: "
-                                  + describe_difference(d)})
+        on_event(
+            "note", {"line": "this build and the DB's earlier runs differ in measured state: " + describe_difference(d)}
+        )
     db.clean_stale_temporaries()
 
     def register(m: dict) -> None:
@@ -136,14 +169,26 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
         m["probe_sets"].setdefault(probes.sha256, probes.meta())
         for _, p in plan:
             m["platforms"].setdefault(str(p), p.as_dict())
-        m["runs"][run_id] = {"started": _now(), "finished": None, "host": cpu_facts(),
-                             "versions": tool_versions(), "argv": sys.argv[1:], "pid": os.getpid(),
-                             "model_sha256": model.sha256, "probes_sha256": probes.sha256,
-                             "platforms": [str(p) for _, p in plan]}
+        m["runs"][run_id] = {
+            "started": _now(),
+            "finished": None,
+            "host": cpu_facts(),
+            "versions": tool_versions(),
+            "argv": sys.argv[1:],
+            "pid": os.getpid(),
+            "model_sha256": model.sha256,
+            "probes_sha256": probes.sha256,
+            "platforms": [str(p) for _, p in plan],
+        }
 
     def entry(label: str, reason: str) -> dict:
-        return {"run_id": run_id, "model_sha256": model.sha256, "probes_sha256": probes.sha256,
-                "platform": label, "reason": reason}
+        return {
+            "run_id": run_id,
+            "model_sha256": model.sha256,
+            "probes_sha256": probes.sha256,
+            "platform": label,
+            "reason": reason,
+        }
 
     timings = summary.timings
 
@@ -183,26 +228,37 @@ def build(db: ReferenceDB, model: ModelInfo, probes: ProbeSet, patterns: list[st
         summary.built.append(label)
         if not deterministic:
             summary.nondeterministic.append(label)
-            update(lambda m: m["nondeterministic"].append(
-                entry(label, "second run differed on the repeat sample")))
+            update(lambda m: m["nondeterministic"].append(entry(label, "second run differed on the repeat sample")))
         cross = result.cross_check
         if cross and cross["differing"]:
             if deterministic:
                 summary.nondeterministic.append(label)
-            update(lambda m: m["nondeterministic"].append(entry(
-                label, f"another machine ({cross['where']}) gave other bits on {cross['differing']} of the first "
-                       f"{cross['probes']} probes")))
+            update(
+                lambda m: m["nondeterministic"].append(
+                    entry(
+                        label,
+                        f"another machine ({cross['where']}) gave other bits on {cross['differing']} of the first "
+                        f"{cross['probes']} probes",
+                    )
+                )
+            )
         if result.batch_independent is False:
             summary.batch_dependent.append(label)
-            update(lambda m: m.setdefault("batch_dependent", []).append(
-                entry(label, "the first probe alone in its batch (padded with copies) gave other bits")))
+            update(
+                lambda m: m.setdefault("batch_dependent", []).append(
+                    entry(label, "the first probe alone in its batch (padded with copies) gave other bits")
+                )
+            )
         on_event("built", {"platform": label, "deterministic": deterministic})
         t_wait = time.perf_counter()
 
     def finish(m: dict) -> None:
-        m["runs"][run_id] |= {"finished": _now(), "built": len(summary.built), "skipped": len(summary.skipped),
-                              "failed": len(summary.failed)}
+        m["runs"][run_id] |= {
+            "finished": _now(),
+            "built": len(summary.built),
+            "skipped": len(summary.skipped),
+            "failed": len(summary.failed),
+        }
 
     update(finish)
     return summary
-

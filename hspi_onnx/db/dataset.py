@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import NATIVE, STORAGE, from_storage
-from hspi_onnx.db.store import ReferenceDB
+
 
 @dataclass
 class Group:
@@ -71,16 +72,28 @@ def choose_output(manifest: dict, model_sha: str, output: str | None) -> str:
             raise HspiError(f"the manifest names no outputs of model {model_sha[:12]}")
         return names[0]
     if names and output not in names:
-        raise HspiError(f"model {manifest['models'][model_sha].get('name')} has no output {output!r}; "
-                        f"its outputs: {', '.join(names)}")
+        raise HspiError(
+            f"model {manifest['models'][model_sha].get('name')} has no output {output!r}; "
+            f"its outputs: {', '.join(names)}"
+        )
     return output
 
 
 def load_groups(db: ReferenceDB, models: list[str] | None = None, output: str | None = None) -> list[Group]:
     """Every (model, probe set) in ``db`` (optionally only models named in ``models``), each
     with one output: ``output`` where the model has it, else the model's first."""
-    cols = ["model_sha256", "model_name", "probes_sha256", "probes_name", "probe_id", "output_name", "platform",
-            "dtype", "shape", "output"]
+    cols = [
+        "model_sha256",
+        "model_name",
+        "probes_sha256",
+        "probes_name",
+        "probe_id",
+        "output_name",
+        "platform",
+        "dtype",
+        "shape",
+        "output",
+    ]
     manifest = db.manifest()
     per: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     names: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -95,7 +108,9 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None, output: str | 
         if first["platform"] in per[key]:
             continue  # another run of the same platform: db verify / merge judge agreement
         has = model_outputs(manifest, key[0])
-        out_name = output if output is not None and (output in has or not has) else choose_output(manifest, key[0], None)
+        out_name = (
+            output if output is not None and (output in has or not has) else choose_output(manifest, key[0], None)
+        )
         t = db.read_shard(path, columns=cols, filters=[("output_name", "=", out_name)] if db.schema >= 2 else None)
         if t.num_rows == 0:
             continue
@@ -130,8 +145,9 @@ def outputs_at(db: ReferenceDB, model_sha: str, probes_sha: str, ids: np.ndarray
     for path in sorted(db.shard_dir(model_sha, probes_sha).glob("*.parquet")):
         if path.name.startswith("."):
             continue
-        t = db.read_shard(path, columns=["platform", "probe_id", "output_name", "dtype", "shape", "output"],
-                          filters=filters)
+        t = db.read_shard(
+            path, columns=["platform", "probe_id", "output_name", "dtype", "shape", "output"], filters=filters
+        )
         if t.num_rows != len(want) or (db.schema < 2 and t.column("output_name")[0].as_py() != output):
             continue
         label = t.column("platform")[0].as_py()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.errors import HspiError
 from hspi_onnx.db.dataset import model_outputs
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.errors import HspiError
 
 FORMAT = "hspi-index/3"
 ARRAYS = ("digest", "platform", "probe", "group", "output")
@@ -93,19 +93,45 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     ids_of: dict[int, set[int]] = {}
     labels_of: dict[int, set[str]] = {}
     for path in db.shards():
-        t = db.read_shard(path, columns=["model_sha256", "model_name", "probes_sha256", "probes_name",
-                                         "probe_id", "output_name", "platform", "dtype", "shape", "digest"])
+        t = db.read_shard(
+            path,
+            columns=[
+                "model_sha256",
+                "model_name",
+                "probes_sha256",
+                "probes_name",
+                "probe_id",
+                "output_name",
+                "platform",
+                "dtype",
+                "shape",
+                "digest",
+            ],
+        )
         on_shard()
         if t.num_rows == 0:
             continue
-        first = {c: t.column(c)[0].as_py() for c in ("model_sha256", "model_name", "probes_sha256",
-                                                      "probes_name", "platform")}
+        first = {
+            c: t.column(c)[0].as_py()
+            for c in ("model_sha256", "model_name", "probes_sha256", "probes_name", "platform")
+        }
         key = (first["model_sha256"], first["probes_sha256"])
         if key not in groups:
             groups[key] = len(ginfo)
             names = model_outputs(manifest, key[0])
-            ginfo.append(IndexGroup(key[0], first["model_name"], key[1], first["probes_name"], names,
-                                    [[] for _ in names], [[] for _ in names], [], []))
+            ginfo.append(
+                IndexGroup(
+                    key[0],
+                    first["model_name"],
+                    key[1],
+                    first["probes_name"],
+                    names,
+                    [[] for _ in names],
+                    [[] for _ in names],
+                    [],
+                    [],
+                )
+            )
         k = groups[key]
         g = ginfo[k]
         enc = t.column("output_name").combine_chunks().dictionary_encode()
@@ -153,8 +179,13 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         tmp = out / f".{k}.{tag}.npy"
         np.save(tmp, v, allow_pickle=False)
         os.replace(tmp, out / f"{k}.npy")
-    meta = {"format": FORMAT, "shards": signature, "platforms": list(labels),
-            "groups": [vars(g) for g in ginfo], "rows": int(len(arrays["digest"]))}
+    meta = {
+        "format": FORMAT,
+        "shards": signature,
+        "platforms": list(labels),
+        "groups": [vars(g) for g in ginfo],
+        "rows": int(len(arrays["digest"])),
+    }
     tmp = out / f".index.json.{tag}"
     tmp.write_text(json.dumps(meta), "utf-8")
     os.replace(tmp, out / "index.json")

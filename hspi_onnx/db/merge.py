@@ -16,8 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from hspi_onnx.errors import HspiError
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.errors import HspiError
 
 
 def _merge_manifest(dst: dict, src: dict) -> None:
@@ -59,9 +59,13 @@ def merge(sources: list[Path], target: Path) -> dict:
 
     def record(m: dict) -> None:
         for c in conflicts:
-            entry = {"platform": c["platform"], "model_sha256": c["model_sha256"],
-                     "probes_sha256": c["probes_sha256"], "run_id": ",".join(c["runs"]),
-                     "reason": f"merge: runs {', '.join(c['runs'])} differ on {c['probes_differing']} probes"}
+            entry = {
+                "platform": c["platform"],
+                "model_sha256": c["model_sha256"],
+                "probes_sha256": c["probes_sha256"],
+                "run_id": ",".join(c["runs"]),
+                "reason": f"merge: runs {', '.join(c['runs'])} differ on {c['probes_differing']} probes",
+            }
             if entry not in m["nondeterministic"]:
                 m["nondeterministic"].append(entry)
 
@@ -69,8 +73,14 @@ def merge(sources: list[Path], target: Path) -> dict:
     from hspi_onnx.run.kernels import differences
 
     labels = {str(s.root): list(s.manifest()["platforms"]) for s in srcs}
-    return {"target": str(out.root), "sources": [str(s.root) for s in srcs], "shards_copied": copied,
-            "shards_identical": identical, "conflicts": conflicts, "differences": differences(labels)}
+    return {
+        "target": str(out.root),
+        "sources": [str(s.root) for s in srcs],
+        "shards_copied": copied,
+        "shards_identical": identical,
+        "conflicts": conflicts,
+        "differences": differences(labels),
+    }
 
 
 def find_conflicts(db: ReferenceDB) -> list[dict]:
@@ -84,5 +94,7 @@ def find_conflicts(db: ReferenceDB) -> list[dict]:
         SELECT model_sha256, probes_sha256, platform, count(*) FILTER (WHERE variants > 1) AS differing,
                flatten(list(runs)) AS runs
         FROM per_probe GROUP BY ALL HAVING differing > 0 ORDER BY platform""").fetchall()
-    return [{"model_sha256": m, "probes_sha256": p, "platform": plat, "probes_differing": int(d),
-             "runs": sorted(set(runs))} for m, p, plat, d, runs in rows]
+    return [
+        {"model_sha256": m, "probes_sha256": p, "platform": plat, "probes_differing": int(d), "runs": sorted(set(runs))}
+        for m, p, plat, d, runs in rows
+    ]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-
 from collections import defaultdict
 
 import numpy as np
 
-from hspi_onnx.outputs import digest
 from hspi_onnx.db.store import ReferenceDB, arrow_schema, platform_key
+from hspi_onnx.outputs import digest
 
 
 def info(db: ReferenceDB) -> dict:
@@ -23,13 +22,32 @@ def info(db: ReferenceDB) -> dict:
     return {
         "db": str(db.root),
         "schema": manifest["schema"],
-        "groups": [dict(zip(("model", "model_sha256", "probes", "probes_sha256", "platforms", "rows",
-                             "output_bytes", "outputs"), r)) for r in rows],
-        "models": len(manifest["models"]), "probe_sets": len(manifest["probe_sets"]),
+        "groups": [
+            dict(
+                zip(
+                    (
+                        "model",
+                        "model_sha256",
+                        "probes",
+                        "probes_sha256",
+                        "platforms",
+                        "rows",
+                        "output_bytes",
+                        "outputs",
+                    ),
+                    r,
+                )
+            )
+            for r in rows
+        ],
+        "models": len(manifest["models"]),
+        "probe_sets": len(manifest["probe_sets"]),
         "platforms": len({p for g in _platforms_by_group(con).values() for p in g}),
-        "rows": sum(r[5] for r in rows), "shards": len(shards),
+        "rows": sum(r[5] for r in rows),
+        "shards": len(shards),
         "bytes_on_disk": sum(p.stat().st_size for p in shards) + db.manifest_path.stat().st_size,
-        "runs": len(manifest["runs"]), "failures": len(manifest["failures"]),
+        "runs": len(manifest["runs"]),
+        "failures": len(manifest["failures"]),
         "nondeterministic": len(manifest["nondeterministic"]),
     }
 
@@ -53,9 +71,18 @@ def classes(db: ReferenceDB) -> list[dict]:
         FROM outputs GROUP BY ALL ORDER BY model_sha256, probes_sha256, platform, probe_id, output_name""").fetchall()
     groups: dict[tuple, dict] = {}
     for model, msha, probes, psha, plat, pid, out, dig, ndig in data:
-        g = groups.setdefault((msha, psha), {"model": model, "model_sha256": msha, "probes": probes,
-                                              "probes_sha256": psha, "rows": defaultdict(dict), "unstable": set(),
-                                              "outputs": set()})
+        g = groups.setdefault(
+            (msha, psha),
+            {
+                "model": model,
+                "model_sha256": msha,
+                "probes": probes,
+                "probes_sha256": psha,
+                "rows": defaultdict(dict),
+                "unstable": set(),
+                "outputs": set(),
+            },
+        )
         g["rows"][plat][(pid, out)] = dig
         g["outputs"].add(out)
         if ndig > 1:
@@ -76,12 +103,19 @@ def classes(db: ReferenceDB) -> list[dict]:
             members[int(k)].append(p)
         order = sorted(members, key=lambda k: (-len(members[k]), members[k][0]))
         sep = [[float(np.mean(keys[a] != keys[b])) for b in order] for a in order]
-        out.append({k: g[k] for k in ("model", "model_sha256", "probes", "probes_sha256")} | {
-            "n_probes": len({pid for pid, _ in ids}), "outputs": sorted(g["outputs"]), "n_platforms": len(platforms),
-            "classes": [{"id": i, "platforms": members[k],
-                         "nondeterministic": sorted(set(members[k]) & g["unstable"])} for i, k in enumerate(order)],
-            "separation": sep,
-        })
+        out.append(
+            {k: g[k] for k in ("model", "model_sha256", "probes", "probes_sha256")}
+            | {
+                "n_probes": len({pid for pid, _ in ids}),
+                "outputs": sorted(g["outputs"]),
+                "n_platforms": len(platforms),
+                "classes": [
+                    {"id": i, "platforms": members[k], "nondeterministic": sorted(set(members[k]) & g["unstable"])}
+                    for i, k in enumerate(order)
+                ],
+                "separation": sep,
+            }
+        )
     return out
 
 
@@ -112,8 +146,11 @@ def measured_state_problems(label: str, hosts: set[str]) -> list[str]:
     adapter = registry().get(plat.runtime)
     names = adapter.labelled_for(plat) if adapter is not None else ()
     measured = host.get("kernels", {}) if isinstance(host, dict) else {}
-    wrong = [f"{k}={plat.knob[k]} but the run measured {measured.get(k, 'nothing')}" for k in names
-             if k in plat.knob and measured.get(k) != plat.knob[k]]
+    wrong = [
+        f"{k}={plat.knob[k]} but the run measured {measured.get(k, 'nothing')}"
+        for k in names
+        if k in plat.knob and measured.get(k) != plat.knob[k]
+    ]
     return [f"label says {'; '.join(wrong)}"] if wrong else []
 
 
@@ -128,8 +165,9 @@ def verify(db: ReferenceDB) -> dict:
     except Exception as exc:
         return {"ok": False, "problems": [str(exc)], "shards": 0, "rows": 0}
     schema = arrow_schema(manifest["schema"])
-    outputs_of = {sha: [o["name"] for o in m.get("outputs", [])] or [m.get("output")]
-                  for sha, m in manifest["models"].items()}
+    outputs_of = {
+        sha: [o["name"] for o in m.get("outputs", [])] or [m.get("output")] for sha, m in manifest["models"].items()
+    }
     rows = 0
     for path in db.shards():
         rel = path.relative_to(db.root)
@@ -152,8 +190,12 @@ def verify(db: ReferenceDB) -> dict:
         model, probes, plat, run = d["model_sha256"][0], d["probes_sha256"][0], d["platform"][0], d["run_id"][0]
         if path.name != f"{platform_key(plat)}.{run}.parquet" or path.parent != db.shard_dir(model, probes):
             problems.append(f"{rel}: file name does not match its rows")
-        for what, key, table_ in (("model", model, "models"), ("probe set", probes, "probe_sets"),
-                                  ("platform", plat, "platforms"), ("run", run, "runs")):
+        for what, key, table_ in (
+            ("model", model, "models"),
+            ("probe set", probes, "probe_sets"),
+            ("platform", plat, "platforms"),
+            ("run", run, "runs"),
+        ):
             if key not in manifest[table_]:
                 problems.append(f"{rel}: {what} {key[:40]} is not in the manifest")
         n_expected = manifest["probe_sets"].get(probes, {}).get("n")
@@ -162,7 +204,8 @@ def verify(db: ReferenceDB) -> dict:
         if manifest["schema"] >= 2 and set(outs) != set(outputs_of.get(model, outs)):
             problems.append(f"{rel}: outputs {sorted(set(outs))} are not the model's {outputs_of.get(model)}")
         if len(set(zip(d["probe_id"], outs))) != table.num_rows or (
-                n_expected and table.num_rows != n_expected * k_expected):
+            n_expected and table.num_rows != n_expected * k_expected
+        ):
             problems.append(f"{rel}: probe ids are duplicated or incomplete")
         bad = sum(digest(t, s, o) != g.hex() for t, s, o, g in zip(d["dtype"], d["shape"], d["output"], d["digest"]))
         if bad:
@@ -170,6 +213,13 @@ def verify(db: ReferenceDB) -> dict:
         problems += [f"{rel}: {p}" for p in measured_state_problems(plat, set(d["host"]))]
     unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
     unmeasured = {label: missing for label in manifest["platforms"] if (missing := unmeasured_knobs(label))}
-    return {"ok": not problems, "unmeasured": unmeasured, "problems": problems, "schema": manifest["schema"], "shards": len(db.shards()), "rows": rows,
-            "unfinished_runs": unfinished,
-            "stale_temporaries": len(list((db.root / "shards").glob("*/*/.*.tmp")))}
+    return {
+        "ok": not problems,
+        "unmeasured": unmeasured,
+        "problems": problems,
+        "schema": manifest["schema"],
+        "shards": len(db.shards()),
+        "rows": rows,
+        "unfinished_runs": unfinished,
+        "stale_temporaries": len(list((db.root / "shards").glob("*/*/.*.tmp"))),
+    }

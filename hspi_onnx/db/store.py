@@ -24,11 +24,25 @@ READABLE_SCHEMAS = (1, 2)  # schema 1: one output per model, no output_name colu
 MANIFEST = "manifest.json"
 
 COLUMNS = [
-    ("model_sha256", "string"), ("model_name", "string"), ("probes_sha256", "string"),
-    ("probes_name", "string"), ("probe_id", "int64"), ("output_name", "string"), ("platform", "string"),
-    ("runtime", "string"), ("runtime_version", "string"), ("device", "string"), ("precision", "string"),
-    ("knobs", "string"), ("dtype", "string"), ("shape", "list<int64>"), ("output", "binary"),
-    ("digest", "digest16"), ("run_id", "string"), ("deterministic", "bool"), ("host", "string"),
+    ("model_sha256", "string"),
+    ("model_name", "string"),
+    ("probes_sha256", "string"),
+    ("probes_name", "string"),
+    ("probe_id", "int64"),
+    ("output_name", "string"),
+    ("platform", "string"),
+    ("runtime", "string"),
+    ("runtime_version", "string"),
+    ("device", "string"),
+    ("precision", "string"),
+    ("knobs", "string"),
+    ("dtype", "string"),
+    ("shape", "list<int64>"),
+    ("output", "binary"),
+    ("digest", "digest16"),
+    ("run_id", "string"),
+    ("deterministic", "bool"),
+    ("host", "string"),
 ]
 COLUMNS_V1 = [c for c in COLUMNS if c[0] != "output_name"]
 
@@ -36,8 +50,14 @@ COLUMNS_V1 = [c for c in COLUMNS if c[0] != "output_name"]
 def arrow_schema(version: int = SCHEMA_VERSION):
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int64": pa.int64(), "binary": pa.binary(), "bool": pa.bool_(),
-             "list<int64>": pa.list_(pa.int64()), "digest16": pa.binary(16)}
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "binary": pa.binary(),
+        "bool": pa.bool_(),
+        "list<int64>": pa.list_(pa.int64()),
+        "digest16": pa.binary(16),
+    }
     return pa.schema([(name, types[t]) for name, t in (COLUMNS if version >= 2 else COLUMNS_V1)])
 
 
@@ -80,8 +100,10 @@ class ReferenceDB:
             raise HspiError(f"manifest of {str(self.root)!r} is unreadable ({type(exc).__name__})")
         if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
             found = data.get("schema") if isinstance(data, dict) else None
-            raise HspiError(f"manifest of {str(self.root)!r} is schema version {found!r}; this version reads "
-                            f"{', '.join(map(str, READABLE_SCHEMAS))}")
+            raise HspiError(
+                f"manifest of {str(self.root)!r} is schema version {found!r}; this version reads "
+                f"{', '.join(map(str, READABLE_SCHEMAS))}"
+            )
         return data
 
     @property
@@ -93,8 +115,10 @@ class ReferenceDB:
     def require_writable(self) -> None:
         """Builds and merges write schema-2 shards; a schema-1 DB must be upgraded first."""
         if self.schema != SCHEMA_VERSION:
-            raise HspiError(f"the reference DB {str(self.root)!r} is schema {self.schema} (one output per model); "
-                            f"run `hspi db upgrade --db {self.root}` to rewrite it as schema {SCHEMA_VERSION} first")
+            raise HspiError(
+                f"the reference DB {str(self.root)!r} is schema {self.schema} (one output per model); "
+                f"run `hspi db upgrade --db {self.root}` to rewrite it as schema {SCHEMA_VERSION} first"
+            )
 
     def v1_output_names(self) -> dict[str, str]:
         """Schema 1: model sha256 -> the name of its one stored output (the manifest's ``output``)."""
@@ -179,8 +203,10 @@ class ReferenceDB:
             con.execute(f"CREATE VIEW outputs AS SELECT * FROM read_parquet('{_sql_str(self.glob())}')")
         elif self.shards():  # schema 1: the one output of each model is named by the manifest
             cases = " ".join(f"WHEN '{_sql_str(s)}' THEN '{_sql_str(n)}'" for s, n in self.v1_output_names().items())
-            cols = ", ".join(c if c != "output_name" else f"CASE model_sha256 {cases} ELSE 'output' END AS output_name"
-                             for c, _ in COLUMNS)
+            cols = ", ".join(
+                c if c != "output_name" else f"CASE model_sha256 {cases} ELSE 'output' END AS output_name"
+                for c, _ in COLUMNS
+            )
             con.execute(f"CREATE VIEW outputs AS SELECT {cols} FROM read_parquet('{_sql_str(self.glob())}')")
         else:
             cols = ", ".join(f"NULL::{_duck(t)} AS {n}" for n, t in COLUMNS)
@@ -197,8 +223,14 @@ def db_digest(db) -> str:
 
 
 def _duck(t: str) -> str:
-    return {"string": "VARCHAR", "int64": "BIGINT", "binary": "BLOB", "bool": "BOOLEAN",
-            "list<int64>": "BIGINT[]", "digest16": "BLOB"}[t]
+    return {
+        "string": "VARCHAR",
+        "int64": "BIGINT",
+        "binary": "BLOB",
+        "bool": "BOOLEAN",
+        "list<int64>": "BIGINT[]",
+        "digest16": "BLOB",
+    }[t]
 
 
 def _sql_str(s: str) -> str:
@@ -216,5 +248,12 @@ def _alive(pid: int) -> bool:
 
 
 def empty_manifest() -> dict:
-    return {"schema": SCHEMA_VERSION, "models": {}, "probe_sets": {}, "platforms": {}, "runs": {},
-            "failures": [], "nondeterministic": []}
+    return {
+        "schema": SCHEMA_VERSION,
+        "models": {},
+        "probe_sets": {},
+        "platforms": {},
+        "runs": {},
+        "failures": [],
+        "nondeterministic": [],
+    }

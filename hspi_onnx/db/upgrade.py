@@ -30,7 +30,9 @@ def upgrade(db: ReferenceDB, on_shard=lambda: None) -> dict:
             table = pq.read_table(path)
             if "output_name" not in table.column_names:
                 shas = table.column("model_sha256").to_pylist()
-                table = table.append_column("output_name", pa.array([names.get(s, "output") for s in shas], pa.string()))
+                table = table.append_column(
+                    "output_name", pa.array([names.get(s, "output") for s in shas], pa.string())
+                )
                 table = table.select(target.names).cast(target)
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
                 pq.write_table(table, tmp, compression="zstd")

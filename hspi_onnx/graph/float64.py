@@ -61,7 +61,7 @@ def _in_batches(run, feeds: dict[str, np.ndarray], names: list[str], batch: int)
     n = len(next(iter(feeds.values())))
     parts: dict[str, list] = {k: [] for k in names}
     for i in range(0, n, batch):
-        out = run({k: v[i:i + batch] for k, v in feeds.items()})
+        out = run({k: v[i : i + batch] for k, v in feeds.items()})
         for k, v in zip(names, out):
             parts[k].append(np.asarray(v))
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -30,8 +30,10 @@ def _at_least_opset(model, opset: int):
     try:
         upgraded = version_converter.convert_version(model, opset)
     except Exception as exc:  # the converter raises plain errors for ops it cannot move
-        raise UnsupportedError(f"cannot convert the model from opset {current} to {opset} for bf16: "
-                               f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+        raise UnsupportedError(
+            f"cannot convert the model from opset {current} to {opset} for bf16: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        )
     upgraded.ir_version = max(upgraded.ir_version, 10)  # opset 22 is IR version 10
     return upgraded
 
@@ -175,11 +177,15 @@ def typed_left(model, elem_type: int) -> list[str]:
     left = []
     for graph in _graphs(model.graph):
         left += [t.name for t in graph.initializer if t.data_type == elem_type]
-        left += [v.name for v in [*graph.input, *graph.output, *graph.value_info]
-                 if v.type.tensor_type.elem_type == elem_type]
+        left += [
+            v.name
+            for v in [*graph.input, *graph.output, *graph.value_info]
+            if v.type.tensor_type.elem_type == elem_type
+        ]
         for node in graph.node:
             for a in node.attribute:
-                if (a.type == AttributeProto.TENSOR and a.t.data_type == elem_type) or \
-                        (a.type == AttributeProto.INT and a.name in ("to", "dtype") and a.i == elem_type):
+                if (a.type == AttributeProto.TENSOR and a.t.data_type == elem_type) or (
+                    a.type == AttributeProto.INT and a.name in ("to", "dtype") and a.i == elem_type
+                ):
                     left.append(f"{node.op_type} {node.name or node.output[0]}.{a.name}")
     return left

@@ -49,10 +49,16 @@ def _qdq_recipes() -> dict:
 
     return {
         "qdq": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8},
-        "qdq-sym": {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
-                    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                      "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"]},
-                    "op_types_to_quantize": ["Conv", "MatMul", "Gemm"]},
+        "qdq-sym": {
+            "activation_type": QuantType.QInt8,
+            "weight_type": QuantType.QInt8,
+            "extra_options": {
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"],
+            },
+            "op_types_to_quantize": ["Conv", "MatMul", "Gemm"],
+        },
     }
 
 
@@ -89,9 +95,14 @@ def _convert(model, recipe: Recipe, workdir: Path) -> bytes:
                 # uint8 weights: the CPU's ConvInteger kernel takes uint8 on both sides
                 q.quantize_dynamic(src, dst, weight_type=q.QuantType.QUInt8)
             else:
-                q.quantize_static(src, dst, _CalibrationReader(model, recipe.calib),
-                                  quant_format=q.QuantFormat.QDQ, calibrate_method=q.CalibrationMethod.MinMax,
-                                  **_qdq_recipes()[recipe.quant])
+                q.quantize_static(
+                    src,
+                    dst,
+                    _CalibrationReader(model, recipe.calib),
+                    quant_format=q.QuantFormat.QDQ,
+                    calibrate_method=q.CalibrationMethod.MinMax,
+                    **_qdq_recipes()[recipe.quant],
+                )
         return dst.read_bytes()
     except Exception as exc:
         raise UnsupportedError(f"int8 quantization failed for {model.name}: {first_line(exc)}")

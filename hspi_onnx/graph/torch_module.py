@@ -12,8 +12,7 @@ from hspi_onnx.inputs.model import WEIGHTS_META_KEY
 def torch_dtype(precision: str):
     import torch
 
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-            "fp64": torch.float64}[precision]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}[precision]
 
 
 def has_module(model) -> bool:

@@ -59,14 +59,18 @@ class InputSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         if not isinstance(d, dict):
             raise BadModelError(f"bad input description in model metadata: {str(d)[:80]!r}")
         try:
             shape = tuple(None if x is None else int(x) for x in d["shape"])
             spec = cls(
-                name=str(d["name"]), kind=str(d["kind"]), shape=shape, dtype=str(d["dtype"]),
-                low=float(d.get("low", 0.0)), high=float(d.get("high", 1.0)),
+                name=str(d["name"]),
+                kind=str(d["kind"]),
+                shape=shape,
+                dtype=str(d["dtype"]),
+                low=float(d.get("low", 0.0)),
+                high=float(d.get("high", 1.0)),
                 vocab=int(d.get("vocab", 256)),
                 fixed_batch=None if d.get("fixed_batch") is None else int(d["fixed_batch"]),
                 dims=tuple(str(x) for x in d.get("dims", ())) or tuple("" for _ in shape),
@@ -92,7 +96,7 @@ class OutputSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OutputSpec":
+    def from_dict(cls, d: dict) -> OutputSpec:
         try:
             return cls(str(d["name"]), str(d["dtype"]), tuple(None if x is None else int(x) for x in d["shape"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -137,21 +141,39 @@ class ModelInfo:
 
     def to_wire(self) -> dict:
         """Everything a worker process needs to use this model without parsing it again."""
-        return {"path": str(self.path), "sha256": self.sha256, "zoo": self.zoo,
-                "inputs": [i.as_dict() for i in self.inputs], "outputs": [o.as_dict() for o in self.outputs],
-                "metadata": self.metadata}
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "zoo": self.zoo,
+            "inputs": [i.as_dict() for i in self.inputs],
+            "outputs": [o.as_dict() for o in self.outputs],
+            "metadata": self.metadata,
+        }
 
     @classmethod
-    def from_wire(cls, d: dict) -> "ModelInfo":
-        return cls(Path(d["path"]), str(d["sha256"]), tuple(InputSpec.from_dict(x) for x in d["inputs"]),
-                   tuple(OutputSpec.from_dict(x) for x in d["outputs"]), d.get("zoo"), dict(d.get("metadata") or {}))
+    def from_wire(cls, d: dict) -> ModelInfo:
+        return cls(
+            Path(d["path"]),
+            str(d["sha256"]),
+            tuple(InputSpec.from_dict(x) for x in d["inputs"]),
+            tuple(OutputSpec.from_dict(x) for x in d["outputs"]),
+            d.get("zoo"),
+            dict(d.get("metadata") or {}),
+        )
 
     def describe(self) -> dict:
         """What the manifest records: ``input``/``output`` name the primary input and the first
         output as schema-1 DBs did; ``inputs``/``outputs`` list all of them."""
-        return {"name": self.name, "path": str(self.path), "sha256": self.sha256, "zoo": self.zoo,
-                "input": self.primary.as_dict(), "output": self.outputs[0].name,
-                "inputs": [i.as_dict() for i in self.inputs], "outputs": [o.as_dict() for o in self.outputs]}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "zoo": self.zoo,
+            "input": self.primary.as_dict(),
+            "output": self.outputs[0].name,
+            "inputs": [i.as_dict() for i in self.inputs],
+            "outputs": [o.as_dict() for o in self.outputs],
+        }
 
 
 def _kind(name: str, dtype: str, rank: int) -> str:
@@ -217,8 +239,9 @@ def _spec_from_graph(graph, inp) -> InputSpec:
     if kind in ID_KINDS:
         rows = _embedding_rows(graph, inp.name)
         vocab = rows if rows else {"segments": 2}.get(kind, 256)
-    return InputSpec(name=inp.name, kind=kind, shape=tuple(shape), dtype=elem, vocab=vocab,
-                     fixed_batch=fixed, dims=tuple(symbols))
+    return InputSpec(
+        name=inp.name, kind=kind, shape=tuple(shape), dtype=elem, vocab=vocab, fixed_batch=fixed, dims=tuple(symbols)
+    )
 
 
 def infer_inputs(model) -> tuple[InputSpec, ...]:
@@ -269,8 +292,14 @@ def open_model(path: str | Path) -> ModelInfo:
     path = Path(path)
     model = load_onnx(path)
     meta = {p.key: p.value for p in model.metadata_props}
-    return ModelInfo(path=path, sha256=sha256_file(path), inputs=infer_inputs(model),
-                     outputs=infer_outputs(model), zoo=meta.get(ZOO_META_KEY), metadata=meta)
+    return ModelInfo(
+        path=path,
+        sha256=sha256_file(path),
+        inputs=infer_inputs(model),
+        outputs=infer_outputs(model),
+        zoo=meta.get(ZOO_META_KEY),
+        metadata=meta,
+    )
 
 
 def model_at_hand(entry: dict, sha256: str) -> ModelInfo | None:

@@ -55,9 +55,7 @@ def _check_external(model, base: Path) -> None:
         except ValueError:
             raise BadModelError(f"external data of tensor {tensor.name!r} has a bad offset/length")
         if offset < 0 or length < 0 or offset + length > target.stat().st_size:
-            raise BadModelError(
-                f"external data of tensor {tensor.name!r} lies beyond the end of {loc!r}"
-            )
+            raise BadModelError(f"external data of tensor {tensor.name!r} lies beyond the end of {loc!r}")
 
 
 def load_onnx(path: str | os.PathLike):
@@ -104,5 +102,6 @@ def external_data_files(path: str | os.PathLike) -> list[str]:
     except Exception as exc:  # protobuf raises several types on garbage
         raise BadModelError(f"{str(path)!r} is not a valid ONNX file ({type(exc).__name__})")
     _check_external(model, path.parent)
-    return sorted({info["location"] for info in ({e.key: e.value for e in t.external_data}
-                                                 for t in _external_entries(model))})
+    return sorted(
+        {info["location"] for info in ({e.key: e.value for e in t.external_data} for t in _external_entries(model))}
+    )

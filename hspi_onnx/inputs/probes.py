@@ -29,8 +29,14 @@ from hspi_onnx.errors import BadProbesError
 from hspi_onnx.inputs.model import ID_KINDS, InputSpec, ModelInfo
 from hspi_onnx.safenpz import read_npz, save_npz
 
-KINDS = {"image": ("noise", "images"), "tensor": ("noise",), "tokens": ("tokens", "text"),
-         "mask": ("mask",), "segments": ("segments",), "positions": ("positions",)}
+KINDS = {
+    "image": ("noise", "images"),
+    "tensor": ("noise",),
+    "tokens": ("tokens", "text"),
+    "mask": ("mask",),
+    "segments": ("segments",),
+    "positions": ("positions",),
+}
 PROBE_KINDS = tuple(dict.fromkeys(k for ks in KINDS.values() for k in ks))
 BORDER_KIND, REPLAY_KIND = "border", "replay"
 CRAFTED_KINDS = (BORDER_KIND, REPLAY_KIND)  # inputs made elsewhere than generate(): read from files only
@@ -80,21 +86,38 @@ class ProbeSet:
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
-    def sample(self, idx: np.ndarray) -> "ProbeSet":
+    def sample(self, idx: np.ndarray) -> ProbeSet:
         """The probes at positions ``idx``, still named and hashed as this whole set: what a
         client that asks a service only some probes of a DB's set refers to."""
-        part = ProbeSet(self.name, self.kind, self.seed, self.split, self.batch(idx), self.ids[idx].copy(),
-                        dict(self.dims), self.provenance)
+        part = ProbeSet(
+            self.name,
+            self.kind,
+            self.seed,
+            self.split,
+            self.batch(idx),
+            self.ids[idx].copy(),
+            dict(self.dims),
+            self.provenance,
+        )
         part.__dict__["sha256"] = self.sha256
         return part
 
     def meta(self) -> dict:
         first = self.primary
-        return {"name": self.name, "kind": self.kind, "seed": self.seed, "split": self.split,
-                "n": len(self), "shape": list(first.shape[1:]), "dtype": str(first.dtype),
-                "inputs": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype)} for k, v in self.inputs.items()},
-                "input_names": list(self.inputs), "dims": dict(self.dims), "sha256": self.sha256,
-                **({"provenance": self.provenance} if self.provenance else {})}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "seed": self.seed,
+            "split": self.split,
+            "n": len(self),
+            "shape": list(first.shape[1:]),
+            "dtype": str(first.dtype),
+            "inputs": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype)} for k, v in self.inputs.items()},
+            "input_names": list(self.inputs),
+            "dims": dict(self.dims),
+            "sha256": self.sha256,
+            **({"provenance": self.provenance} if self.provenance else {}),
+        }
 
     def save(self, path: str | Path) -> Path:
         if len(self.inputs) == 1:
@@ -104,26 +127,51 @@ class ProbeSet:
 
     def to_wire(self) -> tuple[dict, list[np.ndarray]]:
         """A JSON header and the arrays (ids first) for another process (:mod:`hspi_onnx.run.wire`)."""
-        return ({"sha256": self.sha256, "name": self.name, "kind": self.kind, "seed": self.seed, "split": self.split,
-                 "names": list(self.inputs), "dims": dict(self.dims)}, [self.ids, *self.inputs.values()])
+        return (
+            {
+                "sha256": self.sha256,
+                "name": self.name,
+                "kind": self.kind,
+                "seed": self.seed,
+                "split": self.split,
+                "names": list(self.inputs),
+                "dims": dict(self.dims),
+            },
+            [self.ids, *self.inputs.values()],
+        )
 
     @classmethod
-    def from_wire(cls, header: dict, arrays: list[np.ndarray]) -> "ProbeSet":
+    def from_wire(cls, header: dict, arrays: list[np.ndarray]) -> ProbeSet:
         """The probe set :meth:`to_wire` described, under the same sha256."""
         names = list(header["names"])
         if len(arrays) != len(names) + 1:
             raise BadProbesError(f"probe set {header.get('name')!r}: {len(arrays)} arrays for {len(names)} inputs")
-        probes = cls(str(header["name"]), str(header["kind"]), int(header["seed"]), str(header["split"]),
-                     dict(zip(names, arrays[1:])), arrays[0], {str(k): int(v) for k, v in dict(header["dims"]).items()})
+        probes = cls(
+            str(header["name"]),
+            str(header["kind"]),
+            int(header["seed"]),
+            str(header["split"]),
+            dict(zip(names, arrays[1:])),
+            arrays[0],
+            {str(k): int(v) for k, v in dict(header["dims"]).items()},
+        )
         probes.__dict__["sha256"] = str(header["sha256"])
         return probes
 
-    def bind(self, model: ModelInfo) -> "ProbeSet":
+    def bind(self, model: ModelInfo) -> ProbeSet:
         """This probe set with its inputs named as ``model``'s, checked to fit it: a file of an
         earlier version holds one unnamed array, which goes to a single-input model's input."""
         if list(self.inputs) == [""] and len(model.inputs) == 1:
-            bound = ProbeSet(self.name, self.kind, self.seed, self.split, {model.inputs[0].name: self.primary},
-                             self.ids, dict(self.dims), self.provenance)
+            bound = ProbeSet(
+                self.name,
+                self.kind,
+                self.seed,
+                self.split,
+                {model.inputs[0].name: self.primary},
+                self.ids,
+                dict(self.dims),
+                self.provenance,
+            )
             bound.__dict__["sha256"] = self.sha256  # the legacy hash does not name the input
         else:
             bound = self
@@ -132,25 +180,33 @@ class ProbeSet:
 
     def check_fits(self, model: ModelInfo) -> None:
         if set(self.inputs) != set(model.input_names):
-            raise BadProbesError(f"probe set {self.name!r} holds inputs {sorted(self.inputs)}, "
-                                 f"the model takes {model.input_names}")
+            raise BadProbesError(
+                f"probe set {self.name!r} holds inputs {sorted(self.inputs)}, the model takes {model.input_names}"
+            )
         sizes: dict[str, int] = {}
         for spec in model.inputs:
             x = self.inputs[spec.name]
             shape = tuple(x.shape[1:])
             ok = len(shape) == len(spec.shape) and all(w is None or w == s for w, s in zip(spec.shape, shape))
             if not ok:
-                raise BadProbesError(f"probe set {self.name!r} has probes of shape {shape} for input {spec.name!r}, "
-                                     f"which takes {_show(spec.shape)}")
+                raise BadProbesError(
+                    f"probe set {self.name!r} has probes of shape {shape} for input {spec.name!r}, "
+                    f"which takes {_show(spec.shape)}"
+                )
             for sym, want, got in zip(spec.dims, spec.shape, shape):
                 if want is None and sym:
                     if sizes.setdefault(sym, got) != got:
-                        raise BadProbesError(f"probe set {self.name!r} gives axis {sym!r} two sizes ({sizes[sym]}, {got})")
+                        raise BadProbesError(
+                            f"probe set {self.name!r} gives axis {sym!r} two sizes ({sizes[sym]}, {got})"
+                        )
             if str(x.dtype) != spec.dtype:
-                raise BadProbesError(f"probe set {self.name!r} holds {x.dtype} for input {spec.name!r}, "
-                                     f"which takes {spec.dtype}")
+                raise BadProbesError(
+                    f"probe set {self.name!r} holds {x.dtype} for input {spec.name!r}, which takes {spec.dtype}"
+                )
             if spec.kind in ID_KINDS and len(self) and (x.min() < 0 or x.max() >= spec.vocab):
-                raise BadProbesError(f"probe set {self.name!r} has ids of input {spec.name!r} outside [0, {spec.vocab})")
+                raise BadProbesError(
+                    f"probe set {self.name!r} has ids of input {spec.name!r} outside [0, {spec.vocab})"
+                )
 
 
 def _show(shape) -> str:
@@ -214,7 +270,7 @@ def _real_images(shape: tuple[int, ...], n: int, rng: np.random.Generator, seed:
             side = int(rng.integers(max(h, 32), min(len(rows), photo.shape[1], 256) + 1))
             y = int(rng.integers(rows[0], rows[-1] - side + 2))
             x = int(rng.integers(0, photo.shape[1] - side + 1))
-            out[i] = _resize(photo[y:y + side, x:x + side], h, w)
+            out[i] = _resize(photo[y : y + side, x : x + side], h, w)
     else:
         raise BadProbesError(f"real images need 1 or 3 channels; the model takes {c}")
     return np.clip(out, 0.0, 1.0)
@@ -253,7 +309,7 @@ def _fill(spec: InputSpec, kind: str, shape: tuple[int, ...], n: int, rng, seed:
         pool = corpus[_portion(len(corpus), split)]
         width = int(np.prod(shape))
         starts = rng.integers(0, len(pool) - width, size=n)
-        x = np.stack([pool[s:s + width] for s in starts]).reshape(full).astype(np.int64) % spec.vocab
+        x = np.stack([pool[s : s + width] for s in starts]).reshape(full).astype(np.int64) % spec.vocab
     else:  # mask, segments, positions: filled by _sequence_inputs
         x = np.zeros(full)
     return np.ascontiguousarray(x.astype(spec.dtype))
@@ -279,8 +335,9 @@ def _sequence_inputs(model: ModelInfo, arrays: dict[str, np.ndarray], rng: np.ra
             values = values.astype(np.int64) % spec.vocab
         else:
             values = np.minimum(np.broadcast_to(np.arange(seq), (n, seq)), spec.vocab - 1)
-        arrays[spec.name] = np.ascontiguousarray(np.broadcast_to(values.reshape((n,) + (1,) * (x.ndim - 2) + (seq,)),
-                                                                  x.shape).astype(spec.dtype))
+        arrays[spec.name] = np.ascontiguousarray(
+            np.broadcast_to(values.reshape((n,) + (1,) * (x.ndim - 2) + (seq,)), x.shape).astype(spec.dtype)
+        )
     masks = [arrays[s.name] for s in model.inputs if s.kind == "mask"]
     if masks:
         for spec in model.inputs:
@@ -289,8 +346,15 @@ def _sequence_inputs(model: ModelInfo, arrays: dict[str, np.ndarray], rng: np.ra
                 arrays[spec.name] = np.where(masks[0].astype(bool), x, 0).astype(spec.dtype)
 
 
-def generate(model: ModelInfo, kind: str | None = None, n: int = 64, seed: int = 0,
-             split: str = "probe", name: str | None = None, dims: dict[str, int] | None = None) -> ProbeSet:
+def generate(
+    model: ModelInfo,
+    kind: str | None = None,
+    n: int = 64,
+    seed: int = 0,
+    split: str = "probe",
+    name: str | None = None,
+    dims: dict[str, int] | None = None,
+) -> ProbeSet:
     kind = kind or default_kind(model)
     primary = model.primary
     if kind not in KINDS[primary.kind]:
@@ -322,12 +386,12 @@ _ALLOWED_DTYPES = {"float32", "float16", "float64", "int32", "int64", "bool"}
 
 def load_probes(path: str | Path) -> ProbeSet:
     """Read a probe-set file written by :meth:`ProbeSet.save`, checking everything."""
-    arrays, meta = read_npz(path, {"ids"}, "probe set", BadProbesError, optional=frozenset({"inputs"}),
-                            pattern=r"input_\d{1,2}")
+    arrays, meta = read_npz(
+        path, {"ids"}, "probe set", BadProbesError, optional=frozenset({"inputs"}), pattern=r"input_\d{1,2}"
+    )
     ids = arrays.pop("ids")
     try:
-        name, kind, seed, split, want = (meta["name"], meta["kind"], int(meta["seed"]),
-                                         meta["split"], meta["sha256"])
+        name, kind, seed, split, want = (meta["name"], meta["kind"], int(meta["seed"]), meta["split"], meta["sha256"])
         names = [str(x) for x in meta.get("input_names", [""])]
         dims = {str(k): int(v) for k, v in dict(meta.get("dims", {})).items()}
     except (ValueError, KeyError, TypeError):
@@ -337,8 +401,11 @@ def load_probes(path: str | Path) -> ProbeSet:
             raise BadProbesError(f"probe set {str(path)!r} mixes one-input and several-input arrays")
         inputs = {names[0]: arrays["inputs"]}
     else:
-        if not 1 <= len(names) <= MAX_INPUTS or set(arrays) != {f"input_{i}" for i in range(len(names))} \
-                or len(set(names)) != len(names):
+        if (
+            not 1 <= len(names) <= MAX_INPUTS
+            or set(arrays) != {f"input_{i}" for i in range(len(names))}
+            or len(set(names)) != len(names)
+        ):
             raise BadProbesError(f"probe set {str(path)!r} does not hold one array per named input")
         inputs = {nm: arrays[f"input_{i}"] for i, nm in enumerate(names)}
     for nm, x in inputs.items():
@@ -349,8 +416,16 @@ def load_probes(path: str | Path) -> ProbeSet:
     if str(kind) not in PROBE_KINDS + CRAFTED_KINDS or split not in SPLITS:
         raise BadProbesError(f"probe set {str(path)!r} names an unknown kind or split")
     provenance = meta.get("provenance", {})
-    probes = ProbeSet(str(name), str(kind), seed, str(split), {k: np.ascontiguousarray(v) for k, v in inputs.items()},
-                      ids, dims, provenance if isinstance(provenance, dict) else {})
+    probes = ProbeSet(
+        str(name),
+        str(kind),
+        seed,
+        str(split),
+        {k: np.ascontiguousarray(v) for k, v in inputs.items()},
+        ids,
+        dims,
+        provenance if isinstance(provenance, dict) else {},
+    )
     if probes.sha256 != want:
         raise BadProbesError(f"probe set {str(path)!r} fails its content hash (altered or corrupt)")
     return probes

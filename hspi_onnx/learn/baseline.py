@@ -46,8 +46,13 @@ class SvmBits:
         return np.argmax(self.decision(X), axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "scale": self.scale, "pairs": self.pairs, "coef": self.coef,
-                "intercept": self.intercept}
+        return {
+            "mean": self.mean,
+            "scale": self.scale,
+            "pairs": self.pairs,
+            "coef": self.coef,
+            "intercept": self.intercept,
+        }
 
 
 def fit_svm_bits(X: np.ndarray, y: np.ndarray, n_queries: int, seed: int = 0, C: float = 1.0) -> SvmBits:
@@ -75,8 +80,15 @@ def fit_svm_bits(X: np.ndarray, y: np.ndarray, n_queries: int, seed: int = 0, C:
         pairs.append((i, j))
         coefs.append(svc.coef_[0].astype(np.float32))
         icepts.append(float(svc.intercept_[0]))
-    return SvmBits(classes, n_queries, mean, scale, np.array(pairs, dtype=np.int64),
-                   np.stack(coefs), np.array(icepts, dtype=np.float32))
+    return SvmBits(
+        classes,
+        n_queries,
+        mean,
+        scale,
+        np.array(pairs, dtype=np.int64),
+        np.stack(coefs),
+        np.array(icepts, dtype=np.float32),
+    )
 
 
 def group_bits(bits: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -84,8 +96,14 @@ def group_bits(bits: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     return np.stack([bits[g].reshape(-1) for g in groups]) if groups else np.zeros((0, 0), np.uint8)
 
 
-def train_svm_bits(examples, target_names, n_queries: int, seed: int = 0, max_examples: int = 6000,
-                   on_target=lambda name, seconds: None) -> dict:
+def train_svm_bits(
+    examples,
+    target_names,
+    n_queries: int,
+    seed: int = 0,
+    max_examples: int = 6000,
+    on_target=lambda name, seconds: None,
+) -> dict:
     """The baseline fitted per target on groups of ``n_queries`` rows of ``examples``."""
     import time
 
@@ -101,8 +119,10 @@ def train_svm_bits(examples, target_names, n_queries: int, seed: int = 0, max_ex
         t0 = time.perf_counter()
         models[name] = fit_svm_bits(X, np.array([y[g[0]] for g in groups], dtype=object), n_queries, seed)
         on_target(name, time.perf_counter() - t0)
-    return {"targets": models, "meta": {"method": "svm-bits", "form": examples.form, "n_queries": n_queries,
-                                        "examples": len(groups)}}
+    return {
+        "targets": models,
+        "meta": {"method": "svm-bits", "form": examples.form, "n_queries": n_queries, "examples": len(groups)},
+    }
 
 
 def save_svm_bits(bundle: dict, path) -> None:

@@ -104,9 +104,16 @@ def fit_target(name: str, X: np.ndarray, y: np.ndarray, params: CatBoostParams) 
         raise HspiError(f"target {name!r} takes one value only in the training data")
     index = {c: i for i, c in enumerate(classes)}
     yi = np.array([index[v] for v in y])
-    model = CatBoostClassifier(loss_function="MultiClass", iterations=params.iterations, depth=params.depth,
-                               learning_rate=params.learning_rate, thread_count=params.threads,
-                               random_seed=params.seed, verbose=False, allow_writing_files=False)
+    model = CatBoostClassifier(
+        loss_function="MultiClass",
+        iterations=params.iterations,
+        depth=params.depth,
+        learning_rate=params.learning_rate,
+        thread_count=params.threads,
+        random_seed=params.seed,
+        verbose=False,
+        allow_writing_files=False,
+    )
     model.fit(X, yi)
     return TargetModel(name, classes, model)
 
@@ -129,12 +136,14 @@ class Classifier:
         for name, tm in self.targets.items():
             fname = f"{_safe(name)}.cbm"
             tm.model.save_model(str(path / fname), format="cbm")
-            files[name] = {"file": fname, "classes": tm.classes,
-                           "temperatures": {str(n): t for n, t in sorted(tm.temperatures.items())}}
+            files[name] = {
+                "file": fname,
+                "classes": tm.classes,
+                "temperatures": {str(n): t for n, t in sorted(tm.temperatures.items())},
+            }
         meta = {**self.meta, "format": FORMAT, "form": self.form, "features": list(NAMES), "targets": files}
         (path / META).write_text(json.dumps(meta, indent=1, sort_keys=True), "utf-8")
         return path
-
 
     def posterior(self, X: np.ndarray) -> dict[str, dict[str, float]]:
         """target -> {value: calibrated probability} for the n queries in ``X`` together."""
@@ -215,7 +224,7 @@ def fit_temperatures(log_proba: np.ndarray, truth: np.ndarray, units: np.ndarray
         for u in np.unique(units):
             rows = rng.permutation(np.flatnonzero(units == u))
             for k in range(len(rows) // n):
-                g = rows[k * n:(k + 1) * n]
+                g = rows[k * n : (k + 1) * n]
                 sums.append(log_proba[g].sum(axis=0))
                 labels.append(truth[g[0]])
         if not sums:
@@ -237,8 +246,13 @@ def calibration_mask(examples, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def train(examples, target_names: list[str] | None, params: CatBoostParams,
-          on_target=lambda name, seconds: None, calibrate: float = 0.2) -> Classifier:
+def train(
+    examples,
+    target_names: list[str] | None,
+    params: CatBoostParams,
+    on_target=lambda name, seconds: None,
+    calibrate: float = 0.2,
+) -> Classifier:
     """One CatBoost model per target on (a per-unit subsample of) ``examples``; a ``calibrate``
     fraction of the probes is held out to fit each target's temperature."""
     held = calibration_mask(examples, calibrate, params.seed) if calibrate > 0 else np.zeros(len(examples), bool)
@@ -257,10 +271,15 @@ def train(examples, target_names: list[str] | None, params: CatBoostParams,
             known = np.array([v in index for v in cal_targets[name]])
             if known.any():
                 truth = np.array([index.get(v, 0) for v in cal_targets[name]])
-                tm.temperatures = fit_temperatures(tm.log_proba(cal.X[known]), truth[known], cal.unit[known],
-                                                   params.seed)
+                tm.temperatures = fit_temperatures(
+                    tm.log_proba(cal.X[known]), truth[known], cal.unit[known], params.seed
+                )
         models[name] = tm
         on_target(name, time.perf_counter() - t0)
-    meta = {"rows": int(len(ex)), "calibration_rows": int(len(cal)), "platforms": sorted(set(ex.label.tolist())),
-            "models": sorted(set(ex.model.tolist()))}
+    meta = {
+        "rows": int(len(ex)),
+        "calibration_rows": int(len(cal)),
+        "platforms": sorted(set(ex.label.tolist())),
+        "models": sorted(set(ex.model.tolist())),
+    }
     return Classifier(examples.form, models, meta)

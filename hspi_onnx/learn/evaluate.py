@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hspi_onnx.learn.baseline import fit_svm_bits, group_bits
-from hspi_onnx.learn.classify import CatBoostParams, combine, fit_target, subsample
 from hspi_onnx.choices import EvalProtocol, Method
 from hspi_onnx.forms import DEGRADED
+from hspi_onnx.learn.baseline import fit_svm_bits, group_bits
+from hspi_onnx.learn.classify import CatBoostParams, combine, fit_target, subsample
 from hspi_onnx.learn.examples import PLATFORM, Examples, draw_groups
 from hspi_onnx.learn.results import CaseTiming, EvalRecord, EvalReport
 
@@ -106,12 +106,18 @@ def cases(ex: Examples, cfg: EvalConfig, test: np.ndarray | None = None) -> list
     return out
 
 
-def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambda desc, total: None,
-             warn=lambda msg: None, output: str | None = None) -> EvalReport:
+def evaluate(
+    db,
+    cfg: EvalConfig,
+    models: list[str] | None = None,
+    on_step=lambda desc, total: None,
+    warn=lambda msg: None,
+    output: str | None = None,
+) -> EvalReport:
     """Every case of ``cfg`` on ``db``: records, confusion matrices (ours, random split) and timing,
     on model output ``output`` (default: each model's first)."""
-    from hspi_onnx.db.store import db_digest
     from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.db.store import db_digest
     from hspi_onnx.learn.examples import build_examples, references
 
     t0 = time.perf_counter()
@@ -134,15 +140,30 @@ def evaluate(db, cfg: EvalConfig, models: list[str] | None = None, on_step=lambd
         timing.append(CaseTiming(case.protocol, case.holdout, case.form, round(time.perf_counter() - c0, 1)))
     models_in = sorted(set(raw.model.tolist()))
     return EvalReport(
-        db=str(db.root), db_digest=db_digest(db), output=output or "", models=models_in,
-        platforms=len(set(raw.label.tolist())), rows=len(raw),
+        db=str(db.root),
+        db_digest=db_digest(db),
+        output=output or "",
+        models=models_in,
+        platforms=len(set(raw.label.tolist())),
+        rows=len(raw),
         test_probes={m: int(len(np.unique(raw.probe[test & (raw.model == m)]))) for m in models_in},
         train_probes={m: int(len(np.unique(raw.probe[~test & (raw.model == m)]))) for m in models_in},
-        config={"test_frac": cfg.test_frac, "seed": cfg.seed, "queries": list(cfg.queries),
-                "methods": list(cfg.methods), "protocols": list(cfg.protocols), "forms": list(cfg.forms),
-                "max_groups_per_unit": cfg.max_groups_per_unit, "catboost": vars(cfg.params)},
-        records=records, confusion=confusion, confusion_n=confusion_n(cfg), timing=timing,
-        seconds=round(time.perf_counter() - t0, 1))
+        config={
+            "test_frac": cfg.test_frac,
+            "seed": cfg.seed,
+            "queries": list(cfg.queries),
+            "methods": list(cfg.methods),
+            "protocols": list(cfg.protocols),
+            "forms": list(cfg.forms),
+            "max_groups_per_unit": cfg.max_groups_per_unit,
+            "catboost": vars(cfg.params),
+        },
+        records=records,
+        confusion=confusion,
+        confusion_n=confusion_n(cfg),
+        timing=timing,
+        seconds=round(time.perf_counter() - t0, 1),
+    )
 
 
 def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: None) -> tuple[list[EvalRecord], dict]:
@@ -156,10 +177,15 @@ def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: Non
         if len(seen) < 2:
             continue
         counts = Counter(y[np.flatnonzero(case.test)].tolist())
-        base = {"protocol": case.protocol, "holdout": case.holdout, "form": case.form, "target": t,
-                "ceiling": round(ceiling(ex, case.test, y), 4),
-                "majority": round(max(counts.values()) / sum(counts.values()), 4) if counts else None,
-                "unseen_values": sorted(set(y[case.test].tolist()) - seen)}
+        base = {
+            "protocol": case.protocol,
+            "holdout": case.holdout,
+            "form": case.form,
+            "target": t,
+            "ceiling": round(ceiling(ex, case.test, y), 4),
+            "majority": round(max(counts.values()) / sum(counts.values()), 4) if counts else None,
+            "unseen_values": sorted(set(y[case.test].tolist()) - seen),
+        }
         for method in cfg.methods:
             on_step(f"{case.protocol} {case.holdout if case.holdout != '-' else case.form} {t} {method}")
             t0 = time.perf_counter()
@@ -173,9 +199,17 @@ def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: Non
                 ok = np.array([v in seen for v in truth], dtype=bool)
                 pred = np.array([classes[i] for i in preds[n]], dtype=object) if len(groups) else truth
                 acc = float((pred[ok] == truth[ok]).mean()) if ok.any() else None
-                records.append(EvalRecord(**base, method=method, n=n,
-                                          accuracy=None if acc is None else round(acc, 4), groups=int(ok.sum()),
-                                          unpredictable_groups=int((~ok).sum()), train_seconds=round(seconds, 2)))
+                records.append(
+                    EvalRecord(
+                        **base,
+                        method=method,
+                        n=n,
+                        accuracy=None if acc is None else round(acc, 4),
+                        groups=int(ok.sum()),
+                        unpredictable_groups=int((~ok).sum()),
+                        train_seconds=round(seconds, 2),
+                    )
+                )
                 if method == "catboost" and n == confusion_n(cfg) and ok.any():
                     confusion[t] = _confusion(truth[ok], pred[ok])
     return records, confusion

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from hspi_onnx.db.dataset import Group
-from hspi_onnx.learn.targets import target_table
 from hspi_onnx.forms import degrade
 from hspi_onnx.learn.features import NAMES, ieee_bits, row_features
 from hspi_onnx.learn.reference import reference_for
+from hspi_onnx.learn.targets import target_table
 
 PLATFORM = "platform"  # the full-label target: predicted as an equivalence class
 BITS_VALUES = 10  # values per output whose bits feed the svm-bits baseline
@@ -51,9 +51,17 @@ class Examples:
             out = {n: out[n] for n in names}
         return out
 
-    def subset(self, mask: np.ndarray) -> "Examples":
-        return Examples(self.form, self.X[mask], self.bits[mask], self.label[mask], self.klass[mask],
-                        self.model[mask], self.probe[mask], self.unit[mask])
+    def subset(self, mask: np.ndarray) -> Examples:
+        return Examples(
+            self.form,
+            self.X[mask],
+            self.bits[mask],
+            self.label[mask],
+            self.klass[mask],
+            self.model[mask],
+            self.probe[mask],
+            self.unit[mask],
+        )
 
 
 def references(groups: list[Group], manifest: dict, warn=lambda m: None) -> list:
@@ -61,15 +69,24 @@ def references(groups: list[Group], manifest: dict, warn=lambda m: None) -> list
     return [reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, g.output_name, warn) for g in groups]
 
 
-def build_examples(groups: list[Group], form: str, manifest: dict, warn=lambda m: None,
-                   on_platform=lambda: None, refs: list | None = None) -> Examples:
+def build_examples(
+    groups: list[Group],
+    form: str,
+    manifest: dict,
+    warn=lambda m: None,
+    on_platform=lambda: None,
+    refs: list | None = None,
+) -> Examples:
     """Feature rows of every platform of every group, in output form ``form`` (``refs``: the
     groups' references when already loaded, see :func:`references`)."""
     parts: dict[str, list] = {k: [] for k in ("X", "bits", "label", "klass", "model", "probe", "unit")}
     unit = 0
     for k, g in enumerate(groups):
-        ref = refs[k] if refs is not None else reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids,
-                                                             g.output_name, warn)
+        ref = (
+            refs[k]
+            if refs is not None
+            else reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, g.output_name, warn)
+        )
         classes = g.classes()
         for label in g.platforms:
             view = degrade(g.outputs[label], form)
@@ -83,8 +100,9 @@ def build_examples(groups: list[Group], form: str, manifest: dict, warn=lambda m
             parts["unit"].append(np.full(n, unit))
             unit += 1
             on_platform()
-    return Examples(form, *(np.concatenate(parts[k]) for k in ("X", "bits", "label", "klass", "model",
-                                                               "probe", "unit")))
+    return Examples(
+        form, *(np.concatenate(parts[k]) for k in ("X", "bits", "label", "klass", "model", "probe", "unit"))
+    )
 
 
 def draw_groups(ex: Examples, mask: np.ndarray, n: int, max_per_unit: int, seed: int) -> list[np.ndarray]:
@@ -100,6 +118,6 @@ def draw_groups(ex: Examples, mask: np.ndarray, n: int, max_per_unit: int, seed:
         unit_groups = []
         for _ in range(reps):
             perm = rng.permutation(rows)
-            unit_groups += [perm[k * n:(k + 1) * n] for k in range(per_perm)]
+            unit_groups += [perm[k * n : (k + 1) * n] for k in range(per_perm)]
         groups += unit_groups[:max_per_unit]
     return groups

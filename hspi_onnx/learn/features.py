@@ -19,16 +19,35 @@ from hspi_onnx.forms import View, round_significant, top_indices
 MANTISSA_BITS = 23
 VALUE_FEATURES = [
     "width",  # bits of the dtype the values came in (16, 32, 64)
-    "exp_mean", "exp_std", "exp_min", "exp_max",  # unbiased binary32 exponents of non-zero values
-    "neg_frac", "zero_frac",
-    "tz_mean", "tz_min", "tz_max", "tz_ge13", "tz_ge16",  # trailing zero mantissa bits
-    "bit0", "bit1", "bit2", "bit3", "low_byte",  # low-order mantissa bits: fraction set, mean low byte
-    "distinct_frac", "tie_frac",  # distinct values / m; equal neighbours after sorting
-    "gap12_ulp", "gap_min_ulp", "gap_med_ulp",  # sorted-value gaps, log2(1 + gap / ulp)
-    "grid_fit", "grid_steps",  # values on a uniform grid (int8 dequantisation) and its size
+    "exp_mean",
+    "exp_std",
+    "exp_min",
+    "exp_max",  # unbiased binary32 exponents of non-zero values
+    "neg_frac",
+    "zero_frac",
+    "tz_mean",
+    "tz_min",
+    "tz_max",
+    "tz_ge13",
+    "tz_ge16",  # trailing zero mantissa bits
+    "bit0",
+    "bit1",
+    "bit2",
+    "bit3",
+    "low_byte",  # low-order mantissa bits: fraction set, mean low byte
+    "distinct_frac",
+    "tie_frac",  # distinct values / m; equal neighbours after sorting
+    "gap12_ulp",
+    "gap_min_ulp",
+    "gap_med_ulp",  # sorted-value gaps, log2(1 + gap / ulp)
+    "grid_fit",
+    "grid_steps",  # values on a uniform grid (int8 dequantisation) and its size
 ]
 REFERENCE_FEATURES = [
-    "err_ulp_mean", "err_ulp_med", "err_ulp_max", "err_ulp_p90",  # log2(1 + |x - ref| / ulp(ref))
+    "err_ulp_mean",
+    "err_ulp_med",
+    "err_ulp_max",
+    "err_ulp_p90",  # log2(1 + |x - ref| / ulp(ref))
     "exact_frac",  # |x - ref| <= ulp/2: the correctly rounded binary32 result
     "err_bias",  # mean signed error / mean absolute error
     "rel_err",  # log10 of mean |x - ref| / mean |ref|
@@ -39,8 +58,25 @@ POSITIONS = 10
 NAMES = VALUE_FEATURES + REFERENCE_FEATURES
 # Features that show the dtype of the last operation rather than the precision of the whole
 # computation (see classify.mask_storage).
-STORAGE_FEATURES = ["width", "tz_mean", "tz_min", "tz_max", "tz_ge13", "tz_ge16", "bit0", "bit1", "bit2", "bit3",
-                    "low_byte", "distinct_frac", "tie_frac", "gap_min_ulp", "gap_med_ulp", "grid_fit", "grid_steps"]
+STORAGE_FEATURES = [
+    "width",
+    "tz_mean",
+    "tz_min",
+    "tz_max",
+    "tz_ge13",
+    "tz_ge16",
+    "bit0",
+    "bit1",
+    "bit2",
+    "bit3",
+    "low_byte",
+    "distinct_frac",
+    "tie_frac",
+    "gap_min_ulp",
+    "gap_med_ulp",
+    "grid_fit",
+    "grid_steps",
+]
 
 
 def _width(values: np.ndarray) -> float:
@@ -155,7 +191,7 @@ def reference_features(view: View, form: str, ref: np.ndarray) -> np.ndarray:
     out[:, 4] = (e <= 0.5).mean(axis=1)
     signed = np.sign(err) * le
     k = min(POSITIONS, signed.shape[1])
-    out[:, 9:9 + k] = signed[:, :k]
+    out[:, 9 : 9 + k] = signed[:, :k]
     with np.errstate(all="ignore"):
         out[:, 5] = (err / _ulp(r)).mean(axis=1) / (e.mean(axis=1) + 1e-12)
         out[:, 6] = np.log10(np.abs(err).mean(axis=1) / (np.abs(r).mean(axis=1) + 1e-30) + 1e-30)

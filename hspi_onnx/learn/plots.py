@@ -79,7 +79,9 @@ def confusion_plots(report: EvalReport, outdir: Path) -> list[Path]:
         m = np.array(conf["matrix"], dtype=float)
         labels = conf["labels"]
         if target == "platform":  # class keys list every member; name a class by its first member
-            labels = [f"{_short(lab.split(' | ')[0])}" + (f" (+{lab.count(' | ')})" if " | " in lab else "") for lab in labels]
+            labels = [
+                f"{_short(lab.split(' | ')[0])}" + (f" (+{lab.count(' | ')})" if " | " in lab else "") for lab in labels
+            ]
         size = max(3.5, 0.28 * len(labels) + 2.5)
         fig, ax = plt.subplots(figsize=(size + 1.5, size))
         norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)

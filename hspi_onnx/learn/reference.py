@@ -18,7 +18,6 @@ from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import HspiError
 from hspi_onnx.safenpz import read_npz, save_npz
 
-
 CACHE_FORMAT = "hspi-reference/2"
 
 
@@ -39,8 +38,14 @@ def recover_inputs(manifest: dict, model_sha: str, probes_sha: str):
     if info is None:
         raise HspiError(f"model {m.get('name')!r} with sha256 {model_sha[:12]} is not at hand")
     try:
-        probes = generate(info, p["kind"], n=int(p["n"]), seed=int(p["seed"]), split=p["split"],
-                          dims={str(k): int(v) for k, v in dict(p.get("dims", {})).items()})
+        probes = generate(
+            info,
+            p["kind"],
+            n=int(p["n"]),
+            seed=int(p["seed"]),
+            split=p["split"],
+            dims={str(k): int(v) for k, v in dict(p.get("dims", {})).items()},
+        )
     except (HspiError, KeyError, TypeError, ValueError):
         probes = None
     if probes is None or probes.sha256 != probes_sha:
@@ -55,8 +60,12 @@ def float64_outputs(manifest: dict, model_sha: str, probes_sha: str, output: str
     if path.is_file():
         arrays, meta = read_npz(path, {"ids"}, "cached reference", pattern=r"output_\d{1,2}")
         names = meta.get("outputs", [])
-        if (meta.get("format") == CACHE_FORMAT and meta.get("model_sha256") == model_sha
-                and meta.get("probes_sha256") == probes_sha and output in names):
+        if (
+            meta.get("format") == CACHE_FORMAT
+            and meta.get("model_sha256") == model_sha
+            and meta.get("probes_sha256") == probes_sha
+            and output in names
+        ):
             return arrays["ids"], arrays[f"output_{names.index(output)}"]
     info, probes = recover_inputs(manifest, model_sha, probes_sha)
     if output not in info.output_names:
@@ -64,14 +73,24 @@ def float64_outputs(manifest: dict, model_sha: str, probes_sha: str, output: str
     from hspi_onnx.graph.float64 import compute_float64
 
     ref, source = compute_float64(info, probes.inputs)
-    save_npz(path, {"format": CACHE_FORMAT, "model_sha256": model_sha, "probes_sha256": probes_sha,
-                    "source": source, "outputs": list(ref)},
-             ids=probes.ids, **{f"output_{i}": v for i, v in enumerate(ref.values())})
+    save_npz(
+        path,
+        {
+            "format": CACHE_FORMAT,
+            "model_sha256": model_sha,
+            "probes_sha256": probes_sha,
+            "source": source,
+            "outputs": list(ref),
+        },
+        ids=probes.ids,
+        **{f"output_{i}": v for i, v in enumerate(ref.values())},
+    )
     return probes.ids, ref[output]
 
 
-def reference_for(manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray, output: str,
-                  warn=lambda msg: None) -> np.ndarray | None:
+def reference_for(
+    manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray, output: str, warn=lambda msg: None
+) -> np.ndarray | None:
     """float64 values of ``output`` for ``ids`` or None (with a warning) when they cannot be computed."""
     try:
         ref_ids, ref = float64_outputs(manifest, model_sha, probes_sha, output)

@@ -69,7 +69,7 @@ class EvalReport:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EvalReport":
+    def from_dict(cls, d: dict) -> EvalReport:
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         kw.setdefault("output", "")
@@ -78,13 +78,17 @@ class EvalReport:
         return cls(**kw)
 
     @classmethod
-    def merged(cls, reports: list["EvalReport"]) -> "EvalReport":
+    def merged(cls, reports: list[EvalReport]) -> EvalReport:
         """Several reports of one DB (e.g. one per protocol) as one."""
         first = reports[0]
-        return cls(**{**{f.name: getattr(first, f.name) for f in fields(cls)},
-                      "records": [r for rep in reports for r in rep.records],
-                      "timing": [t for rep in reports for t in rep.timing],
-                      "seconds": sum(rep.seconds for rep in reports)})
+        return cls(
+            **{
+                **{f.name: getattr(first, f.name) for f in fields(cls)},
+                "records": [r for rep in reports for r in rep.records],
+                "timing": [t for rep in reports for t in rep.timing],
+                "seconds": sum(rep.seconds for rep in reports),
+            }
+        )
 
 
 def _pct(v) -> str:
@@ -109,10 +113,17 @@ def table_rows(report: EvalReport) -> list[dict]:
         any_rec = next(iter(recs.values()))
         groups = min(r.groups for r in recs.values())
         unpred = max(r.unpredictable_groups for r in recs.values())
-        rows.append({"case": case, "target": target, "cells": cells, "ceiling": _pct(any_rec.ceiling),
-                     "majority": _pct(any_rec.majority),
-                     "groups": f"{groups}" + (f" (+{unpred} unpredictable)" if unpred else ""),
-                     "unseen": any_rec.unseen_values})
+        rows.append(
+            {
+                "case": case,
+                "target": target,
+                "cells": cells,
+                "ceiling": _pct(any_rec.ceiling),
+                "majority": _pct(any_rec.majority),
+                "groups": f"{groups}" + (f" (+{unpred} unpredictable)" if unpred else ""),
+                "unseen": any_rec.unseen_values,
+            }
+        )
     return rows
 
 
@@ -133,14 +144,20 @@ def unpredictable(report: EvalReport) -> list[str]:
     """Held-out targets whose test values the training side never saw (ours, at the first n):
     "protocol-holdout target: values"; no classifier can predict them."""
     first = report.queries[0] if report.queries else None
-    return [f"{r.protocol}-{r.holdout} {r.target}: {', '.join(r.unseen_values)}"
-            for r in report.records if r.unseen_values and r.method == "catboost" and r.n == first]
+    return [
+        f"{r.protocol}-{r.holdout} {r.target}: {', '.join(r.unseen_values)}"
+        for r in report.records
+        if r.unseen_values and r.method == "catboost" and r.n == first
+    ]
 
 
 def markdown(report: EvalReport) -> str:
     head = ["protocol", "target", *[f"n={n}" for n in report.queries], "ceiling", "majority", "test groups per n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table_rows(report):
-        lines.append("| " + " | ".join([row["case"], row["target"], *row["cells"], row["ceiling"], row["majority"],
-                                        row["groups"]]) + " |")
+        lines.append(
+            "| "
+            + " | ".join([row["case"], row["target"], *row["cells"], row["ceiling"], row["majority"], row["groups"]])
+            + " |"
+        )
     return "\n".join(lines) + "\n"

@@ -13,8 +13,7 @@ NOT_APPLICABLE = "-"  # value of a knob target for a platform that lacks the kno
 
 def attribute_values(label: str, knob_names: list[str]) -> dict[str, str]:
     p = Platform.parse(label)
-    values = {"runtime": p.runtime, "version": f"{p.runtime}@{p.version}", "device": p.device,
-              "precision": p.precision}
+    values = {"runtime": p.runtime, "version": f"{p.runtime}@{p.version}", "device": p.device, "precision": p.precision}
     for k in knob_names:
         values[k] = p.knob.get(k, NOT_APPLICABLE)
     return values

@@ -4,17 +4,29 @@ CatBoost, or the paper's svm-bits baseline), saved with what it was trained on."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hspi_onnx.choices import Method
 
 
-def fit_and_save(db, output: Path, form: str = "raw", method: str = Method.CATBOOST, *, queries: int = 8,
-                 models: list[str] | None = None, targets: list[str] | None = None, output_name: str | None = None,
-                 iterations: int = 150, rows_per_platform: int = 250, seed: int = 0,
-                 on_stage: Callable[[str, int], None] = lambda name, total: None,
-                 on_step: Callable[[], None] = lambda: None, warn: Callable[[str], None] = lambda m: None) -> dict:
+def fit_and_save(
+    db,
+    output: Path,
+    form: str = "raw",
+    method: str = Method.CATBOOST,
+    *,
+    queries: int = 8,
+    models: list[str] | None = None,
+    targets: list[str] | None = None,
+    output_name: str | None = None,
+    iterations: int = 150,
+    rows_per_platform: int = 250,
+    seed: int = 0,
+    on_stage: Callable[[str, int], None] = lambda name, total: None,
+    on_step: Callable[[], None] = lambda: None,
+    warn: Callable[[str], None] = lambda m: None,
+) -> dict:
     """Train on every probe of ``db`` (a :class:`~hspi_onnx.db.store.ReferenceDB`) and save to
     ``output``: CatBoost's native format or the svm-bits bundle, JSON metadata, no pickle.
     ``on_stage(name, total)`` starts a stage ("features": outputs to read, "training": targets),
@@ -40,8 +52,14 @@ def fit_and_save(db, output: Path, form: str = "raw", method: str = Method.CATBO
     if method is Method.CATBOOST:
         params = CatBoostParams(iterations=iterations, seed=seed, max_rows_per_unit=rows_per_platform)
         clf = train(ex, targets or None, params, on_target=done)
-        clf.meta |= {"db": str(db.root), "db_digest": db_digest(db), "probes": int(len(set(zip(ex.model, ex.probe)))),
-                     "method": str(method), "params": vars(params), "output": output_name}
+        clf.meta |= {
+            "db": str(db.root),
+            "db_digest": db_digest(db),
+            "probes": int(len(set(zip(ex.model, ex.probe)))),
+            "method": str(method),
+            "params": vars(params),
+            "output": output_name,
+        }
         clf.save(output)
         classes = {t: len(m.classes) for t, m in clf.targets.items()}
     else:
@@ -52,6 +70,14 @@ def fit_and_save(db, output: Path, form: str = "raw", method: str = Method.CATBO
         save_svm_bits(bundle, output)
         classes = {t: len(m.classes) for t, m in bundle["targets"].items()}
     seconds = time.perf_counter() - t0
-    return {"output": str(output), "method": str(method), "form": form, "rows": len(ex),
-            "platforms": len(set(ex.label.tolist())), "targets": classes, "train_seconds": timings,
-            "feature_seconds": round(t_features, 2), "seconds": round(seconds, 2)}
+    return {
+        "output": str(output),
+        "method": str(method),
+        "form": form,
+        "rows": len(ex),
+        "platforms": len(set(ex.label.tolist())),
+        "targets": classes,
+        "train_seconds": timings,
+        "feature_seconds": round(t_features, 2),
+        "seconds": round(seconds, 2),
+    }

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hspi_onnx.learn.targets import attribute_values
-from hspi_onnx.errors import HspiError
-from hspi_onnx.match.identify import CONFIDENT, CONSISTENT as DEGRADED_OK, IDENTIFIED, MIXED, MatchReport
 from hspi_onnx.choices import ClaimVerdict
+from hspi_onnx.errors import HspiError
 from hspi_onnx.labels import Platform
+from hspi_onnx.learn.targets import attribute_values
+from hspi_onnx.match.identify import CONFIDENT, IDENTIFIED, MIXED, MatchReport
+from hspi_onnx.match.identify import CONSISTENT as DEGRADED_OK
 
 VERDICT_CONSISTENT, VERDICT_INCONSISTENT, VERDICT_INCONCLUSIVE = ClaimVerdict  # hspi_onnx/choices.py
 EXIT_CODES = {v: v.exit_code for v in ClaimVerdict}
@@ -86,20 +87,34 @@ def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str] |
     status, evidence = VERDICT_INCONCLUSIVE, []
     if verdict.status in (IDENTIFIED, MIXED, DEGRADED_OK):
         hits = [p for p in verdict.platforms if satisfies(p, claim)]
-        what = ("bit-identical with the suspect" if verdict.status != DEGRADED_OK
-                else f"consistent with the suspect's {report.evidence.suspect.form} outputs")
+        what = (
+            "bit-identical with the suspect"
+            if verdict.status != DEGRADED_OK
+            else f"consistent with the suspect's {report.evidence.suspect.form} outputs"
+        )
         if hits:
-            unexplained = [q for q, plats in enumerate(report.evidence.exact.per_query)
-                           if not any(satisfies(p, claim) for p in plats)] if verdict.status == MIXED else []
+            unexplained = (
+                [
+                    q
+                    for q, plats in enumerate(report.evidence.exact.per_query)
+                    if not any(satisfies(p, claim) for p in plats)
+                ]
+                if verdict.status == MIXED
+                else []
+            )
             if unexplained:
                 status = VERDICT_INCONSISTENT
-                evidence.append(f"the outputs come from several platforms; {len(unexplained)} of "
-                                f"{report.evidence.exact.queries} queries match only platforms that do not satisfy "
-                                f"the claim (query {unexplained[0]} first)")
+                evidence.append(
+                    f"the outputs come from several platforms; {len(unexplained)} of "
+                    f"{report.evidence.exact.queries} queries match only platforms that do not satisfy "
+                    f"the claim (query {unexplained[0]} first)"
+                )
             elif verdict.status == MIXED:
                 status = VERDICT_CONSISTENT
-                evidence.append(f"the outputs come from several platforms, and every query matches one that "
-                                f"satisfies the claim ({len(hits)} such platforms, e.g. {hits[0]})")
+                evidence.append(
+                    f"the outputs come from several platforms, and every query matches one that "
+                    f"satisfies the claim ({len(hits)} such platforms, e.g. {hits[0]})"
+                )
             else:
                 status = VERDICT_CONSISTENT
                 evidence.append(f"{len(hits)} platform(s) {what} satisfy the claim, e.g. {hits[0]}")
@@ -110,8 +125,10 @@ def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str] |
             evidence.append("the DB holds no platform satisfying the claim; exact evidence cannot judge it")
     else:
         if claimed and report.evidence.suspect.bitwise:
-            evidence.append(f"none of the {len(claimed)} DB platforms satisfying the claim reproduces the outputs "
-                            "(the suspect is not in the DB as built)")
+            evidence.append(
+                f"none of the {len(claimed)} DB platforms satisfying the claim reproduces the outputs "
+                "(the suspect is not in the DB as built)"
+            )
         elif not claimed:
             evidence.append("the DB holds no platform satisfying the claim")
     if status == VERDICT_INCONCLUSIVE and report.evidence.stats is not None:
@@ -128,7 +145,9 @@ def _statistical(targets: dict, claim: dict[str, str], undetermined: set[str]) -
         t = targets.get(key)
         if key == "version" and t is not None and "@" not in want:  # a bare version: the runtime's
             runtime = claim.get("runtime")
-            matches = [v for v in t.values if v.endswith("@" + want) and (runtime is None or v.startswith(runtime + "@"))]
+            matches = [
+                v for v in t.values if v.endswith("@" + want) and (runtime is None or v.startswith(runtime + "@"))
+            ]
             want = matches[0] if len(matches) == 1 else want
         if t is None:
             evidence.append(f"{key}: the classifier has no target for it")
@@ -145,7 +164,9 @@ def _statistical(targets: dict, claim: dict[str, str], undetermined: set[str]) -
             evidence.append(f"{key}={want}: classifier agrees, p={p_best:.3f}")
         elif best != want and confident and p_claim <= 1 - CONFIDENT + 1e-9:
             against += 1
-            evidence.append(f"{key}={want}: classifier says {best} (p={p_best:.3f}); the claimed value has p={p_claim:.3f}")
+            evidence.append(
+                f"{key}={want}: classifier says {best} (p={p_best:.3f}); the claimed value has p={p_claim:.3f}"
+            )
         else:
             evidence.append(f"{key}={want}: not confident (claimed p={p_claim:.3f}, best {best} p={p_best:.3f})")
     if against:

@@ -28,7 +28,7 @@ class PrintedFloat(float):
 
     __slots__ = ("text",)  # no per-number __dict__: a 16 MiB suspect holds millions of them
 
-    def __new__(cls, text: str) -> "PrintedFloat":
+    def __new__(cls, text: str) -> PrintedFloat:
         obj = super().__new__(cls, text)
         obj.text = text
         return obj
@@ -128,8 +128,9 @@ def infer(texts: list[str], shape: tuple[int, ...]) -> Precision:
     lo, hi, nb = flat.copy(), flat.copy(), np.zeros(len(flat))
     lo[~odd], hi[~odd], nb[~odd] = p.lo, p.hi, number_bits
     per_query = nb.reshape(shape[0], -1).sum(axis=1) if shape and shape[0] else nb
-    return Precision(p.mode, p.description, lo.reshape(shape), hi.reshape(shape), p.bits,
-                     round(float(np.median(per_query)), 1))
+    return Precision(
+        p.mode, p.description, lo.reshape(shape), hi.reshape(shape), p.bits, round(float(np.median(per_query)), 1)
+    )
 
 
 def _infer(texts: list[str]) -> tuple[Precision, np.ndarray]:
@@ -163,10 +164,23 @@ def _infer(texts: list[str]) -> tuple[Precision, np.ndarray]:
 
 
 def bits_note(p: Precision) -> str:
-    return (f"printed as {p.description}: each number leaves about {p.bits:g} bits of the value, "
-            f"a query's numbers about {p.query_bits:g} bits together"
-            if p.mode == FIXED else f"printed as {p.description}: exact to the bit")
+    return (
+        f"printed as {p.description}: each number leaves about {p.bits:g} bits of the value, "
+        f"a query's numbers about {p.query_bits:g} bits together"
+        if p.mode == FIXED
+        else f"printed as {p.description}: exact to the bit"
+    )
 
 
-__all__ = ["FIXED", "FLOAT32_REPR", "FLOAT64_REPR", "Precision", "PrintedFloat", "bits_note", "exact_in", "infer",
-           "loads", "text_of"]
+__all__ = [
+    "FIXED",
+    "FLOAT32_REPR",
+    "FLOAT64_REPR",
+    "Precision",
+    "PrintedFloat",
+    "bits_note",
+    "exact_in",
+    "infer",
+    "loads",
+    "text_of",
+]

@@ -32,19 +32,27 @@ class ReplayPlan:
     summary: object = None  # the BuildSummary of running them
 
     def as_dict(self) -> dict:
-        return {"model": self.model.name, "model_sha256": self.model.sha256, "probe_set": self.probes.name,
-                "probes_sha256": self.probes.sha256, "inputs": len(self.probes),
-                "platforms": [str(p) for _, p in self.plan], "not_replayed": self.missing,
-                "candidates": "db" if self.from_db else "available here",
-                **({"build": self.summary.as_dict()} if self.summary is not None else {})}
+        return {
+            "model": self.model.name,
+            "model_sha256": self.model.sha256,
+            "probe_set": self.probes.name,
+            "probes_sha256": self.probes.sha256,
+            "inputs": len(self.probes),
+            "platforms": [str(p) for _, p in self.plan],
+            "not_replayed": self.missing,
+            "candidates": "db" if self.from_db else "available here",
+            **({"build": self.summary.as_dict()} if self.summary is not None else {}),
+        }
 
 
 def replay_probes(suspect: Suspect, model: ModelInfo) -> ProbeSet:
     """The suspect's inputs as a probe set for ``model`` (ids: the suspect's), checked to fit it."""
     if not suspect.inputs:
-        raise BadSuspectError(f"suspect file {suspect.path!r} holds no inputs to replay: give an .npz with an "
-                              "inputs array, a KServe log of requests with their responses, or logprobs lines "
-                              "with their prompts")
+        raise BadSuspectError(
+            f"suspect file {suspect.path!r} holds no inputs to replay: give an .npz with an "
+            "inputs array, a KServe log of requests with their responses, or logprobs lines "
+            "with their prompts"
+        )
     raw = ProbeSet("replay", REPLAY_KIND, 0, "probe", dict(suspect.inputs), suspect.ids.copy())
     named = ProbeSet(f"replay-{raw.sha256[:12]}", REPLAY_KIND, 0, "probe", raw.inputs, raw.ids)
     try:
@@ -68,8 +76,10 @@ def resolve_replay_model(db: ReferenceDB, suspect: Suspect, model: str | None) -
     if len(wanted) != 1:
         if suspect.model and not wanted:
             return resolve_model(suspect.model)  # a zoo name the DB does not hold yet
-        raise HspiError("name the model to replay with --model (a zoo name or an ONNX file): "
-                        + ("the suspect names none and the DB holds " + (f"{len(models)} models" if models else "none")))
+        raise HspiError(
+            "name the model to replay with --model (a zoo name or an ONNX file): "
+            + ("the suspect names none and the DB holds " + (f"{len(models)} models" if models else "none"))
+        )
     sha, m = next(iter(wanted.items()))
     info = model_at_hand(m, sha)
     if info is not None:
@@ -108,8 +118,10 @@ def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: l
         else:
             out.missing[label] = offered.why_not(label)
     if not out.plan:
-        raise HspiError(f"none of the DB's {len(chosen)} platforms of {model.name} runs on this machine "
-                        f"(e.g. {next(iter(out.missing.items()))[1]})")
+        raise HspiError(
+            f"none of the DB's {len(chosen)} platforms of {model.name} runs on this machine "
+            f"(e.g. {next(iter(out.missing.items()))[1]})"
+        )
     return out
 
 

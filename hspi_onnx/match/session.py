@@ -3,13 +3,18 @@ digest index (built when it is missing or stale) and an optional classifier."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
-def match_suspect(suspect, db, classifier: Path | None = None, warn: Callable[[str], None] = lambda m: None,
-                  on_index: Callable[[int], None] = lambda shards: None,
-                  on_shard: Callable[[], None] = lambda: None):
+def match_suspect(
+    suspect,
+    db,
+    classifier: Path | None = None,
+    warn: Callable[[str], None] = lambda m: None,
+    on_index: Callable[[int], None] = lambda shards: None,
+    on_shard: Callable[[], None] = lambda: None,
+):
     """The :class:`~hspi_onnx.match.identify.MatchReport` of ``suspect`` (a loaded suspect) against
     ``db`` (a :class:`~hspi_onnx.db.store.ReferenceDB`). The digest index is read as it is, or
     rebuilt when missing or stale (``on_index(shards)`` first, ``on_shard()`` per shard read);

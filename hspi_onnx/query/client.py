@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,19 +48,25 @@ class QuerySummary:
     requests: int
 
 
-def query(probes, out: str | Path, opts: QueryOptions,
-          on_start: Callable[[int, int], None] = lambda total, done: None,
-          on_answer: Callable[[int], None] = lambda n: None) -> QuerySummary:
+def query(
+    probes,
+    out: str | Path,
+    opts: QueryOptions,
+    on_start: Callable[[int, int], None] = lambda total, done: None,
+    on_answer: Callable[[int], None] = lambda n: None,
+) -> QuerySummary:
     """Ask ``opts.url`` for every probe of ``probes`` not yet answered in ``out``; each answer is
     appended and flushed as it arrives, so an error or interruption loses nothing received."""
     if opts.protocol not in PROTOCOLS:
         raise QueryError(f"protocol {opts.protocol!r} is not supported; protocols: {', '.join(PROTOCOLS)}")
     if opts.batch < 1 or opts.concurrency < 1 or opts.retries < 0 or opts.timeout <= 0:
         raise QueryError("--batch and --concurrency must be at least 1, --retries at least 0, --timeout positive")
-    if opts.protocol == "openai" and (opts.endpoint not in openai.ENDPOINTS or opts.top_logprobs < 1
-                                      or opts.max_tokens < 1):
-        raise QueryError(f"--endpoint must be one of {', '.join(openai.ENDPOINTS)}, --top-logprobs and "
-                         "--max-tokens at least 1")
+    if opts.protocol == "openai" and (
+        opts.endpoint not in openai.ENDPOINTS or opts.top_logprobs < 1 or opts.max_tokens < 1
+    ):
+        raise QueryError(
+            f"--endpoint must be one of {', '.join(openai.ENDPOINTS)}, --top-logprobs and --max-tokens at least 1"
+        )
     if opts.protocol == "openai" and opts.endpoint == "chat" and opts.batch != 1:
         raise QueryError("a chat request holds one prompt: use --batch 1 with --endpoint chat")
     if opts.protocol == "kserve-v2":
@@ -68,20 +74,24 @@ def query(probes, out: str | Path, opts: QueryOptions,
     else:
         base, model = openai.split_url(opts.url), opts.model
     ids = [int(i) for i in probes.ids]
-    with Transport(base, opts.timeout, opts.retries, opts.rate, opts.authorization, opts.max_body,
-                   opts.backoff, opts.concurrency) as transport:
+    with Transport(
+        base, opts.timeout, opts.retries, opts.rate, opts.authorization, opts.max_body, opts.backoff, opts.concurrency
+    ) as transport:
         if opts.protocol == "openai":
             model = openai.served_model(transport, model)
             openai.prompt_ids(probes, 0)  # a probe set of prompts, or a clear error before anything is sent
-        answers = AnswerFile(out, probes.sha256, transport.shown, model,
-                             openai.signature if opts.protocol == "openai" else None)
+        answers = AnswerFile(
+            out, probes.sha256, transport.shown, model, openai.signature if opts.protocol == "openai" else None
+        )
         try:
             done = answers.open()
             todo = [k for k, pid in enumerate(ids) if pid not in done]
             on_start(len(ids), len(ids) - len(todo))
-            batches = [todo[s:s + opts.batch] for s in range(0, len(todo), opts.batch)]
+            batches = [todo[s : s + opts.batch] for s in range(0, len(todo), opts.batch)]
             if batches:
-                ask = (_openai_asker if opts.protocol == "openai" else _kserve_asker)(transport, model, probes, ids, opts)
+                ask = (_openai_asker if opts.protocol == "openai" else _kserve_asker)(
+                    transport, model, probes, ids, opts
+                )
                 _run(batches, ask, answers, opts.concurrency, on_answer)
         finally:
             answers.close()
@@ -96,9 +106,15 @@ class AdaptiveResult:
     consistent: list[str]  # DB platforms whose labels equal every answer
 
 
-def query_adaptive(probes, out: str | Path, opts: QueryOptions, platforms: list[str], table: np.ndarray,
-                   max_queries: int, on_answer: Callable[[int, int], None] = lambda asked, alive: None
-                   ) -> AdaptiveResult:
+def query_adaptive(
+    probes,
+    out: str | Path,
+    opts: QueryOptions,
+    platforms: list[str],
+    table: np.ndarray,
+    max_queries: int,
+    on_answer: Callable[[int, int], None] = lambda asked, alive: None,
+) -> AdaptiveResult:
     """Ask a label-only KServe v2 service one probe at a time, each time the probe whose DB labels
     (``table``: probes of ``probes`` x ``platforms``) best split the platforms still consistent
     with the answers (:mod:`hspi_onnx.border.tree`); stop when no probe splits them or after
@@ -115,8 +131,9 @@ def query_adaptive(probes, out: str | Path, opts: QueryOptions, platforms: list[
     asked: list[int] = []
     labels: list[int] = []
     requests = 0
-    with Transport(base, opts.timeout, opts.retries, opts.rate, opts.authorization, opts.max_body,
-                   opts.backoff, 1) as transport:
+    with Transport(
+        base, opts.timeout, opts.retries, opts.rate, opts.authorization, opts.max_body, opts.backoff, 1
+    ) as transport:
         answers = AnswerFile(out, probes.sha256, transport.shown, model)
         try:
             answers.open()
@@ -148,10 +165,18 @@ def query_adaptive(probes, out: str | Path, opts: QueryOptions, platforms: list[
 
 def _ours(probes, pids: list[int], reply, opts: QueryOptions) -> dict:
     """The parameters an answer line carries: the probe set and ids, and what the request met."""
-    return {"probe_set": probes.sha256, "probe_ids": pids, KEY: {
-        "protocol": opts.protocol, "status": reply.status, "latency_s": round(reply.latency_s, 6),
-        "attempts": reply.attempts, "headers": reply.headers,
-        **({"binary": opts.binary} if opts.protocol == "kserve-v2" else {"endpoint": opts.endpoint})}}
+    return {
+        "probe_set": probes.sha256,
+        "probe_ids": pids,
+        KEY: {
+            "protocol": opts.protocol,
+            "status": reply.status,
+            "latency_s": round(reply.latency_s, 6),
+            "attempts": reply.attempts,
+            "headers": reply.headers,
+            **({"binary": opts.binary} if opts.protocol == "kserve-v2" else {"endpoint": opts.endpoint}),
+        },
+    }
 
 
 def _kserve_asker(transport: Transport, model: str, probes, ids: list[int], opts: QueryOptions):
@@ -163,8 +188,9 @@ def _kserve_asker(transport: Transport, model: str, probes, ids: list[int], opts
     def ask(rows: list[int]) -> list[dict]:
         pids = [ids[k] for k in rows]
         sel = np.asarray(rows)
-        body = kserve.request_body({n: x[sel] for n, x in probes.inputs.items()}, names,
-                                   str(pids[0]), opts.binary, opts.outputs)
+        body = kserve.request_body(
+            {n: x[sel] for n, x in probes.inputs.items()}, names, str(pids[0]), opts.binary, opts.outputs
+        )
         reply = transport.request("POST", path, body)
         doc = kserve.parse_answer(reply, f"POST {transport.shown}{path} (probes {pids[0]}..{pids[-1]})", pids, expected)
         doc["parameters"] = _ours(probes, pids, reply, opts)
@@ -178,11 +204,23 @@ def _openai_asker(transport: Transport, model: str, probes, ids: list[int], opts
 
     def ask(rows: list[int]) -> list[dict]:
         pids = [ids[k] for k in rows]
-        body = openai.request_body(opts.endpoint, model, [openai.prompt_ids(probes, k) for k in rows],
-                                   opts.top_logprobs, opts.max_tokens, opts.token_ids)
+        body = openai.request_body(
+            opts.endpoint,
+            model,
+            [openai.prompt_ids(probes, k) for k in rows],
+            opts.top_logprobs,
+            opts.max_tokens,
+            opts.token_ids,
+        )
         reply = transport.request("POST", path, body)
-        lines = openai.parse_answer(reply, f"POST {transport.shown}{path} (probes {pids[0]}..{pids[-1]})",
-                                    opts.endpoint, pids, opts.top_logprobs, opts.max_tokens)
+        lines = openai.parse_answer(
+            reply,
+            f"POST {transport.shown}{path} (probes {pids[0]}..{pids[-1]})",
+            opts.endpoint,
+            pids,
+            opts.top_logprobs,
+            opts.max_tokens,
+        )
         for pid, line in zip(pids, lines):
             line["parameters"] = _ours(probes, [pid], reply, opts)
         return lines
@@ -216,4 +254,3 @@ def _run(batches: list[list[int]], ask, answers: AnswerFile, concurrency: int, o
             raise
     if error is not None:
         raise error
-

@@ -51,9 +51,13 @@ def metadata(transport: Transport, model: str) -> dict | None:
     """The model's metadata (GET /v2/models/NAME), or None when the server does not give it."""
     reply = transport.request("GET", _path(model))
     if reply.status == 404:
-        raise QueryError(f"{transport.shown}: the server does not serve model {model!r} (HTTP 404, {_error_text(reply)})")
+        raise QueryError(
+            f"{transport.shown}: the server does not serve model {model!r} (HTTP 404, {_error_text(reply)})"
+        )
     if reply.status in (401, 403):
-        raise QueryError(f"{transport.shown}: HTTP {reply.status}, not authorized (give the token's variable with --auth-env)")
+        raise QueryError(
+            f"{transport.shown}: HTTP {reply.status}, not authorized (give the token's variable with --auth-env)"
+        )
     if reply.status != 200:
         return None
     try:
@@ -65,7 +69,9 @@ def metadata(transport: Transport, model: str) -> dict | None:
 
 def _specs(meta: dict | None, key: str) -> list[dict]:
     items = (meta or {}).get(key)
-    return [t for t in items if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(items, list) else []
+    return (
+        [t for t in items if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(items, list) else []
+    )
 
 
 def input_names(probe_names: list[str], meta: dict | None) -> dict[str, str]:
@@ -75,13 +81,16 @@ def input_names(probe_names: list[str], meta: dict | None) -> dict[str, str]:
     if len(probe_names) == 1 and len(served) == 1:
         return {probe_names[0]: served[0]}
     if "" in probe_names:
-        raise QueryError("the probe set names no input and the server's metadata does not name exactly one; "
-                         "remake the probe set with hspi probes make")
+        raise QueryError(
+            "the probe set names no input and the server's metadata does not name exactly one; "
+            "remake the probe set with hspi probes make"
+        )
     return {n: n for n in probe_names}
 
 
-def request_body(inputs: dict[str, np.ndarray], names: dict[str, str], request_id: str, binary: bool,
-                 outputs: list[str] | None) -> bytes:
+def request_body(
+    inputs: dict[str, np.ndarray], names: dict[str, str], request_id: str, binary: bool, outputs: list[str] | None
+) -> bytes:
     tensors = []
     for key, x in inputs.items():
         dt = oip.datatype(x.dtype)
@@ -110,14 +119,20 @@ def _split(reply: Reply, where: str) -> tuple[dict, bytes]:
     header_len = reply.raw_headers.get("inference-header-content-length")
     if header_len is not None:
         if not header_len.isdigit() or int(header_len) > len(body):
-            raise QueryError(f"{where}: Inference-Header-Content-Length {header_len[:20]!r} does not fit a body of {len(body)} bytes")
-        body, rest = body[:int(header_len)], body[int(header_len):]
+            raise QueryError(
+                f"{where}: Inference-Header-Content-Length {header_len[:20]!r} does not fit a body of {len(body)} bytes"
+            )
+        body, rest = body[: int(header_len)], body[int(header_len) :]
     try:
         doc = json.loads(body, parse_constant=_float_constant)
     except (ValueError, RecursionError):
         raise QueryError(f"{where}: the response is not complete JSON ({len(body)} bytes; truncated?)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list) or not doc["outputs"]:
-        what = f"error {one_line(str(doc['error']).encode(), 100)!r}" if isinstance(doc, dict) and "error" in doc else "no outputs"
+        what = (
+            f"error {one_line(str(doc['error']).encode(), 100)!r}"
+            if isinstance(doc, dict) and "error" in doc
+            else "no outputs"
+        )
         raise QueryError(f"{where}: the response holds {what}")
     return doc, rest
 
@@ -132,13 +147,25 @@ def binary_outputs(reply: Reply, where: str, rows: int, names: list[str]) -> dic
         if not isinstance(o, dict) or not isinstance(o.get("name"), str) or not isinstance(o.get("parameters"), dict):
             raise QueryError(f"{where}: an output without a name or binary parameters")
         name, dt, shape, size = o["name"], o.get("datatype"), o.get("shape"), o["parameters"].get("binary_data_size")
-        if dt not in oip.DATATYPES or not isinstance(shape, list) or not shape or shape[0] != rows or not all(
-                isinstance(x, int) and x >= 0 for x in shape):
-            raise QueryError(f"{where}: output {name[:40]!r} has datatype {str(dt)[:16]} and shape {str(shape)[:40]} "
-                             f"for {rows} rows")
-        if not isinstance(size, int) or size != math.prod(shape) * oip.numpy_dtype(dt).itemsize or offset + size > len(rest):
-            raise QueryError(f"{where}: output {name[:40]!r} is not binary data of its shape (binary_data_output ignored?)")
-        out[name] = oip.from_le_bytes(rest[offset:offset + size], dt).reshape(shape)
+        if (
+            dt not in oip.DATATYPES
+            or not isinstance(shape, list)
+            or not shape
+            or shape[0] != rows
+            or not all(isinstance(x, int) and x >= 0 for x in shape)
+        ):
+            raise QueryError(
+                f"{where}: output {name[:40]!r} has datatype {str(dt)[:16]} and shape {str(shape)[:40]} for {rows} rows"
+            )
+        if (
+            not isinstance(size, int)
+            or size != math.prod(shape) * oip.numpy_dtype(dt).itemsize
+            or offset + size > len(rest)
+        ):
+            raise QueryError(
+                f"{where}: output {name[:40]!r} is not binary data of its shape (binary_data_output ignored?)"
+            )
+        out[name] = oip.from_le_bytes(rest[offset : offset + size], dt).reshape(shape)
         offset += size
     if offset != len(rest) or sorted(out) != sorted(names):
         raise QueryError(f"{where}: the answer holds outputs {sorted(out)[:4]}, the model has {names[:4]}")
@@ -154,7 +181,7 @@ def label_of(doc: dict, row: int = 0) -> int:
     labels = [o for o in out if o["datatype"] in oip.LABEL_DATATYPES]
     if labels:
         return int(labels[0]["data"][row])
-    first = np.asarray(out[0]["data"], np.float64).reshape(out[0]["shape"][0], -1)[row:row + 1]
+    first = np.asarray(out[0]["data"], np.float64).reshape(out[0]["shape"][0], -1)[row : row + 1]
     return int(top_indices(first, 1)[0, 0])
 
 
@@ -163,8 +190,10 @@ def parse_answer(reply: Reply, where: str, probe_ids: list[int], expected: list[
     a float tensor of ``len(probe_ids)`` rows, ``data`` flat and printed with round-trip precision."""
     doc, rest = _split(reply, where)
     if expected and len(doc["outputs"]) != len(expected):
-        raise QueryError(f"{where}: the response holds {len(doc['outputs'])} outputs, the model's metadata names "
-                         f"{len(expected)} ({', '.join(expected[:4])})")
+        raise QueryError(
+            f"{where}: the response holds {len(doc['outputs'])} outputs, the model's metadata names "
+            f"{len(expected)} ({', '.join(expected[:4])})"
+        )
     state = {"offset": 0}
     outputs = [_tensor(o, rest, state, where, probe_ids) for o in doc["outputs"]]
     if state["offset"] != len(rest):
@@ -180,8 +209,10 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
     what = f"{where}: output {name[:40]!r}"
     label = dt in oip.LABEL_DATATYPES  # a label-only service's answer: one class index per row
     if dt not in oip.FLOAT_DATATYPES and not label:
-        raise QueryError(f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs or integer labels "
-                         "can be matched (pick outputs with --output)")
+        raise QueryError(
+            f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs or integer labels "
+            "can be matched (pick outputs with --output)"
+        )
     if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise QueryError(f"{what} has no valid shape")
     if shape[0] != len(probe_ids):
@@ -192,7 +223,7 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
         width = oip.numpy_dtype(dt).itemsize
         if not isinstance(size, int) or size != count * width:
             raise QueryError(f"{what}: binary_data_size {size} does not fit shape {shape} of {dt}")
-        chunk = rest[state["offset"]:state["offset"] + size]
+        chunk = rest[state["offset"] : state["offset"] + size]
         if len(chunk) != size:
             raise QueryError(f"{what}: binary data truncated ({len(chunk)} of {size} bytes)")
         state["offset"] += size
@@ -202,8 +233,12 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
     if values.size != count:
         raise QueryError(f"{what} holds {values.size} values, its shape {shape} declares {count}")
     if label:
-        if count != len(probe_ids) or not np.isfinite(values).all() or (values != np.round(values)).any() \
-                or (values < 0).any():
+        if (
+            count != len(probe_ids)
+            or not np.isfinite(values).all()
+            or (values != np.round(values)).any()
+            or (values < 0).any()
+        ):
             raise QueryError(f"{what}: an integer output must hold one non-negative label per probe")
         return {"name": name, "datatype": dt, "shape": shape, "data": [int(v) for v in values]}
     # NaN and Inf are kept (written as JSON's NaN / Infinity): an overflow is evidence of precision

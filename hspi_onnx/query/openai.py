@@ -44,17 +44,22 @@ def served_model(transport: Transport, model: str | None) -> str:
 def prompt_ids(probes, row: int) -> list[int]:
     """A probe's token ids (a probe set of language-model prompts: one token input)."""
     if len(probes.inputs) != 1:
-        raise QueryError(f"the OpenAI protocol sends prompts; probe set {probes.name!r} has "
-                         f"{len(probes.inputs)} inputs, not one of token ids")
+        raise QueryError(
+            f"the OpenAI protocol sends prompts; probe set {probes.name!r} has "
+            f"{len(probes.inputs)} inputs, not one of token ids"
+        )
     x = next(iter(probes.inputs.values()))
     if x.dtype.kind not in "iu" or x.ndim != 2:
-        raise QueryError(f"the OpenAI protocol sends prompts; probe set {probes.name!r} holds {x.dtype} "
-                         f"inputs of shape {list(x.shape[1:])}, not token ids")
+        raise QueryError(
+            f"the OpenAI protocol sends prompts; probe set {probes.name!r} holds {x.dtype} "
+            f"inputs of shape {list(x.shape[1:])}, not token ids"
+        )
     return [int(t) for t in x[row]]
 
 
-def request_body(endpoint: str, model: str, prompts: list[list[int]], k: int, max_tokens: int,
-                 token_ids: bool) -> bytes:
+def request_body(
+    endpoint: str, model: str, prompts: list[list[int]], k: int, max_tokens: int, token_ids: bool
+) -> bytes:
     doc: dict = {"model": model, "max_tokens": max_tokens, "temperature": 0}
     if endpoint == "chat":
         if len(prompts) != 1:
@@ -62,8 +67,10 @@ def request_body(endpoint: str, model: str, prompts: list[list[int]], k: int, ma
         try:
             text = bytes(prompts[0]).decode("utf-8")
         except (UnicodeDecodeError, ValueError):
-            raise QueryError("a chat takes text, and this probe's token ids are not UTF-8 bytes; "
-                             "use --endpoint completions (token-id prompts)") from None
+            raise QueryError(
+                "a chat takes text, and this probe's token ids are not UTF-8 bytes; "
+                "use --endpoint completions (token-id prompts)"
+            ) from None
         doc.update(messages=[{"role": "user", "content": text}], logprobs=True, top_logprobs=k)
     else:
         doc.update(prompt=prompts if len(prompts) > 1 else prompts[0], logprobs=k)
@@ -77,10 +84,17 @@ def _token_id(token, raw_bytes, what: str) -> int:
         found = re.fullmatch(r"token_id:(\d{1,9})", token)
         if found:
             return int(found.group(1))
-    if isinstance(raw_bytes, list) and len(raw_bytes) == 1 and isinstance(raw_bytes[0], int) and 0 <= raw_bytes[0] < 256:
+    if (
+        isinstance(raw_bytes, list)
+        and len(raw_bytes) == 1
+        and isinstance(raw_bytes[0], int)
+        and 0 <= raw_bytes[0] < 256
+    ):
         return raw_bytes[0]
-    raise QueryError(f"{what}: token {str(token)[:20]!r} comes without its id; hspi matches token ids "
-                     "(vLLM's return_tokens_as_token_ids, which hspi asks for unless --no-token-ids)")
+    raise QueryError(
+        f"{what}: token {str(token)[:20]!r} comes without its id; hspi matches token ids "
+        "(vLLM's return_tokens_as_token_ids, which hspi asks for unless --no-token-ids)"
+    )
 
 
 def _logprob(value, what: str) -> float:
@@ -91,14 +105,23 @@ def _logprob(value, what: str) -> float:
 
 def _steps_completion(choice: dict, what: str) -> list[dict]:
     lp = choice.get("logprobs")
-    if not isinstance(lp, dict) or not isinstance(lp.get("top_logprobs"), list) or not isinstance(lp.get("tokens"), list):
+    if (
+        not isinstance(lp, dict)
+        or not isinstance(lp.get("top_logprobs"), list)
+        or not isinstance(lp.get("tokens"), list)
+    ):
         raise QueryError(f"{what}: the choice holds no logprobs (the server ignores logprobs?)")
     steps = []
     for t, (token, chosen, top) in enumerate(zip(lp["tokens"], lp.get("token_logprobs") or [], lp["top_logprobs"])):
         if not isinstance(top, dict) or not top:
             raise QueryError(f"{what}: token {t} has no top log-probabilities")
-        steps.append({"id": _token_id(token, None, what), "logprob": _logprob(chosen, what),
-                      "top": [[_token_id(s, None, what), _logprob(v, what)] for s, v in top.items()]})
+        steps.append(
+            {
+                "id": _token_id(token, None, what),
+                "logprob": _logprob(chosen, what),
+                "top": [[_token_id(s, None, what), _logprob(v, what)] for s, v in top.items()],
+            }
+        )
     return steps
 
 
@@ -112,10 +135,15 @@ def _steps_chat(choice: dict, what: str) -> list[dict]:
         top = entry.get("top_logprobs") if isinstance(entry, dict) else None
         if not isinstance(top, list) or not top or not all(isinstance(e, dict) for e in top):
             raise QueryError(f"{what}: token {t} has no top log-probabilities")
-        steps.append({"id": _token_id(entry.get("token"), entry.get("bytes"), what),
-                      "logprob": _logprob(entry.get("logprob"), what),
-                      "top": [[_token_id(e.get("token"), e.get("bytes"), what), _logprob(e.get("logprob"), what)]
-                              for e in top]})
+        steps.append(
+            {
+                "id": _token_id(entry.get("token"), entry.get("bytes"), what),
+                "logprob": _logprob(entry.get("logprob"), what),
+                "top": [
+                    [_token_id(e.get("token"), e.get("bytes"), what), _logprob(e.get("logprob"), what)] for e in top
+                ],
+            }
+        )
     return steps
 
 
@@ -129,7 +157,9 @@ def parse_answer(reply: Reply, where: str, endpoint: str, probe_ids: list[int], 
             detail = one_line(str(err.get("message", err) if isinstance(err, dict) else err).encode(), 100)
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
-        raise QueryError(f"{where}: HTTP {reply.status} ({'an HTML page' if reply.content_type == 'text/html' else repr(detail)})")
+        raise QueryError(
+            f"{where}: HTTP {reply.status} ({'an HTML page' if reply.content_type == 'text/html' else repr(detail)})"
+        )
     if reply.content_type == "text/html":
         raise QueryError(f"{where}: the server answered with an HTML page, not an OpenAI response")
     try:
@@ -138,10 +168,16 @@ def parse_answer(reply: Reply, where: str, endpoint: str, probe_ids: list[int], 
         raise QueryError(f"{where}: the response is not complete JSON ({len(reply.body)} bytes; truncated?)") from None
     choices = doc.get("choices") if isinstance(doc, dict) else None
     if not isinstance(choices, list) or len(choices) != len(probe_ids) or not all(isinstance(c, dict) for c in choices):
-        raise QueryError(f"{where}: the response holds {len(choices) if isinstance(choices, list) else 'no'} choices "
-                         f"for {len(probe_ids)} prompts")
+        raise QueryError(
+            f"{where}: the response holds {len(choices) if isinstance(choices, list) else 'no'} choices "
+            f"for {len(probe_ids)} prompts"
+        )
     order = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
-    meta = {key: doc[key] for key in ("id", "model", "created", "system_fingerprint") if isinstance(doc.get(key), (str, int))}
+    meta = {
+        key: doc[key]
+        for key in ("id", "model", "created", "system_fingerprint")
+        if isinstance(doc.get(key), (str, int))
+    }
     lines = []
     for pid, choice in zip(probe_ids, order):
         what = f"{where}, probe {pid}"
@@ -152,8 +188,9 @@ def parse_answer(reply: Reply, where: str, endpoint: str, probe_ids: list[int], 
             s["top"].sort(key=lambda t: (-t[1], t[0]))
             if len(s["top"]) != k or len({t[0] for t in s["top"]}) != k:
                 raise QueryError(f"{what}: {len(s['top'])} top log-probabilities (distinct ids?), asked for {k}")
-        lines.append({"format": LOGPROBS_FORMAT, "tokens": steps, "response": meta,
-                      "finish_reason": choice.get("finish_reason")})
+        lines.append(
+            {"format": LOGPROBS_FORMAT, "tokens": steps, "response": meta, "finish_reason": choice.get("finish_reason")}
+        )
     return lines
 
 

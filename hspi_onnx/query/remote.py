@@ -41,18 +41,23 @@ class RemoteRunner(Sequential):
         where = f"GET {self.url}/hspi/v1/platform"
         reply = self.transport.request("GET", "/hspi/v1/platform")
         if reply.status == 404:
-            raise QueryError(f"{where}: HTTP 404; start the server with `hspi serve MODEL -p PLATFORM --reveal-platform`")
+            raise QueryError(
+                f"{where}: HTTP 404; start the server with `hspi serve MODEL -p PLATFORM --reveal-platform`"
+            )
         try:
             doc = json.loads(reply.body) if reply.status == 200 else None
             platform = Platform.parse(doc["platform"])
             served, sha = str(doc["model"]), str(doc["model_sha256"])
             host = doc.get("host") if isinstance(doc.get("host"), dict) else {}
         except (ValueError, KeyError, TypeError) as exc:
-            raise QueryError(f"{where}: HTTP {reply.status}, not an hspi serve platform record "
-                             f"({type(exc).__name__})") from None
+            raise QueryError(
+                f"{where}: HTTP {reply.status}, not an hspi serve platform record ({type(exc).__name__})"
+            ) from None
         if sha != model.sha256:
-            raise QueryError(f"{self.url} serves model {served!r} with sha256 {sha[:12]}, not {model.name}'s "
-                             f"{model.sha256[:12]}: serve the same ONNX file there")
+            raise QueryError(
+                f"{self.url} serves model {served!r} with sha256 {sha[:12]}, not {model.name}'s "
+                f"{model.sha256[:12]}: serve the same ONNX file there"
+            )
         return platform, {"model": served, "host": host, "url": self.url}
 
     def prestart(self, *args) -> None:
@@ -70,8 +75,9 @@ class RemoteRunner(Sequential):
         inputs = kserve.input_names(list(probes.inputs), {"inputs": [{"name": s.name} for s in model.inputs]})
 
         def ask(sel: np.ndarray) -> dict[str, np.ndarray]:
-            body = kserve.request_body({k: x[sel] for k, x in probes.inputs.items()}, inputs,
-                                       str(int(probes.ids[sel[0]])), True, None)
+            body = kserve.request_body(
+                {k: x[sel] for k, x in probes.inputs.items()}, inputs, str(int(probes.ids[sel[0]])), True, None
+            )
             reply = self.transport.request("POST", path, body)
             return kserve.binary_outputs(reply, f"POST {self.url}{path} (probes {sel[0]}..{sel[-1]})", len(sel), names)
 
@@ -87,18 +93,30 @@ class RemoteRunner(Sequential):
         repeats = alone = None
         if repeat > 0:
             again = ask(np.arange(min(rows, n)))
-            repeats = all(a.dtype == outputs[k].dtype and a.tobytes() == outputs[k][:len(a)].tobytes()
-                          for k, a in again.items())
+            repeats = all(
+                a.dtype == outputs[k].dtype and a.tobytes() == outputs[k][: len(a)].tobytes() for k, a in again.items()
+            )
             if bs > 1:  # a lone probe: the server pads its batch with copies of it
                 alone = all(a[0].tobytes() == outputs[k][0].tobytes() for k, a in ask(np.arange(1)).items())
         host = {**facts["host"], "remote": self.url}
-        return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
-                         outputs, seconds, host, repeats=repeats, batch_independent=alone)
+        return RunResult(
+            str(platform),
+            model.sha256,
+            model.name,
+            probes.name,
+            probes.sha256,
+            probes.ids.copy(),
+            outputs,
+            seconds,
+            host,
+            repeats=repeats,
+            batch_independent=alone,
+        )
 
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> "RemoteRunner":
+    def __enter__(self) -> RemoteRunner:
         return self
 
     def __exit__(self, *exc) -> None:

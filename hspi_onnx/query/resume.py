@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Callable
 
 from .transport import QueryError
 
@@ -22,8 +21,9 @@ KEY = "hspi_query"
 
 
 class AnswerFile:
-    def __init__(self, path: str | Path, probe_set: str, url: str, model: str,
-                 signature: Callable[[dict], object] | None = None):
+    def __init__(
+        self, path: str | Path, probe_set: str, url: str, model: str, signature: Callable[[dict], object] | None = None
+    ):
         self.path = Path(path)
         self.origin = {"probe_set": probe_set, "url": url, "model": model}
         self.sign = signature or kserve_signature
@@ -58,8 +58,10 @@ class AnswerFile:
         for field in ("probe_set", "url", "model"):
             have = params.get(field) if field == "probe_set" else ours.get(field)
             if have != self.origin[field]:
-                raise QueryError(f"{where} holds answers for {field.replace('_', ' ')} {str(have)[:80]!r}, not "
-                                 f"{self.origin[field][:80]!r}; resume only continues the same query (use another -o)")
+                raise QueryError(
+                    f"{where} holds answers for {field.replace('_', ' ')} {str(have)[:80]!r}, not "
+                    f"{self.origin[field][:80]!r}; resume only continues the same query (use another -o)"
+                )
         self.check(doc, where)
         for row, pid in enumerate(ids):
             self.docs[pid] = (doc, row)
@@ -78,8 +80,11 @@ class AnswerFile:
 
     def append(self, doc: dict, where: str) -> None:
         self.check(doc, where)
-        doc["parameters"][KEY] = {**doc["parameters"].get(KEY, {}), "url": self.origin["url"],
-                                  "model": self.origin["model"]}
+        doc["parameters"][KEY] = {
+            **doc["parameters"].get(KEY, {}),
+            "url": self.origin["url"],
+            "model": self.origin["model"],
+        }
         self.fh.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")  # NaN / Infinity kept
         self.fh.flush()
         os.fsync(self.fh.fileno())

@@ -24,8 +24,17 @@ from hspi_onnx.errors import HspiError
 
 MAX_BODY = 64 << 20
 MAX_WAIT = 120.0  # seconds: the longest backoff or Retry-After we honour
-KEPT_HEADERS = ("server", "date", "content-type", "content-length", "x-request-id", "request-id",
-                "x-envoy-upstream-service-time", "via", "inference-header-content-length")
+KEPT_HEADERS = (
+    "server",
+    "date",
+    "content-type",
+    "content-length",
+    "x-request-id",
+    "request-id",
+    "x-envoy-upstream-service-time",
+    "via",
+    "inference-header-content-length",
+)
 
 
 class QueryError(HspiError):
@@ -104,17 +113,26 @@ class _Timeout(Exception):
 
 
 class Transport:
-    def __init__(self, base_url: str, timeout: float = 30.0, retries: int = 3, rate: float | None = None,
-                 authorization: str | None = None, max_body: int = MAX_BODY, backoff: float = 0.5,
-                 concurrency: int = 1):
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        retries: int = 3,
+        rate: float | None = None,
+        authorization: str | None = None,
+        max_body: int = MAX_BODY,
+        backoff: float = 0.5,
+        concurrency: int = 1,
+    ):
         self.base = base_url.rstrip("/")
         self.shown = public_url(base_url)
         self.timeout, self.retries, self.max_body, self.backoff = timeout, retries, max_body, backoff
         self.limit = RateLimit(rate)
         headers = {"Authorization": authorization} if authorization else {}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout), limits=limits,
-                                   follow_redirects=False)
+        self.client = httpx.Client(
+            headers=headers, timeout=httpx.Timeout(timeout), limits=limits, follow_redirects=False
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -153,7 +171,7 @@ class Transport:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 raise QueryError(f"{where}: {problem}{tries}")
             if wait is None:
-                wait = self.backoff * 2 ** attempt * (0.5 + random.random() / 2)
+                wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)
             time.sleep(min(wait, MAX_WAIT))
         raise AssertionError("unreachable")
 
@@ -163,14 +181,18 @@ class Transport:
         with self.client.stream(method, self.base + path, content=body, headers=headers) as r:
             declared = r.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:
-                raise QueryError(f"{method} {self.shown}{path}: the response declares {int(declared)} bytes, "
-                                 f"over the limit of {_mib(self.max_body)}")
+                raise QueryError(
+                    f"{method} {self.shown}{path}: the response declares {int(declared)} bytes, "
+                    f"over the limit of {_mib(self.max_body)}"
+                )
             chunks, size = [], 0
             for chunk in r.iter_bytes():
                 size += len(chunk)
                 if size > self.max_body:
-                    raise QueryError(f"{method} {self.shown}{path}: the response is over the limit of "
-                                     f"{_mib(self.max_body)}; stopped reading")
+                    raise QueryError(
+                        f"{method} {self.shown}{path}: the response is over the limit of "
+                        f"{_mib(self.max_body)}; stopped reading"
+                    )
                 if time.monotonic() - start > self.timeout:
                     raise _Timeout()
                 chunks.append(chunk)

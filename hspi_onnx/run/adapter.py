@@ -13,15 +13,16 @@ import importlib
 import importlib.metadata as md
 import itertools
 import os
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from hspi_onnx.errors import HspiError, UnknownPlatformError
-from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.host import dist_version
+from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform, no_match_message
 
 ENTRY_POINT_GROUP = "hspi_onnx.runtimes"
@@ -214,8 +215,9 @@ def available_variants(model: ModelInfo, probe_kind: str, extra: bool = False) -
     return out
 
 
-def selected_variants(model: ModelInfo, probe_kind: str, patterns: list[str] | None,
-                      extra: bool = False) -> list[tuple[Adapter, Platform]]:
+def selected_variants(
+    model: ModelInfo, probe_kind: str, patterns: list[str] | None, extra: bool = False
+) -> list[tuple[Adapter, Platform]]:
     """Available (adapter, platform) pairs whose labels match any glob (all when none);
     an empty match is an error naming close labels."""
     from hspi_onnx.labels import select
@@ -272,8 +274,10 @@ class Offered:
         status = adapter.available()
         if not status.ok:
             return f"runtime {runtime} is unavailable here: {status.reason}"
-        return (f"not offered here (this machine's {runtime} is {adapter.version()}; its devices, ISA or "
-                f"measured kernels may differ)")
+        return (
+            f"not offered here (this machine's {runtime} is {adapter.version()}; its devices, ISA or "
+            f"measured kernels may differ)"
+        )
 
 
 def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Adapter, Platform]:

@@ -22,8 +22,14 @@ def result_stream(result: RunResult | None, node: str, error: str | None = None)
     meta: dict = {"node": node, "error": error}
     cols = {}
     if result is not None:
-        meta |= {"platform": result.platform, "seconds": result.seconds, "host": result.host,
-                 "repeats": result.repeats, "batch_independent": result.batch_independent, "outputs": []}
+        meta |= {
+            "platform": result.platform,
+            "seconds": result.seconds,
+            "host": result.host,
+            "repeats": result.repeats,
+            "batch_independent": result.batch_independent,
+            "outputs": [],
+        }
         n = len(result.ids)
         cols["probe_id"] = pa.array(np.asarray(result.ids, dtype=np.int64))
         for i, (name, values) in enumerate(result.outputs.items()):
@@ -31,7 +37,8 @@ def result_stream(result: RunResult | None, node: str, error: str | None = None)
             width = stored.nbytes // n if n else 0
             meta["outputs"].append({"name": name, "dtype": str(values.dtype), "shape": list(values.shape[1:])})
             cols[f"output_{i}"] = pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(width), n, [None, pa.py_buffer(stored.tobytes())])
+                pa.binary(width), n, [None, pa.py_buffer(stored.tobytes())]
+            )
     table = pa.table(cols).replace_schema_metadata({"hspi": json.dumps(meta)})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -70,11 +77,23 @@ def _decode(table, model, probes) -> tuple[dict, RunResult | None]:
         count = len(ids) * int(np.prod(shape, dtype=np.int64))
         width = col.type.byte_width
         if width != storage.itemsize * int(np.prod(shape, dtype=np.int64)) or len(col) != len(ids):
-            raise HspiError(f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit "
-                            f"{spec['dtype']} {shape} ({len(ids)} probes, {len(col)} rows)")
+            raise HspiError(
+                f"{meta.get('platform')}: output {spec['name']!r} rows of {width} bytes do not fit "
+                f"{spec['dtype']} {shape} ({len(ids)} probes, {len(col)} rows)"
+            )
         raw = np.frombuffer(col.buffers()[1], dtype=storage, count=count, offset=col.offset * width)
         outputs[spec["name"]] = from_storage(raw.reshape((len(ids), *shape)).copy(), spec["dtype"])
-    result = RunResult(str(meta["platform"]), model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
-                       outputs, float(meta["seconds"]), dict(meta["host"], ray_node=meta["node"]),
-                       repeats=meta["repeats"], batch_independent=meta["batch_independent"])
+    result = RunResult(
+        str(meta["platform"]),
+        model.sha256,
+        model.name,
+        probes.name,
+        probes.sha256,
+        probes.ids.copy(),
+        outputs,
+        float(meta["seconds"]),
+        dict(meta["host"], ray_node=meta["node"]),
+        repeats=meta["repeats"],
+        batch_independent=meta["batch_independent"],
+    )
     return meta, result

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -69,6 +69,7 @@ def _reachable(address: str, timeout: float = 10.0) -> None:
 
 # ---- the driver -----------------------------------------------------------------------------
 
+
 @dataclass
 class Node:
     id: str
@@ -87,12 +88,19 @@ class Node:
         return max(1, int(self.resources.get(f"{RESOURCE_PREFIX}{kind}", 1)))
 
     def as_dict(self) -> dict:
-        return {"node": self.id, "address": self.address, "alive": self.alive, "platforms": len(self.offers),
-                "isa": self.facts.get("host", {}).get("isa"), "isa_cap": self.facts.get("isa_cap"),
-                "cpu": self.facts.get("host", {}).get("cpu_model"),
-                "hspi": self.facts.get("hspi"), "unavailable": self.facts.get("unavailable", {}),
-                "custom_resources": sorted(k for k in self.resources if k.startswith(RESOURCE_PREFIX)),
-                **({"error": self.error} if self.error else {})}
+        return {
+            "node": self.id,
+            "address": self.address,
+            "alive": self.alive,
+            "platforms": len(self.offers),
+            "isa": self.facts.get("host", {}).get("isa"),
+            "isa_cap": self.facts.get("isa_cap"),
+            "cpu": self.facts.get("host", {}).get("cpu_model"),
+            "hspi": self.facts.get("hspi"),
+            "unavailable": self.facts.get("unavailable", {}),
+            "custom_resources": sorted(k for k in self.resources if k.startswith(RESOURCE_PREFIX)),
+            **({"error": self.error} if self.error else {}),
+        }
 
 
 class RayRunner:
@@ -101,8 +109,9 @@ class RayRunner:
     (:mod:`hspi_onnx.run.schedule`); :meth:`plan` asks the nodes what they offer, :meth:`stream`
     runs the jobs."""
 
-    def __init__(self, address: str, cross_check: int = CROSS_CHECK_PROBES,
-                 on_note: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(
+        self, address: str, cross_check: int = CROSS_CHECK_PROBES, on_note: Callable[[str], None] = lambda line: None
+    ) -> None:
         self.ray = import_ray()
         self.cross_check, self.on_note = int(cross_check), on_note
         self.nodes: dict[str, Node] = {}
@@ -118,20 +127,24 @@ class RayRunner:
                 break
             except ConnectionAbortedError:  # the client server's per-client server failed to start
                 if attempt + 1 == CLIENT_TRIES:
-                    raise HspiError(f"cannot join the Ray cluster at {address!r}: its client server failed to "
-                                    f"start a session {CLIENT_TRIES} times") from None
+                    raise HspiError(
+                        f"cannot join the Ray cluster at {address!r}: its client server failed to "
+                        f"start a session {CLIENT_TRIES} times"
+                    ) from None
                 self.ray.shutdown()
                 time.sleep(2.0)
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-                raise HspiError(f"cannot join the Ray cluster at {address!r}: {type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                raise HspiError(
+                    f"cannot join the Ray cluster at {address!r}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from None
         self._tasks = {fn.__name__: self.ray.remote(fn) for fn in (node_offers, node_run)}
 
     def close(self) -> None:
         if self.ray.is_initialized():
             self.ray.shutdown()
 
-    def __enter__(self) -> "RayRunner":
+    def __enter__(self) -> RayRunner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -170,10 +183,14 @@ class RayRunner:
         kind = calibration_kind(model, probes.bind(model).kind)
         asked = {}
         for node_id, info in self._alive_nodes().items():
-            self.nodes[node_id] = Node(node_id, str(info.get("NodeManagerAddress", "")), dict(info.get("Resources", {})))
-            ref = self._tasks["node_offers"].options(num_cpus=0, max_retries=0,
-                                                     scheduling_strategy=self._on_node(node_id)).remote(
-                described, files, kind, patterns, extra)
+            self.nodes[node_id] = Node(
+                node_id, str(info.get("NodeManagerAddress", "")), dict(info.get("Resources", {}))
+            )
+            ref = (
+                self._tasks["node_offers"]
+                .options(num_cpus=0, max_retries=0, scheduling_strategy=self._on_node(node_id))
+                .remote(described, files, kind, patterns, extra)
+            )
             asked[ref] = node_id
         if not asked:
             raise HspiError("the Ray cluster has no live node")
@@ -215,8 +232,12 @@ class RayRunner:
         return [(None, p) for p in labels.values()]
 
     def report(self) -> dict:
-        return {"nodes": [n.as_dict() for n in self.nodes.values()], "nodes_lost": self.lost,
-                "cross_checked": self.cross_checked, "differences": self.differences}
+        return {
+            "nodes": [n.as_dict() for n in self.nodes.values()],
+            "nodes_lost": self.lost,
+            "cross_checked": self.cross_checked,
+            "differences": self.differences,
+        }
 
     # -- running
 
@@ -242,15 +263,27 @@ class RayRunner:
             from hspi_onnx.inputs.probes import ProbeSet
 
             probes, first = st["probes"], np.arange(job.probes)
-            st["samples"][job.probes] = ProbeSet(probes.name, probes.kind, probes.seed, probes.split,
-                                                 probes.batch(first), probes.ids[first].copy(), dict(probes.dims))
+            st["samples"][job.probes] = ProbeSet(
+                probes.name,
+                probes.kind,
+                probes.seed,
+                probes.split,
+                probes.batch(first),
+                probes.ids[first].copy(),
+                dict(probes.dims),
+            )
             st["frames"][job.probes] = self.ray.put(wire.pack(*st["samples"][job.probes].to_wire()))
         kind = device_kind(job.platform.device)
-        wants = {f"{RESOURCE_PREFIX}{r}": 1.0 for r in (job.platform.runtime, kind)
-                 if f"{RESOURCE_PREFIX}{r}" in node.resources}
-        return self._tasks["node_run"].options(num_cpus=0, max_retries=0, resources=wants,
-                                               scheduling_strategy=self._on_node(node.id)).remote(
-            st["described"], st["files"], st["frames"][job.probes], job.label, repeat)
+        wants = {
+            f"{RESOURCE_PREFIX}{r}": 1.0
+            for r in (job.platform.runtime, kind)
+            if f"{RESOURCE_PREFIX}{r}" in node.resources
+        }
+        return (
+            self._tasks["node_run"]
+            .options(num_cpus=0, max_retries=0, resources=wants, scheduling_strategy=self._on_node(node.id))
+            .remote(st["described"], st["files"], st["frames"][job.probes], job.label, repeat)
+        )
 
     def wait(self, handles: list, timeout: float):
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
@@ -269,8 +302,9 @@ class RayRunner:
             meta, result = {"error": str(exc)}, None
         return result if result is not None else PlatformFailed(str(meta["error"]))
 
-    def stream(self, jobs: list[tuple], model, probes, repeat: int,
-               on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
+    def stream(
+        self, jobs: list[tuple], model, probes, repeat: int, on_event: Callable[[str, dict], None]
+    ) -> Iterator[tuple]:
         """(adapter, platform, RunResult or exception) per job as each finishes, its cross-check
         (if a second node offers it) included: :class:`hspi_onnx.run.schedule.Scheduler` over
         this cluster's nodes."""
@@ -278,9 +312,14 @@ class RayRunner:
 
         probes = probes.bind(model)
         described, files = self._ship_model(model)
-        self._streaming = {"model": model, "probes": probes, "described": described, "files": files,
-                           "frames": {len(probes): self.ray.put(wire.pack(*probes.to_wire()))},
-                           "samples": {len(probes): probes}}
+        self._streaming = {
+            "model": model,
+            "probes": probes,
+            "described": described,
+            "files": files,
+            "frames": {len(probes): self.ray.put(wire.pack(*probes.to_wire()))},
+            "samples": {len(probes): probes},
+        }
         scheduler = Scheduler(self, self.cross_check, MAX_TRIES, POLL_S)
         try:
             yield from scheduler.stream(jobs, len(probes), repeat, on_event)

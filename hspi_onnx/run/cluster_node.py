@@ -78,28 +78,36 @@ def _node_model(described: dict, files: dict[str, bytes]):
     return _MODELS[sha]
 
 
-def node_offers(described: dict, files: dict[str, bytes], probe_kind: str, patterns: list[str] | None,
-                extra: bool) -> str:
+def node_offers(
+    described: dict, files: dict[str, bytes], probe_kind: str, patterns: list[str] | None, extra: bool
+) -> str:
     """Ray task: what this node offers for the model, as JSON (platform labels, host facts,
     versions, unavailable runtimes)."""
     import ray
 
     from hspi_onnx import __version__
-    from hspi_onnx.run.adapter import tool_versions
     from hspi_onnx.errors import UnknownPlatformError
     from hspi_onnx.host import cpu_facts, node_isa_cap
-    from hspi_onnx.run.adapter import registry, selected_variants
+    from hspi_onnx.run.adapter import registry, selected_variants, tool_versions
 
-    doc = {"node": ray.get_runtime_context().get_node_id(), "hspi": __version__, "host": cpu_facts(),
-           "pid": os.getpid()}
+    doc = {
+        "node": ray.get_runtime_context().get_node_id(),
+        "hspi": __version__,
+        "host": cpu_facts(),
+        "pid": os.getpid(),
+    }
     try:
         model = _node_model(described, files)
         try:
             chosen = selected_variants(model, probe_kind, patterns, extra)
         except UnknownPlatformError:
             chosen = []
-        doc |= {"platforms": [str(p) for _, p in chosen], "versions": tool_versions(), "isa_cap": node_isa_cap(),
-                "unavailable": {n: a.available().reason for n, a in registry().items() if not a.available().ok}}
+        doc |= {
+            "platforms": [str(p) for _, p in chosen],
+            "versions": tool_versions(),
+            "isa_cap": node_isa_cap(),
+            "unavailable": {n: a.available().reason for n, a in registry().items() if not a.available().ok},
+        }
     except Exception as exc:  # reported per node; the build goes on with the others
         doc["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
     return json.dumps(doc)

@@ -14,7 +14,8 @@ the one before it runs.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 Outcome = tuple  # (adapter or None, Platform, RunResult or the exception the job failed with)
 OnEvent = Callable[[str, dict], None]
@@ -33,7 +34,7 @@ class PlatformRunner(Protocol):
     def close(self) -> None:
         """Release what the runner holds (worker processes, connections)."""
 
-    def __enter__(self) -> "PlatformRunner": ...
+    def __enter__(self) -> PlatformRunner: ...
 
     def __exit__(self, *exc) -> None: ...
 
@@ -42,8 +43,7 @@ class PlatformRunner(Protocol):
 class SingleRunner(Protocol):
     """A runner that runs one platform at a time and returns its result (or raises)."""
 
-    def run(self, adapter, model, platform, probes, repeat: int = 0,
-            on_batch: Callable[[int], None] | None = None): ...
+    def run(self, adapter, model, platform, probes, repeat: int = 0, on_batch: Callable[[int], None] | None = None): ...
 
     def prestart(self, adapter, platform) -> None: ...
 
@@ -53,8 +53,7 @@ class Sequential:
     batches passed on ("advance"), the next job's worker started as the one before it begins (a
     new runtime family's start-up then overlaps that platform). Subclasses implement ``run``."""
 
-    def run(self, adapter, model, platform, probes, repeat: int = 0,
-            on_batch: Callable[[int], None] | None = None):
+    def run(self, adapter, model, platform, probes, repeat: int = 0, on_batch: Callable[[int], None] | None = None):
         raise NotImplementedError
 
     def prestart(self, adapter, platform) -> None:
@@ -66,8 +65,9 @@ class Sequential:
                 self.prestart(*jobs[k + 1])
             on_event("start", {"platform": str(plat), "n": len(probes)})
             try:
-                result = self.run(adapter, model, plat, probes, repeat=repeat,
-                                  on_batch=lambda k: on_event("advance", {"k": k}))
+                result = self.run(
+                    adapter, model, plat, probes, repeat=repeat, on_batch=lambda k: on_event("advance", {"k": k})
+                )
             except Exception as exc:
                 yield adapter, plat, exc
             else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from hspi_onnx.errors import HspiError
 
@@ -45,8 +45,10 @@ def numpy_dispatch() -> tuple[list[str], list[str]]:
     except ImportError:  # numpy 1.x
         from numpy.core import _multiarray_umath as umath  # type: ignore[no-redef]
     on = getattr(umath, "__cpu_features__", {})
-    return ([t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)],
-            list(getattr(umath, "__cpu_baseline__", [])))
+    return (
+        [t for t in getattr(umath, "__cpu_dispatch__", []) if on.get(t)],
+        list(getattr(umath, "__cpu_baseline__", [])),
+    )
 
 
 def numpy_simd() -> str:
@@ -73,10 +75,12 @@ def numpy_state() -> dict[str, str]:
     if info is None:  # a numpy without a BLAS threadpoolctl knows: its own fallback loops
         return {"blas": "none", "numpy": numpy_simd(), "blas_threads": "1"}
     arch = info.get("architecture") or "unknown"
-    return {"blas": f"{token(info.get('internal_api', 'blas'))}-{token(info.get('version') or '0')}-{token(arch)}",
-            "blas_threads": str(info.get("num_threads", "")),
-            "blas_threading": token(info.get("threading_layer") or "unknown"),
-            "numpy": numpy_simd()}
+    return {
+        "blas": f"{token(info.get('internal_api', 'blas'))}-{token(info.get('version') or '0')}-{token(arch)}",
+        "blas_threads": str(info.get("num_threads", "")),
+        "blas_threading": token(info.get("threading_layer") or "unknown"),
+        "numpy": numpy_simd(),
+    }
 
 
 def onednn_limit(env: Mapping[str, str] | None = None) -> str:
@@ -115,16 +119,21 @@ def onednn_isa_token(description: str) -> str:
 def check(platform, measured: dict[str, str], labelled: tuple[str, ...]) -> None:
     """Refuse a run whose process measures another kernel state than ``platform``'s label names."""
     knobs = platform.knob
-    wrong = [(k, knobs.get(k, "(absent)"), measured.get(k, "(not measured)")) for k in labelled
-             if knobs.get(k) != measured.get(k)]
+    wrong = [
+        (k, knobs.get(k, "(absent)"), measured.get(k, "(not measured)"))
+        for k in labelled
+        if knobs.get(k) != measured.get(k)
+    ]
     if not wrong:
         return
     said = ", ".join(f"{k}={want}" for k, want, _ in wrong)
     found = ", ".join(f"{k}={got}" for k, _, got in wrong)
     env = sorted({f"{v}={os.environ[v]}" for k, _, _ in wrong for v in STEERED_BY.get(k, ()) if v in os.environ})
     hint = f" (this process has {', '.join(env)})" if env else ""
-    raise LabelMismatch(f"{platform} says {said}, but the process running it measures {found}{hint}: "
-                        f"its outputs would be stored under a label that does not determine them")
+    raise LabelMismatch(
+        f"{platform} says {said}, but the process running it measures {found}{hint}: "
+        f"its outputs would be stored under a label that does not determine them"
+    )
 
 
 def split_label(label: str) -> tuple[tuple, dict[str, str]]:
@@ -169,5 +178,7 @@ def differences(groups: dict[str, list[str]]) -> list[dict]:
 
 def describe_difference(d: dict) -> str:
     shown = "; ".join(f"{g}: {', '.join(v)}" for g, v in d["values"].items())
-    return (f"{d['runtime']} {d['fact']} differs ({shown}) for the same settings: their platforms are different "
-            f"labels and stay apart")
+    return (
+        f"{d['runtime']} {d['fact']} differs ({shown}) for the same settings: their platforms are different "
+        f"labels and stay apart"
+    )

@@ -24,9 +24,9 @@ import os
 import platform as _pyplatform
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 TIMEOUT_S = 600.0
 
@@ -60,11 +60,18 @@ def env_variations() -> list[Variation]:
     out = [Variation("env", "OPENBLAS_CORETYPE", c) for c in cores if c.lower() != current]
     out += [Variation("env", v, 1) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")]
     if _x86():
-        out += [Variation("env", "ATEN_CPU_CAPABILITY", "avx2"), Variation("env", "ATEN_CPU_CAPABILITY", "default"),
-                Variation("env", "ONEDNN_MAX_CPU_ISA", "AVX2"), Variation("env", "DNNL_MAX_CPU_ISA", "AVX2"),
-                Variation("env", "MKL_ENABLE_INSTRUCTIONS", "AVX2")]
-    out += [Variation("env", "MKL_CBWR", "COMPATIBLE"), Variation("env", "MKL_CBWR", "AUTO"),
-            Variation("env", "ONEDNN_DEFAULT_FPMATH_MODE", "BF16")]
+        out += [
+            Variation("env", "ATEN_CPU_CAPABILITY", "avx2"),
+            Variation("env", "ATEN_CPU_CAPABILITY", "default"),
+            Variation("env", "ONEDNN_MAX_CPU_ISA", "AVX2"),
+            Variation("env", "DNNL_MAX_CPU_ISA", "AVX2"),
+            Variation("env", "MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+        ]
+    out += [
+        Variation("env", "MKL_CBWR", "COMPATIBLE"),
+        Variation("env", "MKL_CBWR", "AUTO"),
+        Variation("env", "ONEDNN_DEFAULT_FPMATH_MODE", "BF16"),
+    ]
     enabled, _ = numpy_dispatch()
     if enabled:  # numpy's highest SIMD target, disabled
         out.append(Variation("env", "NPY_DISABLE_CPU_FEATURES", enabled[-1]))
@@ -73,10 +80,17 @@ def env_variations() -> list[Variation]:
 
 # Settings the adapters pin, each varied to a value the runtime accepts.
 SETTINGS: dict[str, list[tuple[str, object]]] = {
-    "onnxruntime": [("session.set_denormal_as_zero", "1"), ("session.intra_op.allow_spinning", "1"),
-                    ("inter_op_threads", 2)],
-    "openvino": [("CPU_DENORMALS_OPTIMIZATION", True), ("EXECUTION_MODE_HINT", "ACCURACY"),
-                 ("PERFORMANCE_HINT", "THROUGHPUT"), ("NUM_STREAMS", 2)],
+    "onnxruntime": [
+        ("session.set_denormal_as_zero", "1"),
+        ("session.intra_op.allow_spinning", "1"),
+        ("inter_op_threads", 2),
+    ],
+    "openvino": [
+        ("CPU_DENORMALS_OPTIMIZATION", True),
+        ("EXECUTION_MODE_HINT", "ACCURACY"),
+        ("PERFORMANCE_HINT", "THROUGHPUT"),
+        ("NUM_STREAMS", 2),
+    ],
     "pytorch": [("flush_denormal", True), ("float32_matmul_precision", "medium"), ("mkldnn", False)],
     "onnxref": [("blas_threads", 2)],
 }
@@ -95,9 +109,15 @@ def default_bases(model, probe_kind: str) -> list[tuple[str, str]]:
     groups: dict[tuple[str, str], list] = {}
     for adapter, plat in available_variants(model, probe_kind):
         k = plat.knob
-        if (plat.device_kind == "cpu" and plat.precision in ("fp32", "bf16") and k.get("threads", "1") == "1"
-                and k.get("mode", "eager") == "eager" and not k.get("quant") and k.get("opt", "all") == "all"
-                and k.get("layout", "nchw") in ("nchw", "plain")):
+        if (
+            plat.device_kind == "cpu"
+            and plat.precision in ("fp32", "bf16")
+            and k.get("threads", "1") == "1"
+            and k.get("mode", "eager") == "eager"
+            and not k.get("quant")
+            and k.get("opt", "all") == "all"
+            and k.get("layout", "nchw") in ("nchw", "plain")
+        ):
             groups.setdefault((adapter.name, plat.precision), []).append(plat)
     out = []
     for (family, _), plats in sorted(groups.items()):
@@ -124,8 +144,14 @@ def run_child(model_ref: str, n: int, seed: int, label: str, variation: Variatio
         else:
             request["pins"] = {variation.key: variation.value}
     try:
-        proc = subprocess.run([sys.executable, "-m", "hspi_onnx.run.knobs"], input=json.dumps(request), env=env,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        proc = subprocess.run(
+            [sys.executable, "-m", "hspi_onnx.run.knobs"],
+            input=json.dumps(request),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {TIMEOUT_S:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -151,9 +177,15 @@ def verdict(variation: Variation, base: dict, got: dict) -> str:
     return "no effect"
 
 
-def survey_knobs(model_ref: str, n: int = 16, seed: int = 0, bases: list[tuple[str, str]] | None = None,
-                 on_event: Callable[[dict], None] = lambda e: None, jobs: int = 2,
-                 only: list[str] | None = None) -> dict:
+def survey_knobs(
+    model_ref: str,
+    n: int = 16,
+    seed: int = 0,
+    bases: list[tuple[str, str]] | None = None,
+    on_event: Callable[[dict], None] = lambda e: None,
+    jobs: int = 2,
+    only: list[str] | None = None,
+) -> dict:
     """Every variation (``only``: those of these variable or setting names) on every base platform,
     each in a fresh process; rows with verdicts."""
     from hspi_onnx.host import cpu_facts
@@ -185,18 +217,30 @@ def survey_knobs(model_ref: str, n: int = 16, seed: int = 0, bases: list[tuple[s
     rows, base_rows = [], []
     for label, (first, second) in baselines.items():
         ok = "error" not in first and "error" not in second
-        base_rows.append({"base": label, "label_here": first.get("label"), "digest": first.get("digest"),
-                          "repeats": ok and first["digest"] == second["digest"] and first["label"] == second["label"],
-                          "error": first.get("error") or second.get("error"), "state": first.get("state", {})})
+        base_rows.append(
+            {
+                "base": label,
+                "label_here": first.get("label"),
+                "digest": first.get("digest"),
+                "repeats": ok and first["digest"] == second["digest"] and first["label"] == second["label"],
+                "error": first.get("error") or second.get("error"),
+                "state": first.get("state", {}),
+            }
+        )
     for (family, label, v), got in results:
         if v is None:
             continue
         base = baselines[label][0]
         if "error" in base:
             continue
-        row = {"family": family, "base": label, **v.as_dict(), "verdict": verdict(v, base, got),
-               "bits_changed": None if "error" in got else got["digest"] != base["digest"],
-               "label_changed": None if "error" in got else got["label"] != base["label"]}
+        row = {
+            "family": family,
+            "base": label,
+            **v.as_dict(),
+            "verdict": verdict(v, base, got),
+            "bits_changed": None if "error" in got else got["digest"] != base["digest"],
+            "label_changed": None if "error" in got else got["label"] != base["label"],
+        }
         if "error" in got:
             row["error"] = got["error"]
         elif row["label_changed"]:
@@ -204,9 +248,17 @@ def survey_knobs(model_ref: str, n: int = 16, seed: int = 0, bases: list[tuple[s
             row["label_diff"] = label_diff(base["label"], got["label"])
         rows.append(row)
     bugs = [r for r in rows if r["verdict"] == "BUG"]
-    return {"model": model.name, "model_sha256": model.sha256, "n": n, "seed": seed, "host": cpu_facts(),
-            "bases": base_rows, "rows": rows, "bugs": len(bugs),
-            "not_repeating": [b["base"] for b in base_rows if not b["repeats"]]}
+    return {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "n": n,
+        "seed": seed,
+        "host": cpu_facts(),
+        "bases": base_rows,
+        "rows": rows,
+        "bugs": len(bugs),
+        "not_repeating": [b["base"] for b in base_rows if not b["repeats"]],
+    }
 
 
 def label_diff(a: str, b: str) -> str:
@@ -214,8 +266,11 @@ def label_diff(a: str, b: str) -> str:
     from hspi_onnx.labels import Platform
 
     pa, pb = Platform.parse(a), Platform.parse(b)
-    out = [f"{seg} {getattr(pa, seg)} -> {getattr(pb, seg)}" for seg in ("runtime", "version", "device", "precision")
-           if getattr(pa, seg) != getattr(pb, seg)]
+    out = [
+        f"{seg} {getattr(pa, seg)} -> {getattr(pb, seg)}"
+        for seg in ("runtime", "version", "device", "precision")
+        if getattr(pa, seg) != getattr(pb, seg)
+    ]
     ka, kb = pa.knob, pb.knob
     out += [f"{k} {ka.get(k, '-')} -> {kb.get(k, '-')}" for k in sorted(set(ka) | set(kb)) if ka.get(k) != kb.get(k)]
     return "; ".join(out)
@@ -244,14 +299,23 @@ def _child() -> int:
 
     found = matching(adapter.variants(model, probes.kind)) or matching(adapter.extra_variants(model, probes.kind))
     if len(found) != 1:
-        print(json.dumps({"error": f"{len(found)} platforms here match {req['runtime']} {req['precision']} "
-                                   f"{req['knobs']}"}))
+        print(
+            json.dumps(
+                {"error": f"{len(found)} platforms here match {req['runtime']} {req['precision']} {req['knobs']}"}
+            )
+        )
         return 0
     try:
         result = execute(adapter, model, found[0], probes)
     except Exception as exc:
-        print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                          "label": str(found[0])}))
+        print(
+            json.dumps(
+                {
+                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                    "label": str(found[0]),
+                }
+            )
+        )
         return 0
     print(json.dumps({"label": str(found[0]), "digest": result.set_digest(), "state": result.host.get("kernels", {})}))
     return 0

@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-FAST_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-              "RAY_health_check_timeout_ms": "1000"}
+FAST_DEATH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_timeout_ms": "1000",
+}
 START_TIMEOUT_S = 120.0
 
 
@@ -34,8 +37,9 @@ def _free_port() -> int:
 
 def resources(env: dict) -> str:
     """``hspi runtimes resources`` under ``env``, as a node started with it would declare."""
-    return subprocess.run([str(BIN / "hspi"), "runtimes", "resources"], env=env, capture_output=True, text=True,
-                          check=True, timeout=300).stdout.strip()
+    return subprocess.run(
+        [str(BIN / "hspi"), "runtimes", "resources"], env=env, capture_output=True, text=True, check=True, timeout=300
+    ).stdout.strip()
 
 
 class LocalCluster:
@@ -52,9 +56,24 @@ class LocalCluster:
     def _start(self, args: list[str], env: dict, cpus: int, cores: set[int] | None) -> subprocess.Popen:
         log = open(Path(self.temp) / f"node{len(self.procs)}.log", "wb")
         pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-        proc = subprocess.Popen([str(BIN / "ray"), "start", "--num-cpus", str(cpus), "--object-store-memory",
-                                 self.store, "--disable-usage-stats", "--block", *args], env=env, stdout=log,
-                                stderr=log, start_new_session=True, preexec_fn=pin)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--num-cpus",
+                str(cpus),
+                "--object-store-memory",
+                self.store,
+                "--disable-usage-stats",
+                "--block",
+                *args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=pin,
+        )
         log.close()
         self.procs.append(proc)
         return proc
@@ -62,9 +81,24 @@ class LocalCluster:
     def head(self, env: dict | None = None, cpus: int = 1, cores: set[int] | None = None) -> subprocess.Popen:
         """The head node (``cores``: the CPU cores its processes may use, as a machine of its own)."""
         env = {**self.base, **(env or {})}
-        proc = self._start(["--head", "--port", str(self.port), "--ray-client-server-port", str(self.client_port),
-                            "--include-dashboard", "false",
-                            "--temp-dir", self.temp, "--resources", resources(env)], env, cpus, cores)
+        proc = self._start(
+            [
+                "--head",
+                "--port",
+                str(self.port),
+                "--ray-client-server-port",
+                str(self.client_port),
+                "--include-dashboard",
+                "false",
+                "--temp-dir",
+                self.temp,
+                "--resources",
+                resources(env),
+            ],
+            env,
+            cpus,
+            cores,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
@@ -81,9 +115,11 @@ class LocalCluster:
 
     def wait_nodes(self, n: int) -> None:
         """Until exactly ``n`` nodes are alive (asked from a separate driver process)."""
-        code = ("import ray,time,sys\nray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
-                "t=time.monotonic()\nwhile sum(x['Alive'] for x in ray.nodes()) != int(sys.argv[2]):\n"
-                f"    assert time.monotonic()-t < {START_TIMEOUT_S}, ray.nodes()\n    time.sleep(0.3)\n")
+        code = (
+            "import ray,time,sys\nray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
+            "t=time.monotonic()\nwhile sum(x['Alive'] for x in ray.nodes()) != int(sys.argv[2]):\n"
+            f"    assert time.monotonic()-t < {START_TIMEOUT_S}, ray.nodes()\n    time.sleep(0.3)\n"
+        )
         subprocess.run([sys.executable, "-c", code, self.address, str(n)], check=True, timeout=START_TIMEOUT_S + 60)
 
     @staticmethod
@@ -101,7 +137,7 @@ class LocalCluster:
         if not os.environ.get("HSPI_KEEP_RAY_LOGS"):
             shutil.rmtree(self.temp, ignore_errors=True)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:

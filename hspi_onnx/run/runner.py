@@ -27,15 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from hspi_onnx.errors import HspiError
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.outputs import RunResult
-from hspi_onnx.run.adapter import Adapter, require
 from hspi_onnx.run import kernels, wire
+from hspi_onnx.run.adapter import Adapter, require
 from hspi_onnx.run.contract import Sequential
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("HSPI_PLATFORM_TIMEOUT", 3600))
@@ -71,12 +71,14 @@ def _check_outputs(platform, model, out: dict, rows: int) -> None:
         raise HspiError(f"{platform} returned outputs {names}, the model has {model.output_names}")
     for name, arr in out.items():
         if arr.ndim < 1 or arr.shape[0] != rows:
-            raise HspiError(f"{platform} returned {arr.shape[0] if arr.ndim else 0} rows of {name!r} "
-                            f"for a batch of {rows}")
+            raise HspiError(
+                f"{platform} returned {arr.shape[0] if arr.ndim else 0} rows of {name!r} for a batch of {rows}"
+            )
 
 
-def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
-            on_batch: Callable[[int], None] | None = None) -> RunResult:
+def execute(
+    adapter: Adapter, model, platform, probes, repeat: int = 0, on_batch: Callable[[int], None] | None = None
+) -> RunResult:
     """Outputs of every probe, in this process. With ``repeat`` > 0 the first batches covering
     that many probes run again in the same session, with the same batch composition, and
     ``result.repeats`` says whether every repeated output was bit-identical; with ``bs`` > 1 the
@@ -122,10 +124,20 @@ def execute(adapter: Adapter, model, platform, probes, repeat: int = 0,
             alone = all(arr[0].tobytes() == results[name][0].tobytes() for name, arr in copies.items())
         checks = time.perf_counter() - t_checks
     outputs = {name: np.stack(rows) for name, rows in results.items()}
-    return RunResult(str(platform), model.sha256, model.name, probes.name, probes.sha256,
-                     probes.ids.copy(), outputs, seconds, cpu_facts() | ({"kernels": state} if state else {}),
-                     repeats=repeats, batch_independent=alone,
-                     phases={"prepare": t0 - t_prepare, "checks": checks})
+    return RunResult(
+        str(platform),
+        model.sha256,
+        model.name,
+        probes.name,
+        probes.sha256,
+        probes.ids.copy(),
+        outputs,
+        seconds,
+        cpu_facts() | ({"kernels": state} if state else {}),
+        repeats=repeats,
+        batch_independent=alone,
+        phases={"prepare": t0 - t_prepare, "checks": checks},
+    )
 
 
 def _signal_name(code: int) -> str:
@@ -163,9 +175,14 @@ class Worker:
             self.stderr.close()
         self.stderr = tempfile.TemporaryFile(prefix="hspi-worker-")
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "hspi_onnx.run.worker", self.family, self.entry_point],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     env=env, close_fds=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hspi_onnx.run.worker", self.family, self.entry_point],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            close_fds=True,
+        )
         self.last_probes = None
         self.ready = False
 
@@ -231,7 +248,7 @@ class Runner(Sequential):
         self.workers: dict[tuple, Worker] = {}
         self.waited_for_workers = 0.0  # seconds spent waiting for workers to start (bench breakdown)
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -270,8 +287,9 @@ class Runner(Sequential):
             worker.kill()
             worker.spawn()
 
-    def run(self, adapter: Adapter, model, platform, probes, repeat: int = 0,
-            on_batch: Callable[[int], None] | None = None) -> RunResult:
+    def run(
+        self, adapter: Adapter, model, platform, probes, repeat: int = 0, on_batch: Callable[[int], None] | None = None
+    ) -> RunResult:
         require(adapter)
         probes = probes.bind(model)
         worker = self._worker(adapter, platform)
@@ -286,8 +304,13 @@ class Runner(Sequential):
             worker.start()
             self.waited_for_workers += time.monotonic() - t0
             described, arrays = probes.to_wire()
-            header = {"op": "run", "platform": label, "repeat": int(repeat), "model": model.to_wire(),
-                      "probes": described}
+            header = {
+                "op": "run",
+                "platform": label,
+                "repeat": int(repeat),
+                "model": model.to_wire(),
+                "probes": described,
+            }
             sent = (probes.sha256, len(probes), probes.ids.tobytes())  # a sample keeps its set's hash
             if sent != worker.last_probes:
                 header["probes"]["attached"] = True
@@ -304,9 +327,20 @@ class Runner(Sequential):
                         on_batch(int(reply["k"]))
                 elif event == "result":
                     outputs = dict(zip(reply["names"], out))
-                    return RunResult(label, model.sha256, model.name, probes.name, probes.sha256, probes.ids.copy(),
-                                     outputs, float(reply["seconds"]), reply["host"], repeats=reply["repeats"],
-                                     batch_independent=reply.get("batch_independent"), phases=reply.get("phases", {}))
+                    return RunResult(
+                        label,
+                        model.sha256,
+                        model.name,
+                        probes.name,
+                        probes.sha256,
+                        probes.ids.copy(),
+                        outputs,
+                        float(reply["seconds"]),
+                        reply["host"],
+                        repeats=reply["repeats"],
+                        batch_independent=reply.get("batch_independent"),
+                        phases=reply.get("phases", {}),
+                    )
                 elif event == "error":
                     raise PlatformFailed(reply["message"], reply.get("type", ""))
                 else:

@@ -13,8 +13,9 @@ two runs' bits are compared on the main run's result (``cross_check``).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -98,8 +99,7 @@ class Scheduler:
         bs = int(plat.knob.get("bs", "1"))
         return min(n, -(-self.cross_check // bs) * bs)
 
-    def stream(self, jobs: list[tuple], n: int, repeat: int,
-               on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
+    def stream(self, jobs: list[tuple], n: int, repeat: int, on_event: Callable[[str, dict], None]) -> Iterator[tuple]:
         """(adapter, platform, RunResult or exception) per job as each finishes, its cross-check
         (if a second node offers it) included; ``n`` probes per main run."""
         from hspi_onnx.run.runner import PlatformCrashed
@@ -107,7 +107,9 @@ class Scheduler:
         backend = self.backend
         offered_by = {str(p): sum(1 for nd in backend.nodes.values() if str(p) in nd.offers) for _, p in jobs}
         queue = sorted((Job(a, p, probes=n) for a, p in jobs), key=lambda j: offered_by[j.label])  # stable
-        parts: dict[str, dict[str, Any]] = {job.label: {"left": 1} for job in queue}  # outcomes per label, runs still to come
+        parts: dict[str, dict[str, Any]] = {
+            job.label: {"left": 1} for job in queue
+        }  # outcomes per label, runs still to come
         busy: Counter = Counter()
         inflight: dict = {}
 
@@ -154,7 +156,9 @@ class Scheduler:
                 for job in list(queue):
                     queue.remove(job)
                     lost = f" (nodes lost: {', '.join(i[:12] for i in backend.lost)})" if backend.lost else ""
-                    yield from done(job, None if job.cross else PlatformCrashed(f"no live node offers {job.label}{lost}"))
+                    yield from done(
+                        job, None if job.cross else PlatformCrashed(f"no live node offers {job.label}{lost}")
+                    )
                 continue
             handle = backend.wait(list(inflight), self.poll_s)
             if handle is None:
@@ -172,8 +176,14 @@ class Scheduler:
                     backend.note(f"{job.label}: lost on node {where} ({exc.kind}); run again elsewhere")
                     queue.insert(0, job)
                     continue
-                yield from done(job, None if job.cross else PlatformCrashed(
-                    f"{job.label}: lost with node {where} ({exc.kind}), no other live node offers it"))
+                yield from done(
+                    job,
+                    None
+                    if job.cross
+                    else PlatformCrashed(
+                        f"{job.label}: lost with node {where} ({exc.kind}), no other live node offers it"
+                    ),
+                )
                 continue
             if job.cross:
                 yield from done(job, outcome if isinstance(outcome, RunResult) else None)
@@ -192,8 +202,11 @@ def cross_compare(main: RunResult, cross: RunResult, node: str) -> dict:
             differing[:] = True
         else:
             differing |= np.array([a.tobytes() != b.tobytes() for a, b in zip(values, mine)])
-    record = {"probes": n, "differing": int(differing.sum()),
-              "where": f"node {node[:12]}, {cross.host.get('cpu_model', '?')}",
-              "nodes": [main.host.get("ray_node"), node]}
+    record = {
+        "probes": n,
+        "differing": int(differing.sum()),
+        "where": f"node {node[:12]}, {cross.host.get('cpu_model', '?')}",
+        "nodes": [main.host.get("ray_node"), node],
+    }
     main.cross_check = record
     return record

@@ -9,7 +9,7 @@ or crashes is listed with the reason.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,9 +29,11 @@ def _plans(spec: dict):
 
 def _rel_err(outputs: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
     """Largest error relative to the largest reference value, over every float output."""
-    errs = [float(np.abs(outputs[k].astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-30))
-            for k, r in ref.items() if np.issubdtype(np.asarray(outputs[k]).dtype, np.floating)
-            or str(outputs[k].dtype) == "bfloat16"]
+    errs = [
+        float(np.abs(outputs[k].astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-30))
+        for k, r in ref.items()
+        if np.issubdtype(np.asarray(outputs[k]).dtype, np.floating) or str(outputs[k].dtype) == "bfloat16"
+    ]
     return max(errs) if errs else float("nan")
 
 
@@ -45,12 +47,21 @@ def run_pass(plans, with_reference: bool, on_event: Callable[[dict], None], in_p
         for info, probes, pairs in plans:
             ref = compute_float64(info, probes.inputs)[0] if with_reference else None
             for adapter, plat in pairs:
-                row = {"event": "platform", "model": info.name, "model_sha256": info.sha256,
-                       "probes": probes.name, "probes_sha256": probes.sha256, "platform": str(plat)}
+                row = {
+                    "event": "platform",
+                    "model": info.name,
+                    "model_sha256": info.sha256,
+                    "probes": probes.name,
+                    "probes_sha256": probes.sha256,
+                    "platform": str(plat),
+                }
                 try:
                     res = runner.run(adapter, info, plat, probes)
-                    row |= {"digest": res.set_digest(), "dtype": ",".join(sorted(set(res.dtypes().values()))),
-                            "seconds": round(res.seconds, 4)}
+                    row |= {
+                        "digest": res.set_digest(),
+                        "dtype": ",".join(sorted(set(res.dtypes().values()))),
+                        "seconds": round(res.seconds, 4),
+                    }
                     if ref is not None:
                         row["rel_err"] = _rel_err(res.outputs, ref)
                 except Exception as exc:  # one failing platform must not stop the survey
@@ -60,8 +71,9 @@ def run_pass(plans, with_reference: bool, on_event: Callable[[dict], None], in_p
     return rows
 
 
-def survey(spec: dict, on_event: Callable[[int, dict], None] = lambda i, e: None, passes: int = 2,
-           in_process: bool = False) -> dict:
+def survey(
+    spec: dict, on_event: Callable[[int, dict], None] = lambda i, e: None, passes: int = 2, in_process: bool = False
+) -> dict:
     """Run the matrix ``passes`` times, each with fresh worker processes; classes and repeat flags."""
     plans = _plans(spec)
     runs = [run_pass(plans, i == 0, lambda e, i=i: on_event(i, e), in_process) for i in range(passes)]
@@ -73,23 +85,39 @@ def summarize(runs: list[list[dict]]) -> dict:
     later = [{(r["model"], r["platform"]): r.get("digest") for r in run} for run in runs[1:]]
     models: dict[str, dict] = {}
     for r in first:
-        m = models.setdefault(r["model"], {"model": r["model"], "model_sha256": r["model_sha256"],
-                                           "probes": r["probes"], "probes_sha256": r["probes_sha256"],
-                                           "platforms": [], "failed": []})
+        m = models.setdefault(
+            r["model"],
+            {
+                "model": r["model"],
+                "model_sha256": r["model_sha256"],
+                "probes": r["probes"],
+                "probes_sha256": r["probes_sha256"],
+                "platforms": [],
+                "failed": [],
+            },
+        )
         if "error" in r:
             m["failed"].append({"platform": r["platform"], "error": r["error"]})
             continue
         repeats = all(d.get((r["model"], r["platform"])) == r["digest"] for d in later)
-        m["platforms"].append({k: r[k] for k in ("platform", "digest", "dtype", "seconds", "rel_err") if k in r}
-                              | {"repeats": repeats})
+        m["platforms"].append(
+            {k: r[k] for k in ("platform", "digest", "dtype", "seconds", "rel_err") if k in r} | {"repeats": repeats}
+        )
     for m in models.values():
         groups: dict[str, list[dict]] = defaultdict(list)
         for p in m["platforms"]:
             groups[p["digest"]].append(p)
         classes = sorted(groups.values(), key=lambda g: (-len(g), g[0]["platform"]))
-        m["classes"] = [{"id": i, "digest": g[0]["digest"], "platforms": [p["platform"] for p in g],
-                         "rel_err": max((p.get("rel_err", float("nan")) for p in g), default=None),
-                         "repeats": all(p["repeats"] for p in g)} for i, g in enumerate(classes)]
+        m["classes"] = [
+            {
+                "id": i,
+                "digest": g[0]["digest"],
+                "platforms": [p["platform"] for p in g],
+                "rel_err": max((p.get("rel_err", float("nan")) for p in g), default=None),
+                "repeats": all(p["repeats"] for p in g),
+            }
+            for i, g in enumerate(classes)
+        ]
         m["n_platforms"], m["n_classes"] = len(m["platforms"]), len(classes)
         m["not_repeating"] = [p["platform"] for p in m["platforms"] if not p["repeats"]]
     return {"passes": len(runs), "models": list(models.values())}

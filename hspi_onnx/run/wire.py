@@ -33,8 +33,12 @@ class WireTimeout(HspiError):
 
 def encode(header: dict, arrays: list[np.ndarray] = ()) -> list[bytes | memoryview]:
     stored = [to_storage(a) for a in arrays]
-    header = dict(header, arrays=[{"dtype": str(a.dtype), "shape": list(a.shape), "nbytes": int(s.nbytes)}
-                                  for a, s in zip(arrays, stored)])
+    header = dict(
+        header,
+        arrays=[
+            {"dtype": str(a.dtype), "shape": list(a.shape), "nbytes": int(s.nbytes)} for a, s in zip(arrays, stored)
+        ],
+    )
     head = json.dumps(header).encode()
     return [struct.pack("<Q", len(head)), head] + [memoryview(np.ascontiguousarray(s)).cast("B") for s in stored]
 
@@ -100,7 +104,7 @@ def unpack(data: bytes) -> tuple[dict, list[np.ndarray]]:
         if pos + n > len(view):
             raise HspiError("truncated frame")
         pos += n
-        return view[pos - n:pos].tobytes()
+        return view[pos - n : pos].tobytes()
 
     header, arrays = _parse(read)
     if pos != len(view):

@@ -79,9 +79,19 @@ def _serve(family: str, fd_in: int, fd_out: int, entry_point: str = "") -> None:
             platform = Platform.parse(req["platform"])
             adapter = adapters.get(platform.runtime) or load_adapter(platform.runtime)
             result = execute(adapter, model, platform, probes, int(req["repeat"]), on_batch=_Progress(fd_out))
-            wire.send(fd_out, {"event": "result", "names": result.output_names, "seconds": result.seconds,
-                               "repeats": result.repeats, "batch_independent": result.batch_independent,
-                               "host": result.host, "phases": result.phases}, list(result.outputs.values()))
+            wire.send(
+                fd_out,
+                {
+                    "event": "result",
+                    "names": result.output_names,
+                    "seconds": result.seconds,
+                    "repeats": result.repeats,
+                    "batch_independent": result.batch_independent,
+                    "host": result.host,
+                    "phases": result.phases,
+                },
+                list(result.outputs.values()),
+            )
         except HspiError as exc:
             wire.send(fd_out, {"event": "error", "type": type(exc).__name__, "message": str(exc)})
         except Exception as exc:  # a runtime's own error: report it, keep serving

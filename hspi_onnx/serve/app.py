@@ -9,7 +9,7 @@ failed or crashed runtime) under ``/v2``, OpenAI's ``{"error": {"message", "type
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from hspi_onnx.errors import HspiError
 from hspi_onnx.serve.service import BadRequest
@@ -49,8 +49,13 @@ def reference_router(service):
     from hspi_onnx.host import cpu_facts
 
     api = APIRouter(prefix="/hspi/v1")
-    doc = {"platform": str(service.platform), "model": service.name, "model_sha256": service.model.sha256,
-           "host": cpu_facts(), "hspi_onnx": __version__}
+    doc = {
+        "platform": str(service.platform),
+        "model": service.name,
+        "model_sha256": service.model.sha256,
+        "host": cpu_facts(),
+        "hspi_onnx": __version__,
+    }
 
     @api.get("/platform")
     def platform() -> dict:
@@ -96,8 +101,14 @@ def create_app(service, max_body: int = DEFAULT_MAX_BODY, reveal_platform: bool 
     return app
 
 
-def serve(service, host: str, port: int, on_listen: Callable[[str, int], None] | None = None,
-          max_body: int = DEFAULT_MAX_BODY, reveal_platform: bool = False) -> None:
+def serve(
+    service,
+    host: str,
+    port: int,
+    on_listen: Callable[[str, int], None] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    reveal_platform: bool = False,
+) -> None:
     """Serve until interrupted (SIGINT / SIGTERM); ``port`` 0 takes a free one, which
     ``on_listen(host, port)`` is told once the socket is bound."""
     import uvicorn
@@ -110,8 +121,13 @@ def serve(service, host: str, port: int, on_listen: Callable[[str, int], None] |
     except OSError as exc:
         sock.close()
         raise HspiError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    config = uvicorn.Config(create_app(service, max_body, reveal_platform), log_level="warning", server_header=False,
-                            limit_concurrency=64, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        create_app(service, max_body, reveal_platform),
+        log_level="warning",
+        server_header=False,
+        limit_concurrency=64,
+        timeout_graceful_shutdown=5,
+    )
     if on_listen:
         on_listen(host, sock.getsockname()[1])
     try:

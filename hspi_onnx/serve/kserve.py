@@ -21,13 +21,23 @@ def _shape(shape, batch: int | None) -> list[int]:
 
 def metadata(service) -> dict:
     model = service.model
-    return {"name": service.name, "versions": [VERSION], "platform": "onnx",
-            "inputs": [{"name": s.name, "datatype": datatype(s.dtype), "shape": _shape(s.shape, s.fixed_batch)}
-                       for s in model.inputs],
-            "outputs": ([{"name": service.output_names[0], "datatype": "INT64", "shape": [model.fixed_batch or -1]}]
-                        if service.labels_only else
-                        [{"name": o.name, "datatype": datatype(o.dtype), "shape": _shape(o.shape, model.fixed_batch)}
-                         for o in model.outputs])}
+    return {
+        "name": service.name,
+        "versions": [VERSION],
+        "platform": "onnx",
+        "inputs": [
+            {"name": s.name, "datatype": datatype(s.dtype), "shape": _shape(s.shape, s.fixed_batch)}
+            for s in model.inputs
+        ],
+        "outputs": (
+            [{"name": service.output_names[0], "datatype": "INT64", "shape": [model.fixed_batch or -1]}]
+            if service.labels_only
+            else [
+                {"name": o.name, "datatype": datatype(o.dtype), "shape": _shape(o.shape, model.fixed_batch)}
+                for o in model.outputs
+            ]
+        ),
+    }
 
 
 def router(service, read_body) -> APIRouter:
@@ -80,7 +90,8 @@ def router(service, read_body) -> APIRouter:
         body, head_len = encode_outputs(header, outputs, wanted)
         if head_len is None:
             return Response(body, media_type="application/json")
-        return Response(body, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(head_len)})
+        return Response(
+            body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(head_len)}
+        )
 
     return api

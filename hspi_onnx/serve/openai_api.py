@@ -42,7 +42,7 @@ def context_ids(data: bytes, width: int) -> np.ndarray:
     """The last ``width`` bytes as int64 ids, left-padded with 0."""
     ids = np.zeros(width, np.int64)
     tail = np.frombuffer(data[-width:] if data else b"", np.uint8)
-    ids[width - len(tail):] = tail
+    ids[width - len(tail) :] = tail
     return ids
 
 
@@ -76,8 +76,11 @@ def _prompt(item) -> tuple[bytes, int]:
     """(prompt bytes, its length as the client counts it: characters of a string, else tokens)."""
     if isinstance(item, str):
         return _encode(item), len(item)
-    if (isinstance(item, list) and len(item) <= MAX_PROMPT_BYTES
-            and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 256 for t in item)):
+    if (
+        isinstance(item, list)
+        and len(item) <= MAX_PROMPT_BYTES
+        and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 256 for t in item)
+    ):
         return bytes(item), len(item)
     raise BadRequest("a prompt must be a string or a list of token ids from 0 to 255")
 
@@ -141,16 +144,29 @@ def complete(service, doc: dict) -> dict:
         ids = [t for t, _, _ in steps]
         logprobs = None
         if k is not None:
-            logprobs = {"tokens": [_show(t, as_ids) for t in ids], "token_logprobs": [lp for _, lp, _ in steps],
-                        "top_logprobs": [{_show(b, as_ids): v for b, v in top} for _, _, top in steps],
-                        "text_offset": [shown_len + j for j in range(len(ids))], "token_ids": ids}
-        choices.append({"index": i, "text": bytes(ids).decode("latin-1"), "logprobs": logprobs,
-                        "finish_reason": "length"})
+            logprobs = {
+                "tokens": [_show(t, as_ids) for t in ids],
+                "token_logprobs": [lp for _, lp, _ in steps],
+                "top_logprobs": [{_show(b, as_ids): v for b, v in top} for _, _, top in steps],
+                "text_offset": [shown_len + j for j in range(len(ids))],
+                "token_ids": ids,
+            }
+        choices.append(
+            {"index": i, "text": bytes(ids).decode("latin-1"), "logprobs": logprobs, "finish_reason": "length"}
+        )
         used += len(data)
-    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": service.name, "choices": choices,
-            "usage": {"prompt_tokens": used, "completion_tokens": max_tokens * len(prompts),
-                      "total_tokens": used + max_tokens * len(prompts)}}
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": service.name,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": used,
+            "completion_tokens": max_tokens * len(prompts),
+            "total_tokens": used + max_tokens * len(prompts),
+        },
+    }
 
 
 def _chat_prompt(messages) -> bytes:
@@ -162,7 +178,9 @@ def _chat_prompt(messages) -> bytes:
             raise BadRequest("each message must be an object with a role")
         content = m.get("content")
         if isinstance(content, list):  # content parts: only text parts
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+            if not all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+            ):
                 raise BadRequest("only text content parts are supported")
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
@@ -187,15 +205,33 @@ def chat(service, doc: dict) -> dict:
     ids = [t for t, _, _ in steps]
     logprobs = None
     if doc.get("logprobs"):
-        logprobs = {"content": [{"token": _show(t, as_ids), "logprob": lp, "bytes": [t],
-                                 "top_logprobs": [{"token": _show(b, as_ids), "logprob": v, "bytes": [b]}
-                                                  for b, v in top]} for t, lp, top in steps],
-                    "refusal": None}
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": service.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": bytes(ids).decode("latin-1")},
-                         "logprobs": logprobs, "finish_reason": "length"}],
-            "usage": {"prompt_tokens": len(data), "completion_tokens": len(ids), "total_tokens": len(data) + len(ids)}}
+        logprobs = {
+            "content": [
+                {
+                    "token": _show(t, as_ids),
+                    "logprob": lp,
+                    "bytes": [t],
+                    "top_logprobs": [{"token": _show(b, as_ids), "logprob": v, "bytes": [b]} for b, v in top],
+                }
+                for t, lp, top in steps
+            ],
+            "refusal": None,
+        }
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": service.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": bytes(ids).decode("latin-1")},
+                "logprobs": logprobs,
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": len(data), "completion_tokens": len(ids), "total_tokens": len(data) + len(ids)},
+    }
 
 
 def router(service, read_body) -> APIRouter:

@@ -25,14 +25,28 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    def __init__(self, model: str, platform: str, port: int = 0, host: str = "127.0.0.1",
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, model: str, platform: str, port: int = 0, host: str = "127.0.0.1", extra: tuple[str, ...] = ()
+    ) -> None:
         self.stderr = tempfile.TemporaryFile(mode="w+", prefix="hspi-serve-")
-        self.argv = [sys.executable, "-m", "hspi_onnx.cli", "serve", str(model), "-p", platform,
-                     "--port", str(port), "--host", host, *extra]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "hspi_onnx.cli",
+            "serve",
+            str(model),
+            "-p",
+            platform,
+            "--port",
+            str(port),
+            "--host",
+            host,
+            *extra,
+        ]
         # its own process group: kill() reaches the server's runtime worker too
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True, start_new_session=True
+        )
         self.url = ""
 
     @property
@@ -46,7 +60,7 @@ class ServerProcess:
         lines = [ln for ln in self.stderr.read().splitlines() if ln.strip()]
         return HspiError(f"hspi serve {what}: {lines[-1][:300] if lines else 'no message'}")
 
-    def wait(self, timeout: float = 180.0) -> "ServerProcess":
+    def wait(self, timeout: float = 180.0) -> ServerProcess:
         """Block until the server answers ready (it prints its URL once its socket is bound)."""
         deadline = time.monotonic() + timeout
         if not select.select([self.proc.stdout], [], [], timeout)[0]:
@@ -86,7 +100,7 @@ class ServerProcess:
         self.proc.wait(timeout=30)
         self.stop()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.wait()
 
     def __exit__(self, *exc) -> None:

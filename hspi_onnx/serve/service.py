@@ -47,8 +47,16 @@ LABEL_OUTPUT = "label"
 class Service:
     """The served model and platform, and the runner that executes requests one at a time."""
 
-    def __init__(self, model, adapter, platform, name: str | None = None, in_process: bool = False,
-                 timeout: float = 300.0, labels_only: bool = False) -> None:
+    def __init__(
+        self,
+        model,
+        adapter,
+        platform,
+        name: str | None = None,
+        in_process: bool = False,
+        timeout: float = 300.0,
+        labels_only: bool = False,
+    ) -> None:
         from hspi_onnx.inputs.probes import default_kind
         from hspi_onnx.run.runner import Runner
 

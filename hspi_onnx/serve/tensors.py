@@ -52,8 +52,11 @@ def parse_header(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
 
 
 def _shape(name: str, shape) -> tuple[int, ...]:
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_VALUES for s in shape)):
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= MAX_RANK
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_VALUES for s in shape)
+    ):
         raise BadRequest(f"input {name!r}: shape must be a list of 1 to {MAX_RANK} non-negative integers")
     if math.prod(shape) > MAX_VALUES:
         raise BadRequest(f"input {name!r}: shape {shape} holds over {MAX_VALUES} values")
@@ -69,7 +72,9 @@ def _from_json(name: str, data, dtype: np.dtype, shape: tuple[int, ...]) -> np.n
     if arr.dtype.kind not in allowed:
         raise BadRequest(f"input {name!r}: data holds {arr.dtype.kind!r}-kind values, not {dtype} values")
     if arr.size != math.prod(shape):
-        raise BadRequest(f"input {name!r}: data holds {arr.size} values, shape {list(shape)} declares {math.prod(shape)}")
+        raise BadRequest(
+            f"input {name!r}: data holds {arr.size} values, shape {list(shape)} declares {math.prod(shape)}"
+        )
     if dtype.kind in "iu" and arr.size and (arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
         raise BadRequest(f"input {name!r}: values outside the range of {dtype}")
     return arr.astype(dtype).reshape(shape)
@@ -77,15 +82,21 @@ def _from_json(name: str, data, dtype: np.dtype, shape: tuple[int, ...]) -> np.n
 
 def _from_bytes(name: str, raw: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     if len(raw) != math.prod(shape) * dtype.itemsize:
-        raise BadRequest(f"input {name!r}: {len(raw)} bytes of data, shape {list(shape)} of {datatype(dtype)} "
-                         f"needs {math.prod(shape) * dtype.itemsize}")
+        raise BadRequest(
+            f"input {name!r}: {len(raw)} bytes of data, shape {list(shape)} of {datatype(dtype)} "
+            f"needs {math.prod(shape) * dtype.itemsize}"
+        )
     return oip.from_le_bytes(raw, datatype(dtype)).reshape(shape)
 
 
 def decode_inputs(doc: dict, binary: bytes, specs) -> dict[str, np.ndarray]:
     """The request's inputs by name, checked against the model's input specs (name, datatype)."""
     inputs = doc.get("inputs")
-    if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_TENSORS or not all(isinstance(i, dict) for i in inputs):
+    if (
+        not isinstance(inputs, list)
+        or not 1 <= len(inputs) <= MAX_TENSORS
+        or not all(isinstance(i, dict) for i in inputs)
+    ):
         raise BadRequest("inputs must be a list of tensor objects")
     wanted = {s.name: s for s in specs}
     out: dict[str, np.ndarray] = {}
@@ -109,7 +120,7 @@ def decode_inputs(doc: dict, binary: bytes, specs) -> dict[str, np.ndarray]:
             continue
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
             raise BadRequest(f"input {name!r}: binary_data_size {str(size)[:20]} does not fit the binary data")
-        out[name] = _from_bytes(name, binary[offset:offset + size], dtype, shape)
+        out[name] = _from_bytes(name, binary[offset : offset + size], dtype, shape)
         offset += size
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")

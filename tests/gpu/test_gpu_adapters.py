@@ -5,18 +5,28 @@ machine that GPU variants are absent, with reasons, where there is no GPU."""
 
 import pytest
 
-from hspi_onnx.run.adapter import selected_variants
 from hspi_onnx.db.build import build
-from hspi_onnx.inputs.probes import generate
 from hspi_onnx.db.store import ReferenceDB
+from hspi_onnx.inputs.probes import generate
+from hspi_onnx.run.adapter import selected_variants
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("pattern", [
-    "pytorch/cuda:*/fp32/*tf32=off*", "pytorch/cuda:*/fp32/*tf32=on*", "pytorch/cuda:*/fp16/*",
-    "onnxruntime/cuda:*/fp32/*ep=cuda*", "onnxruntime/cuda:*/fp16/*ep=tensorrt*",
-    "tensorrt/*/fp32/*", "tensorrt/*/tf32/*", "tensorrt/*/fp16/*", "tensorrt/*/bf16/*", "tensorrt/*/int8/*",
-])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "pytorch/cuda:*/fp32/*tf32=off*",
+        "pytorch/cuda:*/fp32/*tf32=on*",
+        "pytorch/cuda:*/fp16/*",
+        "onnxruntime/cuda:*/fp32/*ep=cuda*",
+        "onnxruntime/cuda:*/fp16/*ep=tensorrt*",
+        "tensorrt/*/fp32/*",
+        "tensorrt/*/tf32/*",
+        "tensorrt/*/fp16/*",
+        "tensorrt/*/bf16/*",
+        "tensorrt/*/int8/*",
+    ],
+)
 def test_gpu_platforms_build_deterministic_shards(zoo, tmp_path, pattern):
     info = zoo["resnet"]
     probes = generate(info, n=32)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import torch
 
-_ONNX_INT = {2: torch.uint8, 3: torch.int8, 4: torch.uint16, 5: torch.int16, 6: torch.int32, 7: torch.int64,
-             9: torch.bool, 12: torch.uint32, 13: torch.uint64}
+_ONNX_INT = {
+    2: torch.uint8,
+    3: torch.int8,
+    4: torch.uint16,
+    5: torch.int16,
+    6: torch.int32,
+    7: torch.int64,
+    9: torch.bool,
+    12: torch.uint32,
+    13: torch.uint64,
+}
 _ONNX_FLOAT = {1, 10, 11, 16}
 
 

@@ -12,8 +12,9 @@ from hspi_onnx.errors import UnsupportedError
 # --------------------------------------------------------------------------- conv and pools
 
 
-def _same_pads(auto_pad: str, size: list[int], kernel: list[int], strides: list[int], dilations: list[int],
-               pads: list[int]) -> list[int]:
+def _same_pads(
+    auto_pad: str, size: list[int], kernel: list[int], strides: list[int], dilations: list[int], pads: list[int]
+) -> list[int]:
     """ONNX pads [begin..., end...] after auto_pad (NOTSET keeps ``pads``, VALID is no padding)."""
     nd = len(kernel)
     if auto_pad in ("NOTSET", ""):
@@ -36,15 +37,13 @@ def _torch_pad(begin: list[int], end: list[int]) -> list[int]:
     return [p for i in reversed(range(len(begin))) for p in (begin[i], end[i])]
 
 
-def _conv(ctx, x, w, b=None, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
-          strides=None):
+def _conv(ctx, x, w, b=None, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
     nd = w.dim() - 2
     if nd not in (1, 2, 3):
         raise UnsupportedError(f"Conv over {nd} spatial axes is not covered")
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
-    pads = _same_pads(auto_pad, list(x.shape[2:]), list(w.shape[2:]), strides, dilations,
-                      list(pads or [0] * (2 * nd)))
+    pads = _same_pads(auto_pad, list(x.shape[2:]), list(w.shape[2:]), strides, dilations, list(pads or [0] * (2 * nd)))
     begin, end = pads[:nd], pads[nd:]
     if begin != end:
         x = F.pad(x, _torch_pad(begin, end))
@@ -64,8 +63,9 @@ def _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad):
     return k, nd, strides, dilations, pads[:nd], pads[nd:]
 
 
-def _max_pool(ctx, x, kernel_shape, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0,
-              storage_order=0, _n=1):
+def _max_pool(
+    ctx, x, kernel_shape, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0, storage_order=0, _n=1
+):
     if _n > 1:
         raise UnsupportedError("MaxPool's Indices output is not covered")
     k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
@@ -76,8 +76,9 @@ def _max_pool(ctx, x, kernel_shape, strides=None, dilations=None, pads=None, aut
     return fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode))
 
 
-def _avg_pool(ctx, x, kernel_shape, strides=None, pads=None, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0,
-              dilations=None):
+def _avg_pool(
+    ctx, x, kernel_shape, strides=None, pads=None, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None
+):
     k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
     if any(d != 1 for d in dilations):
         raise UnsupportedError("AveragePool with dilations is not covered")

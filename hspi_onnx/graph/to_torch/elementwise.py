@@ -23,6 +23,7 @@ def _reduce(fn):
         if x.dim() == 0:
             return fn(x.reshape(1), dim=[0], keepdim=False)
         return fn(x, dim=[_axis(i, x.dim()) for i in ax], keepdim=bool(keepdims))
+
     return run
 
 
@@ -33,7 +34,10 @@ def _prod(x, dim, keepdim):
 
 
 REDUCERS = {
-    "ReduceMean": torch.mean, "ReduceSum": torch.sum, "ReduceMax": torch.amax, "ReduceMin": torch.amin,
+    "ReduceMean": torch.mean,
+    "ReduceSum": torch.sum,
+    "ReduceMax": torch.amax,
+    "ReduceMin": torch.amin,
     "ReduceProd": _prod,
     "ReduceL1": lambda x, dim, keepdim: torch.sum(torch.abs(x), dim=dim, keepdim=keepdim),
     "ReduceL2": lambda x, dim, keepdim: torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim)),
@@ -50,6 +54,7 @@ def _arg(fn):
             i = fn(torch.flip(x, [axis]), dim=axis, keepdim=bool(keepdims))
             return x.shape[axis] - 1 - i
         return fn(x, dim=axis, keepdim=bool(keepdims))
+
     return run
 
 
@@ -136,6 +141,7 @@ def _softmax(fn):
         # opset < 13: the input coerced to 2-D at axis (default 1)
         axis = _axis(1 if axis is None else axis, x.dim())
         return fn(_flatten(ctx, x, axis), 1).reshape(x.shape)
+
     return run
 
 
@@ -164,6 +170,7 @@ def _variadic(fn):
         for x in xs[1:]:
             out = fn(out, x)
         return out
+
     return run
 
 

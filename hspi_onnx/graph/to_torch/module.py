@@ -79,8 +79,10 @@ class OnnxModule(nn.Module):
                 self._add_const(node.output[0], self._constant(attrs))
                 continue
             if node.op_type == "If":
-                attrs = {"then_branch": self._compile(attrs["then_branch"]),
-                         "else_branch": self._compile(attrs["else_branch"])}
+                attrs = {
+                    "then_branch": self._compile(attrs["then_branch"]),
+                    "else_branch": self._compile(attrs["else_branch"]),
+                }
             elif node.op_type in _MULTI_OUTPUT:
                 attrs["_n"] = len(node.output)
             nodes.append((node.op_type, list(node.input), list(node.output), attrs))
@@ -121,8 +123,9 @@ class OnnxModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(inputs) > len(self.input_names):
-            raise TypeError(f"the graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
-                            f"got {len(inputs)}")
+            raise TypeError(
+                f"the graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}"
+            )
         feeds = dict(zip(self.input_names, inputs))
         for name, value in named.items():
             if name not in self.input_names or name in feeds:

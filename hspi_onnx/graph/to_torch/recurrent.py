@@ -51,7 +51,7 @@ def _activations(kind: str, a: dict, dirs: int) -> list:
         beta = betas.pop(0) if n_params >= 2 and betas else None
         funcs.append(_activation(name, alpha, beta)[1])
     per = len(defaults)
-    return [funcs[d * per:(d + 1) * per] for d in range(dirs)]
+    return [funcs[d * per : (d + 1) * per] for d in range(dirs)]
 
 
 def _rnn_common(kind: str, ctx, x, w, r, b, seq_lens, h0, c0, p, a: dict, n_out: int):
@@ -65,8 +65,9 @@ def _rnn_common(kind: str, ctx, x, w, r, b, seq_lens, h0, c0, p, a: dict, n_out:
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
     hidden = int(a.get("hidden_size", r.shape[-1]))
     if w.shape[0] != dirs or w.shape[1] != gates * hidden:
-        raise UnsupportedError(f"{kind} weights of shape {tuple(w.shape)} do not fit direction={direction}, "
-                               f"hidden_size={hidden}")
+        raise UnsupportedError(
+            f"{kind} weights of shape {tuple(w.shape)} do not fit direction={direction}, hidden_size={hidden}"
+        )
     funcs = _activations(kind, a, dirs)
     if layout:
         x = x.transpose(0, 1)  # (seq, batch, input)
@@ -89,7 +90,7 @@ def _rnn_common(kind: str, ctx, x, w, r, b, seq_lens, h0, c0, p, a: dict, n_out:
     for d in range(dirs):
         f_, g_, h_ = (funcs[d] + [None, None])[:3]
         wd, rd = w[d], r[d]
-        wb, rb = (b[d].split(gates * hidden) if b is not None else (None, None))
+        wb, rb = b[d].split(gates * hidden) if b is not None else (None, None)
         xw = torch.matmul(x, wd.t())  # (seq, batch, gates*hidden)
         if wb is not None:
             xw = xw + wb
@@ -99,8 +100,11 @@ def _rnn_common(kind: str, ctx, x, w, r, b, seq_lens, h0, c0, p, a: dict, n_out:
             p_i = p_o = p_f = None
         h, c = h0[d], c0[d]
         out = [None] * steps
-        order = range(steps) if (direction == "forward" or (direction == "bidirectional" and d == 0)) \
+        order = (
+            range(steps)
+            if (direction == "forward" or (direction == "bidirectional" and d == 0))
             else range(steps - 1, -1, -1)
+        )
         for t in order:
             hr = torch.matmul(h, rd.t())
             if kind == "RNN":
@@ -157,4 +161,5 @@ def _rnn(kind: str):
         if kind != "LSTM" and (c0 is not None or p is not None):
             raise UnsupportedError(f"{kind} takes at most 6 inputs")
         return _rnn_common(kind, ctx, x, w, r, b, seq_lens, h0, c0, p, a, _n)
+
     return run

@@ -54,7 +54,7 @@ def _gather(ctx, x, idx, axis=0):
     flat = idx.reshape(-1).long()
     flat = torch.where(flat < 0, flat + x.shape[axis], flat)
     out = x.index_select(axis, flat)
-    return out.reshape(list(x.shape[:axis]) + list(idx.shape) + list(x.shape[axis + 1:]))
+    return out.reshape(list(x.shape[:axis]) + list(idx.shape) + list(x.shape[axis + 1 :]))
 
 
 def _gather_elements(ctx, x, idx, axis=0):
@@ -72,10 +72,10 @@ def _gather_nd(ctx, x, idx, batch_dims=0):
     nb = int(np.prod(batch_shape, dtype=np.int64)) if b else 1
     xs = x.reshape([nb] + list(x.shape[b:]))
     ids = idx.reshape([nb, -1, k])
-    ids = torch.where(ids < 0, ids + torch.tensor(list(x.shape[b:b + k]), device=x.device), ids)
+    ids = torch.where(ids < 0, ids + torch.tensor(list(x.shape[b : b + k]), device=x.device), ids)
     rows = torch.arange(nb, device=x.device).view(nb, 1).expand(nb, ids.shape[1])
     out = xs[(rows,) + tuple(ids[..., j] for j in range(k))]
-    return out.reshape(list(idx.shape[:-1]) + list(x.shape[b + k:]))
+    return out.reshape(list(idx.shape[:-1]) + list(x.shape[b + k :]))
 
 
 def _scatter_elements(ctx, x, idx, upd, axis=0, reduction="none"):
@@ -173,8 +173,11 @@ def _pad(ctx, x, pads, constant_value=None, axes=None, mode="constant", **a):
     for j, ax in enumerate(axes):
         begin[ax], end[ax] = pads[j], pads[n + j]
     if mode == "constant":
-        value = 0.0 if constant_value is None else (
-            constant_value.item() if isinstance(constant_value, torch.Tensor) else float(constant_value))
+        value = (
+            0.0
+            if constant_value is None
+            else (constant_value.item() if isinstance(constant_value, torch.Tensor) else float(constant_value))
+        )
         return F.pad(x, _torch_pad(begin, end), value=value)
     if mode not in ("reflect", "edge", "wrap"):
         raise UnsupportedError(f"Pad mode={mode} is not covered")
@@ -223,8 +226,9 @@ def _nonzero(ctx, x):
 
 
 def _topk(ctx, x, k, axis=-1, largest=1, sorted=1):
-    values, indices = torch.topk(x, int(k.reshape(-1)[0].item()), dim=_axis(axis, x.dim()), largest=bool(largest),
-                                 sorted=True)
+    values, indices = torch.topk(
+        x, int(k.reshape(-1)[0].item()), dim=_axis(axis, x.dim()), largest=bool(largest), sorted=True
+    )
     return [values, indices]
 
 

@@ -17,20 +17,36 @@ from .results import Evidence, MatchReport, Resolved, SuspectSummary
 from .statistical import statistical
 
 
-def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
-            index: DigestIndex | None = None, resolved: Resolved | None = None) -> Evidence:
+def collect(
+    suspect: Suspect,
+    db: ReferenceDB,
+    classifier=None,
+    warn=lambda m: None,
+    index: DigestIndex | None = None,
+    resolved: Resolved | None = None,
+) -> Evidence:
     """Every piece of evidence about ``suspect``: exact lookups, nearest platforms, the classifier."""
     index = index or load_index(db)
     res = resolved or resolve(index, suspect)
     j = res.group.output_index(res.compared)
     fixed = suspect.printed is not None and suspect.printed.mode == FIXED
     compared = list(dict.fromkeys(res.outputs.values()))
-    summary = SuspectSummary(suspect.path, suspect.source, suspect.form, len(suspect), res.group.probes_name,
-                             res.group.model_name, suspect.dtype, compared[:1] if fixed else compared,
-                             suspect.printed.description if fixed else "")
+    summary = SuspectSummary(
+        suspect.path,
+        suspect.source,
+        suspect.form,
+        len(suspect),
+        res.group.probes_name,
+        res.group.model_name,
+        suspect.dtype,
+        compared[:1] if fixed else compared,
+        suspect.printed.description if fixed else "",
+    )
     nearest = None
     outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
-    text_nan = suspect.source != "npz" and any(np.isnan(np.asarray(v, np.float64)).any() for v in suspect.outputs.values())
+    text_nan = suspect.source != "npz" and any(
+        np.isnan(np.asarray(v, np.float64)).any() for v in suspect.outputs.values()
+    )
     if suspect.form == "raw" and fixed:  # printed with fewer digits than the dtype holds: intervals
         per_query, nearest = compare_db(outs, suspect)
         exact = summarise(per_query, f"printed values ({bits_note(suspect.printed)})")
@@ -52,15 +68,30 @@ def collect(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: N
     rule_out_classes(exact, outs, suspect.ids)
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
     manifest = db.manifest()
-    flagged = {e["platform"] for e in manifest.get("batch_dependent", [])
-               if e.get("model_sha256") == res.group.model_sha256 and e.get("probes_sha256") == res.group.probes_sha256}
-    return Evidence(summary, str(db.root), res.platforms, res.group.dtypes[j], exact, nearest, stats,
-                    sorted(flagged & set(res.platforms)))
+    flagged = {
+        e["platform"]
+        for e in manifest.get("batch_dependent", [])
+        if e.get("model_sha256") == res.group.model_sha256 and e.get("probes_sha256") == res.group.probes_sha256
+    }
+    return Evidence(
+        summary,
+        str(db.root),
+        res.platforms,
+        res.group.dtypes[j],
+        exact,
+        nearest,
+        stats,
+        sorted(flagged & set(res.platforms)),
+    )
 
 
-
-
-def match(suspect: Suspect, db: ReferenceDB, classifier=None, warn=lambda m: None,
-          index: DigestIndex | None = None, resolved: Resolved | None = None) -> MatchReport:
+def match(
+    suspect: Suspect,
+    db: ReferenceDB,
+    classifier=None,
+    warn=lambda m: None,
+    index: DigestIndex | None = None,
+    resolved: Resolved | None = None,
+) -> MatchReport:
     ev = collect(suspect, db, classifier, warn, index, resolved)
     return MatchReport(ev, decide(ev))

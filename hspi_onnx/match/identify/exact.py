@@ -40,7 +40,9 @@ def exact_values(db: ReferenceDB, res: Resolved, suspect: Suspect) -> list[set[s
                 continue
             theirs = arr.reshape(len(arr), -1)
             x, y = mine.astype(np.float64), theirs.astype(np.float64)
-            same = (mine.view(np.uint8).reshape(len(mine), -1) == theirs.view(np.uint8).reshape(len(theirs), -1)).all(axis=1)
+            same = (mine.view(np.uint8).reshape(len(mine), -1) == theirs.view(np.uint8).reshape(len(theirs), -1)).all(
+                axis=1
+            )
             same |= ((x == y) & (np.signbit(x) == np.signbit(y)) | (np.isnan(x) & np.isnan(y))).all(axis=1)
             for q in np.flatnonzero(same):
                 hits[q].add(label)
@@ -85,7 +87,7 @@ def _distance(a: View, b: View) -> float:
     return float(np.concatenate(parts).mean())
 
 
-EPS32 = 2.0 ** -24
+EPS32 = 2.0**-24
 
 
 @np.errstate(invalid="ignore", over="ignore", divide="ignore")  # rows holding inf or NaN
@@ -140,8 +142,11 @@ def by_print(suspect: Suspect) -> bool:
     """Are the suspect's values compared as printed numbers? Fixed digits stand for intervals;
     printed softmax values (any printing) are the service's own arithmetic, tried in float64 and
     float32 (:mod:`hspi_onnx.match.printed`)."""
-    return (suspect.printed is not None and suspect.values is not None
-            and (suspect.printed.mode == FIXED or suspect.form == "softmax"))
+    return (
+        suspect.printed is not None
+        and suspect.values is not None
+        and (suspect.printed.mode == FIXED or suspect.form == "softmax")
+    )
 
 
 def compare_db(outs: dict[str, np.ndarray], suspect: Suspect) -> tuple[list[set[str]], list[Nearest]]:
@@ -169,8 +174,15 @@ def summarise(per_query: list[set[str]], kind: str) -> ExactEvidence:
     common = set.intersection(*per_query) if per_query else set()
     counts = Counter(lab for s in per_query for lab in s)
     ranked = sorted(counts, key=lambda lab: (-counts[lab], lab))
-    return ExactEvidence(kind, len(per_query), sum(1 for s in per_query if s), sorted(common),
-                         {lab: counts[lab] for lab in ranked[:10]}, ranked, [sorted(s) for s in per_query])
+    return ExactEvidence(
+        kind,
+        len(per_query),
+        sum(1 for s in per_query if s),
+        sorted(common),
+        {lab: counts[lab] for lab in ranked[:10]},
+        ranked,
+        [sorted(s) for s in per_query],
+    )
 
 
 def rule_out_classes(exact: ExactEvidence, outs: dict[str, np.ndarray], ids: np.ndarray) -> None:

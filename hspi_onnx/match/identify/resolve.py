@@ -19,17 +19,23 @@ def _width(shape) -> int:
 def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
     """The DB's (model, probe set) the suspect belongs to, with its outputs, ids and shapes checked."""
     if not suspect.probes:
-        raise BadSuspectError(f"suspect file {suspect.path!r} names no probe set"
-                              + (": it carries its own inputs, match it with --replay" if suspect.inputs else ""))
+        raise BadSuspectError(
+            f"suspect file {suspect.path!r} names no probe set"
+            + (": it carries its own inputs, match it with --replay" if suspect.inputs else "")
+        )
     by_probes = [k for k, g in enumerate(index.groups) if suspect.probes in (g.probes_sha256, g.probes_name)]
     if not by_probes:
         known = sorted({g.probes_name for g in index.groups})
-        raise BadSuspectError(f"the suspect's probe set {suspect.probes[:64]!r} is not in the DB (it holds {', '.join(known)})")
+        raise BadSuspectError(
+            f"the suspect's probe set {suspect.probes[:64]!r} is not in the DB (it holds {', '.join(known)})"
+        )
     cands = by_probes
     if suspect.model:
         cands = [k for k in by_probes if suspect.model in (index.groups[k].model_sha256, index.groups[k].model_name)]
         if not cands:
-            raise BadSuspectError(f"the DB holds no outputs of model {suspect.model[:64]!r} on probe set {suspect.probes[:64]!r}")
+            raise BadSuspectError(
+                f"the DB holds no outputs of model {suspect.model[:64]!r} on probe set {suspect.probes[:64]!r}"
+            )
     fits, last = {}, BadSuspectError("the suspect fits no model of the DB")
     for k in cands:
         try:
@@ -45,8 +51,14 @@ def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
     if len(fit) > 1 and suspect.form == "raw":  # the exact bits may tell which model it was
         key = next(iter(suspect.outputs))
         digests = suspect.digests(key)
-        hit = [k for k in fit if any(index.lookup(k, int(p), d, index.groups[k].output_index(fits[k][key]))
-                                     for p, d in zip(suspect.ids, digests))]
+        hit = [
+            k
+            for k in fit
+            if any(
+                index.lookup(k, int(p), d, index.groups[k].output_index(fits[k][key]))
+                for p, d in zip(suspect.ids, digests)
+            )
+        ]
         fit = hit if len(hit) == 1 else fit
     if len(fit) > 1:
         names = ", ".join(index.groups[k].model_name for k in fit)
@@ -55,8 +67,10 @@ def resolve(index: DigestIndex, suspect: Suspect) -> Resolved:
     g = index.groups[k]
     unknown = suspect.ids[~np.isin(suspect.ids, np.asarray(g.ids, dtype=np.int64))]
     if len(unknown):
-        raise BadSuspectError(f"probe id {int(unknown[0])} is not in probe set {g.probes_name} as the DB holds it "
-                              f"({len(unknown)} unknown ids)")
+        raise BadSuspectError(
+            f"probe id {int(unknown[0])} is not in probe set {g.probes_name} as the DB holds it "
+            f"({len(unknown)} unknown ids)"
+        )
     return Resolved(k, g, index.platforms_of(k), fits[k])
 
 
@@ -68,22 +82,26 @@ def _map_outputs(g: IndexGroup, suspect: Suspect) -> dict[str, str]:
     for key in keys:
         if key:
             if key not in g.outputs:
-                raise BadSuspectError(f"the suspect's output {key[:60]!r} is not an output of {g.model_name} "
-                                      f"({', '.join(g.outputs)})")
+                raise BadSuspectError(
+                    f"the suspect's output {key[:60]!r} is not an output of {g.model_name} ({', '.join(g.outputs)})"
+                )
             name = key
         else:
             values = suspect.outputs.get(key)
             fitting = [o for o, s in zip(g.outputs, g.shapes) if values is None or _fits(values, s, suspect.form)]
             if not fitting:
-                raise BadSuspectError(f"the suspect's outputs ({_width(values.shape[1:])} values each) fit no output "
-                                      f"of {g.model_name} ({', '.join(f'{o} {s}' for o, s in zip(g.outputs, g.shapes))})")
+                raise BadSuspectError(
+                    f"the suspect's outputs ({_width(values.shape[1:])} values each) fit no output "
+                    f"of {g.model_name} ({', '.join(f'{o} {s}' for o, s in zip(g.outputs, g.shapes))})"
+                )
             name = fitting[0]
         out[key] = name
         shape = g.shapes[g.output_index(name)]
         values = suspect.outputs.get(key)
         if values is not None and not _fits(values, shape, suspect.form):
-            raise BadSuspectError(f"the suspect's output shape {list(values.shape[1:])} differs from the DB's "
-                                  f"{shape} for output {name}")
+            raise BadSuspectError(
+                f"the suspect's output shape {list(values.shape[1:])} differs from the DB's {shape} for output {name}"
+            )
         if suspect.index is not None and (suspect.index >= _width(shape)).any():
             raise BadSuspectError(f"the suspect holds indices beyond the model's {_width(shape)} outputs")
     return out

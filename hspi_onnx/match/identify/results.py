@@ -126,9 +126,12 @@ class MatchReport:
 
     def as_dict(self) -> dict:
         ev = self.evidence
-        out: dict[str, Any] = {"suspect": asdict(ev.suspect), "db": {"path": ev.db_path, "platforms": len(ev.db_platforms),
-                                                    "dtypes": ev.db_dtypes},
-               "exact": asdict(ev.exact), "verdict": asdict(self.verdict)}
+        out: dict[str, Any] = {
+            "suspect": asdict(ev.suspect),
+            "db": {"path": ev.db_path, "platforms": len(ev.db_platforms), "dtypes": ev.db_dtypes},
+            "exact": asdict(ev.exact),
+            "verdict": asdict(self.verdict),
+        }
         if ev.batch_dependent:
             out["db"]["batch_dependent"] = ev.batch_dependent
         if ev.nearest is not None:
@@ -136,7 +139,10 @@ class MatchReport:
         if ev.stats is not None:
             targets = {}
             for t, p in ev.stats.targets.items():
-                d = {"top": [[v, round(q, 4)] for v, q in p.top], "confident": p.confident and t not in self.verdict.undetermined}
+                d = {
+                    "top": [[v, round(q, 4)] for v, q in p.top],
+                    "confident": p.confident and t not in self.verdict.undetermined,
+                }
                 if p.values:
                     d["values"] = p.values
                 if t in self.verdict.undetermined:
@@ -150,5 +156,8 @@ def confident(stats: StatEvidence | None, undetermined: dict[str, str]) -> dict[
     """Classifier targets (not the platform class) that are confident, applicable and not undetermined."""
     if stats is None:
         return {}
-    return {t: p.best[0] for t, p in stats.targets.items()
-            if t != "platform" and p.confident and t not in undetermined and p.best[0] != NOT_APPLICABLE}
+    return {
+        t: p.best[0]
+        for t, p in stats.targets.items()
+        if t != "platform" and p.confident and t not in undetermined and p.best[0] != NOT_APPLICABLE
+    }

@@ -43,9 +43,24 @@ from .jsonfiles import _load_json
 from .npz import _load_npz
 from .write import write_kserve, write_logprobs, write_npz, write_plain
 
-__all__ = ["BadSuspectError", "Suspect", "load_suspect", "write_kserve", "write_logprobs", "write_npz", "write_plain",
-           "FLOAT_DTYPES", "LOGPROBS_FORMAT", "MAX_INPUTS", "MAX_JSON_BYTES", "MAX_PER_QUERY", "MAX_QUERIES",
-           "MAX_TOP", "MAX_VALUES", "PLAIN_FORMAT"]
+__all__ = [
+    "BadSuspectError",
+    "Suspect",
+    "load_suspect",
+    "write_kserve",
+    "write_logprobs",
+    "write_npz",
+    "write_plain",
+    "FLOAT_DTYPES",
+    "LOGPROBS_FORMAT",
+    "MAX_INPUTS",
+    "MAX_JSON_BYTES",
+    "MAX_PER_QUERY",
+    "MAX_QUERIES",
+    "MAX_TOP",
+    "MAX_VALUES",
+    "PLAIN_FORMAT",
+]
 
 
 def load_suspect(path: str | Path) -> Suspect:

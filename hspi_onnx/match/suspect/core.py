@@ -81,8 +81,7 @@ def _check_name(path: Path, value, what: str, required: bool) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:@+=-]{1,128}", value):
-        _fail(path, f"must name its {what} (a sha256 or a name)" if value is None
-              else f"has a malformed {what} name")
+        _fail(path, f"must name its {what} (a sha256 or a name)" if value is None else f"has a malformed {what} name")
     return value
 
 

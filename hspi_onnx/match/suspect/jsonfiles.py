@@ -39,8 +39,10 @@ def _load_json(path: Path) -> Suspect:
         return _plain(path, docs[0])
     if docs and all(isinstance(d, dict) and d.get("format") == LOGPROBS_FORMAT for d in docs):
         return _logprobs(path, docs)
-    if not docs or not all(isinstance(d, dict) and ("outputs" in d or "inputs" in d or "response" in d)
-                           for d in docs):
-        _fail(path, f"is neither KServe v2 inference responses (or requests with their responses) "
-                    f"nor a {PLAIN_FORMAT} document")
+    if not docs or not all(isinstance(d, dict) and ("outputs" in d or "inputs" in d or "response" in d) for d in docs):
+        _fail(
+            path,
+            f"is neither KServe v2 inference responses (or requests with their responses) "
+            f"nor a {PLAIN_FORMAT} document",
+        )
     return _kserve(path, docs)

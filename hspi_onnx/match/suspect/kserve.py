@@ -28,22 +28,31 @@ from .core import (
 from .jsonvalues import _cast, _numbers, _precision
 
 
-def _tensor(path: Path, k: int, o: dict, state: dict, what: str = "response",
-            texts: dict | None = None) -> tuple[str, np.ndarray, int]:
+def _tensor(
+    path: Path, k: int, o: dict, state: dict, what: str = "response", texts: dict | None = None
+) -> tuple[str, np.ndarray, int]:
     """(tensor name, values (batch, *shape) in the declared dtype, batch) of one KServe tensor:
     an output (a float datatype; ``texts`` collects its numbers as printed) or, with ``what``
     "request", an input of any numeric datatype."""
     name = _check_output_name(path, o.get("name", ""))
-    allowed = (oip.FLOAT_DATATYPES if what == "response" else oip.LABEL_DATATYPES if what == "label"
-               else tuple(t for t in oip.DATATYPES if t != "BOOL"))
+    allowed = (
+        oip.FLOAT_DATATYPES
+        if what == "response"
+        else oip.LABEL_DATATYPES
+        if what == "label"
+        else tuple(t for t in oip.DATATYPES if t != "BOOL")
+    )
     dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in allowed else None
     if dt is None:
         _fail(path, f"{what} {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(allowed)}")
     if state["dtypes"].setdefault(name, dt) != dt:
         _fail(path, f"{what} {k}: datatype of {name[:40]!r} differs from {what} 0")
     shp = o.get("shape")
-    if (not isinstance(shp, list) or not 1 <= len(shp) <= 8
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_PER_QUERY for s in shp)):
+    if (
+        not isinstance(shp, list)
+        or not 1 <= len(shp) <= 8
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_PER_QUERY for s in shp)
+    ):
         _fail(path, f"{what} {k}: shape must be a list of positive integers")
     count = math.prod(shp)
     state["total"] += count
@@ -110,8 +119,15 @@ def _kserve(path: Path, docs: list) -> Suspect:
             _fail(path, f"response {k}: parameters must be an object")
         p = params.get("probe_set", probes)
         if (p is None and not log) or (probes is not None and p != probes):
-            _fail(path, f"response {k}: " + ("names no probe set (parameters.probe_set)" if p is None
-                                              else "names a different probe set than response 0"))
+            _fail(
+                path,
+                f"response {k}: "
+                + (
+                    "names no probe set (parameters.probe_set)"
+                    if p is None
+                    else "names a different probe set than response 0"
+                ),
+            )
         probes = _check_name(path, p, "probe set", True) if p is not None else None
         m = params.get("model", model)  # the server's own model_name need not be the DB's name
         model = _check_name(path, m, "model", False) if m is not None else model
@@ -142,7 +158,9 @@ def _kserve(path: Path, docs: list) -> Suspect:
         elif pid is None:
             rid = doc.get("id")
             if batch != 1 or not isinstance(rid, str) or not rid.isdigit() or len(rid) > 12:
-                _fail(path, f"response {k}: give the probe ids in parameters.probe_ids (or the id of a batch-1 response)")
+                _fail(
+                    path, f"response {k}: give the probe ids in parameters.probe_ids (or the id of a batch-1 response)"
+                )
             pid = [int(rid)]
         pid_arr = _numbers(path, pid, f"response {k} probe_ids", integer=True)
         if pid_arr.size != batch:
@@ -167,8 +185,19 @@ def _kserve(path: Path, docs: list) -> Suspect:
     first = next(iter(outputs))
     exact = printed.exact_in(texts[first], outputs[first].dtype)
     precision = None if exact else _precision(path, texts[first], outputs[first].shape)
-    return Suspect(str(path), "kserve", probes, model, "raw", ids_arr, outputs, None, first,
-                   precision if precision is not None and precision.mode == printed.FIXED else None, inputs)
+    return Suspect(
+        str(path),
+        "kserve",
+        probes,
+        model,
+        "raw",
+        ids_arr,
+        outputs,
+        None,
+        first,
+        precision if precision is not None and precision.mode == printed.FIXED else None,
+        inputs,
+    )
 
 
 def _request_inputs(path: Path, k: int, req: dict, state: dict, batch: int, feeds: dict) -> None:

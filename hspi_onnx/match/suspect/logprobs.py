@@ -41,7 +41,10 @@ def _logprobs(path: Path, docs: list) -> Suspect:
         if with_prompts:  # the token ids the service was asked: inputs of its own, for --replay
             prompt = _numbers(path, doc["prompt"], f"line {k + 1} prompt", integer=True)
             if prompt.size == 0 or prompt.size > MAX_PER_QUERY or (prompts and prompt.size != prompts[0].size):
-                _fail(path, f"line {k + 1}: prompts must hold 1 to {MAX_PER_QUERY} token ids, the same number on every line")
+                _fail(
+                    path,
+                    f"line {k + 1}: prompts must hold 1 to {MAX_PER_QUERY} token ids, the same number on every line",
+                )
             prompts.append(prompt)
         if params.get("model") is not None:
             model = _check_name(path, params["model"], "model", False)
@@ -55,9 +58,14 @@ def _logprobs(path: Path, docs: list) -> Suspect:
         if pid.size != 1 or not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], dict):
             _fail(path, f"line {k + 1}: needs one probe id and a non-empty list of tokens")
         top = tokens[0].get("top")
-        if not isinstance(top, list) or not 1 <= len(top) <= MAX_TOP or not all(
-                isinstance(t, list) and len(t) == 2 for t in top):
-            _fail(path, f"line {k + 1}: the first token's top must be a list of 1 to {MAX_TOP} [token id, logprob] pairs")
+        if (
+            not isinstance(top, list)
+            or not 1 <= len(top) <= MAX_TOP
+            or not all(isinstance(t, list) and len(t) == 2 for t in top)
+        ):
+            _fail(
+                path, f"line {k + 1}: the first token's top must be a list of 1 to {MAX_TOP} [token id, logprob] pairs"
+            )
         i = _numbers(path, [t[0] for t in top], f"line {k + 1} token ids", integer=True)
         v = _numbers(path, [t[1] for t in top], f"line {k + 1} logprobs", texts=texts)
         if idx and i.size != idx[0].size:
@@ -73,5 +81,16 @@ def _logprobs(path: Path, docs: list) -> Suspect:
     inputs = {"": np.stack(prompts)} if prompts else None
     if inputs is not None:
         _check_inputs(path, inputs, len(ids_arr))
-    return Suspect(str(path), "openai", probes, model, "logprobs", ids_arr, {output: values}, index, output,
-                   _precision(path, texts, values.shape), inputs)
+    return Suspect(
+        str(path),
+        "openai",
+        probes,
+        model,
+        "logprobs",
+        ids_arr,
+        {output: values},
+        index,
+        output,
+        _precision(path, texts, values.shape),
+        inputs,
+    )

@@ -27,9 +27,15 @@ INPUT_MEMBERS = r"input_\d{1,2}"
 
 
 def _load_npz(path: Path) -> Suspect:
-    arrays, meta = read_npz(path, set(), "suspect file", BadSuspectError,
-                            optional=frozenset({"ids", "outputs", "digests", "index", "inputs"}),
-                            pattern=f"{OUTPUT_MEMBERS}|{INPUT_MEMBERS}", meta_required=False)
+    arrays, meta = read_npz(
+        path,
+        set(),
+        "suspect file",
+        BadSuspectError,
+        optional=frozenset({"ids", "outputs", "digests", "index", "inputs"}),
+        pattern=f"{OUTPUT_MEMBERS}|{INPUT_MEMBERS}",
+        meta_required=False,
+    )
     inputs = _npz_inputs(path, arrays, meta)
     form = _check_form(path, meta.get("form", "raw"))
     probes = _check_name(path, meta.get("probes_sha256") or meta.get("probes_name"), "probe set", inputs is None)
@@ -74,8 +80,12 @@ def _npz_inputs(path: Path, arrays: dict, meta: dict) -> dict[str, np.ndarray] |
             _fail(path, "input members must be input_0, input_1, ... without gaps")
     else:
         return None
-    if (not isinstance(names, list) or len(names) != len(members) or len(set(map(str, names))) != len(names)
-            or not all(isinstance(x, str) for x in names)):
+    if (
+        not isinstance(names, list)
+        or len(names) != len(members)
+        or len(set(map(str, names))) != len(names)
+        or not all(isinstance(x, str) for x in names)
+    ):
         _fail(path, f"meta.input_names must name each of its {len(members)} input arrays once")
     inputs = {_check_output_name(path, nm): arrays[m] for nm, m in zip(names, members)}
     if any(x.ndim < 1 or x.dtype.kind not in "biuf" for x in inputs.values()):

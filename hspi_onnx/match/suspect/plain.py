@@ -67,5 +67,15 @@ def _plain(path: Path, doc: dict) -> Suspect:
     index = np.stack(idx) if idx else None
     _check_values(path, values, index, len(ids_arr), form)
     precision = _precision(path, texts, values.shape) if values is not None and form != "raw" else None
-    return Suspect(str(path), "plain", probes, model, form, ids_arr, {} if values is None else {output: values},
-                   index, output, precision)
+    return Suspect(
+        str(path),
+        "plain",
+        probes,
+        model,
+        form,
+        ids_arr,
+        {} if values is None else {output: values},
+        index,
+        output,
+        precision,
+    )

@@ -11,8 +11,8 @@ import contextlib
 
 import numpy as np
 
-from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
 from hspi_onnx.host import cpu_device
+from hspi_onnx.run.adapter import Adapter, batch_sizes, named_outputs
 
 
 class _Session:
