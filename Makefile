@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0 -e '.[test,openvino,serve,ray]'
+	$(BIN)/pip install -q torch==2.13.0 -e '.[test,openvino,serve,ray,llm]'
 	touch $(STAMP)
 
 # The main job: build the default reference DB (zoo models x every CPU platform), train and

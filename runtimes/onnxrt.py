@@ -26,6 +26,7 @@ from hspi_onnx.host import cpu_device, dist_version, gpu_device, gpu_names
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
+from hspi_onnx.run.decode import GenerationSession, OnnxDecoder
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -60,7 +61,13 @@ class OnnxRuntimeAdapter(Adapter):
             )
         return Availability(True)
 
+    def serves(self, model: ModelInfo) -> bool:
+        return True  # graphs, and language models' decoders through the shared decode loop
+
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        if model.generation is not None:  # one sequence at a time, through the decode loop
+            precisions = [("fp32", {}), ("int8", {"quant": "dynamic"})]
+            return self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=(1,), threads=(1,))
         precisions = [
             ("fp32", {}),
             ("fp16", {}),
@@ -134,16 +141,35 @@ class OnnxRuntimeAdapter(Adapter):
             sess = ort.InferenceSession(data, opts, providers=providers)
         except Exception as exc:
             raise UnsupportedError(f"ONNX Runtime cannot load the model for {platform}: {first_line(exc)}")
-        yield _OrtSession(sess, model)
+        if model.generation is not None:
+            yield _generation_session(sess, model)
+        else:
+            yield _OrtSession(sess, model)
 
     def measure(self, platform: Platform, session) -> dict[str, str]:
-        opts = session.sess.get_session_options()
+        sess = session.native if isinstance(session, GenerationSession) else session.sess
+        opts = sess.get_session_options()
         return {
             "intra_op_threads": str(opts.intra_op_num_threads),
             "inter_op_threads": str(opts.inter_op_num_threads),
-            "providers": ",".join(session.sess.get_providers()),
+            "providers": ",".join(sess.get_providers()),
             **{k: str(opts.get_session_config_entry(k)) for k in self.pins if k.startswith("session.")},
         }
+
+
+def _generation_session(sess, model: ModelInfo) -> GenerationSession:
+    """A language model's decoder under the shared decode loop; the cache stays float32 at the
+    graph's inputs and outputs whatever the precision inside."""
+    spec = model.generation
+    names = ["logits", "present_key", "present_value"]
+
+    def run(ids, key, value):
+        return sess.run(names, {"input_ids": ids, "past_key": key, "past_value": value})
+
+    def empty(shape):
+        return np.zeros(shape, dtype=np.float32)
+
+    return GenerationSession(OnnxDecoder(run, spec, empty), spec, native=sess)
 
 
 def recipe_of(platform: Platform) -> Recipe:

@@ -28,6 +28,7 @@ from hspi_onnx.host import capped_cpu_device, cpu_device, isa_cap_for, isa_caps,
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
+from hspi_onnx.run.decode import GenerationSession, OnnxDecoder
 from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, onednn_limit, token
 
 HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
@@ -125,7 +126,13 @@ class OpenVinoAdapter(Adapter):
             return Availability(False, f"OpenVINO lists no CPU device (devices: {', '.join(devices) or 'none'})")
         return Availability(True)
 
+    def serves(self, model: ModelInfo) -> bool:
+        return True  # graphs, and language models' decoders under the shared decode loop
+
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        if model.generation is not None:  # one sequence at a time, through the decode loop
+            ok = [(p, self._isa(cpu_device())) for p, reason in supported_precisions().items() if not reason]
+            return self.grid(cpu_device(), ok, bs=(1,), threads=(1,))
         if node_isa_cap():  # capped, as the opt-in capped variants: fp32 only (see below)
             device = capped_cpu_device()
             return self.grid(device, [("fp32", self._isa(device))], bs=batch_sizes(model), threads=THREADS)
@@ -133,6 +140,8 @@ class OpenVinoAdapter(Adapter):
         return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        if model.generation is not None:
+            return []
         # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
         # so capped variants are fp32 only
         return [
@@ -151,7 +160,7 @@ class OpenVinoAdapter(Adapter):
         return {p: r for p, r in supported_precisions().items() if r}
 
     def measure(self, platform: Platform, session) -> dict[str, str]:
-        compiled = session.compiled
+        compiled = session.native if isinstance(session, GenerationSession) else session.compiled
         hint = _value(compiled.get_property("INFERENCE_PRECISION_HINT"))
         want = HINTS[platform.precision][0]
         if hint != want:  # OpenVINO chose another precision than the label's
@@ -192,7 +201,27 @@ class OpenVinoAdapter(Adapter):
             compiled = core.compile_model(ov_model, "CPU", config)
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot compile {model.name} for {platform}: {error_message(exc)}")
-        yield _OvSession(compiled, model)
+        if model.generation is not None:
+            yield _generation_session(compiled, model)
+        else:
+            yield _OvSession(compiled, model)
+
+
+def _generation_session(compiled, model: ModelInfo) -> GenerationSession:
+    """A language model's decoder under the shared decode loop (one infer request; the cache
+    goes out and back in float32, as the graph's inputs and outputs are)."""
+    request = compiled.create_infer_request()
+    outputs = [compiled.output(name) for name in ("logits", "present_key", "present_value")]
+
+    def run(ids, key, value):
+        result = request.infer({"input_ids": ids, "past_key": key, "past_value": value})
+        return [np.array(result[o], copy=True) for o in outputs]
+
+    def empty(shape):
+        return np.zeros(shape, dtype=np.float32)
+
+    spec = model.generation
+    return GenerationSession(OnnxDecoder(run, spec, empty), spec, native=compiled)
 
 
 # the lines of OpenVINO's exceptions that only say where in its sources a check failed

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 
 import numpy as np
 
@@ -29,7 +28,8 @@ from hspi_onnx.host import capped_cpu_device, cpu_device, gpu_device, gpu_names,
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import THREADS, Adapter, batch_sizes, named_outputs
-from hspi_onnx.run.kernels import onednn_limit, token
+from hspi_onnx.run.decode import GenerationSession, OnnxDecoder
+from hspi_onnx.run.torch_cpu import cpu_kernels, pinned_cpu_settings, torch_threads
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -62,76 +62,6 @@ def cuda_unavailable() -> str:
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
     return ""
-
-
-# MKL's conditional-numerical-reproducibility branches (mkl_service.h), as label tokens
-_CBWR = {
-    1: "off",
-    2: "auto",
-    3: "compatible",
-    4: "sse2",
-    6: "ssse3",
-    7: "sse4-1",
-    8: "sse4-2",
-    9: "avx",
-    10: "avx2",
-    11: "avx512-mic",
-    12: "avx512",
-    13: "avx512-mic-e1",
-    14: "avx512-e1",
-}
-_CBWR_STRICT = 0x10000
-
-
-@functools.lru_cache(maxsize=1)
-def mkl_branch() -> str:
-    """MKL's reproducibility branch in this process, read back from the MKL inside torch
-    (``mkl_cbwr_get(MKL_CBWR_ALL)``); ``none`` when torch has no MKL. MKL reads ``MKL_CBWR`` once."""
-    import ctypes
-    import os
-
-    import torch
-
-    if not torch.backends.mkl.is_available():
-        return "none"
-    try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-        get = getattr(lib, "mkl_serv_cbwr_get", None) or lib.mkl_cbwr_get
-    except (OSError, AttributeError):  # another build: what MKL was told, as the best we can read
-        value = os.environ.get("MKL_CBWR", "")
-        return f"env-{token(value)}" if value else "off"
-    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
-    code = int(get(-1))
-    name = _CBWR.get(code & ~_CBWR_STRICT, f"code{code & ~_CBWR_STRICT}")
-    return name + ("-strict" if code & _CBWR_STRICT else "")
-
-
-def cpu_kernels(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The measured knobs of a CPU platform: in this process, or (``env``: the variables a
-    platform's worker is started with, e.g. an instruction-set cap) as that worker will measure
-    them, which :func:`hspi_onnx.run.kernels.check` confirms there before it runs."""
-    import torch
-
-    env = env or {}
-    aten = env.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability()
-    return {"aten": token(aten), "onednn": onednn_limit({**os.environ, **env}), "mkl": mkl_branch()}
-
-
-@contextlib.contextmanager
-def pinned_cpu_settings(pins: dict):
-    """The CPU settings the adapter fixes (``PyTorchAdapter.pins``), restored after."""
-    import torch
-
-    saved = (torch.get_float32_matmul_precision(), torch.backends.mkldnn.enabled)
-    torch.set_flush_denormal(bool(pins["flush_denormal"]))
-    torch.set_float32_matmul_precision(pins["float32_matmul_precision"])
-    torch.backends.mkldnn.enabled = bool(pins["mkldnn"])
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-        torch.set_float32_matmul_precision(saved[0])
-        torch.backends.mkldnn.enabled = saved[1]
 
 
 @contextlib.contextmanager
@@ -173,16 +103,20 @@ class _TorchSession:
         return named_outputs(self.model, [to_numpy(t) for t in out])
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
+def _generation_session(module, model: ModelInfo, dtype) -> GenerationSession:
+    """The converted ONNX decoder under the shared decode loop; its cache stays a torch tensor
+    in the compute dtype between steps."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    def run(ids, key, value):
+        with torch.inference_mode():
+            return module(torch.from_numpy(ids), key, value)
+
+    def empty(shape):
+        return torch.zeros(shape, dtype=dtype)
+
+    spec = model.generation
+    return GenerationSession(OnnxDecoder(run, spec, empty, to_numpy), spec, native=module)
 
 
 class PyTorchAdapter(Adapter):
@@ -193,10 +127,17 @@ class PyTorchAdapter(Adapter):
     labelled = ("aten", "mkl", "onednn")
     pins = {"flush_denormal": False, "float32_matmul_precision": "highest", "mkldnn": True}
 
+    def serves(self, model: ModelInfo) -> bool:
+        return True  # graphs, and language models' decoders (through the converter) under the decode loop
+
     def _kernels(self, device: str) -> dict[str, str]:
         return cpu_kernels(self.environment(self.platform(device, "fp32")))
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        if model.generation is not None:  # the ONNX decoder through the converter, one sequence
+            device = capped_cpu_device()
+            precisions = [(p, {"mode": "eager", **self._kernels(device)}) for p in PRECISIONS]
+            return self.grid(device, precisions, src=("onnx",), layout=("plain",), bs=(1,), threads=(1,))
         srcs = ("module", "onnx") if has_module(model) else ("onnx",)
         layouts = ("nchw", "nhwc") if any(i.kind == "image" for i in model.inputs) else ("plain",)
         device = capped_cpu_device()
@@ -226,6 +167,8 @@ class PyTorchAdapter(Adapter):
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         """Instruction-set caps (eager) and torch.compile with inductor, where a C++ compiler
         is at hand: every precision, the default source and layout, the largest batch, 1 thread."""
+        if model.generation is not None:
+            return []
         src = "module" if has_module(model) else "onnx"
         layout = "nchw" if any(i.kind == "image" for i in model.inputs) else "plain"
         fixed = dict(src=(src,), layout=(layout,), bs=batch_sizes(model)[-1:], threads=(1,))
@@ -283,6 +226,9 @@ class PyTorchAdapter(Adapter):
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         with torch_threads(int(knobs["threads"])), pinned_cpu_settings(self.pins):
+            if model.generation is not None:
+                yield _generation_session(module, model, torch_dtype(platform.precision))
+                return
             if knobs.get("mode") == "compile":
                 reason = compile_unavailable()
                 if reason:

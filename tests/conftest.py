@@ -32,11 +32,11 @@ def hspi(*args, env: dict | None = None, timeout: float = CLI_TIMEOUT_S) -> subp
 
 @pytest.fixture(scope="session")
 def zoo():
-    """Every zoo model, exported once per session."""
+    """Every small zoo model (not the LLMs), exported once per session."""
     from hspi_onnx.inputs.model import resolve_model
-    from hspi_onnx.models import ZOO
+    from hspi_onnx.models import SMALL
 
-    return {name: resolve_model(name) for name in ZOO}
+    return {name: resolve_model(name) for name in SMALL}
 
 
 def pytest_collection_modifyitems(config, items):

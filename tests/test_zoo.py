@@ -3,10 +3,10 @@ import onnx
 import pytest
 
 from hspi_onnx.inputs.onnxfile import sha256_file
-from hspi_onnx.models import ZOO
+from hspi_onnx.models import SMALL
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", list(SMALL))
 def test_export_is_valid_onnx_with_dynamic_batch(zoo, name):
     info = zoo[name]
     model = onnx.load(info.path)
@@ -17,7 +17,7 @@ def test_export_is_valid_onnx_with_dynamic_batch(zoo, name):
     assert info.zoo == name and info.sha256 == sha256_file(info.path)
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", list(SMALL))
 def test_onnxruntime_equals_the_module(zoo, name):
     import onnxruntime as ort
     import torch

@@ -25,7 +25,7 @@ def list_runtimes(
     rows = []
     for name, adapter in registry().items():
         status = adapter.available()
-        count = len(adapter.variants(info, default_kind(info))) if status.ok else 0
+        count = len(adapter.variants(info, default_kind(info))) if status.ok and adapter.serves(info) else 0
         limits = adapter.limitations() if status.ok else {}
         rows.append(
             {

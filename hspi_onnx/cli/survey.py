@@ -75,11 +75,11 @@ def survey(
     if what is What.knobs:
         _knobs(models or ["digits"], platforms, n, seed, knob, quiet, as_json)
         return
-    from hspi_onnx.models import ZOO
+    from hspi_onnx.models import SMALL
     from hspi_onnx.run.survey import survey as run_survey
 
     spec = {
-        "models": models or list(ZOO),
+        "models": models or list(SMALL),
         "platforms": platforms,
         "n": n,
         "kind": kind.value if kind else None,

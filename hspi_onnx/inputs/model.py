@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hspi_onnx.errors import BadModelError, HspiError
+from hspi_onnx.inputs.generation import GenerationSpec
 from hspi_onnx.inputs.onnxfile import load_onnx, sha256_file
 
 INPUT_META_KEY = "hspi.input"  # one input (the zoo's models)
@@ -132,6 +133,11 @@ class ModelInfo:
     @property
     def fixed_batch(self) -> int | None:
         return self.inputs[0].fixed_batch
+
+    @property
+    def generation(self) -> GenerationSpec | None:
+        """How the model generates, for a language model with a KV cache; None for the others."""
+        return GenerationSpec.from_metadata(self.metadata)
 
     def weights_path(self) -> Path:
         return self.path.with_suffix(".weights.npz")
@@ -251,6 +257,9 @@ def infer_inputs(model) -> tuple[InputSpec, ...]:
     if not graph_inputs:
         raise BadModelError("model has no graph inputs")
     meta = {p.key: p.value for p in model.metadata_props}
+    generation = GenerationSpec.from_metadata(meta)
+    if generation is not None:  # a decoder with a KV cache: its probes are prompts, not graph inputs
+        return tuple(InputSpec.from_dict(d) for d in generation.input_specs())
     described = None
     for key in (INPUTS_META_KEY, INPUT_META_KEY):
         if key in meta:
@@ -275,6 +284,9 @@ def infer_inputs(model) -> tuple[InputSpec, ...]:
 
 
 def infer_outputs(model) -> tuple[OutputSpec, ...]:
+    generation = GenerationSpec.from_metadata({p.key: p.value for p in model.metadata_props})
+    if generation is not None:  # what a generation returns, whatever the runtime
+        return tuple(OutputSpec.from_dict(d) for d in generation.output_specs())
     outs = []
     for o in model.graph.output:
         tt = o.type.tensor_type

@@ -46,8 +46,11 @@ DEFAULT_IMAGE_SIDE = 32
 MAX_INPUTS = 16
 
 
+CHAT_KIND = "chat"  # conversations through a language model's chat template (inputs/chats.py)
+
+
 def default_kind(model: ModelInfo) -> str:
-    return KINDS[model.primary.kind][0]
+    return CHAT_KIND if model.generation is not None else KINDS[model.primary.kind][0]
 
 
 def calibration_kind(model: ModelInfo, kind: str) -> str:
@@ -356,6 +359,8 @@ def generate(
     dims: dict[str, int] | None = None,
 ) -> ProbeSet:
     kind = kind or default_kind(model)
+    if model.generation is not None or kind == CHAT_KIND:
+        return _chat_probes(model, kind, n, split, name)
     primary = model.primary
     if kind not in KINDS[primary.kind]:
         raise BadProbesError(
@@ -379,6 +384,32 @@ def generate(
     used = {s: v for s, v in sizes.items() if any(s in spec.dims for spec in model.inputs)}
     suffix = "" if split == "probe" else "-calib"
     return ProbeSet(name or f"{kind}-s{seed}-n{n}{suffix}", kind, seed, split, arrays, ids, used)
+
+
+def _chat_probes(model: ModelInfo, kind: str, n: int, split: str, name: str | None) -> ProbeSet:
+    """The first ``n`` chats of the built-in prompt set (all of them when it has fewer), through
+    the model's chat template."""
+    from hspi_onnx.inputs.chats import PROMPTS_VERSION, builtin_chats
+
+    chats = builtin_chats()[:n]
+    return chat_probe_set(model, chats, name or f"chat-v{PROMPTS_VERSION}-n{len(chats)}", kind, split)
+
+
+def chat_probe_set(model: ModelInfo, chats: list, name: str, kind: str = CHAT_KIND, split: str = "probe") -> ProbeSet:
+    """A probe set of conversations (a language model's prompts): ids and mask per chat."""
+    from hspi_onnx.inputs.chats import encode_chats
+
+    if model.generation is None:
+        raise BadProbesError(f"chat probes need a language model; {model.name} takes {model.primary.kind} inputs")
+    if kind != CHAT_KIND:
+        raise BadProbesError(f"a language model's probes are chats (kind {CHAT_KIND!r}), not {kind!r}")
+    if split != "probe":
+        raise BadProbesError("chat probe sets have no calibration split")
+    if not chats:
+        raise BadProbesError("a probe set needs at least one chat")
+    input_ids, mask = encode_chats(model, chats)
+    arrays = {"input_ids": input_ids, "attention_mask": mask}
+    return ProbeSet(name, kind, 0, split, arrays, np.arange(len(chats), dtype=np.int64), {"prompt": input_ids.shape[1]})
 
 
 _ALLOWED_DTYPES = {"float32", "float16", "float64", "int32", "int64", "bool"}
@@ -413,7 +444,7 @@ def load_probes(path: str | Path) -> ProbeSet:
             raise BadProbesError(f"probe set {str(path)!r} holds input {nm[:40]!r} of unsupported type or size")
     if ids.dtype != np.int64 or ids.ndim != 1 or len(np.unique(ids)) != len(ids):
         raise BadProbesError(f"probe set {str(path)!r} has missing, malformed or duplicate ids")
-    if str(kind) not in PROBE_KINDS + CRAFTED_KINDS or split not in SPLITS:
+    if str(kind) not in PROBE_KINDS + CRAFTED_KINDS + (CHAT_KIND,) or split not in SPLITS:
         raise BadProbesError(f"probe set {str(path)!r} names an unknown kind or split")
     provenance = meta.get("provenance", {})
     probes = ProbeSet(

@@ -98,6 +98,11 @@ class Adapter:
         """Extra availability checks beyond imports (devices, licences, ...)."""
         return Availability(True)
 
+    def serves(self, model: ModelInfo) -> bool:
+        """Whether the adapter runs ``model`` at all: by default graphs that map inputs to outputs,
+        not language models that generate (``model.generation``), which need a decode loop."""
+        return model.generation is None
+
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         raise NotImplementedError
 
@@ -208,7 +213,7 @@ def available_variants(model: ModelInfo, probe_kind: str, extra: bool = False) -
     """Every available (adapter, platform); with ``extra`` the opt-in variants too (instruction-set caps, torch.compile)."""
     out = []
     for adapter in registry().values():
-        if adapter.available().ok:
+        if adapter.available().ok and adapter.serves(model):
             out += [(adapter, p) for p in adapter.variants(model, probe_kind)]
             if extra:
                 out += [(adapter, p) for p in adapter.extra_variants(model, probe_kind)]
@@ -256,7 +261,7 @@ class Offered:
         """(adapter, platform) of ``label`` when this machine offers it, else None."""
         plat = Platform.parse(label)
         adapter = self.adapters.get(plat.runtime)
-        if adapter is None or not adapter.available().ok:
+        if adapter is None or not adapter.available().ok or not adapter.serves(self.model):
             return None
         key = (plat.runtime, plat.knob.get("calib") or self.default_kind)
         if key not in self._offered:
@@ -301,6 +306,8 @@ def resolve_platform(label: str, model: ModelInfo, probe_kind: str) -> tuple[Ada
     status = adapter.available()
     if not status.ok:
         raise UnknownPlatformError(f"runtime {adapter.name} is unavailable: {status.reason}")
+    if not adapter.serves(model):
+        raise UnknownPlatformError(f"runtime {adapter.name} does not run {model.name}")
     offered = adapter.variants(model, probe_kind) + adapter.extra_variants(model, probe_kind)
     if platform not in offered:
         raise UnknownPlatformError(no_match_message(label, offered))

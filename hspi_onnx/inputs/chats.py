@@ -1,0 +1,159 @@
+"""Chat prompts for language models: the built-in, versioned set and user files in OpenAI's
+messages JSONL (one request per line: ``{"messages": [{"role": ..., "content": ...}, ...]}``
+or a bare list of messages).
+
+A chat probe is one conversation; the model's chat template turns it into prompt token ids
+(:func:`hspi_onnx.inputs.probes.generate` with kind ``chat``). The built-in set covers varied
+content and lengths: a short greeting, a system prompt, code, arithmetic, French and Spanish,
+a multi-turn exchange, and one long data prompt (a sensor log near 1,000 tokens) so that the KV
+cache matters. Its version is part of every probe set's name; changing a prompt means a new
+version, never an edit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hspi_onnx.errors import BadProbesError
+
+PROMPTS_VERSION = 1
+ROLES = ("system", "user", "assistant")
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_CHATS = 10_000
+MAX_MESSAGES = 64
+MAX_CONTENT_CHARS = 64 * 1024
+
+Chat = list[dict[str, str]]
+
+
+def _sensor_log(n: int = 36) -> str:
+    """A deterministic table of readings (no randomness that a library version could change)."""
+    rows = []
+    for i in range(n):
+        temp = 18.0 + ((i * 37) % 23) * 0.35
+        hum = 40 + (i * 13) % 31
+        rows.append(f"{i + 1:02d}. station {'ABCDE'[i % 5]}, 08:{i % 60:02d}, {temp:.2f} C, humidity {hum}%")
+    return "\n".join(rows)
+
+
+def builtin_chats(version: int = PROMPTS_VERSION) -> list[Chat]:
+    """The built-in prompt set of ``version`` (only version 1 exists)."""
+    if version != 1:
+        raise BadProbesError(f"there is no built-in prompt set version {version}; this version has 1")
+    return [
+        [{"role": "user", "content": "Hi! How are you today?"}],
+        [
+            {"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
+            {"role": "user", "content": "What is the capital of Australia?"},
+        ],
+        [{"role": "user", "content": "Write a Python function that checks whether a string is a palindrome."}],
+        [{"role": "user", "content": "What is 17 * 23 + 119? Show your steps."}],
+        [{"role": "user", "content": "Explique en deux phrases pourquoi le ciel est bleu."}],
+        [{"role": "user", "content": "¿Cuáles son los tres colores primarios? Responde brevemente."}],
+        [
+            {"role": "user", "content": "Give me a name for a grey cat."},
+            {"role": "assistant", "content": "How about Ash?"},
+            {"role": "user", "content": "Another one, please, that starts with M."},
+        ],
+        [
+            {
+                "role": "user",
+                "content": "Here is a log of temperature readings:\n"
+                + _sensor_log()
+                + "\nWhich station recorded the highest temperature, and at what time?",
+            }
+        ],
+    ]
+
+
+def check_chat(chat, where: str) -> Chat:
+    """A conversation as a list of {role, content} strings, or a one-line error naming ``where``."""
+    if isinstance(chat, dict):
+        chat = chat.get("messages")
+    if not isinstance(chat, list) or not chat:
+        raise BadProbesError(f"{where}: expected a non-empty list of messages or an object with 'messages'")
+    if len(chat) > MAX_MESSAGES:
+        raise BadProbesError(f"{where}: {len(chat)} messages; at most {MAX_MESSAGES} per chat")
+    out = []
+    for k, msg in enumerate(chat):
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
+            raise BadProbesError(f"{where}, message {k + 1}: needs a role ({', '.join(ROLES)}) and a string content")
+        if len(msg["content"]) > MAX_CONTENT_CHARS:
+            raise BadProbesError(f"{where}, message {k + 1}: content over {MAX_CONTENT_CHARS} characters")
+        out.append({"role": msg["role"], "content": msg["content"]})
+    if out[-1]["role"] == "assistant":
+        raise BadProbesError(f"{where}: the last message is the assistant's; a prompt ends with the user's turn")
+    return out
+
+
+def read_chats(path: str | Path) -> list[Chat]:
+    """Conversations from an OpenAI messages JSONL file (untrusted: bounded, checked line by line)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BadProbesError(f"cannot read prompt file {str(path)!r}: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_BYTES:
+        raise BadProbesError(f"prompt file {str(path)!r} is over {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadProbesError(f"prompt file {str(path)!r} is not UTF-8 (byte {exc.start})")
+    chats = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadProbesError(f"{path.name}, line {n}: not JSON ({exc.msg})")
+        chats.append(check_chat(value, f"{path.name}, line {n}"))
+        if len(chats) > MAX_CHATS:
+            raise BadProbesError(f"prompt file {str(path)!r} has more than {MAX_CHATS} chats")
+    if not chats:
+        raise BadProbesError(f"prompt file {str(path)!r} holds no chat")
+    return chats
+
+
+def tokenizer_for(model):
+    """The Hugging Face tokenizer (with its chat template) of a generating zoo model."""
+    import importlib
+
+    spec = model.generation
+    if spec is None:
+        raise BadProbesError(f"{model.name} is not a language model with a chat template")
+    try:
+        source = importlib.import_module(f"hspi_onnx.models.{spec.source}")
+    except ImportError:
+        raise BadProbesError(f"no conversions for language model source {spec.source!r}")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(source.hf_folder()))
+
+
+def encode_chats(model, chats: list[Chat]) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask), right-padded with the model's pad id: each chat through the
+    model's chat template, with the generation prompt (the assistant's turn) appended."""
+    spec = model.generation
+    tokenizer = tokenizer_for(model)
+    rows = []
+    for k, chat in enumerate(chats):
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        if len(ids) + spec.new_tokens > spec.context:
+            raise BadProbesError(
+                f"chat {k + 1} is {len(ids)} tokens; with {spec.new_tokens} to generate it exceeds the "
+                f"context of {spec.context}"
+            )
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    input_ids = np.full((len(rows), width), spec.pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for k, r in enumerate(rows):
+        input_ids[k, : len(r)] = r
+        mask[k, : len(r)] = 1
+    return input_ids, mask

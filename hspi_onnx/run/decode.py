@@ -1,0 +1,108 @@
+"""The decode loop every generating runtime shares: prefill, then one step per token, greedy,
+with the top-k alternatives of every position recorded as :mod:`hspi_onnx.inputs.generation`
+describes. A runtime family supplies only a :class:`Stepper` (its own forward pass with its own
+cache); choosing tokens, ranking the top k, the log-softmax and stopping happen here, the same
+for all, so two runtimes differ in these outputs only where their logits differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from hspi_onnx.errors import HspiError
+from hspi_onnx.inputs.generation import GenerationSpec
+
+
+class Stepper(Protocol):
+    def start(self, prompt: np.ndarray) -> np.ndarray:
+        """Forget any earlier sequence, run the prompt (1-D int64 ids); the last position's
+        logits over the vocabulary, in the runtime's dtype."""
+        ...
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token; the logits of its position."""
+        ...
+
+
+def top_k(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, logits, logprobs) of the ``k`` highest logits, highest first, ties to the lower id.
+    Logprobs are the log-softmax over the whole row in float64, rounded once to float32."""
+    wide = np.asarray(row).astype(np.float64).ravel()
+    order = np.argsort(-wide, kind="stable")[:k]
+    finite = wide[np.isfinite(wide)]
+    if finite.size:
+        peak = finite.max()
+        lse = peak + np.log(np.exp(wide - peak).sum())
+    else:
+        lse = np.nan
+    return order.astype(np.int32), np.asarray(row).ravel()[order], (wide[order] - lse).astype(np.float32)
+
+
+def generate(stepper: Stepper, prompt: np.ndarray, spec: GenerationSpec) -> dict[str, np.ndarray]:
+    """Greedy generation of ``spec.new_tokens`` after ``prompt``; positions after a stop token
+    hold -1 ids and NaN values."""
+    n, k = spec.new_tokens, spec.top_k
+    tokens = np.full(n, -1, dtype=np.int32)
+    ids = np.full((n, k), -1, dtype=np.int32)
+    logprobs = np.full((n, k), np.nan, dtype=np.float32)
+    logits = None
+    row = stepper.start(np.asarray(prompt, dtype=np.int64))
+    for pos in range(n):
+        if row.shape[-1] < spec.vocab:
+            raise HspiError(f"the runtime returned {row.shape[-1]} logits; the vocabulary has {spec.vocab}")
+        row = row[..., : spec.vocab]  # a padded vocabulary's extra columns are never tokens
+        top_ids, top_logits, top_lp = top_k(row, k)
+        if logits is None:
+            logits = np.full((n, k), np.nan, dtype=top_logits.dtype)
+        tokens[pos], ids[pos], logits[pos], logprobs[pos] = top_ids[0], top_ids, top_logits, top_lp
+        if int(top_ids[0]) in spec.stop or pos == n - 1:
+            break
+        row = stepper.step(int(top_ids[0]))
+    return {"tokens": tokens, "topk_ids": ids, "topk_logits": logits, "topk_logprobs": logprobs}
+
+
+class GenerationSession:
+    """The session protocol (``run(feeds) -> outputs``) over a stepper: each row of a batch of
+    chat probes (``input_ids`` right-padded, ``attention_mask``) is generated on its own, so the
+    outputs carry a batch axis as every other model's do."""
+
+    def __init__(self, stepper: Stepper, spec: GenerationSpec, native=None) -> None:
+        self.stepper, self.spec, self.native = stepper, spec, native
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, mask = feeds["input_ids"], feeds["attention_mask"]
+        rows = []
+        for b in range(ids.shape[0]):
+            length = int(np.asarray(mask[b]).sum())
+            if length < 1 or length + self.spec.new_tokens > self.spec.context:
+                raise HspiError(f"a prompt of {length} tokens does not fit the context of {self.spec.context}")
+            rows.append(generate(self.stepper, ids[b, :length], self.spec))
+        return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+
+
+class OnnxDecoder:
+    """A stepper over an ONNX decoder with the zoo's cache layout (``input_ids``, ``past_key``,
+    ``past_value`` in; ``logits``, ``present_key``, ``present_value`` out), whatever runs it.
+    ONNX Runtime, OpenVINO and the ONNX-to-PyTorch converter share it; each gives only
+    ``run(input_ids, past_key, past_value) -> (logits, present_key, present_value)`` in its own
+    array type, ``empty(shape)`` for the cache before the prompt, and ``to_numpy`` for logits."""
+
+    def __init__(self, run: Callable, spec: GenerationSpec, empty: Callable, to_numpy: Callable = np.asarray) -> None:
+        self._run, self.spec, self._empty, self._to_numpy = run, spec, empty, to_numpy
+        self._key = self._value = None
+
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
+        logits, self._key, self._value = self._run(ids.reshape(1, -1), self._key, self._value)
+        return self._to_numpy(logits)[0, -1]
+
+    def start(self, prompt: np.ndarray) -> np.ndarray:
+        s = self.spec
+        shape = (s.layers, 1, s.kv_heads, 0, s.head_dim)
+        self._key, self._value = self._empty(shape), self._empty(shape)
+        return self._forward(np.asarray(prompt, dtype=np.int64))
+
+    def step(self, token: int) -> np.ndarray:
+        return self._forward(np.array([token], dtype=np.int64))
