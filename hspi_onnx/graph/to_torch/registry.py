@@ -14,7 +14,8 @@ Each operator family module registers its own ops, with the decorator or the cal
 
 ``since`` is the oldest ``since_version`` of the op (``onnx.defs``) whose definition the
 implementation follows: it takes every input and attribute of that version and computes what
-that version says. A later version that only widens what is allowed (more element types,
+that version says. A model whose opset resolves the op to an older version is refused
+(``module.py``). A later version that only widens what is allowed (more element types,
 broadcasting where equal shapes were required, negative axes, a new attribute whose default
 is the old behaviour) does not move ``since``. ``notes`` name what a covered version allows
 and the implementation refuses or does differently.
