@@ -1,5 +1,6 @@
 """The converter's op registry: the op table and COVERED_OPS come from it, every since is a
-version ONNX defines for that op, and a model importing an older version is refused."""
+version ONNX defines for that op, a model importing an older version is refused, and the
+coverage table in docs/adapters.md is what the registry renders."""
 
 from __future__ import annotations
 
@@ -114,3 +115,31 @@ def test_an_older_version_inside_a_subgraph_is_refused():
     module = OnnxModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     (y,) = module(torch.tensor(True), torch.from_numpy(np.array([[1, 3, 2], [0, -1, 0]], np.float32)))
     assert y.tolist() == [[0, 1, 0], [1, 0, 0]]
+
+
+def test_adapters_md_table_is_the_registry():
+    from hspi_onnx.graph.to_torch import coverage
+
+    path = ROOT / "docs" / "adapters.md"
+    text = path.read_text(encoding="utf-8")
+    assert coverage.updated(text) == text, (
+        "docs/adapters.md's op table is out of date: python -m hspi_onnx.graph.to_torch.coverage --write docs/adapters.md"
+    )
+    assert coverage.main(["--check", str(path)]) == 0
+
+
+def test_coverage_check_reports_a_stale_table(tmp_path, capsys):
+    from hspi_onnx.graph.to_torch import coverage
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{coverage.BEGIN}\n| Op |\n{coverage.END}\nafter\n", encoding="utf-8")
+    assert coverage.main(["--check", str(doc)]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert coverage.main(["--write", str(doc)]) == 0
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith(f"before\n{coverage.BEGIN}\n| Op | Since | Module | Notes |")
+    assert "| Conv | 1 | `conv_pool.py` |" in text and text.endswith(f"{coverage.END}\nafter\n")
+    assert coverage.main(["--check", str(doc)]) == 0
+    doc.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="ops:begin"):
+        coverage.main(["--check", str(doc)])

@@ -18,7 +18,8 @@ that version says. A model whose opset resolves the op to an older version is re
 (``module.py``). A later version that only widens what is allowed (more element types,
 broadcasting where equal shapes were required, negative axes, a new attribute whose default
 is the old behaviour) does not move ``since``. ``notes`` name what a covered version allows
-and the implementation refuses or does differently.
+and the implementation refuses or does differently; they go into the coverage table of
+docs/adapters.md (``coverage.py``).
 """
 
 from __future__ import annotations
