@@ -1,4 +1,4 @@
-"""Convolutions, pools, Gemm."""
+"""Convolutions, pools, Gemm and MatMul."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from hspi_onnx.errors import UnsupportedError
+
+from .registry import registrar
+
+op, register = registrar(__name__)
+
+# auto_pad SAME_UPPER / SAME_LOWER pad to ceil(input / stride) outputs, the text of Conv-11,
+# AveragePool-11 and MaxPool-12. The older versions' text ("the output size matches the input")
+# was rewritten without a change of behaviour (onnx/onnx#3188): ONNX's shape inference and
+# ONNX Runtime compute ceil(input / stride) for them too, so those versions count as followed.
 
 # --------------------------------------------------------------------------- conv and pools
 
@@ -37,6 +46,7 @@ def _torch_pad(begin: list[int], end: list[int]) -> list[int]:
     return [p for i in reversed(range(len(begin))) for p in (begin[i], end[i])]
 
 
+@op("Conv", since=1, notes="1 to 3 spatial axes")
 def _conv(ctx, x, w, b=None, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
     nd = w.dim() - 2
     if nd not in (1, 2, 3):
@@ -63,6 +73,7 @@ def _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad):
     return k, nd, strides, dilations, pads[:nd], pads[nd:]
 
 
+@op("MaxPool", since=1, count_outputs=True, notes="1 to 3 spatial axes; the Indices output (opset 8) is refused")
 def _max_pool(
     ctx, x, kernel_shape, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0, storage_order=0, _n=1
 ):
@@ -76,6 +87,7 @@ def _max_pool(
     return fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode))
 
 
+@op("AveragePool", since=1, notes="1 to 3 spatial axes; dilations other than 1 (opset 19) are refused")
 def _avg_pool(
     ctx, x, kernel_shape, strides=None, pads=None, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None
 ):
@@ -94,9 +106,15 @@ def _avg_pool(
     return num / den
 
 
+@op("Gemm", since=7)  # Gemm-1 and -6 take a broadcast attribute
 def _gemm(ctx, a_, b_, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
     a_ = a_.t() if transA else a_
     b_ = b_.t() if transB else b_
     y = torch.matmul(a_, b_)
     y = y * alpha if alpha != 1.0 else y
     return y if c is None else y + (c * beta if beta != 1.0 else c)
+
+
+register("MatMul", lambda ctx, a, b: torch.matmul(a, b), since=1)
+register("GlobalAveragePool", lambda ctx, x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True), since=1)
+register("GlobalMaxPool", lambda ctx, x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True), since=1)

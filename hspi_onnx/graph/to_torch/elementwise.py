@@ -1,4 +1,4 @@
-"""Reductions, casts, element-wise math, normalizations, softmax, activations."""
+"""Reductions, casts, element-wise math, normalizations, softmax, activations, Dropout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import torch.nn.functional as F
 from hspi_onnx.errors import UnsupportedError
 
 from .common import _ONNX_FLOAT, _ONNX_INT, _axis, _ints
+from .registry import registrar
 from .shapes import _flatten
+
+op, register = registrar(__name__)
 
 # --------------------------------------------------------------------------- reductions and math
 
@@ -58,6 +61,7 @@ def _arg(fn):
     return run
 
 
+@op("CumSum", since=11)
 def _cumsum(ctx, x, axis, exclusive=0, reverse=0):
     ax = _axis(int(axis.reshape(-1)[0].item()), x.dim())
     y = torch.flip(x, [ax]) if reverse else x
@@ -67,6 +71,12 @@ def _cumsum(ctx, x, axis, exclusive=0, reverse=0):
     return torch.flip(y, [ax]) if reverse else y
 
 
+@op(
+    "Cast",
+    since=6,  # Cast-1 names the target type as a string
+    notes="a float target (float, double, float16, bfloat16) takes the module's compute dtype; targets other than "
+    "those, bool and the 8- to 64-bit integers (string, 4-bit integers, float8, ...) are refused",
+)
 def _cast(ctx, x, to, saturate=1):
     if to in _ONNX_FLOAT:
         return x.to(ctx.dtype)
@@ -75,6 +85,7 @@ def _cast(ctx, x, to, saturate=1):
     return x.to(_ONNX_INT[to])
 
 
+@op("Clip", since=1)
 def _clip(ctx, x, lo=None, hi=None, **a):
     lo = lo if lo is not None else a.get("min")
     hi = hi if hi is not None else a.get("max")
@@ -86,12 +97,14 @@ def _clip(ctx, x, lo=None, hi=None, **a):
     return torch.clamp(x, min=lo, max=hi)
 
 
+@op("Div", since=7)  # Div-1 and -6 take broadcast and axis attributes
 def _div(ctx, a, b):
     if a.is_floating_point() or b.is_floating_point():
         return a / b
     return torch.div(a, b, rounding_mode="trunc")
 
 
+@op("Mod", since=10, notes="fmod=0 on floats (allowed from Mod-28) is refused")
 def _mod(ctx, a, b, fmod=0):
     if fmod:
         return torch.fmod(a, b)
@@ -100,12 +113,14 @@ def _mod(ctx, a, b, fmod=0):
     return torch.remainder(a, b)
 
 
+@op("Pow", since=7)  # Pow-1 takes broadcast and axis attributes
 def _pow(ctx, a, b):
     if a.is_floating_point():
         return torch.pow(a, b.to(a.dtype))
     return torch.pow(a.to(torch.float64), b.to(torch.float64)).to(a.dtype)
 
 
+@op("IsInf", since=10)
 def _is_inf(ctx, x, detect_negative=1, detect_positive=1):
     if detect_negative and detect_positive:
         return torch.isinf(x)
@@ -116,6 +131,7 @@ def _is_inf(ctx, x, detect_negative=1, detect_positive=1):
     return torch.zeros_like(x, dtype=torch.bool)
 
 
+@op("LayerNormalization", since=17, count_outputs=True, notes="the Mean and InvStdDev outputs are refused")
 def _layer_norm(ctx, x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1, _n=1):
     if _n > 1:
         raise UnsupportedError("LayerNormalization's Mean/InvStdDev outputs are not covered")
@@ -124,12 +140,20 @@ def _layer_norm(ctx, x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1, _
     return F.layer_norm(x, shape, scale.expand(shape), None if bias is None else bias.expand(shape), epsilon)
 
 
+# BatchNormalization-1 and -6 take is_test (default 0: training mode), -1 consumed_inputs too
+@op(
+    "BatchNormalization",
+    since=7,
+    count_outputs=True,
+    notes="inference only: training mode and its extra outputs are refused, and so is spatial=0 (opset 7 and 8)",
+)
 def _batch_norm(ctx, x, s, b, m, v, epsilon=1e-5, momentum=0.9, training_mode=0, spatial=1, _n=1):
     if training_mode or _n > 1:
         raise UnsupportedError("BatchNormalization in training mode is not covered")
     return F.batch_norm(x, m, v, s, b, False, 0.0, epsilon)
 
 
+@op("InstanceNormalization", since=6)
 def _instance_norm(ctx, x, s, b, epsilon=1e-5):
     return F.instance_norm(x, weight=s, bias=b, eps=epsilon)
 
@@ -145,6 +169,7 @@ def _softmax(fn):
     return run
 
 
+@op("Hardmax", since=13)  # before 13 the input is coerced to 2-D; refused here too
 def _hardmax(ctx, x, axis=-1):
     if ctx.opset < 13:
         raise UnsupportedError("Hardmax before opset 13 is not covered")
@@ -152,6 +177,7 @@ def _hardmax(ctx, x, axis=-1):
     return F.one_hot(torch.argmax(x, dim=axis), x.shape[axis]).movedim(-1, axis).to(x.dtype)
 
 
+@op("PRelu", since=6)
 def _prelu(ctx, x, slope):
     return torch.where(x < 0, x * slope, x)
 
@@ -176,3 +202,98 @@ def _variadic(fn):
 
 def _mean(ctx, *xs):
     return _variadic(torch.add)(ctx, *xs) / len(xs)
+
+
+# ReduceX-1 take axes as an attribute, ReduceSum-13 and the others from 18 as an input; both are
+# taken. With noop_with_empty_axes=1 and no axes the input is returned unchanged: what ReduceMean,
+# ReduceMax, ReduceMin, ReduceProd, ReduceSum and ReduceLogSumExp give, not the element step
+# (abs, square, log) the others still apply.
+_NOOP_NOTE = "noop_with_empty_axes=1 without axes returns the input unchanged (the ONNX definition applies %s)"
+_NOOP_STEP = {"ReduceL1": "abs", "ReduceL2": "abs", "ReduceSumSquare": "the square", "ReduceLogSum": "log"}
+for _name, _fn in REDUCERS.items():
+    register(_name, _reduce(_fn), since=1, notes=_NOOP_NOTE % _NOOP_STEP[_name] if _name in _NOOP_STEP else "")
+register("ArgMax", _arg(torch.argmax), since=1)
+register("ArgMin", _arg(torch.argmin), since=1)
+
+# unary math and activations: _unary takes (and ignores) the consumed_inputs of the opset-1 versions
+for _name, _since, _fn in [
+    ("Abs", 1, torch.abs),
+    ("Ceil", 1, torch.ceil),
+    ("Erf", 9, torch.erf),
+    ("Exp", 1, torch.exp),
+    ("Floor", 1, torch.floor),
+    ("Log", 1, torch.log),
+    ("Neg", 1, torch.neg),
+    ("Not", 1, torch.logical_not),
+    ("Reciprocal", 1, torch.reciprocal),
+    ("Relu", 1, torch.relu),
+    ("Sigmoid", 1, torch.sigmoid),
+    ("Sqrt", 1, torch.sqrt),
+    ("Tanh", 1, torch.tanh),
+    ("HardSwish", 14, F.hardswish),
+    ("Identity", 1, lambda x: x),
+    ("Sin", 7, torch.sin),
+    ("Cos", 7, torch.cos),
+    ("Tan", 7, torch.tan),
+    ("Asin", 7, torch.asin),
+    ("Acos", 7, torch.acos),
+    ("Atan", 7, torch.atan),
+    ("Sinh", 9, torch.sinh),
+    ("Cosh", 9, torch.cosh),
+    ("Sign", 9, torch.sign),
+    ("Round", 11, torch.round),  # half to even, as ONNX
+    ("Softplus", 1, lambda x: torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))),
+    ("Softsign", 1, F.softsign),
+    ("Mish", 18, F.mish),
+    ("IsNaN", 9, torch.isnan),
+]:
+    register(_name, _unary(_fn), since=_since)
+
+# with attributes; Elu, Selu, LeakyRelu and HardSigmoid from 6 (the opset-1 versions take
+# consumed_inputs, and Selu-1 has other defaults)
+register("Elu", lambda ctx, x, alpha=1.0: F.elu(x, alpha), since=6)
+register(
+    "Selu",
+    lambda ctx, x, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875: (
+        gamma * torch.where(x > 0, x, alpha * torch.expm1(x))
+    ),
+    since=6,
+)
+register("Celu", lambda ctx, x, alpha=1.0: F.celu(x, alpha), since=12)
+register("ThresholdedRelu", lambda ctx, x, alpha=1.0: torch.where(x > alpha, x, torch.zeros_like(x)), since=10)
+register("LeakyRelu", lambda ctx, x, alpha=0.01: F.leaky_relu(x, alpha), since=6)
+register("HardSigmoid", lambda ctx, x, alpha=0.2, beta=0.5: torch.clamp(alpha * x + beta, 0, 1), since=6)
+register("Gelu", lambda ctx, x, approximate="none": F.gelu(x, approximate=approximate), since=20)
+# Dropout-1 and -6 default to training (is_test=0); Dropout-7 to -9 give a float mask, this a bool one
+register(
+    "Dropout",
+    lambda ctx, x, *rest, _n=1, **a: [x, torch.ones_like(x, dtype=torch.bool)][:_n],
+    since=10,
+    count_outputs=True,
+    notes="inference: the output is the input, the mask all true; a training_mode input (opset 12) is not read",
+)
+
+# binary and variadic, with multidirectional broadcasting: the binary ops from 7 (before, they
+# take broadcast and axis attributes), the variadic ones from 6 (equal shapes; consumed_inputs before)
+for _name, _since, _fn in [
+    ("Add", 7, torch.add),
+    ("Sub", 7, torch.sub),
+    ("Mul", 7, torch.mul),
+    ("Equal", 7, torch.eq),
+    ("Less", 7, torch.lt),
+    ("Greater", 7, torch.gt),
+    ("LessOrEqual", 12, torch.le),
+    ("GreaterOrEqual", 12, torch.ge),
+    ("And", 7, torch.logical_and),
+    ("Or", 7, torch.logical_or),
+    ("Xor", 7, torch.logical_xor),
+]:
+    register(_name, _binary(_fn), since=_since)
+register("Max", _variadic(torch.maximum), since=6)
+register("Min", _variadic(torch.minimum), since=6)
+register("Sum", _variadic(torch.add), since=6)
+register("Mean", _mean, since=6)
+register("Where", lambda ctx, c, a, b: torch.where(c.bool(), a, b), since=9)
+register("CastLike", lambda ctx, x, like, saturate=1: x.to(like.dtype), since=15)
+register("Softmax", _softmax(torch.softmax), since=1)  # before 13: coerced to 2-D at axis
+register("LogSoftmax", _softmax(torch.log_softmax), since=1)

@@ -10,6 +10,7 @@ from hspi_onnx.errors import UnsupportedError
 
 from .common import _attr, _saturate
 from .ops import _MULTI_OUTPUT, COVERED_OPS, OPS
+from .registry import REGISTRY
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -31,6 +32,25 @@ def _ops_of(graph) -> set[str]:
             for g in a.graphs:
                 ops |= _ops_of(g)
     return ops
+
+
+def _too_old(ops: set[str], opset: int) -> list[str]:
+    """The covered ops whose version in ``opset`` is older than the one their implementation
+    follows (the registry's ``since``), as "Pad-2 (covered from Pad-11)"."""
+    from onnx import defs
+
+    out = []
+    for name in sorted(ops):
+        entry = REGISTRY.get(name)
+        if entry is None or entry.since <= 1:
+            continue
+        try:
+            version = defs.get_schema(name, opset, "").since_version
+        except defs.SchemaError:  # no such op in this opset: an invalid model, onnx.checker's business
+            continue
+        if version < entry.since:
+            out.append(f"{name}-{version} (covered from {name}-{entry.since})")
+    return out
 
 
 class _Graph:
@@ -55,9 +75,16 @@ class OnnxModule(nn.Module):
             if imp.domain not in ("", "ai.onnx"):
                 raise UnsupportedError(f"ONNX domain {imp.domain!r} is not covered by the PyTorch converter")
             self.opset = int(imp.version)
-        missing = sorted(_ops_of(graph) - set(COVERED_OPS))
+        ops = _ops_of(graph)
+        missing = sorted(ops - set(COVERED_OPS))
         if missing:
             raise UnsupportedError(f"the ONNX-to-PyTorch converter does not cover: {', '.join(missing)}")
+        too_old = _too_old(ops, self.opset)
+        if too_old:
+            raise UnsupportedError(
+                f"the ONNX-to-PyTorch converter does not cover these op versions (opset {self.opset}): "
+                + ", ".join(too_old)
+            )
         self.dtype = dtype
         self._names: dict[str, str] = {}
         self._count = 0

@@ -7,6 +7,10 @@ import torch.nn.functional as F
 
 from hspi_onnx.errors import UnsupportedError
 
+from .registry import registrar
+
+_, register = registrar(__name__)
+
 # --------------------------------------------------------------------------- recurrent layers
 
 
@@ -163,3 +167,8 @@ def _rnn(kind: str):
         return _rnn_common(kind, ctx, x, w, r, b, seq_lens, h0, c0, p, a, _n)
 
     return run
+
+
+# before 7 the recurrence multiplies by R, not its transpose
+for _kind in ("RNN", "GRU", "LSTM"):
+    register(_kind, _rnn(_kind), since=7, count_outputs=True, notes="activations outside the ONNX list are refused")

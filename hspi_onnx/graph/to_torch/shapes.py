@@ -1,4 +1,4 @@
-"""Shapes, indexing, gathers and scatters, padding, ranges, top-k, einsum."""
+"""Shapes, indexing, gathers and scatters, concatenation, padding, ranges, top-k, einsum."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from hspi_onnx.errors import UnsupportedError
 
 from .common import _axis, _ints, _saturate
 from .conv_pool import _torch_pad
+from .registry import registrar
+
+op, register = registrar(__name__)
 
 # --------------------------------------------------------------------------- shapes and indexing
 
 
+@op("Reshape", since=5)  # Reshape-1 takes the shape as an attribute
 def _reshape(ctx, x, shape, allowzero=0):
     dims = _ints(shape)
     if not allowzero:
@@ -23,6 +27,7 @@ def _reshape(ctx, x, shape, allowzero=0):
     return x.reshape(dims)
 
 
+@op("Slice", since=10)  # Slice-1 takes starts, ends and axes as attributes
 def _slice(ctx, x, starts, ends, axes=None, steps=None):
     starts, ends = _ints(starts), _ints(ends)
     axes = _ints(axes) if axes is not None else list(range(len(starts)))
@@ -49,6 +54,7 @@ def _slice(ctx, x, starts, ends, axes=None, steps=None):
     return x
 
 
+@op("Gather", since=1)
 def _gather(ctx, x, idx, axis=0):
     axis = _axis(axis, x.dim())
     flat = idx.reshape(-1).long()
@@ -57,6 +63,7 @@ def _gather(ctx, x, idx, axis=0):
     return out.reshape(list(x.shape[:axis]) + list(idx.shape) + list(x.shape[axis + 1 :]))
 
 
+@op("GatherElements", since=11)
 def _gather_elements(ctx, x, idx, axis=0):
     axis = _axis(axis, x.dim())
     idx = idx.long()
@@ -64,6 +71,7 @@ def _gather_elements(ctx, x, idx, axis=0):
     return torch.gather(x, axis, idx)
 
 
+@op("GatherND", since=11)
 def _gather_nd(ctx, x, idx, batch_dims=0):
     b = int(batch_dims)
     idx = idx.long()
@@ -78,6 +86,7 @@ def _gather_nd(ctx, x, idx, batch_dims=0):
     return out.reshape(list(idx.shape[:-1]) + list(x.shape[b + k :]))
 
 
+@op("ScatterElements", since=11)
 def _scatter_elements(ctx, x, idx, upd, axis=0, reduction="none"):
     axis = _axis(axis, x.dim())
     idx = idx.long()
@@ -90,6 +99,7 @@ def _scatter_elements(ctx, x, idx, upd, axis=0, reduction="none"):
     return x.scatter_reduce(axis, idx, upd, reduce, include_self=True)
 
 
+@op("ScatterND", since=11, notes="reduction mul (opset 16), max and min (opset 18) are refused")
 def _scatter_nd(ctx, x, idx, upd, reduction="none"):
     idx = idx.long()
     k = idx.shape[-1]
@@ -107,6 +117,7 @@ def _scatter_nd(ctx, x, idx, upd, reduction="none"):
     return out
 
 
+@op("Split", since=2, count_outputs=True)  # Split-1 has no default axis
 def _split(ctx, x, split=None, axis=0, num_outputs=None, _n=1):
     axis = _axis(axis, x.dim())
     if split is not None:
@@ -116,18 +127,21 @@ def _split(ctx, x, split=None, axis=0, num_outputs=None, _n=1):
     return list(torch.split(x, math.ceil(x.shape[axis] / parts), dim=axis))
 
 
+@op("Expand", since=8)
 def _expand(ctx, x, shape):
     dims = _ints(shape)
     target = torch.broadcast_shapes(tuple(x.shape), tuple(dims))
     return x.expand(target)
 
 
+@op("ConstantOfShape", since=9)
 def _constant_of_shape(ctx, shape, value=None):
     v = torch.from_numpy(np.asarray(value if value is not None else np.zeros(1, np.float32)).copy())
     v = _saturate(v, ctx.dtype) if v.is_floating_point() else v
     return v.reshape(-1)[0].to(shape.device).expand(_ints(shape)).clone()
 
 
+@op("Unsqueeze", since=1)
 def _unsqueeze(ctx, x, axes=None, **a):
     ax = _ints(axes) if isinstance(axes, torch.Tensor) else list(axes if axes is not None else a["axes"])
     rank = x.dim() + len(ax)
@@ -136,6 +150,7 @@ def _unsqueeze(ctx, x, axes=None, **a):
     return x
 
 
+@op("Squeeze", since=1)
 def _squeeze(ctx, x, axes=None, **a):
     ax = _ints(axes) if isinstance(axes, torch.Tensor) else (list(axes) if axes is not None else a.get("axes"))
     if ax is None:
@@ -145,6 +160,7 @@ def _squeeze(ctx, x, axes=None, **a):
     return x
 
 
+@op("Flatten", since=1)
 def _flatten(ctx, x, axis=1):
     axis = _axis(axis, x.dim())
     return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64)))
@@ -163,6 +179,13 @@ def _pad_index(n: int, begin: int, end: int, mode: str, device) -> torch.Tensor:
     return torch.where(m < n, m, 2 * (n - 1) - m)
 
 
+# Pad-2 to -10 take pads and value as attributes; the branch below meant for them fails on the
+# list of pads (_ints), so the attribute form is not covered
+@op(
+    "Pad",
+    since=11,
+    notes="modes constant, reflect, edge and wrap; reflect with pads as long as the axis is refused",
+)
 def _pad(ctx, x, pads, constant_value=None, axes=None, mode="constant", **a):
     if not isinstance(pads, torch.Tensor):  # opset < 11: pads and value are attributes
         constant_value = a.get("value", 0.0)
@@ -189,27 +212,33 @@ def _pad(ctx, x, pads, constant_value=None, axes=None, mode="constant", **a):
     return x
 
 
+@op("Tile", since=6)  # Tile-1 takes tiles and axis
 def _tile(ctx, x, reps):
     return x.repeat(*_ints(reps))
 
 
+@op("Trilu", since=14)
 def _trilu(ctx, x, k=None, upper=1):
     return (torch.triu if upper else torch.tril)(x, int(k.item()) if k is not None else 0)
 
 
+@op("Range", since=11, notes="the stash_type attribute (opset 27) is not taken")
 def _range(ctx, s, e, d):
     n = max(int(math.ceil((e.item() - s.item()) / d.item())), 0)
     return s + torch.arange(n, device=s.device).to(s.dtype) * d
 
 
+@op("Shape", since=1)
 def _shape(ctx, x, start=0, end=None):
     return torch.tensor(list(x.shape)[start:end], dtype=torch.int64, device=x.device)
 
 
+@op("Size", since=1)
 def _size(ctx, x):
     return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
 
 
+@op("OneHot", since=11)  # OneHot-9 gives all-off rows for negative indices, counted from the back here
 def _one_hot(ctx, indices, depth, values, axis=-1):
     d = int(depth.reshape(-1)[0].item())
     idx = indices.long()
@@ -221,10 +250,12 @@ def _one_hot(ctx, indices, depth, values, axis=-1):
     return out.movedim(-1, axis)
 
 
+@op("NonZero", since=9)
 def _nonzero(ctx, x):
     return torch.nonzero(x).t().contiguous()
 
 
+@op("TopK", since=10)  # TopK-1 takes k as an attribute
 def _topk(ctx, x, k, axis=-1, largest=1, sorted=1):
     values, indices = torch.topk(
         x, int(k.reshape(-1)[0].item()), dim=_axis(axis, x.dim()), largest=bool(largest), sorted=True
@@ -232,5 +263,10 @@ def _topk(ctx, x, k, axis=-1, largest=1, sorted=1):
     return [values, indices]
 
 
+@op("Einsum", since=12)
 def _einsum(ctx, *xs, equation):
     return torch.einsum(equation.replace(" ", ""), *xs)
+
+
+register("Transpose", lambda ctx, x, perm=None: x.permute(*(perm or reversed(range(x.dim())))), since=1)
+register("Concat", lambda ctx, *xs, axis: torch.cat(xs, dim=axis), since=4)  # Concat-1 defaults axis to 1
