@@ -69,7 +69,7 @@ def main() -> None:
     ours = ReferenceDB(work / "db")
     names = {g.probes_name: g for g in load_groups(ours)}
     noise_name = next(n for n in names if not n.startswith("border"))
-    noise_n, noise_seed = ours.manifest()["probe_sets"][names[noise_name].probes_sha256]["n"], 0
+    noise_n, noise_seed = ours.manifest().probe_sets[names[noise_name].probes_sha256].n, 0
     for probes in (["-n", str(noise_n), "--seed", str(noise_seed)], ["--probes", str(work / "border.npz")]):
         subprocess.run(
             [
@@ -120,7 +120,7 @@ def main() -> None:
     )
     pairs = len(keys2) * (len(keys2) - 1) // 2
     summary = {
-        "ours": ours.manifest()["runs"][next(iter(ours.manifest()["runs"]))]["versions"].get("onnxruntime"),
+        "ours": next(iter(ours.manifest().runs.values())).versions.get("onnxruntime"),
         "other": version,
         "platforms_compared": len(rows),
         "noise_identical": sum(r["noise_identical"] for r in rows),

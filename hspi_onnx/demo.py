@@ -149,8 +149,8 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator, protoco
     info, probes, _ = choices[int(rng.integers(len(choices)))]
     manifest = db.manifest()
     labels = sorted(
-        {r for run in manifest["runs"].values() if run["model_sha256"] == info.sha256 for r in run["platforms"]}
-        - {f["platform"] for f in manifest["failures"]}
+        {r for run in manifest.runs.values() if run.model_sha256 == info.sha256 for r in run.platforms}
+        - {f.platform for f in manifest.failures}
     )
     if not labels:
         raise HspiError(f"the DB holds no platform of {info.name} to play the black box")

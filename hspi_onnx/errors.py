@@ -27,3 +27,7 @@ class BadProbesError(HspiError):
 
 class UnsupportedError(HspiError):
     """A runtime cannot do what was asked (missing op, precision, library)."""
+
+
+class BadManifestError(HspiError):
+    """A reference DB manifest that is unreadable, of a schema this version cannot read, or malformed."""

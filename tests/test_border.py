@@ -166,7 +166,7 @@ def test_label_table_of_a_border_set_and_of_a_set_the_db_lacks(crafted):
     probes = load_probes(path)
     build(db, model, probes, PLATFORMS)
     platforms, table = label_table(db, probes)
-    assert table.shape == (len(probes), len(platforms)) and set(platforms) <= set(db.manifest()["platforms"])
+    assert table.shape == (len(probes), len(platforms)) and set(platforms) <= set(db.manifest().platforms)
     assert ((0 <= table) & (table < 10)).all()  # digit labels
     with pytest.raises(HspiError, match="holds no outputs on probe set"):
         label_table(db, generate(model, n=4, seed=99))

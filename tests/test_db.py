@@ -116,7 +116,7 @@ def test_concurrent_builds_both_land(tmp_path, zoo):
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     assert [len(json.loads(o[0])["built"]) for o in outs] == [16, 16]
     db = ReferenceDB(db_dir)
-    assert len(db.manifest()["runs"]) == 2 and len(db.manifest()["platforms"]) == 32
+    assert len(db.manifest().runs) == 2 and len(db.manifest().platforms) == 32
     report = verify(db)
     assert report["ok"] and report["shards"] == 32
 
@@ -191,8 +191,8 @@ def test_merge_unions_and_flags_disagreeing_labels(tmp_path, zoo, capsys):
     b = ReferenceDB(tmp_path / "b", create=True)
     build(a, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1,opt=all"])
     build(b, zoo["digits"], probes, ["onnxruntime/*/fp32/bs=1,opt=all,threads=1", "onnxruntime/*/fp16/bs=1,opt=all"])
-    label = next(lb for lb in b.manifest()["platforms"] if "fp32" in lb)
-    (shard,) = b.existing_shards(a.manifest()["models"].popitem()[0], probes.sha256, label)
+    label = next(lb for lb in b.manifest().platforms if "fp32" in lb)
+    (shard,) = b.existing_shards(a.manifest().models.popitem()[0], probes.sha256, label)
     _rewrite_outputs(shard, lambda i, o: bytes([o[0] ^ 1]) + o[1:] if i in (1, 4) else o)
     with pytest.raises(SystemExit) as exc:
         main(["db", "merge", str(a.root), str(b.root), "-o", str(tmp_path / "c"), "--json"])
@@ -203,7 +203,7 @@ def test_merge_unions_and_flags_disagreeing_labels(tmp_path, zoo, capsys):
     assert conflict["platform"] == label and conflict["probes_differing"] == 2 and len(conflict["runs"]) == 2
     c = ReferenceDB(tmp_path / "c")
     assert verify(c)["ok"] and len(c.existing_shards(conflict["model_sha256"], probes.sha256, label)) == 2
-    assert any(e["platform"] == label and "merge" in e["reason"] for e in c.manifest()["nondeterministic"])
+    assert any(e.platform == label and "merge" in e.reason for e in c.manifest().nondeterministic)
     assert any(label in cl["nondeterministic"] for g in classes(c) for cl in g["classes"])
     again = json.loads(hspi_run("db", "merge", a.root, "-o", c.root, "--json").stdout)
     assert again["shards_copied"] == 0 and again["shards_identical"] == 2
@@ -233,7 +233,7 @@ def test_batch_dependent_platforms_are_recorded_and_explained(tmp_path, zoo):
     assert len(summary.built) == 3 and [short.split("/")[2:] for short in summary.batch_dependent] == [
         ["int8", "bs=8,opt=all,quant=dynamic,threads=1"]
     ]
-    assert [e["platform"] for e in db.manifest()["batch_dependent"]] == summary.batch_dependent
+    assert [e.platform for e in db.manifest().batch_dependent] == summary.batch_dependent
     adapter, plat = resolve_platform(int8, model, probes.kind)
     alone = [
         execute(

@@ -100,7 +100,7 @@ def test_segfault_in_the_default_path_fails_the_platform_not_the_build(digits, t
     assert summary.built == [str(selected_variants(info, probes.kind, [TORCH])[0][1])]
     assert list(summary.failed) == [str(p)]
     assert "crashed (killed by SIGSEGV)" in summary.failed[str(p)]
-    assert db.manifest()["failures"][0]["platform"] == str(p)
+    assert db.manifest().failures[0].platform == str(p)
 
 
 def test_the_cli_build_goes_on_past_a_segfault_and_exits_3(digits, tmp_path, fault, capsys):

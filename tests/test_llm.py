@@ -106,7 +106,7 @@ def test_build_records_whole_generations(built, smollm2):
 
 
 def _probes_sha(db) -> str:
-    (sha,) = db.manifest()["probe_sets"]
+    (sha,) = db.manifest().probe_sets
     return sha
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hspi_onnx.db.manifest import Manifest, ModelEntry, PlatformEntry, PlatformNote, ProbeSetEntry, RunEntry
 from hspi_onnx.db.store import COLUMNS, ReferenceDB, arrow_schema
 from hspi_onnx.host import cpu_facts
 from hspi_onnx.inputs.model import ModelInfo
@@ -117,12 +118,7 @@ def _state_differences(db: ReferenceDB, model: ModelInfo, plan: list[tuple]) -> 
         manifest = db.manifest()
     except Exception:  # a new or unreadable DB: the build itself says what is wrong
         return []
-    earlier = {
-        label
-        for r in manifest.get("runs", {}).values()
-        if r.get("model_sha256") == model.sha256
-        for label in r.get("platforms", [])
-    }
+    earlier = {label for r in manifest.runs.values() if r.model_sha256 == model.sha256 for label in r.platforms}
     # only labels of one setting are compared (kernels.differences), so other runtimes never pair
     return differences({"DB": sorted(earlier), "this build": sorted(str(p) for _, p in plan)}) if earlier else []
 
@@ -164,31 +160,28 @@ def build(
         )
     db.clean_stale_temporaries()
 
-    def register(m: dict) -> None:
-        m["models"].setdefault(model.sha256, model.describe())
-        m["probe_sets"].setdefault(probes.sha256, probes.meta())
+    def register(m: Manifest) -> None:
+        if model.sha256 not in m.models:
+            m.models[model.sha256] = ModelEntry.from_dict(model.describe())
+        if probes.sha256 not in m.probe_sets:
+            m.probe_sets[probes.sha256] = ProbeSetEntry.from_dict(probes.meta())
         for _, p in plan:
-            m["platforms"].setdefault(str(p), p.as_dict())
-        m["runs"][run_id] = {
-            "started": _now(),
-            "finished": None,
-            "host": cpu_facts(),
-            "versions": tool_versions(),
-            "argv": sys.argv[1:],
-            "pid": os.getpid(),
-            "model_sha256": model.sha256,
-            "probes_sha256": probes.sha256,
-            "platforms": [str(p) for _, p in plan],
-        }
+            if str(p) not in m.platforms:
+                m.platforms[str(p)] = PlatformEntry.from_dict(p.as_dict())
+        m.runs[run_id] = RunEntry(
+            started=_now(),
+            finished=None,
+            host=cpu_facts(),
+            versions=tool_versions(),
+            argv=sys.argv[1:],
+            pid=os.getpid(),
+            model_sha256=model.sha256,
+            probes_sha256=probes.sha256,
+            platforms=[str(p) for _, p in plan],
+        )
 
-    def entry(label: str, reason: str) -> dict:
-        return {
-            "run_id": run_id,
-            "model_sha256": model.sha256,
-            "probes_sha256": probes.sha256,
-            "platform": label,
-            "reason": reason,
-        }
+    def entry(label: str, reason: str, at: str | None = None) -> PlatformNote:
+        return PlatformNote(run_id, model.sha256, probes.sha256, label, reason, at)
 
     timings = summary.timings
 
@@ -210,7 +203,7 @@ def build(
         if isinstance(outcome, BaseException):  # failure isolation: record and go on
             reason = failure_reason(outcome)
             summary.failed[label] = reason
-            update(lambda m: m["failures"].append(entry(label, reason) | {"at": _now()}))
+            update(lambda m: m.failures.append(entry(label, reason, at=_now())))
             on_event("failed", {"platform": label, "reason": reason})
             t_wait = time.perf_counter()
             continue
@@ -228,13 +221,13 @@ def build(
         summary.built.append(label)
         if not deterministic:
             summary.nondeterministic.append(label)
-            update(lambda m: m["nondeterministic"].append(entry(label, "second run differed on the repeat sample")))
+            update(lambda m: m.nondeterministic.append(entry(label, "second run differed on the repeat sample")))
         cross = result.cross_check
         if cross and cross["differing"]:
             if deterministic:
                 summary.nondeterministic.append(label)
             update(
-                lambda m: m["nondeterministic"].append(
+                lambda m: m.nondeterministic.append(
                     entry(
                         label,
                         f"another machine ({cross['where']}) gave other bits on {cross['differing']} of the first "
@@ -245,20 +238,17 @@ def build(
         if result.batch_independent is False:
             summary.batch_dependent.append(label)
             update(
-                lambda m: m.setdefault("batch_dependent", []).append(
+                lambda m: m.batch_dependent_list().append(
                     entry(label, "the first probe alone in its batch (padded with copies) gave other bits")
                 )
             )
         on_event("built", {"platform": label, "deterministic": deterministic})
         t_wait = time.perf_counter()
 
-    def finish(m: dict) -> None:
-        m["runs"][run_id] |= {
-            "finished": _now(),
-            "built": len(summary.built),
-            "skipped": len(summary.skipped),
-            "failed": len(summary.failed),
-        }
+    def finish(m: Manifest) -> None:
+        run = m.runs[run_id]
+        run.finished = _now()
+        run.built, run.skipped, run.failed = len(summary.built), len(summary.skipped), len(summary.failed)
 
     update(finish)
     return summary

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hspi_onnx.db.manifest import Manifest
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 from hspi_onnx.outputs import NATIVE, STORAGE, from_storage
@@ -59,22 +60,15 @@ def _decode(raw: list[bytes], dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return from_storage(flat.reshape(len(raw), *shape), dtype)
 
 
-def model_outputs(manifest: dict, model_sha: str) -> list[str]:
-    """The output names of a DB model, in graph order (schema 1: its one ``output``)."""
-    m = manifest["models"].get(model_sha, {})
-    return [str(o["name"]) for o in m.get("outputs", [])] or ([str(m["output"])] if m.get("output") else [])
-
-
-def choose_output(manifest: dict, model_sha: str, output: str | None) -> str:
-    names = model_outputs(manifest, model_sha)
+def choose_output(manifest: Manifest, model_sha: str, output: str | None) -> str:
+    names = manifest.output_names(model_sha)
     if output is None:
         if not names:
             raise HspiError(f"the manifest names no outputs of model {model_sha[:12]}")
         return names[0]
     if names and output not in names:
         raise HspiError(
-            f"model {manifest['models'][model_sha].get('name')} has no output {output!r}; "
-            f"its outputs: {', '.join(names)}"
+            f"model {manifest.models[model_sha].name} has no output {output!r}; its outputs: {', '.join(names)}"
         )
     return output
 
@@ -107,7 +101,7 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None, output: str | 
         key = (first["model_sha256"], first["probes_sha256"])
         if first["platform"] in per[key]:
             continue  # another run of the same platform: db verify / merge judge agreement
-        has = model_outputs(manifest, key[0])
+        has = manifest.output_names(key[0])
         out_name = (
             output if output is not None and (output in has or not has) else choose_output(manifest, key[0], None)
         )

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hspi_onnx.db.dataset import model_outputs
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 
@@ -118,7 +117,7 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
         key = (first["model_sha256"], first["probes_sha256"])
         if key not in groups:
             groups[key] = len(ginfo)
-            names = model_outputs(manifest, key[0])
+            names = manifest.output_names(key[0])
             ginfo.append(
                 IndexGroup(
                     key[0],

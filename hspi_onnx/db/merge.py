@@ -16,18 +16,30 @@ import os
 import shutil
 from pathlib import Path
 
+from hspi_onnx.db.manifest import Manifest, PlatformNote
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 
 
-def _merge_manifest(dst: dict, src: dict) -> None:
-    for table in ("models", "probe_sets", "platforms", "runs"):
-        for key, value in src[table].items():
-            dst[table].setdefault(key, value)
-    for table in ("failures", "nondeterministic", "batch_dependent"):  # the last absent from older DBs
-        for entry in src.get(table, []):
-            if entry not in dst.setdefault(table, []):
-                dst[table].append(entry)
+def _merge_manifest(dst: Manifest, src: Manifest) -> None:
+    for key, model in src.models.items():
+        dst.models.setdefault(key, model)
+    for key, probe_set in src.probe_sets.items():
+        dst.probe_sets.setdefault(key, probe_set)
+    for key, platform in src.platforms.items():
+        dst.platforms.setdefault(key, platform)
+    for key, run in src.runs.items():
+        dst.runs.setdefault(key, run)
+    _add_new(dst.failures, src.failures)
+    _add_new(dst.nondeterministic, src.nondeterministic)
+    if src.batch_dependent:  # absent from older DBs; created in the target by the first entry
+        _add_new(dst.batch_dependent_list(), src.batch_dependent)
+
+
+def _add_new(dst: list[PlatformNote], src: list[PlatformNote]) -> None:
+    for entry in src:
+        if entry not in dst:
+            dst.append(entry)
 
 
 def merge(sources: list[Path], target: Path) -> dict:
@@ -57,22 +69,25 @@ def merge(sources: list[Path], target: Path) -> dict:
             copied += 1
     conflicts = find_conflicts(out)
 
-    def record(m: dict) -> None:
-        for c in conflicts:
-            entry = {
-                "platform": c["platform"],
-                "model_sha256": c["model_sha256"],
-                "probes_sha256": c["probes_sha256"],
-                "run_id": ",".join(c["runs"]),
-                "reason": f"merge: runs {', '.join(c['runs'])} differ on {c['probes_differing']} probes",
-            }
-            if entry not in m["nondeterministic"]:
-                m["nondeterministic"].append(entry)
+    def record(m: Manifest) -> None:
+        _add_new(
+            m.nondeterministic,
+            [
+                PlatformNote(
+                    run_id=",".join(c["runs"]),
+                    model_sha256=c["model_sha256"],
+                    probes_sha256=c["probes_sha256"],
+                    platform=c["platform"],
+                    reason=f"merge: runs {', '.join(c['runs'])} differ on {c['probes_differing']} probes",
+                )
+                for c in conflicts
+            ],
+        )
 
     out.update(record)
     from hspi_onnx.run.kernels import differences
 
-    labels = {str(s.root): list(s.manifest()["platforms"]) for s in srcs}
+    labels = {str(s.root): list(s.manifest().platforms) for s in srcs}
     return {
         "target": str(out.root),
         "sources": [str(s.root) for s in srcs],

@@ -22,7 +22,7 @@ def info(db: ReferenceDB) -> dict:
     shards = db.shards()
     return {
         "db": str(db.root),
-        "schema": manifest["schema"],
+        "schema": manifest.schema,
         "groups": [
             dict(
                 zip(
@@ -41,15 +41,15 @@ def info(db: ReferenceDB) -> dict:
             )
             for r in rows
         ],
-        "models": len(manifest["models"]),
-        "probe_sets": len(manifest["probe_sets"]),
+        "models": len(manifest.models),
+        "probe_sets": len(manifest.probe_sets),
         "platforms": len({p for g in _platforms_by_group(con).values() for p in g}),
         "rows": sum(r[5] for r in rows),
         "shards": len(shards),
         "bytes_on_disk": sum(p.stat().st_size for p in shards) + db.manifest_path.stat().st_size,
-        "runs": len(manifest["runs"]),
-        "failures": len(manifest["failures"]),
-        "nondeterministic": len(manifest["nondeterministic"]),
+        "runs": len(manifest.runs),
+        "failures": len(manifest.failures),
+        "nondeterministic": len(manifest.nondeterministic),
     }
 
 
@@ -88,10 +88,10 @@ def classes(db: ReferenceDB) -> list[dict]:
         g["outputs"].add(out)
         if ndig > 1:
             g["unstable"].add(plat)
-    for e in db.manifest().get("nondeterministic", []):  # a repeat or another machine that gave other bits
-        g = groups.get((e.get("model_sha256"), e.get("probes_sha256")))
-        if g is not None and e.get("platform") in g["rows"]:
-            g["unstable"].add(e["platform"])
+    for e in db.manifest().nondeterministic:  # a repeat or another machine that gave other bits
+        g = groups.get((e.model_sha256, e.probes_sha256))
+        if g is not None and e.platform in g["rows"]:
+            g["unstable"].add(e.platform)
     out = []
     for g in groups.values():
         platforms = sorted(g["rows"])
@@ -170,10 +170,8 @@ def verify(db: ReferenceDB) -> dict:
         manifest = db.manifest()
     except Exception as exc:
         return {"ok": False, "problems": [str(exc)], "shards": 0, "rows": 0}
-    schema = arrow_schema(manifest["schema"])
-    outputs_of = {
-        sha: [o["name"] for o in m.get("outputs", [])] or [m.get("output")] for sha, m in manifest["models"].items()
-    }
+    schema = arrow_schema(manifest.schema)
+    outputs_of = {sha: m.output_names or [m.output] for sha, m in manifest.models.items()}
     rows = 0
     for path in db.shards():
         rel = path.relative_to(db.root)
@@ -183,7 +181,7 @@ def verify(db: ReferenceDB) -> dict:
             problems.append(f"{rel}: unreadable Parquet ({type(exc).__name__})")
             continue
         if not table.schema.equals(schema):
-            problems.append(f"{rel}: schema differs from schema version {manifest['schema']}")
+            problems.append(f"{rel}: schema differs from schema version {manifest.schema}")
             continue
         d = table.to_pydict()
         rows += table.num_rows
@@ -196,18 +194,20 @@ def verify(db: ReferenceDB) -> dict:
         model, probes, plat, run = d["model_sha256"][0], d["probes_sha256"][0], d["platform"][0], d["run_id"][0]
         if path.name != f"{platform_key(plat)}.{run}.parquet" or path.parent != db.shard_dir(model, probes):
             problems.append(f"{rel}: file name does not match its rows")
-        for what, key, table_ in (
-            ("model", model, "models"),
-            ("probe set", probes, "probe_sets"),
-            ("platform", plat, "platforms"),
-            ("run", run, "runs"),
-        ):
-            if key not in manifest[table_]:
+        described: tuple[tuple[str, str, dict], ...] = (
+            ("model", model, manifest.models),
+            ("probe set", probes, manifest.probe_sets),
+            ("platform", plat, manifest.platforms),
+            ("run", run, manifest.runs),
+        )
+        for what, key, table_ in described:
+            if key not in table_:
                 problems.append(f"{rel}: {what} {key[:40]} is not in the manifest")
-        n_expected = manifest["probe_sets"].get(probes, {}).get("n")
+        probe_set = manifest.probe_sets.get(probes)
+        n_expected = probe_set.n if probe_set is not None else None
         outs = d["output_name"] if "output_name" in d else [None] * table.num_rows
         k_expected = len(outputs_of.get(model, [None]))
-        if manifest["schema"] >= 2 and set(outs) != set(outputs_of.get(model, outs)):
+        if manifest.schema >= 2 and set(outs) != set(outputs_of.get(model, outs)):
             problems.append(f"{rel}: outputs {sorted(set(outs))} are not the model's {outputs_of.get(model)}")
         if len(set(zip(d["probe_id"], outs))) != table.num_rows or (
             n_expected and table.num_rows != n_expected * k_expected
@@ -217,13 +217,13 @@ def verify(db: ReferenceDB) -> dict:
         if bad:
             problems.append(f"{rel}: {bad} of {table.num_rows} outputs fail their digests")
         problems += [f"{rel}: {p}" for p in measured_state_problems(plat, set(d["host"]))]
-    unfinished = sorted(r for r, v in manifest["runs"].items() if not v.get("finished"))
-    unmeasured = {label: missing for label in manifest["platforms"] if (missing := unmeasured_knobs(label))}
+    unfinished = sorted(r for r, v in manifest.runs.items() if not v.finished)
+    unmeasured = {label: missing for label in manifest.platforms if (missing := unmeasured_knobs(label))}
     return {
         "ok": not problems,
         "unmeasured": unmeasured,
         "problems": problems,
-        "schema": manifest["schema"],
+        "schema": manifest.schema,
         "shards": len(db.shards()),
         "rows": rows,
         "unfinished_runs": unfinished,

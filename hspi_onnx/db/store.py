@@ -5,7 +5,7 @@ One shard per (model, probe set, platform, run), one row per (output, probe), se
 place. A build registers its models, probe sets, platforms and run in the manifest *before*
 writing shards, so every shard on disk is described by the manifest whenever the build is
 killed. Manifest updates take an exclusive lock on ``DB/.lock``, so concurrent builds into one
-directory both land. Schema: docs/db.md.
+directory both land; the manifest's records are :mod:`hspi_onnx.db.manifest`. Schema: docs/db.md.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from hspi_onnx.errors import HspiError
+from hspi_onnx.db.manifest import SCHEMA_VERSION, Manifest
+from hspi_onnx.errors import BadManifestError, HspiError
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)  # schema 1: one output per model, no output_name column
 MANIFEST = "manifest.json"
 
 COLUMNS = [
@@ -74,7 +73,7 @@ class ReferenceDB:
             (self.root / "shards").mkdir(parents=True, exist_ok=True)
             with self.locked():
                 if not self.manifest_path.exists():
-                    self._write_manifest(empty_manifest())
+                    self._write_manifest(Manifest())
         elif not self.manifest_path.is_file():
             raise HspiError(f"{str(self.root)!r} is not a reference DB (no {MANIFEST})")
 
@@ -93,23 +92,19 @@ class ReferenceDB:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def manifest(self) -> dict:
+    def manifest(self) -> Manifest:
+        """The manifest as it is on disk now, checked (:class:`BadManifestError` names what is wrong)."""
+        where = f"manifest of {str(self.root)!r}"
         try:
-            data = json.loads(self.manifest_path.read_text("utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise HspiError(f"manifest of {str(self.root)!r} is unreadable ({type(exc).__name__})")
-        if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
-            found = data.get("schema") if isinstance(data, dict) else None
-            raise HspiError(
-                f"manifest of {str(self.root)!r} is schema version {found!r}; this version reads "
-                f"{', '.join(map(str, READABLE_SCHEMAS))}"
-            )
-        return data
+            text = self.manifest_path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadManifestError(f"{where} is unreadable ({type(exc).__name__})") from None
+        return Manifest.from_json(text, where)
 
     @property
     def schema(self) -> int:
         if self._schema is None:
-            self._schema = int(self.manifest()["schema"])
+            self._schema = self.manifest().schema
         return self._schema
 
     def require_writable(self) -> None:
@@ -123,7 +118,7 @@ class ReferenceDB:
     def v1_output_names(self) -> dict[str, str]:
         """Schema 1: model sha256 -> the name of its one stored output (the manifest's ``output``)."""
         if self._v1_names is None:
-            self._v1_names = {sha: str(m.get("output") or "output") for sha, m in self.manifest()["models"].items()}
+            self._v1_names = {sha: m.output or "output" for sha, m in self.manifest().models.items()}
         return self._v1_names
 
     def read_shard(self, path: Path, columns: list[str] | None = None, filters=None):
@@ -144,19 +139,20 @@ class ReferenceDB:
             t = t.append_column("output_name", pa.array([names.get(s, "output") for s in shas], pa.string()))
         return t.select(want)
 
-    def _write_manifest(self, data: dict) -> None:
+    def _write_manifest(self, manifest: Manifest) -> None:
         tmp = self.root / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
+        tmp.write_text(manifest.to_json(), "utf-8")
         os.replace(tmp, self.manifest_path)
-        self._schema, self._v1_names = int(data["schema"]), None
+        self._schema, self._v1_names = manifest.schema, None
 
-    def update(self, change) -> dict:
-        """Apply ``change(manifest)`` under the lock and write the result atomically."""
+    def update(self, change: Callable[[Manifest], object]) -> Manifest:
+        """Apply ``change(manifest)`` (it changes the records in place) under the lock and write
+        the result atomically."""
         with self.locked():
-            data = self.manifest()
-            change(data)
-            self._write_manifest(data)
-            return data
+            manifest = self.manifest()
+            change(manifest)
+            self._write_manifest(manifest)
+            return manifest
 
     # -- shards ---------------------------------------------------------------------------
     def shard_dir(self, model_sha: str, probes_sha: str) -> Path:
@@ -245,15 +241,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def empty_manifest() -> dict:
-    return {
-        "schema": SCHEMA_VERSION,
-        "models": {},
-        "probe_sets": {},
-        "platforms": {},
-        "runs": {},
-        "failures": [],
-        "nondeterministic": [],
-    }

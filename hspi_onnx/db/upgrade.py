@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from hspi_onnx.db.manifest import Manifest
 from hspi_onnx.db.store import SCHEMA_VERSION, ReferenceDB, arrow_schema
 
 
@@ -20,9 +21,9 @@ def upgrade(db: ReferenceDB, on_shard=lambda: None) -> dict:
     import pyarrow.parquet as pq
 
     manifest = db.manifest()
-    if manifest["schema"] == SCHEMA_VERSION:
+    if manifest.schema == SCHEMA_VERSION:
         return {"db": str(db.root), "from": SCHEMA_VERSION, "to": SCHEMA_VERSION, "shards_rewritten": 0}
-    names = {sha: str(m.get("output") or "output") for sha, m in manifest["models"].items()}
+    names = {sha: m.output or "output" for sha, m in manifest.models.items()}
     target = arrow_schema(SCHEMA_VERSION)
     rewritten = 0
     with db.locked():
@@ -42,11 +43,11 @@ def upgrade(db: ReferenceDB, on_shard=lambda: None) -> dict:
                 rewritten += 1
             on_shard()
 
-    def bump(m: dict) -> None:
-        for sha, model in m["models"].items():
-            if "outputs" not in model:
-                model["outputs"] = [{"name": names.get(sha, "output"), "dtype": "", "shape": []}]
-        m["schema"] = SCHEMA_VERSION
+    def bump(m: Manifest) -> None:
+        for sha, model in m.models.items():
+            if model.outputs is None:
+                model.outputs = [{"name": names.get(sha, "output"), "dtype": "", "shape": []}]
+        m.schema = SCHEMA_VERSION
 
     db.update(bump)
-    return {"db": str(db.root), "from": manifest["schema"], "to": SCHEMA_VERSION, "shards_rewritten": rewritten}
+    return {"db": str(db.root), "from": manifest.schema, "to": SCHEMA_VERSION, "shards_rewritten": rewritten}

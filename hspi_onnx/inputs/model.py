@@ -314,10 +314,10 @@ def open_model(path: str | Path) -> ModelInfo:
     )
 
 
-def model_at_hand(entry: dict, sha256: str) -> ModelInfo | None:
-    """The model a DB manifest's ``models`` entry describes, opened from its recorded path or
-    re-exported from the zoo, when its content still hashes to ``sha256``; else None."""
-    for opener, ref in ((open_model, entry.get("path")), (resolve_model, entry.get("zoo"))):
+def model_at_hand(path: str | None, zoo: str | None, sha256: str) -> ModelInfo | None:
+    """The model a DB manifest's ``models`` entry describes, opened from its recorded ``path`` or
+    re-exported from the ``zoo``, when its content still hashes to ``sha256``; else None."""
+    for opener, ref in ((open_model, path), (resolve_model, zoo)):
         if ref and (opener is resolve_model or Path(ref).is_file()):
             try:
                 info = opener(ref)

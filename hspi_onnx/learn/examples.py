@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hspi_onnx.db.dataset import Group
+from hspi_onnx.db.manifest import Manifest
 from hspi_onnx.forms import degrade
 from hspi_onnx.learn.features import NAMES, ieee_bits, row_features
 from hspi_onnx.learn.reference import reference_for
@@ -64,7 +65,7 @@ class Examples:
         )
 
 
-def references(groups: list[Group], manifest: dict, warn=lambda m: None) -> list:
+def references(groups: list[Group], manifest: Manifest, warn=lambda m: None) -> list:
     """The float64 reference of each group (None where there is none)."""
     return [reference_for(manifest, g.model_sha256, g.probes_sha256, g.ids, g.output_name, warn) for g in groups]
 
@@ -72,7 +73,7 @@ def references(groups: list[Group], manifest: dict, warn=lambda m: None) -> list
 def build_examples(
     groups: list[Group],
     form: str,
-    manifest: dict,
+    manifest: Manifest,
     warn=lambda m: None,
     on_platform=lambda: None,
     refs: list | None = None,

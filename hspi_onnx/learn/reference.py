@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hspi_onnx.cache import cache_dir
+from hspi_onnx.db.manifest import Manifest
 from hspi_onnx.errors import HspiError
 from hspi_onnx.safenpz import read_npz, save_npz
 
@@ -25,35 +26,28 @@ def _cache_path(model_sha: str, probes_sha: str) -> Path:
     return cache_dir("reference") / f"{model_sha[:16]}-{probes_sha[:16]}.npz"
 
 
-def recover_inputs(manifest: dict, model_sha: str, probes_sha: str):
+def recover_inputs(manifest: Manifest, model_sha: str, probes_sha: str):
     """(ModelInfo, ProbeSet) matching the DB's hashes, or raise HspiError saying why not."""
     from hspi_onnx.inputs.model import model_at_hand
     from hspi_onnx.inputs.probes import generate
 
-    m = manifest["models"].get(model_sha)
-    p = manifest["probe_sets"].get(probes_sha)
+    m = manifest.models.get(model_sha)
+    p = manifest.probe_sets.get(probes_sha)
     if m is None or p is None:
         raise HspiError("the manifest does not describe this model or probe set")
-    info = model_at_hand(m, model_sha)
+    info = model_at_hand(m.path, m.zoo, model_sha)
     if info is None:
-        raise HspiError(f"model {m.get('name')!r} with sha256 {model_sha[:12]} is not at hand")
+        raise HspiError(f"model {m.name!r} with sha256 {model_sha[:12]} is not at hand")
     try:
-        probes = generate(
-            info,
-            p["kind"],
-            n=int(p["n"]),
-            seed=int(p["seed"]),
-            split=p["split"],
-            dims={str(k): int(v) for k, v in dict(p.get("dims", {})).items()},
-        )
+        probes = generate(info, p.kind, n=p.n, seed=p.seed, split=p.split, dims=dict(p.dims or {}))
     except (HspiError, KeyError, TypeError, ValueError):
         probes = None
     if probes is None or probes.sha256 != probes_sha:
-        raise HspiError(f"probe set {p.get('name')!r} cannot be regenerated (read from a file?)")
+        raise HspiError(f"probe set {p.name!r} cannot be regenerated (read from a file?)")
     return info, probes
 
 
-def float64_outputs(manifest: dict, model_sha: str, probes_sha: str, output: str) -> tuple[np.ndarray, np.ndarray]:
+def float64_outputs(manifest: Manifest, model_sha: str, probes_sha: str, output: str) -> tuple[np.ndarray, np.ndarray]:
     """(probe ids, float64 values of ``output``) of the DB's model on its probe set; every
     output is computed at once and cached."""
     path = _cache_path(model_sha, probes_sha)
@@ -89,7 +83,7 @@ def float64_outputs(manifest: dict, model_sha: str, probes_sha: str, output: str
 
 
 def reference_for(
-    manifest: dict, model_sha: str, probes_sha: str, ids: np.ndarray, output: str, warn=lambda msg: None
+    manifest: Manifest, model_sha: str, probes_sha: str, ids: np.ndarray, output: str, warn=lambda msg: None
 ) -> np.ndarray | None:
     """float64 values of ``output`` for ``ids`` or None (with a warning) when they cannot be computed."""
     try:

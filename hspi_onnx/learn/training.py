@@ -63,12 +63,12 @@ def fit_and_save(
         clf.save(output)
         classes = {t: len(m.classes) for t, m in clf.targets.items()}
     else:
-        from hspi_onnx.learn.baseline import save_svm_bits, train_svm_bits
+        from hspi_onnx.learn.baseline import train_svm_bits
 
         bundle = train_svm_bits(ex, targets or None, queries, seed, on_target=done)
-        bundle["meta"] |= {"db": str(db.root), "db_digest": db_digest(db)}
-        save_svm_bits(bundle, output)
-        classes = {t: len(m.classes) for t, m in bundle["targets"].items()}
+        bundle.db, bundle.db_digest = str(db.root), db_digest(db)
+        bundle.save(output)
+        classes = {t: len(m.classes) for t, m in bundle.targets.items()}
     seconds = time.perf_counter() - t0
     return {
         "output": str(output),

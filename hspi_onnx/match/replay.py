@@ -68,9 +68,9 @@ def resolve_replay_model(db: ReferenceDB, suspect: Suspect, model: str | None) -
 
     if model:
         return resolve_model(model)
-    models = db.manifest().get("models", {}) if db.manifest_path.is_file() else {}
+    models = db.manifest().models if db.manifest_path.is_file() else {}
     if suspect.model:
-        wanted = {sha: m for sha, m in models.items() if suspect.model in (sha, m.get("name"))}
+        wanted = {sha: m for sha, m in models.items() if suspect.model in (sha, m.name)}
     else:
         wanted = models
     if len(wanted) != 1:
@@ -81,10 +81,10 @@ def resolve_replay_model(db: ReferenceDB, suspect: Suspect, model: str | None) -
             + ("the suspect names none and the DB holds " + (f"{len(models)} models" if models else "none"))
         )
     sha, m = next(iter(wanted.items()))
-    info = model_at_hand(m, sha)
+    info = model_at_hand(m.path, m.zoo, sha)
     if info is not None:
         return info
-    raise HspiError(f"model {m.get('name')!r} (sha256 {sha[:12]}) of the DB is not at hand: give it with --model")
+    raise HspiError(f"model {m.name!r} (sha256 {sha[:12]}) of the DB is not at hand: give it with --model")
 
 
 def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: list[str] | None) -> ReplayPlan:

@@ -67,11 +67,10 @@ def collect(
         exact = summarise(per_query, kind)
     rule_out_classes(exact, outs, suspect.ids)
     stats = statistical(classifier, db, res, suspect, warn) if classifier is not None else None
-    manifest = db.manifest()
     flagged = {
-        e["platform"]
-        for e in manifest.get("batch_dependent", [])
-        if e.get("model_sha256") == res.group.model_sha256 and e.get("probes_sha256") == res.group.probes_sha256
+        e.platform
+        for e in db.manifest().batch_dependent or []
+        if e.model_sha256 == res.group.model_sha256 and e.probes_sha256 == res.group.probes_sha256
     }
     return Evidence(
         summary,
