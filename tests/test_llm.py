@@ -121,3 +121,59 @@ def test_classes_and_where_pairs_part(built):
     pairs = {(p["a"], p["b"]): p for p in group["pairs"]}
     assert len(pairs) == len(group["classes"]) * (len(group["classes"]) - 1) // 2
     assert all(p["first_position"] is not None and p["n_probes"] == 2 for p in pairs.values())
+
+
+def _suspect_from(db_path, label_part: str, tmp_path, k: int, digits, name="s.jsonl"):
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.match.generation import as_query, generation_outputs, write_generation
+
+    db = ReferenceDB(db_path)
+    m = db.manifest()
+    ((msha, model),) = m.models.items()
+    ((psha, probes),) = m.probe_sets.items()
+    data = generation_outputs(db, msha, psha, [0, 1])
+    (label,) = [lab for lab in data if label_part in lab]
+    queries = [as_query({n: v[i] for n, v in data[label].items()}, k, i, 16, digits) for i in range(2)]
+    return write_generation(tmp_path / name, probes.name, queries, model.name), label
+
+
+def test_one_request_with_rounded_top5_identifies_its_class(built, tmp_path):
+    path, label = _suspect_from(built, "fa=on", tmp_path, 5, 4)
+    proc = hspi("match", path, "--db", built, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "identified" and report["evidence"] == "top_logprobs"
+    assert [p for c in report["classes"] for p in c["platforms"]] == [label]
+    ok = hspi("verify", path, "--db", built, "--claim", "runtime=llamacpp,fa=on", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "CONSISTENT"
+    bad = hspi("verify", path, "--db", built, "--claim", "runtime=transformers", "--json")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["status"] == "INCONSISTENT"
+
+
+def test_text_alone_leaves_the_classes_with_the_same_text(built, tmp_path):
+    path, label = _suspect_from(built, "fa=off", tmp_path, 0, None)
+    proc = hspi("match", path, "--db", built, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["evidence"] == "text" and label in [p for c in report["classes"] for p in c["platforms"]]
+
+
+def test_raw_generation_from_hspi_run_matches_exactly(built, tmp_path):
+    out = tmp_path / "run.npz"
+    proc = hspi(
+        "run", "smollm2", "-p", "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,threads=1,*", "-n", "2", "-o", out, "-q"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = hspi("match", out, "--db", built, "--json")
+    assert m.returncode == 0, m.stderr
+    report = json.loads(m.stdout)
+    assert report["verdict"]["status"] == "identified (exact)"
+
+
+def test_classes_report_the_one_request_table(built):
+    proc = hspi("db", "classes", "--db", built, "--json")
+    (group,) = json.loads(proc.stdout)
+    table = group["one_request"]
+    assert table["modes"] == ["text", "top5", "top5@4dp", "top5@2dp"] and table["tokens"] == 16
+    # every digit of the top-5 log-probabilities: each class is alone on every chat
+    assert all(row["top5"] == table["n_probes"] for row in table["rows"])

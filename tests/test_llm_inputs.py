@@ -184,3 +184,51 @@ def test_generation_spec_refuses_bad_metadata():
     for change in ({"top_k": 50}, {"stop": [99]}, {"layers": "many"}, {"new_tokens": 0}):
         with pytest.raises(BadModelError, match="hspi.generation"):
             GenerationSpec.from_dict(good | change)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"probe_set": "x", "probe_id": 0, "tokens": [1]}, "not a hspi-generation/1 record"),
+        ({"probe_id": 0, "tokens": [1]}, "probe_set"),
+        ({"probe_set": "x", "probe_id": -1, "tokens": [1]}, "probe_id"),
+        ({"probe_set": "x", "probe_id": 0, "tokens": []}, "tokens"),
+        ({"probe_set": "x", "probe_id": 0, "tokens": [1, True]}, "tokens"),
+        ({"probe_set": "x", "probe_id": 0, "tokens": [1], "top_logprobs": [[[1, 0.5]]]}, "not a log-probability"),
+        ({"probe_set": "x", "probe_id": 0, "tokens": [1], "top_logprobs": [[[1, "x"]]]}, "not a number"),
+        ({"probe_set": "x", "probe_id": 0, "tokens": [1, 2], "top_logprobs": [[[1, -0.5]]]}, "one list per"),
+        ({"probe_set": "x", "probe_id": 0, "tokens": [1], "top_logprobs": [[[1, -0.5]] * 21]}, "1 to 20"),
+    ],
+)
+def test_bad_generation_suspects_are_one_clear_error(tmp_path, doc, message):
+    from hspi_onnx.match.generation import GENERATION_FORMAT, read_generation
+    from hspi_onnx.match.suspect import BadSuspectError
+
+    if not message.startswith("not a hspi"):
+        doc = {"format": GENERATION_FORMAT} | doc
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps(doc) + "\n")
+    with pytest.raises(BadSuspectError, match=message):
+        read_generation(path)
+
+
+def test_printed_logprobs_keep_their_rounding_interval(tmp_path):
+    from hspi_onnx.match.generation import GenerationQuery, consistent, read_generation, write_generation
+
+    lp = np.array([[-0.123456789, -2.5]], dtype=np.float32)
+    q = GenerationQuery(0, np.array([7]), np.array([[7, 3]]), np.round(lp.astype(np.float64), 3), np.full((1, 2), 5e-4))
+    back = read_generation(write_generation(tmp_path / "g.jsonl", "set", [q])).queries[0]
+    assert back.tolerance.tolist() == [[5e-4, 5e-4]] and back.logprobs.tolist() == [[-0.123, -2.5]]
+    tokens, ids = np.array([7, 9], dtype=np.int32), np.array([[7, 3, 1], [9, 1, 2]], dtype=np.int32)
+    full = np.vstack([lp.reshape(1, 2), [[-0.1, -3.0]]]).astype(np.float32)
+    full = np.hstack([full, np.full((2, 1), -9, np.float32)])
+    assert consistent(back, tokens, ids, full)
+    moved = full.copy()
+    moved[0, 0] = -0.1236  # outside -0.123 +- 0.0005
+    assert not consistent(back, tokens, ids, moved)
+    exact = GenerationQuery(0, np.array([7]), np.array([[7]]), lp[:, :1].astype(np.float64), np.zeros((1, 1)))
+    back = read_generation(write_generation(tmp_path / "e.jsonl", "set", [exact])).queries[0]
+    assert back.tolerance.tolist() == [[0.0]] and consistent(back, tokens, ids, full)
+    nudged = full.copy()
+    nudged[0, 0] = np.nextafter(nudged[0, 0], np.float32(0))  # one float32 ulp away
+    assert not consistent(back, tokens, ids, nudged)

@@ -279,10 +279,10 @@ def info(db: DbOpt, as_json: JsonOpt = False) -> None:
 @app.command("classes")
 def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Equivalence classes (bit-identical platforms) and how often pairs of classes differ."""
-    from hspi_onnx.db.report import classes as db_classes
     from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.match.generation import classes_report
 
-    report = db_classes(ReferenceDB(db))
+    report = classes_report(ReferenceDB(db))
     if as_json:
         emit_json(report)
         return
@@ -324,6 +324,17 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
                     f"{p['probes_with_other_text']}/{p['n_probes']}",
                 )
             out.print(pairs)
+        if "one_request" in g:
+            t = g["one_request"]
+            ident = Table(
+                "class",
+                *t["modes"],
+                title=f"{g['model']}: chats (of {t['n_probes']}) on which ONE request of {t['tokens']} tokens "
+                "identifies the class (text alone; top log-probabilities with every digit, or rounded)",
+            )
+            for row in t["rows"]:
+                ident.add_row(str(row["class"]), *(f"{row[m]}/{t['n_probes']}" for m in t["modes"]))
+            out.print(ident)
 
 
 @app.command("verify")

@@ -101,6 +101,34 @@ def _replay(suspect, db: Path, model: str | None, platforms: list[str] | None, q
     return replayed_suspect(suspect, plan), plan
 
 
+def _generation_report(suspect: Path, db: Path, classifier: Path | None, replay: bool) -> dict | None:
+    """The match report of a language-model suspect (``hspi-generation/1``), None for the others."""
+    from hspi_onnx.match.generation import is_generation_file
+
+    if not is_generation_file(suspect):
+        return None
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.match.generation import match_generation, read_generation
+
+    if classifier or replay:
+        raise HspiError("an hspi-generation/1 suspect is matched exactly; --classifier and --replay do not apply")
+    return match_generation(ReferenceDB(db), read_generation(suspect))
+
+
+def print_generation(report: dict) -> None:
+    out = console()
+    out.print(
+        f"suspect {report['suspect']}: {report['queries']} chats, {report['tokens']} generated tokens "
+        f"({report['evidence']}), model {report['model']}, probe set {report['probes']}"
+    )
+    out.print(f"verdict: {report['verdict']} ({len(report['classes'])} of the DB's classes fit)")
+    for c in report["classes"]:
+        out.print(f"  class {c['id']}:")
+        for label in c["platforms"]:
+            out.print(f"    {label}")
+
+
 def match_cmd(
     suspect: SuspectArg,
     db: DbOpt,
@@ -113,6 +141,10 @@ def match_cmd(
 ) -> None:
     """Which platform produced SUSPECT: exact digest lookup first, the classifier second.
     With --replay, on the inputs the suspect carries instead of a DB probe set."""
+    generation = _generation_report(suspect, db, classifier, replay)
+    if generation is not None:
+        emit_json(generation) if as_json else print_generation(generation)
+        return
     report, _, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
     if as_json:
         emit_json(_with_replay(report.as_dict(), plan))
@@ -135,6 +167,17 @@ def verify_cmd(
     from hspi_onnx.match.claims import parse_claim, verify
 
     wanted = parse_claim(claim)
+    generation = _generation_report(suspect, db, classifier, replay)
+    if generation is not None:
+        from hspi_onnx.match.generation import verify_generation
+
+        result = verify_generation(generation, wanted)
+        if as_json:
+            emit_json({**result, "match": generation})
+        else:
+            print_generation(generation)
+            console().print(f"claim {claim}: {result['status']} ({result['reason']})")
+        raise typer.Exit({"CONSISTENT": 0, "INCONSISTENT": 1}.get(result["status"], 3))
     report, platforms_, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
     result = verify(report, wanted, platforms_)
     if as_json:

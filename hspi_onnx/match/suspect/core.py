@@ -127,7 +127,8 @@ def _check_values(path: Path, values: np.ndarray | None, index: np.ndarray | Non
     if values is not None:
         if len(values) != n or values.ndim < 2:
             _fail(path, f"outputs have shape {tuple(values.shape)}, expected ({n}, ...) for {n} probe ids")
-        if str(values.dtype) not in FLOAT_DTYPES:
+        if str(values.dtype) not in FLOAT_DTYPES and not (form == "raw" and str(values.dtype) in ("int32", "int64")):
+            # integers only as raw outputs: a language model's generated and top-k token ids
             _fail(path, f"outputs have dtype {values.dtype}; expected a float dtype")
         # NaN and Inf are kept: an fp16 overflow to inf is evidence of the precision
     if index is not None:
