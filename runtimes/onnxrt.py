@@ -21,7 +21,7 @@ import numpy as np
 
 from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.graph.prepared import Recipe, first_line, prepared_graph
+from hspi_onnx.graph.prepared import Recipe, first_line, prepared_source
 from hspi_onnx.host import cpu_device, dist_version, gpu_device, gpu_names
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
@@ -119,7 +119,7 @@ class OnnxRuntimeAdapter(Adapter):
             if key.startswith("session."):
                 opts.add_session_config_entry(key, str(value))
         opts.log_severity_level = 3
-        data = prepared_graph(model, recipe_of(platform))
+        data = prepared_source(model, recipe_of(platform))
         providers = ["CPUExecutionProvider"]
         ep = platform.knob.get("ep")
         if ep:

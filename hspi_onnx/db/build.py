@@ -30,6 +30,9 @@ from hspi_onnx.run.contract import PlatformRunner
 from hspi_onnx.run.runner import Runner, failure_reason
 
 REPEAT_SAMPLE = 16
+# a language model's probe is a whole generation (prefill plus a decode step per token): one is
+# re-run, which on the 8 built-in chats is 1/8 more compute instead of all of it again
+GENERATION_REPEAT_SAMPLE = 1
 
 
 @dataclass
@@ -143,6 +146,8 @@ def build(
             return build(db, model, probes, patterns, on_event, repeat_sample, extra, own, plan)
     db.require_writable()
     probes = probes.bind(model)
+    if model.generation is not None:
+        repeat_sample = min(repeat_sample, GENERATION_REPEAT_SAMPLE)
     if plan is None:
         plan = selected_variants(model, calibration_kind(model, probes.kind), patterns, extra)
     todo = [(a, p) for a, p in plan if not db.existing_shards(model.sha256, probes.sha256, str(p))]

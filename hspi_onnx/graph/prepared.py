@@ -23,6 +23,7 @@ import numpy as np
 from hspi_onnx.cache import atomic_write_bytes, cache_dir
 from hspi_onnx.errors import UnsupportedError
 from hspi_onnx.graph.lowprec import HALF_PRECISIONS, to_half
+from hspi_onnx.inputs.onnxfile import sha256_file
 
 CALIBRATION_PROBES = 32
 QUANT_RECIPES = ("dynamic", "qdq", "qdq-sym")
@@ -66,6 +67,16 @@ def _quantizer_version() -> str:
     from hspi_onnx.host import dist_version
 
     return (dist_version("onnxruntime") or dist_version("onnxruntime-gpu") or "0").replace("+", "-")
+
+
+def prepared_source(model, recipe: Recipe) -> str | bytes:
+    """What a runtime that reads ONNX files or bytes loads for ``recipe``: for fp32 the model's own
+    file when it still hashes to the model's sha256 (no parse, check and re-serialization of a
+    large model in the worker: the file was checked when the model was opened), else the bytes
+    of :func:`prepared_graph`."""
+    if recipe.precision == "fp32" and sha256_file(model.path) == model.sha256:
+        return str(model.path)
+    return prepared_graph(model, recipe)
 
 
 def prepared_graph(model, recipe: Recipe) -> bytes:

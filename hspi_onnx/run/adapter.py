@@ -209,10 +209,32 @@ def load_adapter(name: str, entry_point: str = "") -> Adapter:
     return registry()[name]
 
 
-def available_variants(model: ModelInfo, probe_kind: str, extra: bool = False) -> list[tuple[Adapter, Platform]]:
-    """Every available (adapter, platform); with ``extra`` the opt-in variants too (instruction-set caps, torch.compile)."""
+def _runtime_globs(patterns: list[str] | None) -> list[str] | None:
+    """The runtime segment of each label glob (before ``@`` or ``/``); None when any may match
+    every runtime (no patterns, or one whose runtime segment is itself a wildcard)."""
+    if not patterns:
+        return None
     out = []
-    for adapter in registry().values():
+    for pattern in patterns:
+        runtime = pattern.split("/", 1)[0].split("@", 1)[0]
+        if not runtime or runtime == "*":
+            return None
+        out.append(runtime)
+    return out
+
+
+def available_variants(
+    model: ModelInfo, probe_kind: str, extra: bool = False, runtimes: list[str] | None = None
+) -> list[tuple[Adapter, Platform]]:
+    """Every available (adapter, platform); with ``extra`` the opt-in variants too (instruction-set
+    caps, torch.compile); with ``runtimes`` (globs of the runtime name) only those adapters are
+    asked, so the others are not even imported."""
+    import fnmatch
+
+    out = []
+    for name, adapter in registry().items():
+        if runtimes is not None and not any(fnmatch.fnmatchcase(name, g) for g in runtimes):
+            continue
         if adapter.available().ok and adapter.serves(model):
             out += [(adapter, p) for p in adapter.variants(model, probe_kind)]
             if extra:
@@ -227,7 +249,7 @@ def selected_variants(
     an empty match is an error naming close labels."""
     from hspi_onnx.labels import select
 
-    pairs = available_variants(model, probe_kind, extra)
+    pairs = available_variants(model, probe_kind, extra, _runtime_globs(patterns))
     try:
         chosen = set(select([p for _, p in pairs], patterns))
     except UnknownPlatformError:
