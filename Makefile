@@ -21,7 +21,7 @@ demo: $(STAMP)
 survey: $(STAMP)
 	$(BIN)/hspi survey
 
-# Lint and format check (ruff) and type checks (mypy on the typed modules; both configured in pyproject.toml), then
+# Lint and format check (ruff) and type checks (mypy on the whole library; both configured in pyproject.toml), then
 # the test suite; pytest's exit code 5 (no tests collected) counts as a failure.
 test: $(STAMP)
 	$(BIN)/ruff check hspi_onnx runtimes models tests bench

@@ -11,6 +11,7 @@ log-probabilities are the suspect.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def build_db(cfg: DemoConfig, on_event) -> tuple:
             info,
             probes,
             (cfg.platforms or {}).get(name),
-            on_event=lambda kind, data, m=name: on_event(m, kind, data),
+            on_event=functools.partial(on_event, name),
         )
         built.append((info, probes, summary))
     return db, built

@@ -20,7 +20,7 @@ _ARM_LEVELS = [("sve", {"sve"}), ("neon", {"asimd"})]
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:

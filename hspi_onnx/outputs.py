@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -148,13 +150,16 @@ def output_arrays(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_outputs(arrays: dict[str, np.ndarray], meta: dict, fail) -> tuple[dict[str, np.ndarray], bool]:
+def read_outputs(
+    arrays: dict[str, np.ndarray], meta: dict, fail: Callable[[str], NoReturn]
+) -> tuple[dict[str, np.ndarray], bool]:
     """(name -> outputs decoded to their dtype, whether digests were present and checked) from
     the members :func:`output_arrays` wrote (or the single ``outputs``/``digests`` pair of
     ``hspi-run/1`` files, whose output is named by ``meta["output"]`` or left unnamed: "")."""
+    entries: list | None  # meta's list of {"name", "dtype"}, checked below
     if "outputs" in arrays:
         entries = [{"name": str(meta.get("output", "")), "dtype": str(meta.get("dtype", arrays["outputs"].dtype))}]
-        raw = {0: (arrays["outputs"], arrays.get("digests"))}
+        raw: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {0: (arrays["outputs"], arrays.get("digests"))}
     else:
         entries = meta.get("outputs")
         if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_OUTPUTS:
@@ -195,7 +200,7 @@ def load_run(path: str | Path) -> RunResult:
         path, {"ids"}, "output file", optional=frozenset({"outputs", "digests"}), pattern=OUTPUT_MEMBERS
     )
 
-    def fail(msg: str):
+    def fail(msg: str) -> NoReturn:
         raise HspiError(f"output file {str(path)!r} {msg}")
 
     outputs, checked = read_outputs(arrays, meta, fail)

@@ -16,6 +16,7 @@ import re
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def save_npz(path: str | Path, meta: dict, **arrays: np.ndarray) -> Path:
     path = Path(path)
     record = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, meta=record, **arrays)
+    np.savez(buf, meta=record, **cast(dict[str, Any], arrays))  # numpy's stub fears an allow_pickle among them
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.getvalue())
     return path
@@ -95,7 +96,7 @@ def read_npz(
     path = Path(path)
     name = f"{what} {str(path)!r}"
 
-    def fail(msg: str):
+    def fail(msg: str) -> NoReturn:
         raise error(f"{name}: {msg}")
 
     if not path.is_file():

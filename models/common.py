@@ -15,6 +15,7 @@ def randomize_batchnorm(module: nn.Module, gen: torch.Generator) -> None:
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             c = m.num_features
+            assert m.running_mean is not None and m.running_var is not None  # track_running_stats (the default)
             with torch.no_grad():
                 m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)

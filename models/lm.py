@@ -9,6 +9,8 @@ from torch import nn
 
 
 class Block(nn.Module):
+    mask: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, d: int, heads: int, ctx: int) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, d // heads

@@ -345,7 +345,7 @@ def export_onnx(out: Path) -> Path:
         torch.onnx.export(
             module,
             (ids, past, past.clone()),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
             input_names=["input_ids", "past_key", "past_value"],
             output_names=["logits", "present_key", "present_value"],
             opset_version=OPSET,

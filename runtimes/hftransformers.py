@@ -32,7 +32,8 @@ PINS = {"flush_denormal": False, "float32_matmul_precision": "highest", "mkldnn"
 
 class _Stepper:
     def __init__(self, model) -> None:
-        self.model, self.cache = model, None
+        self.model = model
+        self.cache: object | None = None  # the sequence's DynamicCache, set by start()
 
     def _forward(self, ids) -> np.ndarray:
         import torch

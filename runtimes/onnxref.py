@@ -67,7 +67,7 @@ class OnnxReferenceAdapter(Adapter):
         if platform.precision not in PRECISIONS:
             raise UnsupportedError(f"onnxref adapter has no precision {platform.precision!r}")
         proto = model.load()
-        dtype = np.float32
+        dtype: type[np.floating] = np.float32
         if platform.precision == "fp64":
             proto, dtype = to_float64(proto), np.float64
         try:

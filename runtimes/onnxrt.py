@@ -48,8 +48,9 @@ class OnnxRuntimeAdapter(Adapter):
     summary = "ONNX Runtime: CPU execution provider; CUDA and TensorRT providers with onnxruntime-gpu"
     pins = {"session.set_denormal_as_zero": "0", "session.intra_op.allow_spinning": "0", "inter_op_threads": 1}
 
+    # labels carry the version of whichever build is installed
     @functools.cached_property
-    def distribution(self) -> str:  # labels carry the version of whichever build is installed
+    def distribution(self) -> str:  # type: ignore[override]  # cached_property is writable; mypy calls it read-only
         return "onnxruntime-gpu" if dist_version("onnxruntime-gpu") else "onnxruntime"
 
     def check(self) -> Availability:
@@ -120,7 +121,7 @@ class OnnxRuntimeAdapter(Adapter):
                 opts.add_session_config_entry(key, str(value))
         opts.log_severity_level = 3
         data = prepared_source(model, recipe_of(platform))
-        providers = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict]] = ["CPUExecutionProvider"]  # names, or (name, options)
         ep = platform.knob.get("ep")
         if ep:
             opts.intra_op_num_threads = 1
@@ -161,6 +162,7 @@ def _generation_session(sess, model: ModelInfo) -> GenerationSession:
     """A language model's decoder under the shared decode loop; the cache stays float32 at the
     graph's inputs and outputs whatever the precision inside."""
     spec = model.generation
+    assert spec is not None  # only a language model (model.generation set) comes here
     names = ["logits", "present_key", "present_value"]
 
     def run(ids, key, value):

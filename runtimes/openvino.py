@@ -221,6 +221,7 @@ def _generation_session(compiled, model: ModelInfo) -> GenerationSession:
         return np.zeros(shape, dtype=np.float32)
 
     spec = model.generation
+    assert spec is not None  # only a language model (model.generation set) comes here
     return GenerationSession(OnnxDecoder(run, spec, empty), spec, native=compiled)
 
 

@@ -116,6 +116,7 @@ def _generation_session(module, model: ModelInfo, dtype) -> GenerationSession:
         return torch.zeros(shape, dtype=dtype)
 
     spec = model.generation
+    assert spec is not None  # only a language model (model.generation set) comes here
     return GenerationSession(OnnxDecoder(run, spec, empty, to_numpy), spec, native=module)
 
 

@@ -129,7 +129,7 @@ class TensorRtAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         import torch
 
-        precisions = [("fp32", {}), ("tf32", {}), ("fp16", {})]
+        precisions: list[tuple[str, dict]] = [("fp32", {}), ("tf32", {}), ("fp16", {})]
         precisions += [("bf16", {})] if torch.cuda.is_bf16_supported() else []
         precisions += [("int8", {"quant": "qdq-sym", "calib": probe_kind})]
         return self.grid(gpu_device(), precisions, bs=batch_sizes(model))

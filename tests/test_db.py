@@ -257,3 +257,32 @@ def test_batch_dependent_platforms_are_recorded_and_explained(tmp_path, zoo):
     assert rep.evidence.batch_dependent == summary.batch_dependent
     assert str(plat) not in rep.verdict.platforms
     assert any("depending on what shares its batch" in line for line in rep.verdict.evidence)
+
+
+def test_load_groups_skips_a_shard_without_the_chosen_output():
+    """A shard whose model the manifest does not list, asked for an output it lacks, is skipped
+    like an empty shard (it once left an empty group behind: KeyError)."""
+    from hspi_onnx.db.dataset import load_groups
+    from hspi_onnx.errors import HspiError
+
+    class Manifest:
+        def output_names(self, sha):
+            return []
+
+    class DB:
+        schema, root = 2, "db"
+
+        def manifest(self):
+            return Manifest()
+
+        def shards(self):
+            return ["shard"]
+
+        def read_shard(self, path, columns, filters=None):
+            if filters is None:
+                cols = {"model_sha256": "m", "model_name": "mod", "probes_sha256": "p", "probes_name": "pn"}
+                return pa.table({**{k: [v] for k, v in cols.items()}, "platform": ["plat"]})
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+
+    with pytest.raises(HspiError, match="holds no outputs of mod"):
+        load_groups(DB(), models=["mod"], output="absent")

@@ -384,6 +384,10 @@ def test_huge_kserve_shape_is_refused(env, tmp_path):
             b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "raw", "dtype": "float16", "queries": [{"probe_id": 0, "values": [1e6]}]}',
             "overflow float16",
         ),
+        (  # an unhashable dtype: refused, not a TypeError from the set lookup
+            b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "raw", "dtype": [], "queries": [{"probe_id": 0, "values": [1]}]}',
+            "form raw needs dtype",
+        ),
         (
             b'{"format": "hspi-suspect/1", "probe_set": "noise-s0-n24", "form": "argmax", "queries": [{"probe_id": 1, "index": [2]}, {"probe_id": 1, "index": [3]}]}',
             "duplicate probe ids",

@@ -39,6 +39,8 @@ from hspi_onnx.errors import HspiError
 from hspi_onnx.forms import top_indices
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.inputs.probes import BORDER_KIND, ProbeSet, generate
+from hspi_onnx.labels import Platform
+from hspi_onnx.run.adapter import Adapter, Session
 from hspi_onnx.run.runner import batches
 
 MAX_BISECT = 60  # halvings of the segment: float32 points stop changing well before
@@ -51,9 +53,9 @@ class Rep:
     key: str  # the class key (its platforms joined by " | ")
     label: str  # the platform that runs it
     bs: int
-    adapter: object = None
-    platform: object = None
-    session: object = None
+    adapter: Adapter
+    platform: Platform
+    session: Session | None = None  # open while open_sessions() runs
     calls: int = 0
 
     def labels(self, model: ModelInfo, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -61,6 +63,7 @@ class Rep:
         ``bs`` exactly as a build runs them (the last batch wraps around)."""
         n = len(next(iter(feeds.values())))
         out = np.empty(n, dtype=np.int64)
+        assert self.session is not None  # called inside open_sessions()
         for idx in batches(n, self.bs):
             got = self.session.run({k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()})
             self.calls += 1
@@ -173,6 +176,7 @@ class Reference:
         row = out.reshape(1, -1)
         margin = row[0, top2[0]] - row[0, top2[1]]
         margin.backward()
+        assert x.grad is not None  # backward() filled it
         return row.detach().numpy()[0].astype(np.float64), x.grad.detach().numpy()
 
 

@@ -9,6 +9,7 @@ a class stays consistent while every answer equals its label.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -68,4 +69,5 @@ def label_table(db, probes) -> tuple[list[str], np.ndarray]:
         raise HspiError(f"the DB lacks probe {missing[0]} of {probes.name} ({len(missing)} missing)")
     rows = [pos[int(p)] for p in probes.ids]
     platforms = list(g.platforms)
-    return platforms, np.stack([degrade(g.outputs[p], "argmax").index[rows, 0] for p in platforms], axis=1)
+    top1 = [cast(np.ndarray, degrade(g.outputs[p], "argmax").index)[rows, 0] for p in platforms]  # argmax: indices
+    return platforms, np.stack(top1, axis=1)

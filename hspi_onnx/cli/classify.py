@@ -32,10 +32,10 @@ def train(
     output: Annotated[
         Path, typer.Option("-o", "--output", metavar="PATH", help="Classifier directory to write.", show_default=False)
     ],
-    form: Annotated[Form, typer.Option("--form", help="Output form the suspects will have.")] = Form.raw,
+    form: Annotated[Form, typer.Option("--form", help="Output form the suspects will have.")] = Form("raw"),
     method: Annotated[
         Method, typer.Option("--method", help="catboost (ours) or svm-bits (the paper's baseline).")
-    ] = Method.catboost,
+    ] = Method("catboost"),
     queries: Annotated[
         int,
         typer.Option("--queries", min=1, help="svm-bits only: queries per example (the baseline is fitted for one n)."),

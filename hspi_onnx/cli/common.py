@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,9 +22,14 @@ from hspi_onnx.choices import cli_choices
 
 # choices built from the library's enums (hspi_onnx/choices.py): the forms a classifier learns
 # from (every form but the LM's logprobs), the methods, the evaluation protocols
-Form = cli_choices("Form", [f for f in choices.Form if f is not choices.Form.LOGPROBS])
-Method = cli_choices("Method", choices.Method)
-Protocol = cli_choices("Protocol", choices.EvalProtocol)
+if TYPE_CHECKING:  # built at run time, so to mypy each is an Enum (members looked up by name)
+    Form = Enum
+    Method = Enum
+    Protocol = Enum
+else:
+    Form = cli_choices("Form", [f for f in choices.Form if f is not choices.Form.LOGPROBS])
+    Method = cli_choices("Method", choices.Method)
+    Protocol = cli_choices("Protocol", choices.EvalProtocol)
 
 
 class ProbeKind(str, Enum):

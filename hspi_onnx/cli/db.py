@@ -134,10 +134,12 @@ def build(
             from hspi_onnx.query.remote import RemoteRunner
 
             for url in remote:
-                runner = stack.enter_context(RemoteRunner(url, authorization(auth_env)))
-                label, _ = runner.served(info)
+                remote_runner = stack.enter_context(RemoteRunner(url, authorization(auth_env)))
+                label, _ = remote_runner.served(info)
                 summaries.append(
-                    build_with_bars(ref, info, probe_set, None, extra, runner, quiet, as_json, out, [(None, label)])
+                    build_with_bars(
+                        ref, info, probe_set, None, extra, remote_runner, quiet, as_json, out, [(None, label)]
+                    )
                 )
         else:
             runner = stack.enter_context(Runner(in_process=in_process))

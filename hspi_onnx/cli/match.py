@@ -171,13 +171,13 @@ def verify_cmd(
     if generation is not None:
         from hspi_onnx.match.generation import verify_generation
 
-        result = verify_generation(generation, wanted)
+        checked = verify_generation(generation, wanted)
         if as_json:
-            emit_json({**result, "match": generation})
+            emit_json({**checked, "match": generation})
         else:
             print_generation(generation)
-            console().print(f"claim {claim}: {result['status']} ({result['reason']})")
-        raise typer.Exit({"CONSISTENT": 0, "INCONSISTENT": 1}.get(result["status"], 3))
+            console().print(f"claim {claim}: {checked['status']} ({checked['reason']})")
+        raise typer.Exit({"CONSISTENT": 0, "INCONSISTENT": 1}.get(checked["status"], 3))
     report, platforms_, plan = run_match(suspect, db, classifier, quiet or as_json, replay, model, platforms)
     result = verify(report, wanted, platforms_)
     if as_json:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
 
 from .common import ExtraOpt, JsonOpt, KindOpt, ModelArg, PlatformsOpt, console, emit_json
 
 app = typer.Typer(help="Runtime adapters: availability and platform variants.", no_args_is_help=True)
+
+
+class RuntimeRow(TypedDict):
+    """One adapter in ``hspi runtimes list`` (what ``--json`` prints)."""
+
+    runtime: str
+    version: str
+    available: bool
+    reason: str
+    variants: int
+    summary: str
+    not_here: dict[str, str]  # what it offers elsewhere but not here, with why
 
 
 @app.command("list")
@@ -22,7 +34,7 @@ def list_runtimes(
     from hspi_onnx.run.adapter import registry
 
     info = resolve_model(model)
-    rows = []
+    rows: list[RuntimeRow] = []
     for name, adapter in registry().items():
         status = adapter.available()
         count = len(adapter.variants(info, default_kind(info))) if status.ok and adapter.serves(info) else 0

@@ -99,7 +99,7 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None, output: str | 
         if models and first["model_name"] not in models and first["model_sha256"] not in models:
             continue
         key = (first["model_sha256"], first["probes_sha256"])
-        if first["platform"] in per[key]:
+        if first["platform"] in per.get(key, {}):
             continue  # another run of the same platform: db verify / merge judge agreement
         has = manifest.output_names(key[0])
         out_name = (
@@ -119,6 +119,7 @@ def load_groups(db: ReferenceDB, models: list[str] | None = None, output: str | 
         shared = None
         for ids, _ in runs.values():
             shared = ids if shared is None else np.intersect1d(shared, ids)
+        assert shared is not None  # a key enters per with its first run
         g = Group(key[0], names[key][0], key[1], names[key][1], shared, output_name=names[key][2])
         for label, (ids, out) in runs.items():
             g.outputs[label] = out[np.isin(ids, shared)]

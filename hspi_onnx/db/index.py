@@ -88,7 +88,7 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     labels: dict[str, int] = {}
     groups: dict[tuple[str, str], int] = {}
     ginfo: list[IndexGroup] = []
-    parts = {k: [] for k in ARRAYS}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
     ids_of: dict[int, set[int]] = {}
     labels_of: dict[int, set[str]] = {}
     for path in db.shards():
@@ -167,17 +167,17 @@ def build_index(db: ReferenceDB, on_shard=lambda: None) -> None:
     order = np.lexsort((arrays["platform"], arrays["output"], arrays["probe"], arrays["group"], arrays["digest"]))
     arrays = {k: v[order] for k, v in arrays.items()}
     same = np.ones(len(order), dtype=bool)
-    for k in ARRAYS:
-        same[1:] &= arrays[k][1:] == arrays[k][:-1]
+    for col in ARRAYS:
+        same[1:] &= arrays[col][1:] == arrays[col][:-1]
     same[0] = False
     arrays = {k: v[~same] for k, v in arrays.items()}
     out = _dir(db)
     out.mkdir(exist_ok=True)
     tag = f"{os.getpid()}"
-    for k, v in arrays.items():
-        tmp = out / f".{k}.{tag}.npy"
+    for col, v in arrays.items():
+        tmp = out / f".{col}.{tag}.npy"
         np.save(tmp, v, allow_pickle=False)
-        os.replace(tmp, out / f"{k}.npy")
+        os.replace(tmp, out / f"{col}.npy")
     meta = {
         "format": FORMAT,
         "shards": signature,
@@ -201,6 +201,8 @@ def load_index(db: ReferenceDB, rebuild: bool = True, on_shard=lambda: None) -> 
             if meta is None or meta.get("shards") != shard_dirs_signature(db):
                 build_index(db, on_shard)
                 meta = _read_meta(db)
+    if meta is None:  # written just now, yet unreadable
+        raise HspiError(f"the DB's digest index is unreadable; delete {_dir(db)} to rebuild it")
     try:
         arrays = {k: np.load(_dir(db) / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in ARRAYS}
     except (OSError, ValueError) as exc:

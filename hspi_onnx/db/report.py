@@ -89,9 +89,9 @@ def classes(db: ReferenceDB) -> list[dict]:
         if ndig > 1:
             g["unstable"].add(plat)
     for e in db.manifest().nondeterministic:  # a repeat or another machine that gave other bits
-        g = groups.get((e.model_sha256, e.probes_sha256))
-        if g is not None and e.platform in g["rows"]:
-            g["unstable"].add(e.platform)
+        found = groups.get((e.model_sha256, e.probes_sha256))
+        if found is not None and e.platform in found["rows"]:
+            found["unstable"].add(e.platform)
     out = []
     for g in groups.values():
         platforms = sorted(g["rows"])

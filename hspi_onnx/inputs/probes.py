@@ -22,6 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -247,7 +248,7 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     from PIL import Image
 
     if img.ndim == 2:
-        return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+        return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
     chans = [_resize(img[..., c], h, w) for c in range(img.shape[-1])]
     return np.stack(chans, axis=0)
 
@@ -328,7 +329,7 @@ def _sequence_inputs(model: ModelInfo, arrays: dict[str, np.ndarray], rng: np.ra
         x = arrays[spec.name]
         n, seq = x.shape[0], x.shape[-1] if x.ndim > 1 else 1
         if seq not in lengths:
-            lengths[seq] = rng.integers(max(1, seq // 2), seq + 1, size=n)
+            lengths[seq] = cast(np.ndarray, rng.integers(max(1, seq // 2), seq + 1, size=n))
         valid = np.arange(seq)[None, :] < lengths[seq][:, None]
         if spec.kind == "mask":
             values = valid

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,11 +47,21 @@ def subsample(units: np.ndarray, per_unit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
 
 
+class ClassModel(Protocol):
+    """What a target needs of its fitted model (a catboost.CatBoostClassifier)."""
+
+    classes_: Any  # the class labels, in predict_proba's column order
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+    def save_model(self, fname: str, format: str) -> None: ...
+
+
 @dataclass
 class TargetModel:
     name: str
     classes: list[str]
-    model: object  # catboost.CatBoostClassifier
+    model: ClassModel  # catboost.CatBoostClassifier
     # query count -> divisor of the summed log-probabilities of that many queries (fit_temperatures);
     # empty: not calibrated, queries summed as independent draws
     temperatures: dict[int, float] = field(default_factory=dict)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -59,6 +60,18 @@ class Case:
     train: np.ndarray  # row mask
     test: np.ndarray  # row mask
     skip_targets: tuple[str, ...] = ()
+
+
+class CaseFields(TypedDict):
+    """The fields of an EvalRecord shared by every method and query count of one case and target."""
+
+    protocol: str
+    holdout: str
+    form: str
+    target: str
+    ceiling: float
+    majority: float | None
+    unseen_values: list[str]
 
 
 def held_out_mask(ex: Examples, test_frac: float, seed: int) -> np.ndarray:
@@ -177,7 +190,7 @@ def run_case(ex: Examples, case: Case, cfg: EvalConfig, on_step=lambda desc: Non
         if len(seen) < 2:
             continue
         counts = Counter(y[np.flatnonzero(case.test)].tolist())
-        base = {
+        base: CaseFields = {
             "protocol": case.protocol,
             "holdout": case.holdout,
             "form": case.form,

@@ -205,7 +205,9 @@ def _softmax64(x: np.ndarray) -> np.ndarray:
 
 def row_features(view: View, form: str, ref: np.ndarray | None) -> np.ndarray:
     """(n, len(NAMES)) float32: value features, then reference features (NaN without ``ref``)."""
-    n = len(view.values) if view.values is not None else len(view.index)
+    rows = view.values if view.values is not None else view.index
+    assert rows is not None  # a view holds values, indices or both
+    n = len(rows)
     vals = value_features(view.values) if view.values is not None else np.full((n, len(VALUE_FEATURES)), np.nan)
     refs = reference_features(view, form, ref) if ref is not None else np.full((n, len(REFERENCE_FEATURES)), np.nan)
     return np.concatenate([vals, refs], axis=1).astype(np.float32)

@@ -139,7 +139,7 @@ def verify(report: MatchReport, claim: dict[str, str], db_platforms: list[str] |
     return ClaimResult(status, claim, evidence)
 
 
-def _statistical(targets: dict, claim: dict[str, str], undetermined: set[str]) -> tuple[str, list[str]]:
+def _statistical(targets: dict, claim: dict[str, str], undetermined: set[str]) -> tuple[ClaimVerdict, list[str]]:
     evidence, judged, against = [], 0, 0
     for key, want in claim.items():
         t = targets.get(key)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def read_generation(path: str | Path) -> GenerationSuspect:
     """An ``hspi-generation/1`` file, checked as hostile input."""
     path = Path(path)
 
-    def fail(msg: str):
+    def fail(msg: str) -> NoReturn:
         raise BadSuspectError(f"suspect file {str(path)!r}: {msg}")
 
     try:

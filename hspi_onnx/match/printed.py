@@ -27,6 +27,7 @@ class PrintedFloat(float):
     """A JSON float that remembers how it was printed."""
 
     __slots__ = ("text",)  # no per-number __dict__: a 16 MiB suspect holds millions of them
+    text: str
 
     def __new__(cls, text: str) -> PrintedFloat:
         obj = super().__new__(cls, text)

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import BadProbesError, HspiError
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.inputs.probes import REPLAY_KIND, ProbeSet, default_kind
 from hspi_onnx.match.suspect import BadSuspectError, Suspect
+
+if TYPE_CHECKING:  # for the annotation only: no import at run time
+    from hspi_onnx.db.build import BuildSummary
 
 
 @dataclass
@@ -29,7 +33,7 @@ class ReplayPlan:
     plan: list[tuple] = field(default_factory=list)  # (adapter, platform) to run here
     missing: dict[str, str] = field(default_factory=dict)  # DB platforms this machine cannot run, with why
     from_db: bool = True  # candidates are the DB's platforms of the model (else: all available here)
-    summary: object = None  # the BuildSummary of running them
+    summary: BuildSummary | None = None  # the BuildSummary of running them
 
     def as_dict(self) -> dict:
         return {

@@ -69,6 +69,7 @@ def query(
         )
     if opts.protocol == "openai" and opts.endpoint == "chat" and opts.batch != 1:
         raise QueryError("a chat request holds one prompt: use --batch 1 with --endpoint chat")
+    model: str | None
     if opts.protocol == "kserve-v2":
         base, model = kserve.split_url(opts.url, opts.model)
     else:
@@ -80,6 +81,7 @@ def query(
         if opts.protocol == "openai":
             model = openai.served_model(transport, model)
             openai.prompt_ids(probes, 0)  # a probe set of prompts, or a clear error before anything is sent
+        assert model is not None  # kserve's from the URL or --model, openai's from the server
         answers = AnswerFile(
             out, probes.sha256, transport.shown, model, openai.signature if opts.protocol == "openai" else None
         )

@@ -213,6 +213,7 @@ def _tensor(o, rest: bytes, state: dict, where: str, probe_ids: list[int]) -> di
             f"{what} has datatype {str(dt)[:16]}; only FP32/FP16/FP64/BF16 outputs or integer labels "
             "can be matched (pick outputs with --output)"
         )
+    assert isinstance(dt, str)  # one of FLOAT_DATATYPES or LABEL_DATATYPES
     if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise QueryError(f"{what} has no valid shape")
     if shape[0] != len(probe_ids):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class RemoteRunner(Sequential):
                 f"{where}: HTTP 404; start the server with `hspi serve MODEL -p PLATFORM --reveal-platform`"
             )
         try:
-            doc = json.loads(reply.body) if reply.status == 200 else None
+            doc: Any = json.loads(reply.body) if reply.status == 200 else None  # None: TypeError below
             platform = Platform.parse(doc["platform"])
             served, sha = str(doc["model"]), str(doc["model_sha256"])
             host = doc.get("host") if isinstance(doc.get("host"), dict) else {}

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from .transport import QueryError
 
@@ -27,9 +28,9 @@ class AnswerFile:
         self.path = Path(path)
         self.origin = {"probe_set": probe_set, "url": url, "model": model}
         self.sign = signature or kserve_signature
-        self.signature = None  # the first answer's
+        self.signature: object | None = None  # the first answer's
         self.docs: dict[int, tuple[dict, int]] = {}  # probe id -> (answer read back, its row)
-        self.fh = None
+        self.fh: IO[bytes] | None = None
 
     def open(self) -> set[int]:
         """Probe ids already answered; the file is then open for appending."""
@@ -85,6 +86,7 @@ class AnswerFile:
             "url": self.origin["url"],
             "model": self.origin["model"],
         }
+        assert self.fh is not None  # open() opened it
         self.fh.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")  # NaN / Infinity kept
         self.fh.flush()
         os.fsync(self.fh.fileno())

@@ -118,7 +118,7 @@ class RayRunner:
         self.lost: list[str] = []
         self.cross_checked: dict[str, dict] = {}
         self.differences: list[dict] = []  # measured state the nodes differ in (run/kernels.differences)
-        self._model_ref = None
+        self._model_ref: tuple[str, object] | None = None  # (model sha256, Ray object ref of its files)
         self._streaming: dict = {}  # the probes, model and frames of the stream being run
         _reachable(address)
         for attempt in range(CLIENT_TRIES if address.startswith("ray://") else 1):

@@ -61,6 +61,7 @@ def generate(stepper: Stepper, prompt: np.ndarray, spec: GenerationSpec) -> dict
         if int(top_ids[0]) in spec.stop or pos == n - 1:
             break
         row = stepper.step(int(top_ids[0]))
+    assert logits is not None  # new_tokens >= 1 (GenerationSpec.parse checks it): the loop ran
     return {"tokens": tokens, "topk_ids": ids, "topk_logits": logits, "topk_logprobs": logprobs}
 
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import IO
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class Worker:
     def __init__(self, family: str, env: dict[str, str], entry_point: str = "") -> None:
         self.family, self.env, self.entry_point = family, dict(env), entry_point
         self.proc: subprocess.Popen | None = None
-        self.stderr = None
+        self.stderr: IO[bytes] | None = None
         self.last_probes: tuple | None = None
         self.ready = False
 
@@ -191,6 +192,7 @@ class Worker:
             self.kill()
             self.spawn()
         if not self.ready:
+            assert self.proc is not None and self.proc.stdout is not None  # spawned above, with pipes
             header, _ = wire.recv(self.proc.stdout.fileno(), time.monotonic() + START_TIMEOUT_S)
             if header.get("event") != "ready":
                 raise HspiError(f"worker for {self.family} did not start: {header}")
@@ -211,11 +213,13 @@ class Worker:
         if self.proc is not None:
             self.proc.wait()
             for pipe in (self.proc.stdin, self.proc.stdout):
+                assert pipe is not None  # spawned with both pipes
                 pipe.close()
 
     def ask_to_exit(self) -> None:
         """Tell the worker to exit (it unloads its runtime on its own time: :meth:`close` waits)."""
         if self.alive:
+            assert self.proc is not None and self.proc.stdin is not None  # alive: spawned, with pipes
             try:
                 wire.send(self.proc.stdin.fileno(), {"op": "exit"})
             except OSError:
@@ -316,11 +320,13 @@ class Runner(Sequential):
                 header["probes"]["attached"] = True
             else:
                 arrays = []
-            wire.send(worker.proc.stdin.fileno(), header, arrays)
+            proc = worker.proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None  # started, with pipes
+            wire.send(proc.stdin.fileno(), header, arrays)
             worker.last_probes = sent  # the worker keeps the last probe set it was sent
             deadline = time.monotonic() + self.timeout
             while True:
-                reply, out = wire.recv(worker.proc.stdout.fileno(), deadline)
+                reply, out = wire.recv(proc.stdout.fileno(), deadline)
                 event = reply.get("event")
                 if event == "advance":
                     if on_batch:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -64,13 +64,16 @@ class NodeLike(Protocol):
     def capacity(self, kind: str) -> int: ...
 
 
-class Backend(Protocol):
-    """What the scheduler needs of a cluster."""
+NodeT = TypeVar("NodeT", bound=NodeLike)  # a backend's own node class (cluster.Node for Ray)
 
-    nodes: dict[str, NodeLike]
+
+class Backend(Protocol[NodeT]):
+    """What the scheduler needs of a cluster; its nodes, of its own class, are handed back to it."""
+
+    nodes: dict[str, NodeT]
     lost: list[str]  # ids of the nodes lost so far, in order
 
-    def submit(self, job: Job, node: NodeLike, repeat: int) -> object:
+    def submit(self, job: Job, node: NodeT, repeat: int) -> object:
         """Start ``job`` (its first ``job.probes`` probes) on ``node``; a handle to wait on."""
 
     def wait(self, handles: list, timeout: float):
@@ -85,12 +88,14 @@ class Backend(Protocol):
     def note(self, line: str) -> None: ...
 
 
-class Scheduler:
-    def __init__(self, backend: Backend, cross_check: int, max_tries: int = MAX_TRIES, poll_s: float = POLL_S) -> None:
+class Scheduler(Generic[NodeT]):
+    def __init__(
+        self, backend: Backend[NodeT], cross_check: int, max_tries: int = MAX_TRIES, poll_s: float = POLL_S
+    ) -> None:
         self.backend, self.cross_check, self.max_tries, self.poll_s = backend, int(cross_check), max_tries, poll_s
         self.cross_checked: dict[str, dict] = {}
 
-    def offering(self, job: Job) -> list:
+    def offering(self, job: Job) -> list[NodeT]:
         return [n for n in self.backend.nodes.values() if n.alive and job.label in n.offers and n.id not in job.avoid]
 
     def first_probes(self, plat: Platform, n: int) -> int:
@@ -127,7 +132,7 @@ class Scheduler:
                 self.cross_checked[job.label] = cross_compare(main, cross, part["cross_node"])
             return [(job.adapter, job.platform, main)]
 
-        def submit(job: Job, node) -> None:
+        def submit(job: Job, node: NodeT) -> None:
             kind = device_kind(job.platform.device)
             handle = backend.submit(job, node, 0 if job.cross else repeat)
             job.node, job.tries = node.id, job.tries + 1

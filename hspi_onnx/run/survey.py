@@ -8,6 +8,7 @@ or crashes is listed with the reason.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -76,7 +77,7 @@ def survey(
 ) -> dict:
     """Run the matrix ``passes`` times, each with fresh worker processes; classes and repeat flags."""
     plans = _plans(spec)
-    runs = [run_pass(plans, i == 0, lambda e, i=i: on_event(i, e), in_process) for i in range(passes)]
+    runs = [run_pass(plans, i == 0, functools.partial(on_event, i), in_process) for i in range(passes)]
     return summarize(runs)
 
 

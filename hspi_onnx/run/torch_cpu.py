@@ -77,7 +77,7 @@ def pinned_cpu_settings(pins: dict):
     saved = (torch.get_float32_matmul_precision(), torch.backends.mkldnn.enabled)
     torch.set_flush_denormal(bool(pins["flush_denormal"]))
     torch.set_float32_matmul_precision(pins["float32_matmul_precision"])
-    torch.backends.mkldnn.enabled = bool(pins["mkldnn"])
+    torch.backends.mkldnn.enabled = bool(pins["mkldnn"])  # type: ignore[assignment]  # a ContextProp takes a bool
     try:
         yield
     finally:

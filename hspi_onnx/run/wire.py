@@ -13,6 +13,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class WireTimeout(HspiError):
     """Nothing came within the deadline."""
 
 
-def encode(header: dict, arrays: list[np.ndarray] = ()) -> list[bytes | memoryview]:
+def encode(header: dict, arrays: Sequence[np.ndarray] = ()) -> list[bytes | memoryview]:
     stored = [to_storage(a) for a in arrays]
     header = dict(
         header,
@@ -40,10 +41,11 @@ def encode(header: dict, arrays: list[np.ndarray] = ()) -> list[bytes | memoryvi
         ],
     )
     head = json.dumps(header).encode()
-    return [struct.pack("<Q", len(head)), head] + [memoryview(np.ascontiguousarray(s)).cast("B") for s in stored]
+    parts: list[bytes | memoryview] = [struct.pack("<Q", len(head)), head]
+    return parts + [np.ascontiguousarray(s).data.cast("B") for s in stored]
 
 
-def send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
+def send(fd: int, header: dict, arrays: Sequence[np.ndarray] = ()) -> None:
     for part in encode(header, arrays):
         view = memoryview(part)
         while view:
@@ -90,7 +92,7 @@ def recv(fd: int, deadline: float | None = None) -> tuple[dict, list[np.ndarray]
     return _parse(lambda n: _read_exact(fd, n, deadline))
 
 
-def pack(header: dict, arrays: list[np.ndarray] = ()) -> bytes:
+def pack(header: dict, arrays: Sequence[np.ndarray] = ()) -> bytes:
     """One frame as bytes (what :func:`send` writes), e.g. to hand to another machine."""
     return b"".join(bytes(part) for part in encode(header, arrays))
 

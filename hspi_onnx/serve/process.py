@@ -63,6 +63,7 @@ class ServerProcess:
     def wait(self, timeout: float = 180.0) -> ServerProcess:
         """Block until the server answers ready (it prints its URL once its socket is bound)."""
         deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None  # started with stdout=PIPE
         if not select.select([self.proc.stdout], [], [], timeout)[0]:
             raise self._failed(f"did not start within {timeout:.0f} s")
         line = self.proc.stdout.readline()

@@ -159,7 +159,7 @@ def encode_outputs(header: dict, outputs: dict[str, np.ndarray], wanted: dict[st
     tensors, chunks = [], []
     for name, binary in wanted.items():
         arr = outputs[name]
-        t = {"name": name, "datatype": datatype(arr.dtype), "shape": list(arr.shape)}
+        t: dict[str, object] = {"name": name, "datatype": datatype(arr.dtype), "shape": list(arr.shape)}
         if binary:
             chunks.append(oip.to_le_bytes(arr))
             t["parameters"] = {"binary_data_size": len(chunks[-1])}

@@ -138,6 +138,7 @@ class OnnxModule(nn.Module):
             while args and args[-1] is None:
                 args.pop()
             if op == "If":
+                assert args[0] is not None  # its condition is a required input
                 branch = attrs["then_branch"] if bool(args[0].reshape(-1)[0]) else attrs["else_branch"]
                 result = self._run(branch, dict(env))
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 
@@ -103,7 +105,7 @@ def _rnn_common(kind: str, ctx, x, w, r, b, seq_lens, h0, c0, p, a: dict, n_out:
         else:
             p_i = p_o = p_f = None
         h, c = h0[d], c0[d]
-        out = [None] * steps
+        out: list[torch.Tensor | None] = [None] * steps
         order = (
             range(steps)
             if (direction == "forward" or (direction == "bidirectional" and d == 0))
@@ -149,7 +151,7 @@ def _rnn_common(kind: str, ctx, x, w, r, b, seq_lens, h0, c0, p, a: dict, n_out:
             else:
                 out[t] = h_new
             h, c = h_new, c_new
-        ys.append(torch.stack(out, 0))  # (seq, batch, hidden)
+        ys.append(torch.stack(cast(list[torch.Tensor], out), 0))  # (seq, batch, hidden); every step filled
         hs.append(h)
         cs.append(c)
     y = torch.stack(ys, 1)  # (seq, dirs, batch, hidden)

@@ -40,7 +40,7 @@ def collect(
         res.group.model_name,
         suspect.dtype,
         compared[:1] if fixed else compared,
-        suspect.printed.description if fixed else "",
+        suspect.printed.description if fixed and suspect.printed is not None else "",
     )
     nearest = None
     outs = outputs_at(db, res.group.model_sha256, res.group.probes_sha256, suspect.ids, res.compared)
@@ -48,6 +48,7 @@ def collect(
         np.isnan(np.asarray(v, np.float64)).any() for v in suspect.outputs.values()
     )
     if suspect.form == "raw" and fixed:  # printed with fewer digits than the dtype holds: intervals
+        assert suspect.printed is not None  # fixed: it was printed
         per_query, nearest = compare_db(outs, suspect)
         exact = summarise(per_query, f"printed values ({bits_note(suspect.printed)})")
     elif suspect.form == "raw" and text_nan:
@@ -61,6 +62,7 @@ def collect(
     else:
         per_query, nearest = compare_db(outs, suspect)
         if by_print(suspect):
+            assert suspect.printed is not None  # by_print checks it
             kind = f"printed values ({bits_note(suspect.printed)})"
         else:
             kind = "degraded values" if suspect.form != "softmax" else "none (softmax is recomputed by the server)"

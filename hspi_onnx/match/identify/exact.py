@@ -52,7 +52,9 @@ def exact_values(db: ReferenceDB, res: Resolved, suspect: Suspect) -> list[set[s
 
 def _same_view(a: View, b: View, form: str) -> np.ndarray:
     """Per query: does view ``a`` equal view ``b`` (the DB platform degraded the same way)?"""
-    ok = np.ones(len(a.values if a.values is not None else a.index), dtype=bool)
+    rows = a.values if a.values is not None else a.index
+    assert rows is not None  # a view holds values, indices or both
+    ok = np.ones(len(rows), dtype=bool)
     if a.index is not None:
         ok &= (a.index == b.index).all(axis=1)
     if a.values is not None and form != "softmax":
@@ -125,6 +127,7 @@ def _printed_candidates(arr: np.ndarray, form: str, k: int | None) -> list[tuple
 def _within_print(view: View, candidates: list, precision) -> np.ndarray:
     """Per query: does some candidate (within its arithmetic's error) print as the suspect's
     numbers, and give its indices?"""
+    assert view.values is not None  # printed numbers: by_print() checked the suspect has values
     ok = np.zeros(len(view.values), dtype=bool)
     for c, slack in candidates:
         x = np.asarray(c.values, np.float64)

@@ -90,6 +90,7 @@ def _map_outputs(g: IndexGroup, suspect: Suspect) -> dict[str, str]:
             values = suspect.outputs.get(key)
             fitting = [o for o, s in zip(g.outputs, g.shapes) if values is None or _fits(values, s, suspect.form)]
             if not fitting:
+                assert values is not None  # every output fits when there are no values to rule one out
                 raise BadSuspectError(
                     f"the suspect's outputs ({_width(values.shape[1:])} values each) fit no output "
                     f"of {g.model_name} ({', '.join(f'{o} {s}' for o, s in zip(g.outputs, g.shapes))})"

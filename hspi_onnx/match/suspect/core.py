@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Suspect:
 
 
 # -- checks shared by every format -----------------------------------------------------------
-def _fail(path: Path, msg: str):
+def _fail(path: Path, msg: str) -> NoReturn:
     raise BadSuspectError(f"suspect file {str(path)!r}: {msg}")
 
 

@@ -61,8 +61,10 @@ def _numbers(path: Path, data, what: str, integer: bool = False, texts: list | N
 
 
 def _cast(path: Path, x: np.ndarray, dtype: str) -> np.ndarray:
+    name = oip.datatype(dtype)
+    assert name is not None  # callers pass one of FLOAT_DTYPES, each a protocol datatype
     with np.errstate(over="ignore"):
-        out = x.astype(oip.numpy_dtype(oip.datatype(dtype)))
+        out = x.astype(oip.numpy_dtype(name))
     if (np.isfinite(x) & ~np.isfinite(out.astype(np.float64))).any():  # printed finite, yet beyond the dtype
         _fail(path, f"values overflow {dtype}")
     return out

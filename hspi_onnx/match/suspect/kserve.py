@@ -42,7 +42,7 @@ def _tensor(
         if what == "label"
         else tuple(t for t in oip.DATATYPES if t != "BOOL")
     )
-    dt = oip.DATATYPES.get(o.get("datatype")) if o.get("datatype") in allowed else None
+    dt = oip.DATATYPES.get(o["datatype"]) if o.get("datatype") in allowed else None
     if dt is None:
         _fail(path, f"{what} {k}: datatype {str(o.get('datatype'))[:16]!r} is not one of {', '.join(allowed)}")
     if state["dtypes"].setdefault(name, dt) != dt:

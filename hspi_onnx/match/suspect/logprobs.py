@@ -27,7 +27,11 @@ def _logprobs(path: Path, docs: list) -> Suspect:
         _fail(path, f"holds more than {MAX_QUERIES} queries")
     probes = model = None
     output = ""
-    ids, vals, idx, texts, prompts = [], [], [], [], []
+    ids: list[int] = []
+    vals: list[np.ndarray] = []
+    idx: list[np.ndarray] = []
+    texts: list[str] = []
+    prompts: list[np.ndarray] = []
     with_prompts = "prompt" in docs[0]
     for k, doc in enumerate(docs):
         params = doc.get("parameters")

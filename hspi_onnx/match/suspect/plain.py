@@ -36,11 +36,14 @@ def _plain(path: Path, doc: dict) -> Suspect:
         _fail(path, f"holds more than {MAX_QUERIES} queries")
     if form == "raw":
         dtype = doc.get("dtype")
-        if dtype not in FLOAT_DTYPES:
+        if not isinstance(dtype, str) or dtype not in FLOAT_DTYPES:  # unhashable JSON ([], {}) too
             _fail(path, f"form raw needs dtype, one of {', '.join(sorted(FLOAT_DTYPES))}")
     else:
         dtype = "float32" if form == "softmax" else "float64"
-    ids, vals, idx, texts = [], [], [], []
+    ids: list[int] = []
+    vals: list[np.ndarray] = []
+    idx: list[np.ndarray] = []
+    texts: list[str] = []
     total = 0
     for k, q in enumerate(queries):
         if not isinstance(q, dict):

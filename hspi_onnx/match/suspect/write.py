@@ -37,7 +37,7 @@ def write_plain(
         if view.index is not None:
             q["index"] = [int(i) for i in view.index[k]]
         queries.append(q)
-    doc = {"format": PLAIN_FORMAT, "probe_set": probes, "form": form, "queries": queries}
+    doc: dict[str, object] = {"format": PLAIN_FORMAT, "probe_set": probes, "form": form, "queries": queries}
     if model:
         doc["model"] = model
     if output:
@@ -89,6 +89,7 @@ def write_logprobs(
     """``hspi-logprobs/1`` lines of one output's logits: per probe one token, the argmax, with
     the top ``k`` log-probabilities (float64 log-softmax), as an LLM API returns them."""
     view = degrade(outputs, "logprobs", k)
+    assert view.values is not None and view.index is not None  # the logprobs form has both
     lines = []
     for q, pid in enumerate(ids.tolist()):
         top = [[int(i), float(v)] for i, v in zip(view.index[q], view.values[q])]
