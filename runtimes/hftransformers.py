@@ -22,7 +22,7 @@ from hspi_onnx.host import capped_cpu_device
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import Adapter
-from hspi_onnx.run.decode import GenerationSession
+from hspi_onnx.run.decode import GenerationSession, conversions
 from hspi_onnx.run.torch_cpu import cpu_kernels, pinned_cpu_settings, torch_threads
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -90,15 +90,10 @@ class TransformersAdapter(Adapter):
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
-        import importlib
-
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
-        spec = model.generation
-        if spec is None:
-            raise UnsupportedError(f"transformers runs language models here; {model.name} is not one")
-        source = importlib.import_module(f"hspi_onnx.models.{spec.source}")
+        spec, source = conversions(model, "transformers")
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         lm = AutoModelForCausalLM.from_pretrained(

@@ -28,7 +28,7 @@ from hspi_onnx.host import cpu_device
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import Adapter
-from hspi_onnx.run.decode import GenerationSession
+from hspi_onnx.run.decode import GenerationSession, conversions
 
 GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_1", "Q4_0")
 KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
@@ -164,14 +164,9 @@ class LlamaCppAdapter(Adapter):
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
-        import importlib
-
         import llama_cpp
 
-        spec = model.generation
-        if spec is None:
-            raise UnsupportedError(f"llama.cpp runs language models; {model.name} is not one")
-        source = importlib.import_module(f"hspi_onnx.models.{spec.source}")
+        spec, source = conversions(model, "llama.cpp")
         path = source.gguf_path(platform.precision.upper())
         k = platform.knob
         kv = getattr(llama_cpp, KV_TYPES[k["kv"]])

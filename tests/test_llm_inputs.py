@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hspi_onnx.errors import BadModelError, BadProbesError
+from hspi_onnx.generation import GenerationSpec
 from hspi_onnx.inputs.chats import builtin_chats, read_chats
-from hspi_onnx.inputs.generation import GenerationSpec
 from hspi_onnx.run.decode import generate, top_k
 
 gguf = pytest.importorskip("gguf")
@@ -27,7 +27,7 @@ def source():
 
 
 def test_reads_the_shipped_gguf(source):
-    from hspi_onnx.inputs.gguffile import read_gguf
+    from hspi_onnx.gguffile import read_gguf
 
     m = read_gguf(source)
     assert m.metadata["general.architecture"] == "llama" and m.metadata["llama.block_count"] == 30
@@ -41,7 +41,7 @@ def test_reads_the_shipped_gguf(source):
 
 @pytest.mark.parametrize("cut", [3, 20, 1000, 300_000, 1_500_000, -10])
 def test_truncated_gguf_is_one_clear_error(source, tmp_path, cut):
-    from hspi_onnx.inputs.gguffile import read_gguf
+    from hspi_onnx.gguffile import read_gguf
 
     data = source.read_bytes()
     bad = tmp_path / "cut.gguf"
@@ -69,14 +69,14 @@ def _patched(source, tmp_path, offset: int, value: bytes):
     ],
 )
 def test_corrupt_header_is_one_clear_error(source, tmp_path, offset, value, message):
-    from hspi_onnx.inputs.gguffile import read_gguf
+    from hspi_onnx.gguffile import read_gguf
 
     with pytest.raises(BadModelError, match=message):
         read_gguf(_patched(source, tmp_path, offset, value))
 
 
 def test_absurd_tensor_shape_is_refused(tmp_path):
-    from hspi_onnx.inputs.gguffile import read_gguf
+    from hspi_onnx.gguffile import read_gguf
 
     path = tmp_path / "t.gguf"
     w = gguf.GGUFWriter(str(path), "llama")

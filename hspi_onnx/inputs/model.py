@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hspi_onnx.errors import BadModelError, HspiError
-from hspi_onnx.inputs.generation import GenerationSpec
+from hspi_onnx.generation import GenerationSpec
 from hspi_onnx.inputs.onnxfile import load_onnx, sha256_file
 
 INPUT_META_KEY = "hspi.input"  # one input (the zoo's models)

@@ -7,21 +7,15 @@ no symlink escapes) and lie within their files, and ``onnx.checker`` accepts the
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from hspi_onnx.cache import sha256_file
 from hspi_onnx.errors import BadModelError
 
+__all__ = ["sha256_file", "load_onnx", "external_data_files", "MAX_MODEL_BYTES"]
+
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own limit for one message
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _external_entries(model) -> list:

@@ -1,5 +1,5 @@
 """The decode loop every generating runtime shares: prefill, then one step per token, greedy,
-with the top-k alternatives of every position recorded as :mod:`hspi_onnx.inputs.generation`
+with the top-k alternatives of every position recorded as :mod:`hspi_onnx.generation`
 describes. A runtime family supplies only a :class:`Stepper` (its own forward pass with its own
 cache); choosing tokens, ranking the top k, the log-softmax and stopping happen here, the same
 for all, so two runtimes differ in these outputs only where their logits differ.
@@ -13,7 +13,23 @@ from typing import Protocol
 import numpy as np
 
 from hspi_onnx.errors import HspiError
-from hspi_onnx.inputs.generation import GenerationSpec
+from hspi_onnx.generation import GenerationSpec
+
+
+def conversions(model, runtime: str):
+    """(generation spec, the module under ``hspi_onnx.models`` that makes ``model``'s GGUF and
+    Hugging Face conversions) of a language model; UnsupportedError for any other model."""
+    import importlib
+
+    from hspi_onnx.errors import UnsupportedError
+
+    spec = model.generation
+    if spec is None:
+        raise UnsupportedError(f"{runtime} runs language models here; {model.name} is not one")
+    try:
+        return spec, importlib.import_module(f"hspi_onnx.models.{spec.source}")
+    except ImportError:
+        raise UnsupportedError(f"{model.name}: no conversions for language model source {spec.source!r}")
 
 
 class Stepper(Protocol):
