@@ -177,3 +177,29 @@ def test_classes_report_the_one_request_table(built):
     assert table["modes"] == ["text", "top5", "top5@4dp", "top5@2dp"] and table["tokens"] == 16
     # every digit of the top-5 log-probabilities: each class is alone on every chat
     assert all(row["top5"] == table["n_probes"] for row in table["rows"])
+
+
+def test_sampled_and_teacher_forced_probe_sets(tmp_path):
+    cont = tmp_path / "cont.jsonl"
+    cont.write_text('{"text": "Hello! I am fine, thank you."}\n{"tokens": [19556, 665, 17]}\n')
+    forced, sampled, db = tmp_path / "forced.npz", tmp_path / "sampled.npz", tmp_path / "db"
+    for args in (["--continuations", cont, "-o", forced], ["--sample-seed", "7", "-o", sampled]):
+        proc = hspi("probes", "make", "smollm2", "-n", "2", *args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for probes in (forced, sampled):
+        proc = hspi("db", "build", "smollm2", "--db", db, "--probes", probes, "-p", PLATFORMS[0], "-q")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    from hspi_onnx.db.dataset import outputs_at
+    from hspi_onnx.db.store import ReferenceDB
+
+    store = ReferenceDB(db)
+    m = store.manifest()
+    ((msha, _),) = m.models.items()
+    by_name = {p.name: sha for sha, p in m.probe_sets.items()}
+    assert set(by_name) == {"chat-v1-n2-forced", "chat-v1-n2-sampled-s7"}
+    (tokens,) = outputs_at(store, msha, by_name["chat-v1-n2-forced"], np.array([0, 1]), "tokens").values()
+    assert tokens[1, :3].tolist() == [19556, 665, 17] and (tokens[1, 3:] == -1).all()
+    (sampled_tokens,) = outputs_at(store, msha, by_name["chat-v1-n2-sampled-s7"], np.array([0, 1]), "tokens").values()
+    assert (sampled_tokens[:, 0] >= 0).all()
+    bad = hspi("probes", "make", "digits", "--sample-seed", "1", "-o", tmp_path / "x.npz")
+    assert bad.returncode == 2 and "language models" in bad.stderr

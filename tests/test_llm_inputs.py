@@ -232,3 +232,28 @@ def test_printed_logprobs_keep_their_rounding_interval(tmp_path):
     nudged = full.copy()
     nudged[0, 0] = np.nextafter(nudged[0, 0], np.float32(0))  # one float32 ulp away
     assert not consistent(back, tokens, ids, nudged)
+
+
+def test_teacher_forced_generation_scores_the_given_tokens():
+    spec = GenerationSpec("x", 1, 1, 1, vocab=6, bos=0, pad=0, stop=(5,), new_tokens=5, top_k=2)
+    stepper = _Scripted([2, 3, 5, 1, 1])
+    out = generate(stepper, np.array([0]), spec, forced=np.array([4, 5, 1]))
+    assert out["tokens"].tolist() == [4, 5, 1, -1, -1]  # a stop token in the continuation does not stop it
+    assert stepper.calls == [("start", [0]), ("step", 4), ("step", 5)]
+    assert out["topk_ids"][:3, 0].tolist() == [2, 3, 5]  # what the runtime ranked first, whatever was fed
+
+
+def test_sampled_generation_depends_on_the_seed_only():
+    from hspi_onnx.run.decode import sample
+
+    row = np.log(np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
+    draws = [sample(row, 7, p) for p in range(200)]
+    assert draws == [sample(row, 7, p) for p in range(200)]
+    assert draws != [sample(row, 8, p) for p in range(200)]
+    freq = np.bincount(draws, minlength=4) / 200
+    assert np.abs(freq - [0.1, 0.2, 0.3, 0.4]).max() < 0.1
+    assert sample(np.array([0.0, -np.inf, 5.0], dtype=np.float32), 1, 0) in (0, 2)
+    spec = GenerationSpec("x", 1, 1, 1, vocab=6, bos=0, pad=0, stop=(5,), new_tokens=4, top_k=2)
+    a = generate(_Scripted([2, 3, 4, 1]), np.array([0]), spec, seed=3)
+    b = generate(_Scripted([2, 3, 4, 1]), np.array([0]), spec, seed=3)
+    assert a["tokens"].tolist() == b["tokens"].tolist() and (a["tokens"] >= 0).any()

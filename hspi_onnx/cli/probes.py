@@ -37,15 +37,51 @@ def make(
     seed: SeedOpt = 0,
     dim: DimOpt = None,
     split: Annotated[Split, typer.Option("--split", help="probe, or calib for the calibration split.")] = Split.probe,
+    chats: Annotated[
+        Path | None,
+        typer.Option(
+            "--chats",
+            metavar="FILE",
+            help="A language model's prompts: OpenAI messages JSONL, one chat a line (default: the built-in set).",
+            show_default=False,
+        ),
+    ] = None,
+    sample_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-seed",
+            metavar="SEED",
+            min=0,
+            help="A language model's chats sampled (temperature 1) with this seed instead of greedy.",
+            show_default=False,
+        ),
+    ] = None,
+    continuations: Annotated[
+        Path | None,
+        typer.Option(
+            "--continuations",
+            metavar="FILE",
+            help='Score these continuations teacher-forced, one JSON line per chat: {"text": ...} or {"tokens": [...]}.',
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a probe set for MODEL (one array per model input) and save it as .npz (no
     pickle) with ids and a content hash."""
+    from hspi_onnx.errors import HspiError
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.inputs.probes import generate
 
     info = resolve_model(model)
-    probes = generate(info, kind.value if kind else None, n=n, seed=seed, split=split.value, dims=parse_dims(dim))
+    if info.generation is not None:
+        from hspi_onnx.inputs.chats import make_chat_probes
+
+        probes = make_chat_probes(info, chats, n, sample_seed, continuations)
+    elif chats or sample_seed is not None or continuations:
+        raise HspiError(f"--chats, --sample-seed and --continuations are for language models; {info.name} is not one")
+    else:
+        probes = generate(info, kind.value if kind else None, n=n, seed=seed, split=split.value, dims=parse_dims(dim))
     probes.save(out)
     if as_json:
         emit_json(probes.meta() | {"path": str(out)})

@@ -157,3 +157,67 @@ def encode_chats(model, chats: list[Chat]) -> tuple[np.ndarray, np.ndarray]:
         input_ids[k, : len(r)] = r
         mask[k, : len(r)] = 1
     return input_ids, mask
+
+
+def read_continuations(path: str | Path, model) -> list[list[int]]:
+    """Continuations to score teacher-forced, one JSON line per chat: ``{"tokens": [ids]}`` or
+    ``{"text": "..."}`` (tokenized with the model's tokenizer, no special tokens added); checked
+    as hostile input like a chat file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BadProbesError(f"cannot read continuation file {str(path)!r}: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_BYTES:
+        raise BadProbesError(f"continuation file {str(path)!r} is over {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        lines = [ln for ln in data.decode("utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError as exc:
+        raise BadProbesError(f"continuation file {str(path)!r} is not UTF-8 (byte {exc.start})")
+    tokenizer = None
+    out = []
+    for n, line in enumerate(lines, 1):
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadProbesError(f"{path.name}, line {n}: not JSON ({exc.msg})")
+        tokens = doc.get("tokens") if isinstance(doc, dict) else None
+        text = doc.get("text") if isinstance(doc, dict) else None
+        if isinstance(text, str) and tokens is None and 0 < len(text) <= MAX_CONTENT_CHARS:
+            tokenizer = tokenizer or tokenizer_for(model)
+            tokens = list(tokenizer.encode(text, add_special_tokens=False))
+        if (
+            not isinstance(tokens, list)
+            or not 0 < len(tokens) <= 4096
+            or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens)
+        ):
+            raise BadProbesError(f'{path.name}, line {n}: needs a non-empty "text" or "tokens" (1 to 4096 ids)')
+        out.append(tokens)
+    if not out:
+        raise BadProbesError(f"continuation file {str(path)!r} holds no continuation")
+    return out
+
+
+def make_chat_probes(
+    model, chats_file=None, n: int | None = None, sample_seed: int | None = None, continuations_file=None
+):
+    """``hspi probes make`` for a language model: the built-in chats (or a user's file), the first
+    ``n`` of them, greedy, sampled with a seed, or scored against continuations."""
+    from hspi_onnx.inputs.probes import chat_probe_set
+
+    if chats_file is not None:
+        chats = read_chats(chats_file)
+        base = f"chats-{Path(chats_file).stem}"
+    else:
+        chats = builtin_chats()
+        base = f"chat-v{PROMPTS_VERSION}"
+    chats = chats[:n] if n else chats
+    name = f"{base}-n{len(chats)}"
+    continuations = None
+    if continuations_file is not None:
+        continuations = read_continuations(continuations_file, model)
+        name += "-forced"
+    if sample_seed is not None:
+        name += f"-sampled-s{sample_seed}"
+    return chat_probe_set(model, chats, name, sample_seed=sample_seed, continuations=continuations)

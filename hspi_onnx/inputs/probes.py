@@ -48,6 +48,8 @@ MAX_INPUTS = 16
 
 
 CHAT_KIND = "chat"  # conversations through a language model's chat template (inputs/chats.py)
+# what a chat probe set may add to a language model's prompt inputs (run/decode.py reads them)
+GENERATION_MODES = ("sample_seed", "forced_ids", "forced_mask")
 
 
 def default_kind(model: ModelInfo) -> str:
@@ -183,7 +185,23 @@ class ProbeSet:
         return bound
 
     def check_fits(self, model: ModelInfo) -> None:
-        if set(self.inputs) != set(model.input_names):
+        extra = set(self.inputs) - set(model.input_names)
+        if model.generation is not None and extra <= set(GENERATION_MODES):  # sampled or forced chats
+            for key in extra:
+                x = self.inputs[key]
+                if x.dtype != np.int64 or x.ndim != 2 or len(x) != len(self):
+                    raise BadProbesError(f"probe set {self.name!r}: {key} must be int64 of shape (n, width)")
+            if "forced_ids" in extra and (
+                "forced_mask" not in extra
+                or self.inputs["forced_ids"].shape != self.inputs["forced_mask"].shape
+                or (self.inputs["forced_ids"] < 0).any()
+                or (self.inputs["forced_ids"] >= model.generation.vocab).any()
+            ):
+                raise BadProbesError(
+                    f"probe set {self.name!r}: forced_ids needs a forced_mask and ids in the vocabulary"
+                )
+            extra = set()
+        if extra or set(model.input_names) - set(self.inputs):
             raise BadProbesError(
                 f"probe set {self.name!r} holds inputs {sorted(self.inputs)}, the model takes {model.input_names}"
             )
@@ -396,8 +414,20 @@ def _chat_probes(model: ModelInfo, kind: str, n: int, split: str, name: str | No
     return chat_probe_set(model, chats, name or f"chat-v{PROMPTS_VERSION}-n{len(chats)}", kind, split)
 
 
-def chat_probe_set(model: ModelInfo, chats: list, name: str, kind: str = CHAT_KIND, split: str = "probe") -> ProbeSet:
-    """A probe set of conversations (a language model's prompts): ids and mask per chat."""
+def chat_probe_set(
+    model: ModelInfo,
+    chats: list,
+    name: str,
+    kind: str = CHAT_KIND,
+    split: str = "probe",
+    sample_seed: int | None = None,
+    continuations: list[list[int]] | None = None,
+) -> ProbeSet:
+    """A probe set of conversations (a language model's prompts): ids and mask per chat; with
+    ``sample_seed`` every chat is sampled with that seed (``sample_seed`` input, [n, 1]); with
+    ``continuations`` (token ids, one list per chat) each is scored teacher-forced
+    (``forced_ids``/``forced_mask``, right-padded). Greedy sets hold neither, so their hash is
+    what it was before these modes existed."""
     from hspi_onnx.inputs.chats import encode_chats
 
     if model.generation is None:
@@ -410,6 +440,25 @@ def chat_probe_set(model: ModelInfo, chats: list, name: str, kind: str = CHAT_KI
         raise BadProbesError("a probe set needs at least one chat")
     input_ids, mask = encode_chats(model, chats)
     arrays = {"input_ids": input_ids, "attention_mask": mask}
+    spec = model.generation
+    assert spec is not None
+    if sample_seed is not None and continuations is not None:
+        raise BadProbesError("a chat is either sampled or scored against a continuation, not both")
+    if sample_seed is not None:
+        if not 0 <= sample_seed < 1 << 63:
+            raise BadProbesError("the sample seed must be a non-negative 64-bit integer")
+        arrays["sample_seed"] = np.full((len(chats), 1), sample_seed, dtype=np.int64)
+    if continuations is not None:
+        if len(continuations) != len(chats) or not all(continuations):
+            raise BadProbesError(f"{len(chats)} chats need {len(chats)} non-empty continuations, one each")
+        width = max(len(c) for c in continuations)
+        forced = np.full((len(chats), width), spec.pad, dtype=np.int64)
+        fmask = np.zeros((len(chats), width), dtype=np.int64)
+        for k, c in enumerate(continuations):
+            if any(not 0 <= int(t) < spec.vocab for t in c):
+                raise BadProbesError(f"continuation {k + 1} holds token ids outside the vocabulary")
+            forced[k, : len(c)], fmask[k, : len(c)] = c, 1
+        arrays["forced_ids"], arrays["forced_mask"] = forced, fmask
     return ProbeSet(name, kind, 0, split, arrays, np.arange(len(chats), dtype=np.int64), {"prompt": input_ids.shape[1]})
 
 

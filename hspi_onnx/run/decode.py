@@ -57,27 +57,57 @@ def top_k(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order.astype(np.int32), np.asarray(row).ravel()[order], (wide[order] - lse).astype(np.float32)
 
 
-def generate(stepper: Stepper, prompt: np.ndarray, spec: GenerationSpec) -> dict[str, np.ndarray]:
-    """Greedy generation of ``spec.new_tokens`` after ``prompt``; positions after a stop token
-    hold -1 ids and NaN values."""
+def sample(row: np.ndarray, seed: int, position: int) -> int:
+    """A token drawn from softmax(row) (temperature 1, whole vocabulary) with a fixed seed: the
+    uniform draw comes from numpy's PCG64 seeded with (seed, position), so it depends on nothing
+    but the seed, the position and the runtime's logits."""
+    wide = np.asarray(row).astype(np.float64).ravel()
+    p = np.exp(wide - wide[np.isfinite(wide)].max())
+    p[~np.isfinite(p)] = 0.0
+    cdf = np.cumsum(p)
+    u = np.random.Generator(np.random.PCG64([seed, position])).random() * cdf[-1]
+    return int(min(np.searchsorted(cdf, u, side="right"), len(cdf) - 1))
+
+
+def generate(
+    stepper: Stepper,
+    prompt: np.ndarray,
+    spec: GenerationSpec,
+    forced: np.ndarray | None = None,
+    seed: int | None = None,
+) -> dict[str, np.ndarray]:
+    """``spec.new_tokens`` tokens after ``prompt``: greedy; sampled with ``seed`` (see
+    :func:`sample`); or teacher-forced: ``forced`` is the continuation to score, fed token by
+    token whatever the runtime would have chosen (at most ``new_tokens`` of it; stop tokens in it
+    do not stop it). Positions after a stop token (or the forced continuation's end) hold -1 ids
+    and NaN values."""
     n, k = spec.new_tokens, spec.top_k
     tokens = np.full(n, -1, dtype=np.int32)
     ids = np.full((n, k), -1, dtype=np.int32)
     logprobs = np.full((n, k), np.nan, dtype=np.float32)
     logits = None
+    last = n if forced is None else min(n, len(forced))
     row = stepper.start(np.asarray(prompt, dtype=np.int64))
-    for pos in range(n):
+    for pos in range(last):
         if row.shape[-1] < spec.vocab:
             raise HspiError(f"the runtime returned {row.shape[-1]} logits; the vocabulary has {spec.vocab}")
         row = row[..., : spec.vocab]  # a padded vocabulary's extra columns are never tokens
         top_ids, top_logits, top_lp = top_k(row, k)
         if logits is None:
             logits = np.full((n, k), np.nan, dtype=top_logits.dtype)
-        tokens[pos], ids[pos], logits[pos], logprobs[pos] = top_ids[0], top_ids, top_logits, top_lp
-        if int(top_ids[0]) in spec.stop or pos == n - 1:
+        if forced is not None:
+            token = int(forced[pos])
+        elif seed is not None:
+            token = sample(row, seed, pos)
+        else:
+            token = int(top_ids[0])
+        tokens[pos], ids[pos], logits[pos], logprobs[pos] = token, top_ids, top_logits, top_lp
+        if (forced is None and token in spec.stop) or pos == last - 1:
             break
-        row = stepper.step(int(top_ids[0]))
-    assert logits is not None  # new_tokens >= 1 (GenerationSpec.parse checks it): the loop ran
+        row = stepper.step(token)
+    assert logits is not None or last == 0
+    if logits is None:
+        logits = np.full((n, k), np.nan, dtype=np.float32)
     return {"tokens": tokens, "topk_ids": ids, "topk_logits": logits, "topk_logprobs": logprobs}
 
 
@@ -90,13 +120,21 @@ class GenerationSession:
         self.stepper, self.spec, self.native = stepper, spec, native
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each row's generation; a probe set may add ``sample_seed`` (``[n, 1]``: sampled with
+        that seed, -1 greedy) or ``forced_ids`` with ``forced_mask`` (the continuation to score,
+        teacher-forced)."""
         ids, mask = feeds["input_ids"], feeds["attention_mask"]
+        seeds, forced, forced_mask = feeds.get("sample_seed"), feeds.get("forced_ids"), feeds.get("forced_mask")
         rows = []
         for b in range(ids.shape[0]):
             length = int(np.asarray(mask[b]).sum())
             if length < 1 or length + self.spec.new_tokens > self.spec.context:
                 raise HspiError(f"a prompt of {length} tokens does not fit the context of {self.spec.context}")
-            rows.append(generate(self.stepper, ids[b, :length], self.spec))
+            seed = int(seeds[b].ravel()[0]) if seeds is not None else -1
+            cont = None
+            if forced is not None and forced_mask is not None:
+                cont = forced[b, : int(np.asarray(forced_mask[b]).sum())]
+            rows.append(generate(self.stepper, ids[b, :length], self.spec, cont, seed if seed >= 0 else None))
         return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
 
 
