@@ -21,7 +21,7 @@ import numpy as np
 
 from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.graph.prepared import Recipe, first_line, prepared_source
+from hspi_onnx.graph.prepared import INT4_RECIPES, Recipe, first_line, prepared_source
 from hspi_onnx.host import cpu_device, dist_version, gpu_device, gpu_names
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
@@ -68,7 +68,10 @@ class OnnxRuntimeAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         if model.generation is not None:  # one sequence at a time, through the decode loop
             precisions = [("fp32", {}), ("int8", {"quant": "dynamic"})]
-            return self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=(1,), threads=(1,))
+            out = self.grid(cpu_device(), precisions, opt=OPT_LEVELS, bs=(1,), threads=(1,))
+            # reduced-precision decoders as served: fp16, and 4-bit weights at both accuracy levels
+            reduced: list[tuple[str, dict]] = [("fp16", {})] + [("int4", {"quant": q}) for q in INT4_RECIPES]
+            return out + self.grid(cpu_device(), reduced, opt=("all",), bs=(1,), threads=(1,))
         precisions = [
             ("fp32", {}),
             ("fp16", {}),
@@ -176,6 +179,6 @@ def _generation_session(sess, model: ModelInfo) -> GenerationSession:
 
 def recipe_of(platform: Platform) -> Recipe:
     """The prepared graph a platform runs: its precision and int8 recipe."""
-    if platform.precision not in ("fp32", "fp16", "bf16", "int8"):
+    if platform.precision not in ("fp32", "fp16", "bf16", "int8", "int4"):
         raise UnsupportedError(f"onnxruntime adapter has no precision {platform.precision!r}")
     return Recipe(platform.precision, platform.knob.get("quant", ""), platform.knob.get("calib", ""))

@@ -27,6 +27,10 @@ from hspi_onnx.inputs.onnxfile import sha256_file
 
 CALIBRATION_PROBES = 32
 QUANT_RECIPES = ("dynamic", "qdq", "qdq-sym")
+# 4-bit weights (ONNX Runtime's MatMulNBits: blocks of 32, symmetric), by the accuracy level the
+# node carries: 0 computes with float activations, 4 quantizes activations to int8 (what ONNX
+# Runtime GenAI's CPU models use)
+INT4_RECIPES = {"mnb-acc0": 0, "mnb-acc4": 4}
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,24 @@ def _qdq_recipes() -> dict:
     }
 
 
+def _int4(proto, accuracy_level: int, name: str) -> bytes:
+    """Every MatMul with constant weights as 4-bit MatMulNBits (ONNX Runtime's quantizer)."""
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        with _quiet():
+            quantizer = MatMulNBitsQuantizer(
+                proto, bits=4, block_size=32, is_symmetric=True, accuracy_level=accuracy_level
+            )
+            quantizer.process()
+        out = quantizer.model.model
+    except Exception as exc:  # a missing onnx_ir or a graph the quantizer cannot take
+        raise UnsupportedError(f"int4 quantization failed for {name}: {first_line(exc)}")
+    if not any(n.op_type == "MatMulNBits" for n in out.graph.node):
+        raise UnsupportedError(f"int4 quantization left no MatMul of {name} quantized (no constant weights)")
+    return out.SerializeToString()
+
+
 def _quantizer_version() -> str:
     from hspi_onnx.host import dist_version
 
@@ -93,6 +115,8 @@ def _convert(model, recipe: Recipe, workdir: Path) -> bytes:
     proto = model.load()
     if recipe.precision in HALF_PRECISIONS:
         return to_half(proto, recipe.precision).SerializeToString()
+    if recipe.precision == "int4" and recipe.quant in INT4_RECIPES:
+        return _int4(proto, INT4_RECIPES[recipe.quant], model.name)
     if recipe.precision != "int8" or recipe.quant not in QUANT_RECIPES:
         raise UnsupportedError(f"no prepared graph for {recipe.key()!r}")
     from onnxruntime import quantization as q
