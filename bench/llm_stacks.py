@@ -81,8 +81,9 @@ else:
             return sess.run(None, {"input_ids": ids, "past_key": k, "past_value": v})
     elif family == "openvino":
         import openvino as ov
-        req = ov.Core().compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": 1,
-                                      "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+        cfg = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+               "NUM_STREAMS": 1, "EXECUTION_MODE_HINT": "PERFORMANCE", "CPU_DENORMALS_OPTIMIZATION": False}
+        req = ov.Core().compile_model(onnx_path, "CPU", cfg).create_infer_request()  # the adapter's pins
         def run(ids, k, v):
             r = req.infer({"input_ids": ids, "past_key": k, "past_value": v}); return [np.array(x) for x in r.values()]
     else:

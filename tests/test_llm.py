@@ -18,6 +18,7 @@ PLATFORMS = [
     "llamacpp/*/q8_0/*fa=on,*threads=1,*",
     "transformers/*/fp32/*attn=eager*threads=1",
     "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
+    "onnxruntime/*/int4/*quant=mnb-acc4*",
 ]
 
 
