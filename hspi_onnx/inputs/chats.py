@@ -89,20 +89,25 @@ def check_chat(chat, where: str) -> Chat:
     return out
 
 
-def read_chats(path: str | Path) -> list[Chat]:
-    """Conversations from an OpenAI messages JSONL file (untrusted: bounded, checked line by line)."""
-    path = Path(path)
+def _read_text(path: Path, what: str) -> str:
+    """A user's UTF-8 file, at most MAX_FILE_BYTES, or one BadProbesError line."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise BadProbesError(f"cannot read prompt file {str(path)!r}: {exc.strerror or exc}")
+        raise BadProbesError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}")
     if len(data) > MAX_FILE_BYTES:
-        raise BadProbesError(f"prompt file {str(path)!r} is over {MAX_FILE_BYTES // 2**20} MiB")
+        raise BadProbesError(f"{what} {str(path)!r} is over {MAX_FILE_BYTES // 2**20} MiB")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadProbesError(f"prompt file {str(path)!r} is not UTF-8 (byte {exc.start})")
+        raise BadProbesError(f"{what} {str(path)!r} is not UTF-8 (byte {exc.start})")
+
+
+def read_chats(path: str | Path) -> list[Chat]:
+    """Conversations from an OpenAI messages JSONL file (untrusted: bounded, checked line by line)."""
+    path = Path(path)
+    text = _read_text(path, "prompt file")
     chats = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -164,17 +169,7 @@ def read_continuations(path: str | Path, model) -> list[list[int]]:
     ``{"text": "..."}`` (tokenized with the model's tokenizer, no special tokens added); checked
     as hostile input like a chat file."""
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise BadProbesError(f"cannot read continuation file {str(path)!r}: {exc.strerror or exc}")
-    if len(data) > MAX_FILE_BYTES:
-        raise BadProbesError(f"continuation file {str(path)!r} is over {MAX_FILE_BYTES // 2**20} MiB")
-    try:
-        lines = [ln for ln in data.decode("utf-8").splitlines() if ln.strip()]
-    except UnicodeDecodeError as exc:
-        raise BadProbesError(f"continuation file {str(path)!r} is not UTF-8 (byte {exc.start})")
+    lines = [ln for ln in _read_text(path, "continuation file").splitlines() if ln.strip()]
     tokenizer = None
     out = []
     for n, line in enumerate(lines, 1):
