@@ -56,28 +56,32 @@ class GgufModel:
     tensors: list[TensorInfo]
     data_start: int
 
-    def raw(self, info: TensorInfo) -> np.ndarray:
-        """The tensor's bytes as stored (uint8), copied out of the file."""
-        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            start = self.data_start + info.offset
-            return np.frombuffer(m[start : start + info.nbytes], dtype=np.uint8).copy()
+    def raw(self, info: TensorInfo, data=None) -> np.ndarray:
+        """The tensor's bytes as stored (uint8), copied out of the file (or out of ``data``, the
+        file already mapped)."""
+        if data is None:
+            with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return self.raw(info, m)
+        start = self.data_start + info.offset
+        return np.frombuffer(data[start : start + info.nbytes], dtype=np.uint8).copy()
 
     def dequantized(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(name, float32 array in numpy order) of every tensor, in file order."""
+        """(name, float32 array in numpy order) of every tensor, in file order (the file mapped once)."""
         from gguf import GGMLQuantizationType
         from gguf.quants import dequantize
 
-        for info in self.tensors:
-            qtype = GGMLQuantizationType(info.qtype)
-            raw = self.raw(info)
-            if qtype == GGMLQuantizationType.F32:
-                arr = raw.view("<f4")
-            elif qtype == GGMLQuantizationType.F16:
-                arr = raw.view("<f2").astype(np.float32)
-            else:
-                rows = int(np.prod(info.shape[:-1], dtype=np.int64)) if len(info.shape) > 1 else 1
-                arr = dequantize(raw.reshape(rows, -1), qtype)
-            yield info.name, np.ascontiguousarray(arr, dtype=np.float32).reshape(info.shape)
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            for info in self.tensors:
+                qtype = GGMLQuantizationType(info.qtype)
+                raw = self.raw(info, m)
+                if qtype == GGMLQuantizationType.F32:
+                    arr = raw.view("<f4")
+                elif qtype == GGMLQuantizationType.F16:
+                    arr = raw.view("<f2").astype(np.float32)
+                else:
+                    rows = int(np.prod(info.shape[:-1], dtype=np.int64)) if len(info.shape) > 1 else 1
+                    arr = dequantize(raw.reshape(rows, -1), qtype)
+                yield info.name, np.ascontiguousarray(arr, dtype=np.float32).reshape(info.shape)
 
 
 class _Reader:

@@ -195,20 +195,6 @@ def _quantize(src: Path, out: Path, qtype: str) -> None:
     os.replace(tmp, out)
 
 
-def conversions() -> dict:
-    """Every cached conversion that exists, with its sha256 (for manifests and docs)."""
-    root = _root()
-    out = {}
-    digests = root / "hf" / "digests.json"
-    if digests.is_file():
-        out["hf"] = json.loads(digests.read_text())
-    for qtype in GGUF_TYPES:
-        p = root / "gguf" / f"{NAME}-{qtype}.gguf"
-        if p.is_file():
-            out[f"gguf-{qtype}"] = {"path": str(p), "bytes": p.stat().st_size}
-    return out
-
-
 # -- the decoder as a torch module with an explicit KV cache, for the ONNX export ---------------
 
 

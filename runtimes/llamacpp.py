@@ -30,7 +30,6 @@ from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import Adapter
 from hspi_onnx.run.decode import GenerationSession, conversions
 
-GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_1", "Q4_0")
 KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
 DEFAULT = {"threads": 1, "nbatch": 512, "ubatch": 512, "kv": "f16"}
 # features of llama_print_system_info that pick ggml's CPU kernels, in label order
@@ -136,7 +135,8 @@ class LlamaCppAdapter(Adapter):
         )
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
-        return [self._platform(q, fa) for q in GGUF_TYPES for fa in ("off", "on")]
+        source = model.conversions()  # the GGUF types its source module makes
+        return [self._platform(q, fa) for q in getattr(source, "GGUF_TYPES", ()) for fa in ("off", "on")]
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         """Quantized KV caches (with flash attention, which quantized V needs), two threads, and

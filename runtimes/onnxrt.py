@@ -34,6 +34,7 @@ OPT_LEVELS = ("disabled", "basic", "extended", "all")
 class _OrtSession:
     def __init__(self, sess, model: ModelInfo) -> None:
         self.sess, self.model = sess, model
+        self.native = sess  # what measure() reads, as under a GenerationSession
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return named_outputs(self.model, self.sess.run(self.model.output_names, feeds))
@@ -151,7 +152,7 @@ class OnnxRuntimeAdapter(Adapter):
             yield _OrtSession(sess, model)
 
     def measure(self, platform: Platform, session) -> dict[str, str]:
-        sess = session.native if isinstance(session, GenerationSession) else session.sess
+        sess = session.native
         opts = sess.get_session_options()
         return {
             "intra_op_threads": str(opts.intra_op_num_threads),

@@ -91,6 +91,7 @@ def process_isa() -> str:
 class _OvSession:
     def __init__(self, compiled, model: ModelInfo) -> None:
         self.compiled, self.model = compiled, model
+        self.native = compiled  # what measure() reads, as under a GenerationSession
         self.request = compiled.create_infer_request()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -160,7 +161,7 @@ class OpenVinoAdapter(Adapter):
         return {p: r for p, r in supported_precisions().items() if r}
 
     def measure(self, platform: Platform, session) -> dict[str, str]:
-        compiled = session.native if isinstance(session, GenerationSession) else session.compiled
+        compiled = session.native
         hint = _value(compiled.get_property("INFERENCE_PRECISION_HINT"))
         want = HINTS[platform.precision][0]
         if hint != want:  # OpenVINO chose another precision than the label's

@@ -29,24 +29,28 @@ def first_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.n
     return np.where(differ.any(axis=1), differ.argmax(axis=1), -1)
 
 
+def generation_outputs(db: ReferenceDB, model_sha: str, probes_sha: str, ids) -> dict[str, dict[str, np.ndarray]]:
+    """label -> {output name -> values on ``ids``} of every platform with all generation outputs."""
+    per_output = {name: outputs_at(db, model_sha, probes_sha, np.asarray(ids), name) for name in GENERATION_OUTPUTS}
+    labels = set.intersection(*(set(v) for v in per_output.values()))
+    return {label: {name: per_output[name][label] for name in GENERATION_OUTPUTS} for label in sorted(labels)}
+
+
 def pairwise(db: ReferenceDB, model_sha: str, probes_sha: str, ids: list[int], classes: list[list[str]]) -> list[dict]:
     """For every pair of classes (each by its first platform): the first differing position over
     all probes, on how many probes it differs at position 0, and on how many the greedy tokens
     differ."""
     want = np.asarray(sorted(ids), dtype=np.int64)
     reps = [members[0] for members in classes]
-    data = {name: outputs_at(db, model_sha, probes_sha, want, name) for name in GENERATION_OUTPUTS}
-    have = [r for r in reps if all(r in data[name] for name in GENERATION_OUTPUTS)]
+    data = generation_outputs(db, model_sha, probes_sha, want)
     out = []
     for i, a in enumerate(reps):
         for j in range(i + 1, len(reps)):
             b = reps[j]
-            if a not in have or b not in have:
+            if a not in data or b not in data:
                 continue
-            va = {name: data[name][a] for name in GENERATION_OUTPUTS}
-            vb = {name: data[name][b] for name in GENERATION_OUTPUTS}
-            first = first_difference(va, vb)
-            texts = (va["tokens"] != vb["tokens"]).any(axis=1)
+            first = first_difference(data[a], data[b])
+            texts = (data[a]["tokens"] != data[b]["tokens"]).any(axis=1)
             differing = first[first >= 0]
             out.append(
                 {

@@ -126,14 +126,11 @@ def read_chats(path: str | Path) -> list[Chat]:
 
 def tokenizer_for(model):
     """The Hugging Face tokenizer (with its chat template) of a generating zoo model."""
-    import importlib
-
     spec = model.generation
     if spec is None:
         raise BadProbesError(f"{model.name} is not a language model with a chat template")
-    try:
-        source = importlib.import_module(f"hspi_onnx.models.{spec.source}")
-    except ImportError:
+    source = model.conversions()
+    if source is None:
         raise BadProbesError(f"no conversions for language model source {spec.source!r}")
     from transformers import AutoTokenizer
 

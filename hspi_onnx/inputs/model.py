@@ -15,6 +15,8 @@ by); a probe set fixes their sizes, the same size for every axis of one symbol.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,10 +136,21 @@ class ModelInfo:
     def fixed_batch(self) -> int | None:
         return self.inputs[0].fixed_batch
 
-    @property
+    @functools.cached_property
     def generation(self) -> GenerationSpec | None:
-        """How the model generates, for a language model with a KV cache; None for the others."""
+        """How the model generates, for a language model with a KV cache; None for the others
+        (read from the metadata once: adapters ask for every model they are shown)."""
         return GenerationSpec.from_metadata(self.metadata)
+
+    def conversions(self):
+        """The module under ``hspi_onnx.models`` that makes this language model's GGUF and
+        Hugging Face conversions; None for other models and for a source this install lacks."""
+        if self.generation is None:
+            return None
+        try:
+            return importlib.import_module(f"hspi_onnx.models.{self.generation.source}")
+        except ImportError:
+            return None
 
     def weights_path(self) -> Path:
         return self.path.with_suffix(".weights.npz")

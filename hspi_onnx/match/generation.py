@@ -28,10 +28,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from hspi_onnx.db.dataset import outputs_at
-from hspi_onnx.db.generations import GENERATION_OUTPUTS
+from hspi_onnx.db.generations import generation_outputs
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
+from hspi_onnx.match import printed
 from hspi_onnx.match.suspect.core import MAX_JSON_BYTES, BadSuspectError
 
 GENERATION_FORMAT = "hspi-generation/1"
@@ -70,13 +70,8 @@ def is_generation_file(path: str | Path) -> bool:
 
 def _tolerance(text: str) -> float:
     """Half a unit in the last printed digit of a decimal number (0 when it pins a float32)."""
-    mantissa = text.lower().split("e")[0].lstrip("+-")
-    exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
-    digits = mantissa.replace(".", "").lstrip("0")
-    if len(digits) >= EXACT_DIGITS:
-        return 0.0
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    return 0.5 * 10.0 ** (exponent - decimals)
+    digits, exponent = printed.last_digit(text)
+    return 0.0 if digits >= EXACT_DIGITS else 0.5 * 10.0**exponent
 
 
 def read_generation(path: str | Path) -> GenerationSuspect:
@@ -100,11 +95,12 @@ def read_generation(path: str | Path) -> GenerationSuspect:
     if not lines or len(lines) > MAX_CHATS:
         fail(f"needs 1 to {MAX_CHATS} lines")
     probes = model = None
+    budget = [printed.MAX_FLOATS]
     queries: list[GenerationQuery] = []
     seen: set[int] = set()
     for n, line in enumerate(lines, 1):
         try:
-            doc = json.loads(line, parse_float=str, parse_int=int)
+            doc = printed.loads(line, budget)  # numbers keep their text: its digits set each interval
         except (ValueError, RecursionError):
             fail(f"line {n} is not JSON")
         if not isinstance(doc, dict) or doc.get("format") != GENERATION_FORMAT:
@@ -144,17 +140,17 @@ def read_generation(path: str | Path) -> GenerationSuspect:
                     fail(f"line {n}, position {p}: every position lists the same number ({k}) of alternatives")
                 for j, pair in enumerate(alts):
                     ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int)
-                    ok = ok and not isinstance(pair[0], bool) and isinstance(pair[1], (str, int))
+                    ok = ok and not isinstance(pair[0], bool) and isinstance(pair[1], (float, int, str))
                     if not ok or not 0 <= pair[0] < 1 << 31:
                         fail(f"line {n}, position {p}: alternatives are [token_id, logprob] pairs")
-                    text = str(pair[1])
+                    text = printed.text_of(pair[1]) if not isinstance(pair[1], str) else pair[1]
                     try:
-                        value = float(text)
+                        value, tolerance = float(text), _tolerance(text)
                     except ValueError:
                         fail(f"line {n}, position {p}: logprob {text[:20]!r} is not a number")
                     if not value <= 0.0:  # NaN, positive and infinite log-probabilities are no print
                         fail(f"line {n}, position {p}: logprob {text[:20]} is not a log-probability")
-                    ids[p, j], lps[p, j], tol[p, j] = pair[0], value, _tolerance(text)
+                    ids[p, j], lps[p, j], tol[p, j] = pair[0], value, tolerance
             q.top_ids, q.logprobs, q.tolerance = ids, lps, tol
         queries.append(q)
     assert probes is not None
@@ -199,13 +195,6 @@ def _group(db: ReferenceDB, suspect: GenerationSuspect) -> tuple[str, str]:
             f'the suspect\'s chats ({suspect.probes}) fit {len(models)} DB models; name one with "model" in the file'
         )
     return models[0], sets[0]
-
-
-def generation_outputs(db: ReferenceDB, model_sha: str, probes_sha: str, ids) -> dict[str, dict[str, np.ndarray]]:
-    """label -> {output name -> values on ``ids``} of every platform with all generation outputs."""
-    per_output = {name: outputs_at(db, model_sha, probes_sha, np.asarray(ids), name) for name in GENERATION_OUTPUTS}
-    labels = set.intersection(*(set(v) for v in per_output.values()))
-    return {label: {name: per_output[name][label] for name in GENERATION_OUTPUTS} for label in sorted(labels)}
 
 
 def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
@@ -259,15 +248,17 @@ def as_query(rows: dict[str, np.ndarray], k: int, probe_id: int, tokens: int, di
     return q
 
 
-def one_request_table(db: ReferenceDB, top: int = 5, tokens: int = 16, digits: tuple = (None, 4, 2)) -> list[dict]:
-    """Per language-model group: for each class, on how many chats ONE request (``tokens``
-    generated tokens with their top-``top`` log-probabilities, printed to each of ``digits``
-    decimals, or text alone) is consistent with that class only."""
+def one_request_table(
+    db: ReferenceDB, groups: list[dict], top: int = 5, tokens: int = 16, digits: tuple = (None, 4, 2)
+) -> list[dict]:
+    """Per language-model group of ``groups`` (``db classes``' report of ``db``): for each class,
+    on how many chats ONE request (``tokens`` generated tokens with their top-``top``
+    log-probabilities, printed to each of ``digits`` decimals, or text alone) is consistent with
+    that class only."""
     from hspi_onnx.db.generations import is_generation
-    from hspi_onnx.db.report import classes as db_classes
 
     out = []
-    for g in db_classes(db):
+    for g in groups:
         if not is_generation(g["outputs"]):
             continue
         reps = [c["platforms"][0] for c in g["classes"]]
@@ -375,7 +366,7 @@ def classes_report(db: ReferenceDB) -> list[dict]:
 
     report = db_classes(db)
     if any("pairs" in g for g in report):
-        tables = {(t["model"], t["probes"]): t for t in one_request_table(db)}
+        tables = {(t["model"], t["probes"]): t for t in one_request_table(db, report)}
         for g in report:
             if (g["model"], g["probes"]) in tables:
                 g["one_request"] = tables[(g["model"], g["probes"])]

@@ -81,6 +81,13 @@ def _parts(text: str) -> tuple[Decimal, int, int]:
     return d, sig, int(exp)
 
 
+def last_digit(text: str) -> tuple[int, int]:
+    """(significant digits, exponent of the last digit) of a printed decimal (ValueError if it
+    is none): ``"-0.0312"`` -> (3, -4), ``"1.5e-3"`` -> (2, -4)."""
+    _, sig, exp = _parts(text)
+    return sig, exp
+
+
 def _is_repr(d: Decimal, dtype) -> bool:
     """Is ``d`` (normalized) the shortest round-trip decimal of the ``dtype`` float it reads as?"""
     x = dtype(d)

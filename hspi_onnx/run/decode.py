@@ -19,17 +19,15 @@ from hspi_onnx.generation import GenerationSpec
 def conversions(model, runtime: str):
     """(generation spec, the module under ``hspi_onnx.models`` that makes ``model``'s GGUF and
     Hugging Face conversions) of a language model; UnsupportedError for any other model."""
-    import importlib
-
     from hspi_onnx.errors import UnsupportedError
 
     spec = model.generation
     if spec is None:
         raise UnsupportedError(f"{runtime} runs language models here; {model.name} is not one")
-    try:
-        return spec, importlib.import_module(f"hspi_onnx.models.{spec.source}")
-    except ImportError:
+    source = model.conversions()
+    if source is None:
         raise UnsupportedError(f"{model.name}: no conversions for language model source {spec.source!r}")
+    return spec, source
 
 
 class Stepper(Protocol):
@@ -105,8 +103,7 @@ def generate(
         if (forced is None and token in spec.stop) or pos == last - 1:
             break
         row = stepper.step(token)
-    assert logits is not None or last == 0
-    if logits is None:
+    if logits is None:  # nothing generated: an empty forced continuation
         logits = np.full((n, k), np.nan, dtype=np.float32)
     return {"tokens": tokens, "topk_ids": ids, "topk_logits": logits, "topk_logprobs": logprobs}
 
