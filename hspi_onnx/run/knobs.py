@@ -94,6 +94,7 @@ SETTINGS: dict[str, list[tuple[str, object]]] = {
     "pytorch": [("flush_denormal", True), ("float32_matmul_precision", "medium"), ("mkldnn", False)],
     "onnxref": [("blas_threads", 2)],
 }
+SETTINGS["transformers"] = SETTINGS["pytorch"]  # the same torch pins (hspi_onnx/run/torch_cpu.py)
 
 
 def setting_variations(family: str) -> list[Variation]:
