@@ -9,6 +9,15 @@ and inference threads, which users set. On the development machine (Xeon with AM
 quantization changed a single output bit for the zoo's CNN and LM (`docs/adapters.md`), so
 the performance hint is not a knob.
 
+Language models also run with weights compressed by NNCF (``nncf.compress_weights``, data-free,
+what optimum-intel's export applies): precision int8 or int4, knob ``quant`` the recipe
+(:data:`WEIGHT_FORMATS`), ``nncf`` its version, ``dq`` the CPU plugin's
+``DYNAMIC_QUANTIZATION_GROUP_SIZE`` (with compressed weights the plugin quantizes activations
+in groups of 32 by default, 0 turns that off; each value gave other bits, while on fp32 weights it
+changed none). The compressed model is cached by model digest, OpenVINO and NNCF versions. Compressed
+weights under the bf16 hint are not offered: every one of them died with SIGFPE at the first
+inference (OpenVINO 2026.4.1, NNCF 3.4.0).
+
 A model OpenVINO cannot read or compile fails its platforms with the informative lines of
 OpenVINO's exception (the operator, node and check that failed; :func:`error_message`). The
 model is compiled as read, never rewritten around an OpenVINO bug: a service running OpenVINO
@@ -19,12 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import re
 
 import numpy as np
 
+from hspi_onnx.cache import cache_dir
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.host import capped_cpu_device, cpu_device, isa_cap_for, isa_caps, node_isa_cap
+from hspi_onnx.host import capped_cpu_device, cpu_device, dist_version, isa_cap_for, isa_caps, node_isa_cap
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
 from hspi_onnx.run.adapter import THREADS, Adapter, Availability, batch_sizes, named_outputs
@@ -32,6 +44,15 @@ from hspi_onnx.run.decode import GenerationSession, OnnxDecoder
 from hspi_onnx.run.kernels import LabelMismatch, onednn_isa_token, onednn_limit, token
 
 HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
+# NNCF weight compression of a language model's decoder, by recipe: precision, NNCF mode and its
+# options (groups of 64: 128, optimum-intel's default, does not divide SmolLM2's 576 channels)
+WEIGHT_FORMATS = {
+    "nncf-int8-asym": ("int8", "INT8_ASYM", {}),
+    "nncf-int8-sym": ("int8", "INT8_SYM", {}),
+    "nncf-int4-sym-g64": ("int4", "INT4_SYM", {"group_size": 64, "ratio": 1.0}),
+    "nncf-int4-asym-g64": ("int4", "INT4_ASYM", {"group_size": 64, "ratio": 1.0}),
+}
+DQ_DEFAULT, DQ_OFF = 32, 0  # DYNAMIC_QUANTIZATION_GROUP_SIZE: the plugin's default, and off
 
 
 def _core():
@@ -133,7 +154,7 @@ class OpenVinoAdapter(Adapter):
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         if model.generation is not None:  # one sequence at a time, through the decode loop
             ok = [(p, self._isa(cpu_device())) for p, reason in supported_precisions().items() if not reason]
-            return self.grid(cpu_device(), ok, bs=(1,), threads=(1,))
+            return self.grid(cpu_device(), ok, bs=(1,), threads=(1,)) + self._compressed(DQ_DEFAULT)
         if node_isa_cap():  # capped, as the opt-in capped variants: fp32 only (see below)
             device = capped_cpu_device()
             return self.grid(device, [("fp32", self._isa(device))], bs=batch_sizes(model), threads=THREADS)
@@ -142,7 +163,7 @@ class OpenVinoAdapter(Adapter):
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         if model.generation is not None:
-            return []
+            return self._compressed(DQ_OFF)
         # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
         # so capped variants are fp32 only
         return [
@@ -153,20 +174,37 @@ class OpenVinoAdapter(Adapter):
             )
         ]
 
+    def _compressed(self, dq: int) -> list[Platform]:
+        """A decoder with NNCF-compressed weights under the f32 hint, every recipe."""
+        version = dist_version("nncf")
+        if not version or supported_precisions()["fp32"]:
+            return []
+        formats = [(prec, {"quant": q, "nncf": version, "dq": dq}) for q, (prec, _, _) in WEIGHT_FORMATS.items()]
+        return self.grid(
+            cpu_device(), [(p, knobs | self._isa(cpu_device())) for p, knobs in formats], bs=(1,), threads=(1,)
+        )
+
     def environment(self, platform: Platform) -> dict[str, str]:
         cap = isa_cap_for(platform.device)
         return {"ONEDNN_MAX_CPU_ISA": cap[2]} if cap else {}
 
     def limitations(self) -> dict[str, str]:
-        return {p: r for p, r in supported_precisions().items() if r}
+        out = {p: r for p, r in supported_precisions().items() if r}
+        if not dist_version("nncf"):
+            out["int8/int4 language models"] = "NNCF is not installed (the llm extra installs it)"
+        return out
 
     def measure(self, platform: Platform, session) -> dict[str, str]:
         compiled = session.native
         hint = _value(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        want = HINTS[platform.precision][0]
+        want = HINTS["fp32" if "quant" in platform.knob else platform.precision][0]
         if hint != want:  # OpenVINO chose another precision than the label's
             raise LabelMismatch(f"{platform}: OpenVINO compiled it with inference precision {hint}, not {want}")
         state = {"onednn": compiled_isa(compiled), "inference_precision": hint}
+        if "dq" in platform.knob:
+            dq = _value(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
+            if dq != platform.knob["dq"]:
+                raise LabelMismatch(f"{platform}: OpenVINO compiled it with dynamic quantization groups {dq}")
         for name in (
             "EXECUTION_MODE_HINT",
             "CPU_DENORMALS_OPTIMIZATION",
@@ -183,19 +221,25 @@ class OpenVinoAdapter(Adapter):
 
     @contextlib.contextmanager
     def prepare(self, model: ModelInfo, platform: Platform):
-        reason = supported_precisions().get(platform.precision)
+        quant = platform.knob.get("quant")
+        hint = "fp32" if quant else platform.precision  # compressed weights compute under the f32 hint
+        reason = supported_precisions().get(hint)
         if reason is None:
             raise UnsupportedError(f"openvino adapter has no precision {platform.precision!r}")
         if reason:
-            raise UnsupportedError(f"OpenVINO cannot run {platform.precision} here: {reason}")
+            raise UnsupportedError(f"OpenVINO cannot run {hint} here: {reason}")
         core = _core()
         config = {
             **self.pins,
-            "INFERENCE_PRECISION_HINT": HINTS[platform.precision][0],
+            "INFERENCE_PRECISION_HINT": HINTS[hint][0],
             "INFERENCE_NUM_THREADS": int(platform.knob["threads"]),
         }
+        if quant:
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(platform.knob["dq"])
         try:
-            ov_model = core.read_model(str(model.path))
+            ov_model = compressed_model(core, model, platform) if quant else core.read_model(str(model.path))
+        except UnsupportedError:
+            raise
         except Exception as exc:  # the ONNX frontend raises plain errors, e.g. for unconverted ops
             raise UnsupportedError(f"OpenVINO cannot read {model.name}: {error_message(exc)}")
         try:
@@ -206,6 +250,38 @@ class OpenVinoAdapter(Adapter):
             yield _generation_session(compiled, model)
         else:
             yield _OvSession(compiled, model)
+
+
+def compressed_model(core, model: ModelInfo, platform: Platform):
+    """The language model's decoder with its weights compressed by NNCF for the platform's recipe,
+    from the cache (IR files keyed by model digest and the OpenVINO and NNCF versions) or made
+    and cached now."""
+    quant = platform.knob["quant"]
+    if quant not in WEIGHT_FORMATS or model.generation is None:
+        raise UnsupportedError(f"openvino adapter has no weight compression {quant!r} for {model.name}")
+    version = dist_version("nncf")
+    if version != platform.knob.get("nncf"):
+        raise UnsupportedError(f"{platform} needs NNCF {platform.knob.get('nncf')}, this environment has {version}")
+    folder = cache_dir("prepared", "openvino-nncf", f"{platform.version}-nncf{version}", model.sha256[:16])
+    xml = folder / f"{quant}.xml"
+    if not xml.exists():
+        import nncf
+
+        import openvino as ov
+
+        precision, mode, options = WEIGHT_FORMATS[quant]
+        logging.getLogger("nncf").setLevel(logging.ERROR)
+        try:
+            compressed = nncf.compress_weights(
+                core.read_model(str(model.path)), mode=getattr(nncf.CompressWeightsMode, mode), **options
+            )
+        except Exception as exc:  # NNCF's own errors (e.g. a group size that divides no channel)
+            raise UnsupportedError(f"NNCF cannot compress {model.name} as {quant}: {error_message(exc)}")
+        tmp = folder / f".{quant}-{os.getpid()}.xml"
+        ov.save_model(compressed, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))  # the weights first: the .xml marks it done
+        os.replace(tmp, xml)
+    return core.read_model(str(xml))
 
 
 def _generation_session(compiled, model: ModelInfo) -> GenerationSession:

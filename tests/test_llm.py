@@ -204,3 +204,46 @@ def test_sampled_and_teacher_forced_probe_sets(tmp_path):
     assert (sampled_tokens[:, 0] >= 0).all()
     bad = hspi("probes", "make", "digits", "--sample-seed", "1", "-o", tmp_path / "x.npz")
     assert bad.returncode == 2 and "language models" in bad.stderr
+
+
+def test_weight_quantizers_are_labelled_distinct_stacks(tmp_path):
+    """NNCF-compressed decoders under OpenVINO (the dynamic-quantization group is a knob: it moves
+    the bits) and transformers' CPU weight quantizers: each its own class, its state measured."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    pytest.importorskip("optimum.quanto")
+    pytest.importorskip("hqq")
+    from hspi_onnx.db.store import ReferenceDB
+
+    db = tmp_path / "db"
+    globs = [
+        "openvino/*/int4/*dq=32,*quant=nncf-int4-sym-g64*",
+        "openvino/*/int4/*dq=0,*quant=nncf-int4-sym-g64*",
+        "transformers/*/int4/*quant=quanto-int4*",
+        "transformers/*/int4/*quant=hqq-4b-g64*",
+    ]
+    proc = hspi(
+        "db",
+        "build",
+        "smollm2",
+        "--db",
+        db,
+        "-n",
+        "1",
+        "-q",
+        "--extra-variants",
+        *[x for g in globs for x in ("-p", g)],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import pyarrow.dataset as ds
+
+    assert len(ReferenceDB(db).manifest().platforms) == 4
+    rows = ds.dataset(db / "shards", format="parquet").to_table(columns=["platform", "host"]).to_pylist()
+    measured = {r["platform"]: json.loads(r["host"])["kernels"] for r in rows}
+    linear = {label.split("quant=")[1].split(",")[0]: state.get("linear") for label, state in measured.items()}
+    assert linear["quanto-int4"].startswith("QLinear/") and linear["hqq-4b-g64"].startswith("HQQLinear/")
+    groups = {state["dynamic_quantization_group_size"] for label, state in measured.items() if "openvino" in label}
+    assert groups == {"0", "32"}
+    proc = hspi("db", "classes", "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads(proc.stdout)[0]["classes"]) == 4
