@@ -20,7 +20,7 @@ not the graph's inputs but prompts: ``input_ids`` (right-padded with ``pad``) an
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from hspi_onnx.errors import BadModelError
 
@@ -28,6 +28,48 @@ GENERATION_META_KEY = "hspi.generation"
 MAX_NEW_TOKENS = 4096
 MAX_TOP_K = 20  # what OpenAI-style APIs return at most
 OUTPUT_NAMES = ("tokens", "topk_ids", "topk_logits", "topk_logprobs")
+# the decoder graph's interface (OnnxDecoder's): names in graph order
+DECODER_INPUTS = ("input_ids", "past_key", "past_value")
+DECODER_OUTPUTS = ("logits", "present_key", "present_value")
+
+# what hspi.generation metadata may ask, a user's file being hostile input (docs/llm.md)
+MAX_META_CHARS = 1 << 16  # the metadata's JSON text
+MAX_SIZES = {"layers": 1024, "kv_heads": 1024, "head_dim": 1024, "vocab": 1 << 20, "context": 1 << 20}
+MAX_KV_CACHE_BYTES = 16 << 30  # float32 keys and values of every layer over the whole context
+MAX_STOP_IDS = 64
+MAX_SOURCE_CHARS = 64
+MAX_EXTRA_DEPTH = 8  # nesting of the provenance object
+
+
+def _bad(message: str) -> BadModelError:
+    return BadModelError(f"bad {GENERATION_META_KEY} metadata: {message}"[:300])
+
+
+def _int(d: dict, key: str, low: int, high: int, default: int | None = None) -> int:
+    """The integer ``d[key]`` in [low, high]: a JSON integer, never a bool, float or string."""
+    value = d.get(key, default)
+    if value is None:
+        raise _bad(f"{key} is missing")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"{key} must be an integer, not {type(value).__name__} {str(value)[:40]}")
+    if not low <= value <= high:
+        text = str(value)
+        shown = text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
+        raise _bad(f"{key} is {shown}, outside {low}..{high}")
+    return value
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, without recursion; stops counting past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                break
+            stack.extend((x, level + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -50,35 +92,46 @@ class GenerationSpec:
         d["stop"] = list(self.stop)
         return d
 
+    @property
+    def cache_bytes(self) -> int:
+        """float32 keys and values of every layer over the whole context."""
+        return 2 * 4 * self.layers * self.kv_heads * self.head_dim * self.context
+
     @classmethod
     def from_dict(cls, d) -> GenerationSpec:
+        """The spec a file's metadata describes, every key checked and every size bounded
+        (BadModelError naming the first problem)."""
         if not isinstance(d, dict):
-            raise BadModelError("model metadata hspi.generation is not a JSON object")
-        try:
-            spec = cls(
-                source=str(d["source"]),
-                layers=int(d["layers"]),
-                kv_heads=int(d["kv_heads"]),
-                head_dim=int(d["head_dim"]),
-                vocab=int(d["vocab"]),
-                bos=int(d["bos"]),
-                pad=int(d["pad"]),
-                stop=tuple(int(x) for x in d["stop"]),
-                new_tokens=int(d.get("new_tokens", 16)),
-                top_k=int(d.get("top_k", MAX_TOP_K)),
-                context=int(d.get("context", 2048)),
-                extra=dict(d.get("extra") or {}),
+            raise BadModelError(f"model metadata {GENERATION_META_KEY} is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k)[:40] for k in d if k not in known)
+        if unknown:
+            raise _bad(f"unknown keys {', '.join(unknown[:5])}")
+        source = d.get("source")
+        if not isinstance(source, str) or not source.isidentifier() or len(source) > MAX_SOURCE_CHARS:
+            raise _bad(
+                f"source must be a module name of at most {MAX_SOURCE_CHARS} characters, not {str(source)[:40]!r}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadModelError(f"bad hspi.generation metadata: {type(exc).__name__}: {exc}")
-        if min(spec.layers, spec.kv_heads, spec.head_dim, spec.vocab) < 1:
-            raise BadModelError("bad hspi.generation metadata: sizes must be positive")
-        if not 1 <= spec.new_tokens <= MAX_NEW_TOKENS or not 1 <= spec.top_k <= MAX_TOP_K:
-            raise BadModelError(
-                f"bad hspi.generation metadata: new_tokens in 1..{MAX_NEW_TOKENS}, top_k in 1..{MAX_TOP_K}"
+        sizes = {key: _int(d, key, 1, high) for key, high in MAX_SIZES.items() if key != "context"}
+        context = _int(d, "context", 2, MAX_SIZES["context"], 2048)
+        new_tokens = _int(d, "new_tokens", 1, min(MAX_NEW_TOKENS, context - 1), 16)
+        top_k = _int(d, "top_k", 1, min(MAX_TOP_K, sizes["vocab"]), MAX_TOP_K)
+        tokens = {key: _int(d, key, 0, sizes["vocab"] - 1) for key in ("bos", "pad")}
+        stop = d.get("stop")
+        if not isinstance(stop, list) or len(stop) > MAX_STOP_IDS:
+            raise _bad(f"stop must be a list of at most {MAX_STOP_IDS} token ids")
+        stop_ids = tuple(_int({"stop": t}, "stop", 0, sizes["vocab"] - 1) for t in stop)
+        extra = {} if d.get("extra") is None else d["extra"]
+        if not isinstance(extra, dict) or _depth(extra, MAX_EXTRA_DEPTH) > MAX_EXTRA_DEPTH:
+            raise _bad(f"extra must be a JSON object nested at most {MAX_EXTRA_DEPTH} deep")
+        spec = cls(
+            source, **sizes, **tokens, stop=stop_ids, new_tokens=new_tokens, top_k=top_k, context=context, extra=extra
+        )
+        if spec.cache_bytes > MAX_KV_CACHE_BYTES:
+            raise _bad(
+                f"a KV cache of {spec.cache_bytes / 2**30:.3g} GiB (layers x kv_heads x head_dim x context, "
+                f"float32 keys and values) exceeds {MAX_KV_CACHE_BYTES >> 30} GiB"
             )
-        if any(not 0 <= t < spec.vocab for t in (spec.bos, spec.pad, *spec.stop)):
-            raise BadModelError("bad hspi.generation metadata: special token ids outside the vocabulary")
         return spec
 
     @classmethod
@@ -86,10 +139,15 @@ class GenerationSpec:
         raw = meta.get(GENERATION_META_KEY)
         if raw is None:
             return None
+        if not isinstance(raw, str) or len(raw) > MAX_META_CHARS:
+            raise BadModelError(
+                f"model metadata {GENERATION_META_KEY} is not text of at most {MAX_META_CHARS} characters"
+            )
         try:
-            return cls.from_dict(json.loads(raw))
+            parsed = json.loads(raw, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             raise BadModelError(f"model metadata {GENERATION_META_KEY} is not valid JSON")
+        return cls.from_dict(parsed)
 
     def input_specs(self) -> list[dict]:
         """The probe inputs (InputSpec dicts): prompt ids and their mask, any length."""
@@ -114,3 +172,7 @@ class GenerationSpec:
             {"name": "topk_logits", "dtype": "", "shape": [n, k]},
             {"name": "topk_logprobs", "dtype": "float32", "shape": [n, k]},
         ]
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")

@@ -179,7 +179,7 @@ def test_generation_stops_at_a_stop_token_and_pads():
 
 
 def test_generation_spec_refuses_bad_metadata():
-    good = GenerationSpec("x", 2, 1, 4, 10, 1, 2, (2,)).as_dict()
+    good = GenerationSpec("x", 2, 1, 4, 10, 1, 2, (2,), top_k=5).as_dict()  # top_k at most the vocabulary
     assert GenerationSpec.from_dict(good).stop == (2,)
     for change in ({"top_k": 50}, {"stop": [99]}, {"layers": "many"}, {"new_tokens": 0}):
         with pytest.raises(BadModelError, match="hspi.generation"):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hspi_onnx.errors import BadModelError, HspiError
-from hspi_onnx.generation import GenerationSpec
+from hspi_onnx.generation import DECODER_INPUTS, DECODER_OUTPUTS, MAX_SIZES, GenerationSpec
 from hspi_onnx.inputs.onnxfile import load_onnx, sha256_file
 
 INPUT_META_KEY = "hspi.input"  # one input (the zoo's models)
@@ -147,8 +147,13 @@ class ModelInfo:
         Hugging Face conversions; None for other models and for a source this install lacks."""
         if self.generation is None:
             return None
+        from hspi_onnx.models.zoo import ZOO
+
+        entry = ZOO.get(self.generation.source)  # a file's metadata names only the zoo's language models
+        if entry is None or not entry.llm:
+            return None
         try:
-            return importlib.import_module(f"hspi_onnx.models.{self.generation.source}")
+            return importlib.import_module(f"hspi_onnx.models.{entry.module}")
         except ImportError:
             return None
 
@@ -263,6 +268,69 @@ def _spec_from_graph(graph, inp) -> InputSpec:
     )
 
 
+def _decoder_layout(spec: GenerationSpec) -> dict[str, tuple[int, tuple]]:
+    """What the decode loop feeds and reads, per name: ONNX element type (7 int64, 1 float32) and
+    each axis, an int (that static size), "batch" (1 or dynamic), "grows" (must be dynamic),
+    "vocab" (at least the vocabulary) or "any"."""
+    cache = (spec.layers, "batch", spec.kv_heads, "grows", spec.head_dim)
+    return {
+        "input_ids": (7, ("batch", "grows")),
+        "past_key": (1, cache),
+        "past_value": (1, cache),
+        "logits": (1, ("batch", "any", "vocab")),
+        "present_key": (1, cache),
+        "present_value": (1, cache),
+    }
+
+
+_AXES = {0: "layers", 2: "kv_heads", 4: "head_dim"}  # of the cache tensors
+
+
+def check_decoder(graph, spec: GenerationSpec) -> None:
+    """A decoder's declared interface against its ``hspi.generation`` metadata, before anything
+    runs: the inputs and outputs the decode loop uses (names in this order, nothing else), their
+    element types and ranks, and every static axis. BadModelError names the first mismatch."""
+    init_names = {t.name for t in graph.initializer}
+    found = {
+        "inputs": [v for v in graph.input if v.name not in init_names],
+        "outputs": list(graph.output),
+    }
+    layout = _decoder_layout(spec)
+    for side, want in (("inputs", DECODER_INPUTS), ("outputs", DECODER_OUTPUTS)):
+        names = [v.name[:40] for v in found[side][:8]]
+        if names != list(want):
+            raise BadModelError(
+                f"hspi.generation marks a decoder with graph {side} {', '.join(want)}; the graph has "
+                f"{', '.join(names) or 'none'}"
+            )
+        for v in found[side]:
+            elem, axes = layout[v.name]
+            where = f"decoder {side[:-1]} {v.name!r}"
+            if not v.type.HasField("tensor_type") or v.type.tensor_type.elem_type != elem:
+                n = v.type.tensor_type.elem_type
+                have = _ONNX_TO_NUMPY.get(n, f"of ONNX element type {n}")
+                raise BadModelError(f"{where} is {have}; the decode loop needs {_ONNX_TO_NUMPY[elem]}")
+            tt = v.type.tensor_type
+            dims = list(tt.shape.dim) if tt.HasField("shape") else []
+            if len(dims) != len(axes):
+                raise BadModelError(f"{where} has rank {len(dims)}; the decode loop needs rank {len(axes)}")
+            for i, (d, rule) in enumerate(zip(dims, axes)):
+                size = int(d.dim_value) if d.HasField("dim_value") else None
+                if size is None or rule == "any":
+                    continue
+                if rule == "batch" and size != 1:
+                    raise BadModelError(f"{where}: axis {i} (batch) is {size}; one sequence runs at a time")
+                if rule == "grows":
+                    raise BadModelError(f"{where}: axis {i} is fixed at {size}; the sequence and cache axes grow")
+                if rule == "vocab" and not spec.vocab <= size <= MAX_SIZES["vocab"]:
+                    raise BadModelError(
+                        f"{where}: {size} logits per position; hspi.generation says vocab {spec.vocab} "
+                        f"(a padded vocabulary may be larger, at most {MAX_SIZES['vocab']})"
+                    )
+                if isinstance(rule, int) and size != rule:
+                    raise BadModelError(f"{where}: axis {i} ({_AXES[i]}) is {size}; hspi.generation says {rule}")
+
+
 def infer_inputs(model) -> tuple[InputSpec, ...]:
     """Input descriptions from ``hspi.inputs``/``hspi.input`` metadata when present, else from the graph."""
     init_names = {t.name for t in model.graph.initializer}
@@ -272,6 +340,7 @@ def infer_inputs(model) -> tuple[InputSpec, ...]:
     meta = {p.key: p.value for p in model.metadata_props}
     generation = GenerationSpec.from_metadata(meta)
     if generation is not None:  # a decoder with a KV cache: its probes are prompts, not graph inputs
+        check_decoder(model.graph, generation)
         return tuple(InputSpec.from_dict(d) for d in generation.input_specs())
     described = None
     for key in (INPUTS_META_KEY, INPUT_META_KEY):
