@@ -140,6 +140,27 @@ def _check_against_module(data: bytes, module, spec: dict, rtol: float = 1e-4) -
         raise BadModelError(f"exported ONNX differs from the PyTorch module (relative error {err:.2e})")
 
 
+def exported_sha256(name: str) -> str | None:
+    """The sha256 of zoo model ``name``'s cached export, None when it is not exported here. Kept
+    in a ``.sha256`` file beside the export (rehashed when the export is newer), so that worker
+    processes asking whether a file is the zoo's export do not hash hundreds of MB each."""
+    from hspi_onnx.cache import atomic_write_bytes, cache_dir, sha256_file
+
+    if name not in ZOO:
+        return None
+    path = cache_dir("zoo", f"v{ZOO_VERSION}") / f"{name}.onnx"
+    side = path.with_name(f"{name}.onnx.sha256")
+    if not path.is_file():
+        return None
+    if side.is_file() and side.stat().st_mtime >= path.stat().st_mtime:
+        text = side.read_text(errors="replace").strip()
+        if len(text) == 64:
+            return text
+    digest = sha256_file(path)
+    atomic_write_bytes(side, digest.encode())
+    return digest
+
+
 def ensure_exported(name: str) -> Path:
     """Path of the cached export of zoo model ``name``, exporting it on first use."""
     from hspi_onnx.cache import cache_dir

@@ -88,7 +88,7 @@ class TransformersAdapter(Adapter):
     pins = PINS
 
     def serves(self, model: ModelInfo) -> bool:
-        return model.generation is not None
+        return model.conversions() is not None  # runs the zoo's conversions, so only the zoo's export
 
     def variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
         device = capped_cpu_device()

@@ -118,7 +118,7 @@ class LlamaCppAdapter(Adapter):
     labelled = ("ggml",)
 
     def serves(self, model: ModelInfo) -> bool:
-        return model.generation is not None
+        return model.conversions() is not None  # runs the zoo's conversions, so only the zoo's export
 
     def _platform(self, qtype: str, fa: str, **knobs) -> Platform:
         values = {**DEFAULT, **knobs}

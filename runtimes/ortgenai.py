@@ -83,7 +83,7 @@ class OnnxRuntimeGenAIAdapter(Adapter):
     summary = "ONNX Runtime GenAI (CPU): language models from its model builder, fp32/int8/int4"
 
     def serves(self, model: ModelInfo) -> bool:
-        return model.generation is not None
+        return model.conversions() is not None  # runs the zoo's conversions, so only the zoo's export
 
     def _grid(self, precisions: list[tuple[str, dict]], threads: int) -> list[Platform]:
         ort = {"ort": dist_version("onnxruntime") or "0"}

@@ -247,3 +247,21 @@ def test_weight_quantizers_are_labelled_distinct_stacks(tmp_path):
     proc = hspi("db", "classes", "--db", db, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)[0]["classes"]) == 4
+
+
+def test_onnxruntime_genai_builds_its_own_models(tmp_path):
+    """ONNX Runtime GenAI's model builder from the Hugging Face folder, its generator under the
+    shared loop: fp32 and int4 are two classes, the builder's command line is measured."""
+    pytest.importorskip("onnxruntime_genai")
+    db = tmp_path / "db"
+    globs = ["onnxruntime-genai/*/fp32/*threads=1", "onnxruntime-genai/*/int4/*quant=mnb-acc4*"]
+    proc = hspi("db", "build", "smollm2", "--db", db, "-n", "1", "-q", *[x for g in globs for x in ("-p", g)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(db / "shards", format="parquet").to_table(columns=["platform", "host"]).to_pylist()
+    builders = {r["platform"].split("/")[2]: json.loads(r["host"])["kernels"]["builder"] for r in rows}
+    assert "-p fp32 -e cpu" in builders["fp32"] and "-p int4 -e cpu" in builders["int4"]
+    assert "accuracy_level=4" in builders["int4"]
+    proc = hspi("db", "classes", "--db", db, "--json")
+    assert len(json.loads(proc.stdout)[0]["classes"]) == 2

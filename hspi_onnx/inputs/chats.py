@@ -131,7 +131,9 @@ def tokenizer_for(model):
         raise BadProbesError(f"{model.name} is not a language model with a chat template")
     source = model.conversions()
     if source is None:
-        raise BadProbesError(f"no conversions for language model source {spec.source!r}")
+        raise BadProbesError(
+            f"no tokenizer for {model.name}: the zoo's conversions of {spec.source!r} stand only for the zoo's own export"
+        )
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(source.hf_folder()))

@@ -144,13 +144,17 @@ class ModelInfo:
 
     def conversions(self):
         """The module under ``hspi_onnx.models`` that makes this language model's GGUF and
-        Hugging Face conversions; None for other models and for a source this install lacks."""
+        Hugging Face conversions; None for other models, for a source this install lacks, and for
+        a file that is not the zoo's own export of that source: the conversions are made from the
+        zoo's reference weights, so they stand for this model only when the file is that export
+        (a file may copy the metadata and carry other weights)."""
         if self.generation is None:
             return None
+        from hspi_onnx.models.export import exported_sha256
         from hspi_onnx.models.zoo import ZOO
 
         entry = ZOO.get(self.generation.source)  # a file's metadata names only the zoo's language models
-        if entry is None or not entry.llm:
+        if entry is None or not entry.llm or exported_sha256(self.generation.source) != self.sha256:
             return None
         try:
             return importlib.import_module(f"hspi_onnx.models.{entry.module}")

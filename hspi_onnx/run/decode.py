@@ -24,7 +24,10 @@ def conversions(model, runtime: str):
         raise UnsupportedError(f"{runtime} runs language models here; {model.name} is not one")
     source = model.conversions()
     if source is None:
-        raise UnsupportedError(f"{model.name}: no conversions for language model source {spec.source!r}")
+        raise UnsupportedError(
+            f"{model.name}: no conversions for it (they are made from the zoo's weights and stand only for "
+            f"the zoo's own export of {spec.source!r})"
+        )
     return spec, source
 
 
