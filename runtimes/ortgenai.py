@@ -66,8 +66,9 @@ class _Stepper:
 
         params = og.GeneratorParams(self.model)
         params.set_search_options(max_length=self.max_length, do_sample=False, past_present_share_buffer=True)
-        self.generator = og.Generator(self.model, params)
-        self.generator.append_tokens(np.ascontiguousarray(prompt, dtype=np.int32))
+        generator = og.Generator(self.model, params)
+        generator.append_tokens(np.ascontiguousarray(prompt, dtype=np.int32))
+        self.generator = generator
         return self._logits()
 
     def step(self, token: int) -> np.ndarray:

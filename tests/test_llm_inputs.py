@@ -222,16 +222,19 @@ def test_printed_logprobs_keep_their_rounding_interval(tmp_path):
     tokens, ids = np.array([7, 9], dtype=np.int32), np.array([[7, 3, 1], [9, 1, 2]], dtype=np.int32)
     full = np.vstack([lp.reshape(1, 2), [[-0.1, -3.0]]]).astype(np.float32)
     full = np.hstack([full, np.full((2, 1), -9, np.float32)])
-    assert consistent(back, tokens, ids, full)
+    def rows(logprobs):
+        return {"tokens": tokens, "topk_ids": ids, "topk_logprobs": logprobs}
+
+    assert consistent(back, rows(full))
     moved = full.copy()
     moved[0, 0] = -0.1236  # outside -0.123 +- 0.0005
-    assert not consistent(back, tokens, ids, moved)
+    assert not consistent(back, rows(moved))
     exact = GenerationQuery(0, np.array([7]), np.array([[7]]), lp[:, :1].astype(np.float64), np.zeros((1, 1)))
     back = read_generation(write_generation(tmp_path / "e.jsonl", "set", [exact])).queries[0]
-    assert back.tolerance.tolist() == [[0.0]] and consistent(back, tokens, ids, full)
+    assert back.tolerance.tolist() == [[0.0]] and consistent(back, rows(full))
     nudged = full.copy()
     nudged[0, 0] = np.nextafter(nudged[0, 0], np.float32(0))  # one float32 ulp away
-    assert not consistent(back, tokens, ids, nudged)
+    assert not consistent(back, rows(nudged))
 
 
 def test_teacher_forced_generation_scores_the_given_tokens():

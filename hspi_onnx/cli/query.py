@@ -113,6 +113,33 @@ TokenIdsOpt = Annotated[
         help="openai: ask for tokens as ids (vLLM's return_tokens_as_token_ids); off for servers refusing unknown fields (chat then reads one-byte tokens' bytes).",
     ),
 ]
+LmOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lm",
+        metavar="MODEL",
+        help="openai, chat probe sets: the language model (zoo name or ONNX) whose tokenizer and chat template made the probes; its tokenizer maps the server's printed tokens back to ids.",
+        show_default=False,
+    ),
+]
+ChatsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--chats",
+        metavar="FILE",
+        help="openai, chat probe sets: the chats (OpenAI messages JSONL) the probe set was made from (default: the built-in chats); checked against the probe set's ids.",
+        show_default=False,
+    ),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        metavar="KEY=VALUE",
+        help="openai, chat: an extra request field (VALUE as JSON), e.g. repeat_penalty=1.0 for llama.cpp's servers; repeatable; recorded with each answer.",
+        show_default=False,
+    ),
+]
 AdaptiveOpt = Annotated[
     Path | None,
     typer.Option(
@@ -168,18 +195,24 @@ def query(
     top_logprobs: TopLogprobsOpt = 5,
     max_tokens: MaxTokensOpt = 1,
     token_ids: TokenIdsOpt = True,
+    lm: LmOpt = None,
+    chats: ChatsOpt = None,
+    param: ParamOpt = None,
     adaptive_db: AdaptiveOpt = None,
     max_queries: MaxQueriesOpt = 16,
     quiet: QuietOpt = False,
 ) -> None:
     """Send every probe of a probe set to a live endpoint; write its answers as a suspect file
     (JSON Lines: KServe v2 responses, or per-token top-k log-probabilities for openai) that hspi
-    match and hspi verify read. Answers already in the file are not asked again. With
-    --adaptive DB, one probe at a time, each chosen to split the DB platforms still consistent
-    with the labels answered so far."""
+    match and hspi verify read. A language model's chat probes (hspi probes make MODEL) go to
+    /v1/chat/completions as their messages, greedy, with top log-probabilities; the answers are
+    hspi-generation/1 lines. Answers already in the file are not asked again. With --adaptive DB,
+    one probe at a time, each chosen to split the DB platforms still consistent with the labels
+    answered so far."""
     from hspi_onnx.inputs.probes import load_probes
     from hspi_onnx.query import QueryOptions
     from hspi_onnx.query import query as run_query
+    from hspi_onnx.query.chat import plan_for
 
     opts = QueryOptions(
         url,
@@ -199,6 +232,9 @@ def query(
         token_ids=token_ids,
     )
     probe_set = load_probes(probes)
+    opts.chat = plan_for(probe_set, wire, lm, chats, param)
+    if opts.chat is not None:
+        opts.endpoint = "chat"
     if adaptive_db is not None:
         _adaptive(probe_set, output, opts, adaptive_db, max_queries, quiet)
         return

@@ -29,11 +29,15 @@ def first_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.n
     return np.where(differ.any(axis=1), differ.argmax(axis=1), -1)
 
 
-def generation_outputs(db: ReferenceDB, model_sha: str, probes_sha: str, ids) -> dict[str, dict[str, np.ndarray]]:
-    """label -> {output name -> values on ``ids``} of every platform with all generation outputs."""
-    per_output = {name: outputs_at(db, model_sha, probes_sha, np.asarray(ids), name) for name in GENERATION_OUTPUTS}
+def generation_outputs(
+    db: ReferenceDB, model_sha: str, probes_sha: str, ids, logits: bool = False
+) -> dict[str, dict[str, np.ndarray]]:
+    """label -> {output name -> values on ``ids``} of every platform with all generation outputs
+    (and ``topk_logits``, in the runtime's dtype, with ``logits``)."""
+    names = GENERATION_OUTPUTS + (("topk_logits",) if logits else ())
+    per_output = {name: outputs_at(db, model_sha, probes_sha, np.asarray(ids), name) for name in names}
     labels = set.intersection(*(set(v) for v in per_output.values()))
-    return {label: {name: per_output[name][label] for name in GENERATION_OUTPUTS} for label in sorted(labels)}
+    return {label: {name: per_output[name][label] for name in names} for label in sorted(labels)}
 
 
 def pairwise(db: ReferenceDB, model_sha: str, probes_sha: str, ids: list[int], classes: list[list[str]]) -> list[dict]:

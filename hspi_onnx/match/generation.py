@@ -17,12 +17,27 @@ The file format, ``hspi-generation/1`` (JSON lines, one per chat)::
 
 ``top_logprobs`` (optional) holds, per generated position, ``[token_id, logprob]`` pairs, highest
 first. Numbers are kept as printed: their decimals set the interval.
+
+Answers of a real server (``hspi query --wire openai`` on a chat probe set) differ in two ways.
+A token id may be a list of candidates where the server printed only the token's text and
+several ids print the same (any candidate fits). And ``"normalizer": "server"``: the server
+computed the log-probabilities itself from its logits, with its own log-sum-exp (llama-cpp-python:
+float32 ``(x - max) - log(sum(exp(x - max)))``), so they need not equal the DB's float64 log-softmax
+bit for bit. What any such formula keeps is the logits' differences: at each position the
+suspect's ``logprob_i - (logit_i - logit_0)`` must be one common value (the normalizer) up to
+the float32 roundings of those two subtractions and the printed digits, and that value must be
+the DB's own normalizer within 1e-3. The top-k logits of every DB platform are stored, so this is
+checked exactly.
+
+A server that does not decode greedily (llama.cpp's default repeat penalty, sampling) leaves the
+platform's greedy path where its chosen token is not its own top-1: that position's alternatives
+are still compared (same prefix), the later ones are not.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -39,15 +54,20 @@ MAX_CHATS = 10_000
 MAX_POSITIONS = 4096
 MAX_TOP = 20
 EXACT_DIGITS = 9  # significant digits that pin a float32 exactly
+MAX_CANDIDATES = 64  # token ids one printed token text may stand for
+NORMALIZERS = ("exact", "server")
+NORMALIZER_SLACK = 1e-3  # how far a server's log-sum-exp may be from the DB's float64 one
 
 
 @dataclass
 class GenerationQuery:
     probe_id: int
-    tokens: np.ndarray  # (L,) int64
-    top_ids: np.ndarray | None = None  # (L, k) int64
+    tokens: np.ndarray  # (L,) int64; -1 where several ids are candidates (token_sets)
+    top_ids: np.ndarray | None = None  # (L, k) int64; -1 where several ids are candidates (top_sets)
     logprobs: np.ndarray | None = None  # (L, k) float64 as printed
     tolerance: np.ndarray | None = None  # (L, k) half a unit in the last printed digit (0: exact)
+    token_sets: dict[int, frozenset[int]] = field(default_factory=dict)  # position -> candidate ids
+    top_sets: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict)  # (position, rank) -> ids
 
 
 @dataclass
@@ -56,6 +76,7 @@ class GenerationSuspect:
     probes: str  # probe-set name or sha256
     model: str | None
     queries: list[GenerationQuery]
+    normalizer: str = "exact"  # "server": log-probabilities normalized by the server, compared by differences
 
 
 def is_generation_file(path: str | Path) -> bool:
@@ -95,6 +116,7 @@ def read_generation(path: str | Path) -> GenerationSuspect:
     if not lines or len(lines) > MAX_CHATS:
         fail(f"needs 1 to {MAX_CHATS} lines")
     probes = model = None
+    normalizer = "exact"
     budget = [printed.MAX_FLOATS]
     queries: list[GenerationQuery] = []
     seen: set[int] = set()
@@ -117,14 +139,21 @@ def read_generation(path: str | Path) -> GenerationSuspect:
         if not isinstance(pid, int) or isinstance(pid, bool) or not 0 <= pid < 1 << 40 or pid in seen:
             fail(f"line {n}: probe_id must be a distinct non-negative integer")
         seen.add(pid)
+        norm = doc.get("normalizer", "exact")
+        if norm not in NORMALIZERS or (n > 1 and norm != normalizer):
+            fail(f"line {n}: normalizer must be one of {', '.join(NORMALIZERS)}, the same on every line")
+        normalizer = norm
         tokens = doc.get("tokens")
-        if (
-            not isinstance(tokens, list)
-            or not 1 <= len(tokens) <= MAX_POSITIONS
-            or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 31 for t in tokens)
-        ):
+        if not isinstance(tokens, list) or not 1 <= len(tokens) <= MAX_POSITIONS:
             fail(f"line {n}: tokens must be 1 to {MAX_POSITIONS} token ids")
-        q = GenerationQuery(pid, np.asarray(tokens, dtype=np.int64))
+        q = GenerationQuery(pid, np.zeros(len(tokens), dtype=np.int64))
+        for p, t in enumerate(tokens):
+            one, cands = _token(t)
+            if one is None and cands is None:
+                fail(f"line {n}: tokens must be token ids (or lists of 1 to {MAX_CANDIDATES} candidate ids)")
+            q.tokens[p] = one if one is not None else -1
+            if cands is not None:
+                q.token_sets[p] = cands
         top = doc.get("top_logprobs")
         if top is not None:
             if not isinstance(top, list) or len(top) != len(tokens):
@@ -139,10 +168,12 @@ def read_generation(path: str | Path) -> GenerationSuspect:
                 if not isinstance(alts, list) or len(alts) != k:
                     fail(f"line {n}, position {p}: every position lists the same number ({k}) of alternatives")
                 for j, pair in enumerate(alts):
-                    ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int)
-                    ok = ok and not isinstance(pair[0], bool) and isinstance(pair[1], (float, int, str))
-                    if not ok or not 0 <= pair[0] < 1 << 31:
+                    ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], (float, int, str))
+                    one, cands = _token(pair[0]) if ok else (None, None)
+                    if one is None and cands is None:
                         fail(f"line {n}, position {p}: alternatives are [token_id, logprob] pairs")
+                    if cands is not None:
+                        q.top_sets[(p, j)] = cands
                     text = printed.text_of(pair[1]) if not isinstance(pair[1], str) else pair[1]
                     try:
                         value, tolerance = float(text), _tolerance(text)
@@ -150,33 +181,105 @@ def read_generation(path: str | Path) -> GenerationSuspect:
                         fail(f"line {n}, position {p}: logprob {text[:20]!r} is not a number")
                     if not value <= 0.0:  # NaN, positive and infinite log-probabilities are no print
                         fail(f"line {n}, position {p}: logprob {text[:20]} is not a log-probability")
-                    ids[p, j], lps[p, j], tol[p, j] = pair[0], value, tolerance
+                    ids[p, j], lps[p, j], tol[p, j] = one if one is not None else -1, value, tolerance
             q.top_ids, q.logprobs, q.tolerance = ids, lps, tol
         queries.append(q)
     assert probes is not None
-    return GenerationSuspect(str(path), probes, model, queries)
+    return GenerationSuspect(str(path), probes, model, queries, normalizer)
 
 
-def consistent(q: GenerationQuery, tokens: np.ndarray, top_ids: np.ndarray, logprobs: np.ndarray) -> bool:
-    """Whether one platform's generation of the chat (its DB rows) could have given ``q``."""
+def _token(value) -> tuple[int | None, frozenset[int] | None]:
+    """(the id, None) of a token id; (None, candidates) of a list of candidate ids (one candidate
+    is that id; null: none named, any id); (None, None) when it is neither."""
+
+    def is_id(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31
+
+    if value is None:  # printed so that too many ids could have been it: any id fits
+        return None, frozenset()
+    if is_id(value):
+        return value, None
+    if isinstance(value, list) and 1 <= len(value) <= MAX_CANDIDATES and all(is_id(v) for v in value):
+        return (value[0], None) if len(value) == 1 else (None, frozenset(value))
+    return None, None
+
+
+def _same_ids(want: np.ndarray, sets: dict, got: np.ndarray, offset=()) -> np.ndarray:
+    """Element-wise: the DB's ids ``got`` equal the suspect's ``want`` (or lie in its candidates)."""
+    same = want == got
+    for key, cands in sets.items():
+        at = key if isinstance(key, tuple) else (key,)
+        if all(a < d for a, d in zip(at, same.shape)):
+            same[at] = not cands or int(got[at]) in cands  # empty: any id
+    return same
+
+
+def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str = "exact") -> bool:
+    """Whether one platform's generation of the chat (its DB rows: ``tokens``, ``topk_ids``,
+    ``topk_logprobs``, and ``topk_logits`` for the server normalizer) could have given ``q``."""
+    tokens, top_ids = rows["tokens"].astype(np.int64), rows["topk_ids"]
     n = len(q.tokens)
-    if n > len(tokens) or not np.array_equal(tokens[:n].astype(np.int64), q.tokens):
+    if n > len(tokens):
         return False
+    same = _same_ids(q.tokens, q.token_sets, tokens[:n])
+    if not same.all():
+        j = int(np.argmin(same))
+        # the suspect left the platform's greedy path at j: fine only where the server itself did
+        # not take its own top-1 (penalties, sampling); its alternatives at j are still comparable
+        if q.top_ids is None or _took_top1(q, j):
+            return False
+        n = j + 1
     if q.top_ids is None:
         return True
     k = q.top_ids.shape[1]
-    if k > top_ids.shape[1] or not np.array_equal(top_ids[:n, :k].astype(np.int64), q.top_ids):
+    if k > top_ids.shape[1] or not _same_ids(q.top_ids[:n], q.top_sets, top_ids[:n, :k].astype(np.int64)).all():
         return False
     assert q.logprobs is not None and q.tolerance is not None
-    db = logprobs[:n, :k].astype(np.float64)
+    if normalizer == "server":
+        return _differences_fit(q, rows, n, k)
+    db = rows["topk_logprobs"][:n, :k].astype(np.float64)
     exact = q.tolerance == 0
     # printed with every digit: the float32 it rounds to; else within half a unit of the last digit
     same = np.where(
         exact,
         db == q.logprobs.astype(np.float32).astype(np.float64),
-        np.abs(db - q.logprobs) <= q.tolerance * (1 + 1e-9),
+        np.abs(db - q.logprobs[:n]) <= q.tolerance[:n] * (1 + 1e-9),
     )
     return bool(same.all())
+
+
+def _took_top1(q: GenerationQuery, j: int) -> bool:
+    """Whether the suspect's token at ``j`` is (or may be) its own first alternative there."""
+    assert q.top_ids is not None
+    chosen = q.token_sets.get(j, frozenset([int(q.tokens[j])]))
+    first = q.top_sets.get((j, 0), frozenset([int(q.top_ids[j, 0])]))
+    return not chosen or not first or bool(chosen & first)
+
+
+def _differences_fit(q: GenerationQuery, rows: dict[str, np.ndarray], n: int, k: int) -> bool:
+    """Server-normalized log-probabilities against a platform's top-k logits: at every position
+    one normalizer explains all k values (each ``logprob_i - (logit_i - logit_0)`` within the
+    float32 roundings of the two subtractions and the printed digits), and it is the DB's own."""
+    if "topk_logits" not in rows:
+        return False
+    assert q.logprobs is not None and q.tolerance is not None
+    logits = rows["topk_logits"][:n, :k].astype(np.float64)
+    if not np.isfinite(logits).all():
+        return False
+    diff = logits - logits[:, :1]
+    got = q.logprobs[:n]
+    slack = q.tolerance[:n] * (1 + 1e-9) + _ulp32(got) + _ulp32(diff)
+    shift = got - diff
+    low, high = (shift - slack).max(axis=1), (shift + slack).min(axis=1)
+    if not (low <= high).all():
+        return False
+    own = rows["topk_logprobs"][:n, 0].astype(np.float64)  # the DB's normalizer, as logprob_0 - 0
+    return bool((np.abs(shift[:, 0] - own) <= NORMALIZER_SLACK + slack[:, 0]).all())
+
+
+def _ulp32(x: np.ndarray) -> np.ndarray:
+    """One unit in the last place of float32 at each value's magnitude."""
+    return np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
 
 
 def _group(db: ReferenceDB, suspect: GenerationSuspect) -> tuple[str, str]:
@@ -203,13 +306,13 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
 
     model_sha, probes_sha = _group(db, suspect)
     ids = [q.probe_id for q in suspect.queries]
-    data = generation_outputs(db, model_sha, probes_sha, ids)
+    data = generation_outputs(db, model_sha, probes_sha, ids, logits=suspect.normalizer == "server")
     if not data:
         raise HspiError("the reference DB holds no generations of these chats")
     keep = []
     for label, rows in data.items():
         if all(
-            consistent(q, rows["tokens"][k], rows["topk_ids"][k], rows["topk_logprobs"][k])
+            consistent(q, {name: v[k] for name, v in rows.items()}, suspect.normalizer)
             for k, q in enumerate(suspect.queries)
         ):
             keep.append(label)
@@ -224,6 +327,8 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
         "queries": len(suspect.queries),
         "tokens": int(sum(len(q.tokens) for q in suspect.queries)),
         "evidence": "top_logprobs" if all(q.top_ids is not None for q in suspect.queries) else "text",
+        "normalizer": suspect.normalizer,
+        "ambiguous_tokens": int(sum(len(q.token_sets) + len(q.top_sets) for q in suspect.queries)),
         "verdict": verdict,
         "classes": [{"id": c, "platforms": [p for p in keep if class_of[p] == c]} for c in classes],
         "n_db_platforms": len(data),
@@ -272,13 +377,7 @@ def one_request_table(
                 alone = 0
                 for i in range(len(ids)):
                     q = as_query({n: v[i] for n, v in data[rep].items()}, k, int(ids[i]), tokens, d)
-                    fits = [
-                        other
-                        for other in reps
-                        if consistent(
-                            q, data[other]["tokens"][i], data[other]["topk_ids"][i], data[other]["topk_logprobs"][i]
-                        )
-                    ]
+                    fits = [other for other in reps if consistent(q, {n: v[i] for n, v in data[other].items()})]
                     alone += fits == [rep]
                 row[mode] = alone
             rows.append(row)
@@ -296,9 +395,20 @@ def one_request_table(
     return out
 
 
-def write_generation(path: str | Path, probes: str, queries: list[GenerationQuery], model: str | None = None) -> Path:
+def write_generation(
+    path: str | Path, probes: str, queries: list[GenerationQuery], model: str | None = None, normalizer: str = "exact"
+) -> Path:
     """Queries as an ``hspi-generation/1`` file; log-probabilities printed with the decimals their
-    tolerance says (all of a float32's digits when exact)."""
+    tolerance says (all of a float32's digits when exact); candidate ids as lists."""
+    path = Path(path)
+    path.write_text("".join(generation_line(probes, q, model, normalizer) + "\n" for q in queries))
+    return path
+
+
+def generation_line(
+    probes: str, q: GenerationQuery, model: str | None = None, normalizer: str = "exact", **extra
+) -> str:
+    """One query as an ``hspi-generation/1`` line (``extra`` keys added after the evidence)."""
 
     def printed(value: float, tol: float) -> str:
         if tol == 0:
@@ -306,21 +416,26 @@ def write_generation(path: str | Path, probes: str, queries: list[GenerationQuer
         decimals = max(0, round(-np.log10(2 * tol)))
         return f"{value:.{decimals}f}"
 
-    lines = []
-    for q in queries:
-        doc: dict = {"format": GENERATION_FORMAT, "probe_set": probes, "probe_id": q.probe_id}
-        if model:
-            doc["model"] = model
-        doc["tokens"] = [int(t) for t in q.tokens]
-        if q.top_ids is not None and q.logprobs is not None and q.tolerance is not None:
-            doc["top_logprobs"] = [
-                [[int(i), _Raw(printed(v, t))] for i, v, t in zip(ids, vals, tols)]
-                for ids, vals, tols in zip(q.top_ids, q.logprobs, q.tolerance)
+    def token(value: int, cands) -> int | list[int] | None:
+        if cands is None:
+            return int(value)
+        return sorted(cands) or None
+
+    doc: dict = {"format": GENERATION_FORMAT, "probe_set": probes, "probe_id": q.probe_id}
+    if model:
+        doc["model"] = model
+    if normalizer != "exact":
+        doc["normalizer"] = normalizer
+    doc["tokens"] = [token(t, q.token_sets.get(p)) for p, t in enumerate(q.tokens)]
+    if q.top_ids is not None and q.logprobs is not None and q.tolerance is not None:
+        doc["top_logprobs"] = [
+            [
+                [token(i, q.top_sets.get((p, j))), _Raw(printed(v, t))]
+                for j, (i, v, t) in enumerate(zip(ids, vals, tols))
             ]
-        lines.append(_dumps(doc))
-    path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+            for p, (ids, vals, tols) in enumerate(zip(q.top_ids, q.logprobs, q.tolerance))
+        ]
+    return _dumps(doc | extra)
 
 
 class _Raw(str):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import kserve, openai
+from . import chat, kserve, openai
+from .chat import ChatPlan
 from .resume import KEY, AnswerFile
 from .transport import MAX_BODY, QueryError, Transport
 
@@ -37,6 +38,7 @@ class QueryOptions:
     top_logprobs: int = 5  # openai
     max_tokens: int = 1  # openai: tokens generated per probe (the first is the probe's own answer)
     token_ids: bool = True  # openai: ask for tokens as ids (return_tokens_as_token_ids)
+    chat: ChatPlan | None = None  # openai: a language model's chat probes (query/chat.py)
 
 
 @dataclass
@@ -69,6 +71,8 @@ def query(
         )
     if opts.protocol == "openai" and opts.endpoint == "chat" and opts.batch != 1:
         raise QueryError("a chat request holds one prompt: use --batch 1 with --endpoint chat")
+    if opts.chat is not None and (opts.protocol != "openai" or opts.endpoint != "chat"):
+        raise QueryError("a language model's chat probes go to an OpenAI-compatible chat endpoint (--wire openai)")
     model: str | None
     if opts.protocol == "kserve-v2":
         base, model = kserve.split_url(opts.url, opts.model)
@@ -80,20 +84,19 @@ def query(
     ) as transport:
         if opts.protocol == "openai":
             model = openai.served_model(transport, model)
-            openai.prompt_ids(probes, 0)  # a probe set of prompts, or a clear error before anything is sent
+            if opts.chat is None:
+                openai.prompt_ids(probes, 0)  # a probe set of prompts, or a clear error before anything is sent
         assert model is not None  # kserve's from the URL or --model, openai's from the server
-        answers = AnswerFile(
-            out, probes.sha256, transport.shown, model, openai.signature if opts.protocol == "openai" else None
-        )
+        sign = None if opts.protocol != "openai" else (chat.signature if opts.chat else openai.signature)
+        answers = AnswerFile(out, probes.sha256, transport.shown, model, sign)
         try:
             done = answers.open()
             todo = [k for k, pid in enumerate(ids) if pid not in done]
             on_start(len(ids), len(ids) - len(todo))
             batches = [todo[s : s + opts.batch] for s in range(0, len(todo), opts.batch)]
             if batches:
-                ask = (_openai_asker if opts.protocol == "openai" else _kserve_asker)(
-                    transport, model, probes, ids, opts
-                )
+                asker = _kserve_asker if opts.protocol != "openai" else (_chat_asker if opts.chat else _openai_asker)
+                ask = asker(transport, model, probes, ids, opts)
                 _run(batches, ask, answers, opts.concurrency, on_answer)
         finally:
             answers.close()
@@ -226,6 +229,22 @@ def _openai_asker(transport: Transport, model: str, probes, ids: list[int], opts
         for pid, line in zip(pids, lines):
             line["parameters"] = _ours(probes, [pid], reply, opts)
         return lines
+
+    return ask
+
+
+def _chat_asker(transport: Transport, model: str, probes, ids: list[int], opts: QueryOptions):
+    plan = opts.chat
+    assert plan is not None
+    path = openai.ENDPOINTS["chat"]
+
+    def ask(rows: list[int]) -> list[dict]:
+        (row,) = rows
+        reply = transport.request("POST", path, chat.chat_body(plan, model, row, opts.top_logprobs))
+        where = f"POST {transport.shown}{path} (chat {ids[row]})"
+        line = chat.parse_chat_answer(reply, where, plan, row, ids[row], probes.sha256, opts.top_logprobs)
+        line["parameters"] = _ours(probes, [ids[row]], reply, opts) | {"request": plan.params}
+        return [line]
 
     return ask
 

@@ -147,9 +147,9 @@ def _steps_chat(choice: dict, what: str) -> list[dict]:
     return steps
 
 
-def parse_answer(reply: Reply, where: str, endpoint: str, probe_ids: list[int], k: int, max_tokens: int) -> list[dict]:
-    """One ``hspi-logprobs/1`` line per probe (without our parameters); the top log-probabilities
-    of every token sorted best first, ties to the lower id (as the DB side sorts them)."""
+def response_doc(reply: Reply, where: str) -> dict:
+    """The JSON object of a 200 answer; a clear QueryError for an HTTP error, an HTML page or a
+    body that is not complete JSON."""
     if reply.status != 200:
         detail = one_line(reply.body, 100) if reply.body.strip() else "an empty body"
         try:
@@ -166,7 +166,16 @@ def parse_answer(reply: Reply, where: str, endpoint: str, probe_ids: list[int], 
         doc = json.loads(reply.body)
     except (ValueError, RecursionError):
         raise QueryError(f"{where}: the response is not complete JSON ({len(reply.body)} bytes; truncated?)") from None
-    choices = doc.get("choices") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise QueryError(f"{where}: the response is not a JSON object")
+    return doc
+
+
+def parse_answer(reply: Reply, where: str, endpoint: str, probe_ids: list[int], k: int, max_tokens: int) -> list[dict]:
+    """One ``hspi-logprobs/1`` line per probe (without our parameters); the top log-probabilities
+    of every token sorted best first, ties to the lower id (as the DB side sorts them)."""
+    doc = response_doc(reply, where)
+    choices = doc.get("choices")
     if not isinstance(choices, list) or len(choices) != len(probe_ids) or not all(isinstance(c, dict) for c in choices):
         raise QueryError(
             f"{where}: the response holds {len(choices) if isinstance(choices, list) else 'no'} choices "

@@ -1,0 +1,253 @@
+"""A language model's chat probes sent to an OpenAI-compatible chat server (llama.cpp's
+``llama_cpp.server``, vLLM, transformers serve, ``hspi serve``): each chat's messages as
+``/v1/chat/completions`` with ``logprobs``/``top_logprobs``, greedy (``temperature`` 0, a fixed
+``seed``), ``max_tokens`` the DB's generation length; each answer becomes an
+``hspi-generation/1`` line (:mod:`hspi_onnx.match.generation`) that ``hspi match`` and
+``hspi verify`` read, with ``"normalizer": "server"`` (the server computed the log-probabilities).
+
+The messages are the chats the probe set was made from: the built-in set its name names
+(``chat-v1-nN``) or the user's file, re-encoded with the language model's tokenizer and chat
+template and checked against the probe set's ids, so what the server is asked is what the DB's
+platforms ran. A server that tokenizes the conversation otherwise (another template, a BOS token
+more) is caught by its ``usage.prompt_tokens``.
+
+Servers print tokens as text. :class:`TokenMap` maps a printed token back to ids with the model's
+tokenizer: by the token's UTF-8 ``bytes`` where the server gives them (exact), else by its text,
+decoded from the token's bytes as servers decode a lone token (invalid UTF-8 dropped, as
+llama.cpp does, or replaced by U+FFFD, as Hugging Face's decode does). Where several ids print
+the same, the line keeps every candidate (a list) and says how many, instead of guessing; where
+too many do (a lone byte of a multi-byte character printed as ""), the position matches any id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .openai import response_doc
+from .transport import QueryError, Reply
+
+MAX_MESSAGES_BYTES = 1 << 20
+SEED = 0
+
+
+def _byte_decoder() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2's): printable stand-ins for the 256 bytes, inverted."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class TokenMap:
+    """Printed tokens (text, or UTF-8 bytes) -> the ids that print so, for one tokenizer."""
+
+    MAX_CANDIDATES = 64
+
+    def __init__(self, tokenizer) -> None:
+        decoder = _byte_decoder()
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self.pieces: list[bytes] = []
+        for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+            tok = tok or ""
+            if i in special or not all(c in decoder for c in tok):
+                piece = tok.encode("utf-8")  # special and added tokens print as their text
+            else:
+                piece = bytes(decoder[c] for c in tok)
+            self.pieces.append(piece)
+        self.by_bytes: dict[bytes, list[int]] = {}
+        self.by_text: dict[str, list[int]] = {}
+        for i, piece in enumerate(self.pieces):
+            self.by_bytes.setdefault(piece, []).append(i)
+            for text in {piece.decode("utf-8", "ignore"), piece.decode("utf-8", "replace")}:
+                self.by_text.setdefault(text, []).append(i)
+
+    def lookup(self, text, raw_bytes) -> int | list[int] | None:
+        """The id a printed token stands for; a sorted list of candidates when several print the
+        same; None when too many do to say (any id fits). QueryError when none does."""
+        if isinstance(raw_bytes, list) and raw_bytes and all(isinstance(b, int) and 0 <= b < 256 for b in raw_bytes):
+            ids = self.by_bytes.get(bytes(raw_bytes), [])
+        elif isinstance(text, str):
+            ids = self.by_text.get(text, [])
+        else:
+            raise QueryError("a token came without its text or bytes")
+        if not ids:
+            shown = text if isinstance(text, str) else raw_bytes
+            raise QueryError(f"token {str(shown)[:30]!r} is no token of the model's tokenizer (another model served?)")
+        if len(ids) == 1:
+            return ids[0]
+        return sorted(set(ids)) if len(set(ids)) <= self.MAX_CANDIDATES else None
+
+
+@dataclass
+class ChatPlan:
+    """What a chat query sends and how it reads the answers."""
+
+    lm_name: str  # the DB model the answers are matched against
+    messages: list[list[dict]]  # per probe row
+    prompt_lengths: list[int]
+    tokens: TokenMap
+    new_tokens: int
+    params: dict = field(default_factory=dict)  # extra request fields (--param)
+
+
+def chat_plan(probes, lm, chats_file: str | Path | None = None, params: dict | None = None) -> ChatPlan:
+    """The chats behind ``probes`` (a chat probe set of ``lm``), checked against its token ids."""
+    from hspi_onnx.inputs.chats import builtin_chats, encode_chats, read_chats, tokenizer_for
+
+    spec = lm.generation
+    if spec is None:
+        raise QueryError(f"{lm.name} is not a language model; chat queries need one (--lm)")
+    if "input_ids" not in probes.inputs or "attention_mask" not in probes.inputs:
+        raise QueryError(f"probe set {probes.name!r} is not a chat probe set (hspi probes make MODEL)")
+    if any(name in probes.inputs for name in ("sample_seed", "forced_ids")):
+        raise QueryError(f"probe set {probes.name!r} is sampled or teacher-forced; a chat query asks greedy answers")
+    chats = read_chats(chats_file) if chats_file is not None else builtin_chats()
+    n = len(probes.ids)
+    rows = [int(i) for i in probes.ids]
+    if max(rows) >= len(chats):
+        raise QueryError(
+            f"probe set {probes.name!r} has chat {max(rows)}; the chats given have {len(chats)} (use --chats FILE)"
+        )
+    picked = [chats[i] for i in rows]
+    ids, mask = encode_chats(lm, picked)
+    want_ids, want_mask = probes.inputs["input_ids"], probes.inputs["attention_mask"]
+    for r in range(n):
+        a, b = ids[r, : int(mask[r].sum())], want_ids[r, : int(want_mask[r].sum())]
+        if not np.array_equal(a, b):
+            raise QueryError(
+                f"chat {rows[r]} encodes to other token ids than probe set {probes.name!r} holds "
+                "(another chat file or tokenizer; name the chats with --chats FILE)"
+            )
+    return ChatPlan(
+        lm.name,
+        [list(c) for c in picked],
+        [int(want_mask[r].sum()) for r in range(n)],
+        TokenMap(tokenizer_for(lm)),
+        spec.new_tokens,
+        dict(params or {}),
+    )
+
+
+def plan_for(probes, wire: str, lm_ref: str | None, chats_file, params: list[str] | None) -> ChatPlan | None:
+    """The chat plan of a query: None unless ``probes`` is a language model's chat probe set."""
+    from hspi_onnx.inputs.probes import CHAT_KIND
+
+    if probes.kind != CHAT_KIND:
+        if lm_ref or chats_file or params:
+            raise QueryError("--lm, --chats and --param are for a language model's chat probe sets")
+        return None
+    if wire != "openai":
+        raise QueryError(f"probe set {probes.name!r} holds chats: send them with --wire openai")
+    if not lm_ref:
+        raise QueryError("a chat probe set needs --lm MODEL: the language model whose tokenizer made it")
+    from hspi_onnx.inputs.model import resolve_model
+
+    return chat_plan(probes, resolve_model(lm_ref), chats_file, parse_params(params))
+
+
+def parse_params(items: list[str] | None) -> dict:
+    """``--param KEY=VALUE`` (VALUE read as JSON when it parses, else as a string)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise QueryError(f"--param {item!r}: write KEY=VALUE (e.g. repeat_penalty=1.0)")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def chat_body(plan: ChatPlan, model: str, row: int, k: int) -> bytes:
+    doc = {
+        "model": model,
+        "messages": plan.messages[row],
+        "max_tokens": plan.new_tokens,
+        "temperature": 0,
+        "seed": SEED,
+        "logprobs": True,
+        "top_logprobs": k,
+        **plan.params,
+    }
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    if len(body) > MAX_MESSAGES_BYTES:
+        raise QueryError(f"chat {row} is over {MAX_MESSAGES_BYTES} bytes as a request")
+    return body
+
+
+def _logprob(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value > 0:
+        raise QueryError(f"{what}: a log-probability must be a number at most 0, not {str(value)[:20]}")
+    if math.isinf(value):
+        raise QueryError(f"{what}: a log-probability of -inf among the top alternatives")
+    return float(value)
+
+
+def parse_chat_answer(reply: Reply, where: str, plan: ChatPlan, row: int, probe_id: int, probes_sha: str, k: int):
+    """One ``hspi-generation/1`` line (a dict; numbers as the server printed them) of a chat
+    answer, with what the server said about itself."""
+    doc = response_doc(reply, where)
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+        raise QueryError(f"{where}: the response holds no single choice")
+    choice = choices[0]
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        raise QueryError(f"{where}: the choice holds no logprobs.content (the server ignores logprobs?)")
+    if not 1 <= len(content) <= plan.new_tokens:
+        raise QueryError(f"{where}: {len(content)} tokens with log-probabilities, asked for at most {plan.new_tokens}")
+    raw_usage = doc.get("usage")
+    usage: dict = raw_usage if isinstance(raw_usage, dict) else {}
+    prompt_tokens = usage.get("prompt_tokens")
+    if isinstance(prompt_tokens, int) and prompt_tokens != plan.prompt_lengths[row]:
+        raise QueryError(
+            f"{where}: the server counted {prompt_tokens} prompt tokens, the DB's chat has "
+            f"{plan.prompt_lengths[row]} (another chat template or tokenizer?)"
+        )
+    tokens, top, ambiguous = [], [], 0
+    for p, entry in enumerate(content):
+        what = f"{where}, token {p}"
+        alts = entry.get("top_logprobs") if isinstance(entry, dict) else None
+        if not isinstance(alts, list) or len(alts) != k or not all(isinstance(a, dict) for a in alts):
+            raise QueryError(
+                f"{what}: {len(alts) if isinstance(alts, list) else 'no'} top log-probabilities, asked {k}"
+            )
+        token = plan.tokens.lookup(entry.get("token"), entry.get("bytes"))
+        ids = [plan.tokens.lookup(a.get("token"), a.get("bytes")) for a in alts]
+        values = [_logprob(a.get("logprob"), what) for a in alts]
+        order = sorted(range(k), key=lambda j: -values[j])  # stable: the server's order among ties
+        pairs = [[ids[j], values[j]] for j in order]
+        ambiguous += sum(not isinstance(t, int) for t in [token, *ids])
+        tokens.append(token)
+        top.append(pairs)
+    meta = {key: doc[key] for key in ("id", "model", "created", "system_fingerprint") if key in doc}
+    return {
+        "format": "hspi-generation/1",
+        "probe_set": probes_sha,
+        "probe_id": probe_id,
+        "model": plan.lm_name,
+        "normalizer": "server",
+        "tokens": tokens,
+        "top_logprobs": top,
+        "text": (choice.get("message") or {}).get("content") if isinstance(choice.get("message"), dict) else None,
+        "finish_reason": choice.get("finish_reason"),
+        "ambiguous_tokens": ambiguous,
+        "response": meta | ({"usage": usage} if usage else {}),
+    }
+
+
+def signature(doc: dict) -> tuple:
+    """What every answer of one chat query shares: the format and the alternatives per token."""
+    return (doc["format"], doc.get("normalizer"), len(doc["top_logprobs"][0]))

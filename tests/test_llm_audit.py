@@ -1,0 +1,227 @@
+"""Auditing a language-model server: printed tokens mapped back to ids, server-normalized
+log-probabilities matched by the logits' differences, servers that leave the greedy path; and a
+real llama-cpp-python OpenAI-compatible server on loopback, queried and identified."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import hspi
+from hspi_onnx.match.generation import GenerationQuery, consistent, generation_line, read_generation
+
+
+def _rows(logits: np.ndarray, tokens=None) -> dict:
+    """DB rows of one chat from top-k logits (float32): ids 10, 11, ... by rank, the DB's float64
+    log-softmax over these k plus a tail of mass, rounded once."""
+    logits = np.asarray(logits, dtype=np.float32)
+    wide = logits.astype(np.float64)
+    lse = np.log(np.exp(wide).sum(axis=1, keepdims=True) + 3.0)
+    n, k = logits.shape
+    ids = np.tile(np.arange(10, 10 + k, dtype=np.int32), (n, 1))
+    return {
+        "tokens": np.asarray(tokens if tokens is not None else ids[:, 0], dtype=np.int32),
+        "topk_ids": ids,
+        "topk_logits": logits,
+        "topk_logprobs": (wide - lse).astype(np.float32),
+    }
+
+
+def _llama_cpp_logprobs(rows: dict) -> np.ndarray:
+    """What llama-cpp-python prints: float32 (x - max) - log(sum(exp(x - max))), with the DB's
+    normalizer standing in for the sum over the whole vocabulary."""
+    logits = rows["topk_logits"]
+    shifted = np.subtract(logits, logits[:, :1], dtype=np.float32)
+    norm = (logits[:, :1].astype(np.float64) - rows["topk_logprobs"][:, :1].astype(np.float64)).astype(np.float32)
+    return (shifted - (norm - logits[:, :1])).astype(np.float32)
+
+
+def _query(rows: dict, values: np.ndarray, k: int = 3) -> GenerationQuery:
+    n = len(rows["tokens"])
+    return GenerationQuery(
+        0, rows["tokens"].astype(np.int64), rows["topk_ids"][:, :k].astype(np.int64), values[:, :k], np.zeros((n, k))
+    )
+
+
+def test_server_normalized_logprobs_match_by_differences():
+    rows = _rows([[5.25, 4.0, 1.5, -2.0], [3.0, 2.75, 0.5, 0.25]])
+    served = _llama_cpp_logprobs(rows).astype(np.float64)
+    q = _query(rows, served)
+    assert not consistent(q, rows)  # not the DB's float64 log-softmax bit for bit
+    assert consistent(q, rows, "server")
+    other = dict(rows, topk_logits=rows["topk_logits"] + np.float32([[0, 0, 1e-5, 0], [0, 0, 0, 0]]))
+    assert not consistent(q, other, "server")  # one logit moved: the differences no longer fit
+    shifted = dict(rows, topk_logprobs=rows["topk_logprobs"] - np.float32(0.01))
+    assert not consistent(q, shifted, "server")  # another normalizer than the DB's
+    assert not consistent(q, {k: v for k, v in rows.items() if k != "topk_logits"}, "server")
+
+
+def test_a_server_leaving_the_greedy_path_is_compared_up_to_where_it_left():
+    rows = _rows([[5.0, 4.0, 1.0], [3.0, 2.0, 1.0], [4.0, 1.0, 0.0]], tokens=[10, 10, 10])
+    served = _llama_cpp_logprobs(rows).astype(np.float64)
+    q = _query(rows, served)
+    q.tokens = np.array([10, 11, 12])  # took its second choice at position 1 (a repeat penalty)
+    assert consistent(q, rows, "server")  # positions 0 and 1 compared, 2 came from another prefix
+    q.top_ids[1, 0], q.top_ids[1, 1] = 11, 10  # ... but had it ranked 11 first, it was greedy there
+    assert not consistent(q, rows, "server")
+    greedy_elsewhere = _query(rows, served)
+    greedy_elsewhere.tokens = np.array([10, 12, 10])  # 12 is not among its own top-1 either
+    assert consistent(greedy_elsewhere, rows, "server")
+    text_only = GenerationQuery(0, np.array([10, 11]))
+    assert not consistent(text_only, rows)  # without alternatives a departure is a mismatch
+
+
+def test_candidate_ids_round_trip_and_match(tmp_path):
+    rows = _rows([[5.0, 4.0, 1.0]])
+    q = _query(rows, rows["topk_logprobs"].astype(np.float64))
+    q.tokens = np.array([-1])
+    q.token_sets = {0: frozenset({10, 99})}
+    q.top_ids[0, 2] = -1
+    q.top_sets = {(0, 2): frozenset()}  # printed so that any id could be it
+    path = tmp_path / "g.jsonl"
+    path.write_text(generation_line("set", q, "m", "server") + "\n")
+    doc = json.loads(path.read_text())
+    assert doc["tokens"] == [[10, 99]] and doc["top_logprobs"][0][2][0] is None and doc["normalizer"] == "server"
+    back = read_generation(path)
+    assert back.normalizer == "server" and back.queries[0].token_sets == {0: frozenset({10, 99})}
+    assert consistent(back.queries[0], rows, "server")
+    miss = dict(rows, tokens=np.array([98], dtype=np.int32))
+    assert not consistent(back.queries[0], miss, "server")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"tokens": [[]]}, "tokens must be token ids"),
+        ({"tokens": [list(range(65))]}, "tokens must be token ids"),
+        ({"tokens": [True]}, "tokens must be token ids"),
+        ({"normalizer": "guess"}, "normalizer must be one of"),
+    ],
+)
+def test_hostile_candidates_and_normalizers_are_refused(tmp_path, bad, message):
+    from hspi_onnx.match.suspect.core import BadSuspectError
+
+    doc = {"format": "hspi-generation/1", "probe_set": "s", "probe_id": 0, "tokens": [1]} | bad
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps(doc) + "\n")
+    with pytest.raises(BadSuspectError, match=message):
+        read_generation(path)
+
+
+class _Tok:
+    """A byte-level BPE tokenizer's surface as TokenMap reads it."""
+
+    all_special_ids = [3]
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.tokens[i] for i in ids]
+
+
+def test_token_map_reads_text_and_bytes_and_says_when_ambiguous():
+    from hspi_onnx.query.chat import TokenMap
+    from hspi_onnx.query.transport import QueryError
+
+    # "Ġthere" is " there"; "Ã©" is é's two bytes; "Ã" and "©" are its lone bytes (invalid alone)
+    tm = TokenMap(_Tok(["Ġthere", "Ã©", "Ã", "<|im_end|>", "©", "there", "Ġthere"]))
+    assert tm.lookup(" there", None) == [0, 6]  # two ids print the same: both kept
+    assert tm.lookup("é", None) == 1
+    assert tm.lookup("<|im_end|>", None) == 3
+    assert tm.lookup(None, [0xC3]) == 2 and tm.lookup(None, [0xA9]) == 4  # bytes are exact
+    assert tm.lookup("", None) == [2, 4]  # lone bytes printed with invalid UTF-8 dropped
+    assert tm.lookup("\ufffd", None) == [2, 4]  # ... or replaced
+    with pytest.raises(QueryError, match="no token of the model"):
+        tm.lookup("zebra", None)
+
+
+def test_token_map_of_smollm2_inverts_its_tokenizer():
+    pytest.importorskip("transformers")
+    from hspi_onnx.inputs.chats import tokenizer_for
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.query.chat import TokenMap
+
+    tok = tokenizer_for(resolve_model("smollm2"))
+    tm = TokenMap(tok)
+    ids = tok.encode("Hello there! The café costs 3€.", add_special_tokens=False)
+    assert b"".join(tm.pieces[i] for i in ids).decode() == "Hello there! The café costs 3€."
+    for i in ids:
+        found = tm.lookup(tok.decode([i]), None)
+        assert found == i or (isinstance(found, list) and i in found)
+
+
+# --- a real llama-cpp-python server ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python's [server] extra is not installed")
+    from hspi_onnx.models.smollm2 import gguf_path
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("Q8_0")), "--model_alias", "smollm2"]
+    argv += ["--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", "--flash_attn", "false"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama_cpp.server did not come up in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_is_identified_and_a_false_claim_refuted(llama_server, tmp_path):
+    db, probes, answers = tmp_path / "db", tmp_path / "chats.npz", tmp_path / "answers.jsonl"
+    proc = hspi("probes", "make", "smollm2", "-n", "2", "-o", probes)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    globs = ["llamacpp/*/q8_0/*fa=off,*threads=1,*", "llamacpp/*/q8_0/*fa=on,*threads=1,*"]
+    globs += ["llamacpp/*/q4_k_m/*fa=off,*threads=1,*"]
+    proc = hspi("db", "build", "smollm2", "--db", db, "--probes", probes, "-q", *[x for g in globs for x in ("-p", g)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the server's default repeat penalty (1.1) leaves the greedy path: still identified
+    proc = hspi("query", llama_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", answers, "-q")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert len(lines) == 2 and all(d["normalizer"] == "server" and d["response"]["model"] for d in lines)
+    assert all(d["response"]["usage"]["prompt_tokens"] > 20 for d in lines)
+    proc = hspi("match", answers, "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "identified", report
+    (cls,) = report["classes"]
+    assert all("/q8_0/" in p and "fa=off" in p for p in cls["platforms"])
+    proc = hspi("verify", answers, "--db", db, "--claim", "precision=q4_k_m")
+    assert proc.returncode == 1 and "INCONSISTENT" in proc.stdout
+    proc = hspi("verify", answers, "--db", db, "--claim", "precision=q8_0,fa=off")
+    assert proc.returncode == 0 and "CONSISTENT" in proc.stdout
