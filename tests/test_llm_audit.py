@@ -215,6 +215,13 @@ def test_llama_cpp_server_is_identified_and_a_false_claim_refuted(llama_server, 
     lines = [json.loads(line) for line in answers.read_text().splitlines()]
     assert len(lines) == 2 and all(d["normalizer"] == "server" and d["response"]["model"] for d in lines)
     assert all(d["response"]["usage"]["prompt_tokens"] > 20 for d in lines)
+    streamed = tmp_path / "streamed.jsonl"
+    proc = hspi(
+        "query", llama_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", streamed, "--stream"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for a, b in zip(lines, [json.loads(line) for line in streamed.read_text().splitlines()]):
+        assert (a["tokens"], a["top_logprobs"], a["text"]) == (b["tokens"], b["top_logprobs"], b["text"])
     proc = hspi("match", answers, "--db", db, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
@@ -225,3 +232,92 @@ def test_llama_cpp_server_is_identified_and_a_false_claim_refuted(llama_server, 
     assert proc.returncode == 1 and "INCONSISTENT" in proc.stdout
     proc = hspi("verify", answers, "--db", db, "--claim", "precision=q8_0,fa=off")
     assert proc.returncode == 0 and "CONSISTENT" in proc.stdout
+
+
+# --- hostile chat answers ------------------------------------------------------------------------
+
+
+def _plan():
+    from hspi_onnx.query.chat import ChatPlan, TokenMap
+
+    tokens = TokenMap(_Tok(["A", "B", "C", "<|im_end|>", "ĠD"]))
+    return ChatPlan("lm", [[{"role": "user", "content": "hi"}]], [5], tokens, 3)
+
+
+def _entry(token="A", k=2, lp=-0.5):
+    alts = [{"token": t, "logprob": v, "bytes": None} for t, v in zip(["A", "B", "C"], [lp, -1.0, -2.0])][:k]
+    return {"token": token, "logprob": lp, "bytes": None, "top_logprobs": alts}
+
+
+def _reply(doc_or_text, status=200, ctype="application/json"):
+    from hspi_onnx.query.transport import Reply
+
+    body = doc_or_text if isinstance(doc_or_text, bytes) else json.dumps(doc_or_text).encode()
+    return Reply(status, {}, body, 0.01, raw_headers={"content-type": ctype})
+
+
+def _answer(content, usage=None, finish="length"):
+    doc = {"id": "x", "model": "served", "choices": [{"message": {"content": "AB"}, "logprobs": {"content": content}}]}
+    doc["choices"][0]["finish_reason"] = finish
+    if usage is not None:
+        doc["usage"] = usage
+    return doc
+
+
+def _parse(doc):
+    from hspi_onnx.query.chat import parse_chat_answer
+
+    return parse_chat_answer(doc, "test", _plan(), 0, 7, "sha", 2)
+
+
+def test_a_chat_answer_becomes_a_generation_line():
+    line = _parse(_answer([_entry(), _entry("B")], usage={"prompt_tokens": 5}))
+    assert line["tokens"] == [0, 1] and line["top_logprobs"][0] == [[0, -0.5], [1, -1.0]]
+    assert line["normalizer"] == "server" and line["response"]["model"] == "served" and line["probe_id"] == 7
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (_answer([_entry(lp=float("-inf"))]), "-inf"),
+        (_answer([_entry(lp=0.5)]), "at most 0"),
+        (_answer([_entry(k=1)]), "1 top log-probabilities, asked 2"),
+        (_answer([_entry("zebra")]), "no token of the model"),
+        (_answer([_entry()] * 4), "4 tokens with log-probabilities, asked for at most 3"),
+        (_answer([]), "0 tokens"),
+        (_answer([_entry()], usage={"prompt_tokens": 6}), "counted 6 prompt tokens, the DB's chat has 5"),
+        ({"choices": [{"message": {"content": "A"}}]}, "no logprobs.content"),
+        ({"choices": []}, "no single choice"),
+    ],
+)
+def test_hostile_chat_answers_are_one_clear_error(doc, message):
+    from hspi_onnx.query.transport import QueryError
+
+    with pytest.raises(QueryError, match=message):
+        _parse(doc)
+
+
+def _sse(chunks, done=True) -> bytes:
+    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks] + (["data: [DONE]\n\n"] if done else [])
+    return (": keep-alive\n\n" + "".join(lines)).encode()
+
+
+def test_streamed_answers_assemble_like_plain_ones_and_truncation_is_caught():
+    from hspi_onnx.query.chat import stream_doc
+    from hspi_onnx.query.transport import QueryError
+
+    def chunk(entry=None, finish=None, text=""):
+        choice = {"delta": {"content": text} if text else {}, "finish_reason": finish}
+        choice["logprobs"] = {"content": [entry]} if entry else None
+        return {"id": "x", "model": "served", "choices": [choice]}
+
+    chunks = [chunk(_entry(), text="A"), chunk(_entry("B"), text="B"), chunk(finish="length")]
+    doc = stream_doc(_reply(_sse(chunks), ctype="text/event-stream"), "test")
+    assert _parse(doc)["tokens"] == [0, 1] and doc["choices"][0]["message"]["content"] == "AB"
+    assert doc["choices"][0]["finish_reason"] == "length"
+    with pytest.raises(QueryError, match="without \\[DONE\\]"):
+        stream_doc(_reply(_sse(chunks, done=False), ctype="text/event-stream"), "test")
+    with pytest.raises(QueryError, match="not JSON"):
+        stream_doc(_reply(b"data: {oops\n\ndata: [DONE]\n\n", ctype="text/event-stream"), "test")
+    with pytest.raises(QueryError, match="an HTML page"):
+        stream_doc(_reply(b"<html><title>502 Bad Gateway</title></html>", 502, "text/html"), "test")

@@ -332,7 +332,7 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
                 "class",
                 *t["modes"],
                 title=f"{g['model']}: chats (of {t['n_probes']}) on which ONE request of {t['tokens']} tokens "
-                "identifies the class (text alone; top log-probabilities with every digit, or rounded)",
+                "identifies the class (text alone; top log-probabilities with every digit, rounded, or normalized by the server)",
             )
             for row in t["rows"]:
                 ident.add_row(str(row["class"]), *(f"{row[m]}/{t['n_probes']}" for m in t["modes"]))

@@ -140,6 +140,10 @@ ParamOpt = Annotated[
         show_default=False,
     ),
 ]
+StreamOpt = Annotated[
+    bool,
+    typer.Option("--stream", help="openai, chat probe sets: ask for the answers streamed (server-sent events)."),
+]
 AdaptiveOpt = Annotated[
     Path | None,
     typer.Option(
@@ -198,6 +202,7 @@ def query(
     lm: LmOpt = None,
     chats: ChatsOpt = None,
     param: ParamOpt = None,
+    stream: StreamOpt = False,
     adaptive_db: AdaptiveOpt = None,
     max_queries: MaxQueriesOpt = 16,
     quiet: QuietOpt = False,
@@ -234,7 +239,11 @@ def query(
     probe_set = load_probes(probes)
     opts.chat = plan_for(probe_set, wire, lm, chats, param)
     if opts.chat is not None:
-        opts.endpoint = "chat"
+        opts.endpoint, opts.stream = "chat", stream
+    elif stream:
+        from hspi_onnx.query import QueryError
+
+        raise QueryError("--stream is for a language model's chat probe sets")
     if adaptive_db is not None:
         _adaptive(probe_set, output, opts, adaptive_db, max_queries, quiet)
         return

@@ -359,7 +359,8 @@ def one_request_table(
     """Per language-model group of ``groups`` (``db classes``' report of ``db``): for each class,
     on how many chats ONE request (``tokens`` generated tokens with their top-``top``
     log-probabilities, printed to each of ``digits`` decimals, or text alone) is consistent with
-    that class only."""
+    that class only; ``top5-server``: every digit, but normalized by the server (compared by the
+    logits' differences, as a real server's answers are)."""
     from hspi_onnx.db.generations import is_generation
 
     out = []
@@ -368,16 +369,18 @@ def one_request_table(
             continue
         reps = [c["platforms"][0] for c in g["classes"]]
         ids = np.arange(g["n_probes"])
-        data = generation_outputs(db, g["model_sha256"], g["probes_sha256"], ids)
-        modes = [("text", 0, None)] + [(f"top{top}" + ("" if d is None else f"@{d}dp"), top, d) for d in digits]
+        data = generation_outputs(db, g["model_sha256"], g["probes_sha256"], ids, logits=True)
+        modes = [("text", 0, None, "exact")]
+        modes += [(f"top{top}" + ("" if d is None else f"@{d}dp"), top, d, "exact") for d in digits]
+        modes += [(f"top{top}-server", top, None, "server")]
         rows = []
         for c, rep in zip(g["classes"], reps):
             row = {"class": c["id"], "platform": rep}
-            for mode, k, d in modes:
+            for mode, k, d, norm in modes:
                 alone = 0
                 for i in range(len(ids)):
                     q = as_query({n: v[i] for n, v in data[rep].items()}, k, int(ids[i]), tokens, d)
-                    fits = [other for other in reps if consistent(q, {n: v[i] for n, v in data[other].items()})]
+                    fits = [other for other in reps if consistent(q, {n: v[i] for n, v in data[other].items()}, norm)]
                     alone += fits == [rep]
                 row[mode] = alone
             rows.append(row)
@@ -388,7 +391,7 @@ def one_request_table(
                 "n_probes": len(ids),
                 "n_classes": len(reps),
                 "tokens": tokens,
-                "modes": [m for m, _, _ in modes],
+                "modes": [m for m, _, _, _ in modes],
                 "rows": rows,
             }
         )

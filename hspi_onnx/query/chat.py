@@ -169,7 +169,7 @@ def parse_params(items: list[str] | None) -> dict:
     return out
 
 
-def chat_body(plan: ChatPlan, model: str, row: int, k: int) -> bytes:
+def chat_body(plan: ChatPlan, model: str, row: int, k: int, stream: bool = False) -> bytes:
     doc = {
         "model": model,
         "messages": plan.messages[row],
@@ -178,6 +178,7 @@ def chat_body(plan: ChatPlan, model: str, row: int, k: int) -> bytes:
         "seed": SEED,
         "logprobs": True,
         "top_logprobs": k,
+        **({"stream": True, "stream_options": {"include_usage": True}} if stream else {}),
         **plan.params,
     }
     body = json.dumps(doc, separators=(",", ":")).encode()
@@ -194,10 +195,63 @@ def _logprob(value, what: str) -> float:
     return float(value)
 
 
-def parse_chat_answer(reply: Reply, where: str, plan: ChatPlan, row: int, probe_id: int, probes_sha: str, k: int):
+MAX_EVENTS = 100_000
+
+
+def stream_doc(reply: Reply, where: str) -> dict:
+    """A streamed answer (server-sent events of ``chat.completion.chunk``) as the one response
+    object a non-streamed request gets: the deltas' text and log-probabilities concatenated, the
+    last finish reason, the usage where a chunk carries it. The stream must end with ``[DONE]``
+    (one that stops before is truncated)."""
+    if reply.status != 200 or reply.content_type not in ("text/event-stream", ""):
+        return response_doc(reply, where)  # an error, or a server that ignored "stream"
+    text = reply.body.decode("utf-8", "replace")
+    doc: dict = {}
+    content: list = []
+    parts: list[str] = []
+    finish = None
+    done = False
+    for n, line in enumerate(text.splitlines()):
+        if n > MAX_EVENTS:
+            raise QueryError(f"{where}: the stream has over {MAX_EVENTS} lines")
+        if not line.startswith("data:"):
+            continue  # comments, keep-alives, event names, blank separators
+        data = line[5:].strip()
+        if data == "[DONE]":
+            done = True
+            break
+        try:
+            chunk = json.loads(data)
+        except (ValueError, RecursionError):
+            raise QueryError(f"{where}: a streamed event is not JSON ({data[:60]!r})") from None
+        if not isinstance(chunk, dict):
+            raise QueryError(f"{where}: a streamed event is not a JSON object")
+        for key in ("id", "model", "created", "system_fingerprint"):
+            if key in chunk and key not in doc:
+                doc[key] = chunk[key]
+        if isinstance(chunk.get("usage"), dict):
+            doc["usage"] = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                parts.append(delta["content"])
+            lp = choice.get("logprobs")
+            if isinstance(lp, dict) and isinstance(lp.get("content"), list):
+                content.extend(lp["content"])
+            finish = choice.get("finish_reason") or finish
+    if not done:
+        raise QueryError(f"{where}: the stream ended without [DONE] ({len(content)} tokens received; truncated?)")
+    message = {"role": "assistant", "content": "".join(parts)}
+    doc["choices"] = [{"index": 0, "message": message, "logprobs": {"content": content}, "finish_reason": finish}]
+    return doc
+
+
+def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id: int, probes_sha: str, k: int):
     """One ``hspi-generation/1`` line (a dict; numbers as the server printed them) of a chat
-    answer, with what the server said about itself."""
-    doc = response_doc(reply, where)
+    answer (the response object, or a stream assembled by :func:`stream_doc`), with what the
+    server said about itself."""
     choices = doc.get("choices")
     if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
         raise QueryError(f"{where}: the response holds no single choice")

@@ -39,6 +39,7 @@ class QueryOptions:
     max_tokens: int = 1  # openai: tokens generated per probe (the first is the probe's own answer)
     token_ids: bool = True  # openai: ask for tokens as ids (return_tokens_as_token_ids)
     chat: ChatPlan | None = None  # openai: a language model's chat probes (query/chat.py)
+    stream: bool = False  # openai chat: ask for server-sent events
 
 
 @dataclass
@@ -240,10 +241,11 @@ def _chat_asker(transport: Transport, model: str, probes, ids: list[int], opts: 
 
     def ask(rows: list[int]) -> list[dict]:
         (row,) = rows
-        reply = transport.request("POST", path, chat.chat_body(plan, model, row, opts.top_logprobs))
+        reply = transport.request("POST", path, chat.chat_body(plan, model, row, opts.top_logprobs, opts.stream))
         where = f"POST {transport.shown}{path} (chat {ids[row]})"
-        line = chat.parse_chat_answer(reply, where, plan, row, ids[row], probes.sha256, opts.top_logprobs)
-        line["parameters"] = _ours(probes, [ids[row]], reply, opts) | {"request": plan.params}
+        doc = chat.stream_doc(reply, where) if opts.stream else openai.response_doc(reply, where)
+        line = chat.parse_chat_answer(doc, where, plan, row, ids[row], probes.sha256, opts.top_logprobs)
+        line["parameters"] = _ours(probes, [ids[row]], reply, opts) | {"request": plan.params, "stream": opts.stream}
         return [line]
 
     return ask
