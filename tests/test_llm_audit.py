@@ -270,6 +270,26 @@ def _parse(doc):
     return parse_chat_answer(doc, "test", _plan(), 0, 7, "sha", 2)
 
 
+def test_a_server_ignoring_logprobs_leaves_its_text_as_evidence(tmp_path):
+    doc = {"choices": [{"message": {"content": "Hello there"}, "finish_reason": "length"}]}
+    line = _parse(doc | {"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+    assert line["tokens_from"] == "text" and line["tokens"] == [] and line["completion_tokens"] == 2
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    (q,) = read_generation(path).queries
+    assert q.text == "Hello there" and q.n_tokens == 2
+
+    def decode(ids):
+        return "".join({5: "Hello", 6: " there", 7: "!", 2: ""}[i] for i in ids)
+
+    rows = {"tokens": np.array([5, 6, 7]), "topk_ids": np.zeros((3, 1), np.int32)}
+    assert consistent(q, rows, decode=decode)
+    assert not consistent(q, dict(rows, tokens=np.array([5, 7, 6])), decode=decode)
+    q.n_tokens = None  # without the server's count the whole generation must read so
+    assert not consistent(q, rows, decode=decode)
+    assert consistent(q, dict(rows, tokens=np.array([5, 6, 2, -1])), decode=decode)
+
+
 def test_a_chat_answer_becomes_a_generation_line():
     line = _parse(_answer([_entry(), _entry("B")], usage={"prompt_tokens": 5}))
     assert line["tokens"] == [0, 1] and line["top_logprobs"][0] == [[0, -0.5], [1, -1.0]]
@@ -286,7 +306,8 @@ def test_a_chat_answer_becomes_a_generation_line():
         (_answer([_entry()] * 4), "4 tokens with log-probabilities, asked for at most 3"),
         (_answer([]), "0 tokens"),
         (_answer([_entry()], usage={"prompt_tokens": 6}), "counted 6 prompt tokens, the DB's chat has 5"),
-        ({"choices": [{"message": {"content": "A"}}]}, "no logprobs.content"),
+        ({"choices": [{"message": {"role": "assistant"}}]}, "neither logprobs.content nor a message's text"),
+        (_answer([]) | {"choices": [{"message": {"content": "AB"}}], "usage": {"completion_tokens": 9}}, "9 generated"),
         ({"choices": []}, "no single choice"),
     ],
 )
@@ -321,3 +342,60 @@ def test_streamed_answers_assemble_like_plain_ones_and_truncation_is_caught():
         stream_doc(_reply(b"data: {oops\n\ndata: [DONE]\n\n", ctype="text/event-stream"), "test")
     with pytest.raises(QueryError, match="an HTML page"):
         stream_doc(_reply(b"<html><title>502 Bad Gateway</title></html>", 502, "text/html"), "test")
+
+
+@pytest.fixture(scope="module")
+def transformers_server(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    from hspi_onnx.models.smollm2 import hf_folder
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("tfserve") / "server.log"
+    exe = os.path.join(os.path.dirname(sys.executable), "transformers")
+    argv = [exe, "serve", str(hf_folder()), "--device", "cpu", "--dtype", "float32", "--attn-implementation", "sdpa"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("transformers serve did not come up in 180 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.mark.slow
+def test_transformers_serve_without_logprobs_is_matched_by_its_text(transformers_server, tmp_path):
+    """transformers serve ignores logprobs: the answers' text is the evidence, compared with each
+    DB platform's greedy tokens decoded by the model's tokenizer."""
+    db, probes, answers = tmp_path / "db", tmp_path / "chats.npz", tmp_path / "answers.jsonl"
+    proc = hspi("probes", "make", "smollm2", "-n", "2", "-o", probes)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    globs = ["transformers/*/fp32/*attn=sdpa*threads=1", "llamacpp/*/q4_0/*fa=off,*threads=1,*"]
+    proc = hspi("db", "build", "smollm2", "--db", db, "--probes", probes, "-q", *[x for g in globs for x in ("-p", g)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = ["query", transformers_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", answers]
+    proc = hspi(*args, "-q")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert all(d["tokens_from"] == "text" and d["text"] for d in lines)
+    proc = hspi("match", answers, "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["evidence"] == "text (decoded)"
+    fitting = [p for c in report["classes"] for p in c["platforms"]]
+    assert any(p.startswith("transformers@") and "attn=sdpa" in p for p in fitting), report
+    assert not any("/q4_0/" in p for p in fitting), report

@@ -57,6 +57,7 @@ EXACT_DIGITS = 9  # significant digits that pin a float32 exactly
 MAX_CANDIDATES = 64  # token ids one printed token text may stand for
 NORMALIZERS = ("exact", "server")
 NORMALIZER_SLACK = 1e-3  # how far a server's log-sum-exp may be from the DB's float64 one
+MAX_TEXT_CHARS = 1 << 16
 
 
 @dataclass
@@ -68,6 +69,8 @@ class GenerationQuery:
     tolerance: np.ndarray | None = None  # (L, k) half a unit in the last printed digit (0: exact)
     token_sets: dict[int, frozenset[int]] = field(default_factory=dict)  # position -> candidate ids
     top_sets: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict)  # (position, rank) -> ids
+    text: str | None = None  # evidence by text: the answer's text, compared with the platform's decoded
+    n_tokens: int | None = None  # with text: how many tokens the server says it generated
 
 
 @dataclass
@@ -77,6 +80,10 @@ class GenerationSuspect:
     model: str | None
     queries: list[GenerationQuery]
     normalizer: str = "exact"  # "server": log-probabilities normalized by the server, compared by differences
+
+    @property
+    def by_text(self) -> bool:
+        return any(q.text is not None for q in self.queries)
 
 
 def is_generation_file(path: str | Path) -> bool:
@@ -144,9 +151,19 @@ def read_generation(path: str | Path) -> GenerationSuspect:
             fail(f"line {n}: normalizer must be one of {', '.join(NORMALIZERS)}, the same on every line")
         normalizer = norm
         tokens = doc.get("tokens")
-        if not isinstance(tokens, list) or not 1 <= len(tokens) <= MAX_POSITIONS:
+        least = 0 if doc.get("tokens_from") == "text" else 1  # text alone may be empty, ids may not
+        if not isinstance(tokens, list) or not least <= len(tokens) <= MAX_POSITIONS:
             fail(f"line {n}: tokens must be 1 to {MAX_POSITIONS} token ids")
         q = GenerationQuery(pid, np.zeros(len(tokens), dtype=np.int64))
+        if doc.get("tokens_from", "ids") not in ("ids", "text"):
+            fail(f"line {n}: tokens_from must be ids or text")
+        if doc.get("tokens_from") == "text":  # a server without log-probabilities: its text is the evidence
+            text, count = doc.get("text"), doc.get("completion_tokens")
+            if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS or doc.get("top_logprobs") is not None:
+                fail(f"line {n}: tokens from text need the text (at most {MAX_TEXT_CHARS} characters), no top_logprobs")
+            if count is not None and (not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= 4096):
+                fail(f"line {n}: completion_tokens must be a positive count")
+            q.text, q.n_tokens = text, count
         for p, t in enumerate(tokens):
             one, cands = _token(t)
             if one is None and cands is None:
@@ -214,10 +231,20 @@ def _same_ids(want: np.ndarray, sets: dict, got: np.ndarray, offset=()) -> np.nd
     return same
 
 
-def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str = "exact") -> bool:
+def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str = "exact", decode=None) -> bool:
     """Whether one platform's generation of the chat (its DB rows: ``tokens``, ``topk_ids``,
-    ``topk_logprobs``, and ``topk_logits`` for the server normalizer) could have given ``q``."""
+    ``topk_logprobs``, and ``topk_logits`` for the server normalizer) could have given ``q``;
+    ``decode`` (token ids -> text, special tokens skipped) for text evidence."""
     tokens, top_ids = rows["tokens"].astype(np.int64), rows["topk_ids"]
+    if q.text is not None:
+        if decode is None:
+            raise HspiError("text evidence is compared through the model's tokenizer; none was given")
+        live = [int(t) for t in tokens if t >= 0]
+        if q.n_tokens is not None:
+            if q.n_tokens > len(live):
+                return False
+            live = live[: q.n_tokens]
+        return bool(decode(live) == q.text)
     n = len(q.tokens)
     if n > len(tokens):
         return False
@@ -300,11 +327,26 @@ def _group(db: ReferenceDB, suspect: GenerationSuspect) -> tuple[str, str]:
     return models[0], sets[0]
 
 
+def text_decoder(db: ReferenceDB, model_sha: str):
+    """Token ids -> text (special tokens skipped, as servers print an answer) with the tokenizer
+    of the DB model's language model (a zoo model, by the name the manifest records)."""
+    from hspi_onnx.inputs.chats import tokenizer_for
+    from hspi_onnx.inputs.model import resolve_model
+
+    tokenizer = tokenizer_for(resolve_model(db.manifest().models[model_sha].name))
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    return decode
+
+
 def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
     """The DB platforms consistent with every query, their classes, and the verdict."""
     from hspi_onnx.db.report import classes as db_classes
 
     model_sha, probes_sha = _group(db, suspect)
+    decode = text_decoder(db, model_sha) if suspect.by_text else None
     ids = [q.probe_id for q in suspect.queries]
     data = generation_outputs(db, model_sha, probes_sha, ids, logits=suspect.normalizer == "server")
     if not data:
@@ -312,7 +354,7 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
     keep = []
     for label, rows in data.items():
         if all(
-            consistent(q, {name: v[k] for name, v in rows.items()}, suspect.normalizer)
+            consistent(q, {name: v[k] for name, v in rows.items()}, suspect.normalizer, decode)
             for k, q in enumerate(suspect.queries)
         ):
             keep.append(label)
@@ -326,7 +368,9 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
         "probes": group["probes"],
         "queries": len(suspect.queries),
         "tokens": int(sum(len(q.tokens) for q in suspect.queries)),
-        "evidence": "top_logprobs" if all(q.top_ids is not None for q in suspect.queries) else "text",
+        "evidence": "top_logprobs"
+        if all(q.top_ids is not None for q in suspect.queries)
+        else ("text (decoded)" if suspect.by_text else "text"),
         "normalizer": suspect.normalizer,
         "ambiguous_tokens": int(sum(len(q.token_sets) + len(q.top_sets) for q in suspect.queries)),
         "verdict": verdict,

@@ -244,7 +244,8 @@ def stream_doc(reply: Reply, where: str) -> dict:
     if not done:
         raise QueryError(f"{where}: the stream ended without [DONE] ({len(content)} tokens received; truncated?)")
     message = {"role": "assistant", "content": "".join(parts)}
-    doc["choices"] = [{"index": 0, "message": message, "logprobs": {"content": content}, "finish_reason": finish}]
+    logprobs = {"content": content} if content else None  # a server that ignores logprobs sends none
+    doc["choices"] = [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}]
     return doc
 
 
@@ -258,18 +259,29 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
     choice = choices[0]
     lp = choice.get("logprobs")
     content = lp.get("content") if isinstance(lp, dict) else None
-    if not isinstance(content, list):
-        raise QueryError(f"{where}: the choice holds no logprobs.content (the server ignores logprobs?)")
-    if not 1 <= len(content) <= plan.new_tokens:
-        raise QueryError(f"{where}: {len(content)} tokens with log-probabilities, asked for at most {plan.new_tokens}")
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else None
     raw_usage = doc.get("usage")
     usage: dict = raw_usage if isinstance(raw_usage, dict) else {}
-    prompt_tokens = usage.get("prompt_tokens")
-    if isinstance(prompt_tokens, int) and prompt_tokens != plan.prompt_lengths[row]:
-        raise QueryError(
-            f"{where}: the server counted {prompt_tokens} prompt tokens, the DB's chat has "
-            f"{plan.prompt_lengths[row]} (another chat template or tokenizer?)"
-        )
+    _check_prompt(usage, plan, row, where)
+    meta = {key: doc[key] for key in ("id", "model", "created", "system_fingerprint") if key in doc}
+    line = {"format": "hspi-generation/1", "probe_set": probes_sha, "probe_id": probe_id, "model": plan.lm_name}
+    about = {
+        "text": text,
+        "finish_reason": choice.get("finish_reason"),
+        "response": meta | ({"usage": usage} if usage else {}),
+    }
+    if content is None and isinstance(text, str):
+        # a server that ignores logprobs (transformers serve does): its text is the evidence
+        count = usage.get("completion_tokens")
+        if isinstance(count, int) and not 0 < count <= plan.new_tokens:
+            raise QueryError(f"{where}: the server counted {count} generated tokens, asked for {plan.new_tokens}")
+        extra = {"completion_tokens": count} if isinstance(count, int) else {}
+        return line | {"tokens_from": "text", "tokens": []} | extra | about
+    if not isinstance(content, list):
+        raise QueryError(f"{where}: the choice holds neither logprobs.content nor a message's text")
+    if not 1 <= len(content) <= plan.new_tokens:
+        raise QueryError(f"{where}: {len(content)} tokens with log-probabilities, asked for at most {plan.new_tokens}")
     tokens, top, ambiguous = [], [], 0
     for p, entry in enumerate(content):
         what = f"{where}, token {p}"
@@ -286,22 +298,20 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
         ambiguous += sum(not isinstance(t, int) for t in [token, *ids])
         tokens.append(token)
         top.append(pairs)
-    meta = {key: doc[key] for key in ("id", "model", "created", "system_fingerprint") if key in doc}
-    return {
-        "format": "hspi-generation/1",
-        "probe_set": probes_sha,
-        "probe_id": probe_id,
-        "model": plan.lm_name,
-        "normalizer": "server",
-        "tokens": tokens,
-        "top_logprobs": top,
-        "text": (choice.get("message") or {}).get("content") if isinstance(choice.get("message"), dict) else None,
-        "finish_reason": choice.get("finish_reason"),
-        "ambiguous_tokens": ambiguous,
-        "response": meta | ({"usage": usage} if usage else {}),
-    }
+    return line | {"normalizer": "server", "tokens": tokens, "top_logprobs": top, "ambiguous_tokens": ambiguous} | about
+
+
+def _check_prompt(usage: dict, plan: ChatPlan, row: int, where: str) -> None:
+    prompt_tokens = usage.get("prompt_tokens")
+    if isinstance(prompt_tokens, int) and prompt_tokens != plan.prompt_lengths[row]:
+        raise QueryError(
+            f"{where}: the server counted {prompt_tokens} prompt tokens, the DB's chat has "
+            f"{plan.prompt_lengths[row]} (another chat template or tokenizer?)"
+        )
 
 
 def signature(doc: dict) -> tuple:
-    """What every answer of one chat query shares: the format and the alternatives per token."""
-    return (doc["format"], doc.get("normalizer"), len(doc["top_logprobs"][0]))
+    """What every answer of one chat query shares: the format, the evidence (log-probabilities
+    normalized by the server, or text) and the alternatives per token."""
+    top = doc.get("top_logprobs")
+    return (doc["format"], doc.get("normalizer", doc.get("tokens_from")), len(top[0]) if top else 0)
