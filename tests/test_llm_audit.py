@@ -296,12 +296,30 @@ def test_a_chat_answer_becomes_a_generation_line():
     assert line["normalizer"] == "server" and line["response"]["model"] == "served" and line["probe_id"] == 7
 
 
+def test_alternatives_merged_by_text_are_not_compared_there(tmp_path):
+    """llama-cpp-python keys top_logprobs by text: two ids printing the same collapse into one
+    entry. Such a position keeps its token but its alternatives are left out of the comparison."""
+    line = _parse(_answer([_entry(), _entry("B", k=1)]))
+    assert line["top_logprobs"][1] == [] and line["collapsed_positions"] == 1
+    rows = _rows([[5.0, 4.0, 1.0], [3.0, 2.0, 1.0]], tokens=[10, 11])
+    q = _query(rows, _llama_cpp_logprobs(rows).astype(np.float64), k=2)
+    q.skipped = {1}
+    q.top_ids[1] = [99, 98]  # whatever was there is not compared
+    path = tmp_path / "g.jsonl"
+    path.write_text(generation_line("set", q, "m", "server") + "\n")
+    back = read_generation(path).queries[0]
+    assert back.skipped == {1} and consistent(back, rows, "server")
+    back.tokens[1] = 12
+    assert not consistent(back, rows, "server")  # the token itself still counts
+
+
 @pytest.mark.parametrize(
     "doc, message",
     [
         (_answer([_entry(lp=float("-inf"))]), "-inf"),
         (_answer([_entry(lp=0.5)]), "at most 0"),
-        (_answer([_entry(k=1)]), "1 top log-probabilities, asked 2"),
+        (_answer([_entry(k=1)]), "fewer top log-probabilities than the 2 asked at every position"),
+        (_answer([_entry(k=3)]), "3 top log-probabilities, asked 2"),
         (_answer([_entry("zebra")]), "no token of the model"),
         (_answer([_entry()] * 4), "4 tokens with log-probabilities, asked for at most 3"),
         (_answer([]), "0 tokens"),

@@ -222,6 +222,7 @@ def test_printed_logprobs_keep_their_rounding_interval(tmp_path):
     tokens, ids = np.array([7, 9], dtype=np.int32), np.array([[7, 3, 1], [9, 1, 2]], dtype=np.int32)
     full = np.vstack([lp.reshape(1, 2), [[-0.1, -3.0]]]).astype(np.float32)
     full = np.hstack([full, np.full((2, 1), -9, np.float32)])
+
     def rows(logprobs):
         return {"tokens": tokens, "topk_ids": ids, "topk_logprobs": logprobs}
 

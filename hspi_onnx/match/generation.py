@@ -29,6 +29,10 @@ the float32 roundings of those two subtractions and the printed digits, and that
 the DB's own normalizer within 1e-3. The top-k logits of every DB platform are stored, so this is
 checked exactly.
 
+A position whose alternatives are an empty list is not compared there (a server returned fewer
+than asked: llama-cpp-python keys them by text, so two ids printing the same text collapse into
+one entry, carrying the lower one's log-probability).
+
 A server that does not decode greedily (llama.cpp's default repeat penalty, sampling) leaves the
 platform's greedy path where its chosen token is not its own top-1: that position's alternatives
 are still compared (same prefix), the later ones are not.
@@ -69,6 +73,7 @@ class GenerationQuery:
     tolerance: np.ndarray | None = None  # (L, k) half a unit in the last printed digit (0: exact)
     token_sets: dict[int, frozenset[int]] = field(default_factory=dict)  # position -> candidate ids
     top_sets: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict)  # (position, rank) -> ids
+    skipped: set[int] = field(default_factory=set)  # positions whose alternatives are not compared
     text: str | None = None  # evidence by text: the answer's text, compared with the platform's decoded
     n_tokens: int | None = None  # with text: how many tokens the server says it generated
 
@@ -175,13 +180,16 @@ def read_generation(path: str | Path) -> GenerationSuspect:
         if top is not None:
             if not isinstance(top, list) or len(top) != len(tokens):
                 fail(f"line {n}: top_logprobs needs one list per generated token")
-            k = len(top[0]) if isinstance(top[0], list) else 0
+            k = max((len(a) for a in top if isinstance(a, list)), default=0)
             if not 1 <= k <= MAX_TOP:
                 fail(f"line {n}: top_logprobs lists 1 to {MAX_TOP} alternatives per position")
             ids = np.zeros((len(top), k), dtype=np.int64)
             lps = np.zeros((len(top), k), dtype=np.float64)
             tol = np.zeros((len(top), k), dtype=np.float64)
             for p, alts in enumerate(top):
+                if alts == []:  # the server's alternatives there were unusable: not compared
+                    q.skipped.add(p)
+                    continue
                 if not isinstance(alts, list) or len(alts) != k:
                     fail(f"line {n}, position {p}: every position lists the same number ({k}) of alternatives")
                 for j, pair in enumerate(alts):
@@ -259,11 +267,14 @@ def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str 
     if q.top_ids is None:
         return True
     k = q.top_ids.shape[1]
-    if k > top_ids.shape[1] or not _same_ids(q.top_ids[:n], q.top_sets, top_ids[:n, :k].astype(np.int64)).all():
+    use = np.array([p not in q.skipped for p in range(n)], dtype=bool)
+    if k > top_ids.shape[1]:
+        return False
+    if not _same_ids(q.top_ids[:n], q.top_sets, top_ids[:n, :k].astype(np.int64))[use].all():
         return False
     assert q.logprobs is not None and q.tolerance is not None
     if normalizer == "server":
-        return _differences_fit(q, rows, n, k)
+        return _differences_fit(q, rows, n, k, use)
     db = rows["topk_logprobs"][:n, :k].astype(np.float64)
     exact = q.tolerance == 0
     # printed with every digit: the float32 it rounds to; else within half a unit of the last digit
@@ -272,35 +283,37 @@ def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str 
         db == q.logprobs.astype(np.float32).astype(np.float64),
         np.abs(db - q.logprobs[:n]) <= q.tolerance[:n] * (1 + 1e-9),
     )
-    return bool(same.all())
+    return bool(same[use].all())
 
 
 def _took_top1(q: GenerationQuery, j: int) -> bool:
     """Whether the suspect's token at ``j`` is (or may be) its own first alternative there."""
     assert q.top_ids is not None
+    if j in q.skipped:  # its alternatives there are unknown: taken as greedy (a departure is a mismatch)
+        return True
     chosen = q.token_sets.get(j, frozenset([int(q.tokens[j])]))
     first = q.top_sets.get((j, 0), frozenset([int(q.top_ids[j, 0])]))
     return not chosen or not first or bool(chosen & first)
 
 
-def _differences_fit(q: GenerationQuery, rows: dict[str, np.ndarray], n: int, k: int) -> bool:
+def _differences_fit(q: GenerationQuery, rows: dict[str, np.ndarray], n: int, k: int, use: np.ndarray) -> bool:
     """Server-normalized log-probabilities against a platform's top-k logits: at every position
     one normalizer explains all k values (each ``logprob_i - (logit_i - logit_0)`` within the
     float32 roundings of the two subtractions and the printed digits), and it is the DB's own."""
     if "topk_logits" not in rows:
         return False
     assert q.logprobs is not None and q.tolerance is not None
-    logits = rows["topk_logits"][:n, :k].astype(np.float64)
+    logits = rows["topk_logits"][:n, :k].astype(np.float64)[use]
     if not np.isfinite(logits).all():
         return False
     diff = logits - logits[:, :1]
-    got = q.logprobs[:n]
-    slack = q.tolerance[:n] * (1 + 1e-9) + _ulp32(got) + _ulp32(diff)
+    got = q.logprobs[:n][use]
+    slack = q.tolerance[:n][use] * (1 + 1e-9) + _ulp32(got) + _ulp32(diff)
     shift = got - diff
     low, high = (shift - slack).max(axis=1), (shift + slack).min(axis=1)
     if not (low <= high).all():
         return False
-    own = rows["topk_logprobs"][:n, 0].astype(np.float64)  # the DB's normalizer, as logprob_0 - 0
+    own = rows["topk_logprobs"][:n, 0].astype(np.float64)[use]  # the DB's normalizer, as logprob_0 - 0
     return bool((np.abs(shift[:, 0] - own) <= NORMALIZER_SLACK + slack[:, 0]).all())
 
 
@@ -476,7 +489,9 @@ def generation_line(
     doc["tokens"] = [token(t, q.token_sets.get(p)) for p, t in enumerate(q.tokens)]
     if q.top_ids is not None and q.logprobs is not None and q.tolerance is not None:
         doc["top_logprobs"] = [
-            [
+            []
+            if p in q.skipped
+            else [
                 [token(i, q.top_sets.get((p, j))), _Raw(printed(v, t))]
                 for j, (i, v, t) in enumerate(zip(ids, vals, tols))
             ]

@@ -282,15 +282,24 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
         raise QueryError(f"{where}: the choice holds neither logprobs.content nor a message's text")
     if not 1 <= len(content) <= plan.new_tokens:
         raise QueryError(f"{where}: {len(content)} tokens with log-probabilities, asked for at most {plan.new_tokens}")
-    tokens, top, ambiguous = [], [], 0
+    tokens: list = []
+    top: list[list] = []
+    ambiguous = collapsed = 0
     for p, entry in enumerate(content):
         what = f"{where}, token {p}"
         alts = entry.get("top_logprobs") if isinstance(entry, dict) else None
-        if not isinstance(alts, list) or len(alts) != k or not all(isinstance(a, dict) for a in alts):
+        if not isinstance(alts, list) or not 1 <= len(alts) <= k or not all(isinstance(a, dict) for a in alts):
             raise QueryError(
                 f"{what}: {len(alts) if isinstance(alts, list) else 'no'} top log-probabilities, asked {k}"
             )
         token = plan.tokens.lookup(entry.get("token"), entry.get("bytes"))
+        if len(alts) < k:
+            # fewer than asked: a server keying them by text (llama-cpp-python) merged two ids that
+            # print the same, keeping one's rank and the other's value; not evidence at this position
+            collapsed += 1
+            tokens.append(token)
+            top.append([])
+            continue
         ids = [plan.tokens.lookup(a.get("token"), a.get("bytes")) for a in alts]
         values = [_logprob(a.get("logprob"), what) for a in alts]
         order = sorted(range(k), key=lambda j: -values[j])  # stable: the server's order among ties
@@ -298,7 +307,10 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
         ambiguous += sum(not isinstance(t, int) for t in [token, *ids])
         tokens.append(token)
         top.append(pairs)
-    return line | {"normalizer": "server", "tokens": tokens, "top_logprobs": top, "ambiguous_tokens": ambiguous} | about
+    if collapsed == len(content):
+        raise QueryError(f"{where}: fewer top log-probabilities than the {k} asked at every position")
+    evidence = {"normalizer": "server", "tokens": tokens, "top_logprobs": top, "ambiguous_tokens": ambiguous}
+    return line | evidence | ({"collapsed_positions": collapsed} if collapsed else {}) | about
 
 
 def _check_prompt(usage: dict, plan: ChatPlan, row: int, where: str) -> None:
@@ -313,5 +325,5 @@ def _check_prompt(usage: dict, plan: ChatPlan, row: int, where: str) -> None:
 def signature(doc: dict) -> tuple:
     """What every answer of one chat query shares: the format, the evidence (log-probabilities
     normalized by the server, or text) and the alternatives per token."""
-    top = doc.get("top_logprobs")
-    return (doc["format"], doc.get("normalizer", doc.get("tokens_from")), len(top[0]) if top else 0)
+    top = doc.get("top_logprobs") or []
+    return (doc["format"], doc.get("normalizer", doc.get("tokens_from")), max((len(a) for a in top), default=0))
