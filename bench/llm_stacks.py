@@ -9,7 +9,7 @@ re-run of a sample, Parquet shards). Both wall clocks include loading; peak RSS 
 resident set of the process tree. Prints a table (or --json) with tokens/s of the bare loop and
 the build/bare ratio (goal: <= 1.15).
 
-    python bench/llm_stacks.py [-n CHATS] [--json]
+    python bench/llm_stacks.py [-n CHATS] [--times R] [--stack NAME] [--json]
 
 Both read one probe-set file (``hspi probes make smollm2``). Needs the llm extra; the conversions
 are made on first use and cached.
@@ -137,6 +137,7 @@ def _measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=8, help="chats of the built-in prompt set (default: all 8)")
+    ap.add_argument("--times", type=int, default=1, help="each chat asked this many times (more work, same fixed cost)")
     ap.add_argument("--stack", action="append", choices=list(STACKS), help="only these stacks (repeatable)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -147,9 +148,17 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="llm-stacks-")
     probes = f"{tmp}/probes.npz"
     cli = [sys.executable, "-m", "hspi_onnx.cli"]
-    subprocess.run(
-        [*cli, "probes", "make", "smollm2", "-n", str(args.n), "-o", probes], env=env, check=True, capture_output=True
-    )
+    make = [*cli, "probes", "make", "smollm2", "-o", probes]
+    if args.times > 1:  # the first n built-in chats, each repeated: a longer run of the same kind
+        from hspi_onnx.inputs.chats import builtin_chats
+
+        chats = builtin_chats()[: args.n] * args.times
+        with open(f"{tmp}/chats.jsonl", "w") as f:
+            f.writelines(json.dumps({"messages": c}) + "\n" for c in chats)
+        make += ["--chats", f"{tmp}/chats.jsonl"]
+    else:
+        make += ["-n", str(args.n)]
+    subprocess.run(make, env=env, check=True, capture_output=True)
     rows = []
     try:
         rows = _compare(args, env, cli, probes, onnx_path, tmp)

@@ -208,3 +208,19 @@ def test_bad_address_is_one_line_and_local_builds_never_import_ray(tmp_path):
         timeout=300,
     )
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+
+
+def test_language_model_build_on_the_cluster_equals_local(cluster, tmp_path):
+    """SmolLM2's llama.cpp platforms run on the cluster (the head: the worker node has no
+    llama.cpp) through the same workers; the DB equals a local build bit for bit."""
+    pytest.importorskip("llama_cpp")
+    probes, local, remote = tmp_path / "chats.npz", tmp_path / "local", tmp_path / "remote"
+    proc = hspi("probes", "make", "smollm2", "-n", "2", "-o", probes)
+    assert proc.returncode == 0, proc.stderr
+    globs = ["-p", "llamacpp/*/q8_0/*fa=off,*threads=1,*", "-p", "llamacpp/*/q4_0/*fa=on,*threads=1,*"]
+    proc = hspi("db", "build", "smollm2", "--db", local, "--probes", probes, "-q", *globs)
+    assert proc.returncode == 0, proc.stderr
+    proc = hspi("db", "build", "smollm2", "--db", remote, "--probes", probes, "-q", "--ray", cluster.address, *globs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got, want = _rows(remote), _rows(local)
+    assert got == want and len({p for p, _, _ in got}) == 2
