@@ -129,8 +129,7 @@ class _Tok:
 
 
 def test_token_map_reads_text_and_bytes_and_says_when_ambiguous():
-    from hspi_onnx.query.chat import TokenMap
-    from hspi_onnx.query.transport import QueryError
+    from hspi_onnx.inputs.tokenmap import TokenMap, UnknownToken
 
     # "Ġthere" is " there"; "Ã©" is é's two bytes; "Ã" and "©" are its lone bytes (invalid alone)
     tm = TokenMap(_Tok(["Ġthere", "Ã©", "Ã", "<|im_end|>", "©", "there", "Ġthere"]))
@@ -140,7 +139,7 @@ def test_token_map_reads_text_and_bytes_and_says_when_ambiguous():
     assert tm.lookup(None, [0xC3]) == 2 and tm.lookup(None, [0xA9]) == 4  # bytes are exact
     assert tm.lookup("", None) == [2, 4]  # lone bytes printed with invalid UTF-8 dropped
     assert tm.lookup("\ufffd", None) == [2, 4]  # ... or replaced
-    with pytest.raises(QueryError, match="no token of the model"):
+    with pytest.raises(UnknownToken, match="no token of the model"):
         tm.lookup("zebra", None)
 
 
@@ -148,7 +147,7 @@ def test_token_map_of_smollm2_inverts_its_tokenizer():
     pytest.importorskip("transformers")
     from hspi_onnx.inputs.chats import tokenizer_for
     from hspi_onnx.inputs.model import resolve_model
-    from hspi_onnx.query.chat import TokenMap
+    from hspi_onnx.inputs.tokenmap import TokenMap
 
     tok = tokenizer_for(resolve_model("smollm2"))
     tm = TokenMap(tok)
@@ -238,7 +237,8 @@ def test_llama_cpp_server_is_identified_and_a_false_claim_refuted(llama_server, 
 
 
 def _plan():
-    from hspi_onnx.query.chat import ChatPlan, TokenMap
+    from hspi_onnx.inputs.tokenmap import TokenMap
+    from hspi_onnx.query.chat import ChatPlan
 
     tokens = TokenMap(_Tok(["A", "B", "C", "<|im_end|>", "ĠD"]))
     return ChatPlan("lm", [[{"role": "user", "content": "hi"}]], [5], tokens, 3)
@@ -417,3 +417,79 @@ def test_transformers_serve_without_logprobs_is_matched_by_its_text(transformers
     fitting = [p for c in report["classes"] for p in c["platforms"]]
     assert any(p.startswith("transformers@") and "attn=sdpa" in p for p in fitting), report
     assert not any("/q4_0/" in p for p in fitting), report
+
+
+# --- hspi serve for a language model, and the official openai client ------------------------------
+
+SERVED = "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,threads=1,*"
+
+
+@pytest.fixture(scope="module")
+def hspi_llm_server(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("llama_cpp")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("hspiserve") / "server.log"
+    argv = [sys.executable, "-m", "hspi_onnx.cli", "serve", "smollm2", "-p", SERVED, "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"hspi serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("hspi serve did not come up in 180 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.mark.slow
+def test_official_openai_client_talks_to_hspi_serve_and_the_answers_identify_the_platform(hspi_llm_server, tmp_path):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{hspi_llm_server}/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": "Hi! How are you today?"}]
+    answer = client.chat.completions.create(
+        model="smollm2", messages=messages, max_tokens=16, temperature=0, logprobs=True, top_logprobs=5
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason in ("length", "stop") and choice.message.content
+    assert len(choice.logprobs.content) == answer.usage.completion_tokens - (choice.finish_reason == "stop")
+    first = choice.logprobs.content[0]
+    assert len(first.top_logprobs) == 5 and first.token == first.top_logprobs[0].token and first.bytes
+    assert bytes(first.bytes).decode() == first.token
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2", messages=messages, max_tokens=16, temperature=0, logprobs=True, top_logprobs=5, stream=True
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    tokens = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert streamed == choice.message.content and [e.logprob for e in tokens] == [
+        e.logprob for e in choice.logprobs.content
+    ]
+    with pytest.raises(openai.BadRequestError, match="temperature must be 0"):
+        client.chat.completions.create(model="smollm2", messages=messages, temperature=0.7)
+    # the black box answers what the DB holds for its platform: hspi query + match name it
+    db, probes, answers = tmp_path / "db", tmp_path / "chats.npz", tmp_path / "answers.jsonl"
+    assert hspi("probes", "make", "smollm2", "-n", "2", "-o", probes).returncode == 0
+    proc = hspi("db", "build", "smollm2", "--db", db, "--probes", probes, "-q", "-p", SERVED)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = hspi(
+        "db", "build", "smollm2", "--db", db, "--probes", probes, "-q", "-p", "llamacpp/*/q8_0/*fa=on,*threads=1,*"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    q = ["query", hspi_llm_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", answers, "-q"]
+    proc = hspi(*q, "--top-logprobs", "20")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(hspi("match", answers, "--db", db, "--json").stdout)
+    assert report["verdict"] == "identified" and all("fa=off" in p for p in report["classes"][0]["platforms"])

@@ -139,21 +139,24 @@ def tokenizer_for(model):
     return AutoTokenizer.from_pretrained(str(source.hf_folder()))
 
 
+def chat_ids(tokenizer, chat: Chat, spec, what: str) -> list[int]:
+    """One chat through the chat template with the generation prompt: its token ids, checked to
+    leave room for the generation in the context."""
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    if len(ids) + spec.new_tokens > spec.context:
+        raise BadProbesError(
+            f"{what} is {len(ids)} tokens; with {spec.new_tokens} to generate it exceeds the context of {spec.context}"
+        )
+    return [int(i) for i in ids]
+
+
 def encode_chats(model, chats: list[Chat]) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask), right-padded with the model's pad id: each chat through the
     model's chat template, with the generation prompt (the assistant's turn) appended."""
     spec = model.generation
     tokenizer = tokenizer_for(model)
-    rows = []
-    for k, chat in enumerate(chats):
-        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        if len(ids) + spec.new_tokens > spec.context:
-            raise BadProbesError(
-                f"chat {k + 1} is {len(ids)} tokens; with {spec.new_tokens} to generate it exceeds the "
-                f"context of {spec.context}"
-            )
-        rows.append(ids)
+    rows = [chat_ids(tokenizer, chat, spec, f"chat {k + 1}") for k, chat in enumerate(chats)]
     width = max(len(r) for r in rows)
     input_ids = np.full((len(rows), width), spec.pad, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)

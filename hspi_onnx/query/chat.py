@@ -28,64 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hspi_onnx.inputs.tokenmap import TokenMap, UnknownToken
+
 from .openai import response_doc
 from .transport import QueryError, Reply
 
 MAX_MESSAGES_BYTES = 1 << 20
 SEED = 0
-
-
-def _byte_decoder() -> dict[str, int]:
-    """The byte-level BPE alphabet (GPT-2's): printable stand-ins for the 256 bytes, inverted."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
-
-
-class TokenMap:
-    """Printed tokens (text, or UTF-8 bytes) -> the ids that print so, for one tokenizer."""
-
-    MAX_CANDIDATES = 64
-
-    def __init__(self, tokenizer) -> None:
-        decoder = _byte_decoder()
-        special = set(getattr(tokenizer, "all_special_ids", []) or [])
-        self.pieces: list[bytes] = []
-        for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-            tok = tok or ""
-            if i in special or not all(c in decoder for c in tok):
-                piece = tok.encode("utf-8")  # special and added tokens print as their text
-            else:
-                piece = bytes(decoder[c] for c in tok)
-            self.pieces.append(piece)
-        self.by_bytes: dict[bytes, list[int]] = {}
-        self.by_text: dict[str, list[int]] = {}
-        for i, piece in enumerate(self.pieces):
-            self.by_bytes.setdefault(piece, []).append(i)
-            for text in {piece.decode("utf-8", "ignore"), piece.decode("utf-8", "replace")}:
-                self.by_text.setdefault(text, []).append(i)
-
-    def lookup(self, text, raw_bytes) -> int | list[int] | None:
-        """The id a printed token stands for; a sorted list of candidates when several print the
-        same; None when too many do to say (any id fits). QueryError when none does."""
-        if isinstance(raw_bytes, list) and raw_bytes and all(isinstance(b, int) and 0 <= b < 256 for b in raw_bytes):
-            ids = self.by_bytes.get(bytes(raw_bytes), [])
-        elif isinstance(text, str):
-            ids = self.by_text.get(text, [])
-        else:
-            raise QueryError("a token came without its text or bytes")
-        if not ids:
-            shown = text if isinstance(text, str) else raw_bytes
-            raise QueryError(f"token {str(shown)[:30]!r} is no token of the model's tokenizer (another model served?)")
-        if len(ids) == 1:
-            return ids[0]
-        return sorted(set(ids)) if len(set(ids)) <= self.MAX_CANDIDATES else None
 
 
 @dataclass
@@ -292,7 +241,7 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
             raise QueryError(
                 f"{what}: {len(alts) if isinstance(alts, list) else 'no'} top log-probabilities, asked {k}"
             )
-        token = plan.tokens.lookup(entry.get("token"), entry.get("bytes"))
+        token = _lookup(plan, entry, what)
         if len(alts) < k:
             # fewer than asked: a server keying them by text (llama-cpp-python) merged two ids that
             # print the same, keeping one's rank and the other's value; not evidence at this position
@@ -300,7 +249,7 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
             tokens.append(token)
             top.append([])
             continue
-        ids = [plan.tokens.lookup(a.get("token"), a.get("bytes")) for a in alts]
+        ids = [_lookup(plan, a, what) for a in alts]
         values = [_logprob(a.get("logprob"), what) for a in alts]
         order = sorted(range(k), key=lambda j: -values[j])  # stable: the server's order among ties
         pairs = [[ids[j], values[j]] for j in order]
@@ -311,6 +260,13 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
         raise QueryError(f"{where}: fewer top log-probabilities than the {k} asked at every position")
     evidence = {"normalizer": "server", "tokens": tokens, "top_logprobs": top, "ambiguous_tokens": ambiguous}
     return line | evidence | ({"collapsed_positions": collapsed} if collapsed else {}) | about
+
+
+def _lookup(plan: ChatPlan, entry: dict, what: str):
+    try:
+        return plan.tokens.lookup(entry.get("token"), entry.get("bytes"))
+    except UnknownToken as exc:
+        raise QueryError(f"{what}: {exc}") from None
 
 
 def _check_prompt(usage: dict, plan: ChatPlan, row: int, where: str) -> None:

@@ -33,7 +33,12 @@ def metadata(service) -> dict:
             [{"name": service.output_names[0], "datatype": "INT64", "shape": [model.fixed_batch or -1]}]
             if service.labels_only
             else [
-                {"name": o.name, "datatype": datatype(o.dtype), "shape": _shape(o.shape, model.fixed_batch)}
+                {
+                    "name": o.name,
+                    # an output in the runtime's own dtype (a language model's top-k logits): as warm-up returned it
+                    "datatype": datatype(o.dtype or service.dtypes.get(o.name, "float32")),
+                    "shape": _shape(o.shape, model.fixed_batch),
+                }
                 for o in model.outputs
             ]
         ),

@@ -252,11 +252,22 @@ def router(service, read_body) -> APIRouter:
 
     @api.post("/completions")
     async def completions(request: Request) -> dict:
+        if service.model.generation is not None:
+            raise BadRequest("this language model is served for chats: POST /v1/chat/completions")
         return await handle(request, complete)
 
     @api.post("/chat/completions")
-    async def chat_completions(request: Request) -> dict:
-        return await handle(request, chat)
+    async def chat_completions(request: Request):
+        if service.model.generation is None:
+            return await handle(request, chat)
+        from fastapi.responses import StreamingResponse
+
+        from hspi_onnx.serve import openai_chat
+
+        answer = await handle(request, openai_chat.chat)
+        if isinstance(answer, list):  # a stream: the events of the computed answer
+            return StreamingResponse(iter(answer), media_type="text/event-stream")
+        return answer
 
     @api.get("/models")
     def models() -> dict:

@@ -66,6 +66,7 @@ class Service:
         self.kind = default_kind(model)
         self.runner = Runner(in_process=in_process, timeout=timeout)
         self._lock = threading.Lock()
+        self.dtypes: dict[str, str] = {}  # output name -> dtype the platform returned (warm_up)
 
     def check_name(self, name: str) -> None:
         if name != self.name:
@@ -75,7 +76,8 @@ class Service:
         """Run one generated probe, so the server is ready (and a broken platform fails) before it listens."""
         from hspi_onnx.inputs.probes import generate
 
-        self.infer(generate(self.model, n=1).inputs)
+        outputs = self.infer(generate(self.model, n=1).inputs)
+        self.dtypes = {name: str(np.asarray(v).dtype) for name, v in outputs.items()}
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output for the request's rows, in the dtype the runtime returned."""
