@@ -167,36 +167,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(argv: list[str], log, what: str, env=None, wait: float = 180):
+    """A server started on loopback (its output to ``log``), once ``/v1/models`` answers: (process, URL)."""
+    import httpx
+
+    port = _free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*argv, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"{what} did not come up in {wait:.0f} s")
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python's [server] extra is not installed")
     from hspi_onnx.models.smollm2 import gguf_path
 
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
     argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("Q8_0")), "--model_alias", "smollm2"]
     argv += ["--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", "--flash_attn", "false"]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama_cpp.server did not come up in 120 s")
+    argv += ["--host", "127.0.0.1"]
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    proc, url = _start(argv, log, "llama_cpp.server", os.environ | {"OMP_NUM_THREADS": "1"})
     yield url
-    proc.terminate()
-    proc.wait(30)
+    _stop(proc)
 
 
 @pytest.mark.slow
@@ -367,32 +375,13 @@ def transformers_server(tmp_path_factory):
     pytest.importorskip("fastapi")
     from hspi_onnx.models.smollm2 import hf_folder
 
-    port = _free_port()
-    log = tmp_path_factory.mktemp("tfserve") / "server.log"
     exe = os.path.join(os.path.dirname(sys.executable), "transformers")
     argv = [exe, "serve", str(hf_folder()), "--device", "cpu", "--dtype", "float32", "--attn-implementation", "sdpa"]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("transformers serve did not come up in 180 s")
+    argv += ["--host", "127.0.0.1"]
+    log = tmp_path_factory.mktemp("tfserve") / "server.log"
+    proc, url = _start(argv, log, "transformers serve", os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     yield url
-    proc.terminate()
-    proc.wait(30)
+    _stop(proc)
 
 
 @pytest.mark.slow
@@ -428,29 +417,10 @@ SERVED = "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,threads=1,*"
 def hspi_llm_server(tmp_path_factory):
     pytest.importorskip("fastapi")
     pytest.importorskip("llama_cpp")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("hspiserve") / "server.log"
-    argv = [sys.executable, "-m", "hspi_onnx.cli", "serve", "smollm2", "-p", SERVED, "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"hspi serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("hspi serve did not come up in 180 s")
+    argv = [sys.executable, "-m", "hspi_onnx.cli", "serve", "smollm2", "-p", SERVED]
+    proc, url = _start(argv, tmp_path_factory.mktemp("hspiserve") / "server.log", "hspi serve")
     yield url
-    proc.terminate()
-    proc.wait(30)
+    _stop(proc)
 
 
 @pytest.mark.slow
@@ -493,3 +463,16 @@ def test_official_openai_client_talks_to_hspi_serve_and_the_answers_identify_the
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(hspi("match", answers, "--db", db, "--json").stdout)
     assert report["verdict"] == "identified" and all("fa=off" in p for p in report["classes"][0]["platforms"])
+
+
+def test_a_departure_is_compared_up_to_where_it_left_with_exact_logprobs_too():
+    """The exact (DB-normalized) comparison cuts at the departure as the server one does (a
+    sampled request from the DB's own rows: its tokens leave the other platform's greedy path)."""
+    rows = _rows([[5.0, 4.0, 1.0], [3.0, 2.0, 1.0], [4.0, 1.0, 0.0]], tokens=[10, 10, 10])
+    q = _query(rows, rows["topk_logprobs"].astype(np.float64))
+    q.tokens = np.array([10, 11, 12])  # sampled its second choice at position 1
+    assert consistent(q, rows)
+    moved = dict(rows, topk_logprobs=rows["topk_logprobs"] + np.float32([[0, 0, 0], [0, 1e-3, 0], [0, 0, 0]]))
+    assert not consistent(q, moved)  # position 1 still counts
+    later = dict(rows, topk_logprobs=rows["topk_logprobs"] + np.float32([[0, 0, 0], [0, 0, 0], [0, 1e-3, 0]]))
+    assert consistent(q, later)  # position 2 came from another prefix

@@ -276,12 +276,12 @@ def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str 
     if normalizer == "server":
         return _differences_fit(q, rows, n, k, use)
     db = rows["topk_logprobs"][:n, :k].astype(np.float64)
-    exact = q.tolerance == 0
+    printed, tol = q.logprobs[:n], q.tolerance[:n]
     # printed with every digit: the float32 it rounds to; else within half a unit of the last digit
     same = np.where(
-        exact,
-        db == q.logprobs.astype(np.float32).astype(np.float64),
-        np.abs(db - q.logprobs[:n]) <= q.tolerance[:n] * (1 + 1e-9),
+        tol == 0,
+        db == printed.astype(np.float32).astype(np.float64),
+        np.abs(db - printed) <= tol * (1 + 1e-9),
     )
     return bool(same[use].all())
 
