@@ -14,7 +14,9 @@ not the graph's inputs but prompts: ``input_ids`` (right-padded with ``pad``) an
   them (float32 from llama.cpp, bf16 from a bf16 transformers model ...), NaN after a stop;
 * ``topk_logprobs`` ``[new_tokens, top_k]`` float32: log-softmax over the whole vocabulary,
   computed in float64 from the runtime's logits and rounded once: what an OpenAI-style API
-  returns as ``top_logprobs``.
+  returns as ``top_logprobs``;
+* ``logits`` ``[new_tokens, vocab]`` (only with ``full_logits``, a zoo variant such as
+  ``smollm2-logits``): every logit at every position, in the runtime's dtype, NaN after a stop.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ GENERATION_META_KEY = "hspi.generation"
 MAX_NEW_TOKENS = 4096
 MAX_TOP_K = 20  # what OpenAI-style APIs return at most
 OUTPUT_NAMES = ("tokens", "topk_ids", "topk_logits", "topk_logprobs")
+FULL_LOGITS = "logits"  # the optional output of every logit (GenerationSpec.full_logits)
+MAX_FULL_VALUES = 1 << 24  # new_tokens x vocab logits per chat at most, when full_logits
 # the decoder graph's interface (OnnxDecoder's): names in graph order
 DECODER_INPUTS = ("input_ids", "past_key", "past_value")
 DECODER_OUTPUTS = ("logits", "present_key", "present_value")
@@ -86,10 +90,13 @@ class GenerationSpec:
     top_k: int = MAX_TOP_K
     context: int = 2048  # the longest prompt plus generation a runtime is set up for
     extra: dict = field(default_factory=dict)  # provenance: exporter, opset, weight digests
+    full_logits: bool = False  # also record every logit at every position (output "logits")
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if not self.full_logits:  # absent when off: the metadata of exports made before it stays the same
+            del d["full_logits"]
         return d
 
     @property
@@ -124,8 +131,21 @@ class GenerationSpec:
         extra = {} if d.get("extra") is None else d["extra"]
         if not isinstance(extra, dict) or _depth(extra, MAX_EXTRA_DEPTH) > MAX_EXTRA_DEPTH:
             raise _bad(f"extra must be a JSON object nested at most {MAX_EXTRA_DEPTH} deep")
+        full = d.get("full_logits", False)
+        if not isinstance(full, bool):
+            raise _bad("full_logits must be true or false")
+        if full and new_tokens * sizes["vocab"] > MAX_FULL_VALUES:
+            raise _bad(f"full_logits records new_tokens x vocab values per chat; at most {MAX_FULL_VALUES}")
         spec = cls(
-            source, **sizes, **tokens, stop=stop_ids, new_tokens=new_tokens, top_k=top_k, context=context, extra=extra
+            source,
+            **sizes,
+            **tokens,
+            stop=stop_ids,
+            new_tokens=new_tokens,
+            top_k=top_k,
+            context=context,
+            extra=extra,
+            full_logits=full,
         )
         if spec.cache_bytes > MAX_KV_CACHE_BYTES:
             raise _bad(
@@ -171,7 +191,7 @@ class GenerationSpec:
             {"name": "topk_ids", "dtype": "int32", "shape": [n, k]},
             {"name": "topk_logits", "dtype": "", "shape": [n, k]},
             {"name": "topk_logprobs", "dtype": "float32", "shape": [n, k]},
-        ]
+        ] + ([{"name": FULL_LOGITS, "dtype": "", "shape": [n, self.vocab]}] if self.full_logits else [])
 
 
 def _no_constant(name: str):

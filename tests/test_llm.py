@@ -265,3 +265,34 @@ def test_onnxruntime_genai_builds_its_own_models(tmp_path):
     assert "accuracy_level=4" in builders["int4"]
     proc = hspi("db", "classes", "--db", db, "--json")
     assert len(json.loads(proc.stdout)[0]["classes"]) == 2
+
+
+def test_full_logits_variant_records_every_logit(tmp_path):
+    """smollm2-logits: the same decoder and conversions, every logit of every position recorded;
+    the top-k outputs are the top of those rows, the log-probabilities their log-softmax."""
+    from hspi_onnx.db.dataset import outputs_at
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.inputs.model import resolve_model
+
+    model = resolve_model("smollm2-logits")
+    assert model.generation.full_logits and model.output_names[-1] == "logits"
+    assert model.conversions() is not None  # a variant of the zoo's export: llama.cpp serves it
+    db = tmp_path / "db"
+    proc = hspi("db", "build", "smollm2-logits", "--db", db, "-n", "1", "-q", "-p", PLATFORMS[0])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = ReferenceDB(db)
+    m = store.manifest()
+    ((msha, entry),) = m.models.items()
+    ((psha, _),) = m.probe_sets.items()
+    got = {
+        name: next(iter(outputs_at(store, msha, psha, np.array([0]), name).values()))[0] for name in entry.output_names
+    }
+    full, ids, top, lps = got["logits"], got["topk_ids"], got["topk_logits"], got["topk_logprobs"]
+    assert full.shape == (16, 49152) and full.dtype == np.float32
+    live = got["tokens"] >= 0
+    assert np.array_equal(np.take_along_axis(full, ids.astype(np.int64), axis=1)[live], top[live])
+    wide = full[live].astype(np.float64)
+    lse = wide.max(axis=1, keepdims=True) + np.log(np.exp(wide - wide.max(axis=1, keepdims=True)).sum(1, keepdims=True))
+    want = np.take_along_axis(wide - lse, ids[live].astype(np.int64), axis=1).astype(np.float32)
+    assert np.array_equal(want, lps[live])
+    assert hspi("db", "verify", "--db", db).returncode == 0

@@ -154,7 +154,10 @@ class ModelInfo:
         from hspi_onnx.models.zoo import ZOO
 
         entry = ZOO.get(self.generation.source)  # a file's metadata names only the zoo's language models
-        if entry is None or not entry.llm or exported_sha256(self.generation.source) != self.sha256:
+        if entry is None or not entry.llm:
+            return None
+        exports = [e.name for e in ZOO.values() if e.llm and (e.name == entry.name or e.variant_of == entry.name)]
+        if self.sha256 not in {exported_sha256(name) for name in exports}:  # the export, or a variant of it
             return None
         try:
             return importlib.import_module(f"hspi_onnx.models.{entry.module}")

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.generation import DECODER_OUTPUTS, GenerationSpec
+from hspi_onnx.generation import DECODER_OUTPUTS, FULL_LOGITS, GenerationSpec
 
 
 def conversions(model, runtime: str):
@@ -90,6 +90,7 @@ def generate(
     do not stop it). Positions after a stop token (or the forced continuation's end) hold -1 ids
     and NaN values."""
     n, k = spec.new_tokens, spec.top_k
+    full = None  # every logit of every position (spec.full_logits), in the runtime's dtype
     tokens = np.full(n, -1, dtype=np.int32)
     ids = np.full((n, k), -1, dtype=np.int32)
     logprobs = np.full((n, k), np.nan, dtype=np.float32)
@@ -107,6 +108,10 @@ def generate(
         top_ids, top_logits, top_lp = top_k(row, k)
         if logits is None:
             logits = np.full((n, k), np.nan, dtype=top_logits.dtype)
+            if spec.full_logits:
+                full = np.full((n, spec.vocab), np.nan, dtype=row.dtype)
+        if full is not None:
+            full[pos] = row
         if forced is not None:
             token = int(forced[pos])
         elif seed is not None:
@@ -119,7 +124,10 @@ def generate(
         row = stepper.step(token)
     if logits is None:  # nothing generated: an empty forced continuation
         logits = np.full((n, k), np.nan, dtype=np.float32)
-    return {"tokens": tokens, "topk_ids": ids, "topk_logits": logits, "topk_logprobs": logprobs}
+    out = {"tokens": tokens, "topk_ids": ids, "topk_logits": logits, "topk_logprobs": logprobs}
+    if spec.full_logits:
+        out[FULL_LOGITS] = full if full is not None else np.full((n, spec.vocab), np.nan, dtype=logits.dtype)
+    return out
 
 
 class GenerationSession:
