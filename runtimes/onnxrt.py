@@ -85,6 +85,13 @@ class OnnxRuntimeAdapter(Adapter):
             out += self.grid(gpu_device(), gpu_precisions, opt=("disabled", "all"), bs=batch_sizes(model))
         return out
 
+    def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
+        """A language model's decoders with two intra-op threads (fully optimized graphs)."""
+        if model.generation is None:
+            return []
+        precisions = [("fp32", {}), ("int8", {"quant": "dynamic"}), ("fp16", {}), ("int4", {"quant": "mnb-acc4"})]
+        return self.grid(cpu_device(), precisions, opt=("all",), bs=(1,), threads=(2,))
+
     def gpu_providers(self) -> list[str]:
         """GPU execution providers this build offers on a machine with an NVIDIA GPU."""
         import onnxruntime as ort

@@ -162,8 +162,9 @@ class OpenVinoAdapter(Adapter):
         return self.grid(cpu_device(), ok, bs=batch_sizes(model), threads=THREADS)
 
     def extra_variants(self, model: ModelInfo, probe_kind: str) -> list[Platform]:
-        if model.generation is not None:
-            return self._compressed(DQ_OFF)
+        if model.generation is not None:  # two inference threads, and compressed weights without dynamic quantization
+            ok = [(p, self._isa(cpu_device())) for p, reason in supported_precisions().items() if not reason]
+            return self.grid(cpu_device(), ok, bs=(1,), threads=(2,)) + self._compressed(DQ_OFF)
         # bf16 under a cap below AVX512_CORE_BF16 returned no outputs at all (OpenVINO 2026.4.1),
         # so capped variants are fp32 only
         return [
