@@ -476,3 +476,59 @@ def test_a_departure_is_compared_up_to_where_it_left_with_exact_logprobs_too():
     assert not consistent(q, moved)  # position 1 still counts
     later = dict(rows, topk_logprobs=rows["topk_logprobs"] + np.float32([[0, 0, 0], [0, 0, 0], [0, 1e-3, 0]]))
     assert consistent(q, later)  # position 2 came from another prefix
+
+
+@pytest.mark.slow
+def test_a_chat_query_resumes_after_the_server_is_killed_and_restarted(tmp_path):
+    """A chat server SIGKILLed mid-query: one error line, every answer received kept; restarted on
+    the same port, the same command completes the file, identical (bar request ids, times and
+    latencies) to an uninterrupted query."""
+    pytest.importorskip("llama_cpp")
+    from hspi_onnx.serve.process import ServerProcess, free_port
+
+    probes, out, fresh = tmp_path / "chats.npz", tmp_path / "s.jsonl", tmp_path / "fresh.jsonl"
+    assert hspi("probes", "make", "smollm2", "-o", probes).returncode == 0  # the 8 built-in chats
+    port = free_port()
+    servers = [ServerProcess("smollm2", SERVED, port)]
+    argv = [sys.executable, "-m", "hspi_onnx.cli", "query", f"http://127.0.0.1:{port}", "--wire", "openai"]
+    argv += ["--probes", str(probes), "--lm", "smollm2", "--retries", "0", "--rate", "2", "-q"]
+    try:
+        servers[0].wait(180)
+        query = subprocess.Popen([*argv, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and query.poll() is None and len(_lines(out)) < 2:
+            time.sleep(0.01)
+        assert query.poll() is None, query.communicate()
+        servers[0].kill()
+        _, err = query.communicate(timeout=120)
+        kept = _lines(out)
+        assert query.returncode == 2 and 0 < len(kept) < 8, err
+        assert err.strip().count("\n") == 0 and err.startswith("error: ") and "Traceback" not in err
+        servers.append(ServerProcess("smollm2", SERVED, port))
+        servers[-1].wait(180)
+        resumed = subprocess.run([*argv, "-o", str(out)], capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        whole = subprocess.run([*argv, "-o", str(fresh)], capture_output=True, text=True, timeout=300)
+        assert whole.returncode == 0, whole.stderr
+    finally:
+        for s in servers:
+            s.kill()
+    lines = _lines(out)
+    assert lines[: len(kept)] == kept and len(lines) == len(_lines(fresh)) == 8
+    assert [_stable(a) for a in lines] == [_stable(b) for b in _lines(fresh)]
+
+
+def _lines(path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def _stable(line: bytes) -> dict:
+    """An answer line without what differs between two requests of the same chat."""
+    from hspi_onnx.query.resume import KEY
+
+    doc = json.loads(line)
+    for key in ("id", "created"):
+        doc["response"].pop(key, None)
+    for key in ("latency_s", "headers", "attempts"):
+        doc["parameters"][KEY].pop(key, None)
+    return doc
