@@ -532,3 +532,46 @@ def _stable(line: bytes) -> dict:
     for key in ("latency_s", "headers", "attempts"):
         doc["parameters"][KEY].pop(key, None)
     return doc
+
+
+@pytest.mark.slow
+def test_logged_chats_are_replayed_teacher_forced_on_the_candidates(llama_server, tmp_path):
+    """Ordinary traffic (chats the DB never ran) logged as OpenAI request/response JSON: the DB's
+    stacks are teacher-forced on the logged answers; with logprobs the exact stack is named, greedy
+    text alone names the stacks that produce exactly that text, sampled text is refused."""
+    import httpx
+
+    db, probes = tmp_path / "db", tmp_path / "chats.npz"
+    assert hspi("probes", "make", "smollm2", "-n", "1", "-o", probes).returncode == 0
+    globs = ["llamacpp/*/q8_0/*fa=off,*threads=1,*", "llamacpp/*/q8_0/*fa=on,*threads=1,*"]
+    globs += ["transformers/*/fp32/*attn=sdpa*threads=1"]
+    proc = hspi("db", "build", "smollm2", "--db", db, "--probes", probes, "-q", *[x for g in globs for x in ("-p", g)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exchanges = []
+    for content in ("Name three rivers in Africa.", "Write a haiku about rain."):
+        req = {"model": "smollm2", "messages": [{"role": "user", "content": content}], "max_tokens": 16}
+        req |= {"temperature": 0, "repeat_penalty": 1.0, "logprobs": True, "top_logprobs": 5}
+        resp = httpx.post(f"{llama_server}/v1/chat/completions", json=req, timeout=120).json()
+        exchanges.append({"request": req, "response": resp})
+    with_lp, text_only, sampled = tmp_path / "lp.jsonl", tmp_path / "text.jsonl", tmp_path / "sampled.jsonl"
+    with_lp.write_text("".join(json.dumps(x) + "\n" for x in exchanges))
+    for x in exchanges:
+        x["request"] = {k: v for k, v in x["request"].items() if k not in ("logprobs", "top_logprobs")}
+        x["response"]["choices"][0]["logprobs"] = None
+    text_only.write_text("".join(json.dumps(x) + "\n" for x in exchanges))
+    for x in exchanges:
+        x["request"]["temperature"] = 0.8
+    sampled.write_text("".join(json.dumps(x) + "\n" for x in exchanges))
+    for log, evidence in ((with_lp, "top_logprobs"), (text_only, "text")):
+        proc = hspi("match", log, "--db", db, "--replay", "--json")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(proc.stdout)
+        assert report["evidence"] == evidence and report["replay"]["inputs"] == 2
+        fitting = [p for c in report["classes"] for p in c["platforms"]]
+        assert any("/q8_0/" in p and "fa=off" in p for p in fitting) and not any("fa=on" in p for p in fitting)
+        if evidence == "top_logprobs":
+            assert report["verdict"] == "identified"
+    proc = hspi("match", sampled, "--db", db, "--replay")
+    assert proc.returncode == 2 and "likelihood evidence" in proc.stderr
+    proc = hspi("verify", with_lp, "--db", db, "--replay", "--claim", "runtime=transformers")
+    assert proc.returncode == 1 and "INCONSISTENT" in proc.stdout

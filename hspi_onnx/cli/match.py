@@ -116,6 +116,42 @@ def _generation_report(suspect: Path, db: Path, classifier: Path | None, replay:
     return match_generation(ReferenceDB(db), read_generation(suspect))
 
 
+def _chat_replay_report(suspect: Path, db: Path, model: str | None, platforms: list[str] | None, quiet: bool):
+    """The match report of a replayed chat log (match/chat_replay.py), None for other suspects."""
+    from hspi_onnx.match.chat_replay import is_chat_log
+
+    if not is_chat_log(suspect):
+        return None
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.errors import HspiError
+    from hspi_onnx.match.chat_replay import read_chat_log, replay_chats
+    from hspi_onnx.match.generation import match_generation
+    from hspi_onnx.match.replay import plan_replay
+    from hspi_onnx.run.runner import Runner
+
+    from .db import build_with_bars
+
+    ref = ReferenceDB(db, create=True)
+    models = [m for m in ref.manifest().models.values() if m.zoo] if ref.manifest_path.is_file() else []
+    if model is None and len({m.zoo for m in models}) != 1:
+        raise HspiError("name the language model to replay the chats on with --model (e.g. smollm2)")
+    from hspi_onnx.inputs.model import resolve_model
+
+    name = model or models[0].zoo
+    assert name is not None  # a zoo model of the DB, or --model
+    info = resolve_model(name)
+    probes, gen = replay_chats(info, read_chat_log(suspect))
+    plan = plan_replay(ref, None, info, platforms, probes=probes)
+    err = console(stderr=True)
+    with Runner() as runner:
+        summary = build_with_bars(ref, info, plan.probes, None, False, runner, quiet, quiet, err, plan.plan)
+    plan.summary = summary
+    gen.path = str(suspect)
+    report = match_generation(ref, gen)
+    report["replay"] = plan.as_dict()
+    return report
+
+
 def print_generation(report: dict) -> None:
     out = console()
     out.print(
@@ -140,8 +176,10 @@ def match_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Which platform produced SUSPECT: exact digest lookup first, the classifier second.
-    With --replay, on the inputs the suspect carries instead of a DB probe set."""
-    generation = _generation_report(suspect, db, classifier, replay)
+    With --replay, on the inputs the suspect carries instead of a DB probe set (a language
+    model's chat log: its chats teacher-forced with the logged answers)."""
+    generation = _chat_replay_report(suspect, db, model, platforms, quiet or as_json) if replay else None
+    generation = generation or _generation_report(suspect, db, classifier, replay)
     if generation is not None:
         emit_json(generation) if as_json else print_generation(generation)
         return
@@ -167,7 +205,8 @@ def verify_cmd(
     from hspi_onnx.match.claims import parse_claim, verify
 
     wanted = parse_claim(claim)
-    generation = _generation_report(suspect, db, classifier, replay)
+    generation = _chat_replay_report(suspect, db, model, platforms, quiet or as_json) if replay else None
+    generation = generation or _generation_report(suspect, db, classifier, replay)
     if generation is not None:
         from hspi_onnx.match.generation import verify_generation
 

@@ -74,6 +74,7 @@ class GenerationQuery:
     token_sets: dict[int, frozenset[int]] = field(default_factory=dict)  # position -> candidate ids
     top_sets: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict)  # (position, rank) -> ids
     skipped: set[int] = field(default_factory=set)  # positions whose alternatives are not compared
+    greedy: bool = False  # a greedy answer's tokens without alternatives: the platform's top-1 must be each
     text: str | None = None  # evidence by text: the answer's text, compared with the platform's decoded
     n_tokens: int | None = None  # with text: how many tokens the server says it generated
 
@@ -256,6 +257,8 @@ def consistent(q: GenerationQuery, rows: dict[str, np.ndarray], normalizer: str 
     n = len(q.tokens)
     if n > len(tokens):
         return False
+    if q.greedy:  # teacher-forced rows of a greedy answer: the platform would have chosen every token
+        return bool(_same_ids(q.tokens, q.token_sets, top_ids[:n, 0].astype(np.int64)).all())
     same = _same_ids(q.tokens, q.token_sets, tokens[:n])
     if not same.all():
         j = int(np.argmin(same))

@@ -91,14 +91,23 @@ def resolve_replay_model(db: ReferenceDB, suspect: Suspect, model: str | None) -
     raise HspiError(f"model {m.name!r} (sha256 {sha[:12]}) of the DB is not at hand: give it with --model")
 
 
-def plan_replay(db: ReferenceDB, suspect: Suspect, model: ModelInfo, patterns: list[str] | None) -> ReplayPlan:
-    """Which platforms to run on the suspect's inputs: every DB platform of ``model`` (any probe
-    set) that this machine offers, selected by ``patterns``; with none in the DB, every platform
-    available here. Static int8 platforms keep the calibration kind their label names."""
+def plan_replay(
+    db: ReferenceDB,
+    suspect: Suspect | None,
+    model: ModelInfo,
+    patterns: list[str] | None,
+    probes: ProbeSet | None = None,
+) -> ReplayPlan:
+    """Which platforms to run on the suspect's inputs (or on ``probes``, a replay probe set made
+    otherwise: a chat log's forced chats): every DB platform of ``model`` (any probe set) that
+    this machine offers, selected by ``patterns``; with none in the DB, every platform available
+    here. Static int8 platforms keep the calibration kind their label names."""
     from hspi_onnx.labels import Platform, select
     from hspi_onnx.run.adapter import Offered, selected_variants
 
-    probes = replay_probes(suspect, model)
+    if probes is None:
+        assert suspect is not None
+        probes = replay_probes(suspect, model)
     labels: list[str] = []
     if db.manifest_path.is_file() and db.shards():
         from hspi_onnx.db.index import load_index
