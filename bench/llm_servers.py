@@ -1,7 +1,8 @@
 """Batching and concurrency on real OpenAI-compatible servers: does a busy server answer a chat
 with other bits than an idle one?
 
-Starts each peer server on loopback (llama-cpp-python's ``llama_cpp.server`` on the Q8_0 GGUF;
+Starts each peer server on loopback (llama-cpp-python's ``llama_cpp.server`` on the Q8_0 GGUF, or
+the type ``--gguf`` names: on a host with AMX use F16, the server segfaults on quantized types there;
 ``transformers serve`` on the Hugging Face folder, without and with ``--continuous-batching``),
 asks it a probe set of 16 chats (the 8 built-in ones and 8 more) with ``hspi query`` at
 concurrency 1, 4 and 16, and compares each answer with the concurrency-1 answer of the same chat:
@@ -50,12 +51,12 @@ def hspi(*args) -> subprocess.CompletedProcess:
     return proc
 
 
-def start(name: str, port: int, log: Path) -> subprocess.Popen:
+def start(name: str, port: int, log: Path, gguf: str = "Q8_0") -> subprocess.Popen:
     from hspi_onnx.models.smollm2 import gguf_path, hf_folder
 
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if name == "llamacpp":
-        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("Q8_0")), "--n_ctx", "2048"]
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(gguf)), "--n_ctx", "2048"]
         argv += ["--n_threads", "1", "--n_threads_batch", "1", "--flash_attn", "false"]
     else:
         exe = os.path.join(os.path.dirname(sys.executable), "transformers")
@@ -98,6 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--servers", default="llamacpp,transformers,transformers-cb")
+    ap.add_argument("--gguf", default="Q8_0", help="GGUF type llama_cpp.server serves (F16 on a host with AMX)")
     args = ap.parse_args()
     from hspi_onnx.inputs.chats import builtin_chats
 
@@ -108,7 +110,7 @@ def main() -> None:
     rows = []
     for name in args.servers.split(","):
         port = free_port()
-        proc = start(name, port, work / f"{name}.log")
+        proc = start(name, port, work / f"{name}.log", args.gguf)
         try:
             base = None
             for c in (1, 4, 16):

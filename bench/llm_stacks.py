@@ -27,7 +27,7 @@ import tempfile
 import time
 
 STACKS = {
-    "llamacpp": "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,threads=1,*",
+    "llamacpp": "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,*threads=1,*",
     "transformers": "transformers/*/fp32/*attn=sdpa*threads=1",
     "onnxruntime": "onnxruntime/*/fp32/bs=1,opt=all,threads=1",
     "openvino": "openvino/*/fp32/*",
@@ -49,8 +49,10 @@ prompts = [ids[: int(m.sum())] for ids, m in zip(probes.inputs["input_ids"], pro
 t0 = time.perf_counter()
 if family == "llamacpp":
     import llama_cpp
-    llm = llama_cpp.Llama(model_path=str(smollm2.gguf_path("Q8_0")), n_ctx=spec.context, n_threads=1,
-                          n_threads_batch=1, flash_attn=False, verbose=False)
+    from hspi_onnx.runtimes.llamacpp import _extra_bufts, default_repack
+    with _extra_bufts(default_repack("Q8_0") == "on"):  # as the platform loads it (AMX hosts: off)
+        llm = llama_cpp.Llama(model_path=str(smollm2.gguf_path("Q8_0")), n_ctx=spec.context, n_threads=1,
+                              n_threads_batch=1, flash_attn=False, verbose=False)
     def logits():
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(spec.vocab,))
     def start(p):

@@ -162,7 +162,7 @@ def test_text_alone_leaves_the_classes_with_the_same_text(built, tmp_path):
 def test_raw_generation_from_hspi_run_matches_exactly(built, tmp_path):
     out = tmp_path / "run.npz"
     proc = hspi(
-        "run", "smollm2", "-p", "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,threads=1,*", "-n", "2", "-o", out, "-q"
+        "run", "smollm2", "-p", "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,*threads=1,*", "-n", "2", "-o", out, "-q"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = hspi("match", out, "--db", built, "--json")

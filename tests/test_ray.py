@@ -145,6 +145,7 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
     assert any("run again elsewhere" in line for line in notes), notes
 
     # 2. the worker dies after the first platform is in: its own platforms fail, the head's go on
+    cluster.wait_nodes(1)  # the killed node marked dead first, else the count of 2 is reached at once
     cluster.worker(WORKER_ENV)
     cluster.wait_nodes(2)
     victim = cluster.procs[-1]
@@ -164,6 +165,7 @@ def test_worker_node_killed_mid_build_then_rerun_completes(cluster, local_db, tm
         assert first.failed  # the capped platforms only the worker offered
 
     # 3. rerun with the worker back: the DB is complete, bit for bit what the local builds give
+    cluster.wait_nodes(1)
     cluster.worker(WORKER_ENV)
     cluster.wait_nodes(2)
     with RayRunner(cluster.address) as runner:
