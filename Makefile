@@ -4,12 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo survey test clean
+.PHONY: demo survey test clean browser
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0 -e '.[test,openvino,serve,ray,llm]'
+	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# Headless Chromium and its driver for the audit report's browser test (Debian's packages, where
+# apt-get can install them: as root, or with passwordless sudo); without them that test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "note: no apt-get: the browser test of the audit report will skip"; \
+	else SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  ( $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	    ( $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ) ) \
+	  || echo "note: could not install chromium: the browser test of the audit report will skip"; fi
 
 # The main job: build the default reference DB (zoo models x every CPU platform), train and
 # evaluate the classifier, then identify a hidden platform from its outputs (hspi demo).

@@ -578,3 +578,143 @@ def test_logged_chats_are_replayed_teacher_forced_on_the_candidates(llama_server
     assert proc.returncode == 2 and "likelihood evidence" in proc.stderr
     proc = hspi("verify", with_lp, "--db", db, "--replay", "--claim", "runtime=transformers")
     assert proc.returncode == 1 and "INCONSISTENT" in proc.stdout
+
+
+# --- hspi audit: deviation, the report, the whole loop against hspi serve --------------------------
+
+
+def test_deviation_is_blind_to_the_normalizer_and_stops_where_the_path_parts():
+    from hspi_onnx.match.deviation import deviation, rank_key
+
+    rows = _rows([[5.25, 4.0, 1.5, -2.0], [3.0, 2.75, 0.5, 0.25], [1.0, 0.5, 0.25, 0.0]])
+    served = _llama_cpp_logprobs(rows).astype(np.float64)
+    same = deviation(_query(rows, served), rows)
+    assert same.parted_at is None and same.compared == 3 and max(same.values) < 1e-5
+    assert same.first_difference() is None
+    moved = dict(rows, topk_logprobs=rows["topk_logprobs"] + np.float32([[0, 0, 0.01, 0], [0] * 4, [0] * 4]))
+    d = deviation(_query(rows, served), moved)
+    assert d.first_difference() == 0 and abs(d.values[0] - 0.01) < 1e-5 and d.values[1] < 1e-5
+    parted = deviation(_query(rows, served), dict(rows, tokens=np.array([10, 12, 10], np.int32)))
+    assert parted.parted_at == 1 and parted.compared == 2 and parted.first_difference() == 1
+    elsewhere = dict(rows, topk_ids=rows["topk_ids"] + 100)  # ranks none of the suspect's ids
+    outside = deviation(_query(rows, served), elsewhere)
+    assert outside.outside == [0, 1, 2] and outside.values[0] is None and outside.largest == float("inf")
+    assert rank_key([same]) < rank_key([d]) < rank_key([parted])
+
+
+def _audit_doc(text: str) -> dict:
+    dev = {"deviation": [0.0, 2e-3, None], "outside_top_k": [2], "parted_at": 2, "compared": 3}
+    return {
+        "created": "2026-12-05T00:00:00Z",
+        "url": "http://127.0.0.1:1",
+        "command": ["hspi", "audit"],
+        "claim": {"runtime": "transformers"},
+        "verdict": "INCONSISTENT",
+        "reason": "none fits",
+        "best_match": "llamacpp@0.3.36/cpu/q8_0/bs=1",
+        "best_match_fits": True,
+        "nearest_claimed": "transformers@5/cpu/bf16/bs=1",
+        "strength": {"summary": "1 of 1 request differs", "requests": 1, "tokens": 3, "evidence": "top_logprobs"}
+        | {"db_classes": 2, "classes_left": 1, "claimed_platforms_in_db": 1, "requests_differing_from_claimed": 1},
+        "requests": [
+            {"probe_id": 0, "tokens": 3, "best": dev, "claimed": dev, "fits_best": True, "fits_claimed": False}
+        ],
+        "request_log": [
+            {"probe_id": 0, "status": 200, "latency_s": 0.1, "attempts": 1, "tokens": 3, "evidence": "top_logprobs"}
+            | {"finish_reason": "length", "server": {"model": "<b>m</b>"}, "text": text}
+        ],
+        "match": {"classes": [{"id": 0, "platforms": ["llamacpp@0.3.36/cpu/q8_0/bs=1"]}]},
+        "versions": {"hspi_onnx": "0.1.0"},
+        "db": "db",
+        "answers": "a.jsonl",
+    }
+
+
+def test_the_report_is_one_well_formed_page_that_loads_nothing_and_escapes_what_servers_said():
+    from html.parser import HTMLParser
+
+    from hspi_onnx.match.audit_html import render
+
+    page = render(_audit_doc('<script>alert(1)</script><img src="http://x/y.png">'))
+    tags: list[str] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append(tag)
+            for name, value in attrs:
+                assert name not in ("src", "href") or (value or "").startswith("data:"), (tag, name, value)
+
+    Collect().feed(page)
+    assert "script" not in tags and "img" not in tags and tags.count("svg") == 1
+    assert "&lt;script&gt;" in page and "&lt;b&gt;m&lt;/b&gt;" in page
+    assert "default-src 'none'" in page and page.count("<circle") == 4  # 2 values x 2 platforms
+
+
+def _open_in_browser(path) -> dict:
+    """The report in headless Chromium (Debian's chromium and chromedriver, which make's set-up
+    installs), every network request refused: what rendered and what the console said."""
+    import shutil
+
+    pytest.importorskip("selenium", reason="selenium is not installed")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("no chromium and chromedriver here (make's set-up installs them where apt-get can)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    opts.add_argument("--proxy-server=127.0.0.1:9")  # no network: any fetch would fail loudly
+    opts.add_argument("--host-resolver-rules=MAP * ~NOTFOUND")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+    try:
+        browser.get(path.resolve().as_uri())
+        plots = browser.find_elements(By.CSS_SELECTOR, "svg.deviation-plot")
+        return {
+            "verdict": browser.find_element(By.ID, "verdict").text,
+            "plots": [(p.size["width"], p.size["height"]) for p in plots],
+            "points": len(browser.find_elements(By.CSS_SELECTOR, "svg.deviation-plot circle")),
+            "resources": browser.execute_script("return performance.getEntriesByType('resource').length"),
+            "console": browser.get_log("browser"),
+            "png": len(browser.get_screenshot_as_png()),
+        }
+    finally:
+        browser.quit()
+
+
+@pytest.mark.slow
+def test_audit_names_the_served_stack_refutes_a_false_claim_and_its_report_renders_offline(hspi_llm_server, tmp_path):
+    """hspi serve runs llama.cpp q8_0 (label hidden); the provider claims transformers bf16 sdpa:
+    INCONSISTENT, naming llama.cpp q8_0 with flash attention off; the true claim is CONSISTENT
+    from the same answers (resumed, not asked again); the report opens in a browser offline."""
+    db, probes = tmp_path / "db", tmp_path / "chats.npz"
+    assert hspi("probes", "make", "smollm2", "-n", "2", "-o", probes).returncode == 0
+    globs = [SERVED, "llamacpp/*/q8_0/*fa=on,*threads=1,*", "transformers/*/bf16/*attn=sdpa*threads=1"]
+    proc = hspi("db", "build", "smollm2", "--db", db, "--probes", probes, "-q", *[x for g in globs for x in ("-p", g)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report, answers = tmp_path / "false.html", tmp_path / "answers.jsonl"
+    common = ["audit", hspi_llm_server, "--db", db, "--probes", probes, "--answers", answers, "-q"]
+    proc = hspi(*common, "--claim", "runtime=transformers,precision=bf16,attn=sdpa", "-o", report, "--json")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["verdict"] == "INCONSISTENT" and doc["identified"] and doc["best_match_fits"]
+    assert "/q8_0/" in doc["best_match"] and "fa=off" in doc["best_match"]
+    assert (
+        doc["nearest_claimed"].startswith("transformers@") and doc["strength"]["requests_differing_from_claimed"] == 2
+    )
+    assert all(r["best"]["parted_at"] is None and max(r["best"]["deviation"]) < 1e-5 for r in doc["requests"])
+    assert all(max(v for v in r["claimed"]["deviation"] if v is not None) > 1e-4 for r in doc["requests"])
+    assert [r["status"] for r in doc["request_log"]] == [200, 200]
+    seen = _open_in_browser(report)
+    assert seen["verdict"] == "INCONSISTENT" and len(seen["plots"]) == 2 and seen["points"] > 4
+    assert all(w > 100 and h > 100 for w, h in seen["plots"]) and seen["png"] > 1000
+    assert seen["resources"] == 0 and not [m for m in seen["console"] if m["level"] in ("SEVERE", "WARNING")]
+    before = answers.read_text()
+    true = tmp_path / "true.html"
+    proc = hspi(*common, "--claim", "runtime=llamacpp,precision=q8_0,fa=off", "-o", true)
+    assert proc.returncode == 0 and "CONSISTENT" in proc.stdout and true.as_uri() in proc.stdout, proc.stderr
+    assert answers.read_text() == before  # the answers were resumed: nothing asked again
+    assert _open_in_browser(true)["verdict"] == "CONSISTENT"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import classify, db, demo, match, models, probes, query, run, runtimes, serve, survey
+from . import audit, classify, db, demo, match, models, probes, query, run, runtimes, serve, survey
 
 app = typer.Typer(
     name="hspi",
@@ -31,6 +31,7 @@ app.command("verify")(match.verify_cmd)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("query")(query.query)
+app.command("audit")(audit.audit)
 
 _STATE = {"debug": False}
 

@@ -325,7 +325,7 @@ def _ulp32(x: np.ndarray) -> np.ndarray:
     return np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
 
 
-def _group(db: ReferenceDB, suspect: GenerationSuspect) -> tuple[str, str]:
+def suspect_group(db: ReferenceDB, suspect: GenerationSuspect) -> tuple[str, str]:
     """(model sha256, probe-set sha256) of the DB group the suspect's chats belong to."""
     manifest = db.manifest()
     sets = [sha for sha, p in manifest.probe_sets.items() if suspect.probes in (sha, p.name)]
@@ -361,7 +361,7 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
     """The DB platforms consistent with every query, their classes, and the verdict."""
     from hspi_onnx.db.report import classes as db_classes
 
-    model_sha, probes_sha = _group(db, suspect)
+    model_sha, probes_sha = suspect_group(db, suspect)
     decode = text_decoder(db, model_sha) if suspect.by_text else None
     ids = [q.probe_id for q in suspect.queries]
     data = generation_outputs(db, model_sha, probes_sha, ids, logits=suspect.normalizer == "server")
