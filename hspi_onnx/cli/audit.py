@@ -27,7 +27,7 @@ from .query import (
 
 ReportOpt = Annotated[
     Path,
-    typer.Option("--report", "-o", metavar="FILE", help="The HTML report to write (self-contained, opens offline)."),
+    typer.Option("--output", "-o", metavar="FILE", help="The HTML report to write (self-contained, opens offline)."),
 ]
 AnswersOpt = Annotated[
     Path | None,
