@@ -6,7 +6,10 @@ platform chosen at random with its label hidden, ``hspi query`` asks it some pro
 localhost, its answers are the suspect file, matched against the DB, and one true and one
 false claim about it are verified. The first box speaks KServe v2 (any model); the second is
 the language model behind the OpenAI-compatible completions endpoint, whose per-token top-k
-log-probabilities are the suspect.
+log-probabilities are the suspect. Last, where the language-model extra is installed, an LLM
+audit: ``hspi serve`` runs SmolLM2 on llama.cpp Q4_K_M behind the OpenAI chat API while the
+provider claims transformers bf16 with SDPA attention; ``hspi audit``'s loop asks it the chats,
+names the served stack and writes the HTML report, then checks the true claim.
 """
 
 from __future__ import annotations
@@ -181,6 +184,70 @@ def play_black_box(db, built, cfg: DemoConfig, rng: np.random.Generator, protoco
         info.name,
         protocol,
     )
+
+
+# the LLM audit: what the black box serves, what its provider claims, and the DB's neighbours
+LLM_SERVED = "llamacpp/*/q4_k_m/*fa=off,*kv=f16,nbatch=512,*threads=1,*"
+LLM_PLATFORMS = (
+    LLM_SERVED,
+    "llamacpp/*/q4_k_m/*fa=on,*kv=f16,nbatch=512,*threads=1,*",
+    "llamacpp/*/q8_0/*fa=off,*kv=f16,nbatch=512,*threads=1,*",
+    "transformers/*/bf16/*attn=sdpa*threads=1",
+    "transformers/*/fp32/*attn=sdpa*threads=1",
+)
+LLM_FALSE_CLAIM = "runtime=transformers,precision=bf16,attn=sdpa"
+LLM_TRUE_CLAIM = "runtime=llamacpp,precision=q4_k_m,fa=off"
+LLM_CHATS = 2
+
+
+def llm_available() -> str | None:
+    """Why the LLM audit cannot run here (None: it can)."""
+    import importlib.util
+
+    for module, extra in (("llama_cpp", "llm"), ("transformers", "llm"), ("fastapi", "serve")):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (the [{extra}] extra)"
+    try:
+        from hspi_onnx.inputs.model import resolve_model
+
+        resolve_model("smollm2")
+    except HspiError as exc:
+        return str(exc)
+    return None
+
+
+def play_llm_audit(cfg: DemoConfig, on_event) -> tuple[str, list[dict]]:
+    """Build SmolLM2's DB on a few stacks (``cfg.out/llm-db``, resumable), serve the llama.cpp
+    Q4_K_M one behind ``hspi serve``'s OpenAI chat API (label hidden), audit it against the false
+    and the true claim. (the served label, the two audit documents)."""
+    from hspi_onnx.db.build import build
+    from hspi_onnx.db.store import ReferenceDB
+    from hspi_onnx.inputs.model import resolve_model
+    from hspi_onnx.inputs.probes import generate
+    from hspi_onnx.match.claims import parse_claim
+    from hspi_onnx.query import QueryOptions
+    from hspi_onnx.query.audit import audit_endpoint
+    from hspi_onnx.query.chat import plan_for
+    from hspi_onnx.serve.process import ServerProcess
+
+    db = ReferenceDB(cfg.out / "llm-db", create=True)
+    info = resolve_model("smollm2")
+    probes = generate(info, None, n=LLM_CHATS, seed=0)
+    summary = build(db, info, probes, list(LLM_PLATFORMS), on_event=on_event)
+    if summary.failed:
+        raise HspiError(f"the LLM demo's DB: {len(summary.failed)} platform(s) failed: {next(iter(summary.failed))}")
+    served = next(label for label in [*summary.built, *summary.skipped] if "/q4_k_m/" in label and "fa=off" in label)
+    docs = []
+    answers = cfg.out / "llm-audit.answers.jsonl"
+    answers.unlink(missing_ok=True)
+    with ServerProcess(str(info.path), served) as server:
+        opts = QueryOptions(server.url, "smollm2", "openai", top_logprobs=5)
+        opts.chat = plan_for(probes, "openai", "smollm2", None, None)
+        opts.endpoint = "chat"
+        for name, claim in (("false", LLM_FALSE_CLAIM), ("true", LLM_TRUE_CLAIM)):
+            report = cfg.out / f"llm-audit-{name}-claim.html"
+            docs.append(audit_endpoint(db, probes, opts, parse_claim(claim), report, answers, ["hspi", "demo"]))
+    return served, docs
 
 
 def new_seed() -> int:

@@ -1,5 +1,6 @@
 """`hspi demo --quick` end to end: build, train, evaluate, two black boxes over HTTP (hspi serve,
-hspi query; KServe v2 with any model, OpenAI-compatible completions with the LM), match, verify."""
+hspi query; KServe v2 with any model, OpenAI-compatible completions with the LM), match, verify;
+then the LLM audit of SmolLM2 behind hspi serve's chat API."""
 
 import pytest
 
@@ -17,3 +18,6 @@ def test_quick_demo_names_the_hidden_platform(tmp_path):
     assert (out / "suspect.jsonl").is_file() and (out / "classifier" / "classifier.json").is_file()
     assert (out / "suspect-openai.jsonl").is_file()
     assert list((out / "plots").glob("*.png"))
+    # the LLM audit: llama.cpp Q4_K_M served, transformers bf16 claimed
+    assert "audit named it; verdicts INCONSISTENT and CONSISTENT" in r.stdout
+    assert (out / "llm-audit-false-claim.html").is_file() and "open the LLM audit report: file://" in r.stdout

@@ -67,13 +67,11 @@ def audit(
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.errors import HspiError
     from hspi_onnx.inputs.probes import load_probes
-    from hspi_onnx.match.audit import audit_answers, exit_code
-    from hspi_onnx.match.audit_html import render
+    from hspi_onnx.match.audit import exit_code
     from hspi_onnx.match.claims import parse_claim
     from hspi_onnx.query import QueryOptions
-    from hspi_onnx.query import query as run_query
+    from hspi_onnx.query.audit import audit_endpoint
     from hspi_onnx.query.chat import plan_for
-    from hspi_onnx.query.transport import public_url
 
     wanted = parse_claim(claim)
     ref = ReferenceDB(db)
@@ -100,17 +98,17 @@ def audit(
     answers = answers or report.with_suffix(".answers.jsonl")
     with progress(quiet or as_json) as bar:
         task = bar.add_task("query", total=len(probe_set))
-        run_query(
+        doc = audit_endpoint(
+            ref,
             probe_set,
-            answers,
             opts,
+            wanted,
+            report,
+            answers,
+            ["hspi", *sys.argv[1:]],
             on_start=lambda total, done: bar.update(task, total=total, completed=done),
             on_answer=lambda n: bar.advance(task, n),
         )
-    doc = audit_answers(ref, answers, wanted, public_url(url), ["hspi", *sys.argv[1:]])
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render(doc), encoding="utf-8")
-    doc["report"] = str(report)
     if as_json:
         emit_json(doc)
     else:

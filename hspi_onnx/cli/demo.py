@@ -34,16 +34,22 @@ def demo(
     """End to end on this machine: build the default DB, train, evaluate (plots), run a
     platform chosen at random as a black box behind `hspi serve` (KServe v2 over localhost),
     query it with `hspi query`, match its answers, verify a true and a false claim; then the
-    same with the language model behind the OpenAI-compatible endpoint."""
+    same with the language model behind the OpenAI-compatible endpoint; then audit an LLM
+    endpoint (SmolLM2 on llama.cpp Q4_K_M claimed as transformers bf16) and write its report."""
     import numpy as np
 
     from hspi_onnx.demo import (
+        LLM_CHATS,
+        LLM_FALSE_CLAIM,
+        LLM_PLATFORMS,
         DemoConfig,
         build_db,
         evaluate_for_plots,
         language_models,
+        llm_available,
         new_seed,
         play_black_box,
+        play_llm_audit,
         train_classifier,
     )
     from hspi_onnx.match.claims import parse_claim, verify
@@ -144,6 +150,43 @@ def demo(
         ok = ok and found and results == ["CONSISTENT", "INCONSISTENT"]
     timings["match"] = time.perf_counter() - t0 - sum(timings.values())
 
+    reports = []
+    why_not = llm_available()
+    if why_not:
+        con.print(f"[bold]6. LLM audit[/bold]: skipped ({why_not})", highlight=False)
+    else:
+        con.print(
+            f"[bold]6. LLM audit[/bold]: SmolLM2 on {len(LLM_PLATFORMS)} stacks ({LLM_CHATS} chats) -> "
+            f"{cfg.out / 'llm-db'}; hspi serve runs one behind the OpenAI chat API, its provider claims "
+            f"{LLM_FALSE_CLAIM}",
+            highlight=False,
+        )
+        with progress(quiet) as bar:
+            task = bar.add_task("build smollm2", total=None)
+
+            def on_llm(kind: str, data: dict) -> None:
+                if kind == "plan":
+                    bar.update(task, total=data["total"])
+                elif kind in ("built", "skipped", "failed"):
+                    bar.advance(task)
+
+            served, docs = play_llm_audit(cfg, on_llm)
+        wanted = ["INCONSISTENT", "CONSISTENT"]
+        for doc, want in zip(docs, wanted):
+            claim = ",".join(f"{k}={v}" for k, v in doc["claim"].items())
+            con.print(f"   claim {claim}: {doc['verdict']} ({doc['strength']['summary']})", highlight=False)
+            con.print(f"     report {Path(doc['report']).resolve().as_uri()}", highlight=False, soft_wrap=True)
+            reports.append(doc["report"])
+        con.print(f"   reveal: the served stack was {served}", highlight=False, soft_wrap=True)
+        named = all(doc["identified"] and doc["best_match"] == served for doc in docs)
+        con.print(
+            f"   audit {'named it' if named else 'did NOT name it'}; verdicts "
+            f"{' and '.join(d['verdict'] for d in docs)} (expected {' and '.join(wanted)})",
+            highlight=False,
+        )
+        ok = ok and named and [d["verdict"] for d in docs] == wanted
+        timings["llm audit"] = time.perf_counter() - t0 - sum(timings.values())
+
     con.print(
         f"   DB {cfg.out / 'db'}, classifier {clf_path}, plots {cfg.out / 'plots'} ({len(plots)} PNG), "
         f"eval report {cfg.out / 'eval.json'}",
@@ -155,5 +198,17 @@ def demo(
         + f", total {time.perf_counter() - t0:.0f} s",
         highlight=False,
     )
+    if reports:
+        con.print(f"open the LLM audit report: {Path(reports[0]).resolve().as_uri()}", highlight=False, soft_wrap=True)
+        _open(Path(reports[0]))
     if not ok:
         raise typer.Exit(1)
+
+
+def _open(path: Path) -> None:
+    """Open the report in a browser where this session has a display (printed above in any case)."""
+    import os
+    import webbrowser
+
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("BROWSER"):
+        webbrowser.open(path.resolve().as_uri())
