@@ -718,3 +718,117 @@ def test_audit_names_the_served_stack_refutes_a_false_claim_and_its_report_rende
     assert proc.returncode == 0 and "CONSISTENT" in proc.stdout and true.as_uri() in proc.stdout, proc.stderr
     assert answers.read_text() == before  # the answers were resumed: nothing asked again
     assert _open_in_browser(true)["verdict"] == "CONSISTENT"
+
+
+# --- hostile chat servers over HTTP: bounded, one clear error, nothing lost -----------------------
+
+
+class _ChatFaults:
+    """A chat-completions server whose next answers follow ``plan`` (then plain answers)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        faults = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body: bytes, ctype="application/json", extra=()):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in extra:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fault = faults.plan.pop(0) if faults.plan else "ok"
+                faults.posts += 1
+                doc = _answer([_entry(), _entry("B")], usage={"prompt_tokens": 5})
+                if fault == "429":
+                    return self._send(429, b'{"error": "slow down"}', extra=[("Retry-After", "0")])
+                if fault == "html":
+                    return self._send(502, b"<html><head><title>502 Bad Gateway</title></head></html>", "text/html")
+                if fault == "nan":
+                    return self._send(200, json.dumps(doc).replace("-0.5", "NaN").encode())
+                if fault == "huge":
+                    try:  # the client hangs up once it has read past its limit
+                        return self._send(200, json.dumps(doc | {"padding": "x" * (1 << 20)}).encode())
+                    except OSError:
+                        return
+                if fault == "endless":  # one event, then keep-alive comments until the client goes
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    chunk = {"choices": [{"delta": {"content": "A"}, "logprobs": {"content": [_entry()]}}]}
+                    try:
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        for _ in range(400):
+                            self.wfile.write(b": keep-alive\n\n")
+                            self.wfile.flush()
+                            time.sleep(0.025)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
+                assert req["logprobs"] and req["top_logprobs"] == 2 and not req.get("stream")
+                self._send(200, json.dumps(doc).encode())
+
+        self.plan, self.posts = [], 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_hostile_chat_servers_stop_by_themselves_with_one_clear_error_and_keep_what_came(tmp_path):
+    from hspi_onnx.inputs.probes import ProbeSet
+    from hspi_onnx.query import QueryError, QueryOptions, query
+
+    plan = _plan()
+    plan.messages, plan.prompt_lengths = plan.messages * 4, plan.prompt_lengths * 4
+    ids = np.arange(4, dtype=np.int64)
+    probes = ProbeSet("chats", "chat", 0, "probe", {"input_ids": np.ones((4, 5), np.int64)}, ids)
+    faults = _ChatFaults()
+    out = tmp_path / "answers.jsonl"
+
+    def opts(**kw):
+        o = QueryOptions(faults.url, "m", "openai", top_logprobs=2, backoff=0.01, max_body=256 << 10, **kw)
+        o.chat, o.endpoint = plan, "chat"
+        return o
+
+    try:
+        faults.plan = ["ok", "429", "ok", "html", "html"]  # the 429 waited out; the HTML page twice stops it
+        with pytest.raises(QueryError, match="HTML page"):
+            query(probes, out, opts(retries=1))
+        assert len(_lines(out)) == 2
+        for fault, message in (("nan", "chat 2.*at most 0, not nan"), ("huge", "over the limit of 0.25 MiB")):
+            faults.plan = [fault]
+            with pytest.raises(QueryError, match=message):
+                query(probes, out, opts(retries=0))
+            assert len(_lines(out)) == 2
+        posts = faults.posts
+        summary = query(probes, out, opts())
+        assert (summary.before, summary.asked, faults.posts - posts) == (2, 2, 2)
+        assert [json.loads(line)["probe_id"] for line in _lines(out)] == [0, 1, 2, 3]
+        faults.plan = ["endless"]  # a stream that never ends: bounded by the timeout
+        started = time.monotonic()
+        streamed = opts(retries=0, timeout=1.0)
+        streamed.stream = True
+        with pytest.raises(QueryError, match="within 1 s"):
+            query(probes, tmp_path / "streamed.jsonl", streamed)
+        assert time.monotonic() - started < 8
+    finally:
+        faults.close()
