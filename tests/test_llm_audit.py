@@ -575,7 +575,20 @@ def test_logged_chats_are_replayed_teacher_forced_on_the_candidates(llama_server
         if evidence == "top_logprobs":  # the logprobs tell flash attention apart, the text need not
             assert report["verdict"] == "identified" and not any("fa=on" in p for p in fitting), report
     proc = hspi("match", sampled, "--db", db, "--replay")
-    assert proc.returncode == 2 and "likelihood evidence" in proc.stderr
+    assert proc.returncode == 2 and "at temperature 1 without truncation" in proc.stderr
+    assert "this one used temperature 0.8" in proc.stderr
+    # at temperature 1: scored by likelihood; the served stack is never the one rejected
+    sampled.write_text(sampled.read_text().replace('"temperature": 0.8', '"temperature": 1'))
+    proc = hspi("match", sampled, "--db", db, "--replay", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    lk = report["likelihood"]
+    assert report["evidence"] == "likelihood" and lk["tokens_used"] > 16 and len(lk["stacks"]) == 4
+    served = [p for p in lk["stacks"] if "/f16/" in p and "fa=off" in p]
+    assert served and not lk["stacks"][served[0]]["rejected"]
+    assert any("/f16/" in p and "fa=off" in p for c in report["classes"] for p in c["platforms"])
+    proc = hspi("match", sampled, "--db", db, "--replay")
+    assert proc.returncode == 0 and "nats" in proc.stdout and "not rejected" in proc.stdout
     proc = hspi("verify", with_lp, "--db", db, "--replay", "--claim", "runtime=transformers")
     assert proc.returncode == 1 and "INCONSISTENT" in proc.stdout
 

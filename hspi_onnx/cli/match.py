@@ -147,7 +147,12 @@ def _chat_replay_report(suspect: Path, db: Path, model: str | None, platforms: l
         summary = build_with_bars(ref, info, plan.probes, None, False, runner, quiet, quiet, err, plan.plan)
     plan.summary = summary
     gen.path = str(suspect)
-    report = match_generation(ref, gen)
+    if gen.queries and gen.queries[0].likelihood:
+        from hspi_onnx.match.likelihood import likelihood_report
+
+        report = likelihood_report(ref, gen)
+    else:
+        report = match_generation(ref, gen)
     report["replay"] = plan.as_dict()
     return report
 
@@ -159,6 +164,17 @@ def print_generation(report: dict) -> None:
         f"({report['evidence']}), model {report['model']}, probe set {report['probes']}"
     )
     out.print(f"verdict: {report['verdict']} ({len(report['classes'])} of the DB's classes fit)")
+    if "likelihood" in report:
+        lk = report["likelihood"]
+        out.print(
+            f"likelihood: {lk['tokens_used']} of {lk['tokens']} tokens scored ({lk['tokens_left_out']} outside a "
+            f"stack's top-k); a stack is rejected once the most likely one is {lk['threshold_nats']:.2f} nats "
+            f"ahead (at most {lk['alpha']:g} chance to reject the true stack)",
+            highlight=False,
+        )
+        for label, s in sorted(lk["stacks"].items(), key=lambda kv: -kv[1]["loglik"]):
+            state = f"rejected after {s['tokens_needed']} tokens" if s["rejected"] else "not rejected"
+            out.print(f"  {s['loglik']:10.3f} nats  {state:28}  {label}", highlight=False, soft_wrap=True)
     for c in report["classes"]:
         out.print(f"  class {c['id']}:")
         for label in c["platforms"]:

@@ -14,8 +14,10 @@ nothing), then the log is matched against those forced rows:
   exact stack;
 * greedy (``temperature`` 0) text without log-probabilities: the platforms whose own top-1 is the
   logged token at every position, i.e. the stacks that produce exactly that text;
-* sampled text without log-probabilities is refused for now: it needs likelihood evidence (the
-  forced tokens' log-probabilities under each stack), which is not built yet.
+* sampled text without log-probabilities: likelihood evidence (:mod:`.likelihood`): each stack's
+  log-likelihood of the logged tokens, the stacks a calibrated likelihood-ratio bound rejects,
+  and the tokens each rejection needed. It needs what the DB recorded: temperature 1 and no
+  ``top_p``/``top_k`` truncation; other sampling settings are refused by name.
 
 The log format, one JSON object per line::
 
@@ -47,6 +49,7 @@ class LoggedChat:
     finish: str | None
     greedy: bool
     content: list | None  # the response's logprobs.content, when logged
+    unscorable: str | None = None  # why sampled answers of this request have no likelihood here
 
 
 def is_chat_log(path: str | Path) -> bool:
@@ -102,7 +105,13 @@ def read_chat_log(path: str | Path) -> list[LoggedChat]:
         content = lp.get("content") if isinstance(lp, dict) and isinstance(lp.get("content"), list) else None
         temperature = req.get("temperature", 1)  # OpenAI's default is 1: sampled
         greedy = not isinstance(temperature, bool) and isinstance(temperature, (int, float)) and temperature == 0
-        out.append(LoggedChat(messages, text, choices[0].get("finish_reason"), greedy, content))
+        why = None
+        if not greedy and temperature != 1:
+            why = f"temperature {str(temperature)[:20]}"
+        for key, neutral in (("top_p", 1), ("top_k", None), ("min_p", 0)):
+            if key in req and req[key] not in (neutral, None) and not (key == "top_k" and req[key] in (0, -1)):
+                why = f"{key} {str(req[key])[:20]}"
+        out.append(LoggedChat(messages, text, choices[0].get("finish_reason"), greedy, content, why))
     return out
 
 
@@ -152,15 +161,19 @@ def replay_chats(model, log: list[LoggedChat], k_max: int = 20):
                     q.skipped.add(p)
         elif chat.greedy:
             q.greedy = True
-        else:
+        elif chat.unscorable:
             raise HspiError(
-                f"{where}: a sampled answer without log-probabilities needs likelihood evidence, which "
-                "hspi does not compute yet; replay greedy (temperature 0) or logprobs traffic"
+                f"{where}: a sampled answer without log-probabilities is scored by its likelihood at "
+                f"temperature 1 without truncation, as the DB records it; this one used {chat.unscorable}"
             )
+        else:
+            q.likelihood = True
         forced.append(ids)
         queries.append(q)
     name = "replay-chat-" + hashlib.sha256(json.dumps([c.messages for c in log] + forced).encode()).hexdigest()[:12]
     probes = chat_probe_set(model, [c.messages for c in log], name, continuations=forced)
+    if any(q.likelihood for q in queries) and not all(q.likelihood for q in queries):
+        raise HspiError("the log mixes sampled answers without log-probabilities with others: replay them as two logs")
     normalizer = "server" if any(q.top_ids is not None for q in queries) else "exact"
     return probes, GenerationSuspect("", probes.sha256, model.sha256, queries, normalizer)
 

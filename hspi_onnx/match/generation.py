@@ -77,6 +77,7 @@ class GenerationQuery:
     greedy: bool = False  # a greedy answer's tokens without alternatives: the platform's top-1 must be each
     text: str | None = None  # evidence by text: the answer's text, compared with the platform's decoded
     n_tokens: int | None = None  # with text: how many tokens the server says it generated
+    likelihood: bool = False  # sampled tokens without alternatives: scored by their likelihood (match/likelihood.py)
 
 
 @dataclass
