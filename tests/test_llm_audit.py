@@ -241,6 +241,14 @@ def test_llama_cpp_server_is_identified_and_a_false_claim_refuted(llama_server, 
     assert proc.returncode == 1 and "INCONSISTENT" in proc.stdout
     proc = hspi("verify", answers, "--db", db, "--claim", "precision=f16,fa=off")
     assert proc.returncode == 0 and "CONSISTENT" in proc.stdout
+    # seeded sampling: the answers leave the greedy path where the sampler did; compared up to there
+    sampled = tmp_path / "sampled.jsonl"
+    params = ["--param", "temperature=1.0", "--param", "seed=5", "--param", "top_k=0"]
+    proc = hspi("query", llama_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", sampled, *params)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(hspi("match", sampled, "--db", db, "--json").stdout)
+    fitting = [p for c in report["classes"] for p in c["platforms"]]
+    assert any("/f16/" in p and "fa=off" in p for p in fitting) and not any("q4_k_m" in p for p in fitting), report
 
 
 # --- hostile chat answers ------------------------------------------------------------------------
@@ -304,6 +312,17 @@ def test_a_chat_answer_becomes_a_generation_line():
     line = _parse(_answer([_entry(), _entry("B")], usage={"prompt_tokens": 5}))
     assert line["tokens"] == [0, 1] and line["top_logprobs"][0] == [[0, -0.5], [1, -1.0]]
     assert line["normalizer"] == "server" and line["response"]["model"] == "served" and line["probe_id"] == 7
+
+
+def test_a_sampled_token_outside_the_top_k_added_by_the_server_is_dropped():
+    """llama-cpp-python lists the sampled token as a (k + 1)-th alternative when it is not in the
+    top k: that entry goes, the top k stay; a (k + 1)-th entry of another token is still refused."""
+    line = _parse(_answer([_entry("C", k=3), _entry("B")]))
+    assert line["tokens"] == [2, 1] and line["top_logprobs"][0] == [[0, -0.5], [1, -1.0]]
+    from hspi_onnx.query.transport import QueryError
+
+    with pytest.raises(QueryError, match="3 top log-probabilities, asked 2"):
+        _parse(_answer([_entry("B", k=3)]))
 
 
 def test_alternatives_merged_by_text_are_not_compared_there(tmp_path):

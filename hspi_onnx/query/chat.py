@@ -237,6 +237,8 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
     for p, entry in enumerate(content):
         what = f"{where}, token {p}"
         alts = entry.get("top_logprobs") if isinstance(entry, dict) else None
+        if isinstance(alts, list) and len(alts) == k + 1 and all(isinstance(a, dict) for a in alts):
+            alts = _without_sampled_extra(alts, entry)
         if not isinstance(alts, list) or not 1 <= len(alts) <= k or not all(isinstance(a, dict) for a in alts):
             raise QueryError(
                 f"{what}: {len(alts) if isinstance(alts, list) else 'no'} top log-probabilities, asked {k}"
@@ -260,6 +262,19 @@ def parse_chat_answer(doc: dict, where: str, plan: ChatPlan, row: int, probe_id:
         raise QueryError(f"{where}: fewer top log-probabilities than the {k} asked at every position")
     evidence = {"normalizer": "server", "tokens": tokens, "top_logprobs": top, "ambiguous_tokens": ambiguous}
     return line | evidence | ({"collapsed_positions": collapsed} if collapsed else {}) | about
+
+
+def _without_sampled_extra(alts: list[dict], entry: dict) -> list[dict]:
+    """llama-cpp-python adds the sampled token to ``top_logprobs`` when it is not among the top k
+    (k + 1 entries): that entry, the lowest, is dropped; any other k + 1 list stays as it is (and
+    is refused by the caller)."""
+    values = [a.get("logprob") for a in alts]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return alts
+    last = min(range(len(alts)), key=lambda i: (values[i], -i))
+    if alts[last].get("token") == entry.get("token") and values.count(values[last]) == 1:
+        return alts[:last] + alts[last + 1 :]
+    return alts
 
 
 def _lookup(plan: ChatPlan, entry: dict, what: str):
