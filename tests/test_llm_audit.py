@@ -244,7 +244,9 @@ def test_llama_cpp_server_is_identified_and_a_false_claim_refuted(llama_server, 
     # seeded sampling: the answers leave the greedy path where the sampler did; compared up to there
     sampled = tmp_path / "sampled.jsonl"
     params = ["--param", "temperature=1.0", "--param", "seed=5", "--param", "top_k=0"]
-    proc = hspi("query", llama_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", sampled, *params)
+    proc = hspi(
+        "query", llama_server, "--wire", "openai", "--probes", probes, "--lm", "smollm2", "-o", sampled, *params
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(hspi("match", sampled, "--db", db, "--json").stdout)
     fitting = [p for c in report["classes"] for p in c["platforms"]]
