@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -15,6 +16,24 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
 CLI_TIMEOUT_S = 600.0
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A test server's handler: quiet, HTTP/1.1, one helper to send a whole answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status: int, body: bytes, ctype="application/json", extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def hspi(*args, env: dict | None = None, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:

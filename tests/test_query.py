@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
+from conftest import JsonHandler
 from hspi_onnx.cli import main
 from hspi_onnx.match.suspect import load_suspect
 from hspi_onnx.query import QueryError, QueryOptions, query
@@ -22,21 +23,7 @@ SECRET = "s3cr3t-token-value"
 
 
 # -- a KServe v2 server with injectable faults ---------------------------------------------
-class FaultHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status: int, body: bytes, ctype="application/json", extra=()):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
+class FaultHandler(JsonHandler):
     def do_GET(self):
         meta = {
             "name": "m",

@@ -19,6 +19,7 @@ from hspi_onnx.match.claims import satisfies
 from hspi_onnx.match.deviation import Deviation, deviation, rank_key
 from hspi_onnx.match.generation import (
     GenerationSuspect,
+    kept_classes,
     match_generation,
     read_generation,
     suspect_group,
@@ -123,9 +124,7 @@ def audit_answers(
     fitting = [p for c in report["classes"] for p in c["platforms"]]
     devs = _deviations(suspect, data)
     best = fitting[0] if fitting else min(data, key=lambda p: rank_key(devs[p]))
-    from hspi_onnx.db.report import classes as db_classes
-
-    group = next(g for g in db_classes(db) if g["model_sha256"] == model_sha and g["probes_sha256"] == probes_sha)
+    group, _, _ = kept_classes(db, model_sha, probes_sha, [])
     report["n_classes"] = len(group["classes"])
     strength = _strength(checked["status"], report, claimed, devs, best)
     nearest = strength.get("nearest_claimed")

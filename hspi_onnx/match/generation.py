@@ -360,8 +360,6 @@ def text_decoder(db: ReferenceDB, model_sha: str):
 
 def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
     """The DB platforms consistent with every query, their classes, and the verdict."""
-    from hspi_onnx.db.report import classes as db_classes
-
     model_sha, probes_sha = suspect_group(db, suspect)
     decode = text_decoder(db, model_sha) if suspect.by_text else None
     ids = [q.probe_id for q in suspect.queries]
@@ -375,10 +373,7 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
             for k, q in enumerate(suspect.queries)
         ):
             keep.append(label)
-    group = next(g for g in db_classes(db) if g["model_sha256"] == model_sha and g["probes_sha256"] == probes_sha)
-    class_of = {p: c["id"] for c in group["classes"] for p in c["platforms"]}
-    classes = sorted({class_of[label] for label in keep})
-    verdict = "identified" if len(classes) == 1 else ("ambiguous" if classes else "not in the DB")
+    group, classes, verdict = kept_classes(db, model_sha, probes_sha, keep)
     return {
         "suspect": suspect.path,
         "model": group["model"],
@@ -391,9 +386,21 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
         "normalizer": suspect.normalizer,
         "ambiguous_tokens": int(sum(len(q.token_sets) + len(q.top_sets) for q in suspect.queries)),
         "verdict": verdict,
-        "classes": [{"id": c, "platforms": [p for p in keep if class_of[p] == c]} for c in classes],
+        "classes": classes,
         "n_db_platforms": len(data),
     }
+
+
+def kept_classes(db: ReferenceDB, model_sha: str, probes_sha: str, keep: list[str]) -> tuple[dict, list[dict], str]:
+    """(the DB group of a model and probe set, the classes of the platforms ``keep`` with those
+    platforms, the verdict: identified for one class, ambiguous for several, not in the DB)."""
+    from hspi_onnx.db.report import classes as db_classes
+
+    group = next(g for g in db_classes(db) if g["model_sha256"] == model_sha and g["probes_sha256"] == probes_sha)
+    class_of = {p: c["id"] for c in group["classes"] for p in c["platforms"]}
+    ids = sorted({class_of[label] for label in keep})
+    verdict = "identified" if len(ids) == 1 else ("ambiguous" if ids else "not in the DB")
+    return group, [{"id": c, "platforms": [p for p in keep if class_of[p] == c]} for c in ids], verdict
 
 
 def as_query(rows: dict[str, np.ndarray], k: int, probe_id: int, tokens: int, digits: int | None) -> GenerationQuery:

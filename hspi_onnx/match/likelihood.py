@@ -78,8 +78,7 @@ def likelihood_report(db, suspect, alpha: float = ALPHA) -> dict:
     DB platforms of the replay group not rejected, their classes and the verdict, with the
     per-stack likelihoods and the tokens each rejection needed."""
     from hspi_onnx.db.generations import generation_outputs
-    from hspi_onnx.db.report import classes as db_classes
-    from hspi_onnx.match.generation import suspect_group
+    from hspi_onnx.match.generation import kept_classes, suspect_group
 
     model_sha, probes_sha = suspect_group(db, suspect)
     ids = [q.probe_id for q in suspect.queries]
@@ -92,10 +91,7 @@ def likelihood_report(db, suspect, alpha: float = ALPHA) -> dict:
     }
     decision = likelihood_decision(per_stack, alpha)
     keep = [label for label, s in decision["stacks"].items() if not s["rejected"]]
-    group = next(g for g in db_classes(db) if g["model_sha256"] == model_sha and g["probes_sha256"] == probes_sha)
-    class_of = {p: c["id"] for c in group["classes"] for p in c["platforms"]}
-    classes = sorted({class_of[label] for label in keep})
-    verdict = "identified" if len(classes) == 1 else ("ambiguous" if classes else "not in the DB")
+    group, classes, verdict = kept_classes(db, model_sha, probes_sha, keep)
     return {
         "suspect": suspect.path,
         "model": group["model"],
@@ -106,7 +102,7 @@ def likelihood_report(db, suspect, alpha: float = ALPHA) -> dict:
         "normalizer": "exact",
         "ambiguous_tokens": 0,
         "verdict": verdict,
-        "classes": [{"id": c, "platforms": [p for p in keep if class_of[p] == c]} for c in classes],
+        "classes": classes,
         "n_db_platforms": len(data),
         "likelihood": decision,
     }
