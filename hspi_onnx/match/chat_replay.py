@@ -37,7 +37,7 @@ import numpy as np
 
 from hspi_onnx.errors import HspiError
 from hspi_onnx.match.generation import GenerationQuery, GenerationSuspect
-from hspi_onnx.match.suspect.core import MAX_JSON_BYTES, BadSuspectError
+from hspi_onnx.match.suspect.core import BadSuspectError, read_bounded
 
 MAX_EXCHANGES = 10_000
 
@@ -71,13 +71,7 @@ def read_chat_log(path: str | Path) -> list[LoggedChat]:
     def fail(msg: str) -> NoReturn:
         raise BadSuspectError(f"chat log {str(path)!r}: {msg}")
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
-    except OSError as exc:
-        raise BadSuspectError(f"cannot read chat log {str(path)!r}: {exc.strerror or exc}")
-    if len(data) > MAX_JSON_BYTES:
-        fail(f"is over {MAX_JSON_BYTES >> 20} MiB")
+    data = read_bounded(path, "chat log")
     lines = [ln for ln in data.splitlines() if ln.strip()]
     if not 1 <= len(lines) <= MAX_EXCHANGES:
         fail(f"needs 1 to {MAX_EXCHANGES} exchanges")

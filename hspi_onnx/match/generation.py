@@ -51,7 +51,7 @@ from hspi_onnx.db.generations import generation_outputs
 from hspi_onnx.db.store import ReferenceDB
 from hspi_onnx.errors import HspiError
 from hspi_onnx.match import printed
-from hspi_onnx.match.suspect.core import MAX_JSON_BYTES, BadSuspectError
+from hspi_onnx.match.suspect.core import BadSuspectError, read_bounded
 
 GENERATION_FORMAT = "hspi-generation/1"
 MAX_CHATS = 10_000
@@ -116,13 +116,7 @@ def read_generation(path: str | Path) -> GenerationSuspect:
     def fail(msg: str) -> NoReturn:
         raise BadSuspectError(f"suspect file {str(path)!r}: {msg}")
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
-    except OSError as exc:
-        raise BadSuspectError(f"cannot read suspect file {str(path)!r}: {exc.strerror or exc}")
-    if len(data) > MAX_JSON_BYTES:
-        fail(f"is over {MAX_JSON_BYTES >> 20} MiB")
+    data = read_bounded(path, "suspect file")
     try:
         lines = [ln for ln in data.decode("utf-8").splitlines() if ln.strip()]
     except UnicodeDecodeError:
@@ -374,12 +368,7 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
         ):
             keep.append(label)
     group, classes, verdict = kept_classes(db, model_sha, probes_sha, keep)
-    return {
-        "suspect": suspect.path,
-        "model": group["model"],
-        "probes": group["probes"],
-        "queries": len(suspect.queries),
-        "tokens": int(sum(len(q.tokens) for q in suspect.queries)),
+    return report_head(suspect, group) | {
         "evidence": "top_logprobs"
         if all(q.top_ids is not None for q in suspect.queries)
         else ("text (decoded)" if suspect.by_text else "text"),
@@ -388,6 +377,17 @@ def match_generation(db: ReferenceDB, suspect: GenerationSuspect) -> dict:
         "verdict": verdict,
         "classes": classes,
         "n_db_platforms": len(data),
+    }
+
+
+def report_head(suspect: GenerationSuspect, group: dict) -> dict:
+    """The fields every language-model match report opens with."""
+    return {
+        "suspect": suspect.path,
+        "model": group["model"],
+        "probes": group["probes"],
+        "queries": len(suspect.queries),
+        "tokens": int(sum(len(q.tokens) for q in suspect.queries)),
     }
 
 

@@ -78,7 +78,7 @@ def likelihood_report(db, suspect, alpha: float = ALPHA) -> dict:
     DB platforms of the replay group not rejected, their classes and the verdict, with the
     per-stack likelihoods and the tokens each rejection needed."""
     from hspi_onnx.db.generations import generation_outputs
-    from hspi_onnx.match.generation import kept_classes, suspect_group
+    from hspi_onnx.match.generation import kept_classes, report_head, suspect_group
 
     model_sha, probes_sha = suspect_group(db, suspect)
     ids = [q.probe_id for q in suspect.queries]
@@ -92,12 +92,7 @@ def likelihood_report(db, suspect, alpha: float = ALPHA) -> dict:
     decision = likelihood_decision(per_stack, alpha)
     keep = [label for label, s in decision["stacks"].items() if not s["rejected"]]
     group, classes, verdict = kept_classes(db, model_sha, probes_sha, keep)
-    return {
-        "suspect": suspect.path,
-        "model": group["model"],
-        "probes": group["probes"],
-        "queries": len(suspect.queries),
-        "tokens": int(sum(len(q.tokens) for q in suspect.queries)),
+    return report_head(suspect, group) | {
         "evidence": "likelihood",
         "normalizer": "exact",
         "ambiguous_tokens": 0,

@@ -68,6 +68,19 @@ class Suspect:
 
 
 # -- checks shared by every format -----------------------------------------------------------
+def read_bounded(path: str | Path, what: str) -> bytes:
+    """The bytes of a JSON-lines file a user brings (``what`` names it in errors): at most
+    :data:`MAX_JSON_BYTES`, one clear error when unreadable or larger."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise BadSuspectError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}")
+    if len(data) > MAX_JSON_BYTES:
+        raise BadSuspectError(f"{what} {str(path)!r}: is over {MAX_JSON_BYTES >> 20} MiB")
+    return data
+
+
 def _fail(path: Path, msg: str) -> NoReturn:
     raise BadSuspectError(f"suspect file {str(path)!r}: {msg}")
 
