@@ -73,6 +73,8 @@ def audit(
     from hspi_onnx.query.audit import audit_endpoint
     from hspi_onnx.query.chat import plan_for
 
+    from .estimates import estimate_suspect
+
     wanted = parse_claim(claim)
     ref = ReferenceDB(db)
     if lm is None:
@@ -108,6 +110,7 @@ def audit(
             ["hspi", *sys.argv[1:]],
             on_start=lambda total, done: bar.update(task, total=total, completed=done),
             on_answer=lambda n: bar.advance(task, n),
+            estimate=lambda report, suspect: estimate_suspect(db, report, suspect, probe_set, quiet or as_json),
         )
     if as_json:
         emit_json(doc)
@@ -126,4 +129,8 @@ def print_audit(doc: dict) -> None:
     out.print(f"  best match ({fits}): {doc['best_match']}", highlight=False, soft_wrap=True)
     if doc.get("nearest_claimed"):
         out.print(f"  nearest claimed platform: {doc['nearest_claimed']}", highlight=False, soft_wrap=True)
+    if "estimates" in doc["match"]:
+        from .match import print_estimates
+
+        print_estimates(doc["match"]["estimates"], indent="  ")
     out.print(f"report: {Path(doc['report']).resolve().as_uri()}", highlight=False, soft_wrap=True)

@@ -339,6 +339,46 @@ def classes(db: DbOpt, as_json: JsonOpt = False) -> None:
             out.print(ident)
 
 
+@app.command("estimator")
+def estimator(
+    db: DbOpt,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", metavar="NAME", help="The language model (default: the DB's only one).", show_default=False
+        ),
+    ] = None,
+    probes: Annotated[
+        Path | None,
+        typer.Option(
+            "--probes",
+            metavar="FILE",
+            help="The chat probe set the DB was built with (default: the model's built-in chats).",
+            show_default=False,
+        ),
+    ] = None,
+    reference: Annotated[
+        str,
+        typer.Option("--reference", metavar="GLOB", help="The high-precision stack the answers are compared with."),
+    ] = "transformers/*/fp32/*attn=eager,*threads=1",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Where to write it (default: DB/estimators/).", show_default=False
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the estimator of weight bits, compute precision and KV cache that `hspi match` uses on a
+    language-model stack the DB does not hold (docs/llm-estimates.md): every DB platform's answers
+    against the reference teacher-forced on the same tokens, calibrated leaving each stack out."""
+    from .estimates import print_training, train_estimator
+
+    summary = train_estimator(db, model, probes, reference, output, quiet or as_json)
+    emit_json(summary) if as_json else print_training(summary)
+
+
 @app.command("verify")
 def verify(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Check schema, manifest vs shards, every digest and the measured kernel state each run

@@ -32,6 +32,15 @@ ReplayModelOpt = Annotated[
         show_default=False,
     ),
 ]
+ChatsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--probes",
+        metavar="FILE",
+        help="A language model's answers not in the DB are estimated (hspi db estimator) on the chats they answer: their probe-set file (default: the model's built-in chats).",
+        show_default=False,
+    ),
+]
 
 
 def run_match(
@@ -101,8 +110,9 @@ def _replay(suspect, db: Path, model: str | None, platforms: list[str] | None, q
     return replayed_suspect(suspect, plan), plan
 
 
-def _generation_report(suspect: Path, db: Path, classifier: Path | None, replay: bool) -> dict | None:
-    """The match report of a language-model suspect (``hspi-generation/1``), None for the others."""
+def _generation_report(suspect: Path, db: Path, classifier: Path | None, replay: bool):
+    """(the match report, the suspect, its chats or None) of a language-model suspect
+    (``hspi-generation/1``), None for the others."""
     from hspi_onnx.match.generation import is_generation_file
 
     if not is_generation_file(suspect):
@@ -113,11 +123,13 @@ def _generation_report(suspect: Path, db: Path, classifier: Path | None, replay:
 
     if classifier or replay:
         raise HspiError("an hspi-generation/1 suspect is matched exactly; --classifier and --replay do not apply")
-    return match_generation(ReferenceDB(db), read_generation(suspect))
+    gen = read_generation(suspect)
+    return match_generation(ReferenceDB(db), gen), gen, None
 
 
 def _chat_replay_report(suspect: Path, db: Path, model: str | None, platforms: list[str] | None, quiet: bool):
-    """The match report of a replayed chat log (match/chat_replay.py), None for other suspects."""
+    """(the match report, the suspect, its chats) of a replayed chat log (match/chat_replay.py),
+    None for other suspects."""
     from hspi_onnx.match.chat_replay import is_chat_log
 
     if not is_chat_log(suspect):
@@ -154,7 +166,46 @@ def _chat_replay_report(suspect: Path, db: Path, model: str | None, platforms: l
     else:
         report = match_generation(ref, gen)
     report["replay"] = plan.as_dict()
+    return report, gen, probes
+
+
+def _language_model_report(suspect, db, classifier, replay, model, platforms, probes, quiet) -> dict | None:
+    """A language-model suspect's match report, with estimates where no DB class fits it (the DB's
+    estimator, cli/estimates.py); None for other suspects."""
+    found = _chat_replay_report(suspect, db, model, platforms, quiet) if replay else None
+    found = found or _generation_report(suspect, db, classifier, replay)
+    if found is None:
+        return None
+    report, gen, chats = found
+    from .estimates import estimate_suspect
+
+    estimates = estimate_suspect(db, report, gen, chats if chats is not None else probes, quiet)
+    if estimates is not None:
+        report["estimates"] = estimates
     return report
+
+
+def print_estimates(estimates: dict, indent: str = "") -> None:
+    out = console()
+    if estimates["status"] != "estimated":
+        out.print(indent + estimates["status"], highlight=False, soft_wrap=True)
+        return
+    names = {"weights": "weights", "compute": "compute", "kv": "KV cache"}
+    cells = []
+    for attr, probs in estimates["attributes"].items():
+        best, p = next(iter(probs.items()))
+        cells.append(f"{names.get(attr, attr)} {best} (p={p:.2f})")
+    near = estimates["nearest"][0]["platform"] if estimates["nearest"] else "-"
+    grid = [f"{dtype} at {share:.0%} of positions" for dtype, share in estimates["logits"].items() if share > 0]
+    lines = [
+        f"nearest DB platform by the evidence: {near}",
+        f"estimated from {estimates['requests']} answers: " + ", ".join(cells),
+        "logits' grid in the printed log-probabilities: " + (", ".join(grid) or "none (float32 or wider)"),
+    ]
+    for line in lines:
+        out.print(indent + line, highlight=False, soft_wrap=True)
+    if "note" in estimates:
+        out.print(f"{indent}[yellow]note[/yellow] {estimates['note']}", highlight=False, soft_wrap=True)
 
 
 def print_generation(report: dict) -> None:
@@ -179,6 +230,8 @@ def print_generation(report: dict) -> None:
         out.print(f"  class {c['id']}:")
         for label in c["platforms"]:
             out.print(f"    {label}")
+    if "estimates" in report:
+        print_estimates(report["estimates"])
 
 
 def match_cmd(
@@ -188,14 +241,14 @@ def match_cmd(
     replay: ReplayOpt = False,
     model: ReplayModelOpt = None,
     platforms: PlatformsOpt = None,
+    probes: ChatsOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Which platform produced SUSPECT: exact digest lookup first, the classifier second.
     With --replay, on the inputs the suspect carries instead of a DB probe set (a language
     model's chat log: its chats teacher-forced with the logged answers)."""
-    generation = _chat_replay_report(suspect, db, model, platforms, quiet or as_json) if replay else None
-    generation = generation or _generation_report(suspect, db, classifier, replay)
+    generation = _language_model_report(suspect, db, classifier, replay, model, platforms, probes, quiet or as_json)
     if generation is not None:
         emit_json(generation) if as_json else print_generation(generation)
         return
@@ -214,6 +267,7 @@ def verify_cmd(
     replay: ReplayOpt = False,
     model: ReplayModelOpt = None,
     platforms: PlatformsOpt = None,
+    probes: ChatsOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -221,8 +275,7 @@ def verify_cmd(
     from hspi_onnx.match.claims import parse_claim, verify
 
     wanted = parse_claim(claim)
-    generation = _chat_replay_report(suspect, db, model, platforms, quiet or as_json) if replay else None
-    generation = generation or _generation_report(suspect, db, classifier, replay)
+    generation = _language_model_report(suspect, db, classifier, replay, model, platforms, probes, quiet or as_json)
     if generation is not None:
         from hspi_onnx.match.generation import verify_generation
 

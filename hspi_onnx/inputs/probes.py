@@ -449,17 +449,40 @@ def chat_probe_set(
             raise BadProbesError("the sample seed must be a non-negative 64-bit integer")
         arrays["sample_seed"] = np.full((len(chats), 1), sample_seed, dtype=np.int64)
     if continuations is not None:
-        if len(continuations) != len(chats) or not all(continuations):
-            raise BadProbesError(f"{len(chats)} chats need {len(chats)} non-empty continuations, one each")
-        width = max(len(c) for c in continuations)
-        forced = np.full((len(chats), width), spec.pad, dtype=np.int64)
-        fmask = np.zeros((len(chats), width), dtype=np.int64)
-        for k, c in enumerate(continuations):
-            if any(not 0 <= int(t) < spec.vocab for t in c):
-                raise BadProbesError(f"continuation {k + 1} holds token ids outside the vocabulary")
-            forced[k, : len(c)], fmask[k, : len(c)] = c, 1
-        arrays["forced_ids"], arrays["forced_mask"] = forced, fmask
+        arrays.update(_forced_arrays(spec, continuations, len(chats)))
     return ProbeSet(name, kind, 0, split, arrays, np.arange(len(chats), dtype=np.int64), {"prompt": input_ids.shape[1]})
+
+
+def _forced_arrays(spec, continuations: list[list[int]], n: int) -> dict[str, np.ndarray]:
+    """``forced_ids``/``forced_mask`` (right-padded) of one continuation per chat."""
+    if len(continuations) != n or not all(len(c) for c in continuations):
+        raise BadProbesError(f"{n} chats need {n} non-empty continuations, one each")
+    width = max(len(c) for c in continuations)
+    forced = np.full((n, width), spec.pad, dtype=np.int64)
+    fmask = np.zeros((n, width), dtype=np.int64)
+    for k, c in enumerate(continuations):
+        if any(not 0 <= int(t) < spec.vocab for t in c):
+            raise BadProbesError(f"continuation {k + 1} holds token ids outside the vocabulary")
+        forced[k, : len(c)], fmask[k, : len(c)] = c, 1
+    return {"forced_ids": forced, "forced_mask": fmask}
+
+
+def forced_probe_set(model: ModelInfo, probes: ProbeSet, rows: list[int], continuations: list[list[int]]) -> ProbeSet:
+    """The chats at positions ``rows`` of the greedy chat probe set ``probes``, each scored
+    teacher-forced on its continuation: what a reference stack answers on tokens another stack
+    chose. Named by content (``forced-<sha256 prefix>``), so the same request runs once."""
+    spec = model.generation
+    if spec is None or probes.kind != CHAT_KIND or "input_ids" not in probes.inputs:
+        raise BadProbesError("forced chats come from a chat probe set of a language model")
+    if {"forced_ids", "sample_seed"} & set(probes.inputs):
+        raise BadProbesError(f"probe set {probes.name!r} is not a greedy chat set")
+    idx = np.asarray(rows, dtype=np.int64)
+    if idx.ndim != 1 or not len(idx) or idx.min() < 0 or idx.max() >= len(probes):
+        raise BadProbesError(f"chat rows must lie in 0..{len(probes) - 1}")
+    arrays = {k: np.ascontiguousarray(v[idx]) for k, v in probes.inputs.items()}
+    arrays.update(_forced_arrays(spec, continuations, len(idx)))
+    raw = ProbeSet("forced", CHAT_KIND, 0, "probe", arrays, np.arange(len(idx), dtype=np.int64), dict(probes.dims))
+    return ProbeSet(f"forced-{raw.sha256[:12]}", CHAT_KIND, 0, "probe", arrays, raw.ids, dict(probes.dims))
 
 
 _ALLOWED_DTYPES = {"float32", "float16", "float64", "int32", "int64", "bool"}

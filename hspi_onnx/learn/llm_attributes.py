@@ -69,3 +69,40 @@ def llm_attributes(label: str) -> dict[str, str] | None:
     if p.runtime == "pytorch":
         return {"weights": _FLOAT[prec], "compute": prec, "kv": prec}
     return None
+
+
+CLASSES = {
+    "weights": WEIGHT_CLASSES,
+    "compute": ("fp32", "bf16", "fp16", "int8"),
+    "kv": ("fp32", "bf16", "fp16", "q8_0", "q4_0"),
+}
+_PRECISION_CLAIMS = {
+    "fp32": {"weights": {"32-bit"}, "compute": {"fp32"}},
+    "f32": {"weights": {"32-bit"}, "compute": {"fp32"}},
+    "bf16": {"weights": {"16-bit"}, "compute": {"bf16"}},
+    "fp16": {"weights": {"16-bit"}, "compute": {"fp16"}},
+    "f16": {"weights": {"16-bit"}, "compute": {"fp16"}},
+    "int8": {"weights": {"8-bit"}},
+    "int4": {"weights": {"<=4-bit"}},
+}
+
+
+def claimed_attributes(claim: dict[str, str]) -> dict[str, set[str]]:
+    """What a claim says about the attributes: ``weights``/``compute``/``kv`` given directly, or
+    implied by ``precision`` (fp32: 32-bit weights computed in fp32; a GGUF type: its weight
+    bits). Empty when the claim says nothing about them."""
+    from hspi_onnx.errors import HspiError
+
+    out: dict[str, set[str]] = {}
+    prec = claim.get("precision")
+    if prec is not None:
+        if prec in _PRECISION_CLAIMS:
+            out.update({k: set(v) for k, v in _PRECISION_CLAIMS[prec].items()})
+        elif prec in _GGUF_WEIGHTS:
+            out["weights"] = {_GGUF_WEIGHTS[prec]}
+    for name, classes in CLASSES.items():
+        if name in claim:
+            if claim[name] not in classes:
+                raise HspiError(f"claim {name}={claim[name]!r}: one of {', '.join(classes)}")
+            out[name] = {claim[name]}
+    return out

@@ -110,13 +110,19 @@ def audit_answers(
     claim: dict[str, str],
     url: str | None = None,
     command: list[str] | None = None,
+    estimate=None,
 ) -> dict:
-    """The audit document of an answers file (``hspi-generation/1``) against ``claim``."""
+    """The audit document of an answers file (``hspi-generation/1``) against ``claim``;
+    ``estimate(report, suspect)``: the estimates of a stack no DB class fits, or None
+    (cli/estimates.py runs the reference it needs)."""
     from hspi_onnx import __version__
 
     answers = Path(answers)
     suspect = read_generation(answers)
     report = match_generation(db, suspect)
+    estimates = estimate(report, suspect) if estimate is not None else None
+    if estimates is not None:
+        report["estimates"] = estimates
     checked = verify_generation(report, claim)
     model_sha, probes_sha = suspect_group(db, suspect)
     data = generation_outputs(db, model_sha, probes_sha, [q.probe_id for q in suspect.queries])

@@ -103,6 +103,26 @@ def _table(rows: list[list], head: list[str]) -> str:
     return "".join(out)
 
 
+def _estimates(est: dict | None) -> list[str]:
+    """The estimates section, where the stack is not in the DB (docs/llm-estimates.md)."""
+    if est is None:
+        return []
+    out = ["<h2>Estimates for a stack outside the DB</h2>"]
+    if est["status"] != "estimated":
+        return out + [f"<p>{_e(est['status'])}.</p>"]
+    rows = [
+        [_e(attr), ", ".join(f"{_e(c)} ({p:.2f})" for c, p in probs.items())]
+        for attr, probs in est["attributes"].items()
+    ]
+    rows.append(["logits' grid", ", ".join(f"{_e(d)} {s:.0%}" for d, s in est["logits"].items())])
+    rows.append(["nearest DB platforms", "<br>".join(f"<code>{_e(n['platform'])}</code>" for n in est["nearest"])])
+    return out + [
+        f'<p class="small">From {_e(est["requests"])} answers against <code>{_e(est["reference"])}</code> '
+        "teacher-forced on their tokens; probabilities calibrated leaving each DB stack out.</p>",
+        _table(rows, ["attribute", "classes (probability)"]),
+    ]
+
+
 def render(doc: dict) -> str:
     """The HTML report of an audit document."""
     verdict = doc["verdict"]
@@ -148,6 +168,7 @@ def render(doc: dict) -> str:
         )
     else:
         body.append("<p>None: the stack that answered is not in the DB.</p>")
+    body += _estimates(doc["match"].get("estimates"))
     body.append("<h2>Per-token deviation, per request</h2>")
     body.append(
         '<p class="small">Largest difference, over the returned top-k alternatives, of the log-probabilities '

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from hspi_onnx.choices import ClaimVerdict
 from hspi_onnx.errors import HspiError
 from hspi_onnx.labels import Platform
+from hspi_onnx.learn.llm_attributes import llm_attributes
 from hspi_onnx.learn.targets import attribute_values
 from hspi_onnx.match.identify import CONFIDENT, IDENTIFIED, MIXED, MatchReport
 from hspi_onnx.match.identify import CONSISTENT as DEGRADED_OK
@@ -48,6 +49,7 @@ def _values(label: str) -> dict[str, str]:
     p = Platform.parse(label)
     v = attribute_values(label, [k for k, _ in p.knobs])
     v["version"] = p.version  # a claim names the version alone; the target pairs it with the runtime
+    v.update(llm_attributes(label) or {})  # a language model's weights, compute and kv (claimable too)
     return v
 
 

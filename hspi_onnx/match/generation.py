@@ -533,6 +533,8 @@ def verify_generation(report: dict, claim: dict[str, str]) -> dict:
 
     left = [p for c in report["classes"] for p in c["platforms"]]
     fit = [p for p in left if satisfies(p, claim)]
+    if not left and report.get("estimates", {}).get("status") == "estimated":
+        return {"claim": claim, **verify_estimates(report["estimates"], claim), "platforms_fitting": []}
     if not left:
         status, why = "INCONCLUSIVE", "no DB platform gives these outputs: the stack is not in the DB"
     elif len(fit) == len(left):
@@ -545,6 +547,33 @@ def verify_generation(report: dict, claim: dict[str, str]) -> dict:
     else:
         status, why = "INCONCLUSIVE", f"{len(fit)} of {len(left)} consistent DB platforms have the claimed values"
     return {"claim": claim, "status": status, "reason": why, "platforms_fitting": fit}
+
+
+ESTIMATE_ALPHA = 0.05  # a claimed class this unlikely is rejected; one this likely's complement, accepted
+
+
+def verify_estimates(estimates: dict, claim: dict[str, str]) -> dict:
+    """A claim checked on the estimates of a stack outside the DB: INCONSISTENT when the claimed
+    classes of some attribute have probability below :data:`ESTIMATE_ALPHA` together, CONSISTENT
+    when those of every claimed attribute have at least 1 - ESTIMATE_ALPHA, else INCONCLUSIVE."""
+    from hspi_onnx.learn.llm_attributes import claimed_attributes
+
+    wanted = claimed_attributes(claim)
+    probs = estimates["attributes"]
+    if not wanted:
+        return {
+            "status": "INCONCLUSIVE",
+            "reason": "the stack is not in the DB, and the claim names no precision, weights, compute or kv to estimate",
+        }
+    p = {a: sum(probs.get(a, {}).get(c, 0.0) for c in allowed) for a, allowed in wanted.items()}
+    said = ", ".join(f"P({a} {'/'.join(sorted(wanted[a]))}) = {v:.2f}" for a, v in p.items())
+    unchecked = sorted(set(claim) - {"precision", *wanted})
+    tail = f"; {', '.join(unchecked)} not checked" if unchecked else ""
+    if min(p.values()) < ESTIMATE_ALPHA:
+        return {"status": "INCONSISTENT", "reason": f"not in the DB; estimated {said}{tail}", "estimated": p}
+    if min(p.values()) >= 1 - ESTIMATE_ALPHA and not unchecked:
+        return {"status": "CONSISTENT", "reason": f"not in the DB; estimated {said}", "estimated": p}
+    return {"status": "INCONCLUSIVE", "reason": f"not in the DB; estimated {said}{tail}", "estimated": p}
 
 
 def classes_report(db: ReferenceDB) -> list[dict]:
