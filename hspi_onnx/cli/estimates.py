@@ -163,7 +163,7 @@ def train_estimator(
         "chats": len(probes),
         "answers_forced": ev.answers_forced,
         "temperatures": {name: m.temperature for name, m in est.attributes.items()},
-        "leave_one_stack_out": loso_accuracy(loso, est),
+        "leave_one_stack_out": loso_accuracy(loso),
     }
 
 

@@ -279,7 +279,8 @@ def leave_one_stack_out(x: np.ndarray, labels: list[str], ns: list[int], draws: 
             for i in test:
                 for n in ns:
                     for draw, pick in enumerate(picks[(i, n)]):
-                        z = (np.nan_to_num(x[i, pick], nan=0.0).mean(axis=0, keepdims=True) - mean) / scale
+                        raw = np.nan_to_num(x[i, pick], nan=0.0).mean(axis=0, keepdims=True)
+                        z = (raw - mean) / scale
                         out.append(
                             {
                                 "platform": labels[i],
@@ -291,6 +292,7 @@ def leave_one_stack_out(x: np.ndarray, labels: list[str], ns: list[int], draws: 
                                 "truth": str(y[name][i]),
                                 "classes": m.classes,
                                 "scores": (z @ m.coef.T + m.intercept)[0],
+                                "mean": raw[0],
                             }
                         )
     return out
@@ -313,10 +315,13 @@ def fit_temperature(records: list[dict]) -> float:
 
 
 def calibrated(record: dict, temperature: float) -> dict[str, float]:
+    """A leave-one-stack-out record's class probabilities at ``temperature``, with the grid rule
+    for the compute dtype (as :meth:`LlmEstimator.estimate` gives them)."""
     s = record["scores"] / temperature
     p = np.exp(s - s.max())
     p /= p.sum()
-    return {c: float(v) for c, v in zip(record["classes"], p)}
+    probs = {c: float(v) for c, v in zip(record["classes"], p)}
+    return grid_rule(probs, record["mean"]) if record["attribute"] == "compute" else probs
 
 
 def fit_estimator(
@@ -359,11 +364,13 @@ def estimator_path(db_root: str | Path, model_sha256: str) -> Path:
     return Path(db_root) / "estimators" / f"{model_sha256[:16]}.json"
 
 
-def loso_accuracy(records: list[dict], est: LlmEstimator | None = None) -> dict[str, dict[int, float]]:
+def loso_accuracy(records: list[dict]) -> dict[str, dict[int, float]]:
     """attribute -> n requests -> share of out-of-stack predictions whose most likely class is the
-    truth (the temperature does not move the most likely class)."""
+    truth (the temperature does not move the most likely class; the grid rule may)."""
     hits: dict[str, dict[int, list[bool]]] = {}
     for r in records:
-        best = r["classes"][int(np.argmax(r["scores"]))]
-        hits.setdefault(r["attribute"], {}).setdefault(r["n"], []).append(best == r["truth"])
+        probs = calibrated(r, 1.0)
+        hits.setdefault(r["attribute"], {}).setdefault(r["n"], []).append(
+            max(probs, key=lambda c: probs[c]) == r["truth"]
+        )
     return {a: {n: float(np.mean(v)) for n, v in sorted(per.items())} for a, per in hits.items()}
