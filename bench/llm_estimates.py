@@ -253,7 +253,7 @@ def main() -> None:
     ns = [n for n in NS if n <= n_chats]
     stacks = [stack_of(lab) for lab in ev.labels]
     tokens = np.array([[int((ev.data[lab]["tokens"][c] >= 0).sum()) for c in range(n_chats)] for lab in ev.labels])
-    records = leave_one_stack_out(ev.x, ev.labels, ns)
+    records = leave_one_stack_out(ev.x, ev.labels, ns, gguf_weights=ev.gguf_weights)
     cal = nested_calibration(records)
     report: dict = {
         "platforms": len(ev.labels),
@@ -261,6 +261,7 @@ def main() -> None:
         "chats": n_chats,
         "answers_forced": ev.answers_forced,
         "reference": ev.reference,
+        "gguf_weights": ev.gguf_weights,
         "tokens_per_request": float(tokens.mean()),
     }
 
@@ -306,7 +307,7 @@ def main() -> None:
         )
         for s in set(stacks)
     }
-    truth = {stack_of(lab): llm_attributes(lab) for lab in ev.labels}
+    truth = {stack_of(lab): llm_attributes(lab, ev.gguf_weights) for lab in ev.labels}
     per_stack = {}
     for s in sorted(set(stacks)):
         near = min((float(np.linalg.norm(centre[s] - centre[o])), o) for o in centre if o != s)[1]
@@ -329,10 +330,16 @@ def main() -> None:
 
     # 4. the claim "fp32" against quantized and honest stacks
     full = np.array(
-        [llm_attributes(lab)["weights"] == "32-bit" and llm_attributes(lab)["compute"] == "fp32" for lab in ev.labels]
+        [
+            llm_attributes(lab, ev.gguf_weights)["weights"] == "32-bit"
+            and llm_attributes(lab, ev.gguf_weights)["compute"] == "fp32"
+            for lab in ev.labels
+        ]
     )
-    quant = np.array([llm_attributes(lab)["weights"] in ("<=4-bit", "5-6-bit", "8-bit") for lab in ev.labels])
-    half = np.array([llm_attributes(lab)["weights"] == "16-bit" for lab in ev.labels])
+    quant = np.array(
+        [llm_attributes(lab, ev.gguf_weights)["weights"] in ("<=4-bit", "5-6-bit", "8-bit") for lab in ev.labels]
+    )
+    half = np.array([llm_attributes(lab, ev.gguf_weights)["weights"] == "16-bit" for lab in ev.labels])
     picks: dict = {}
     by_key: dict = {}
     for r in cal:
@@ -426,8 +433,9 @@ def print_report(r: dict, ns: list[int]) -> None:
     tok = r["tokens_per_request"]
     print(
         f"{r['platforms']} platforms in {r['stacks']} stacks, {r['chats']} chats, {r['answers_forced']} answers "
-        f"forced on {r['reference']}; {tok:.1f} tokens per request\n"
+        f"forced on {r['reference']}; {tok:.1f} tokens per request"
     )
+    print(f"weights of the GGUF files as they hold them: {r['gguf_weights']}\n")
     print("| attribute | " + " | ".join(f"n={n} ({n * tok:.0f} tok)" for n in ns) + " | ECE |")
     print("|---|" + "---|" * (len(ns) + 1))
     for a, per in r["accuracy"].items():

@@ -225,3 +225,22 @@ def write_f32_copy(src: str | Path, out: str | Path) -> Path:
     writer.close()
     os.replace(tmp, out)
     return out
+
+
+# nominal bits per weight value of the ggml types (ggml.h's enum ggml_type), scales not counted
+GGML_BITS = {0: 32, 1: 16, 2: 4, 3: 4, 6: 5, 7: 5, 8: 8, 9: 8, 10: 2, 11: 3, 12: 4, 13: 5, 14: 6, 15: 8, 30: 16}
+
+
+def dominant_bits(model: GgufModel) -> int | None:
+    """The nominal bits of the ggml type that holds most elements of the transformer blocks'
+    matrices (``blk.*``, 2-D): what a file's weights really are. A file type names a target, not
+    the result: llama.cpp falls back where a row length does not fit a type's block (SmolLM2's 576
+    columns are no multiple of 256, so its "Q6_K" file is mostly Q8_0 and "Q4_K_M" mostly Q5_0).
+    None when no block matrix has a known type."""
+    counts: dict[int, int] = {}
+    for t in model.tensors:
+        if t.name.startswith("blk.") and len(t.dims) == 2 and t.qtype in GGML_BITS:
+            counts[t.qtype] = counts.get(t.qtype, 0) + int(np.prod(t.dims))
+    if not counts:
+        return None
+    return GGML_BITS[max(counts, key=lambda q: counts[q])]

@@ -70,6 +70,15 @@ def test_llm_attributes_of_labels(label, want):
     assert got is not None and (got["weights"], got["compute"], got["kv"]) == want
 
 
+def test_a_gguf_file_s_own_types_override_its_name():
+    label = "llamacpp@0.3.36/cpu/q6_k/bs=1,fa=on,kv=f16,threads=1"
+    assert llm_attributes(label)["weights"] == "5-6-bit"
+    assert llm_attributes(label, {"q6_k": "8-bit"})["weights"] == "8-bit"
+    from hspi_onnx.learn.llm_attributes import claimed_attributes
+
+    assert claimed_attributes({"precision": "q6_k"}, {"q6_k": "8-bit"}) == {"weights": {"8-bit"}}
+
+
 # --- the estimator: fitted, calibrated leaving stacks out, saved as JSON, read back strictly ---
 
 STACK_LABELS = [

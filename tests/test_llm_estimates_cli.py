@@ -157,3 +157,14 @@ def test_audit_of_a_real_server_outside_the_db_reports_estimates(trained, tmp_pa
     assert doc["reason"].startswith("not in the DB; estimated")
     html = report.read_text()
     assert "Estimates for a stack outside the DB" in html and "teacher-forced" in html
+
+
+def test_gguf_files_are_classed_by_the_types_they_hold():
+    """SmolLM2's 576 columns are no multiple of 256: llama.cpp's k-quant files fall back to other
+    types, and the weight class follows what the file holds, not its name."""
+    from hspi_onnx.cli.estimates import gguf_weight_classes
+    from hspi_onnx.inputs.model import resolve_model
+
+    labels = [f"llamacpp@0.3.36/cpu/{t}/bs=1,fa=off,kv=f16,threads=1" for t in ("q6_k", "q4_k_m", "q4_0", "f16")]
+    got = gguf_weight_classes(resolve_model("smollm2"), labels)
+    assert got == {"q6_k": "8-bit", "q4_k_m": "5-6-bit", "q4_0": "<=4-bit", "f16": "16-bit"}

@@ -88,6 +88,7 @@ class DbEvidence:
     x: np.ndarray  # (platforms, chats, features)
     reference: str  # the reference platform's label
     answers_forced: int
+    gguf_weights: dict[str, str]  # GGUF type -> the weight class its file holds (gguffile.dominant_bits)
 
 
 def db_evidence(db_dir: Path, model: str | None, probes_path: Path | None, reference: str, quiet: bool) -> DbEvidence:
@@ -134,7 +135,26 @@ def db_evidence(db_dir: Path, model: str | None, probes_path: Path | None, refer
     ref_label, ref_rows = forced_reference(ref, info, probes, items, reference, quiet)
     index = np.array([[seqs[answer(lab, c, pid)] for c, pid in enumerate(probes.ids)] for lab in labels])
     x = platform_features({lab: data[lab] for lab in labels}, labels, index, ref_rows)
-    return DbEvidence(info, probes, labels, {lab: data[lab] for lab in labels}, x, ref_label, len(items))
+    gguf = gguf_weight_classes(info, labels)
+    return DbEvidence(info, probes, labels, {lab: data[lab] for lab in labels}, x, ref_label, len(items), gguf)
+
+
+def gguf_weight_classes(info, labels: list[str]) -> dict[str, str]:
+    """The weight class each llama.cpp label's GGUF file holds, read from the file's tensor types
+    (where the model's conversions make the file here)."""
+    from hspi_onnx.gguffile import dominant_bits, read_gguf
+    from hspi_onnx.labels import Platform
+    from hspi_onnx.learn.llm_attributes import weight_class
+
+    source = info.conversions()
+    out: dict[str, str] = {}
+    if source is None:
+        return out
+    for prec in sorted({Platform.parse(lab).precision for lab in labels if Platform.parse(lab).runtime == "llamacpp"}):
+        bits = dominant_bits(read_gguf(source.gguf_path(prec.upper())))
+        if bits is not None:
+            out[prec] = weight_class(bits)
+    return out
 
 
 def train_estimator(
@@ -152,6 +172,7 @@ def train_estimator(
         info.sha256,
         ev.reference,
         trained_on={"probes": probes.name, "reference_pattern": reference},
+        gguf_weights=ev.gguf_weights,
     )
     path = est.save(out or estimator_path(db_dir, info.sha256))
     return {
@@ -163,6 +184,7 @@ def train_estimator(
         "chats": len(probes),
         "answers_forced": ev.answers_forced,
         "temperatures": {name: m.temperature for name, m in est.attributes.items()},
+        "gguf_weights": ev.gguf_weights,
         "leave_one_stack_out": loso_accuracy(loso),
     }
 

@@ -34,14 +34,22 @@ _FLOAT = {"fp32": "32-bit", "bf16": "16-bit", "fp16": "16-bit", "int8": "8-bit",
 _KV = {"f16": "fp16", "q8_0": "q8_0", "q4_0": "q4_0"}
 
 
-def llm_attributes(label: str) -> dict[str, str] | None:
+def weight_class(bits: int) -> str:
+    """The weight class of a number of bits per weight."""
+    if bits <= 4:
+        return "<=4-bit"
+    return "5-6-bit" if bits <= 6 else ("8-bit" if bits <= 8 else ("16-bit" if bits <= 16 else "32-bit"))
+
+
+def llm_attributes(label: str, gguf_weights: dict[str, str] | None = None) -> dict[str, str] | None:
     """``weights``, ``compute`` and ``kv`` of an LLM platform label (None: not an LLM runtime this
-    table knows)."""
+    table knows). ``gguf_weights``: the weight class of each GGUF type as the model's files hold
+    it (:func:`hspi_onnx.gguffile.dominant_bits`), where it differs from the type's name."""
     p = Platform.parse(label)
     k, prec = p.knob, p.precision
     if p.runtime == "llamacpp":
         return {
-            "weights": _GGUF_WEIGHTS[prec],
+            "weights": (gguf_weights or {}).get(prec, _GGUF_WEIGHTS[prec]),
             "compute": _GGUF_COMPUTE.get(prec, "int8"),
             "kv": _KV.get(k.get("kv", "f16"), "fp16"),
         }
@@ -87,10 +95,11 @@ _PRECISION_CLAIMS = {
 }
 
 
-def claimed_attributes(claim: dict[str, str]) -> dict[str, set[str]]:
+def claimed_attributes(claim: dict[str, str], gguf_weights: dict[str, str] | None = None) -> dict[str, set[str]]:
     """What a claim says about the attributes: ``weights``/``compute``/``kv`` given directly, or
     implied by ``precision`` (fp32: 32-bit weights computed in fp32; a GGUF type: its weight
-    bits). Empty when the claim says nothing about them."""
+    bits, as the model's file holds them with ``gguf_weights``). Empty when the claim says
+    nothing about them."""
     from hspi_onnx.errors import HspiError
 
     out: dict[str, set[str]] = {}
@@ -99,7 +108,7 @@ def claimed_attributes(claim: dict[str, str]) -> dict[str, set[str]]:
         if prec in _PRECISION_CLAIMS:
             out.update({k: set(v) for k, v in _PRECISION_CLAIMS[prec].items()})
         elif prec in _GGUF_WEIGHTS:
-            out["weights"] = {_GGUF_WEIGHTS[prec]}
+            out["weights"] = {(gguf_weights or {}).get(prec, _GGUF_WEIGHTS[prec])}
     for name, classes in CLASSES.items():
         if name in claim:
             if claim[name] not in classes:

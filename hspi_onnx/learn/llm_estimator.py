@@ -69,6 +69,7 @@ class LlmEstimator:
     attributes: dict[str, AttributeModel]
     platforms: dict[str, np.ndarray] = field(default_factory=dict)  # label -> mean standardized features
     trained_on: dict = field(default_factory=dict)
+    gguf_weights: dict[str, str] = field(default_factory=dict)  # GGUF type -> weight class of the model's files
     features: tuple[str, ...] = FEATURES
     top_k: int = TOP_K
 
@@ -93,6 +94,7 @@ class LlmEstimator:
                 probs = grid_rule(probs, mean)
             out["attributes"][name] = {c: round(v, 4) for c, v in sorted(probs.items(), key=lambda kv: -kv[1])}
         out["logits"] = {k: round(float(mean[FEATURES.index(f)]), 4) for k, f in LOGITS_GRID.items()}
+        out["gguf_weights"] = dict(self.gguf_weights)
         dist = sorted((float(np.linalg.norm(z[0] - v)), label) for label, v in self.platforms.items())
         out["nearest"] = [{"platform": label, "distance": round(d, 3)} for d, label in dist[:3]]
         return out
@@ -117,6 +119,7 @@ class LlmEstimator:
             },
             "platforms": {label: v.tolist() for label, v in self.platforms.items()},
             "trained_on": self.trained_on,
+            "gguf_weights": self.gguf_weights,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -238,9 +241,9 @@ def feature_scaler(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale > 1e-12, scale, 1.0)
 
 
-def attribute_table(labels: list[str]) -> dict[str, np.ndarray]:
+def attribute_table(labels: list[str], gguf_weights: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """attribute -> each label's class."""
-    attrs = [llm_attributes(lab) for lab in labels]
+    attrs = [llm_attributes(lab, gguf_weights) for lab in labels]
     if any(a is None for a in attrs):
         raise HspiError("every training platform must be an LLM runtime with known attributes")
     return {name: np.array([a[name] for a in attrs if a is not None]) for name in ATTRIBUTES}
@@ -255,13 +258,20 @@ def subsets(n_requests: int, n: int, draws: int, rng: np.random.Generator) -> It
         yield rng.choice(n_requests, size=n, replace=False)
 
 
-def leave_one_stack_out(x: np.ndarray, labels: list[str], ns: list[int], draws: int = 8, seed: int = 0) -> list[dict]:
+def leave_one_stack_out(
+    x: np.ndarray,
+    labels: list[str],
+    ns: list[int],
+    draws: int = 8,
+    seed: int = 0,
+    gguf_weights: dict[str, str] | None = None,
+) -> list[dict]:
     """Out-of-stack predictions: for every stack, a model trained on the other stacks' rows predicts
     each attribute of its platforms from ``n`` requests (``draws`` random sets of each n in
     ``ns``, the same sets for every attribute); one record per (platform, attribute, n, draw) with
     the true class and the raw (uncalibrated) scores of every class."""
     rng = np.random.default_rng(seed)
-    y = attribute_table(labels)
+    y = attribute_table(labels, gguf_weights)
     stacks = [stack_of(lab) for lab in labels]
     n_req = x.shape[1]
     picks = {(i, n): list(subsets(n_req, n, draws, rng)) for i in range(len(labels)) for n in ns}
@@ -331,6 +341,7 @@ def fit_estimator(
     reference: str,
     calibrate_ns: tuple[int, ...] = (1, 4, 16),
     trained_on: dict | None = None,
+    gguf_weights: dict[str, str] | None = None,
 ) -> tuple[LlmEstimator, list[dict]]:
     """The estimator from features ``x`` (platforms, requests, features) of ``labels``, with
     temperatures fitted on leave-one-stack-out predictions at ``calibrate_ns`` requests; also
@@ -340,12 +351,12 @@ def fit_estimator(
     stacks = {stack_of(lab) for lab in labels}
     if len(stacks) < 3:
         raise HspiError(f"an estimator needs answers of at least 3 stacks; the DB holds {len(stacks)}")
-    y = attribute_table(labels)
+    y = attribute_table(labels, gguf_weights)
     n_req = x.shape[1]
     flat = np.nan_to_num(x.reshape(-1, x.shape[2]), nan=0.0)
     mean, scale = feature_scaler(flat)
     z = (flat - mean) / scale
-    loso = leave_one_stack_out(x, labels, [n for n in calibrate_ns if n <= n_req] or [n_req])
+    loso = leave_one_stack_out(x, labels, [n for n in calibrate_ns if n <= n_req] or [n_req], gguf_weights=gguf_weights)
     attrs = {}
     for name in ATTRIBUTES:
         ys = np.repeat(y[name], n_req)
@@ -356,7 +367,8 @@ def fit_estimator(
         attrs[name] = m
     per_platform = {lab: z.reshape(x.shape[0], n_req, -1)[i].mean(axis=0) for i, lab in enumerate(labels)}
     info = {"platforms": len(labels), "stacks": len(stacks), "requests": n_req, **(trained_on or {})}
-    return LlmEstimator(model_sha256, reference, mean, scale, attrs, per_platform, info), loso
+    est = LlmEstimator(model_sha256, reference, mean, scale, attrs, per_platform, info, dict(gguf_weights or {}))
+    return est, loso
 
 
 def estimator_path(db_root: str | Path, model_sha256: str) -> Path:

@@ -558,7 +558,7 @@ def verify_estimates(estimates: dict, claim: dict[str, str]) -> dict:
     when those of every claimed attribute have at least 1 - ESTIMATE_ALPHA, else INCONCLUSIVE."""
     from hspi_onnx.learn.llm_attributes import claimed_attributes
 
-    wanted = claimed_attributes(claim)
+    wanted = claimed_attributes(claim, estimates.get("gguf_weights"))
     probs = estimates["attributes"]
     if not wanted:
         return {
