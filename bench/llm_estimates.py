@@ -5,11 +5,13 @@ on the same requests.
 Evidence: hspi_onnx/cli/estimates.py's ``db_evidence`` (every DB platform's greedy answer to every
 chat, top-5 log-probabilities with every digit, against the reference teacher-forced on the same
 tokens; the forced rows are built into the DB, so a second run computes nothing). A stack is a
-(runtime, precision, quantization recipe); all its variants leave the training data together.
+(runtime, precision, quantization recipe); all its variants leave the training data together,
+and the chats are split too: trained on the other stacks' answers to every other chat, tested on
+the held-out stack's answers to the rest (two folds), so no chat is both trained and tested on.
 
 Printed:
 
-1. accuracy per attribute at n = 1, 2, 4, 8, 16, 32 requests (8 random sets of chats each), with
+1. accuracy per attribute at n = 1, 2, 4, 8, 16 requests (8 random sets of a fold's chats), with
    the tokens those requests hold;
 2. calibration: each held-out stack's probabilities with a temperature fitted on the other
    stacks' out-of-stack predictions (nested, so the stack judged never calibrates itself):
@@ -42,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-NS = (1, 2, 4, 8, 16, 32)
+NS = (1, 2, 4, 8, 16)
+FOLDS = 2  # chats split in two: trained on one half's answers, tested on the other's
 ALPHA = 0.05
 PERMUTATIONS = 999
 MET_PERMUTATIONS = 199  # MET's MMD is a pooled-kernel sum: fewer permutations keep it to a minute
@@ -83,29 +86,34 @@ def ieee_bits(lps: np.ndarray) -> np.ndarray:
     return ((u[..., None] >> np.arange(32, dtype=np.uint32)) & 1).reshape(*lps.shape[:-1], -1).astype(np.float32)
 
 
-def svm_bits_loso(ev, full: np.ndarray, stacks: list[str], picks: dict) -> dict:
-    """Out-of-stack "not fp32" votes of the paper's SVM: {(platform, n, draw): rejects}."""
+def svm_bits_loso(ev, full: np.ndarray, stacks: list[str], picks: dict, folds: int = FOLDS) -> dict:
+    """Out-of-stack "not fp32" votes of the paper's SVM, split by stack and by chat as ours:
+    {(platform, n, draw): rejects}."""
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
     first = np.stack([ev.data[lab]["topk_logprobs"][:, 0, :5] for lab in ev.labels])  # (P, chats, 5)
     bits = ieee_bits(first)  # (P, chats, 160)
+    n_chats = bits.shape[1]
     out = {}
-    for held in sorted(set(stacks)):
-        test = [i for i, s in enumerate(stacks) if s == held]
-        train = [i for i, s in enumerate(stacks) if s != held]
-        xs = bits[train].reshape(-1, bits.shape[2])
-        ys = np.repeat(~full[train], bits.shape[1])
-        scaler = StandardScaler().fit(xs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            svm = LinearSVC(C=1.0, max_iter=5000, random_state=0).fit(scaler.transform(xs), ys)
-        for i in test:
-            votes = svm.predict(scaler.transform(bits[i]))
-            for (pi, n), sets in picks.items():
-                if pi == i:
-                    for d, pick in enumerate(sets):
-                        out[(i, n, d)] = bool(votes[pick].mean() > 0.5)
+    for fold in range(folds):
+        train_chats = np.array([c for c in range(n_chats) if c % folds != fold])
+        for held in sorted(set(stacks)):
+            test = [i for i, s in enumerate(stacks) if s == held]
+            train = [i for i, s in enumerate(stacks) if s != held]
+            xs = bits[train][:, train_chats].reshape(-1, bits.shape[2])
+            ys = np.repeat(~full[train], len(train_chats))
+            scaler = StandardScaler().fit(xs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                svm = LinearSVC(C=1.0, max_iter=5000, random_state=0).fit(scaler.transform(xs), ys)
+            for i in test:
+                votes = svm.predict(scaler.transform(bits[i]))
+                for (pi, n), sets in picks.items():
+                    if pi == i:
+                        for d, pick in enumerate(sets):
+                            if pick[0] % folds == fold:
+                                out[(i, n, d)] = bool(votes[pick].mean() > 0.5)
     return out
 
 
@@ -250,10 +258,10 @@ def main() -> None:
 
     ev = db_evidence(args.db, None, args.probes, args.reference, quiet=True)
     n_chats = ev.x.shape[1]
-    ns = [n for n in NS if n <= n_chats]
+    ns = [n for n in NS if n <= n_chats // FOLDS]
     stacks = [stack_of(lab) for lab in ev.labels]
     tokens = np.array([[int((ev.data[lab]["tokens"][c] >= 0).sum()) for c in range(n_chats)] for lab in ev.labels])
-    records = leave_one_stack_out(ev.x, ev.labels, ns, gguf_weights=ev.gguf_weights)
+    records = leave_one_stack_out(ev.x, ev.labels, ns, gguf_weights=ev.gguf_weights, folds=FOLDS)
     cal = nested_calibration(records)
     report: dict = {
         "platforms": len(ev.labels),
@@ -317,7 +325,7 @@ def main() -> None:
             "nearest_truth": {a: truth[near][a] for a in ("weights", "compute")},
         }
         for a in ("weights", "compute"):
-            mine = [r for r in cal if r["stack"] == s and r["attribute"] == a and r["n"] == min(16, ns[-1])]
+            mine = [r for r in cal if r["stack"] == s and r["attribute"] == a and r["n"] == ns[-1]]
             best = [max(r["probs"], key=r["probs"].get) for r in mine]
             row[f"{a}_estimate"] = max(sorted(set(best)), key=best.count)
             row[f"{a}_accuracy"] = float(np.mean([b == truth[s][a] for b in best]))
@@ -344,8 +352,8 @@ def main() -> None:
     by_key: dict = {}
     for r in cal:
         i = ev.labels.index(r["platform"])
-        picks.setdefault((i, r["n"]), {})[r["draw"]] = r["requests"]
-        by_key.setdefault((i, r["n"], r["draw"]), {})[r["attribute"]] = r["probs"]
+        picks.setdefault((i, r["n"]), {})[(r["fold"], r["draw"])] = r["requests"]
+        by_key.setdefault((i, r["n"], (r["fold"], r["draw"])), {})[r["attribute"]] = r["probs"]
     picks = {k: [v[d] for d in sorted(v)] for k, v in picks.items()}
     ours = {
         k: v["weights"].get("32-bit", 0.0) < ALPHA or v["compute"].get("fp32", 0.0) < ALPHA for k, v in by_key.items()
@@ -441,8 +449,9 @@ def print_report(r: dict, ns: list[int]) -> None:
     for a, per in r["accuracy"].items():
         ece = f"{r['calibration'][a]['ece']:.3f}" if a in r["calibration"] else "-"
         print(f"| {a} | " + " | ".join(f"{per[n]:.2f}" for n in ns) + f" | {ece} |")
+    print(f"\nper stack at n={ns[-1]}:")
     print(
-        "\n| stack | weights | estimate (share, p) | compute | estimate (share, p) | nearest other stack (its weights, compute) |"
+        "| stack | weights | estimate (share, p) | compute | estimate (share, p) | nearest other stack (its weights, compute) |"
     )
     print("|---|---|---|---|---|---|")
     for s, row in r["per_stack"].items():

@@ -265,46 +265,58 @@ def leave_one_stack_out(
     draws: int = 8,
     seed: int = 0,
     gguf_weights: dict[str, str] | None = None,
+    folds: int = 2,
 ) -> list[dict]:
-    """Out-of-stack predictions: for every stack, a model trained on the other stacks' rows predicts
-    each attribute of its platforms from ``n`` requests (``draws`` random sets of each n in
-    ``ns``, the same sets for every attribute); one record per (platform, attribute, n, draw) with
-    the true class and the raw (uncalibrated) scores of every class."""
+    """Out-of-stack predictions, split by stack and by chat: the chats fall in ``folds`` folds
+    (every ``folds``-th chat); for every stack and fold, a model trained on the other stacks'
+    answers to the other folds' chats predicts each attribute of the stack's platforms from ``n``
+    of their answers to the fold's chats (``draws`` random sets for each n in ``ns`` no larger
+    than a fold, the same sets for every attribute). One record per (platform, attribute, n,
+    draw) with the true class and the raw (uncalibrated) scores of every class. With one chat
+    there is no chat split."""
     rng = np.random.default_rng(seed)
     y = attribute_table(labels, gguf_weights)
     stacks = [stack_of(lab) for lab in labels]
     n_req = x.shape[1]
-    picks = {(i, n): list(subsets(n_req, n, draws, rng)) for i in range(len(labels)) for n in ns}
+    folds = max(1, min(folds, n_req))
     out = []
-    for held in sorted(set(stacks)):
-        test = [i for i, s in enumerate(stacks) if s == held]
-        train = [i for i, s in enumerate(stacks) if s != held]
-        flat = np.nan_to_num(x[train].reshape(-1, x.shape[2]), nan=0.0)
-        mean, scale = feature_scaler(flat)
-        for name in ATTRIBUTES:
-            ys = np.repeat(y[name][train], n_req)
-            if len(set(ys)) < 2:
-                continue
-            m = _fit_attribute((flat - mean) / scale, ys)
-            for i in test:
-                for n in ns:
-                    for draw, pick in enumerate(picks[(i, n)]):
-                        raw = np.nan_to_num(x[i, pick], nan=0.0).mean(axis=0, keepdims=True)
-                        z = (raw - mean) / scale
-                        out.append(
-                            {
-                                "platform": labels[i],
-                                "stack": held,
-                                "attribute": name,
-                                "n": n,
-                                "draw": draw,
-                                "requests": pick,
-                                "truth": str(y[name][i]),
-                                "classes": m.classes,
-                                "scores": (z @ m.coef.T + m.intercept)[0],
-                                "mean": raw[0],
-                            }
-                        )
+    for fold in range(folds):
+        test_chats = np.arange(fold, n_req, folds)
+        train_chats = np.setdiff1d(np.arange(n_req), test_chats) if folds > 1 else test_chats
+        sizes = [n for n in ns if n <= len(test_chats)]
+        for held in sorted(set(stacks)):
+            test = [i for i, s in enumerate(stacks) if s == held]
+            train = [i for i, s in enumerate(stacks) if s != held]
+            flat = np.nan_to_num(x[train][:, train_chats].reshape(-1, x.shape[2]), nan=0.0)
+            mean, scale = feature_scaler(flat)
+            picks = {
+                (i, n): [test_chats[p] for p in subsets(len(test_chats), n, draws, rng)] for i in test for n in sizes
+            }
+            for name in ATTRIBUTES:
+                ys = np.repeat(y[name][train], len(train_chats))
+                if len(set(ys)) < 2:
+                    continue
+                m = _fit_attribute((flat - mean) / scale, ys)
+                for i in test:
+                    for n in sizes:
+                        for draw, pick in enumerate(picks[(i, n)]):
+                            raw = np.nan_to_num(x[i, pick], nan=0.0).mean(axis=0, keepdims=True)
+                            z = (raw - mean) / scale
+                            out.append(
+                                {
+                                    "platform": labels[i],
+                                    "stack": held,
+                                    "fold": fold,
+                                    "attribute": name,
+                                    "n": n,
+                                    "draw": draw,
+                                    "requests": pick,
+                                    "truth": str(y[name][i]),
+                                    "classes": m.classes,
+                                    "scores": (z @ m.coef.T + m.intercept)[0],
+                                    "mean": raw[0],
+                                }
+                            )
     return out
 
 
