@@ -25,9 +25,26 @@ def _reduce(fn):
             ax = list(range(x.dim()))
         if x.dim() == 0:
             return fn(x.reshape(1), dim=[0], keepdim=False)
-        return fn(x, dim=[_axis(i, x.dim()) for i in ax], keepdim=bool(keepdims))
+        dims = [_axis(i, x.dim()) for i in ax]
+        if fn in (torch.amax, torch.amin) and any(x.shape[d] == 0 for d in dims):
+            return _empty_extremum(x, dims, bool(keepdims), fn is torch.amax)
+        return fn(x, dim=dims, keepdim=bool(keepdims))
 
     return run
+
+
+def _empty_extremum(x: torch.Tensor, dims: list[int], keepdim: bool, largest: bool) -> torch.Tensor:
+    """ReduceMax/ReduceMin over an empty axis: the identity of the reduction (the spec: the
+    smallest, or largest, value of the type; false, or true, for booleans)."""
+    shape = [1 if d in dims else n for d, n in enumerate(x.shape) if keepdim or d not in dims]
+    if x.dtype == torch.bool:
+        fill: float | int | bool = not largest
+    elif x.is_floating_point():
+        fill = -float("inf") if largest else float("inf")
+    else:
+        info = torch.iinfo(x.dtype)
+        fill = info.min if largest else info.max
+    return torch.full(shape, fill, dtype=x.dtype, device=x.device)
 
 
 def _prod(x, dim, keepdim):
@@ -94,6 +111,8 @@ def _clip(ctx, x, lo=None, hi=None, **a):
     if lo is not None and hi is not None and isinstance(lo, torch.Tensor) != isinstance(hi, torch.Tensor):
         lo = torch.as_tensor(lo, dtype=x.dtype, device=x.device)
         hi = torch.as_tensor(hi, dtype=x.dtype, device=x.device)
+    if lo is None and hi is None:
+        return x
     return torch.clamp(x, min=lo, max=hi)
 
 
@@ -264,14 +283,21 @@ register("ThresholdedRelu", lambda ctx, x, alpha=1.0: torch.where(x > alpha, x, 
 register("LeakyRelu", lambda ctx, x, alpha=0.01: F.leaky_relu(x, alpha), since=6)
 register("HardSigmoid", lambda ctx, x, alpha=0.2, beta=0.5: torch.clamp(alpha * x + beta, 0, 1), since=6)
 register("Gelu", lambda ctx, x, approximate="none": F.gelu(x, approximate=approximate), since=20)
+
+
 # Dropout-1 and -6 default to training (is_test=0); Dropout-7 to -9 give a float mask, this a bool one
-register(
+@op(
     "Dropout",
-    lambda ctx, x, *rest, _n=1, **a: [x, torch.ones_like(x, dtype=torch.bool)][:_n],
     since=10,
     count_outputs=True,
-    notes="inference: the output is the input, the mask all true; a training_mode input (opset 12) is not read",
+    notes="inference: the output is the input, the mask all true; training mode with a ratio above 0 is refused",
 )
+def _dropout(ctx, x, ratio=None, training_mode=None, _n=1, **a):
+    if training_mode is not None and bool(training_mode.reshape(-1)[0]):
+        if ratio is None or float(ratio.reshape(-1)[0]) > 0:
+            raise UnsupportedError("Dropout in training mode (a random mask) is not covered")
+    return [x, torch.ones_like(x, dtype=torch.bool)][:_n]
+
 
 # binary and variadic, with multidirectional broadcasting: the binary ops from 7 (before, they
 # take broadcast and axis attributes), the variadic ones from 6 (equal shapes; consumed_inputs before)

@@ -60,6 +60,18 @@ class _Graph:
         self.nodes, self.outputs = nodes, outputs
 
 
+def _wide_unsigned(graph) -> str | None:
+    """The first of UINT16/UINT32/UINT64 among the graph's inputs, outputs and initializers."""
+    from onnx import TensorProto
+
+    wide = {TensorProto.UINT16: "UINT16", TensorProto.UINT32: "UINT32", TensorProto.UINT64: "UINT64"}
+    types = [
+        v.type.tensor_type.elem_type for v in list(graph.input) + list(graph.output) if v.type.HasField("tensor_type")
+    ]
+    types += [t.data_type for t in graph.initializer]
+    return next((wide[t] for t in types if t in wide), None)
+
+
 class OnnxModule(nn.Module):
     """An ONNX graph as a torch module computing in ``dtype``.
 
@@ -75,6 +87,11 @@ class OnnxModule(nn.Module):
             if imp.domain not in ("", "ai.onnx"):
                 raise UnsupportedError(f"ONNX domain {imp.domain!r} is not covered by the PyTorch converter")
             self.opset = int(imp.version)
+        wide_unsigned = _wide_unsigned(graph)
+        if wide_unsigned:
+            raise UnsupportedError(
+                f"{wide_unsigned} tensors are not covered by the PyTorch converter (PyTorch has no CPU arithmetic for them)"
+            )
         ops = _ops_of(graph)
         missing = sorted(ops - set(COVERED_OPS))
         if missing:

@@ -257,10 +257,12 @@ def _nonzero(ctx, x):
 
 @op("TopK", since=10)  # TopK-1 takes k as an attribute
 def _topk(ctx, x, k, axis=-1, largest=1, sorted=1):
-    values, indices = torch.topk(
-        x, int(k.reshape(-1)[0].item()), dim=_axis(axis, x.dim()), largest=bool(largest), sorted=True
-    )
-    return [values, indices]
+    # a stable sort: of equal values the lower index comes first, as the spec wants (torch.topk
+    # leaves ties in any order)
+    dim = _axis(axis, x.dim())
+    values, indices = torch.sort(x, dim=dim, descending=bool(largest), stable=True)
+    n = int(k.reshape(-1)[0].item())
+    return [values.narrow(dim, 0, n), indices.narrow(dim, 0, n)]
 
 
 @op("Einsum", since=12)

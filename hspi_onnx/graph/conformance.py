@@ -1,0 +1,287 @@
+"""ONNX's own backend node tests through this project's ONNX-to-PyTorch converter (issue 30).
+
+Every node test case that ``onnx`` ships (``onnx.backend.test.case.node``: a one-node model, its
+inputs and the expected outputs, generated in memory from the reference implementation; the
+wheel carries no ``.pb`` data) is converted with :func:`hspi_onnx.graph.to_torch.convert` and run
+on CPU in float32, the converter's compute dtype, and each output compared with the case's own
+tolerance (``rtol``/``atol``, default 1e-3 / 1e-7) after a cast to the expected dtype. A case is
+
+* ``pass``: every output has the expected shape and values;
+* ``wrong``: it ran and some output differs (shape, dtype kind or values);
+* ``refused``: the converter refused it cleanly (:class:`~hspi_onnx.errors.UnsupportedError`,
+  naming the op, version or attribute);
+* ``error``: any other exception, at conversion or at run time;
+* ``not applicable``: inputs or outputs of a type the converter's tensors cannot hold here
+  (strings, bfloat16, 8-, 4- and 2-bit floats and integers, sequences, optionals), set aside.
+
+Results are JSON (``--json``); ``--write docs/adapters.md`` puts the per-operator table between
+``<!-- conformance:begin -->`` and ``<!-- conformance:end -->``::
+
+    python -m hspi_onnx.graph.conformance [--op Conv ...] [--json] [--write docs/adapters.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+BEGIN = "<!-- conformance:begin -->"
+END = "<!-- conformance:end -->"
+STATUSES = ("pass", "wrong", "refused", "error", "not applicable")
+
+
+@dataclass
+class CaseResult:
+    name: str
+    op: str
+    opset: int
+    status: str
+    reason: str = ""
+    convert_s: float = 0.0
+    run_s: float = 0.0
+
+
+def collect(ops: list[str] | None = None) -> list:
+    """ONNX's node test cases (all, or those of ``ops``), generated in memory."""
+    from onnx.backend.test.case import node
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        cases = [c for c in node.collect_testcases(None) if c.model is not None]
+    _SINGLE.update({c.name: c.model.graph.node[0].op_type for c in cases if len(c.model.graph.node) == 1})
+    wanted = set(ops or ())
+    return [c for c in cases if not wanted or _op(c) in wanted]
+
+
+def _op(case) -> str:
+    """The operator a case tests: its node's; for an expanded case (the op's function body, many
+    nodes: ``test_<name>_expanded``) the op of the one-node case it expands."""
+    nodes = case.model.graph.node
+    if len(nodes) == 1:
+        return nodes[0].op_type
+    base = case.name.split("_expanded")[0]
+    return _SINGLE.get(base, nodes[-1].op_type if nodes else "?")
+
+
+_SINGLE: dict[str, str] = {}  # one-node case name -> its op, filled by collect()
+
+
+def _opset(case) -> int:
+    return max((int(i.version) for i in case.model.opset_import if i.domain in ("", "ai.onnx")), default=0)
+
+
+def _outside(case) -> str | None:
+    """Why a case's inputs or outputs are outside what the converter's tensors hold, or None."""
+    from onnx import TensorProto
+
+    kept = {
+        TensorProto.FLOAT,
+        TensorProto.DOUBLE,
+        TensorProto.FLOAT16,
+        TensorProto.INT8,
+        TensorProto.INT16,
+        TensorProto.INT32,
+        TensorProto.INT64,
+        TensorProto.UINT8,
+        TensorProto.UINT16,
+        TensorProto.UINT32,
+        TensorProto.UINT64,
+        TensorProto.BOOL,
+    }
+    for v in list(case.model.graph.input) + list(case.model.graph.output):
+        t = v.type
+        if not t.HasField("tensor_type"):
+            return f"{v.name}: a {t.WhichOneof('value')} value, not a tensor"
+        if t.tensor_type.elem_type not in kept:
+            return f"{v.name}: {TensorProto.DataType.Name(t.tensor_type.elem_type)} data"
+    return None
+
+
+def _compare(got, want: np.ndarray, rtol: float, atol: float) -> str | None:
+    g = got.detach().cpu().numpy() if hasattr(got, "detach") else np.asarray(got)
+    want = np.asarray(want)
+    if g.shape != want.shape:
+        return f"shape {g.shape}, expected {want.shape}"
+    if want.dtype == bool or g.dtype == bool:
+        return None if np.array_equal(g.astype(bool), want.astype(bool)) else "boolean values differ"
+    if np.issubdtype(want.dtype, np.integer):
+        if not np.issubdtype(g.dtype, np.integer) and not np.array_equal(g, np.round(g)):
+            return f"dtype {g.dtype}, expected integers"
+        return None if np.array_equal(g.astype(want.dtype), want) else "integer values differ"
+    g = g.astype(want.dtype)
+    close = np.isclose(g, want, rtol=rtol, atol=atol, equal_nan=True)
+    if close.all():
+        return None
+    bad = np.argwhere(~close)[0]
+    return f"{int((~close).sum())} of {close.size} values differ (at {tuple(int(i) for i in bad)}: {g[tuple(bad)]!r} vs {want[tuple(bad)]!r})"
+
+
+def _array(x) -> np.ndarray:
+    """A case's value as numpy (some cases store TensorProto messages)."""
+    from onnx import TensorProto, numpy_helper
+
+    return numpy_helper.to_array(x) if isinstance(x, TensorProto) else np.asarray(x)
+
+
+def run_case(case) -> CaseResult:
+    """One case through the converter (float32)."""
+    import torch
+
+    from hspi_onnx.errors import UnsupportedError
+    from hspi_onnx.graph.to_torch import convert
+
+    result = CaseResult(case.name, _op(case), _opset(case), "pass")
+    why = _outside(case)
+    if why is not None:
+        result.status, result.reason = "not applicable", why
+        return result
+    t0 = time.perf_counter()
+    try:
+        module = convert(case.model)
+    except UnsupportedError as exc:
+        result.status, result.reason = "refused", str(exc)
+        return result
+    except Exception as exc:  # noqa: BLE001 - the point is to count every unexpected failure
+        result.status, result.reason = "error", f"convert: {type(exc).__name__}: {str(exc)[:200]}"
+        return result
+    result.convert_s = time.perf_counter() - t0
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    declared = [tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in case.model.graph.input]
+    for inputs, outputs in case.data_sets:
+        t1 = time.perf_counter()
+        try:
+            feeds = [torch.from_numpy(np.array(_array(x), dtype=d, copy=True)) for x, d in zip(inputs, declared)]
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = module(*feeds)
+        except UnsupportedError as exc:
+            result.status, result.reason = "refused", str(exc)
+            return result
+        except Exception as exc:  # noqa: BLE001
+            result.status, result.reason = "error", f"run: {type(exc).__name__}: {str(exc)[:200]}"
+            return result
+        result.run_s = max(result.run_s, time.perf_counter() - t1)
+        if len(got) != len(outputs):
+            result.status, result.reason = "wrong", f"{len(got)} outputs, expected {len(outputs)}"
+            return result
+        for k, (g, w) in enumerate(zip(got, outputs)):
+            diff = _compare(g, _array(w), case.rtol, case.atol)
+            if diff is not None:
+                result.status, result.reason = "wrong", f"output {k}: {diff}"
+                return result
+    return result
+
+
+def run_all(cases, on_case=lambda r: None) -> list[CaseResult]:
+    out = []
+    for case in cases:
+        r = run_case(case)
+        on_case(r)
+        out.append(r)
+    return out
+
+
+def summary(results: list[CaseResult]) -> dict:
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    applicable = len(results) - counts["not applicable"]
+    per_op: dict[str, dict[str, int]] = {}
+    for r in results:
+        per_op.setdefault(r.op, dict.fromkeys(STATUSES, 0))[r.status] += 1
+    ops_applicable = [op for op, c in per_op.items() if sum(c.values()) > c["not applicable"]]
+    return {
+        "cases": len(results),
+        "applicable": applicable,
+        **counts,
+        "pass_rate": counts["pass"] / applicable if applicable else None,
+        "operators": len(ops_applicable),
+        "operators_all_pass": sum(
+            1 for op in ops_applicable if per_op[op]["pass"] == sum(per_op[op].values()) - per_op[op]["not applicable"]
+        ),
+        "per_op": per_op,
+    }
+
+
+def table(results: list[CaseResult]) -> str:
+    """The markdown: the totals, then one row per operator (most cases not passing first)."""
+    s = summary(results)
+    import onnx
+    import torch
+
+    lines = [
+        f"onnx {onnx.__version__}, torch {torch.__version__.split('+')[0]}: "
+        f"{s['cases']} node test cases of onnx's backend suite; {s['not applicable']} set aside (types the "
+        f"converter's tensors cannot hold); of the {s['applicable']} that apply: **{s['pass']} pass "
+        f"({100 * (s['pass_rate'] or 0):.1f} %)**, {s['refused']} refused cleanly, {s['error']} unexpected "
+        f"errors, {s['wrong']} wrong. {s['operators_all_pass']} of {s['operators']} operators pass every case.",
+        "",
+        "| Op | cases | pass | refused | error | wrong | set aside | first reason not passing |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    reasons: dict[str, str] = {}
+    for r in results:
+        if r.status in ("wrong", "error", "refused") and r.op not in reasons:
+            reasons[r.op] = f"{r.name}: {r.reason}"
+    per_op = s["per_op"]
+
+    def failing(op: str) -> int:
+        c = per_op[op]
+        return c["refused"] + c["error"] + c["wrong"]
+
+    for op in sorted(per_op, key=lambda o: (-failing(o), o.lower())):
+        c = per_op[op]
+        why = reasons.get(op, "").replace("|", "\\|").replace("\n", " ")[:160]
+        lines.append(
+            f"| {op} | {sum(c.values())} | {c['pass']} | {c['refused']} | {c['error']} | {c['wrong']} | "
+            f"{c['not applicable']} | {why} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def updated(text: str, results: list[CaseResult]) -> str:
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"expected {BEGIN} followed by {END}")
+    return text[: start + len(BEGIN)] + "\n" + table(results) + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--op", action="append", help="only this operator's cases (repeatable)")
+    ap.add_argument("--json", type=Path, help="write every case's result here")
+    ap.add_argument("--write", type=Path, help="rewrite the table in this markdown file")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    results = run_all(collect(args.op))
+    s = summary(results)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"summary": {k: v for k, v in s.items() if k != "per_op"}, "cases": [asdict(r) for r in results]},
+                indent=1,
+            )
+        )
+    if args.write:
+        args.write.write_text(updated(args.write.read_text(), results))
+    print(table(results).split("\n")[0])
+    ran = [r for r in results if r.status in ("pass", "wrong")]
+    if ran:
+        conv = np.array([r.convert_s for r in ran]) * 1e3
+        first = np.array([r.run_s for r in ran]) * 1e3
+        print(
+            f"conversion {np.median(conv):.2f} ms median, {conv.max():.1f} ms max; first inference "
+            f"{np.median(first):.2f} ms median, {first.max():.1f} ms max ({len(ran)} cases that ran)"
+        )
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
