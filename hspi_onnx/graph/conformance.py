@@ -54,8 +54,10 @@ def collect(ops: list[str] | None = None) -> list:
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        cases = [c for c in node.collect_testcases(None) if c.model is not None]
-    _SINGLE.update({c.name: c.model.graph.node[0].op_type for c in cases if len(c.model.graph.node) == 1})
+        cases: list = [c for c in node.collect_testcases(None) if c.model is not None]
+    for c in cases:
+        if len(c.model.graph.node) == 1:
+            _SINGLE[c.name] = c.model.graph.node[0].op_type
     wanted = set(ops or ())
     return [c for c in cases if not wanted or _op(c) in wanted]
 
