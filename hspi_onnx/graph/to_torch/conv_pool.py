@@ -62,6 +62,58 @@ def _conv(ctx, x, w, b=None, auto_pad="NOTSET", dilations=None, group=1, kernel_
     return fn(x, w, b, strides, begin, dilations, int(group))
 
 
+@op("ConvTranspose", since=11, notes="1 to 3 spatial axes")
+def _conv_transpose(
+    ctx,
+    x,
+    w,
+    b=None,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    output_padding=None,
+    output_shape=None,
+    pads=None,
+    strides=None,
+):
+    nd = w.dim() - 2
+    if nd not in (1, 2, 3):
+        raise UnsupportedError(f"ConvTranspose over {nd} spatial axes is not covered")
+    if auto_pad not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise UnsupportedError(f"auto_pad={auto_pad} is not covered")
+    size, kernel = list(x.shape[2:]), list(w.shape[2:])
+    strides = list(strides or [1] * nd)
+    dilations = list(dilations or [1] * nd)
+    extra = list(output_padding or [0] * nd)
+    full = [(size[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        want = list(output_shape)[-nd:] if output_shape is not None else [size[i] * strides[i] for i in range(nd)]
+        total = [full[i] + extra[i] - want[i] for i in range(nd)]
+        if auto_pad == "SAME_UPPER":
+            begin, end = [t // 2 for t in total], [t - t // 2 for t in total]
+        else:  # the spec's else branch: SAME_LOWER, NOTSET with output_shape
+            begin, end = [t - t // 2 for t in total], [t // 2 for t in total]
+    elif auto_pad == "VALID":
+        begin, end = [0] * nd, [0] * nd
+    else:
+        p = list(pads or [0] * (2 * nd))
+        begin, end = p[:nd], p[nd:]
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
+    y = fn(x, w, None, strides, 0, 0, int(group), dilations)  # the full extent, unpadded
+    # output_padding and negative pads (an output_shape beyond the full extent): positions that
+    # no input reaches, zero before the bias
+    grow_begin = [max(0, -q) for q in begin]
+    grow_end = [extra[i] + max(0, -end[i]) for i in range(nd)]
+    if any(grow_begin) or any(grow_end):
+        y = F.pad(y, [q for i in reversed(range(nd)) for q in (grow_begin[i], grow_end[i])])
+    for i in range(nd):
+        y = y.narrow(2 + i, max(0, begin[i]), full[i] + extra[i] - begin[i] - end[i])
+    if b is not None:
+        y = y + b.reshape(1, -1, *([1] * nd))
+    return y
+
+
 def _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad):
     k = list(kernel_shape)
     nd = len(k)

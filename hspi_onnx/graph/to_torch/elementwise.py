@@ -88,6 +88,16 @@ def _cumsum(ctx, x, axis, exclusive=0, reverse=0):
     return torch.flip(y, [ax]) if reverse else y
 
 
+@op("CumProd", since=26)
+def _cumprod(ctx, x, axis, exclusive=0, reverse=0):
+    ax = _axis(int(axis.reshape(-1)[0].item()), x.dim())
+    y = torch.flip(x, [ax]) if reverse else x
+    y = torch.cumprod(y, dim=ax, dtype=x.dtype)
+    if exclusive:
+        y = torch.cat([torch.ones_like(y.narrow(ax, 0, 1)), y.narrow(ax, 0, y.shape[ax] - 1)], dim=ax)
+    return torch.flip(y, [ax]) if reverse else y
+
+
 @op(
     "Cast",
     since=6,  # Cast-1 names the target type as a string
@@ -123,12 +133,10 @@ def _div(ctx, a, b):
     return torch.div(a, b, rounding_mode="trunc")
 
 
-@op("Mod", since=10, notes="fmod=0 on floats (allowed from Mod-28) is refused")
+@op("Mod", since=10, notes="fmod=0 on floats (allowed from Mod-28): the remainder takes the divisor's sign")
 def _mod(ctx, a, b, fmod=0):
     if fmod:
         return torch.fmod(a, b)
-    if a.is_floating_point() or b.is_floating_point():
-        raise UnsupportedError("Mod of floats needs fmod=1 (the ONNX spec)")
     return torch.remainder(a, b)
 
 
@@ -150,13 +158,31 @@ def _is_inf(ctx, x, detect_negative=1, detect_positive=1):
     return torch.zeros_like(x, dtype=torch.bool)
 
 
-@op("LayerNormalization", since=17, count_outputs=True, notes="the Mean and InvStdDev outputs are refused")
+@op("LayerNormalization", since=17, count_outputs=True)
 def _layer_norm(ctx, x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1, _n=1):
-    if _n > 1:
-        raise UnsupportedError("LayerNormalization's Mean/InvStdDev outputs are not covered")
     axis = _axis(axis, x.dim())
     shape = x.shape[axis:]
-    return F.layer_norm(x, shape, scale.expand(shape), None if bias is None else bias.expand(shape), epsilon)
+    y = F.layer_norm(x, shape, scale.expand(shape), None if bias is None else bias.expand(shape), epsilon)
+    if _n == 1:
+        return y
+    dims = list(range(axis, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    inv_std = torch.rsqrt(((x - mean) ** 2).mean(dim=dims, keepdim=True) + epsilon)
+    return [y, mean, inv_std][:_n]
+
+
+@op("RMSNormalization", since=23)
+def _rms_norm(ctx, x, scale, axis=-1, epsilon=1e-5, stash_type=1):
+    dims = list(range(_axis(axis, x.dim()), x.dim()))
+    return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + epsilon) * scale
+
+
+@op("LpNormalization", since=1)
+def _lp_norm(ctx, x, axis=-1, p=2):
+    if p not in (1, 2):
+        raise UnsupportedError(f"LpNormalization with p={p} is not covered (the spec allows 1 and 2)")
+    norm = torch.linalg.vector_norm(x, ord=p, dim=_axis(axis, x.dim()), keepdim=True)
+    return torch.where(norm == 0, torch.zeros_like(x), x / norm)
 
 
 # BatchNormalization-1 and -6 take is_test (default 0: training mode), -1 consumed_inputs too
@@ -259,6 +285,10 @@ for _name, _since, _fn in [
     ("Atan", 7, torch.atan),
     ("Sinh", 9, torch.sinh),
     ("Cosh", 9, torch.cosh),
+    ("Asinh", 9, torch.asinh),
+    ("Acosh", 9, torch.acosh),
+    ("Atanh", 9, torch.atanh),
+    ("BitwiseNot", 18, torch.bitwise_not),
     ("Sign", 9, torch.sign),
     ("Round", 11, torch.round),  # half to even, as ONNX
     ("Softplus", 1, lambda x: torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))),
@@ -315,6 +345,20 @@ for _name, _since, _fn in [
     ("Xor", 7, torch.logical_xor),
 ]:
     register(_name, _binary(_fn), since=_since)
+register("BitwiseAnd", lambda ctx, a, b: torch.bitwise_and(a, b), since=18)
+register("BitwiseOr", lambda ctx, a, b: torch.bitwise_or(a, b), since=18)
+register("BitwiseXor", lambda ctx, a, b: torch.bitwise_xor(a, b), since=18)
+
+
+@op("BitShift", since=11)
+def _bit_shift(ctx, x, y, direction):
+    if direction == "LEFT":
+        return torch.bitwise_left_shift(x, y.to(x.dtype))
+    if direction == "RIGHT":
+        return torch.bitwise_right_shift(x, y.to(x.dtype))
+    raise UnsupportedError(f"BitShift direction {direction!r} is not LEFT or RIGHT")
+
+
 register("Max", _variadic(torch.maximum), since=6)
 register("Min", _variadic(torch.minimum), since=6)
 register("Sum", _variadic(torch.add), since=6)

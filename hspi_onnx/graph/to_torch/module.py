@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,6 +61,26 @@ class _Graph:
 
     def __init__(self, nodes: list, outputs: list[str]) -> None:
         self.nodes, self.outputs = nodes, outputs
+
+
+@functools.cache
+def _parameters(op_type: str) -> frozenset[str] | None:
+    """The attribute names an op's implementation takes (None: any, it has ``**kwargs``)."""
+    params = inspect.signature(OPS[op_type]).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _check_attributes(op_type: str, attrs: dict) -> None:
+    """Refuse, before running, an attribute the op's implementation does not read (a newer
+    version's, or a misspelt one) instead of failing inside it."""
+    if op_type not in OPS:
+        return
+    known = _parameters(op_type)
+    unknown = sorted(set(attrs) - known) if known is not None else []
+    if unknown:
+        raise UnsupportedError(f"{op_type}'s attribute {unknown[0]!r} is not covered by the PyTorch converter")
 
 
 def _wide_unsigned(graph) -> str | None:
@@ -119,6 +142,7 @@ class OnnxModule(nn.Module):
             if node.domain not in ("", "ai.onnx"):
                 raise UnsupportedError(f"ONNX domain {node.domain!r} is not covered by the PyTorch converter")
             attrs = _attr(node)
+            _check_attributes(node.op_type, attrs)
             if node.op_type == "Constant":
                 self._add_const(node.output[0], self._constant(attrs))
                 continue

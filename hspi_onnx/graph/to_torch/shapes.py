@@ -272,3 +272,56 @@ def _einsum(ctx, *xs, equation):
 
 register("Transpose", lambda ctx, x, perm=None: x.permute(*(perm or reversed(range(x.dim())))), since=1)
 register("Concat", lambda ctx, *xs, axis: torch.cat(xs, dim=axis), since=4)  # Concat-1 defaults axis to 1
+
+
+@op("DepthToSpace", since=1)  # mode arrives with 11; its default DCR is what 1 does
+def _depth_to_space(ctx, x, blocksize, mode="DCR"):
+    n, c, h, w = x.shape
+    b = int(blocksize)
+    if mode == "DCR":
+        y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+    elif mode == "CRD":
+        y = x.reshape(n, c // (b * b), b, b, h, w).permute(0, 1, 4, 2, 5, 3)
+    else:
+        raise UnsupportedError(f"DepthToSpace mode {mode!r} is not DCR or CRD")
+    return y.reshape(n, c // (b * b), h * b, w * b)
+
+
+@op("SpaceToDepth", since=1)  # a mode (DCR, the old behaviour, or CRD) arrives with 25
+def _space_to_depth(ctx, x, blocksize, mode="DCR"):
+    n, c, h, w = x.shape
+    b = int(blocksize)
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    if mode == "DCR":
+        y = y.permute(0, 3, 5, 1, 2, 4)
+    elif mode == "CRD":
+        y = y.permute(0, 1, 3, 5, 2, 4)
+    else:
+        raise UnsupportedError(f"SpaceToDepth mode {mode!r} is not DCR or CRD")
+    return y.reshape(n, c * b * b, h // b, w // b)
+
+
+@op("EyeLike", since=9)
+def _eye_like(ctx, x, dtype=None, k=0):
+    from .common import _ONNX_FLOAT, _ONNX_INT
+
+    if dtype is None:
+        out = x.dtype
+    elif dtype in _ONNX_FLOAT:
+        out = ctx.dtype
+    elif dtype in _ONNX_INT:
+        out = _ONNX_INT[dtype]
+    else:
+        raise UnsupportedError(f"EyeLike to ONNX type {dtype} is not covered")
+    rows = torch.arange(x.shape[0], device=x.device)[:, None]
+    cols = torch.arange(x.shape[1], device=x.device)[None, :]
+    return (cols - rows == int(k)).to(out)
+
+
+@op("Compress", since=9)
+def _compress(ctx, x, condition, axis=None):
+    keep = torch.nonzero(condition.reshape(-1).bool()).reshape(-1)
+    if axis is None:
+        return x.reshape(-1).index_select(0, keep)
+    ax = _axis(int(axis), x.dim())
+    return x.index_select(ax, keep[keep < x.shape[ax]])
