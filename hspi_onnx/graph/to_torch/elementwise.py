@@ -171,6 +171,11 @@ def _layer_norm(ctx, x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1, _
     return [y, mean, inv_std][:_n]
 
 
+@op("GroupNormalization", since=21)  # 18's scale and bias are per group, 21's per channel
+def _group_norm(ctx, x, scale, bias, num_groups, epsilon=1e-5, stash_type=1):
+    return F.group_norm(x, int(num_groups), scale, bias, epsilon)
+
+
 @op("RMSNormalization", since=23)
 def _rms_norm(ctx, x, scale, axis=-1, epsilon=1e-5, stash_type=1):
     dims = list(range(_axis(axis, x.dim()), x.dim()))
