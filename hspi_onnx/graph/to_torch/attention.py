@@ -40,3 +40,120 @@ def _rotary(ctx, x, cos, sin, position_ids=None, interleaved=0, num_heads=0, rot
         rot = torch.cat([real, imag], dim=-1)
     out = torch.cat([rot, rest], dim=-1)
     return out.transpose(1, 2) if four_d else out.reshape(x.shape)
+
+
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(batch, seq, hidden) -> (batch, heads, seq, head)."""
+    b, s, hidden = x.shape
+    return x.reshape(b, s, n, hidden // n).transpose(1, 2)
+
+
+def _allowed_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.full((), float("-inf"), dtype=dtype, device=allowed.device))
+
+
+def _frontier(q_len: int, kv_len: int, offset, device) -> torch.Tensor:
+    """query index + offset - key index: (q, kv), or (batch, 1, q, kv) for per-batch offsets."""
+    i = torch.arange(q_len, device=device).reshape(q_len, 1)
+    j = torch.arange(kv_len, device=device).reshape(1, kv_len)
+    if isinstance(offset, torch.Tensor):
+        return (i + offset.reshape(-1, 1, 1, 1)) - j
+    return (i + int(offset)) - j
+
+
+@op(
+    "Attention",
+    since=23,
+    count_outputs=True,
+    notes="3-D and 4-D inputs, masks (bool or additive, padded to the keys), past and present key/value, "
+    "causal, grouped heads, softcap, the four qk_matmul_output modes, sliding windows, nonpad_kv_seqlen; "
+    "softmax_precision is the module's dtype",
+)
+def _attention(
+    ctx,
+    q,
+    k,
+    v,
+    attn_mask=None,
+    past_key=None,
+    past_value=None,
+    nonpad_kv_seqlen=None,
+    is_causal=0,
+    kv_num_heads=None,
+    q_num_heads=None,
+    qk_matmul_output_mode=0,
+    scale=None,
+    softcap=0.0,
+    softmax_precision=None,
+    left_window_size=-1,
+    right_window_size=-1,
+    _n=1,
+):
+    if (past_key is None) != (past_value is None):
+        raise UnsupportedError("Attention needs past_key and past_value together")
+    if nonpad_kv_seqlen is not None and past_key is not None:
+        raise UnsupportedError("Attention with nonpad_kv_seqlen and a past cache together is not covered")
+    three_d = q.dim() == 3
+    if three_d:
+        if not q_num_heads or not kv_num_heads:
+            raise UnsupportedError("Attention of 3-D inputs needs q_num_heads and kv_num_heads")
+        q, k, v = _heads(q, int(q_num_heads)), _heads(k, int(kv_num_heads)), _heads(v, int(kv_num_heads))
+    s = float(scale) if scale is not None else 1.0 / float(q.shape[-1]) ** 0.5
+    root = s**0.5
+    if past_key is not None:
+        k = torch.cat([past_key, k], dim=2)
+        v = torch.cat([past_value, v], dim=2)
+    present_k, present_v = k, v
+    q_len, kv_len = q.shape[2], k.shape[2]
+    dtype = q.dtype
+    bias = torch.zeros((q_len, kv_len), dtype=dtype, device=q.device)
+    mask = attn_mask
+    if mask is not None and mask.shape[-1] < kv_len:  # padded to the keys: not attended
+        fill = False if mask.dtype == torch.bool else float("-inf")
+        mask = torch.nn.functional.pad(mask, (0, kv_len - mask.shape[-1]), value=fill)
+    if mask is not None:
+        mask = _allowed_bias(mask, dtype) if mask.dtype == torch.bool else mask.to(dtype)
+    per_batch = nonpad_kv_seqlen is not None and past_key is None
+    offset = (nonpad_kv_seqlen.reshape(-1) - q_len) if per_batch else (past_key.shape[2] if past_key is not None else 0)
+    if is_causal:
+        base = bias if mask is None else mask + bias
+        bias = base + _allowed_bias(_frontier(q_len, kv_len, offset, q.device) >= 0, dtype)
+    elif mask is not None:
+        bias = bias + mask
+    left, right = int(left_window_size), int(right_window_size)
+    if left >= 0 or right >= 0:
+        diff = _frontier(q_len, kv_len, offset, q.device)
+        allowed = torch.ones_like(diff, dtype=torch.bool)
+        if left >= 0:
+            allowed &= diff <= left
+        if right >= 0:
+            allowed &= -diff <= right
+        bias = bias + _allowed_bias(allowed, dtype)
+    if nonpad_kv_seqlen is not None:
+        keep = torch.arange(kv_len, device=q.device).reshape(1, kv_len) < nonpad_kv_seqlen.reshape(-1, 1)
+        bias = bias + _allowed_bias(keep, dtype).reshape(-1, 1, 1, kv_len)
+    if q.shape[1] != k.shape[1]:  # grouped-query attention: each key/value head serves a group
+        if q.shape[1] % k.shape[1]:
+            raise UnsupportedError(f"Attention with {q.shape[1]} query heads over {k.shape[1]} key heads")
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    qk = torch.matmul(q * root, (k * root).transpose(-1, -2))
+    if softcap and float(softcap) > 0:
+        qk = torch.tanh(qk / float(softcap)) * float(softcap)
+    with_bias = qk + bias
+    top = with_bias.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isneginf(top), torch.zeros_like(top), top)
+    e = torch.exp(with_bias - top)
+    total = e.sum(dim=-1, keepdim=True)
+    probs = e / torch.where(total == 0, torch.ones_like(total), total)
+    dead = torch.isneginf(bias.amax(dim=-1, keepdim=True))  # rows the masks leave empty: zero
+    probs = torch.where(dead, torch.zeros_like(probs), probs)
+    mode = int(qk_matmul_output_mode)
+    if mode not in (0, 1, 2, 3):
+        raise UnsupportedError(f"Attention qk_matmul_output_mode={mode} is not covered")
+    qk_out = {0: qk, 1: qk, 2: with_bias, 3: probs}[mode]
+    y = torch.matmul(probs, v)
+    if three_d:
+        y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1)
+    return [y, present_k, present_v, qk_out][:_n]
