@@ -33,6 +33,7 @@ def test_op_table_and_covered_ops_come_from_the_registry():
         "RNN",
         "GRU",
         "LSTM",
+        "Attention",
     }
     assert {e.family for e in REGISTRY.values()} == FAMILIES
     for family in FAMILIES:
