@@ -372,3 +372,28 @@ register("Where", lambda ctx, c, a, b: torch.where(c.bool(), a, b), since=9)
 register("CastLike", lambda ctx, x, like, saturate=1: x.to(like.dtype), since=15)
 register("Softmax", _softmax(torch.softmax), since=1)  # before 13: coerced to 2-D at axis
 register("LogSoftmax", _softmax(torch.log_softmax), since=1)
+
+
+def _nll(log_prob, target, weight, ignore_index, reduction):
+    if reduction not in ("none", "sum", "mean"):
+        raise UnsupportedError(f"loss reduction {reduction!r} is not covered")
+    target = target.long()
+    ignore = int(ignore_index) if ignore_index is not None else -(2**62)  # the spec: none by default
+    return F.nll_loss(
+        log_prob,
+        target,
+        None if weight is None else weight.to(log_prob.dtype),
+        ignore_index=ignore,
+        reduction=reduction,
+    )
+
+
+@op("NegativeLogLikelihoodLoss", since=12)
+def _nll_loss(ctx, x, target, weight=None, ignore_index=None, reduction="mean"):
+    return _nll(x, target, weight, ignore_index, reduction)
+
+
+@op("SoftmaxCrossEntropyLoss", since=12, count_outputs=True)
+def _softmax_cross_entropy(ctx, scores, labels, weights=None, ignore_index=None, reduction="mean", _n=1):
+    log_prob = torch.log_softmax(scores, dim=1)
+    return [_nll(log_prob, labels, weights, ignore_index, reduction), log_prob][:_n]
