@@ -397,3 +397,53 @@ def _nll_loss(ctx, x, target, weight=None, ignore_index=None, reduction="mean"):
 def _softmax_cross_entropy(ctx, scores, labels, weights=None, ignore_index=None, reduction="mean", _n=1):
     log_prob = torch.log_softmax(scores, dim=1)
     return [_nll(log_prob, labels, weights, ignore_index, reduction), log_prob][:_n]
+
+
+register("Swish", lambda ctx, x, alpha=1.0: x * torch.sigmoid(alpha * x), since=24)
+register(
+    "Shrink",
+    lambda ctx, x, bias=0.0, lambd=0.5: torch.where(
+        x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x))
+    ),
+    since=9,
+)
+register("Det", lambda ctx, x: torch.linalg.det(x), since=11)
+register(
+    "LRN",
+    lambda ctx, x, size, alpha=0.0001, beta=0.75, bias=1.0: F.local_response_norm(x, int(size), alpha, beta, bias),
+    since=1,
+)
+
+
+@op("MeanVarianceNormalization", since=9)
+def _mvn(ctx, x, axes=(0, 2, 3)):
+    dims = [_axis(a, x.dim()) for a in axes]
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-9)
+
+
+def _window(kind: str):
+    def run(ctx, size, output_datatype=1, periodic=1):
+        n = int(size.reshape(-1)[0])
+        denom = n if periodic else n - 1
+        k = torch.arange(n, dtype=torch.float64)
+        phase = 2 * torch.pi * k / denom
+        if kind == "hann":
+            w = 0.5 - 0.5 * torch.cos(phase)
+        elif kind == "hamming":
+            w = 25 / 46 - (1 - 25 / 46) * torch.cos(phase)
+        else:
+            w = 0.42 - 0.5 * torch.cos(phase) + 0.08 * torch.cos(2 * phase)
+        if output_datatype in _ONNX_FLOAT:
+            return w.to(ctx.dtype)
+        if output_datatype in _ONNX_INT:
+            return w.to(_ONNX_INT[output_datatype])
+        raise UnsupportedError(f"a window of ONNX type {output_datatype} is not covered")
+
+    return run
+
+
+register("HannWindow", _window("hann"), since=17)
+register("HammingWindow", _window("hamming"), since=17)
+register("BlackmanWindow", _window("blackman"), since=17)

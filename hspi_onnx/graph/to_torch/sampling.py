@@ -208,3 +208,42 @@ def _resize(
         info = torch.iinfo(x.dtype)
         y = torch.round(y).clamp(info.min, info.max).to(x.dtype)
     return y
+
+
+_GRID_MODES = {
+    "bilinear": "bilinear",
+    "linear": "bilinear",
+    "nearest": "nearest",
+    "bicubic": "bicubic",
+    "cubic": "bicubic",
+}
+
+
+@op("GridSample", since=16, notes="2-D (every mode) and 3-D (linear, nearest) grids")
+def _grid_sample(ctx, x, grid, align_corners=0, mode="bilinear", padding_mode="zeros"):
+    how = _GRID_MODES.get(mode)
+    if how is None or padding_mode not in ("zeros", "border", "reflection"):
+        raise UnsupportedError(f"GridSample mode={mode}, padding_mode={padding_mode} is not covered")
+    if x.dim() not in (4, 5) or (x.dim() == 5 and how == "bicubic"):
+        raise UnsupportedError(f"GridSample {how} over {x.dim() - 2} spatial axes is not covered")
+    return torch.nn.functional.grid_sample(
+        x, grid.to(x.dtype), mode=how, padding_mode=padding_mode, align_corners=bool(align_corners)
+    )
+
+
+@op("AffineGrid", since=20)
+def _affine_grid(ctx, theta, size, align_corners=0):
+    return torch.nn.functional.affine_grid(theta, [int(v) for v in size.tolist()], align_corners=bool(align_corners))
+
+
+@op("Col2Im", since=18, notes="two spatial axes")
+def _col2im(ctx, x, image_shape, block_shape, dilations=None, pads=None, strides=None):
+    image, block = [int(v) for v in image_shape.tolist()], [int(v) for v in block_shape.tolist()]
+    if len(image) != 2:
+        raise UnsupportedError(f"Col2Im over {len(image)} spatial axes is not covered")
+    p = list(pads or [0, 0, 0, 0])
+    if p[0] != p[2] or p[1] != p[3]:
+        raise UnsupportedError("Col2Im with unequal begin and end pads is not covered")
+    return torch.nn.functional.fold(
+        x, image, block, dilation=list(dilations or [1, 1]), padding=p[:2], stride=list(strides or [1, 1])
+    )

@@ -287,7 +287,7 @@ def _depth_to_space(ctx, x, blocksize, mode="DCR"):
     return y.reshape(n, c // (b * b), h * b, w * b)
 
 
-@op("SpaceToDepth", since=1)  # a mode (DCR, the old behaviour, or CRD) arrives with 25
+@op("SpaceToDepth", since=1)  # a mode (DCR, the old behaviour, or CRD) arrives with 28
 def _space_to_depth(ctx, x, blocksize, mode="DCR"):
     n, c, h, w = x.shape
     b = int(blocksize)
