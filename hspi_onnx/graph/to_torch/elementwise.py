@@ -447,3 +447,75 @@ def _window(kind: str):
 register("HannWindow", _window("hann"), since=17)
 register("HammingWindow", _window("hamming"), since=17)
 register("BlackmanWindow", _window("blackman"), since=17)
+
+
+@op("BitCast", since=26)
+def _bit_cast(ctx, x, to):
+    target = _ONNX_INT.get(to) or {1: torch.float32, 10: torch.float16, 11: torch.float64}.get(to)
+    if target is None or target.itemsize != x.dtype.itemsize or target == torch.bool or x.dtype == torch.bool:
+        raise UnsupportedError(f"BitCast from {x.dtype} to ONNX type {to} is not covered")
+    return x.view(target)
+
+
+def _per_axis(v: torch.Tensor, x: torch.Tensor, axis: int, block_size: int) -> torch.Tensor:
+    """A scale or zero point shaped to broadcast against ``x``: a scalar, one per slice of
+    ``axis``, or (with ``block_size``) one per block of that axis."""
+    if v.dim() == 0 or v.numel() == 1 and not block_size:
+        return v.reshape(())
+    ax = _axis(axis, x.dim())
+    if block_size:
+        return v.repeat_interleave(int(block_size), dim=ax).narrow(ax, 0, x.shape[ax])
+    shape = [1] * x.dim()
+    shape[ax] = -1
+    return v.reshape(shape)
+
+
+def _int_range(dtype: torch.dtype) -> tuple[int, int]:
+    info = torch.iinfo(dtype)
+    return info.min, info.max
+
+
+@op(
+    "QuantizeLinear",
+    since=10,
+    notes="per tensor, per axis, blocked; 8-, 16- and 32-bit integer outputs (float8 and 4-bit ones are refused); "
+    "rounding half to even, saturating",
+)
+def _quantize(ctx, x, scale, zero_point=None, axis=1, block_size=0, output_dtype=0, saturate=1, precision=0):
+    if zero_point is not None:
+        out = zero_point.dtype
+    elif output_dtype:
+        if output_dtype not in _ONNX_INT or output_dtype == 9:
+            raise UnsupportedError(f"QuantizeLinear to ONNX type {output_dtype} is not covered")
+        out = _ONNX_INT[output_dtype]
+    else:
+        out = torch.uint8
+    if out.is_floating_point or out == torch.bool:
+        raise UnsupportedError(f"QuantizeLinear to {out} is not covered")
+    # the division in the input's dtype, as the reference does (float64 moves some .5 ties)
+    s = _per_axis(scale, x, axis, block_size).to(x.dtype)
+    q = torch.round(x / s).to(torch.float64)
+    if zero_point is not None:
+        q = q + _per_axis(zero_point, x, axis, block_size).to(torch.float64)
+    lo, hi = _int_range(out)
+    return q.clamp(lo, hi).to(out)
+
+
+@op("DequantizeLinear", since=10, notes="per tensor, per axis, blocked; integer inputs of 8 to 32 bits")
+def _dequantize(ctx, x, scale, zero_point=None, axis=1, block_size=0, output_dtype=0):
+    if x.is_floating_point():
+        raise UnsupportedError(f"DequantizeLinear of {x.dtype} is not covered")
+    v = x.to(torch.float64)
+    if zero_point is not None:
+        v = v - _per_axis(zero_point, x, axis, block_size).to(torch.float64)
+    return (v * _per_axis(scale, x, axis, block_size).to(torch.float64)).to(ctx.dtype)
+
+
+@op("DynamicQuantizeLinear", since=11, count_outputs=True)
+def _dynamic_quantize(ctx, x, _n=1):
+    lo = torch.clamp(x.min(), max=0)
+    hi = torch.clamp(x.max(), min=0)
+    scale = (hi - lo) / 255
+    zp = torch.round(0 - lo / scale).clamp(0, 255)
+    y = (torch.round(x / scale) + zp).clamp(0, 255)
+    return [y.to(torch.uint8), scale.to(ctx.dtype), zp.to(torch.uint8)][:_n]
