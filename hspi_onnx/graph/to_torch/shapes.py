@@ -99,7 +99,7 @@ def _scatter_elements(ctx, x, idx, upd, axis=0, reduction="none"):
     return x.scatter_reduce(axis, idx, upd, reduce, include_self=True)
 
 
-@op("ScatterND", since=11, notes="reduction mul (opset 16), max and min (opset 18) are refused")
+@op("ScatterND", since=11)
 def _scatter_nd(ctx, x, idx, upd, reduction="none"):
     idx = idx.long()
     k = idx.shape[-1]
@@ -112,9 +112,49 @@ def _scatter_nd(ctx, x, idx, upd, reduction="none"):
         out[key] = u
     elif reduction == "add":
         out.index_put_(key, u, accumulate=True)
+    elif reduction in ("mul", "max", "min"):
+        # the leading k axes flattened to one: a scatter_reduce along it, update rows in order
+        flat_idx = torch.zeros(ids.shape[0], dtype=torch.long, device=x.device)
+        for j in range(k):
+            flat_idx = flat_idx * x.shape[j] + ids[:, j]
+        rows = out.reshape([-1] + list(x.shape[k:]))
+        index = flat_idx.reshape([-1] + [1] * (rows.dim() - 1)).expand_as(u)
+        how = {"mul": "prod", "max": "amax", "min": "amin"}[reduction]
+        out = rows.scatter_reduce(0, index, u, how, include_self=True).reshape(x.shape)
     else:
         raise UnsupportedError(f"ScatterND reduction={reduction} is not covered")
     return out
+
+
+# Scatter (deprecated in 11) is ScatterElements without reductions
+register("Scatter", lambda ctx, x, idx, upd, axis=0: _scatter_elements(ctx, x, idx, upd, axis), since=9)
+
+
+@op("ReverseSequence", since=10)
+def _reverse_sequence(ctx, x, lens, batch_axis=1, time_axis=0):
+    out = x.clone()
+    for b, n in enumerate(lens.tolist()):
+        n = int(n)
+        idx = [slice(None)] * x.dim()
+        idx[int(batch_axis)] = b
+        idx[int(time_axis)] = slice(0, n)
+        out[tuple(idx)] = torch.flip(x[tuple(idx)], [int(time_axis) - (int(time_axis) > int(batch_axis))])
+    return out
+
+
+@op("CenterCropPad", since=18)
+def _center_crop_pad(ctx, x, shape, axes=None):
+    want = _ints(shape) or []
+    ax = [_axis(a, x.dim()) for a in axes] if axes is not None else list(range(x.dim()))
+    for a, n in zip(ax, want):
+        have = x.shape[a]
+        if have > n:  # crop: the extra split with the larger half at the end
+            x = x.narrow(a, (have - n) // 2, n)
+        elif have < n:  # pad with zeros: the larger half at the end
+            before = (n - have) // 2
+            pads = [0, 0] * (x.dim() - a - 1) + [before, n - have - before]
+            x = F.pad(x, pads)
+    return x
 
 
 @op("Split", since=2, count_outputs=True)  # Split-1 has no default axis
