@@ -139,13 +139,50 @@ def _max_pool(
     return fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode))
 
 
-@op("AveragePool", since=1, notes="1 to 3 spatial axes; dilations other than 1 (opset 19) are refused")
+def _windows(x, k, strides, dilations, begin, end, ceil_mode, fill: float):
+    """Every pooling window of ``x`` as trailing axes: (N, C, out..., k...), with the pads
+    (``fill``) and, in ceil mode, the overhang past the end (also ``fill``); and the same windows
+    of a map that is 1 inside the input, 2 in the pads, 0 in the overhang (to count by)."""
+    nd = len(k)
+    where = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+    where = F.pad(where, _torch_pad(begin, end), value=2.0)
+    x = F.pad(x, _torch_pad(begin, end), value=fill)
+    for i in range(nd):
+        length, span = x.shape[2 + i], (k[i] - 1) * dilations[i] + 1
+        out = (length - span) // strides[i] + 1
+        if ceil_mode:
+            out = -(-(length - span) // strides[i]) + 1
+            if (out - 1) * strides[i] >= length - end[i]:  # a last window starting in the end pad: dropped
+                out -= 1
+        over = max(0, (out - 1) * strides[i] + span - length)
+        if over:
+            x = F.pad(x, [0, 0] * (nd - 1 - i) + [0, over], value=fill)
+            where = F.pad(where, [0, 0] * (nd - 1 - i) + [0, over], value=0.0)
+    for i in range(nd):
+        span = (k[i] - 1) * dilations[i] + 1
+        x = x.unfold(2 + i, span, strides[i])[..., :: dilations[i]]
+        where = where.unfold(2 + i, span, strides[i])[..., :: dilations[i]]
+    return x, where
+
+
+@op("LpPool", since=11, notes="1 to 3 spatial axes")  # LpPool-2 pads by its own rule
+def _lp_pool(ctx, x, kernel_shape, p=2, strides=None, pads=None, auto_pad="NOTSET", ceil_mode=0, dilations=None):
+    k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
+    w, _ = _windows(x, k, strides, dilations, begin, end, bool(ceil_mode), 0.0)
+    dims = tuple(range(-nd, 0))
+    return (w.abs() ** p).sum(dim=dims) ** (1.0 / p)
+
+
+@op("AveragePool", since=1, notes="1 to 3 spatial axes")
 def _avg_pool(
     ctx, x, kernel_shape, strides=None, pads=None, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None
 ):
     k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
     if any(d != 1 for d in dilations):
-        raise UnsupportedError("AveragePool with dilations is not covered")
+        w, where = _windows(x, k, strides, dilations, begin, end, bool(ceil_mode), 0.0)
+        dims = tuple(range(-nd, 0))
+        counted = (where > 0) if count_include_pad else (where == 1)
+        return w.sum(dim=dims) / counted.to(x.dtype).sum(dim=dims)
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
     if begin == end and all(2 * p <= kk for p, kk in zip(begin, k)):
         return fn(x, k, strides, begin, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
