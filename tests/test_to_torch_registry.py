@@ -13,7 +13,17 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = {"attention", "conv_pool", "detection", "elementwise", "recurrent", "sampling", "shapes", "module"}
+FAMILIES = {
+    "attention",
+    "conv_pool",
+    "detection",
+    "elementwise",
+    "recurrent",
+    "sampling",
+    "shapes",
+    "spectral",
+    "module",
+}
 
 
 def test_op_table_and_covered_ops_come_from_the_registry():

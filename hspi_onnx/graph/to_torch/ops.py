@@ -4,7 +4,7 @@ interpreter covers, both read from the registry the operator family modules fill
 from __future__ import annotations
 
 # imported for their registrations
-from . import attention, conv_pool, detection, elementwise, recurrent, sampling, shapes  # noqa: F401
+from . import attention, conv_pool, detection, elementwise, recurrent, sampling, shapes, spectral  # noqa: F401
 from .registry import REGISTRY, registrar
 
 _, _register = registrar("hspi_onnx.graph.to_torch.module")
