@@ -207,3 +207,109 @@ def _gemm(ctx, a_, b_, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
 register("MatMul", lambda ctx, a, b: torch.matmul(a, b), since=1)
 register("GlobalAveragePool", lambda ctx, x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True), since=1)
 register("GlobalMaxPool", lambda ctx, x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True), since=1)
+
+
+def _centered(v: torch.Tensor, zero_point, channel_axis: int | None = None) -> torch.Tensor:
+    """An integer tensor minus its zero point (a scalar, or one per ``channel_axis`` slice), float64
+    (exact for 8-bit data and any sum a real model makes)."""
+    out = v.to(torch.float64)
+    if zero_point is None:
+        return out
+    zp = zero_point.to(torch.float64)
+    if zp.numel() > 1 and channel_axis is not None:
+        shape = [1] * v.dim()
+        shape[channel_axis] = -1
+        zp = zp.reshape(shape)
+    return out - zp
+
+
+def _int_conv(x, w, auto_pad, dilations, group, kernel_shape, pads, strides):
+    """Conv of two float64 tensors holding integers, rounded: the integer convolution."""
+    return torch.round(_conv(None, x, w, None, auto_pad, dilations, group, kernel_shape, pads, strides))
+
+
+@op("MatMulInteger", since=10)
+def _matmul_integer(ctx, a, b, a_zero_point=None, b_zero_point=None):
+    a_ = _centered(a, a_zero_point, a.dim() - 2 if a_zero_point is not None and a_zero_point.numel() > 1 else None)
+    b_ = _centered(b, b_zero_point, b.dim() - 1 if b_zero_point is not None and b_zero_point.numel() > 1 else None)
+    return torch.round(torch.matmul(a_, b_)).to(torch.int32)
+
+
+@op("ConvInteger", since=10)
+def _conv_integer(
+    ctx,
+    x,
+    w,
+    x_zero_point=None,
+    w_zero_point=None,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    y = _int_conv(
+        _centered(x, x_zero_point),
+        _centered(w, w_zero_point, 0),
+        auto_pad,
+        dilations,
+        group,
+        kernel_shape,
+        pads,
+        strides,
+    )
+    return y.to(torch.int32)
+
+
+def _requantize(r: torch.Tensor, zero_point, like: torch.Tensor) -> torch.Tensor:
+    out = zero_point.dtype if zero_point is not None else like.dtype
+    if zero_point is not None:
+        r = r + zero_point.to(torch.float64)
+    info = torch.iinfo(out)
+    return torch.round(r.clamp(info.min, info.max)).to(out)
+
+
+@op("QLinearMatMul", since=10)
+def _qlinear_matmul(ctx, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point=None):
+    c = torch.matmul(_centered(a, a_zero_point), _centered(b, b_zero_point))
+    factor = (a_scale.to(torch.float32) * b_scale.to(torch.float32) / y_scale.to(torch.float32)).to(torch.float64)
+    return _requantize(c * factor, y_zero_point, a)
+
+
+@op("QLinearConv", since=10)
+def _qlinear_conv(
+    ctx,
+    x,
+    x_scale,
+    x_zero_point,
+    w,
+    w_scale,
+    w_zero_point,
+    y_scale,
+    y_zero_point=None,
+    bias=None,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    y = _int_conv(
+        _centered(x, x_zero_point),
+        _centered(w, w_zero_point, 0),
+        auto_pad,
+        dilations,
+        group,
+        kernel_shape,
+        pads,
+        strides,
+    )
+    if bias is not None:
+        y = y + bias.to(torch.float64).reshape(1, -1, *([1] * (y.dim() - 2)))
+    ws = w_scale.to(torch.float32)
+    if ws.numel() > 1:
+        ws = ws.reshape(1, -1, *([1] * (y.dim() - 2)))
+    factor = (x_scale.to(torch.float32) * ws / y_scale.to(torch.float32)).to(torch.float64)
+    return _requantize(y * factor, y_zero_point, x)

@@ -365,3 +365,21 @@ def _compress(ctx, x, condition, axis=None):
         return x.reshape(-1).index_select(0, keep)
     ax = _axis(int(axis), x.dim())
     return x.index_select(ax, keep[keep < x.shape[ax]])
+
+
+@op("Unique", since=11, count_outputs=True)
+def _unique(ctx, x, axis=None, sorted=1, _n=1):
+    dim = None if axis is None else _axis(int(axis), x.dim())
+    flat = x.reshape(-1) if dim is None else x
+    y, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True, dim=dim)
+    inverse = inverse.reshape(-1)
+    positions = torch.arange(inverse.numel(), device=x.device)
+    first = torch.full((counts.numel(),), inverse.numel(), dtype=torch.long, device=x.device)
+    first = first.scatter_reduce(0, inverse, positions, "amin")
+    if not sorted:  # in the order of first occurrence
+        order = torch.argsort(first)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=x.device)
+        y = y.index_select(0 if dim is None else dim, order)
+        first, counts, inverse = first[order], counts[order], rank[inverse]
+    return [y, first, inverse, counts][:_n]
