@@ -157,3 +157,39 @@ def _attention(
     if three_d:
         y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1)
     return [y, present_k, present_v, qk_out][:_n]
+
+
+@op("SwiGLU", since=28)
+def _swiglu(ctx, a, b, alpha=1.0):
+    return a * torch.sigmoid(alpha * a) * b
+
+
+@op("TensorScatter", since=24)
+def _tensor_scatter(ctx, past, update, write_indices=None, axis=-2, mode="linear"):
+    if mode not in ("linear", "circular"):
+        raise UnsupportedError(f"TensorScatter mode {mode!r} is not covered")
+    ax = int(axis) % past.dim()
+    if ax == 0:
+        raise UnsupportedError("TensorScatter along the batch axis is not covered")
+    out = past.clone()
+    length, steps = past.shape[ax], update.shape[ax]
+    starts = write_indices.reshape(-1).tolist() if write_indices is not None else [0] * past.shape[0]
+    for b, start in enumerate(starts):
+        pos = torch.arange(int(start), int(start) + steps, device=past.device)
+        if mode == "circular":
+            pos = pos % length
+        out[b].index_copy_(ax - 1, pos, update[b])
+    return out
+
+
+@op("CausalConvWithState", since=27, count_outputs=True)
+def _causal_conv(ctx, x, weight, bias=None, past_state=None, activation="none", _n=1):
+    if activation not in ("none", "silu", "swish"):
+        raise UnsupportedError(f"CausalConvWithState activation {activation!r} is not covered")
+    channels, k = x.shape[1], weight.shape[2]
+    past = past_state if past_state is not None else x.new_zeros((x.shape[0], channels, k - 1))
+    padded = torch.cat([past, x], dim=2)
+    y = torch.nn.functional.conv1d(padded, weight, bias, groups=channels)
+    if activation != "none":
+        y = y * torch.sigmoid(y)
+    return [y, padded[:, :, padded.shape[2] - (k - 1) :]][:_n]
