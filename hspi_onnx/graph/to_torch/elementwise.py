@@ -109,6 +109,10 @@ def _cast(ctx, x, to, saturate=1):
         return x.to(ctx.dtype)
     if to not in _ONNX_INT:
         raise UnsupportedError(f"Cast to ONNX type {to} is not covered")
+    if to in (4, 12):  # UINT16, UINT32: held as int64, wrapped by the interpreter
+        return x.to(torch.int64)
+    if to == 13:
+        raise UnsupportedError("Cast to UINT64 is not covered (int64 cannot hold it)")
     return x.to(_ONNX_INT[to])
 
 
@@ -497,7 +501,9 @@ def _quantize(ctx, x, scale, zero_point=None, axis=1, block_size=0, output_dtype
     q = torch.round(x / s).to(torch.float64)
     if zero_point is not None:
         q = q + _per_axis(zero_point, x, axis, block_size).to(torch.float64)
-    lo, hi = _int_range(out)
+    # a zero point held as int64 is a UINT16 one (QuantizeLinear's output types hold no 64-bit
+    # integer, and UINT16 values are held as int64): saturate to its range
+    lo, hi = (0, 65535) if out == torch.int64 else _int_range(out)
     return q.clamp(lo, hi).to(out)
 
 

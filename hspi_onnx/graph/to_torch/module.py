@@ -20,6 +20,8 @@ def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     array = np.array(array, copy=True)
     if array.dtype == np.float16 or array.dtype.name == "bfloat16":
         array = array.astype(np.float32)
+    elif array.dtype in (np.uint16, np.uint32):  # held as int64 (PyTorch has no arithmetic for them)
+        array = array.astype(np.int64)
     t = torch.from_numpy(array)
     return _saturate(t, dtype) if t.is_floating_point() else t
 
@@ -84,15 +86,55 @@ def _check_attributes(op_type: str, attrs: dict) -> None:
 
 
 def _wide_unsigned(graph) -> str | None:
-    """The first of UINT16/UINT32/UINT64 among the graph's inputs, outputs and initializers."""
+    """UINT64 if the graph's inputs, outputs or initializers hold it: int64 cannot stand for it
+    (UINT16 and UINT32 are held as int64, wrapped, see :func:`_unsigned_widths`)."""
     from onnx import TensorProto
 
-    wide = {TensorProto.UINT16: "UINT16", TensorProto.UINT32: "UINT32", TensorProto.UINT64: "UINT64"}
     types = [
         v.type.tensor_type.elem_type for v in list(graph.input) + list(graph.output) if v.type.HasField("tensor_type")
     ]
     types += [t.data_type for t in graph.initializer]
-    return next((wide[t] for t in types if t in wide), None)
+    return "UINT64" if TensorProto.UINT64 in types else None
+
+
+_UNSIGNED = {4: 16, 12: 32}  # ONNX UINT16, UINT32 -> bits
+
+
+def _unsigned_widths(model) -> dict[str, int]:
+    """Value name -> 16 or 32 for every UINT16/UINT32 value (inputs, outputs, intermediates, by
+    onnx's type inference): such values are held as int64 and wrapped to their width after each
+    node, so that arithmetic is modular as the spec wants. Refused when inference fails on a
+    graph that holds them."""
+    import onnx
+
+    def widths(values) -> dict[str, int]:
+        return {
+            v.name: _UNSIGNED[v.type.tensor_type.elem_type]
+            for v in values
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type in _UNSIGNED
+        }
+
+    g = model.graph
+    out = widths(list(g.input) + list(g.output))
+    out.update({t.name: _UNSIGNED[t.data_type] for t in g.initializer if t.data_type in _UNSIGNED})
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - inference is a help here, not a requirement
+        if out:
+            raise UnsupportedError("UINT16/UINT32 tensors need onnx's type inference, which failed on this model")
+        return out
+
+    def walk(graph) -> None:
+        out.update(widths(list(graph.value_info) + list(graph.output)))
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == a.GRAPH:
+                    walk(a.g)
+                for sub in a.graphs:
+                    walk(sub)
+
+    walk(inferred.graph)
+    return out
 
 
 class OnnxModule(nn.Module):
@@ -113,8 +155,9 @@ class OnnxModule(nn.Module):
         wide_unsigned = _wide_unsigned(graph)
         if wide_unsigned:
             raise UnsupportedError(
-                f"{wide_unsigned} tensors are not covered by the PyTorch converter (PyTorch has no CPU arithmetic for them)"
+                f"{wide_unsigned} tensors are not covered by the PyTorch converter (int64 cannot hold them)"
             )
+        self._wrap = _unsigned_widths(model)
         ops = _ops_of(graph)
         missing = sorted(ops - set(COVERED_OPS))
         if missing:
@@ -188,7 +231,18 @@ class OnnxModule(nn.Module):
                 env.update((n, v) for n, v in zip(outs, result) if n)
             else:
                 env[outs[0]] = result
+            if self._wrap:
+                for n in outs:
+                    if n in self._wrap and n in env:
+                        env[n] = self._wrapped(env[n], self._wrap[n])
         return [env[o] for o in graph.outputs]
+
+    @staticmethod
+    def _wrapped(t: torch.Tensor, bits: int) -> torch.Tensor:
+        """A UINT16/UINT32 value held as int64, reduced modulo 2**bits."""
+        if t.is_floating_point() or t.dtype == torch.bool:
+            return t
+        return t.to(torch.int64) & ((1 << bits) - 1)
 
     def forward(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(inputs) > len(self.input_names):
@@ -206,8 +260,15 @@ class OnnxModule(nn.Module):
         env = {name: getattr(self, attr) for name, attr in self._names.items()}
         for name, x in feeds.items():
             x = torch.as_tensor(x)
+            if x.dtype in (torch.uint16, torch.uint32):  # held as int64 inside
+                x = x.to(torch.int64)
             env[name] = x.to(self.dtype) if x.is_floating_point() else x
-        return tuple(self._run(self.graph, env))
+        outputs = self._run(self.graph, env)
+        narrow = {16: torch.uint16, 32: torch.uint32}
+        return tuple(
+            y.to(narrow[self._wrap[name]]) if name in self._wrap and not y.is_floating_point() else y
+            for name, y in zip(self.output_names, outputs)
+        )
 
 
 def convert(model, dtype: torch.dtype = torch.float32) -> OnnxModule:
