@@ -193,3 +193,58 @@ def _causal_conv(ctx, x, weight, bias=None, past_state=None, activation="none", 
     if activation != "none":
         y = y * torch.sigmoid(y)
     return [y, padded[:, :, padded.shape[2] - (k - 1) :]][:_n]
+
+
+@op(
+    "LinearAttention",
+    since=27,
+    count_outputs=True,
+    notes="the recurrent form, one step per position; chunk_size is a hint",
+)
+def _linear_attention(
+    ctx,
+    q,
+    k,
+    v,
+    past_state=None,
+    decay=None,
+    beta=None,
+    chunk_size=0,
+    kv_num_heads=None,
+    q_num_heads=None,
+    scale=0.0,
+    update_rule="gated_delta",
+    _n=1,
+):
+    if update_rule not in ("linear", "gated", "delta", "gated_delta"):
+        raise UnsupportedError(f"LinearAttention update_rule {update_rule!r} is not covered")
+    if not q_num_heads or not kv_num_heads or int(q_num_heads) % int(kv_num_heads):
+        raise UnsupportedError("LinearAttention needs q_num_heads a multiple of kv_num_heads")
+    gating, delta = update_rule in ("gated", "gated_delta"), update_rule in ("delta", "gated_delta")
+    if gating != (decay is not None) or delta != (beta is not None):
+        raise UnsupportedError(f"LinearAttention {update_rule} with the wrong decay/beta inputs")
+    hq, hk = int(q_num_heads), int(kv_num_heads)
+    b, t, _ = q.shape
+    f32 = torch.float32
+    q4, k4, v4 = (_heads(x, n).to(f32) for x, n in ((q, hq), (k, hk), (v, hk)))
+    d_k, d_v = q4.shape[-1], v4.shape[-1]
+    if decay is not None:
+        decay4 = (decay.reshape(b, t, hk, 1).transpose(1, 2) if decay.shape[-1] == hk else _heads(decay, hk)).to(f32)
+    if beta is not None:
+        beta4 = beta.reshape(b, t, beta.shape[-1], 1).transpose(1, 2).to(f32)
+    state = past_state.to(f32).clone() if past_state is not None else q4.new_zeros((b, hk, d_k, d_v))
+    s = float(scale) if scale else 1.0 / d_k**0.5
+    outs = []
+    for i in range(t):
+        k_t, v_t = k4[:, :, i, :], v4[:, :, i, :]
+        if gating:
+            state = state * torch.exp(decay4[:, :, i, :])[..., None]
+        if delta:
+            retrieved = torch.einsum("bhdm,bhd->bhm", state, k_t)
+            v_t = beta4[:, :, i, :] * (v_t - retrieved)
+        state = state + k_t[..., :, None] * v_t[..., None, :]
+        read = state.repeat_interleave(hq // hk, dim=1) if hq != hk else state
+        outs.append(s * torch.einsum("bhd,bhdm->bhm", q4[:, :, i, :], read))
+    y = torch.stack(outs, dim=2).transpose(1, 2).reshape(b, t, hq * d_v).to(q.dtype)
+    present = state.to(past_state.dtype if past_state is not None else q.dtype)
+    return [y, present][:_n]

@@ -61,8 +61,8 @@ def _too_old(ops: set[str], opset: int) -> list[str]:
 class _Graph:
     """A compiled (sub)graph: its nodes and the names of its outputs."""
 
-    def __init__(self, nodes: list, outputs: list[str]) -> None:
-        self.nodes, self.outputs = nodes, outputs
+    def __init__(self, nodes: list, outputs: list[str], inputs: list[str] | None = None) -> None:
+        self.nodes, self.outputs, self.inputs = nodes, outputs, inputs or []
 
 
 @functools.cache
@@ -194,10 +194,12 @@ class OnnxModule(nn.Module):
                     "then_branch": self._compile(attrs["then_branch"]),
                     "else_branch": self._compile(attrs["else_branch"]),
                 }
+            elif node.op_type in ("Scan", "Loop"):
+                attrs = {**attrs, "body": self._compile(attrs["body"])}
             elif node.op_type in _MULTI_OUTPUT:
                 attrs["_n"] = len(node.output)
             nodes.append((node.op_type, list(node.input), list(node.output), attrs))
-        return _Graph(nodes, [o.name for o in graph.output])
+        return _Graph(nodes, [o.name for o in graph.output], [i.name for i in graph.input])
 
     @staticmethod
     def _constant(attrs: dict) -> np.ndarray:
@@ -225,6 +227,10 @@ class OnnxModule(nn.Module):
                 assert args[0] is not None  # its condition is a required input
                 branch = attrs["then_branch"] if bool(args[0].reshape(-1)[0]) else attrs["else_branch"]
                 result = self._run(branch, dict(env))
+            elif op == "Scan":
+                result = self._scan(env, args, **attrs)
+            elif op == "Loop":
+                result = self._loop(env, [env[i] if i else None for i in ins], **attrs)
             else:
                 result = OPS[op](self, *args, **attrs)
             if isinstance(result, (list, tuple)):
@@ -236,6 +242,69 @@ class OnnxModule(nn.Module):
                     if n in self._wrap and n in env:
                         env[n] = self._wrapped(env[n], self._wrap[n])
         return [env[o] for o in graph.outputs]
+
+    def _scan(
+        self,
+        env: dict,
+        args: list,
+        body: _Graph,
+        num_scan_inputs: int,
+        scan_input_axes=None,
+        scan_input_directions=None,
+        scan_output_axes=None,
+        scan_output_directions=None,
+    ) -> list:
+        """Scan-9 on: the body over slices of the scan inputs, carrying the states; the scan
+        outputs stacked."""
+        m = int(num_scan_inputs)
+        states, scans = list(args[: len(args) - m]), list(args[len(args) - m :])
+        in_axes = [a % s.dim() for a, s in zip(scan_input_axes or [0] * m, scans)]
+        in_dirs = list(scan_input_directions or [0] * m)
+        length = scans[0].shape[in_axes[0]]
+        collected: list[list[torch.Tensor]] = []
+        for t in range(length):
+            inner = dict(env)
+            slices = [s.select(a, length - 1 - t if d else t) for s, a, d in zip(scans, in_axes, in_dirs)]
+            inner.update(zip(body.inputs, states + slices))
+            out = self._run(body, inner)
+            states, per_step = out[: len(states)], out[len(states) :]
+            collected.append(per_step)
+        k = len(body.outputs) - len(states)
+        out_axes, out_dirs = list(scan_output_axes or [0] * k), list(scan_output_directions or [0] * k)
+        stacked = []
+        for j in range(k):
+            steps = [c[j] for c in collected]
+            if out_dirs[j]:
+                steps = steps[::-1]
+            axis = out_axes[j] % (steps[0].dim() + 1)
+            stacked.append(torch.stack(steps, dim=axis))
+        return states + stacked
+
+    def _loop(self, env: dict, args: list, body: _Graph) -> list:
+        """Loop-1 on: at most M trips while the condition holds, carrying the loop values; scan
+        outputs stacked on a new first axis."""
+        trips = int(args[0].reshape(-1)[0]) if args and args[0] is not None else None
+        cond = bool(args[1].reshape(-1)[0]) if len(args) > 1 and args[1] is not None else True
+        carried = list(args[2:])
+        collected: list[list[torch.Tensor]] = []
+        i = 0
+        while cond and (trips is None or i < trips):
+            inner = dict(env)
+            values = [torch.tensor(i, dtype=torch.int64), torch.tensor(cond)] + carried
+            inner.update(zip(body.inputs, values))
+            out = self._run(body, inner)
+            cond = bool(out[0].reshape(-1)[0])
+            carried = out[1 : 1 + len(carried)]
+            collected.append(out[1 + len(carried) :])
+            i += 1
+            if trips is None and i > 1 << 20:
+                raise UnsupportedError("a Loop without a trip count ran over 2**20 iterations")
+        k = len(body.outputs) - 1 - len(carried)
+        if not collected:
+            if k:
+                raise UnsupportedError("a Loop that runs no iteration and has scan outputs is not covered")
+            return carried
+        return carried + [torch.stack([c[j] for c in collected]) for j in range(k)]
 
     @staticmethod
     def _wrapped(t: torch.Tensor, bits: int) -> torch.Tensor:

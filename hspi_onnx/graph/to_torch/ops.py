@@ -11,6 +11,8 @@ _, _register = registrar("hspi_onnx.graph.to_torch.module")
 # ops the interpreter runs itself (module.py)
 _register("Constant", None, since=1, notes="folded into a buffer; sparse and string values are refused")
 _register("If", None, since=1, notes="the branch the condition picks runs at each call")
+_register("Scan", None, since=9, notes="the body runs once per slice, states carried, scan outputs stacked")
+_register("Loop", None, since=1, notes="the body runs while the condition holds and the trip count lasts")
 
 OPS = {name: entry.fn for name, entry in REGISTRY.items() if entry.fn is not None}
 COVERED_OPS = sorted(REGISTRY)
