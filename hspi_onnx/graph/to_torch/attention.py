@@ -248,3 +248,23 @@ def _linear_attention(
     y = torch.stack(outs, dim=2).transpose(1, 2).reshape(b, t, hq * d_v).to(q.dtype)
     present = state.to(past_state.dtype if past_state is not None else q.dtype)
     return [y, present][:_n]
+
+
+@op("FlexAttention", since=1, notes="domain ai.onnx.preview; score_mod and prob_mod subgraphs run on the whole tensor")
+def _flex_attention(ctx, q, k, v, scale=None, score_mod=None, prob_mod=None, softmax_precision=None):
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise UnsupportedError("FlexAttention takes rank-4 Q, K and V")
+    if q.shape[1] != k.shape[1]:
+        if q.shape[1] % k.shape[1]:
+            raise UnsupportedError(f"FlexAttention with {q.shape[1]} query heads over {k.shape[1]} key heads")
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    s = float(scale) if scale is not None else 1.0 / float(q.shape[-1]) ** 0.5
+    root = torch.tensor(s, dtype=torch.float32).sqrt().to(q.dtype)
+    scores = torch.matmul(q * root, (k * root).transpose(-1, -2))
+    if score_mod is not None:
+        scores = score_mod(scores).to(scores.dtype)
+    probs = torch.softmax(scores, dim=-1)
+    if prob_mod is not None:
+        probs = prob_mod(probs).to(probs.dtype)
+    return torch.matmul(probs, v.to(probs.dtype)).to(v.dtype)

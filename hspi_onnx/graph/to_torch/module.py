@@ -97,7 +97,9 @@ def _wide_unsigned(graph) -> str | None:
     return "UINT64" if TensorProto.UINT64 in types else None
 
 
-_UNSIGNED = {4: 16, 12: 32}  # ONNX UINT16, UINT32 -> bits
+_UNSIGNED = {4: 16, 12: 32}
+PREVIEW_DOMAIN = "ai.onnx.preview"
+PREVIEW_OPS = {"FlexAttention"}  # the preview domain's ops the converter follows  # ONNX UINT16, UINT32 -> bits
 
 
 def _unsigned_widths(model) -> dict[str, int]:
@@ -149,6 +151,8 @@ class OnnxModule(nn.Module):
         graph = model.graph
         self.opset = 1
         for imp in model.opset_import:
+            if imp.domain == PREVIEW_DOMAIN:
+                continue  # its ops are checked one by one (PREVIEW_OPS)
             if imp.domain not in ("", "ai.onnx"):
                 raise UnsupportedError(f"ONNX domain {imp.domain!r} is not covered by the PyTorch converter")
             self.opset = int(imp.version)
@@ -182,8 +186,12 @@ class OnnxModule(nn.Module):
             self._add_const(init.name, numpy_helper.to_array(init))
         nodes = []
         for node in graph.node:
-            if node.domain not in ("", "ai.onnx"):
-                raise UnsupportedError(f"ONNX domain {node.domain!r} is not covered by the PyTorch converter")
+            if node.domain not in ("", "ai.onnx") and not (
+                node.domain == PREVIEW_DOMAIN and node.op_type in PREVIEW_OPS
+            ):
+                raise UnsupportedError(
+                    f"ONNX domain {node.domain!r} ({node.op_type}) is not covered by the PyTorch converter"
+                )
             attrs = _attr(node)
             _check_attributes(node.op_type, attrs)
             if node.op_type == "Constant":
@@ -196,6 +204,8 @@ class OnnxModule(nn.Module):
                 }
             elif node.op_type in ("Scan", "Loop"):
                 attrs = {**attrs, "body": self._compile(attrs["body"])}
+            elif node.op_type == "FlexAttention":
+                attrs = {k: self._compile(v) if k in ("score_mod", "prob_mod") else v for k, v in attrs.items()}
             elif node.op_type in _MULTI_OUTPUT:
                 attrs["_n"] = len(node.output)
             nodes.append((node.op_type, list(node.input), list(node.output), attrs))
@@ -227,6 +237,9 @@ class OnnxModule(nn.Module):
                 assert args[0] is not None  # its condition is a required input
                 branch = attrs["then_branch"] if bool(args[0].reshape(-1)[0]) else attrs["else_branch"]
                 result = self._run(branch, dict(env))
+            elif op == "FlexAttention":
+                mods = {k: self._graph_fn(v, env) for k, v in attrs.items() if isinstance(v, _Graph)}
+                result = OPS[op](self, *args, **{**attrs, **mods})
             elif op == "Scan":
                 result = self._scan(env, args, **attrs)
             elif op == "Loop":
@@ -242,6 +255,16 @@ class OnnxModule(nn.Module):
                     if n in self._wrap and n in env:
                         env[n] = self._wrapped(env[n], self._wrap[n])
         return [env[o] for o in graph.outputs]
+
+    def _graph_fn(self, graph: _Graph, env: dict):
+        """A one-input, one-output subgraph as a function (FlexAttention's score_mod, prob_mod)."""
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise UnsupportedError("a score_mod or prob_mod graph must take one input and give one output")
+
+        def run(t: torch.Tensor) -> torch.Tensor:
+            return self._run(graph, {**env, graph.inputs[0]: t})[0]
+
+        return run
 
     def _scan(
         self,
