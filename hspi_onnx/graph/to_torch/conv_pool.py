@@ -125,18 +125,53 @@ def _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad):
     return k, nd, strides, dilations, pads[:nd], pads[nd:]
 
 
-@op("MaxPool", since=1, count_outputs=True, notes="1 to 3 spatial axes; the Indices output (opset 8) is refused")
+@op(
+    "MaxPool",
+    since=1,
+    count_outputs=True,
+    notes="1 to 3 spatial axes; the Indices output (opset 8) where the pads are symmetric and at most half the "
+    "kernel, column-major (storage_order=1) on 2-D only",
+)
 def _max_pool(
     ctx, x, kernel_shape, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0, storage_order=0, _n=1
 ):
-    if _n > 1:
-        raise UnsupportedError("MaxPool's Indices output is not covered")
     k, nd, strides, dilations, begin, end = _pool_args(x, kernel_shape, strides, dilations, pads, auto_pad)
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
     if begin != end or any(2 * p > kk for p, kk in zip(begin, k)):  # torch's limits on padding
+        if _n > 1:
+            raise UnsupportedError("MaxPool's Indices output with asymmetric or wide pads is not covered")
         x = F.pad(x, _torch_pad(begin, end), value=-math.inf)
         begin = [0] * nd
-    return fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode))
+    if _n == 1:
+        return fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode))
+    if storage_order and nd != 2:
+        raise UnsupportedError("MaxPool's column-major Indices are covered on 2-D inputs only")
+    y, idx = fn(x, k, strides, begin, dilations, ceil_mode=bool(ceil_mode), return_indices=True)
+    spatial = list(x.shape[2:])
+    if storage_order:  # row-major index within the plane -> column-major
+        idx = (idx // spatial[1]) + (idx % spatial[1]) * spatial[0]
+    plane = math.prod(spatial)
+    base = torch.arange(x.shape[0] * x.shape[1], device=x.device).reshape(x.shape[0], x.shape[1], *([1] * nd))
+    return [y, idx + base * plane]
+
+
+@op("MaxUnpool", since=9)
+def _max_unpool(ctx, x, indices, output_shape=None, kernel_shape=None, pads=None, strides=None):
+    # the indices address the inferred (pre-pool) shape; an output_shape beyond it pads with zeros
+    nd = x.dim() - 2
+    strides = list(strides or [1] * nd)
+    p = list(pads or [0] * (2 * nd))
+    spatial = [(x.shape[2 + i] - 1) * strides[i] + kernel_shape[i] - p[i] - p[i + nd] for i in range(nd)]
+    inferred = [x.shape[0], x.shape[1], *spatial]
+    out = x.new_zeros(math.prod(inferred))
+    out[indices.reshape(-1).long()] = x.reshape(-1)
+    out = out.reshape(inferred)
+    if output_shape is None:
+        return out
+    shape = [int(v) for v in output_shape.tolist()]
+    if any(s < i for s, i in zip(shape, inferred)):
+        raise UnsupportedError("MaxUnpool to an output_shape smaller than the pooled input is not covered")
+    return F.pad(out, [q for i in reversed(range(len(shape))) for q in (0, shape[i] - inferred[i])])
 
 
 def _windows(x, k, strides, dilations, begin, end, ceil_mode, fill: float):

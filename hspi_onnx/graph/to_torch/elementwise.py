@@ -456,7 +456,7 @@ register("BlackmanWindow", _window("blackman"), since=17)
 @op("BitCast", since=26)
 def _bit_cast(ctx, x, to):
     target = _ONNX_INT.get(to) or {1: torch.float32, 10: torch.float16, 11: torch.float64}.get(to)
-    if target is None or target.itemsize != x.dtype.itemsize or target == torch.bool or x.dtype == torch.bool:
+    if target is None or target.itemsize != x.dtype.itemsize:
         raise UnsupportedError(f"BitCast from {x.dtype} to ONNX type {to} is not covered")
     return x.view(target)
 
