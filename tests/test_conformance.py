@@ -41,3 +41,21 @@ def test_the_docs_table_is_the_suite_s(results):
     if not recorded.startswith(made_with):
         pytest.skip(f"the table was made with other versions than {made_with}")
     assert recorded == table(results).strip(), "run: python -m hspi_onnx.graph.conformance --write docs/adapters.md"
+
+
+@pytest.mark.slow
+def test_the_docs_rewrite_table_is_the_suite_s():
+    """The fp16, bf16 and fp64 rewrites of every float32 case, as docs/adapters.md records them
+    (the fp64 one never runs wrong: a graph it cannot widen is refused, not miscomputed)."""
+    import onnx
+    import onnxruntime
+
+    from hspi_onnx.graph.conformance import REWRITES_BEGIN, REWRITES_END, collect, rewrite_table
+
+    made = rewrite_table(collect())
+    assert "| fp64 |" in made
+    text = DOC.read_text()
+    recorded = text[text.index(REWRITES_BEGIN) + len(REWRITES_BEGIN) : text.index(REWRITES_END)].strip()
+    if not recorded.startswith(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}:"):
+        pytest.skip("the table was made with other versions of onnx or onnxruntime")
+    assert recorded == made.strip(), "run: python -m hspi_onnx.graph.conformance --rewrites --write docs/adapters.md"

@@ -188,6 +188,111 @@ def run_case(case) -> CaseResult:
     return result
 
 
+REWRITES = ("fp16", "bf16", "fp64")
+REWRITE_STATUSES = ("runs", "invalid", "refused", "runtime lacks")
+
+
+def _float32_only(case) -> bool:
+    from onnx import TensorProto
+
+    values = list(case.model.graph.input) + list(case.model.graph.output)
+    return bool(values) and all(
+        v.type.HasField("tensor_type") and v.type.tensor_type.elem_type == TensorProto.FLOAT for v in values
+    )
+
+
+def run_rewrite(case, rewrite: str) -> tuple[str, str]:
+    """(status, reason) of one float32 case through one of this project's graph rewrites: the
+    fp16 and bf16 graphs ONNX Runtime's and TensorRT's half platforms run (graph/lowprec.py),
+    checked (onnx's full checker) and run by ONNX Runtime; the float64 graph of the reference
+    (graph/float64.py), run by the reference evaluator as the features use it and compared with
+    the case's expected outputs."""
+    import onnx
+
+    from hspi_onnx.errors import UnsupportedError
+
+    try:
+        if rewrite == "fp64":
+            from hspi_onnx.graph.float64 import to_float64
+            from hspi_onnx.graph.refops import reference_evaluator
+
+            wide = to_float64(case.model)
+        else:
+            from hspi_onnx.graph.lowprec import to_half
+
+            wide = to_half(case.model, rewrite)
+    except UnsupportedError as exc:
+        return "refused", str(exc)
+    except Exception as exc:  # noqa: BLE001
+        return "invalid", f"rewrite: {type(exc).__name__}: {str(exc)[:160]}"
+    try:
+        onnx.checker.check_model(wide, full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        return "invalid", f"checker: {str(exc).splitlines()[0][:160]}"
+    names = [i.name for i in wide.graph.input if i.name not in {t.name for t in wide.graph.initializer}]
+    for inputs, outputs in case.data_sets:
+        feeds = {n: np.asarray(_array(x), dtype=np.float32) for n, x in zip(names, inputs)}
+        try:
+            if rewrite == "fp64":
+                got = reference_evaluator(wide).run(None, {k: v.astype(np.float64) for k, v in feeds.items()})
+            else:
+                import onnxruntime as ort
+
+                so = ort.SessionOptions()
+                so.log_severity_level = 3
+                sess = ort.InferenceSession(wide.SerializeToString(), so, providers=["CPUExecutionProvider"])
+                got = sess.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001
+            text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            lacks = "NOT_IMPLEMENTED" in str(exc) or "Could not find an implementation" in str(exc)
+            return ("runtime lacks" if lacks else "invalid"), text
+        if rewrite == "fp64":
+            for k, (g, w) in enumerate(zip(got, outputs)):
+                diff = _compare(np.asarray(g), _array(w), case.rtol, case.atol)
+                if diff is not None:
+                    return "invalid", f"output {k}: {diff}"
+    return "runs", ""
+
+
+REWRITES_BEGIN, REWRITES_END = "<!-- rewrites:begin -->", "<!-- rewrites:end -->"
+
+
+def rewrite_table(cases) -> str:
+    """The markdown of every float32 case through each rewrite: how many run, are invalid, are
+    refused, or lack an ONNX Runtime kernel, with the commonest reasons."""
+    import onnx
+    import onnxruntime
+
+    cases = [c for c in cases if _float32_only(c)]
+    rows = [f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}:", ""]
+    rows.append(
+        "| rewrite | cases | runs | invalid | refused | runtime lacks a kernel | commonest reasons not running |"
+    )
+    rows.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for w in REWRITES:
+        counts = dict.fromkeys(REWRITE_STATUSES, 0)
+        reasons: dict[str, int] = {}
+        for c in cases:
+            status, why = run_rewrite(c, w)
+            counts[status] += 1
+            if status != "runs":
+                key = f"{status}: {why[:70]}".replace("|", "\\|")
+                reasons[key] = reasons.get(key, 0) + 1
+        top = "; ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+        rows.append(
+            f"| {w} | {len(cases)} | {counts['runs']} | {counts['invalid']} | {counts['refused']} | "
+            f"{counts['runtime lacks']} | {top} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _between(text: str, begin: str, end: str, body: str) -> str:
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"expected {begin} followed by {end}")
+    return text[: start + len(begin)] + "\n" + body + text[stop:]
+
+
 def run_all(cases, on_case=lambda r: None) -> list[CaseResult]:
     out = []
     for case in cases:
@@ -254,10 +359,7 @@ def table(results: list[CaseResult]) -> str:
 
 
 def updated(text: str, results: list[CaseResult]) -> str:
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"expected {BEGIN} followed by {END}")
-    return text[: start + len(BEGIN)] + "\n" + table(results) + text[end:]
+    return _between(text, BEGIN, END, table(results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--op", action="append", help="only this operator's cases (repeatable)")
     ap.add_argument("--json", type=Path, help="write every case's result here")
     ap.add_argument("--write", type=Path, help="rewrite the table in this markdown file")
+    ap.add_argument(
+        "--rewrites", action="store_true", help="also each float32 case through the fp16, bf16 and fp64 graph rewrites"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results = run_all(collect(args.op))
@@ -276,8 +381,14 @@ def main(argv: list[str] | None = None) -> int:
                 indent=1,
             )
         )
+    rewrites = rewrite_table(collect(args.op)) if args.rewrites else None
+    if rewrites:
+        print(rewrites)
     if args.write:
-        args.write.write_text(updated(args.write.read_text(), results))
+        text = updated(args.write.read_text(), results)
+        if rewrites:
+            text = _between(text, REWRITES_BEGIN, REWRITES_END, rewrites)
+        args.write.write_text(text)
     print(table(results).split("\n")[0])
     ran = [r for r in results if r.status in ("pass", "wrong")]
     if ran:

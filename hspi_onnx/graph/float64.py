@@ -20,35 +20,80 @@ def to_float64(proto):
 
     m = onnx.ModelProto()
     m.CopyFrom(proto)
-    _widen(m.graph)
+    opset = max((int(i.version) for i in m.opset_import if i.domain in ("", "ai.onnx")), default=0)
+    _, float_only_ops = _float_only_uses(m.graph, opset) if opset else (set(), [])
+    if float_only_ops:
+        raise UnsupportedError(f"fp64 conversion: {float_only_ops[0]} admits no double")
+    _widen(m.graph, opset)
     return m
 
 
-def _widen(graph) -> None:
+def _float_only_uses(graph, opset: int) -> tuple[set[str], list[str]]:
+    """(values only read where an op's definition admits no double, e.g. Resize's scales; the
+    ops that would read or write a widened value where they admit no double): by the type
+    constraints of each node's schema at ``opset``."""
+    from onnx import defs
+
+    def float_not_double(schema, formal) -> bool:
+        """Whether the formal parameter takes float but not double."""
+        allowed = next(
+            (set(c.allowed_type_strs) for c in schema.type_constraints if c.type_param_str == formal.type_str),
+            {formal.type_str},
+        )
+        return "tensor(float)" in allowed and "tensor(double)" not in allowed
+
+    float_only: dict[str, bool] = {}
+    produced_float_only: list[str] = []
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = defs.get_schema(node.op_type, opset, "")
+        except Exception:  # noqa: BLE001 - an op onnx does not know: left to the checker
+            continue
+        formals = list(schema.inputs)
+        for k, name in enumerate(node.input):
+            if not name or not formals:
+                continue
+            formal = formals[min(k, len(formals) - 1)]  # a variadic last input repeats
+            float_only[name] = float_only.get(name, True) and float_not_double(schema, formal)
+        outs = list(schema.outputs)
+        for k, name in enumerate(node.output):
+            if name and outs and float_not_double(schema, outs[min(k, len(outs) - 1)]):
+                produced_float_only.append(f"{node.op_type} output {name!r}")
+    return {n for n, only in float_only.items() if only}, produced_float_only
+
+
+def _widen(graph, opset: int = 0) -> None:
     """Widen ``graph`` in place: float initializers, input/output/intermediate types, Cast
-    targets, constant-valued attributes, and every subgraph (If branches, Loop/Scan bodies)."""
+    targets, constant-valued attributes, and every subgraph (If branches, Loop/Scan bodies).
+    A value only read where the op admits no double (Resize's scales) stays float; a float value
+    an op admitting no double would read or write otherwise is refused."""
     import onnx
     from onnx import TensorProto
 
+    keep, _ = _float_only_uses(graph, opset) if opset else (set(), [])
     for init in graph.initializer:
-        if init.data_type == TensorProto.FLOAT:
+        if init.data_type == TensorProto.FLOAT and init.name not in keep:
             init.CopyFrom(_double(init))
     for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
-        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT and vi.name not in keep:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(f"fp64 conversion does not cover operators of domain {node.domain!r}")
+        if node.op_type == "Constant" and node.output[0] in keep:
+            continue
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.DOUBLE
             elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
                 attr.t.CopyFrom(_double(attr.t))
             elif attr.type == onnx.AttributeProto.GRAPH:
-                _widen(attr.g)
+                _widen(attr.g, opset)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    _widen(sub)
+                    _widen(sub, opset)
 
 
 def _double(tensor):
