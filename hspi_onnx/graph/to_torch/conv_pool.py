@@ -258,9 +258,13 @@ def _centered(v: torch.Tensor, zero_point, channel_axis: int | None = None) -> t
     return out - zp
 
 
-def _int_conv(x, w, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """Conv of two float64 tensors holding integers, rounded: the integer convolution."""
-    return torch.round(_conv(None, x, w, None, auto_pad, dilations, group, kernel_shape, pads, strides))
+def _int_conv(x, x_zero_point, w, w_zero_point, conv: dict) -> torch.Tensor:
+    """The integer convolution of ``x`` and ``w`` less their zero points (``w``'s one per output
+    channel), in float64 (exact), rounded; ``conv``: the Conv attributes."""
+    unknown = sorted(set(conv) - {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"})
+    if unknown:
+        raise UnsupportedError(f"the integer convolution's attribute {unknown[0]!r} is not covered")
+    return torch.round(_conv(None, _centered(x, x_zero_point), _centered(w, w_zero_point, 0), None, **conv))
 
 
 @op("MatMulInteger", since=10)
@@ -271,30 +275,8 @@ def _matmul_integer(ctx, a, b, a_zero_point=None, b_zero_point=None):
 
 
 @op("ConvInteger", since=10)
-def _conv_integer(
-    ctx,
-    x,
-    w,
-    x_zero_point=None,
-    w_zero_point=None,
-    auto_pad="NOTSET",
-    dilations=None,
-    group=1,
-    kernel_shape=None,
-    pads=None,
-    strides=None,
-):
-    y = _int_conv(
-        _centered(x, x_zero_point),
-        _centered(w, w_zero_point, 0),
-        auto_pad,
-        dilations,
-        group,
-        kernel_shape,
-        pads,
-        strides,
-    )
-    return y.to(torch.int32)
+def _conv_integer(ctx, x, w, x_zero_point=None, w_zero_point=None, **conv):
+    return _int_conv(x, x_zero_point, w, w_zero_point, conv).to(torch.int32)
 
 
 def _requantize(r: torch.Tensor, zero_point, like: torch.Tensor) -> torch.Tensor:
@@ -314,33 +296,9 @@ def _qlinear_matmul(ctx, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_s
 
 @op("QLinearConv", since=10)
 def _qlinear_conv(
-    ctx,
-    x,
-    x_scale,
-    x_zero_point,
-    w,
-    w_scale,
-    w_zero_point,
-    y_scale,
-    y_zero_point=None,
-    bias=None,
-    auto_pad="NOTSET",
-    dilations=None,
-    group=1,
-    kernel_shape=None,
-    pads=None,
-    strides=None,
+    ctx, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point=None, bias=None, **conv
 ):
-    y = _int_conv(
-        _centered(x, x_zero_point),
-        _centered(w, w_zero_point, 0),
-        auto_pad,
-        dilations,
-        group,
-        kernel_shape,
-        pads,
-        strides,
-    )
+    y = _int_conv(x, x_zero_point, w, w_zero_point, conv)
     if bias is not None:
         y = y + bias.to(torch.float64).reshape(1, -1, *([1] * (y.dim() - 2)))
     ws = w_scale.to(torch.float32)

@@ -78,24 +78,23 @@ def _arg(fn):
     return run
 
 
-@op("CumSum", since=11)
-def _cumsum(ctx, x, axis, exclusive=0, reverse=0):
-    ax = _axis(int(axis.reshape(-1)[0].item()), x.dim())
-    y = torch.flip(x, [ax]) if reverse else x
-    y = torch.cumsum(y, dim=ax, dtype=x.dtype)
-    if exclusive:
-        y = torch.cat([torch.zeros_like(y.narrow(ax, 0, 1)), y.narrow(ax, 0, y.shape[ax] - 1)], dim=ax)
-    return torch.flip(y, [ax]) if reverse else y
+def _cumulative(fn, identity):
+    """CumSum / CumProd: along the axis input, exclusive (shifted in by the identity), reversed."""
+
+    def run(ctx, x, axis, exclusive=0, reverse=0):
+        ax = _axis(int(axis.reshape(-1)[0].item()), x.dim())
+        y = torch.flip(x, [ax]) if reverse else x
+        y = fn(y, dim=ax, dtype=x.dtype)
+        if exclusive:
+            first = torch.full_like(y.narrow(ax, 0, 1), identity)
+            y = torch.cat([first, y.narrow(ax, 0, y.shape[ax] - 1)], dim=ax)
+        return torch.flip(y, [ax]) if reverse else y
+
+    return run
 
 
-@op("CumProd", since=26)
-def _cumprod(ctx, x, axis, exclusive=0, reverse=0):
-    ax = _axis(int(axis.reshape(-1)[0].item()), x.dim())
-    y = torch.flip(x, [ax]) if reverse else x
-    y = torch.cumprod(y, dim=ax, dtype=x.dtype)
-    if exclusive:
-        y = torch.cat([torch.ones_like(y.narrow(ax, 0, 1)), y.narrow(ax, 0, y.shape[ax] - 1)], dim=ax)
-    return torch.flip(y, [ax]) if reverse else y
+register("CumSum", _cumulative(torch.cumsum, 0), since=11)
+register("CumProd", _cumulative(torch.cumprod, 1), since=26)
 
 
 @op(
