@@ -242,10 +242,12 @@ def white_box(ev, rng) -> dict:
 
 
 def main() -> None:
+    from hspi_onnx.cli.estimates import DEFAULT_REFERENCE
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("db", type=Path)
     ap.add_argument("--probes", type=Path, default=None, help="the chat probe set the DB was built with")
-    ap.add_argument("--reference", default="transformers/*/fp32/*attn=eager,*threads=1")
+    ap.add_argument("--reference", default=DEFAULT_REFERENCE)
     ap.add_argument("--met-db", type=Path, default=None, help="a DB of sampled answers to the same chats")
     ap.add_argument("--met-claimed", default="llamacpp/*/f32/*fa=off,*")
     ap.add_argument("--plot", type=Path, default=None)

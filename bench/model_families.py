@@ -21,7 +21,6 @@ import argparse
 import collections
 import json
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -135,29 +134,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     import onnx
 
+    from corpus_coverage import build_command  # bench/: the same `hspi db build` line as the corpus
+
     print("| model | ops | built, per family | failed, per family: first reason |")
     print("| --- | --- | --- | --- |")
     for name, path in export(work).items():
         ops = sorted({n.op_type for n in onnx.load(path).graph.node})
         t0 = time.perf_counter()
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hspi_onnx.cli",
-                "db",
-                "build",
-                str(path),
-                "--db",
-                str(work / f"db-{name}"),
-                "-n",
-                str(args.n),
-                "-q",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-        )
+        run = subprocess.run(build_command(path, work / f"db-{name}", args.n), capture_output=True, text=True)
         if run.returncode not in (0, 3):
             print(f"| {name} | {', '.join(ops)} | build failed: {run.stderr.strip()[-200:]} | |")
             continue

@@ -29,6 +29,7 @@ from .common import (
     progress,
     short_label,
 )
+from .estimates import DEFAULT_REFERENCE
 
 app = typer.Typer(help="Reference databases: build, inspect, verify, query.", no_args_is_help=True)
 RemoteOpt = Annotated[
@@ -360,7 +361,7 @@ def estimator(
     reference: Annotated[
         str,
         typer.Option("--reference", metavar="GLOB", help="The high-precision stack the answers are compared with."),
-    ] = "transformers/*/fp32/*attn=eager,*threads=1",
+    ] = DEFAULT_REFERENCE,
     output: Annotated[
         Path | None,
         typer.Option(

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from hspi_onnx.errors import HspiError
 
 from .common import console
 
-if TYPE_CHECKING:  # annotations only
+if TYPE_CHECKING:  # annotations only (numpy stays off the CLI's start path: `hspi db --help` imports this)
+    import numpy as np
+
     from hspi_onnx.inputs.model import ModelInfo
     from hspi_onnx.inputs.probes import ProbeSet
 
@@ -27,6 +27,8 @@ def forced_reference(db, info, probes, items: list[tuple[int, list[int]]], patte
     """(the reference platform's label, its top-k rows per item): each item (probe id, tokens) of
     the greedy chat probe set ``probes`` teacher-forced on the one platform of this machine that
     ``pattern`` selects, built into ``db``."""
+    import numpy as np
+
     from hspi_onnx.db.generations import generation_outputs
     from hspi_onnx.inputs.probes import forced_probe_set
     from hspi_onnx.run.adapter import selected_variants
@@ -65,6 +67,24 @@ def chat_probes(info, probes_path: Path | None, n: int = 64):
     return probes
 
 
+def _chat_groups(ref, model_sha: str | None = None) -> list[dict]:
+    """The DB's (model, probe set) groups from its digest index (cheap: no classes computed),
+    those of ``model_sha`` when given."""
+    from hspi_onnx.db.index import load_index
+
+    return [
+        {
+            "model": g.model_name,
+            "model_sha256": g.model_sha256,
+            "probes": g.probes_name,
+            "probes_sha256": g.probes_sha256,
+            "n_probes": len(g.ids),
+        }
+        for g in load_index(ref).groups
+        if model_sha is None or g.model_sha256 == model_sha
+    ]
+
+
 def _db_chats(groups: list[dict], info, probes_path: Path | None):
     """(the probe set, its DB group): the file's, or the built-in chats of a DB group's size."""
     if probes_path is not None:
@@ -94,15 +114,16 @@ class DbEvidence:
 def db_evidence(db_dir: Path, model: str | None, probes_path: Path | None, reference: str, quiet: bool) -> DbEvidence:
     """Every DB platform's answers (with known attributes) to a greedy chat probe set, each
     distinct answer teacher-forced on the reference (built into the DB), and their features."""
+    import numpy as np
+
     from hspi_onnx.db.generations import generation_outputs
-    from hspi_onnx.db.report import classes as db_classes
     from hspi_onnx.db.store import ReferenceDB
     from hspi_onnx.inputs.model import resolve_model
     from hspi_onnx.learn.llm_attributes import llm_attributes
     from hspi_onnx.learn.llm_evidence import platform_features
 
     ref = ReferenceDB(db_dir)
-    groups = [g for g in db_classes(ref) if model is None or model in (g["model"], g["model_sha256"])]
+    groups = [g for g in _chat_groups(ref) if model is None or model in (g["model"], g["model_sha256"])]
     names = sorted({g["model"] for g in groups})
     if len(names) != 1:
         raise HspiError(
@@ -117,8 +138,9 @@ def db_evidence(db_dir: Path, model: str | None, probes_path: Path | None, refer
             f"the DB holds no generations of {info.name} on probe set {probes.name!r}: give the chats it was "
             "built with (--probes)"
         )
-    data = generation_outputs(ref, info.sha256, probes.sha256, probes.ids)
-    labels = [lab for lab in sorted(data) if llm_attributes(lab) is not None]
+    everything = generation_outputs(ref, info.sha256, probes.sha256, probes.ids)
+    data = {lab: rows for lab, rows in sorted(everything.items()) if llm_attributes(lab) is not None}
+    labels = list(data)
 
     def answer(lab: str, c: int, pid) -> tuple[int, tuple[int, ...]]:
         return int(pid), tuple(int(t) for t in data[lab]["tokens"][c] if t >= 0)
@@ -134,9 +156,8 @@ def db_evidence(db_dir: Path, model: str | None, probes_path: Path | None, refer
         )
     ref_label, ref_rows = forced_reference(ref, info, probes, items, reference, quiet)
     index = np.array([[seqs[answer(lab, c, pid)] for c, pid in enumerate(probes.ids)] for lab in labels])
-    x = platform_features({lab: data[lab] for lab in labels}, labels, index, ref_rows)
-    gguf = gguf_weight_classes(info, labels)
-    return DbEvidence(info, probes, labels, {lab: data[lab] for lab in labels}, x, ref_label, len(items), gguf)
+    x = platform_features(data, labels, index, ref_rows)
+    return DbEvidence(info, probes, labels, data, x, ref_label, len(items), gguf_weight_classes(info, labels))
 
 
 def gguf_weight_classes(info, labels: list[str]) -> dict[str, str]:
@@ -228,13 +249,7 @@ def estimate_suspect(db_dir: Path, report: dict, suspect, probes, quiet: bool) -
     est = load_estimator(path)
     info = resolve_model(report["model"])
     if not isinstance(probes, ProbeSet):
-        from hspi_onnx.db.report import classes as db_classes
-
-        groups = [
-            g
-            for g in db_classes(ref)
-            if g["model_sha256"] == sha and report["probes"] in (g["probes"], g["probes_sha256"])
-        ]
+        groups = [g for g in _chat_groups(ref, sha) if report["probes"] in (g["probes"], g["probes_sha256"])]
         probes, _ = _db_chats(groups, info, probes)
     elif "forced_ids" in probes.inputs:  # a replayed chat log: its chats, greedy
         chats = {k: v for k, v in probes.inputs.items() if k not in ("forced_ids", "forced_mask")}
