@@ -55,9 +55,13 @@ class AttributeModel:
 
     def log_proba(self, z: np.ndarray) -> np.ndarray:
         """Log-probabilities (n, classes) of standardized feature rows ``z`` (n, features)."""
-        s = (z @ self.coef.T + self.intercept) / self.temperature
-        s = s - s.max(axis=1, keepdims=True)
-        return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+        return log_softmax((z @ self.coef.T + self.intercept) / self.temperature)
+
+
+def log_softmax(s: np.ndarray) -> np.ndarray:
+    """Log-probabilities of scores ``s`` along the last axis."""
+    s = s - s.max(axis=-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
 
 
 @dataclass
@@ -327,9 +331,7 @@ def fit_temperature(records: list[dict]) -> float:
     for t in TEMPERATURES:
         loss = 0.0
         for r in records:
-            s = r["scores"] / t
-            s = s - s.max()
-            logp = s - np.log(np.exp(s).sum())
+            logp = log_softmax(r["scores"] / t)
             loss -= logp[r["classes"].index(r["truth"])] if r["truth"] in r["classes"] else logp.min()
         if loss < best:
             best, best_t = loss, float(t)
@@ -339,9 +341,7 @@ def fit_temperature(records: list[dict]) -> float:
 def calibrated(record: dict, temperature: float) -> dict[str, float]:
     """A leave-one-stack-out record's class probabilities at ``temperature``, with the grid rule
     for the compute dtype (as :meth:`LlmEstimator.estimate` gives them)."""
-    s = record["scores"] / temperature
-    p = np.exp(s - s.max())
-    p /= p.sum()
+    p = np.exp(log_softmax(record["scores"] / temperature))
     probs = {c: float(v) for c, v in zip(record["classes"], p)}
     return grid_rule(probs, record["mean"]) if record["attribute"] == "compute" else probs
 

@@ -119,6 +119,8 @@ def _unsigned_widths(model) -> dict[str, int]:
     g = model.graph
     out = widths(list(g.input) + list(g.output))
     out.update({t.name: _UNSIGNED[t.data_type] for t in g.initializer if t.data_type in _UNSIGNED})
+    if not out and not _makes_unsigned(g):
+        return out  # no inference for the graphs (almost all) that never hold such a value
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - inference is a help here, not a requirement
@@ -137,6 +139,23 @@ def _unsigned_widths(model) -> dict[str, int]:
 
     walk(inferred.graph)
     return out
+
+
+def _makes_unsigned(graph) -> bool:
+    """Whether a node of ``graph`` (or a subgraph) can produce a UINT16/UINT32 value: a type
+    attribute (Cast's ``to``, EyeLike's ``dtype``, ...) or a constant tensor of that type, or a
+    declared intermediate."""
+    if any(v.type.tensor_type.elem_type in _UNSIGNED for v in graph.value_info if v.type.HasField("tensor_type")):
+        return True
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == a.INT and a.name in ("to", "dtype", "output_dtype") and a.i in _UNSIGNED:
+                return True
+            if a.type == a.TENSOR and a.t.data_type in _UNSIGNED:
+                return True
+            if (a.type == a.GRAPH and _makes_unsigned(a.g)) or any(_makes_unsigned(sub) for sub in a.graphs):
+                return True
+    return False
 
 
 class OnnxModule(nn.Module):
