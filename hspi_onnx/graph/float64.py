@@ -21,9 +21,6 @@ def to_float64(proto):
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     opset = max((int(i.version) for i in m.opset_import if i.domain in ("", "ai.onnx")), default=0)
-    _, float_only_ops = _float_only_uses(m.graph, opset) if opset else (set(), [])
-    if float_only_ops:
-        raise UnsupportedError(f"fp64 conversion: {float_only_ops[0]} admits no double")
     _widen(m.graph, opset)
     return m
 
@@ -72,7 +69,9 @@ def _widen(graph, opset: int = 0) -> None:
     import onnx
     from onnx import TensorProto
 
-    keep, _ = _float_only_uses(graph, opset) if opset else (set(), [])
+    keep, float_only_ops = _float_only_uses(graph, opset) if opset else (set(), [])
+    if float_only_ops:
+        raise UnsupportedError(f"fp64 conversion: {float_only_ops[0]} admits no double")
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT and init.name not in keep:
             init.CopyFrom(_double(init))
