@@ -81,9 +81,10 @@ def reliability(recs: list[dict], bins: int = 10) -> tuple[float, list[tuple[flo
 
 
 def ieee_bits(lps: np.ndarray) -> np.ndarray:
-    """The 32 bits of each float32 value, as 0/1 features."""
-    u = np.ascontiguousarray(lps, dtype=np.float32).view(np.uint32)
-    return ((u[..., None] >> np.arange(32, dtype=np.uint32)) & 1).reshape(*lps.shape[:-1], -1).astype(np.float32)
+    """The 32 bits of each float32 value (learn/features.py's), the values' axis flattened."""
+    from hspi_onnx.learn.features import float32_bits
+
+    return float32_bits(lps).reshape(*lps.shape[:-1], -1).astype(np.float32)
 
 
 def svm_bits_loso(ev, full: np.ndarray, stacks: list[str], picks: dict, folds: int = FOLDS) -> dict:

@@ -221,6 +221,11 @@ def ieee_bits(view: View, n_values: int) -> np.ndarray:
     x = np.asarray(src, dtype=np.float32)[:, :n_values]
     if x.shape[1] < n_values:
         x = np.pad(x, ((0, 0), (0, n_values - x.shape[1])))
-    b = np.ascontiguousarray(x).view(np.uint32)
+    return float32_bits(x).reshape(len(x), -1)
+
+
+def float32_bits(x: np.ndarray) -> np.ndarray:
+    """The binary32 bits of every value, most significant first: shape ``x.shape + (32,)``, uint8."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     shifts = np.arange(31, -1, -1, dtype=np.uint32)
-    return ((b[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(len(x), -1)
+    return ((b[..., None] >> shifts) & 1).astype(np.uint8)
