@@ -37,7 +37,7 @@ class _OrtSession:
         self.native = sess  # what measure() reads, as under a GenerationSession
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return named_outputs(self.model, self.sess.run(self.model.output_names, feeds))
+        return named_outputs(self.model, self.sess.run(self.model.graph_output_names, feeds))
 
 
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}

@@ -118,7 +118,8 @@ class _OvSession:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
         return named_outputs(
-            self.model, [np.array(result[self.compiled.output(name)], copy=True) for name in self.model.output_names]
+            self.model,
+            [np.array(result[self.compiled.output(name)], copy=True) for name in self.model.graph_output_names],
         )
 
 

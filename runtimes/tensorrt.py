@@ -93,7 +93,7 @@ class _TrtSession:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise UnsupportedError("TensorRT failed to execute the engine")
         stream.synchronize()
-        return named_outputs(self.model, [outs[name].cpu().numpy() for name in self.model.output_names])
+        return named_outputs(self.model, [outs[name].cpu().numpy() for name in self.model.graph_output_names])
 
 
 def _torch_dtype(dtype: np.dtype):

@@ -94,14 +94,19 @@ class OutputSpec:
     name: str
     dtype: str  # numpy dtype name, "" when the graph does not say
     shape: tuple[int | None, ...]  # without the batch axis
+    # why this output is one value for the whole batch rather than one row per probe ("" when
+    # its first axis is the batch axis): runtimes compute it, the DB cannot store it per probe
+    whole_batch: str = ""
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        out: dict = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        return out | ({"whole_batch": self.whole_batch} if self.whole_batch else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> OutputSpec:
         try:
-            return cls(str(d["name"]), str(d["dtype"]), tuple(None if x is None else int(x) for x in d["shape"]))
+            shape = tuple(None if x is None else int(x) for x in d["shape"])
+            return cls(str(d["name"]), str(d["dtype"]), shape, str(d.get("whole_batch") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadModelError(f"bad output description: {type(exc).__name__}: {exc}")
 
@@ -111,13 +116,23 @@ class ModelInfo:
     path: Path
     sha256: str
     inputs: tuple[InputSpec, ...]
-    outputs: tuple[OutputSpec, ...]
+    graph_outputs: tuple[OutputSpec, ...]  # every graph output, in graph order
     zoo: str | None = None
     metadata: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.zoo or self.path.stem
+
+    @property
+    def outputs(self) -> tuple[OutputSpec, ...]:
+        """The outputs runs store: those with one row per probe (a whole-batch output such as
+        NonMaxSuppression's list is computed by the runtimes but not stored)."""
+        return tuple(o for o in self.graph_outputs if not o.whole_batch)
+
+    @property
+    def graph_output_names(self) -> list[str]:
+        return [o.name for o in self.graph_outputs]
 
     @property
     def input_names(self) -> list[str]:
@@ -177,7 +192,7 @@ class ModelInfo:
             "sha256": self.sha256,
             "zoo": self.zoo,
             "inputs": [i.as_dict() for i in self.inputs],
-            "outputs": [o.as_dict() for o in self.outputs],
+            "outputs": [o.as_dict() for o in self.graph_outputs],
             "metadata": self.metadata,
         }
 
@@ -204,7 +219,12 @@ class ModelInfo:
             "output": self.outputs[0].name,
             "inputs": [i.as_dict() for i in self.inputs],
             "outputs": [o.as_dict() for o in self.outputs],
-        }
+        } | ({"not_stored": [o.as_dict() for o in self.graph_outputs if o.whole_batch]} if self.whole_batch else {})
+
+    @property
+    def whole_batch(self) -> list[str]:
+        """The names of the graph outputs runs compute but do not store."""
+        return [o.name for o in self.graph_outputs if o.whole_batch]
 
 
 def _kind(name: str, dtype: str, rank: int) -> str:
@@ -377,16 +397,54 @@ def infer_outputs(model) -> tuple[OutputSpec, ...]:
     if generation is not None:  # what a generation returns, whatever the runtime
         return tuple(OutputSpec.from_dict(d) for d in generation.output_specs())
     outs = []
+    batch = _batch_axis(model.graph)
     for o in model.graph.output:
         tt = o.type.tensor_type
         dims = list(tt.shape.dim) if tt.HasField("shape") else []
         shape = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:])
-        outs.append(OutputSpec(o.name, _ONNX_TO_NUMPY.get(tt.elem_type, ""), shape))
+        outs.append(OutputSpec(o.name, _ONNX_TO_NUMPY.get(tt.elem_type, ""), shape, _whole_batch(tt, batch)))
     if not outs:
         raise BadModelError("model has no graph outputs")
     if len({o.name for o in outs}) != len(outs):
         raise BadModelError("model has two graph outputs of the same name")
+    if all(o.whole_batch for o in outs):
+        raise BadModelError(
+            f"no output of the model has the probes on its first axis ({outs[0].name}: {outs[0].whole_batch}); "
+            "the DB stores one row per probe"
+        )
     return tuple(outs)
+
+
+def _axis0(tt) -> int | str | None:
+    """A tensor type's first axis: its static size, its symbol, or None (unknown)."""
+    if not tt.HasField("shape") or not tt.shape.dim:
+        return None
+    d = tt.shape.dim[0]
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    return d.dim_param if d.HasField("dim_param") and d.dim_param else None
+
+
+def _batch_axis(graph) -> int | str | None:
+    init = {t.name for t in graph.initializer}
+    axes = {_axis0(i.type.tensor_type) for i in graph.input if i.name not in init and i.type.HasField("tensor_type")}
+    return axes.pop() if len(axes) == 1 else None
+
+
+def _whole_batch(tt, batch: int | str | None) -> str:
+    """Why an output's declared shape says it is no batch-major tensor ("" when it may be one):
+    a scalar, or a first axis that is another static size or another symbol than the inputs'
+    batch axis (NonMaxSuppression's selected boxes, a list for the whole batch). An unknown
+    shape is taken as batch-major and the runner checks its rows."""
+    if not tt.HasField("shape"):
+        return ""
+    if not tt.shape.dim:
+        return "a scalar for the whole batch"
+    first = _axis0(tt)
+    if batch is None or first is None or first == batch or (isinstance(batch, str) and isinstance(first, int)):
+        return ""
+    what = "batch size" if isinstance(batch, int) else "batch axis"
+    return f"first axis {first!r}, not the inputs' {what} {batch!r}: one value for the whole batch"
 
 
 def open_model(path: str | Path) -> ModelInfo:
@@ -397,7 +455,7 @@ def open_model(path: str | Path) -> ModelInfo:
         path=path,
         sha256=sha256_file(path),
         inputs=infer_inputs(model),
-        outputs=infer_outputs(model),
+        graph_outputs=infer_outputs(model),
         zoo=meta.get(ZOO_META_KEY),
         metadata=meta,
     )

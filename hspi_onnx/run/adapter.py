@@ -42,11 +42,12 @@ class Session(Protocol):
 
 
 def named_outputs(model: ModelInfo, values) -> dict[str, np.ndarray]:
-    """A runtime's list of outputs (graph-output order) as the session protocol's dict."""
+    """A runtime's list of every graph output (graph order) as the session protocol's dict of
+    the outputs runs store (a whole-batch output is computed, then left out)."""
     values = list(values)
-    if len(values) != len(model.outputs):
-        raise HspiError(f"the runtime returned {len(values)} outputs, {model.name} has {len(model.outputs)}")
-    return {o.name: np.asarray(v) for o, v in zip(model.outputs, values)}
+    if len(values) != len(model.graph_outputs):
+        raise HspiError(f"the runtime returned {len(values)} outputs, {model.name} has {len(model.graph_outputs)}")
+    return {o.name: np.asarray(v) for o, v in zip(model.graph_outputs, values) if not o.whole_batch}
 
 
 def runtimes_allowed() -> set[str] | None:
