@@ -18,12 +18,18 @@ prepare (:attr:`PyTorchAdapter.pins`): denormals not flushed, float32 matmul pre
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import numpy as np
 
 from hspi_onnx.errors import UnsupportedError
-from hspi_onnx.graph.torch_module import build_torch_module, has_module, to_numpy, torch_dtype
+from hspi_onnx.graph.torch_module import (
+    InductorModule,
+    build_torch_module,
+    compile_unavailable,
+    has_module,
+    to_numpy,
+    torch_dtype,
+)
 from hspi_onnx.host import capped_cpu_device, cpu_device, gpu_device, gpu_names, isa_cap_for, isa_caps
 from hspi_onnx.inputs.model import ModelInfo
 from hspi_onnx.labels import Platform
@@ -32,25 +38,6 @@ from hspi_onnx.run.decode import GenerationSession, OnnxDecoder
 from hspi_onnx.run.torch_cpu import cpu_kernels, pinned_cpu_settings, torch_threads
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-@functools.lru_cache(maxsize=1)
-def compile_unavailable() -> str:
-    """Why torch.compile (inductor, CPU) cannot run here, or "" when it can: it needs a C++
-    compiler, and the check compiles a two-layer module once."""
-    import shutil
-
-    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
-        return "inductor needs a C++ compiler (g++, c++ or clang++) on PATH"
-    try:
-        import torch
-
-        probe = torch.compile(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()), backend="inductor")
-        with torch.inference_mode():
-            probe(torch.ones(2, 4))
-    except Exception as exc:  # inductor raises many kinds of errors when the toolchain is broken
-        return f"torch.compile failed on a probe module: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-    return ""
 
 
 def cuda_unavailable() -> str:
@@ -234,5 +221,5 @@ class PyTorchAdapter(Adapter):
                 reason = compile_unavailable()
                 if reason:
                     raise UnsupportedError(f"torch.compile is unavailable here: {reason}")
-                module = torch.compile(module, backend="inductor", dynamic=False, fullgraph=False)
+                module = InductorModule(module)
             yield _TorchSession(module, model, torch_dtype(platform.precision), channels_last)

@@ -54,8 +54,38 @@ def test_the_docs_rewrite_table_is_the_suite_s():
 
     made = rewrite_table(collect())
     assert "| fp64 |" in made
+    for row in [ln for ln in made.splitlines() if ln.startswith(("| fp16 |", "| bf16 |", "| fp64 |"))]:
+        assert row.split(" | ")[3] == "0", f"a rewrite made an invalid graph: {row}"
     text = DOC.read_text()
     recorded = text[text.index(REWRITES_BEGIN) + len(REWRITES_BEGIN) : text.index(REWRITES_END)].strip()
     if not recorded.startswith(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}:"):
         pytest.skip("the table was made with other versions of onnx or onnxruntime")
     assert recorded == made.strip(), "run: python -m hspi_onnx.graph.conformance --rewrites --write docs/adapters.md"
+
+
+REWRITE_CASES = {
+    # ONNX Runtime's float16 converter leaves Constant's value_float in float32, types
+    # LayerNormalization's Mean as half and imports no default opset for its Casts in an
+    # ai.onnx.ml graph: each is mended before or after it runs
+    ("test_elu_expanded_ver18", "fp16"): "runs",
+    ("test_layer_normalization_2d_axis0", "fp16"): "runs",
+    ("test_ai_onnx_ml_binarizer", "fp16"): "runs",
+    ("test_mvn", "fp16"): "refused",
+    ("test_flexattention_score_mod", "fp16"): "refused",
+    ("test_onehot_with_axis", "bf16"): "refused",  # OneHot admits float16 indices, not bfloat16
+    # a Scan body reading ConstantOfShape's float32 default zero, random draws, training mode
+    ("test_linear_attention_linear_expanded", "fp64"): "runs",
+    ("test_bernoulli_seed", "fp64"): "refused",
+    ("test_batchnorm_example_training_mode", "fp64"): "refused",
+    ("test_range_float_type_positive_delta_expanded", "fp64"): "runtime lacks",  # the evaluator errs on fp32 too
+    ("test_conv_with_strides_padding", "fp64"): "runs",
+}
+
+
+def test_rewrites_of_cases_they_once_broke():
+    from hspi_onnx.graph.conformance import collect, run_rewrite
+
+    cases = {c.name: c for c in collect() if c.name in {name for name, _ in REWRITE_CASES}}
+    got = {(name, w): run_rewrite(cases[name], w) for name, w in REWRITE_CASES}
+    assert {k: s for k, (s, _) in got.items()} == REWRITE_CASES, got
+    assert all(why for s, why in got.values() if s != "runs")

@@ -58,7 +58,7 @@ def test_openvino_reports_unsupported_precisions_with_a_reason():
 
 
 def test_torch_compile_variant_builds_a_deterministic_shard(zoo, tmp_path):
-    from hspi_onnx.runtimes.pytorch import compile_unavailable
+    from hspi_onnx.graph.torch_module import compile_unavailable
 
     reason = compile_unavailable()
     if reason:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hspi_onnx.errors import HspiError, UnsupportedError
+from hspi_onnx.graph.constants import float_constants_as_tensors
 
 SOURCE = "onnxref-fp64"
 BATCH = 64
@@ -21,6 +22,7 @@ def to_float64(proto):
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     opset = max((int(i.version) for i in m.opset_import if i.domain in ("", "ai.onnx")), default=0)
+    float_constants_as_tensors(m.graph)
     _widen(m.graph, opset)
     return m
 
@@ -81,11 +83,18 @@ def _widen(graph, opset: int = 0) -> None:
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(f"fp64 conversion does not cover operators of domain {node.domain!r}")
+        why = _NO_FLOAT64.get(node.op_type)
+        if node.op_type == "BatchNormalization":
+            why = why if any(a.name == "training_mode" and a.i for a in node.attribute) else None
+        if why:
+            raise UnsupportedError(f"fp64 conversion of {node.op_type}: {why}")
         if node.op_type == "Constant" and node.output[0] in keep:
             continue
+        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("value", _double_zero()))  # its default is float32 0
         for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
-                attr.i = TensorProto.DOUBLE
+            if attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.DOUBLE  # Cast, CastLike's kin, EyeLike and the rest that name a type
             elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
                 attr.t.CopyFrom(_double(attr.t))
             elif attr.type == onnx.AttributeProto.GRAPH:
@@ -93,6 +102,26 @@ def _widen(graph, opset: int = 0) -> None:
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
                     _widen(sub, opset)
+
+
+# ops whose float64 graph is no reference for the float32 one, with the reason
+_RANDOM = "draws random numbers; a float64 graph draws others, so there is no reference to compute"
+_NO_FLOAT64 = {
+    "Bernoulli": _RANDOM,
+    "Multinomial": _RANDOM,
+    "RandomNormal": _RANDOM,
+    "RandomNormalLike": _RANDOM,
+    "RandomUniform": _RANDOM,
+    "RandomUniformLike": _RANDOM,
+    "BatchNormalization": "training mode (it updates running statistics; inference graphs only)",
+    "MeanVarianceNormalization": "its function body adds a float32 epsilon (only float32 type-checks)",
+}
+
+
+def _double_zero():
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.zeros(1, np.float64), "value")
 
 
 def _double(tensor):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from hspi_onnx.errors import UnsupportedError
+from hspi_onnx.graph.constants import float_constants_as_tensors
 
 HALF_PRECISIONS = ("fp16", "bf16")
 BF16_OPSET = 22  # the opset where Conv, pooling and the rest of the zoo's ops admit bfloat16
@@ -44,11 +45,72 @@ def to_half(model, precision: str):
 
     if precision not in HALF_PRECISIONS:
         raise UnsupportedError(f"no half-precision conversion to {precision!r}")
-    if precision == "bf16":
-        model = _at_least_opset(model, BF16_OPSET)
+    model = _copy(_at_least_opset(model, BF16_OPSET) if precision == "bf16" else model)
+    _refuse_unconvertible(model.graph)
+    float_constants_as_tensors(model.graph)
     half = convert_float_to_float16(model, keep_io_types=True)
+    if not any(o.domain in ("", "ai.onnx") for o in half.opset_import):  # its Casts need one
+        half.opset_import.append(_default_opset_for(half.ir_version))
+    for graph in _graphs(half.graph):
+        _stash_outputs_in_float(graph)
     _sort_nodes(half.graph)  # the converter appends its input casts last; parsers read in order
     return half if precision == "fp16" else _fp16_to_bf16(half, _float_constants(model))
+
+
+# ops ONNX Runtime's converter turns into graphs that do not type-check, with the reason
+_UNCONVERTIBLE = {
+    "MeanVarianceNormalization": "its function body adds a float32 epsilon (only float32 type-checks)",
+    "FlexAttention": "the converter leaves its score_mod and prob_mod bodies in float32",
+}
+
+
+def _refuse_unconvertible(graph) -> None:
+    for g in _graphs(graph):
+        for node in g.node:
+            why = _UNCONVERTIBLE.get(node.op_type)
+            if why and (node.op_type != "FlexAttention" or any(a.name.endswith("_mod") for a in node.attribute)):
+                raise UnsupportedError(f"half-precision conversion of {node.op_type}: {why}")
+
+
+def _default_opset_for(ir_version: int):
+    """The default-domain opset to import for the converter's Casts in a graph that imported
+    none (an ai.onnx.ml-only model): the newest its IR version allows."""
+    from onnx import helper
+
+    newest = 1
+    for ir, opset in ((3, 8), (4, 9), (5, 10), (6, 11), (7, 14), (8, 18), (9, 20), (10, 22)):
+        if ir_version >= ir:
+            newest = opset
+    return helper.make_opsetid("", newest)
+
+
+def _stash_outputs_in_float(graph) -> None:
+    """LayerNormalization's Mean and InvStdDev are of its stash type (float32 unless
+    ``stash_type`` says otherwise) whatever its input type; the converter types them half. Each
+    is produced under a name of its own in the stash type, then cast to half as before."""
+    from onnx import TensorProto, helper
+
+    types = {v.name: v for v in graph.value_info}
+    for node in list(graph.node):
+        if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+            continue
+        stash = next((a.i for a in node.attribute if a.name == "stash_type"), TensorProto.FLOAT)
+        for k in range(1, len(node.output)):
+            name = node.output[k]
+            if not name:
+                continue
+            half = types[name].type.tensor_type.elem_type if name in types else TensorProto.FLOAT16
+            node.output[k] = f"{name}_stash"
+            graph.value_info.append(helper.make_tensor_value_info(node.output[k], stash, None))
+            graph.node.append(helper.make_node("Cast", [node.output[k]], [name], to=half))
+
+
+def _copy(model):
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
 
 
 def _sort_nodes(graph) -> None:
@@ -165,7 +227,22 @@ def _fp16_to_bf16(model, originals: dict):
     left = typed_left(model, TensorProto.FLOAT16)
     if left:
         raise UnsupportedError(f"bf16 conversion left FLOAT16 in: {', '.join(left[:5])}")
+    _admits_bfloat16(model)
     return model
+
+
+def _admits_bfloat16(model) -> None:
+    """Refuse a bf16 graph where an op's definition admits float16 but not bfloat16 (OneHot's
+    indices, Shrink, Resize's roi at some opsets): onnx's type inference names the op."""
+    import onnx
+
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises its own error types here
+        text = str(exc)
+        if "tensor(bfloat16)" in text:
+            op = text.split("(op_type:")[-1].split(")")[0] if "(op_type:" in text else "an op"
+            raise UnsupportedError(f"bf16 conversion: {op} does not admit bfloat16 here") from None
 
 
 def typed_left(model, elem_type: int) -> list[str]:

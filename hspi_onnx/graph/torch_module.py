@@ -3,6 +3,8 @@ weights) or any ONNX graph through the converter (:mod:`hspi_onnx.graph.to_torch
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from hspi_onnx.errors import UnsupportedError
@@ -45,3 +47,54 @@ def to_numpy(t) -> np.ndarray:
 
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def compile_unavailable() -> str:
+    """Why torch.compile (inductor, CPU) cannot run here, or "" when it can: it needs a C++
+    compiler, and the check compiles a two-layer module once."""
+    import shutil
+
+    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        return "inductor needs a C++ compiler (g++, c++ or clang++) on PATH"
+    try:
+        import torch
+
+        probe = torch.compile(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()), backend="inductor")
+        with torch.inference_mode():
+            probe(torch.ones(2, 4))
+    except Exception as exc:  # inductor raises many kinds of errors when the toolchain is broken
+        return f"torch.compile failed on a probe module: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return ""
+
+
+class InductorModule:
+    """``module`` under torch.compile with inductor (static shapes, graph breaks allowed),
+    called like the module. Dynamo's caches are reset first: they are keyed by code object, and
+    every converted ONNX graph shares the interpreter's ``forward``, so after 8 models dynamo
+    would silently run the next one eager under a label that says compiled. The first call
+    raises :class:`UnsupportedError` when dynamo handed inductor no graph at all (the model ran
+    eager); :attr:`graphs` counts the graphs inductor compiled, :attr:`breaks` the graph breaks."""
+
+    def __init__(self, module) -> None:
+        import torch
+
+        torch._dynamo.reset()
+        self.module = module
+        self.graphs = self.breaks = 0
+        self._compiled = torch.compile(module, backend="inductor", dynamic=False, fullgraph=False)
+        self._checked = False
+
+    def __call__(self, *args):
+        if self._checked:
+            return self._compiled(*args)
+        from torch._dynamo.utils import counters
+
+        graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+        out = self._compiled(*args)
+        self.graphs = counters["stats"]["unique_graphs"] - graphs
+        self.breaks = sum(counters["graph_break"].values()) - breaks
+        if self.graphs == 0:
+            raise UnsupportedError("torch.compile handed inductor no graph of this model (dynamo ran it eager)")
+        self._checked = True
+        return out
