@@ -10,7 +10,9 @@ model, and why the others refuse.
 * ``detector``: a convolutional box and score head, TopK over the scores and a Gather of the top
   boxes, with NonMaxSuppression appended after export (torch has no NMS of its own without
   torchvision, which this project does not install; exports from torchvision append it the same
-  way).
+  way). Its ``selected`` output is one list for the whole batch (batch index in its first column):
+  every family computes it, the DB stores the boxes and scores and names ``selected`` as not
+  stored.
 
     python bench/model_families.py [--work DIR] [-n 4]
 """
@@ -136,8 +138,8 @@ def main() -> None:
 
     from corpus_coverage import build_command  # bench/: the same `hspi db build` line as the corpus
 
-    print("| model | ops | built, per family | failed, per family: first reason |")
-    print("| --- | --- | --- | --- |")
+    print("| model | ops | built, per family | failed, per family: first reason | outputs not stored |")
+    print("| --- | --- | --- | --- | --- |")
     for name, path in export(work).items():
         ops = sorted({n.op_type for n in onnx.load(path).graph.node})
         t0 = time.perf_counter()
@@ -156,6 +158,8 @@ def main() -> None:
             + ", ".join(f"{k} {v}" for k, v in sorted(built.items()))
             + f" ({time.perf_counter() - t0:.0f} s) | "
             + "; ".join(f"{k} {v}: {reasons[k]}" for k, v in sorted(failed.items()))
+            + " | "
+            + "; ".join(f"{k}: {why}" for k, why in doc.get("not_stored", {}).items())
             + " |"
         )
 

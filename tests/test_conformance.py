@@ -89,3 +89,54 @@ def test_rewrites_of_cases_they_once_broke():
     got = {(name, w): run_rewrite(cases[name], w) for name, w in REWRITE_CASES}
     assert {k: s for k, (s, _) in got.items()} == REWRITE_CASES, got
     assert all(why for s, why in got.values() if s != "runs")
+
+
+COMPILED_SAMPLE = [
+    "test_conv_with_strides_padding",
+    "test_matmul_3d",
+    "test_softmax_axis_1",
+    "test_layer_normalization_3d_axis1_epsilon",
+    "test_resize_upsample_scales_linear",
+    "test_attention_4d_gqa",
+    "test_top_k",
+    "test_nonmaxsuppression_two_batches",
+    "test_if",
+    "test_cumsum_1d",
+    "test_gru_defaults",
+    "test_einsum_batch_matmul",
+    "test_col2im",  # inductor's fold is wrong on it: the converter keeps fold out of compiled graphs
+]
+
+
+@pytest.mark.slow
+def test_compiled_mode_on_a_sample():
+    """The converter under torch.compile (inductor), one dynamo reset per case, as mode=compile
+    platforms run: no wrong answer, no unexpected error, inductor really compiled each one."""
+    from hspi_onnx.graph.conformance import collect, run_case
+    from hspi_onnx.graph.torch_module import compile_unavailable
+
+    if compile_unavailable():
+        pytest.skip(compile_unavailable())
+    cases = [c for c in collect() if c.name in COMPILED_SAMPLE]
+    assert len(cases) == len(COMPILED_SAMPLE)
+    results = [run_case(c, compiled=True) for c in cases]
+    bad = [f"{r.name} ({r.status}): {r.reason}" for r in results if r.status != "pass"]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_inductor_wrapper_refuses_a_module_dynamo_runs_eager():
+    import torch
+
+    from hspi_onnx.errors import UnsupportedError
+    from hspi_onnx.graph.torch_module import InductorModule, compile_unavailable
+
+    if compile_unavailable():
+        pytest.skip(compile_unavailable())
+
+    class Eager(torch.nn.Module):
+        def forward(self, x):
+            torch._dynamo.graph_break()
+            return (x,)
+
+    with pytest.raises(UnsupportedError, match="no graph"):
+        InductorModule(Eager())(torch.ones(2))

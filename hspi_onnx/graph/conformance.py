@@ -20,7 +20,13 @@ expected dtype. A case is
 Results are JSON (``--json``); ``--write docs/adapters.md`` puts the per-operator table between
 ``<!-- conformance:begin -->`` and ``<!-- conformance:end -->``::
 
-    python -m hspi_onnx.graph.conformance [--op Conv ...] [--json] [--write docs/adapters.md]
+    python -m hspi_onnx.graph.conformance [--op Conv ...] [--json F] [--rewrites] [--compiled] [--write docs/adapters.md]
+
+``--compiled`` runs every case again under torch.compile with inductor, as the PyTorch
+adapter's ``mode=compile`` platforms run (:class:`~hspi_onnx.graph.torch_module.InductorModule`:
+dynamo reset per case, graph breaks allowed, a case dynamo hands inductor no graph of is
+refused), against the same tolerance; ``--rewrites`` each float32 case through the fp16, bf16
+and fp64 graph rewrites (:func:`run_rewrite`).
 """
 
 from __future__ import annotations
@@ -396,6 +402,35 @@ def table(results: list[CaseResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+COMPILED_BEGIN, COMPILED_END = "<!-- compiled:begin -->", "<!-- compiled:end -->"
+
+
+def compiled_table(eager: list[CaseResult], compiled: list[CaseResult]) -> str:
+    """The markdown of the converter under torch.compile (inductor) against eager: totals, the
+    time to compile and run each case once, and one row per operator where any case that
+    passes eager does not pass compiled."""
+    import torch
+
+    s = summary(compiled)
+    eager_pass = {r.name for r in eager if r.status == "pass"}
+    lost = [r for r in compiled if r.name in eager_pass and r.status != "pass"]
+    ran = [r.run_s for r in compiled if r.status in ("pass", "wrong")]
+    first = np.array(ran) if ran else np.zeros(1)
+    lines = [
+        f"torch {torch.__version__.split('+')[0]}, inductor on CPU, one dynamo reset per case: of the {len(eager_pass)} "
+        f"cases that pass eager, **{len(eager_pass) - len(lost)} pass compiled**; {s['wrong']} wrong, {s['error']} "
+        f"unexpected errors, {sum(r.status == 'refused' for r in lost)} refused at compile time. Compiling and "
+        f"running each case once: {np.median(first):.2f} s median, {first.max():.1f} s max.",
+        "",
+    ]
+    if lost:
+        lines += ["| Op | case | compiled | reason |", "| --- | --- | --- | --- |"]
+        for r in sorted(lost, key=lambda r: (r.op.lower(), r.name)):
+            why = r.reason.replace("|", "\\|").replace("\n", " ")[:160]
+            lines.append(f"| {r.op} | {r.name} | {r.status} | {why} |")
+    return "\n".join(lines) + "\n"
+
+
 def updated(text: str, results: list[CaseResult]) -> str:
     return _between(text, BEGIN, END, table(results))
 
@@ -408,24 +443,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rewrites", action="store_true", help="also each float32 case through the fp16, bf16 and fp64 graph rewrites"
     )
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also every case under torch.compile with inductor (about 1.5 s a case on 2 cores: 40 minutes)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results = run_all(collect(args.op))
     s = summary(results)
+    compiled = None
+    if args.compiled:
+        import logging
+
+        import torch
+
+        torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # graph-break chatter
+        compiled = run_all(collect(args.op), compiled=True)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"summary": {k: v for k, v in s.items() if k != "per_op"}, "cases": [asdict(r) for r in results]},
-                indent=1,
-            )
-        )
+        doc: dict = {"summary": {k: v for k, v in s.items() if k != "per_op"}, "cases": [asdict(r) for r in results]}
+        if compiled is not None:
+            doc["compiled"] = [asdict(r) for r in compiled]
+        args.json.write_text(json.dumps(doc, indent=1))
     rewrites = rewrite_table(collect(args.op)) if args.rewrites else None
     if rewrites:
         print(rewrites)
+    if compiled is not None:
+        print(compiled_table(results, compiled))
     if args.write:
         text = updated(args.write.read_text(), results)
         if rewrites:
             text = _between(text, REWRITES_BEGIN, REWRITES_END, rewrites)
+        if compiled is not None:
+            text = _between(text, COMPILED_BEGIN, COMPILED_END, compiled_table(results, compiled))
         args.write.write_text(text)
     print(table(results).split("\n")[0])
     ran = [r for r in results if r.status in ("pass", "wrong")]

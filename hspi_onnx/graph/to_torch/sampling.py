@@ -244,6 +244,12 @@ def _col2im(ctx, x, image_shape, block_shape, dilations=None, pads=None, strides
     p = list(pads or [0, 0, 0, 0])
     if p[0] != p[2] or p[1] != p[3]:
         raise UnsupportedError("Col2Im with unequal begin and end pads is not covered")
-    return torch.nn.functional.fold(
+    return _fold_eager(
         x, image, block, dilation=list(dilations or [1, 1]), padding=p[:2], stride=list(strides or [1, 1])
     )
+
+
+# Kept out of torch.compile's graphs (a graph break: it runs eager in mode=compile too): torch
+# 2.13's inductor miscomputes fold on CPU, e.g. a 5x5 image from (1, 5) blocks comes back with
+# every other row zero (onnx's test_col2im; docs/adapters.md, compiled mode).
+_fold_eager = torch.compiler.disable(torch.nn.functional.fold)
