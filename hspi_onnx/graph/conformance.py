@@ -207,7 +207,7 @@ def run_case(case, compiled: bool = False) -> CaseResult:
     return result
 
 
-REWRITES = ("fp16", "bf16", "fp64")
+REWRITES = ("fp16", "bf16", "fp64", "onnxref")
 REWRITE_STATUSES = ("runs", "invalid", "refused", "runtime lacks")
 
 
@@ -231,13 +231,14 @@ def _runs_original(case, rewrite: str, feeds: dict, outputs) -> bool:
         if rewrite == "fp64":
             from hspi_onnx.graph.refops import reference_evaluator
 
-            got = reference_evaluator(case.model).run(None, feeds)
+            got = reference_evaluator(case.model).run(None, {k: v.copy() for k, v in feeds.items()})
             return all(_compare(np.asarray(g), _array(w), case.rtol, case.atol) is None for g, w in zip(got, outputs))
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.log_severity_level = 4
-        ort.InferenceSession(case.model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+        sess = ort.InferenceSession(case.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess.run(None, {k: v.copy() for k, v in feeds.items()})
     except Exception:  # noqa: BLE001
         return False
     return True
@@ -248,11 +249,19 @@ def run_rewrite(case, rewrite: str) -> tuple[str, str]:
     fp16 and bf16 graphs ONNX Runtime's and TensorRT's half platforms run (graph/lowprec.py),
     checked (onnx's full checker) and run by ONNX Runtime; the float64 graph of the reference
     (graph/float64.py), run by the reference evaluator as the features use it and compared with
-    the case's expected outputs."""
+    the case's expected outputs; ``onnxref``, no rewrite: the float32 graph through the reference
+    evaluator with this project's op overrides (graph/refops.py), as the onnxref adapter runs it."""
     import onnx
 
     from hspi_onnx.errors import UnsupportedError
 
+    if rewrite == "onnxref":  # no rewrite: the float32 graph as the onnxref adapter's fp32 platforms run it
+        names = [i.name for i in case.model.graph.input if i.name not in {t.name for t in case.model.graph.initializer}]
+        for inputs, outputs in case.data_sets:
+            feeds = {n: np.array(_array(x), dtype=np.float32, copy=True) for n, x in zip(names, inputs)}
+            if not _runs_original(case, "fp64", feeds, outputs):
+                return "runtime lacks", "the reference evaluator fails or errs on the float32 graph"
+        return "runs", ""
     try:
         if rewrite == "fp64":
             from hspi_onnx.graph.float64 import to_float64
@@ -273,7 +282,7 @@ def run_rewrite(case, rewrite: str) -> tuple[str, str]:
         return "invalid", f"checker: {str(exc).splitlines()[0][:160]}"
     names = [i.name for i in wide.graph.input if i.name not in {t.name for t in wide.graph.initializer}]
     for inputs, outputs in case.data_sets:
-        feeds = {n: np.asarray(_array(x), dtype=np.float32) for n, x in zip(names, inputs)}
+        feeds = {n: np.array(_array(x), dtype=np.float32, copy=True) for n, x in zip(names, inputs)}
         try:
             if rewrite == "fp64":
                 got = reference_evaluator(wide).run(None, {k: v.astype(np.float64) for k, v in feeds.items()})

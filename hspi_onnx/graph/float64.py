@@ -84,8 +84,6 @@ def _widen(graph, opset: int = 0) -> None:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(f"fp64 conversion does not cover operators of domain {node.domain!r}")
         why = _NO_FLOAT64.get(node.op_type)
-        if node.op_type == "BatchNormalization":
-            why = why if any(a.name == "training_mode" and a.i for a in node.attribute) else None
         if why:
             raise UnsupportedError(f"fp64 conversion of {node.op_type}: {why}")
         if node.op_type == "Constant" and node.output[0] in keep:
@@ -113,7 +111,6 @@ _NO_FLOAT64 = {
     "RandomNormalLike": _RANDOM,
     "RandomUniform": _RANDOM,
     "RandomUniformLike": _RANDOM,
-    "BatchNormalization": "training mode (it updates running statistics; inference graphs only)",
     "MeanVarianceNormalization": "its function body adds a float32 epsilon (only float32 type-checks)",
 }
 

@@ -198,11 +198,19 @@ def _lp_norm(ctx, x, axis=-1, p=2):
     "BatchNormalization",
     since=7,
     count_outputs=True,
-    notes="inference only: training mode and its extra outputs are refused, and so is spatial=0 (opset 7 and 8)",
+    notes="training mode from opset 14 (the batch's statistics, updated running mean and variance); "
+    "before it, the extra outputs are refused, and so is spatial=0 (opset 7 and 8)",
 )
 def _batch_norm(ctx, x, s, b, m, v, epsilon=1e-5, momentum=0.9, training_mode=0, spatial=1, _n=1):
+    if training_mode and ctx.opset >= 14:
+        axes = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        mean, var = x.mean(dim=axes), x.var(dim=axes, unbiased=False)  # the population variance, as the spec
+        y = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + epsilon) * s.reshape(shape) + b.reshape(shape)
+        outs = (y, m * momentum + mean * (1 - momentum), v * momentum + var * (1 - momentum))
+        return outs[:_n] if _n > 1 else y
     if training_mode or _n > 1:
-        raise UnsupportedError("BatchNormalization in training mode is not covered")
+        raise UnsupportedError(f"BatchNormalization in training mode is not covered at opset {ctx.opset} (from 14)")
     return F.batch_norm(x, m, v, s, b, False, 0.0, epsilon)
 
 
