@@ -147,3 +147,14 @@ def test_the_inductor_wrapper_refuses_a_module_dynamo_runs_eager():
 
     with pytest.raises(UnsupportedError, match="no graph"):
         InductorModule(Eager())(torch.ones(2))
+
+
+def test_cases_run_in_child_processes_as_in_this_one(results):
+    """run_isolated (how --compiled runs, so a native crash costs one case, not the run) gives
+    what the cases give here."""
+    from hspi_onnx.graph.conformance import collect, run_isolated
+
+    cases = collect(["Abs", "Col2Im"])
+    here = {r.name: (r.status, r.reason) for r in results if r.op in ("Abs", "Col2Im")}
+    there = {r.name: (r.status, r.reason) for r in run_isolated(cases, compiled=False)}
+    assert there == here and len(there) == 6
