@@ -158,3 +158,23 @@ def test_cases_run_in_child_processes_as_in_this_one(results):
     here = {r.name: (r.status, r.reason) for r in results if r.op in ("Abs", "Col2Im")}
     there = {r.name: (r.status, r.reason) for r in run_isolated(cases, compiled=False)}
     assert there == here and len(there) == 6
+
+
+@pytest.mark.slow
+def test_the_ninth_converted_model_is_compiled_too():
+    """Every converted graph runs the interpreter's one forward: without a dynamo reset per
+    model, dynamo stops recompiling after 8 and runs the rest eager under a compiled label."""
+    import torch
+
+    from hspi_onnx.graph.conformance import _array, collect
+    from hspi_onnx.graph.to_torch import convert
+    from hspi_onnx.graph.torch_module import InductorModule, compile_unavailable
+
+    if compile_unavailable():
+        pytest.skip(compile_unavailable())
+    (case,) = [c for c in collect(["Relu"]) if c.name == "test_relu"]
+    x = torch.from_numpy(_array(case.data_sets[0][0][0]).copy())
+    for _ in range(9):
+        module = InductorModule(convert(case.model))
+        (y,) = module(x)
+        assert module.graphs >= 1 and torch.equal(y, torch.relu(x))
