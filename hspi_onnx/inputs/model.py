@@ -398,11 +398,13 @@ def infer_outputs(model) -> tuple[OutputSpec, ...]:
         return tuple(OutputSpec.from_dict(d) for d in generation.output_specs())
     outs = []
     batch = _batch_axis(model.graph)
+    collapsed = _after_batch_collapse(model.graph)
     for o in model.graph.output:
         tt = o.type.tensor_type
         dims = list(tt.shape.dim) if tt.HasField("shape") else []
         shape = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:])
-        outs.append(OutputSpec(o.name, _ONNX_TO_NUMPY.get(tt.elem_type, ""), shape, _whole_batch(tt, batch)))
+        whole = _whole_batch(tt, batch, collapsed.get(o.name, ""))
+        outs.append(OutputSpec(o.name, _ONNX_TO_NUMPY.get(tt.elem_type, ""), shape, whole))
     if not outs:
         raise BadModelError("model has no graph outputs")
     if len({o.name for o in outs}) != len(outs):
@@ -431,20 +433,43 @@ def _batch_axis(graph) -> int | str | None:
     return axes.pop() if len(axes) == 1 else None
 
 
-def _whole_batch(tt, batch: int | str | None) -> str:
-    """Why an output's declared shape says it is no batch-major tensor ("" when it may be one):
-    a scalar, or a first axis that is another static size or another symbol than the inputs'
-    batch axis (NonMaxSuppression's selected boxes, a list for the whole batch). An unknown
-    shape is taken as batch-major and the runner checks its rows."""
+# ops whose output rows are not the input's batch rows: a list over the whole batch
+_BATCH_COLLAPSING = ("NonMaxSuppression", "NonZero", "Unique", "Compress")
+
+
+def _after_batch_collapse(graph) -> dict[str, str]:
+    """Every value computed from the output of a batch-collapsing op (NonMaxSuppression's
+    selected boxes, NonZero's indices...), with the op's name."""
+    found: dict[str, str] = {}
+    for node in graph.node:  # graphs are sorted: producers come first
+        if node.op_type == "Compress" and any(a.name == "axis" for a in node.attribute):
+            source = next((found[i] for i in node.input if i in found), "")
+        elif node.op_type in _BATCH_COLLAPSING:
+            source = node.op_type
+        else:
+            source = next((found[i] for i in node.input if i in found), "")
+        if source:
+            found.update({o: source for o in node.output if o})
+    return found
+
+
+def _whole_batch(tt, batch: int | str | None, collapsed_by: str) -> str:
+    """Why an output is one value for the whole batch, not one row per probe ("" when it may be
+    per probe): a scalar, or a value computed from a batch-collapsing op whose declared first
+    axis is another static size or another symbol than the inputs' batch axis. Anything else,
+    an output whose first axis an exporter merely named otherwise included, is taken as per
+    probe, and the runner checks it has one row per probe."""
     if not tt.HasField("shape"):
         return ""
     if not tt.shape.dim:
         return "a scalar for the whole batch"
     first = _axis0(tt)
-    if batch is None or first is None or first == batch or (isinstance(batch, str) and isinstance(first, int)):
+    if not collapsed_by or batch is None or first is None or first == batch:
+        return ""
+    if isinstance(batch, str) and isinstance(first, int):
         return ""
     what = "batch size" if isinstance(batch, int) else "batch axis"
-    return f"first axis {first!r}, not the inputs' {what} {batch!r}: one value for the whole batch"
+    return f"{collapsed_by}'s list for the whole batch (first axis {first!r}, not the inputs' {what} {batch!r})"
 
 
 def open_model(path: str | Path) -> ModelInfo:
