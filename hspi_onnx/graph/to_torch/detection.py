@@ -1,4 +1,5 @@
-"""Detection heads: NonMaxSuppression (greedy, per batch and class, on the host)."""
+"""Detection heads: NonMaxSuppression (greedy, per batch and class, on the host) and RoiAlign
+(bilinear samples per region of interest, averaged or maxed)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,79 @@ def _nms(ctx, boxes, scores, max_output=None, iou_threshold=None, score_threshol
                     kept.append(i)
                     picked.append([b, c, i])
     return torch.tensor(picked, dtype=torch.int64, device=boxes.device).reshape(-1, 3)
+
+
+def _roi_axis(start: float, size: float, bins: int, grid: int, extent: int):
+    """Along one axis of one RoI: each sample's (valid, low, high, low weight, high weight), the
+    samples ``grid`` per bin, centred in their sub-bins, bilinear between the two nearest
+    positions (a sample before -1 or past ``extent`` is invalid; one past the last position
+    takes that position)."""
+    import numpy as np
+
+    k = np.arange(bins)[:, None] * (size / bins) + (np.arange(grid)[None, :] + 0.5) * (size / bins) / grid
+    pos = (start + k).reshape(-1)
+    valid = (pos >= -1.0) & (pos <= extent)
+    pos = np.maximum(pos, 0.0)
+    low = np.floor(pos).astype(np.int64)
+    edge = low >= extent - 1
+    low = np.where(edge, extent - 1, low)
+    high = np.where(edge, extent - 1, low + 1)
+    pos = np.where(edge, low, pos)
+    frac = pos - low
+    return valid, low, high, 1.0 - frac, frac
+
+
+@op(
+    "RoiAlign",
+    since=10,
+    notes="avg and max (the spec's max: of the four weighted corners, then of the samples); each RoI on the host",
+)
+def _roi_align(
+    ctx,
+    x,
+    rois,
+    batch_indices,
+    coordinate_transformation_mode=None,
+    mode="avg",
+    output_height=1,
+    output_width=1,
+    sampling_ratio=0,
+    spatial_scale=1.0,
+):
+    import math
+
+    import numpy as np
+
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    ctm = coordinate_transformation_mode or ("half_pixel" if ctx.opset >= 16 else "output_half_pixel")
+    ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+    half = ctm == "half_pixel"
+    _, channels, height, width = x.shape
+    ph, pw = int(output_height), int(output_width)
+    out = []
+    for roi, b in zip(rois.double().tolist(), batch_indices.tolist()):
+        x0, y0, x1, y1 = (v * spatial_scale - (0.5 if half else 0.0) for v in roi)
+        rw, rh = x1 - x0, y1 - y0
+        if not half:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        gh = int(sampling_ratio) if sampling_ratio > 0 else math.ceil(rh / ph)
+        gw = int(sampling_ratio) if sampling_ratio > 0 else math.ceil(rw / pw)
+        if gh <= 0 or gw <= 0:
+            out.append(x.new_zeros((channels, ph, pw)))
+            continue
+        vy, ylo, yhi, hy, ly = _roi_axis(y0, rh, ph, gh, height)
+        vx, xlo, xhi, hx, lx = _roi_axis(x0, rw, pw, gw, width)
+        valid = vy[:, None] & vx[None, :]
+        weights = [np.where(valid, a[:, None] * c[None, :], 0.0) for a, c in ((hy, hx), (hy, lx), (ly, hx), (ly, lx))]
+        corners = [(ylo, xlo), (ylo, xhi), (yhi, xlo), (yhi, xhi)]
+        feature = x[int(b)]
+        terms = [
+            torch.from_numpy(w).to(x.dtype) * feature[:, torch.from_numpy(yi)[:, None], torch.from_numpy(xi)[None, :]]
+            for w, (yi, xi) in zip(weights, corners)
+        ]
+        grid = torch.stack(terms).reshape(4, channels, ph, gh, pw, gw)
+        if mode == "avg":
+            out.append(grid.sum(dim=0).sum(dim=(2, 4)) / max(gh * gw, 1))
+        else:
+            out.append(grid.amax(dim=0).amax(dim=(2, 4)))
+    return torch.stack(out) if out else x.new_zeros((0, channels, ph, pw))
