@@ -306,3 +306,61 @@ def _qlinear_conv(
         ws = ws.reshape(1, -1, *([1] * (y.dim() - 2)))
     factor = (x_scale.to(torch.float32) * ws / y_scale.to(torch.float32)).to(torch.float64)
     return _requantize(y * factor, y_zero_point, x)
+
+
+@op("DeformConv", since=19, notes="two spatial axes; bilinear samples at the offset kernel positions, zero outside")
+def _deform_conv(
+    ctx,
+    x,
+    w,
+    offset,
+    b=None,
+    mask=None,
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    offset_group=1,
+    pads=None,
+    strides=None,
+):
+    if x.dim() != 4:
+        raise UnsupportedError(f"DeformConv over {x.dim() - 2} spatial axes is not covered (two are)")
+    n, channels, height, width = x.shape
+    out_channels, per_group, kh, kw = w.shape
+    if kernel_shape is not None and tuple(kernel_shape) != (kh, kw):
+        raise UnsupportedError("DeformConv with a kernel_shape other than the weights' is not covered")
+    dh, dw = dilations or (1, 1)
+    sh, sw = strides or (1, 1)
+    top, left = (pads or (0, 0, 0, 0))[:2]
+    oh, ow = offset.shape[2:]
+    groups, offsets = int(group), int(offset_group)
+    # each kernel position's sampling point: the regular grid plus its learned offset (dy, dx)
+    # (positions in float32 at least: in half precision a pixel index past 256 is not exact)
+    pos = torch.promote_types(x.dtype, torch.float32)
+    off = offset.to(pos).reshape(n, offsets, kh, kw, 2, oh, ow)
+    base_y = (torch.arange(oh, dtype=pos) * sh - top)[None, :, None] + (torch.arange(kh, dtype=pos) * dh)[
+        :, None, None
+    ]  # (kh, oh, 1)
+    base_x = (torch.arange(ow, dtype=pos) * sw - left)[None, None, :] + (torch.arange(kw, dtype=pos) * dw)[
+        :, None, None
+    ]  # (kw, 1, ow)
+    y = base_y[None, None, :, None] + off[:, :, :, :, 0]  # (n, offsets, kh, kw, oh, ow)
+    xx = base_x[None, None, None, :] + off[:, :, :, :, 1]
+    grid = torch.stack((xx / (width - 1) * 2 - 1, y / (height - 1) * 2 - 1), dim=-1).to(x.dtype)  # (x, y) order
+    per_offset = channels // offsets
+    cols = []
+    for g in range(offsets):
+        sampled = F.grid_sample(
+            x[:, g * per_offset : (g + 1) * per_offset],
+            grid[:, g].reshape(n, kh * kw * oh, ow, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        ).reshape(n, per_offset, kh, kw, oh, ow)
+        if mask is not None:
+            sampled = sampled * mask.reshape(n, offsets, kh, kw, oh, ow)[:, g, None]
+        cols.append(sampled)
+    columns = torch.cat(cols, dim=1).reshape(n, groups, per_group, kh * kw, oh * ow)
+    weights = w.reshape(groups, out_channels // groups, per_group, kh * kw)
+    out = torch.einsum("ngckp,gock->ngop", columns, weights).reshape(n, out_channels, oh, ow)
+    return out + b.reshape(1, -1, 1, 1) if b is not None else out
