@@ -55,7 +55,7 @@ def test_the_docs_rewrite_table_is_the_suite_s():
     made = rewrite_table(collect())
     assert "| fp64 |" in made
     for row in [ln for ln in made.splitlines() if ln.startswith(("| fp16 |", "| bf16 |", "| fp64 |"))]:
-        assert row.split(" | ")[3] == "0", f"a rewrite made an invalid graph: {row}"
+        assert row.split(" | ")[4] == "0", f"a rewrite made an invalid graph: {row}"
     text = DOC.read_text()
     recorded = text[text.index(REWRITES_BEGIN) + len(REWRITES_BEGIN) : text.index(REWRITES_END)].strip()
     if not recorded.startswith(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}:"):
@@ -178,3 +178,18 @@ def test_the_ninth_converted_model_is_compiled_too():
         module = InductorModule(convert(case.model))
         (y,) = module(x)
         assert module.graphs >= 1 and torch.equal(y, torch.relu(x))
+
+
+def test_half_graphs_are_judged_within_their_precision():
+    """fp16 values within 1e-2 of the float32 answers; a case off the spec in ONNX Runtime's own
+    float32 kernels is not counted against the rewrite, fp16's own saturation is."""
+    from hspi_onnx.graph.conformance import collect, run_rewrite
+
+    names = {
+        "test_resize_downsample_scales_linear_align_corners": "runs",  # ONNX Runtime reads it so in fp32 too
+        "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal": "beyond tolerance",  # -65504
+        "test_relu": "runs",
+    }
+    got = {c.name: run_rewrite(c, "fp16") for c in collect() if c.name in names}
+    assert {k: s for k, (s, _) in got.items()} == names, got
+    assert "-65504" in got["test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal"][1]
