@@ -112,6 +112,7 @@ COMPILED_SAMPLE = [
     "test_gru_defaults",
     "test_einsum_batch_matmul",
     "test_col2im",  # inductor's fold is wrong on it: the converter keeps fold out of compiled graphs
+    "test_mod_float_edge_cases_fmod_0_float32",  # inductor's remainder gives nan for x % inf
 ]
 
 

@@ -140,7 +140,13 @@ def _div(ctx, a, b):
 def _mod(ctx, a, b, fmod=0):
     if fmod:
         return torch.fmod(a, b)
-    return torch.remainder(a, b)
+    if not a.is_floating_point():
+        return torch.remainder(a, b)
+    # a finite x modulo +-inf is x when their signs agree (or x is 0), else that infinity, as
+    # eager PyTorch and Python give; torch 2.13's inductor computes x - floor(x / y) * y and
+    # returns nan there (onnx's test_mod_float_edge_cases_fmod_0_*)
+    at_inf = torch.where((a == 0) | ((a > 0) == (b > 0)), a, b.to(a.dtype))
+    return torch.where(torch.isinf(b) & torch.isfinite(a), at_inf, torch.remainder(a, b))
 
 
 @op("Pow", since=7)  # Pow-1 takes broadcast and axis attributes
