@@ -104,10 +104,10 @@ def build(
     probe_set = load_probe_arg(info, probes, kind, n, seed, dim)
     ref = ReferenceDB(db, create=True)
     out = console(stderr=True)
+    unstored = {o.name: o.whole_batch for o in info.graph_outputs if o.whole_batch}
     if not as_json:
-        for o in info.graph_outputs:
-            if o.whole_batch:
-                out.print(f"output {o.name!r} is computed but not stored: {o.whole_batch}", highlight=False)
+        for name, why in unstored.items():
+            out.print(f"output {name!r} is computed but not stored: {why}", highlight=False)
     if remote and (platforms or in_process or extra or ray):
         raise HspiError(
             "--remote builds the platform the remote server serves: drop -p, --in-process, --extra-variants and --ray"
@@ -150,7 +150,6 @@ def build(
             runner = stack.enter_context(Runner(in_process=in_process))
             summaries.append(build_with_bars(ref, info, probe_set, platforms, extra, runner, quiet, as_json, out, None))
     if as_json:
-        unstored = {o.name: o.whole_batch for o in info.graph_outputs if o.whole_batch}
         docs = [
             s.as_dict() | ({"not_stored": unstored} if unstored else {}) | (cluster.report() if cluster else {})
             for s in summaries

@@ -237,15 +237,26 @@ def _runs_original(case, rewrite: str, feeds: dict, outputs) -> bool:
 
             got = reference_evaluator(case.model).run(None, {k: v.copy() for k, v in feeds.items()})
             return all(_compare(np.asarray(g), _array(w), case.rtol, case.atol) is None for g, w in zip(got, outputs))
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 4
-        sess = ort.InferenceSession(case.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        sess.run(None, {k: v.copy() for k, v in feeds.items()})
+        _ort_run(case.model, feeds)
     except Exception:  # noqa: BLE001
         return False
     return True
+
+
+def _ort_run(model, feeds: dict) -> list:
+    """``model`` run once by ONNX Runtime on CPU, on copies of ``feeds``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {k: v.copy() for k, v in feeds.items()})
+
+
+def _feeds(model, inputs) -> dict[str, np.ndarray]:
+    """A data set's inputs by the graph's input names, as float32 copies of the case's arrays."""
+    names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    return {n: np.array(_array(x), dtype=np.float32, copy=True) for n, x in zip(names, inputs)}
 
 
 def run_rewrite(case, rewrite: str) -> tuple[str, str]:
@@ -260,10 +271,8 @@ def run_rewrite(case, rewrite: str) -> tuple[str, str]:
     from hspi_onnx.errors import UnsupportedError
 
     if rewrite == "onnxref":  # no rewrite: the float32 graph as the onnxref adapter's fp32 platforms run it
-        names = [i.name for i in case.model.graph.input if i.name not in {t.name for t in case.model.graph.initializer}]
         for inputs, outputs in case.data_sets:
-            feeds = {n: np.array(_array(x), dtype=np.float32, copy=True) for n, x in zip(names, inputs)}
-            if not _runs_original(case, "fp64", feeds, outputs):
+            if not _runs_original(case, "fp64", _feeds(case.model, inputs), outputs):
                 return "runtime lacks", "the reference evaluator fails or errs on the float32 graph"
         return "runs", ""
     try:
@@ -284,19 +293,13 @@ def run_rewrite(case, rewrite: str) -> tuple[str, str]:
         onnx.checker.check_model(wide, full_check=True)
     except Exception as exc:  # noqa: BLE001
         return "invalid", f"checker: {str(exc).splitlines()[0][:160]}"
-    names = [i.name for i in wide.graph.input if i.name not in {t.name for t in wide.graph.initializer}]
     for inputs, outputs in case.data_sets:
-        feeds = {n: np.array(_array(x), dtype=np.float32, copy=True) for n, x in zip(names, inputs)}
+        feeds = _feeds(wide, inputs)
         try:
             if rewrite == "fp64":
                 got = reference_evaluator(wide).run(None, {k: v.astype(np.float64) for k, v in feeds.items()})
             else:
-                import onnxruntime as ort
-
-                so = ort.SessionOptions()
-                so.log_severity_level = 4
-                sess = ort.InferenceSession(wide.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                got = sess.run(None, feeds)
+                got = _ort_run(wide, feeds)
         except Exception as exc:  # noqa: BLE001
             text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             lacks = any(s in str(exc) for s in _LACKS) or not _runs_original(case, rewrite, feeds, outputs)
@@ -317,13 +320,8 @@ def run_rewrite(case, rewrite: str) -> tuple[str, str]:
 
 def _ort_float32(case, feeds: dict) -> list | None:
     """ONNX Runtime's own float32 outputs of the case's graph (None when it cannot run it)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
     try:
-        sess = ort.InferenceSession(case.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        return sess.run(None, {k: v.copy() for k, v in feeds.items()})
+        return _ort_run(case.model, feeds)
     except Exception:  # noqa: BLE001
         return None
 
@@ -559,11 +557,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    results = run_all(collect(args.op))
+    cases = collect(args.op)
+    results = run_all(cases)
     s = summary(results)
     compiled = None
     if args.compiled:
-        cases = collect(args.op)
         compiled = run_isolated(
             cases, on_chunk=lambda done: print(f"compiled: {done} of {len(cases)} cases", file=sys.stderr, flush=True)
         )
@@ -572,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         if compiled is not None:
             doc["compiled"] = [asdict(r) for r in compiled]
         args.json.write_text(json.dumps(doc, indent=1))
-    rewrites = rewrite_table(collect(args.op)) if args.rewrites else None
+    rewrites = rewrite_table(cases) if args.rewrites else None
     if rewrites:
         print(rewrites)
     if compiled is not None:

@@ -74,14 +74,13 @@ class InductorModule:
     every converted ONNX graph shares the interpreter's ``forward``, so after 8 models dynamo
     would silently run the next one eager under a label that says compiled. The first call
     raises :class:`UnsupportedError` when dynamo handed inductor no graph at all (the model ran
-    eager); :attr:`graphs` counts the graphs inductor compiled, :attr:`breaks` the graph breaks."""
+    eager); :attr:`graphs` counts the graphs inductor compiled on that call."""
 
     def __init__(self, module) -> None:
         import torch
 
         torch._dynamo.reset()
-        self.module = module
-        self.graphs = self.breaks = 0
+        self.graphs = 0
         self._compiled = torch.compile(module, backend="inductor", dynamic=False, fullgraph=False)
         self._checked = False
 
@@ -90,10 +89,9 @@ class InductorModule:
             return self._compiled(*args)
         from torch._dynamo.utils import counters
 
-        graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+        before = counters["stats"]["unique_graphs"]
         out = self._compiled(*args)
-        self.graphs = counters["stats"]["unique_graphs"] - graphs
-        self.breaks = sum(counters["graph_break"].values()) - breaks
+        self.graphs = counters["stats"]["unique_graphs"] - before
         if self.graphs == 0:
             raise UnsupportedError("torch.compile handed inductor no graph of this model (dynamo ran it eager)")
         self._checked = True

@@ -442,12 +442,10 @@ def _after_batch_collapse(graph) -> dict[str, str]:
     selected boxes, NonZero's indices...), with the op's name."""
     found: dict[str, str] = {}
     for node in graph.node:  # graphs are sorted: producers come first
-        if node.op_type == "Compress" and any(a.name == "axis" for a in node.attribute):
-            source = next((found[i] for i in node.input if i in found), "")
-        elif node.op_type in _BATCH_COLLAPSING:
-            source = node.op_type
-        else:
-            source = next((found[i] for i in node.input if i in found), "")
+        collapses = node.op_type in _BATCH_COLLAPSING and not (
+            node.op_type == "Compress" and any(a.name == "axis" for a in node.attribute)
+        )
+        source = node.op_type if collapses else next((found[i] for i in node.input if i in found), "")
         if source:
             found.update({o: source for o in node.output if o})
     return found
