@@ -4,7 +4,9 @@ The driver (this process) connects to the cluster and asks every node which plat
 offers for the model (:func:`hspi_onnx.run.cluster_node.node_offers`): each node enumerates its
 own variants, so its labels carry its device and ISA, and a node started without a runtime
 (``HSPI_RUNTIMES``) or under an instruction-set cap (``HSPI_ISA_CAP``) offers what it really
-runs. Each platform then goes to a node that offers it (those few nodes offer first), pulled as
+runs. The model's files go into the object store once; a node fetches them only when its cache
+does not hold the model from an earlier build (each node reports which: ``model`` in the JSON
+report's nodes). Each platform then goes to a node that offers it (those few nodes offer first), pulled as
 nodes free up: at most one job per node and device kind at a time, or as many as the node's
 ``hspi:<device kind>`` resource says, and the job asks Ray for the node's custom resources of its
 runtime family and device kind (``hspi runtimes resources`` prints them for ``ray start
@@ -97,6 +99,7 @@ class Node:
             "isa_cap": self.facts.get("isa_cap"),
             "cpu": self.facts.get("host", {}).get("cpu_model"),
             "hspi": self.facts.get("hspi"),
+            "model": self.facts.get("model"),  # fetched from the object store, or cached on the node
             "unavailable": self.facts.get("unavailable", {}),
             "custom_resources": sorted(k for k in self.resources if k.startswith(RESOURCE_PREFIX)),
             **({"error": self.error} if self.error else {}),
@@ -118,7 +121,7 @@ class RayRunner:
         self.lost: list[str] = []
         self.cross_checked: dict[str, dict] = {}
         self.differences: list[dict] = []  # measured state the nodes differ in (run/kernels.differences)
-        self._model_ref: tuple[str, object] | None = None  # (model sha256, Ray object ref of its files)
+        self._model_ref: tuple[str, dict] | None = None  # (model sha256, its shipment: sizes and object ref)
         self._streaming: dict = {}  # the probes, model and frames of the stream being run
         _reachable(address)
         for attempt in range(CLIENT_TRIES if address.startswith("ray://") else 1):
@@ -163,23 +166,39 @@ class RayRunner:
 
         return NodeAffinitySchedulingStrategy(node_id, soft=soft)
 
-    def _ship_model(self, model) -> tuple[dict, object]:
+    def _ship_model(self, model) -> tuple[dict, dict]:
+        """The model for the nodes: its description, and its files' sizes with a reference to
+        their bytes in the object store (put once per model; a node whose cache holds the model
+        does not fetch them)."""
         from hspi_onnx.inputs.onnxfile import external_data_files
 
         if self._model_ref is None or self._model_ref[0] != model.sha256:
-            files = {model.path.name: model.path.read_bytes()}
+            paths = {model.path.name: model.path}
             for rel in external_data_files(model.path):
-                files[rel] = (model.path.parent / rel).read_bytes()
+                paths[rel] = model.path.parent / rel
             if model.weights_path().is_file():  # a zoo module's weights (pytorch src=module)
-                files[model.weights_path().name] = model.weights_path().read_bytes()
-            self._model_ref = (model.sha256, self.ray.put(files))
+                paths[model.weights_path().name] = model.weights_path()
+            files = {rel: path.read_bytes() for rel, path in paths.items()}
+            total = sum(len(data) for data in files.values())
+            try:
+                ref = self.ray.put(files)
+            except Exception as exc:  # ObjectStoreFullError, OutOfDiskError: the driver node's store
+                raise HspiError(
+                    f"the Ray object store of the driver's node cannot take the model's "
+                    f"{total / 1e6:.0f} MB ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                    f"give the node more object store memory (ray start --object-store-memory) "
+                    f"or free disk space for spilling"
+                ) from None
+            del files
+            shipment = {"sizes": {rel: path.stat().st_size for rel, path in paths.items()}, "ref": [ref]}
+            self._model_ref = (model.sha256, shipment)
         return model.to_wire(), self._model_ref[1]
 
     def plan(self, model, probes, patterns: list[str] | None, extra: bool) -> list[tuple[None, Platform]]:
         """Every platform some node offers (matching ``patterns``), after asking each node."""
         from hspi_onnx.inputs.probes import calibration_kind
 
-        described, files = self._ship_model(model)
+        described, shipment = self._ship_model(model)
         kind = calibration_kind(model, probes.bind(model).kind)
         asked = {}
         for node_id, info in self._alive_nodes().items():
@@ -189,7 +208,7 @@ class RayRunner:
             ref = (
                 self._tasks["node_offers"]
                 .options(num_cpus=0, max_retries=0, scheduling_strategy=self._on_node(node_id))
-                .remote(described, files, kind, patterns, extra)
+                .remote(described, shipment, kind, patterns, extra)
             )
             asked[ref] = node_id
         if not asked:
@@ -282,7 +301,7 @@ class RayRunner:
         return (
             self._tasks["node_run"]
             .options(num_cpus=0, max_retries=0, resources=wants, scheduling_strategy=self._on_node(node.id))
-            .remote(st["described"], st["files"], st["frames"][job.probes], job.label, repeat)
+            .remote(st["described"], st["shipment"], st["frames"][job.probes], job.label, repeat)
         )
 
     def wait(self, handles: list, timeout: float):
@@ -311,12 +330,12 @@ class RayRunner:
         from hspi_onnx.run import wire
 
         probes = probes.bind(model)
-        described, files = self._ship_model(model)
+        described, shipment = self._ship_model(model)
         self._streaming = {
             "model": model,
             "probes": probes,
             "described": described,
-            "files": files,
+            "shipment": shipment,
             "frames": {len(probes): self.ray.put(wire.pack(*probes.to_wire()))},
             "samples": {len(probes): probes},
         }

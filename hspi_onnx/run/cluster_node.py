@@ -2,9 +2,9 @@
 which platforms it offers for a model, run one platform over a probe set, and name its custom
 resources.
 
-Ray tasks, defined as plain functions (the driver wraps them with ``ray.remote``): the model's
-files and the probe set arrive as bytes; the model is written to the node's cache under its
-sha256 and checked; the platform runs in the node's long-lived
+Ray tasks, defined as plain functions (the driver wraps them with ``ray.remote``): the probe set
+arrives as bytes, the model as a reference to its files' bytes that a node fetches only when its
+cache does not hold the model yet (written under its sha256 and checked); the platform runs in the node's long-lived
 :class:`~hspi_onnx.run.runner.Runner` (a worker process per runtime family, so a crashing runtime
 fails its platform, not the node); the run goes back as Arrow IPC bytes
 (:mod:`hspi_onnx.run.arrow_runs`), a failure as an error record.
@@ -36,6 +36,7 @@ def node_resources() -> dict[str, float]:
 
 _RUNNER = None
 _MODELS: dict = {}  # sha256 -> ModelInfo, once its files are written and checked in this process
+_FETCHED: dict[str, bool] = {}  # sha256 -> whether this process fetched its files (else the cache had them)
 
 
 def _runner():
@@ -51,9 +52,23 @@ def _runner():
     return _RUNNER
 
 
-def _node_model(described: dict, files: dict[str, bytes]):
-    """The model on this node: its files written under the node's cache (by sha256) and the
-    main file's bytes checked against the sha256 the driver read."""
+def _has_model(root: Path, main: str, sizes: dict[str, int], sha: str) -> bool:
+    """Whether this node's cache already holds the model: every file at its size, the main file
+    hashing to ``sha`` (so a node that built it before fetches nothing)."""
+    from hspi_onnx.inputs.onnxfile import sha256_file
+
+    for rel, size in sizes.items():
+        target = root / rel
+        if not target.is_file() or target.stat().st_size != int(size):
+            return False
+    return sha256_file(root / main) == sha
+
+
+def _node_model(described: dict, shipment: dict):
+    """The model on this node, under the node's cache by sha256: taken from there when a build
+    left it, else its files are fetched from the object store (``shipment``: the files' sizes
+    and, wrapped in a list so that Ray does not fetch it for every task, the reference to their
+    bytes), written, and the main file checked against the sha256 the driver read."""
     from hspi_onnx.cache import atomic_write_bytes, cache_dir
     from hspi_onnx.inputs.model import ModelInfo
     from hspi_onnx.inputs.onnxfile import sha256_file
@@ -63,24 +78,29 @@ def _node_model(described: dict, files: dict[str, bytes]):
         return _MODELS[sha]
     main = Path(described["path"]).name
     root = cache_dir("cluster", sha)
-    for rel, data in files.items():
-        target = (root / rel).resolve()
-        if root.resolve() not in target.parents:
-            raise HspiError(f"model file {rel!r} would land outside the node's cache")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.is_file() or target.stat().st_size != len(data):
-            atomic_write_bytes(target, data)
-    if sha256_file(root / main) != sha:
-        atomic_write_bytes(root / main, files[main])
+    sizes = {str(rel): int(n) for rel, n in shipment["sizes"].items()}
+    _FETCHED[sha] = not _has_model(root, main, sizes, sha)
+    if _FETCHED[sha]:
+        import ray
+
+        files: dict[str, bytes] = ray.get(shipment["ref"][0])
+        for rel, data in files.items():
+            target = (root / rel).resolve()
+            if root.resolve() not in target.parents:
+                raise HspiError(f"model file {rel!r} would land outside the node's cache")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.is_file() or target.stat().st_size != len(data):
+                atomic_write_bytes(target, data)
         if sha256_file(root / main) != sha:
-            raise HspiError(f"model bytes received do not hash to {sha[:12]}")
+            atomic_write_bytes(root / main, files[main])
+            if sha256_file(root / main) != sha:
+                raise HspiError(f"model bytes received do not hash to {sha[:12]}")
+        del files
     _MODELS[sha] = ModelInfo.from_wire({**described, "path": str(root / main)})
     return _MODELS[sha]
 
 
-def node_offers(
-    described: dict, files: dict[str, bytes], probe_kind: str, patterns: list[str] | None, extra: bool
-) -> str:
+def node_offers(described: dict, shipment: dict, probe_kind: str, patterns: list[str] | None, extra: bool) -> str:
     """Ray task: what this node offers for the model, as JSON (platform labels, host facts,
     versions, unavailable runtimes)."""
     import ray
@@ -97,7 +117,8 @@ def node_offers(
         "pid": os.getpid(),
     }
     try:
-        model = _node_model(described, files)
+        model = _node_model(described, shipment)
+        doc["model"] = "fetched" if _FETCHED.get(model.sha256) else "cached"
         try:
             chosen = selected_variants(model, probe_kind, patterns, extra)
         except UnknownPlatformError:
@@ -113,7 +134,7 @@ def node_offers(
     return json.dumps(doc)
 
 
-def node_run(described: dict, files: dict[str, bytes], probes_frame: bytes, label: str, repeat: int) -> bytes:
+def node_run(described: dict, shipment: dict, probes_frame: bytes, label: str, repeat: int) -> bytes:
     """Ray task: one platform over the probe set on this node, as Arrow IPC bytes (a platform
     that fails or crashes comes back as an error record, not an exception)."""
     import ray
@@ -126,7 +147,7 @@ def node_run(described: dict, files: dict[str, bytes], probes_frame: bytes, labe
 
     node = ray.get_runtime_context().get_node_id()
     try:
-        model = _node_model(described, files)
+        model = _node_model(described, shipment)
         probes = ProbeSet.from_wire(*wire.unpack(probes_frame))
         found = Offered(model, calibration_kind(model, probes.kind)).get(label)
         if found is None:

@@ -27,6 +27,9 @@ FAST_DEATH = {
     "RAY_health_check_timeout_ms": "1000",
 }
 START_TIMEOUT_S = 120.0
+# Each node's object store: room for the largest zoo model (SmolLM2 in float32 is 539 MB) without
+# spilling to disk, which Ray refuses once the disk is 95 % full. Shared memory is taken as used.
+OBJECT_STORE_BYTES = 1_000_000_000
 
 
 def _free_port() -> int:
@@ -43,7 +46,7 @@ def resources(env: dict) -> str:
 
 
 class LocalCluster:
-    def __init__(self, object_store_bytes: int = 100_000_000) -> None:
+    def __init__(self, object_store_bytes: int = OBJECT_STORE_BYTES) -> None:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.client_port = _free_port()
