@@ -231,11 +231,13 @@ def test_language_model_build_on_the_cluster_equals_local(cluster, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     got, want = _rows(remote), _rows(local)
     assert got == want and len({p for p, _, _ in got}) == 2
-    assert "fetched" in {n["model"] for n in json.loads(proc.stdout)["nodes"]}
-    # the nodes' caches now hold the model (539 MB): a second build fetches nothing, same bits
+    report = json.loads(proc.stdout)
+    assert report["model_sent"] and "fetched" in {n["model"] for n in report["nodes"]}
+    # the nodes' caches now hold the model (539 MB): a second build sends and fetches nothing, same bits
     proc = hspi(*ray_build, "--db", tmp_path / "again", *globs[:2])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert {n["model"] for n in json.loads(proc.stdout)["nodes"]} == {"cached"}
+    report = json.loads(proc.stdout)
+    assert not report["model_sent"] and {n["model"] for n in report["nodes"]} == {"cached"}
     assert _rows(tmp_path / "again") == {k: v for k, v in want.items() if "q8_0" in k[0]}
 
 

@@ -4,9 +4,9 @@ The driver (this process) connects to the cluster and asks every node which plat
 offers for the model (:func:`hspi_onnx.run.cluster_node.node_offers`): each node enumerates its
 own variants, so its labels carry its device and ISA, and a node started without a runtime
 (``HSPI_RUNTIMES``) or under an instruction-set cap (``HSPI_ISA_CAP``) offers what it really
-runs. The model's files go into the object store once; a node fetches them only when its cache
-does not hold the model from an earlier build (each node reports which: ``model`` in the JSON
-report's nodes). Each platform then goes to a node that offers it (those few nodes offer first), pulled as
+runs. Nodes are asked first without the model's bytes: only if some node's cache lacks the model
+(from an earlier build) do its files go into the object store, once, and only such a node fetches
+them (``model`` per node in the JSON report: cached or fetched; ``model_sent``). Each platform then goes to a node that offers it (those few nodes offer first), pulled as
 nodes free up: at most one job per node and device kind at a time, or as many as the node's
 ``hspi:<device kind>`` resource says, and the job asks Ray for the node's custom resources of its
 runtime family and device kind (``hspi runtimes resources`` prints them for ``ray start
@@ -166,53 +166,45 @@ class RayRunner:
 
         return NodeAffinitySchedulingStrategy(node_id, soft=soft)
 
-    def _ship_model(self, model) -> tuple[dict, dict]:
-        """The model for the nodes: its description, and its files' sizes with a reference to
-        their bytes in the object store (put once per model; a node whose cache holds the model
-        does not fetch them)."""
+    def _ship_model(self, model, put: bool = True) -> tuple[dict, dict]:
+        """The model for the nodes: its description, and its files' sizes with (``put``) a
+        reference to their bytes in the object store, put once per model; without it, a node
+        whose cache lacks the model says so instead of fetching."""
         from hspi_onnx.inputs.onnxfile import external_data_files
 
-        if self._model_ref is None or self._model_ref[0] != model.sha256:
+        if self._model_ref is None or self._model_ref[0] != model.sha256 or (put and not self._model_ref[1]["ref"]):
             paths = {model.path.name: model.path}
             for rel in external_data_files(model.path):
                 paths[rel] = model.path.parent / rel
             if model.weights_path().is_file():  # a zoo module's weights (pytorch src=module)
                 paths[model.weights_path().name] = model.weights_path()
-            files = {rel: path.read_bytes() for rel, path in paths.items()}
-            total = sum(len(data) for data in files.values())
-            try:
-                ref = self.ray.put(files)
-            except Exception as exc:  # ObjectStoreFullError, OutOfDiskError: the driver node's store
-                raise HspiError(
-                    f"the Ray object store of the driver's node cannot take the model's "
-                    f"{total / 1e6:.0f} MB ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                    f"give the node more object store memory (ray start --object-store-memory) "
-                    f"or free disk space for spilling"
-                ) from None
-            del files
-            shipment = {"sizes": {rel: path.stat().st_size for rel, path in paths.items()}, "ref": [ref]}
+            shipment: dict = {"sizes": {rel: path.stat().st_size for rel, path in paths.items()}, "ref": []}
+            if put:
+                files = {rel: path.read_bytes() for rel, path in paths.items()}
+                try:
+                    shipment["ref"].append(self.ray.put(files))
+                except Exception as exc:  # ObjectStoreFullError, OutOfDiskError: the driver node's store
+                    raise HspiError(
+                        f"the Ray object store of the driver's node cannot take the model's "
+                        f"{sum(map(len, files.values())) / 1e6:.0f} MB ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}); give the node more object store memory "
+                        f"(ray start --object-store-memory) or free disk space for spilling"
+                    ) from None
+                del files
             self._model_ref = (model.sha256, shipment)
         return model.to_wire(), self._model_ref[1]
 
-    def plan(self, model, probes, patterns: list[str] | None, extra: bool) -> list[tuple[None, Platform]]:
-        """Every platform some node offers (matching ``patterns``), after asking each node."""
-        from hspi_onnx.inputs.probes import calibration_kind
+    def _ask(self, node_ids: list[str], model, kind: str, patterns: list[str] | None, extra: bool, put: bool) -> None:
+        """Each node's offer for the model (its facts, or why it is left out)."""
+        from hspi_onnx import __version__
 
-        described, shipment = self._ship_model(model)
-        kind = calibration_kind(model, probes.bind(model).kind)
-        asked = {}
-        for node_id, info in self._alive_nodes().items():
-            self.nodes[node_id] = Node(
-                node_id, str(info.get("NodeManagerAddress", "")), dict(info.get("Resources", {}))
-            )
-            ref = (
-                self._tasks["node_offers"]
-                .options(num_cpus=0, max_retries=0, scheduling_strategy=self._on_node(node_id))
-                .remote(described, shipment, kind, patterns, extra)
-            )
-            asked[ref] = node_id
-        if not asked:
-            raise HspiError("the Ray cluster has no live node")
+        described, shipment = self._ship_model(model, put)
+        asked = {
+            self._tasks["node_offers"]
+            .options(num_cpus=0, max_retries=0, scheduling_strategy=self._on_node(node_id))
+            .remote(described, shipment, kind, patterns, extra): node_id
+            for node_id in node_ids
+        }
         ready, late = self.ray.wait(list(asked), num_returns=len(asked), timeout=DISCOVERY_TIMEOUT_S)
         for ref in late:
             node = self.nodes[asked[ref]]
@@ -225,14 +217,29 @@ class RayRunner:
             except Exception as exc:
                 node.error, node.alive = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", False
                 continue
-            from hspi_onnx import __version__
-
             if node.facts.get("error"):
                 node.error, node.alive = node.facts["error"], False
             elif node.facts.get("hspi") != __version__:
                 node.error, node.alive = f"runs hspi-onnx {node.facts.get('hspi')}, the driver {__version__}", False
             else:
                 node.offers = set(node.facts.get("platforms", []))
+
+    def plan(self, model, probes, patterns: list[str] | None, extra: bool) -> list[tuple[None, Platform]]:
+        """Every platform some node offers (matching ``patterns``), after asking each node: first
+        without the model's bytes, then, only if some node's cache lacks the model, with them."""
+        from hspi_onnx.inputs.probes import calibration_kind
+
+        kind = calibration_kind(model, probes.bind(model).kind)
+        for node_id, info in self._alive_nodes().items():
+            self.nodes[node_id] = Node(
+                node_id, str(info.get("NodeManagerAddress", "")), dict(info.get("Resources", {}))
+            )
+        if not self.nodes:
+            raise HspiError("the Ray cluster has no live node")
+        self._ask(list(self.nodes), model, kind, patterns, extra, put=False)
+        lacking = [n.id for n in self.nodes.values() if n.alive and n.facts.get("model") == "missing"]
+        if lacking:
+            self._ask(lacking, model, kind, patterns, extra, put=True)
         for node in self.nodes.values():
             if node.error:
                 self.on_note(f"node {node.short} ({node.address}) left out: {node.error}")
@@ -256,6 +263,7 @@ class RayRunner:
             "nodes_lost": self.lost,
             "cross_checked": self.cross_checked,
             "differences": self.differences,
+            "model_sent": bool(self._model_ref and self._model_ref[1]["ref"]),  # its bytes put in the object store
         }
 
     # -- running
@@ -330,7 +338,8 @@ class RayRunner:
         from hspi_onnx.run import wire
 
         probes = probes.bind(model)
-        described, shipment = self._ship_model(model)
+        planned = self._model_ref is not None and self._model_ref[0] == model.sha256
+        described, shipment = self._ship_model(model, put=not planned)  # as plan left it: sent if a node lacked it
         self._streaming = {
             "model": model,
             "probes": probes,

@@ -34,6 +34,10 @@ def node_resources() -> dict[str, float]:
     return out
 
 
+class ModelMissing(HspiError):
+    """The driver asked without the model's bytes and this node's cache does not hold it."""
+
+
 _RUNNER = None
 _MODELS: dict = {}  # sha256 -> ModelInfo, once its files are written and checked in this process
 _FETCHED: dict[str, bool] = {}  # sha256 -> whether this process fetched its files (else the cache had them)
@@ -68,7 +72,8 @@ def _node_model(described: dict, shipment: dict):
     """The model on this node, under the node's cache by sha256: taken from there when a build
     left it, else its files are fetched from the object store (``shipment``: the files' sizes
     and, wrapped in a list so that Ray does not fetch it for every task, the reference to their
-    bytes), written, and the main file checked against the sha256 the driver read."""
+    bytes, or an empty list: :class:`ModelMissing`), written, and the main file checked against
+    the sha256 the driver read."""
     from hspi_onnx.cache import atomic_write_bytes, cache_dir
     from hspi_onnx.inputs.model import ModelInfo
     from hspi_onnx.inputs.onnxfile import sha256_file
@@ -82,6 +87,9 @@ def _node_model(described: dict, shipment: dict):
     _FETCHED[sha] = not _has_model(root, main, sizes, sha)
     if _FETCHED[sha]:
         import ray
+
+        if not shipment["ref"]:  # asked without the bytes (node_offers says "missing")
+            raise ModelMissing(f"model {sha[:12]} is not in this node's cache and was not sent")
 
         files: dict[str, bytes] = ray.get(shipment["ref"][0])
         for rel, data in files.items():
@@ -117,7 +125,10 @@ def node_offers(described: dict, shipment: dict, probe_kind: str, patterns: list
         "pid": os.getpid(),
     }
     try:
-        model = _node_model(described, shipment)
+        try:
+            model = _node_model(described, shipment)
+        except ModelMissing:
+            return json.dumps(doc | {"model": "missing"})
         doc["model"] = "fetched" if _FETCHED.get(model.sha256) else "cached"
         try:
             chosen = selected_variants(model, probe_kind, patterns, extra)
