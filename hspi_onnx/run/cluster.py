@@ -5,9 +5,10 @@ offers for the model (:func:`hspi_onnx.run.cluster_node.node_offers`): each node
 own variants, so its labels carry its device and ISA, and a node started without a runtime
 (``HSPI_RUNTIMES``) or under an instruction-set cap (``HSPI_ISA_CAP``) offers what it really
 runs. Nodes are asked first without the model's bytes: only if some node's cache lacks the model
-(from an earlier build) do its files go into the object store, once, and only such a node fetches
-them (``model`` per node in the JSON report: cached or fetched; ``model_sent``). Each platform then goes to a node that offers it (those few nodes offer first), pulled as
-nodes free up: at most one job per node and device kind at a time, or as many as the node's
+(from an earlier build) do its files go into the object store, once, and only such a node
+fetches them (``model`` per node in the JSON report: cached or fetched; ``model_sent``). Each
+platform then goes to a node that offers it (those few nodes offer first), pulled as nodes free
+up: at most one job per node and device kind at a time, or as many as the node's
 ``hspi:<device kind>`` resource says, and the job asks Ray for the node's custom resources of its
 runtime family and device kind (``hspi runtimes resources`` prints them for ``ray start
 --resources``), so that several builds sharing a cluster never overload a node. A platform that a

@@ -4,8 +4,8 @@ resources.
 
 Ray tasks, defined as plain functions (the driver wraps them with ``ray.remote``): the probe set
 arrives as bytes, the model as a reference to its files' bytes that a node fetches only when its
-cache does not hold the model yet (written under its sha256 and checked); the platform runs in the node's long-lived
-:class:`~hspi_onnx.run.runner.Runner` (a worker process per runtime family, so a crashing runtime
+cache does not hold the model yet (written under its sha256 and checked); the platform runs in
+the node's long-lived :class:`~hspi_onnx.run.runner.Runner` (a worker process per runtime family, so a crashing runtime
 fails its platform, not the node); the run goes back as Arrow IPC bytes
 (:mod:`hspi_onnx.run.arrow_runs`), a failure as an error record.
 """
@@ -56,13 +56,21 @@ def _runner():
     return _RUNNER
 
 
+def _inside(root: Path, rel: str) -> Path:
+    """``root / rel``, refused where it would leave ``root``."""
+    target = (root / rel).resolve()
+    if root.resolve() not in target.parents:
+        raise HspiError(f"model file {rel!r} would land outside the node's cache")
+    return target
+
+
 def _has_model(root: Path, main: str, sizes: dict[str, int], sha: str) -> bool:
     """Whether this node's cache already holds the model: every file at its size, the main file
     hashing to ``sha`` (so a node that built it before fetches nothing)."""
     from hspi_onnx.inputs.onnxfile import sha256_file
 
     for rel, size in sizes.items():
-        target = root / rel
+        target = _inside(root, rel)
         if not target.is_file() or target.stat().st_size != int(size):
             return False
     return sha256_file(root / main) == sha
@@ -93,9 +101,7 @@ def _node_model(described: dict, shipment: dict):
 
         files: dict[str, bytes] = ray.get(shipment["ref"][0])
         for rel, data in files.items():
-            target = (root / rel).resolve()
-            if root.resolve() not in target.parents:
-                raise HspiError(f"model file {rel!r} would land outside the node's cache")
+            target = _inside(root, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.is_file() or target.stat().st_size != len(data):
                 atomic_write_bytes(target, data)
