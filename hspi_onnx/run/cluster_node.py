@@ -94,22 +94,16 @@ def _node_model(described: dict, shipment: dict):
     sizes = {str(rel): int(n) for rel, n in shipment["sizes"].items()}
     _FETCHED[sha] = not _has_model(root, main, sizes, sha)
     if _FETCHED[sha]:
-        import ray
-
         if not shipment["ref"]:  # asked without the bytes (node_offers says "missing")
             raise ModelMissing(f"model {sha[:12]} is not in this node's cache and was not sent")
+        import ray
 
-        files: dict[str, bytes] = ray.get(shipment["ref"][0])
-        for rel, data in files.items():
+        for rel, data in ray.get(shipment["ref"][0]).items():  # all of them: the cache did not match
             target = _inside(root, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.is_file() or target.stat().st_size != len(data):
-                atomic_write_bytes(target, data)
+            atomic_write_bytes(target, data)
         if sha256_file(root / main) != sha:
-            atomic_write_bytes(root / main, files[main])
-            if sha256_file(root / main) != sha:
-                raise HspiError(f"model bytes received do not hash to {sha[:12]}")
-        del files
+            raise HspiError(f"model bytes received do not hash to {sha[:12]}")
     _MODELS[sha] = ModelInfo.from_wire({**described, "path": str(root / main)})
     return _MODELS[sha]
 
